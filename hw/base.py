@@ -1,0 +1,104 @@
+"""The few things a vending machine has: slot motors, a drop sensor, a door switch and a screen."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+# Called with the monotonic time of the event; called from a driver's own thread, so a listener only
+# hands the fact over to its owner and returns.
+DropListener = Callable[[float], None]
+DoorListener = Callable[[bool, float], None]
+
+
+class HardwareError(RuntimeError):
+    """A device that cannot be opened or driven; the text says what to check."""
+
+
+class Device:
+    """Every device closes, and is a context manager."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Motor(Device):
+    """The motor that turns one slot's spiral."""
+
+    def __init__(self, slot: str):
+        self.slot = slot
+
+    def run(self) -> None:
+        """Start one turn; the drop sensor says whether a product fell."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Power off now. Safe to call at any time, from any thread, any number of times."""
+        raise NotImplementedError
+
+    @property
+    def is_running(self) -> bool:
+        raise NotImplementedError
+
+
+class DropSensor(Device):
+    """The light curtain or piezo under the slots that sees a product fall."""
+
+    when_drop: DropListener | None = None
+
+    def wait_for_drop(self, timeout: float) -> bool:
+        """Block until a drop or the timeout; for a technician's test, never on the vend path."""
+        raise NotImplementedError
+
+
+class Door(Device):
+    """The service door's switch."""
+
+    when_changed: DoorListener | None = None
+
+    @property
+    def is_open(self) -> bool:
+        raise NotImplementedError
+
+
+class Display(Device):
+    """The machine's screen; shows a pillow image scaled to ``size``."""
+
+    size: tuple[int, int] = (480, 800)
+
+    def show(self, image) -> None:
+        raise NotImplementedError
+
+
+class Hardware:
+    """The devices of one machine, owned by the controller's main loop."""
+
+    def __init__(self, motors: dict[str, Motor], drop_sensor: DropSensor, door: Door, display: Display):
+        self.motors = motors
+        self.drop_sensor = drop_sensor
+        self.door = door
+        self.display = display
+
+    def all_motors_off(self) -> None:
+        """The safe state: every motor output off. Never raises, so it can run in any ``finally``."""
+        for motor in self.motors.values():
+            try:
+                motor.stop()
+            except Exception:
+                log.exception("could not stop motor %s", motor.slot)
+
+    def close(self) -> None:
+        self.all_motors_off()
+        for device in (*self.motors.values(), self.drop_sensor, self.door, self.display):
+            try:
+                device.close()
+            except Exception:
+                log.exception("could not close %r", device)

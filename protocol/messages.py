@@ -1,0 +1,376 @@
+"""Message types on the wire, their JSON form and their validation.
+
+Every payload is a JSON object carrying ``"v": PROTOCOL_VERSION``. ``decode(kind, payload)`` returns the
+typed message or raises ProtocolError with a reason a person can act on; nothing half-valid gets through.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from . import PROTOCOL_VERSION, ProtocolError
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_BATCH_EVENTS = 1000
+GENESIS_HASH = "0" * 64
+# \Z, not $: "$" would let a trailing newline through.
+ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
+SLOT_RE = re.compile(r"^[A-Z][0-9]{1,2}\Z")
+HASH_RE = re.compile(r"^[0-9a-f]{64}\Z")
+CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z")
+
+# Required data fields of each ledger event kind, with their types. Extra fields are allowed: a newer
+# machine may say more than an older cloud understands, but never less.
+EVENT_KINDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "boot": {"firmware": str},
+    "vend.started": {"order_id": str, "cmd_id": str, "slot": str},
+    "vend.succeeded": {"order_id": str, "slot": str, "turns": int},
+    "vend.failed": {"order_id": str, "slot": str, "reason": str},
+    "vend.unknown": {"order_id": str, "slot": str},
+    "drop.unexpected": {},
+    "restock": {"slot": str, "count": int},
+    "stock.adjusted": {"slot": str, "count": int, "reason": str},
+    "door.opened": {},
+    "door.closed": {},
+    "fault": {"code": str, "detail": str},
+    "config.applied": {"version": int},
+    "command.rejected": {"cmd_id": str, "reason": str},
+}
+
+COMMAND_KINDS = {
+    "vend": {"order_id": str, "slot": str},
+    "resend": {"from_seq": int},
+}
+
+RESULT_STATUSES = ("succeeded", "failed", "unknown", "rejected", "done")
+
+
+def utcnow() -> datetime:
+    """The current time, UTC, with its zone."""
+    return datetime.now(timezone.utc)
+
+
+def format_time(t: datetime) -> str:
+    """ISO 8601 with an explicit UTC offset; refuses naive times."""
+    if t.tzinfo is None:
+        raise ValueError("naive datetime: times on the wire are UTC with a zone")
+    return t.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def parse_time(value: Any, name: str) -> datetime:
+    """Parse an ISO 8601 time that carries a zone, or raise ProtocolError naming the field."""
+    if not isinstance(value, str):
+        raise ProtocolError(f"{name} must be an ISO 8601 time string, got {type(value).__name__}")
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise ProtocolError(f"{name} {value!r} is not an ISO 8601 time") from None
+    if t.tzinfo is None:
+        raise ProtocolError(f"{name} {value!r} has no time zone; send UTC with an offset")
+    return t.astimezone(timezone.utc)
+
+
+def _get(obj: dict, key: str, typ, where: str, *, optional: bool = False):
+    if key not in obj or obj[key] is None:
+        if optional:
+            return None
+        raise ProtocolError(f"{where}: missing field {key!r}")
+    value = obj[key]
+    # bool is an int in Python; a flag must not pass as a count or the reverse.
+    if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ProtocolError(f"{where}: field {key!r} must be an integer, got {value!r}")
+    if typ is not int and not isinstance(value, typ):
+        names = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+        raise ProtocolError(f"{where}: field {key!r} must be {names}, got {type(value).__name__}")
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ProtocolError(f"{where}: field {key!r} holds a lone surrogate, not text") from None
+    return value
+
+
+def _seq(obj: dict, key: str, where: str, minimum: int = 1, optional: bool = False) -> int | None:
+    value = _get(obj, key, int, where, optional=optional)
+    if value is not None and not (minimum <= value < 2**63):
+        raise ProtocolError(f"{where}: field {key!r} must be between {minimum} and 2^63-1, got {value}")
+    return value
+
+
+def _ident(obj: dict, key: str, where: str) -> str:
+    value = _get(obj, key, str, where)
+    if not ID_RE.match(value):
+        raise ProtocolError(f"{where}: field {key!r} {value!r} is not an id (1-64 of A-Z a-z 0-9 _ . : -)")
+    return value
+
+
+def load_json(payload: bytes | str, where: str) -> dict:
+    """Decode one payload into a dict, checking size, JSON and the protocol version."""
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8", "surrogatepass")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError(f"{where}: payload of {len(payload)} bytes is over the {MAX_PAYLOAD_BYTES} limit")
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ProtocolError(f"{where}: not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"{where}: payload must be a JSON object, got {type(obj).__name__}")
+    v = obj.get("v")
+    if v != PROTOCOL_VERSION:
+        raise ProtocolError(f"{where}: protocol version {v!r} is not supported (this side speaks {PROTOCOL_VERSION})")
+    return obj
+
+
+def dump_json(obj: dict) -> bytes:
+    return json.dumps({"v": PROTOCOL_VERSION, **obj}, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def event_hash(seq: int, ts: str, boot: int, clock_synced: bool, kind: str, data: dict, prev_hash: str) -> str:
+    """The hash that chains one ledger event to the one before it."""
+    canonical = json.dumps(
+        [seq, ts, boot, clock_synced, kind, data, prev_hash],
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    )
+    try:
+        return hashlib.sha256(canonical.encode()).hexdigest()
+    except UnicodeEncodeError:
+        raise ProtocolError(f"event {seq}: data holds a lone surrogate, not text") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One fact from a machine's ledger."""
+
+    seq: int
+    ts: str
+    boot: int
+    clock_synced: bool
+    kind: str
+    data: dict
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def make(cls, seq: int, ts: datetime, boot: int, clock_synced: bool, kind: str, data: dict,
+             prev_hash: str) -> "Event":
+        ts_s = format_time(ts)
+        ev = cls(seq, ts_s, boot, clock_synced, kind, data, prev_hash,
+                 event_hash(seq, ts_s, boot, clock_synced, kind, data, prev_hash))
+        check_event_data(kind, data, f"event {seq}")
+        return ev
+
+    @classmethod
+    def from_obj(cls, obj: Any, where: str) -> "Event":
+        if not isinstance(obj, dict):
+            raise ProtocolError(f"{where}: an event must be an object")
+        seq = _seq(obj, "seq", where)
+        where = f"{where} (seq {seq})"
+        ts = _get(obj, "ts", str, where)
+        parse_time(ts, f"{where}: ts")
+        boot = _seq(obj, "boot", where, minimum=0)
+        synced = _get(obj, "clock_synced", bool, where)
+        kind = _get(obj, "kind", str, where)
+        data = _get(obj, "data", dict, where)
+        check_event_data(kind, data, where)
+        prev_hash = _get(obj, "prev_hash", str, where)
+        digest = _get(obj, "hash", str, where)
+        if not HASH_RE.match(prev_hash) or not HASH_RE.match(digest):
+            raise ProtocolError(f"{where}: hashes must be 64 lowercase hex digits")
+        if event_hash(seq, ts, boot, synced, kind, data, prev_hash) != digest:
+            raise ProtocolError(f"{where}: hash does not match the event's content")
+        return cls(seq, ts, boot, synced, kind, data, prev_hash, digest)
+
+    def to_obj(self) -> dict:
+        return asdict(self)
+
+
+def check_event_data(kind: str, data: dict, where: str) -> None:
+    """Check that an event's data holds the fields its kind requires."""
+    required = EVENT_KINDS.get(kind)
+    if required is None:
+        raise ProtocolError(f"{where}: unknown event kind {kind!r}")
+    for key, typ in required.items():
+        _get(data, key, typ, f"{where} {kind}")
+    if "slot" in required and not SLOT_RE.match(data["slot"]):
+        raise ProtocolError(f"{where} {kind}: slot {data['slot']!r} is not a slot code like 'A1'")
+    if "count" in required and data["count"] < 0:
+        raise ProtocolError(f"{where} {kind}: count must not be negative, got {data['count']}")
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """Consecutive ledger events, in sequence order, each chained to the one before."""
+
+    events: tuple[Event, ...]
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "EventBatch":
+        obj = load_json(payload, "events")
+        raw = _get(obj, "events", list, "events")
+        if not raw:
+            raise ProtocolError("events: empty batch")
+        if len(raw) > MAX_BATCH_EVENTS:
+            raise ProtocolError(f"events: {len(raw)} events in one batch, limit {MAX_BATCH_EVENTS}")
+        events = tuple(Event.from_obj(e, f"events[{i}]") for i, e in enumerate(raw))
+        for a, b in zip(events, events[1:]):
+            if b.seq != a.seq + 1:
+                raise ProtocolError(f"events: seq {b.seq} follows {a.seq}; a batch must be consecutive")
+            if b.prev_hash != a.hash:
+                raise ProtocolError(f"events: hash chain broken between seq {a.seq} and {b.seq}")
+        return cls(events)
+
+    def encode(self) -> bytes:
+        return dump_json({"events": [e.to_obj() for e in self.events]})
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A machine's retained status; also its last will, with online false."""
+
+    online: bool
+    firmware: str = ""
+    ledger_head: int = 0
+    planogram_version: int = 0
+    boot: int = 0
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "Status":
+        obj = load_json(payload, "status")
+        return cls(
+            online=_get(obj, "online", bool, "status"),
+            firmware=_get(obj, "firmware", str, "status", optional=True) or "",
+            ledger_head=_seq(obj, "ledger_head", "status", minimum=0, optional=True) or 0,
+            planogram_version=_seq(obj, "planogram_version", "status", minimum=0, optional=True) or 0,
+            boot=_seq(obj, "boot", "status", minimum=0, optional=True) or 0,
+        )
+
+    def encode(self) -> bytes:
+        return dump_json(asdict(self))
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The highest sequence the cloud has committed without a gap, and the cloud's clock."""
+
+    seq: int
+    cloud_time: str
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "Ack":
+        obj = load_json(payload, "ack")
+        cloud_time = _get(obj, "cloud_time", str, "ack")
+        parse_time(cloud_time, "ack: cloud_time")
+        return cls(seq=_seq(obj, "seq", "ack", minimum=0), cloud_time=cloud_time)
+
+    def encode(self) -> bytes:
+        return dump_json(asdict(self))
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """An order from the cloud to one machine; refused by the machine once expired or seen before."""
+
+    id: str
+    kind: str
+    issued_at: str
+    expires_at: str
+    args: dict = field(default_factory=dict)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "Command":
+        obj = load_json(payload, "cmd")
+        cmd_id = _ident(obj, "id", "cmd")
+        where = f"cmd {cmd_id}"
+        kind = _get(obj, "kind", str, where)
+        spec = COMMAND_KINDS.get(kind)
+        if spec is None:
+            raise ProtocolError(f"{where}: unknown command kind {kind!r}")
+        issued = _get(obj, "issued_at", str, where)
+        expires = _get(obj, "expires_at", str, where)
+        if parse_time(expires, f"{where}: expires_at") < parse_time(issued, f"{where}: issued_at"):
+            raise ProtocolError(f"{where}: expires_at is before issued_at")
+        args = _get(obj, "args", dict, where)
+        for key, typ in spec.items():
+            _get(args, key, typ, f"{where} args")
+        if kind == "vend":
+            _ident(args, "order_id", f"{where} args")
+            if not SLOT_RE.match(args["slot"]):
+                raise ProtocolError(f"{where} args: slot {args['slot']!r} is not a slot code like 'A1'")
+        if kind == "resend":
+            _seq(args, "from_seq", f"{where} args")
+        return cls(cmd_id, kind, issued, expires, args)
+
+    def encode(self) -> bytes:
+        return dump_json(asdict(self))
+
+    def expired(self, now: datetime) -> bool:
+        return now > parse_time(self.expires_at, "expires_at")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """What a machine did with a command; the ledger event with the same facts is what money follows."""
+
+    id: str
+    status: str
+    reason: str = ""
+    seq: int = 0
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "CommandResult":
+        obj = load_json(payload, "cmd/result")
+        cmd_id = _ident(obj, "id", "cmd/result")
+        status = _get(obj, "status", str, "cmd/result")
+        if status not in RESULT_STATUSES:
+            raise ProtocolError(f"cmd/result: status {status!r} is not one of {', '.join(RESULT_STATUSES)}")
+        return cls(cmd_id, status, _get(obj, "reason", str, "cmd/result", optional=True) or "",
+                   _seq(obj, "seq", "cmd/result", minimum=0, optional=True) or 0)
+
+    def encode(self) -> bytes:
+        return dump_json(asdict(self))
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    """Best-effort readings: temperature, door, radio signal."""
+
+    temperature_c: float | None = None
+    door_open: bool | None = None
+    rssi_dbm: int | None = None
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "Telemetry":
+        obj = load_json(payload, "telemetry")
+        temp = _get(obj, "temperature_c", (int, float), "telemetry", optional=True)
+        if isinstance(temp, bool) or (temp is not None and not -60 <= temp <= 100):
+            raise ProtocolError(f"telemetry: temperature_c {temp!r} is outside -60..100")
+        return cls(temp, _get(obj, "door_open", bool, "telemetry", optional=True),
+                   _get(obj, "rssi_dbm", int, "telemetry", optional=True))
+
+    def encode(self) -> bytes:
+        return dump_json(asdict(self))
+
+
+DECODERS = {
+    "status": Status.decode,
+    "events": EventBatch.decode,
+    "ack": Ack.decode,
+    "cmd": Command.decode,
+    "cmd/result": CommandResult.decode,
+    "telemetry": Telemetry.decode,
+}
+
+
+def decode(kind: str, payload: bytes):
+    """Decode the payload of a topic kind into its message type."""
+    try:
+        decoder = DECODERS[kind]
+    except KeyError:
+        raise ProtocolError(f"no message type for topic kind {kind!r}") from None
+    return decoder(payload)
