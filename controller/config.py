@@ -7,6 +7,7 @@ of bounds, or a missing required key is a ConfigError that names the file, the s
 from __future__ import annotations
 
 import configparser
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -91,12 +92,18 @@ def _convert(key: Key, raw: str, where: str) -> Any:
         value = raw
         if key.lo is not None and len(value) < key.lo:
             raise ConfigError(f"{where}: too short ({len(value)} characters); expected {key.what}")
+        if key.hi is not None and len(value) > key.hi:
+            raise ConfigError(f"{where}: too long ({len(value)} characters, at most {int(key.hi)})")
         if key.pattern is not None and not key.pattern.match(value):
             raise ConfigError(f"{where}: {value!r} is not valid; expected {key.what}")
         return value
     if key.kind in ("int", "float"):
         try:
+            if "_" in raw:
+                raise ValueError(raw)
             value = int(raw) if key.kind == "int" else float(raw)
+            if not math.isfinite(value):  # nan passes every bounds check by failing every comparison
+                raise ValueError(raw)
         except ValueError:
             raise ConfigError(f"{where}: {raw!r} is not {'an integer' if key.kind == 'int' else 'a number'}") from None
         if (key.lo is not None and value < key.lo) or (key.hi is not None and value > key.hi):
@@ -114,7 +121,7 @@ def _convert(key: Key, raw: str, where: str) -> Any:
             raise ConfigError(f"{where}: {raw!r} is not one of {', '.join(key.choices)}")
         return raw
     if key.kind == "list":
-        items = tuple(item.strip() for item in raw.split(",") if item.strip())
+        items = tuple(item.strip() for item in re.split(r"[,\s]+", raw) if item.strip())
         for item in items:
             if key.pattern is not None and not key.pattern.match(item):
                 raise ConfigError(f"{where}: {item!r} is not valid; expected {key.what}")

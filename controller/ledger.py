@@ -16,6 +16,7 @@ from datetime import datetime
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from protocol import ProtocolError
 from protocol.messages import GENESIS_HASH, Event
 
 log = logging.getLogger(__name__)
@@ -151,11 +152,17 @@ class Ledger:
         while True:
             batch = self.read(expected, 1000)
             if not batch:
+                if seq < self.acked:
+                    raise LedgerError(f"{self.path}: ledger ends at seq {seq} but the cloud acked {self.acked}: "
+                                      "events were removed")
                 return seq
             for event in batch:
                 if event.seq != expected:
                     raise LedgerError(f"{self.path}: seq {expected} is missing")
                 if event.prev_hash != prev_hash:
                     raise LedgerError(f"{self.path}: hash chain broken at seq {event.seq}")
-                Event.from_obj(event.to_obj(), f"{self.path}: event")
+                try:
+                    Event.from_obj(event.to_obj(), f"{self.path}: event")
+                except ProtocolError as e:
+                    raise LedgerError(str(e)) from None
                 prev_hash, expected, seq = event.hash, expected + 1, event.seq

@@ -1,0 +1,154 @@
+"""Machines, their slots and the products in them; online state from each machine's retained status."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from protocol.messages import CURRENCY_RE, GENESIS_HASH, SLOT_RE, Status
+from protocol.topics import check_machine_id
+
+from .db import UTCDateTime, metadata
+
+machines = sa.Table(
+    "machines", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(80), nullable=False),
+    sa.Column("location", sa.String(200), nullable=False, server_default=""),
+    sa.Column("secret", sa.String(128), nullable=False),
+    sa.Column("online", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("last_seen", UTCDateTime, nullable=True),
+    sa.Column("firmware", sa.String(40), nullable=False, server_default=""),
+    sa.Column("boot", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("machine_head", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("cloud_head", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("cloud_head_hash", sa.String(64), nullable=False, server_default=GENESIS_HASH),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+products = sa.Table(
+    "products", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sku", sa.String(40), nullable=False, unique=True),
+    sa.Column("name", sa.String(80), nullable=False),
+)
+
+slots = sa.Table(
+    "slots", metadata,
+    sa.Column("machine_id", sa.String(32), sa.ForeignKey("machines.id"), primary_key=True),
+    sa.Column("slot", sa.String(3), primary_key=True),
+    sa.Column("product_id", sa.Integer, sa.ForeignKey("products.id"), nullable=False),
+    sa.Column("price", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("capacity", sa.Integer, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("flagged", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.CheckConstraint("price >= 0", name="price_not_negative"),
+    sa.CheckConstraint("count >= 0", name="count_not_negative"),
+)
+
+
+class FleetError(ValueError):
+    """A request about machines, slots or products that cannot be done as asked."""
+
+
+@dataclass(frozen=True)
+class SlotSpec:
+    slot: str
+    sku: str
+    name: str
+    price: int
+    currency: str
+    capacity: int
+
+    @classmethod
+    def from_obj(cls, obj: dict) -> "SlotSpec":
+        try:
+            spec = cls(str(obj["slot"]), str(obj["sku"]), str(obj["name"]), obj["price"], str(obj["currency"]),
+                       obj["capacity"])
+        except KeyError as e:
+            raise FleetError(f"slot is missing {e.args[0]!r}") from None
+        if not SLOT_RE.match(spec.slot):
+            raise FleetError(f"slot {spec.slot!r} is not a slot code like A1")
+        if not isinstance(spec.price, int) or isinstance(spec.price, bool) or spec.price < 0:
+            raise FleetError(f"slot {spec.slot}: price must be a whole number of minor units >= 0")
+        if not CURRENCY_RE.match(spec.currency):
+            raise FleetError(f"slot {spec.slot}: currency {spec.currency!r} is not an ISO 4217 code")
+        if not isinstance(spec.capacity, int) or not 1 <= spec.capacity <= 1000:
+            raise FleetError(f"slot {spec.slot}: capacity must be 1-1000")
+        if not spec.sku or not spec.name or len(spec.sku) > 40 or len(spec.name) > 80:
+            raise FleetError(f"slot {spec.slot}: sku and name must be 1-40 and 1-80 characters")
+        return spec
+
+
+def add_machine(conn: sa.Connection, machine_id: str, name: str, location: str, now: datetime,
+                secret: str | None = None) -> str:
+    """Create a machine and return its QR secret."""
+    try:
+        check_machine_id(machine_id)
+    except ValueError as e:
+        raise FleetError(str(e)) from None
+    if conn.execute(sa.select(machines.c.id).where(machines.c.id == machine_id)).first():
+        raise FleetError(f"machine {machine_id} exists already")
+    secret = secret or secrets.token_urlsafe(32)
+    if len(secret) < 16:
+        raise FleetError("a machine secret must be at least 16 characters")
+    conn.execute(machines.insert().values(id=machine_id, name=name or machine_id, location=location,
+                                          secret=secret, created_at=now))
+    return secret
+
+
+def set_slots(conn: sa.Connection, machine_id: str, specs: list[SlotSpec]) -> None:
+    """Set what each slot holds and at what price; counts stay as the machine's ledger says."""
+    get(conn, machine_id)
+    for spec in specs:
+        product_id = conn.execute(sa.select(products.c.id).where(products.c.sku == spec.sku)).scalar()
+        if product_id is None:
+            product_id = conn.execute(products.insert().values(sku=spec.sku, name=spec.name)).inserted_primary_key[0]
+        values = dict(product_id=product_id, price=spec.price, currency=spec.currency, capacity=spec.capacity)
+        updated = conn.execute(slots.update().where(slots.c.machine_id == machine_id, slots.c.slot == spec.slot)
+                               .values(**values)).rowcount
+        if not updated:
+            conn.execute(slots.insert().values(machine_id=machine_id, slot=spec.slot, **values))
+
+
+def get(conn: sa.Connection, machine_id: str):
+    row = conn.execute(sa.select(machines).where(machines.c.id == machine_id)).first()
+    if row is None:
+        raise FleetError(f"no machine {machine_id!r}")
+    return row
+
+
+def secret_of(conn: sa.Connection, machine_id: str) -> bytes | None:
+    value = conn.execute(sa.select(machines.c.secret).where(machines.c.id == machine_id)).scalar()
+    return value.encode() if value else None
+
+
+def menu(conn: sa.Connection, machine_id: str) -> list:
+    """The machine's slots with product, price and what is left, in slot order."""
+    q = (sa.select(slots.c.slot, slots.c.price, slots.c.currency, slots.c.count, slots.c.flagged,
+                   slots.c.capacity, products.c.name, products.c.sku, products.c.id.label("product_id"))
+         .join(products, products.c.id == slots.c.product_id)
+         .where(slots.c.machine_id == machine_id).order_by(slots.c.slot))
+    return list(conn.execute(q))
+
+
+def slot_for_sale(conn: sa.Connection, machine_id: str, slot: str):
+    return next((row for row in menu(conn, machine_id) if row.slot == slot), None)
+
+
+def list_machines(conn: sa.Connection) -> list:
+    return list(conn.execute(sa.select(machines).order_by(machines.c.id)))
+
+
+def apply_status(conn: sa.Connection, machine_id: str, status: Status, now: datetime) -> bool:
+    """Record a machine's retained status; False if the machine is unknown."""
+    values = dict(online=status.online, last_seen=now)
+    if status.online:
+        values.update(firmware=status.firmware[:40], machine_head=status.ledger_head, boot=status.boot)
+    elif status.ledger_head:
+        values.update(machine_head=status.ledger_head)
+    return conn.execute(machines.update().where(machines.c.id == machine_id).values(**values)).rowcount > 0

@@ -1,0 +1,153 @@
+"""Orders: one customer, one slot, one payment; settled only by what the machine's ledger says.
+
+An order is authorised before the machine is asked to vend. The machine's ledger events move it on:
+``vend.succeeded`` captures, ``vend.failed``, ``vend.unknown`` and ``command.rejected`` void, and an
+order whose command expired without a word from the machine is voided by the sweeper. Every transition is
+a conditional update in the same transaction as the money it moves, so no order is captured and voided.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from protocol.messages import Command, format_time
+
+from . import machines
+from .db import UTCDateTime, metadata
+from .payments import Provider
+
+log = logging.getLogger(__name__)
+
+orders = sa.Table(
+    "orders", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False),
+    sa.Column("idem_key", sa.String(64), nullable=False),
+    sa.Column("machine_id", sa.String(32), sa.ForeignKey("machines.id"), nullable=False),
+    sa.Column("slot", sa.String(3), nullable=False),
+    sa.Column("product_id", sa.Integer, sa.ForeignKey("products.id"), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("provider", sa.String(20), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("reason", sa.String(200), nullable=False, server_default=""),
+    sa.Column("cmd_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("customer_id", "idem_key", name="one_order_per_key"),
+    sa.Index("orders_open", "status", "expires_at"),
+)
+
+OPEN = ("authorised", "vending")
+SETTLED = ("declined", "succeeded", "failed", "unknown", "rejected", "expired", "dropped_unpaid")
+
+
+class OrderError(ValueError):
+    """An order that cannot be placed; ``code`` says which page the customer should see."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def get(conn: sa.Connection, order_id: str):
+    return conn.execute(sa.select(orders).where(orders.c.id == order_id)).first()
+
+
+def place(conn: sa.Connection, provider: Provider, customer_id: int, machine_id: str, slot: str, idem_key: str,
+          now: datetime, vend_timeout_s: float):
+    """Create and authorise an order (or return the one this key made before)."""
+    existing = conn.execute(sa.select(orders).where(orders.c.customer_id == customer_id,
+                                                    orders.c.idem_key == idem_key)).first()
+    if existing is not None:
+        return existing, False
+    machine = machines.get(conn, machine_id)
+    item = machines.slot_for_sale(conn, machine_id, slot)
+    if item is None:
+        raise OrderError("unknown_slot", f"Machine {machine.name} has no slot {slot}.")
+    if item.flagged:
+        raise OrderError("out_of_service", f"Slot {slot} is out of service.")
+    if item.count <= 0:
+        raise OrderError("sold_out", f"{item.name} in slot {slot} is sold out.")
+    if not machine.online:
+        raise OrderError("offline", f"Machine {machine.name} is offline right now.")
+    order_id = "o" + secrets.token_hex(10)
+    conn.execute(orders.insert().values(
+        id=order_id, customer_id=customer_id, idem_key=idem_key, machine_id=machine_id, slot=slot,
+        product_id=item.product_id, amount=item.price, currency=item.currency, provider=provider.name,
+        status="created", cmd_id=f"v-{order_id}", created_at=now,
+        expires_at=now + timedelta(seconds=vend_timeout_s), updated_at=now))
+    order = get(conn, order_id)
+    outcome = provider.authorise(conn, order, now)
+    status, reason = ("authorised", "") if outcome.ok else ("declined", outcome.reason)
+    conn.execute(orders.update().where(orders.c.id == order_id).values(status=status, reason=reason,
+                                                                       updated_at=now))
+    return get(conn, order_id), True
+
+
+def vend_command(order) -> Command:
+    return Command(order.cmd_id, "vend", format_time(order.created_at), format_time(order.expires_at),
+                   {"order_id": order.id, "slot": order.slot})
+
+
+def _move(conn, order_id: str, machine_id: str, from_states: tuple, to: str, now: datetime, reason: str = ""):
+    """Move an order between states if it is in one of ``from_states``; return the order if it moved."""
+    moved = conn.execute(orders.update().where(
+        orders.c.id == order_id, orders.c.machine_id == machine_id, orders.c.status.in_(from_states))
+        .values(status=to, reason=reason[:200], updated_at=now)).rowcount
+    return get(conn, order_id) if moved else None
+
+
+OUTCOMES = {
+    # event kind -> (new status, capture?)
+    "vend.succeeded": ("succeeded", True),
+    "vend.failed": ("failed", False),
+    "vend.unknown": ("unknown", False),
+    "command.rejected": ("rejected", False),
+}
+
+
+def on_event(conn: sa.Connection, provider: Provider, machine_id: str, kind: str, data: dict,
+             now: datetime) -> None:
+    """Follow one of the machine's ledger events for the order it names; same transaction as the event."""
+    order_id = data.get("order_id")
+    if not isinstance(order_id, str):
+        return
+    if kind == "vend.started":
+        _move(conn, order_id, machine_id, ("authorised",), "vending", now)
+        return
+    if kind not in OUTCOMES:
+        return
+    status, capture = OUTCOMES[kind]
+    order = _move(conn, order_id, machine_id, OPEN, status, now, data.get("reason", ""))
+    if order is not None:
+        (provider.capture if capture else provider.void)(conn, order, now)
+        return
+    current = get(conn, order_id)
+    if current is None:
+        log.warning("machine %s: %s for unknown order %s", machine_id, kind, order_id)
+    elif capture and current.status == "expired":
+        # The machine dropped after the cloud gave up and voided: the customer keeps product and money.
+        _move(conn, order_id, machine_id, ("expired",), "dropped_unpaid", now)
+        log.error("machine %s dropped order %s after it was voided; not charged", machine_id, order_id)
+
+
+def expire_due(conn: sa.Connection, provider: Provider, now: datetime, grace_s: float) -> int:
+    """Void orders whose vend command expired with no word from the machine; return how many."""
+    due = conn.execute(sa.select(orders.c.id, orders.c.machine_id).where(
+        orders.c.status == "authorised", orders.c.expires_at < now - timedelta(seconds=grace_s))).all()
+    for order_id, machine_id in due:
+        order = _move(conn, order_id, machine_id, ("authorised",), "expired", now, "the machine did not answer in time")
+        if order is not None:
+            provider.void(conn, order, now)
+    return len(due)
+
+
+def for_customer(conn: sa.Connection, customer_id: int, limit: int = 20) -> list:
+    return list(conn.execute(sa.select(orders).where(orders.c.customer_id == customer_id)
+                             .order_by(orders.c.created_at.desc()).limit(limit)))

@@ -1,0 +1,149 @@
+"""Payments: a provider interface, and the embedded stored-value wallet kept as double-entry accounts.
+
+Every movement of money is one transaction of legs that sum to zero, stored under an idempotency key: the
+same key twice moves money once. Signs: a positive leg increases what the account holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from .db import UTCDateTime, insert_ignore, metadata
+
+log = logging.getLogger(__name__)
+
+accounts = sa.Table(
+    "accounts", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # wallet, hold, revenue, topup_clearing
+    sa.Column("customer_id", sa.Integer, nullable=False),  # 0 for the operator's own accounts
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.UniqueConstraint("kind", "customer_id", "currency", name="one_account_per_owner"),
+)
+
+txns = sa.Table(
+    "txns", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(100), nullable=False, unique=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("order_id", sa.String(40), nullable=True, index=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+entries = sa.Table(
+    "entries", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("txn_id", sa.Integer, sa.ForeignKey("txns.id"), nullable=False, index=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+)
+
+MAX_TOPUP = 1_000_00  # minor units
+
+
+class PaymentError(ValueError):
+    """A payment request that cannot be done: bad amount, unbalanced legs."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    reason: str = ""
+    created: bool = True  # False when the key had been used: nothing moved this time
+
+
+def account(conn: sa.Connection, kind: str, customer_id: int, currency: str) -> int:
+    conn.execute(insert_ignore(conn, accounts).values(kind=kind, customer_id=customer_id, currency=currency))
+    return conn.execute(sa.select(accounts.c.id).where(
+        accounts.c.kind == kind, accounts.c.customer_id == customer_id, accounts.c.currency == currency)).scalar()
+
+
+def balance(conn: sa.Connection, account_id: int) -> int:
+    return conn.execute(sa.select(sa.func.coalesce(sa.func.sum(entries.c.amount), 0))
+                        .where(entries.c.account_id == account_id)).scalar()
+
+
+def post(conn: sa.Connection, key: str, kind: str, legs: list[tuple[int, int]], now: datetime,
+         order_id: str | None = None) -> bool:
+    """Store one balanced transaction under ``key``; False if the key was used before (nothing posted)."""
+    if sum(amount for _, amount in legs) != 0:
+        raise PaymentError(f"transaction {key} does not balance: {legs}")
+    inserted = conn.execute(insert_ignore(conn, txns).values(key=key, kind=kind, order_id=order_id,
+                                                             created_at=now).returning(txns.c.id)).first()
+    if inserted is None:
+        return False
+    conn.execute(entries.insert(), [dict(txn_id=inserted[0], account_id=a, amount=m) for a, m in legs])
+    return True
+
+
+class Provider:
+    """What every payment provider does; each call is idempotent under the order id."""
+
+    name = "abstract"
+
+    def authorise(self, conn, order, now) -> Outcome:
+        raise NotImplementedError
+
+    def capture(self, conn, order, now) -> Outcome:
+        raise NotImplementedError
+
+    def void(self, conn, order, now) -> Outcome:
+        raise NotImplementedError
+
+
+class Wallet(Provider):
+    """The embedded stored-value wallet: authorise moves money to a hold, capture to revenue, void back."""
+
+    name = "wallet"
+
+    def _accounts(self, conn, customer_id: int, currency: str) -> tuple[int, int]:
+        return account(conn, "wallet", customer_id, currency), account(conn, "hold", customer_id, currency)
+
+    def balance(self, conn, customer_id: int, currency: str) -> int:
+        return balance(conn, account(conn, "wallet", customer_id, currency))
+
+    def topup(self, conn, customer_id: int, amount: int, currency: str, key: str, now: datetime) -> Outcome:
+        if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= MAX_TOPUP:
+            raise PaymentError(f"a top-up must be between 1 and {MAX_TOPUP} minor units")
+        wallet = account(conn, "wallet", customer_id, currency)
+        clearing = account(conn, "topup_clearing", 0, currency)
+        created = post(conn, f"topup:{key}", "topup", [(wallet, amount), (clearing, -amount)], now)
+        return Outcome(True, created=created)
+
+    def authorise(self, conn, order, now) -> Outcome:
+        wallet, hold = self._accounts(conn, order.customer_id, order.currency)
+        if conn.dialect.name == "postgresql":
+            # Serialise authorisations of one wallet so two orders cannot both spend the same money.
+            conn.execute(sa.select(accounts.c.id).where(accounts.c.id == wallet).with_for_update())
+        key = f"authorise:{order.id}"
+        if conn.execute(sa.select(txns.c.id).where(txns.c.key == key)).first():
+            return Outcome(True, created=False)
+        available = balance(conn, wallet)
+        if available < order.amount:
+            return Outcome(False, f"not enough in the wallet ({available} < {order.amount})")
+        post(conn, key, "authorise", [(wallet, -order.amount), (hold, order.amount)], now, order.id)
+        return Outcome(True)
+
+    def capture(self, conn, order, now) -> Outcome:
+        _, hold = self._accounts(conn, order.customer_id, order.currency)
+        revenue = account(conn, "revenue", 0, order.currency)
+        created = post(conn, f"capture:{order.id}", "capture", [(hold, -order.amount), (revenue, order.amount)],
+                       now, order.id)
+        return Outcome(True, created=created)
+
+    def void(self, conn, order, now) -> Outcome:
+        wallet, hold = self._accounts(conn, order.customer_id, order.currency)
+        created = post(conn, f"void:{order.id}", "void", [(hold, -order.amount), (wallet, order.amount)],
+                       now, order.id)
+        return Outcome(True, created=created)
+
+    def history(self, conn, customer_id: int, currency: str, limit: int = 50) -> list:
+        wallet = account(conn, "wallet", customer_id, currency)
+        q = (sa.select(txns.c.kind, txns.c.order_id, txns.c.created_at, entries.c.amount)
+             .join(entries, entries.c.txn_id == txns.c.id).where(entries.c.account_id == wallet)
+             .order_by(txns.c.id.desc()).limit(limit))
+        return list(conn.execute(q))

@@ -1,0 +1,93 @@
+"""People: customers who register from a machine's QR page, and how a phone is recognised again.
+
+A registered phone carries a signed cookie naming the customer; the signature uses the cloud's own secret,
+so a cookie cannot be forged or moved to another customer id.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import unicodedata
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from .db import UTCDateTime, metadata
+
+customers = sa.Table(
+    "customers", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(80), nullable=False),
+    sa.Column("phone", sa.String(20), nullable=False, unique=True),
+    sa.Column("payment_method", sa.String(20), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+PHONE_RE = re.compile(r"^\+?[0-9]{6,15}\Z")
+PAYMENT_METHODS = ("wallet",)
+COOKIE = "vend_customer"
+
+
+class RegistrationError(ValueError):
+    """A registration form with something wrong in it; ``field`` names which input."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def clean_name(raw: str) -> str:
+    name = unicodedata.normalize("NFC", (raw or "").strip())
+    if not 1 <= len(name) <= 80:
+        raise RegistrationError("name", "Please give a name of 1 to 80 characters.")
+    if any(unicodedata.category(ch).startswith("C") for ch in name):
+        raise RegistrationError("name", "The name contains control characters.")
+    return name
+
+
+def clean_phone(raw: str) -> str:
+    phone = re.sub(r"[\s\-().]", "", raw or "")
+    if not PHONE_RE.match(phone):
+        raise RegistrationError("phone", "Please give a phone number of 6 to 15 digits, optionally starting with +.")
+    return phone
+
+
+def register(conn: sa.Connection, name: str, phone: str, payment_method: str, now: datetime) -> int:
+    """Create a customer, or return the existing one with this phone; raise RegistrationError on bad input."""
+    name, phone = clean_name(name), clean_phone(phone)
+    if payment_method not in PAYMENT_METHODS:
+        raise RegistrationError("payment_method", f"Choose a payment method: {', '.join(PAYMENT_METHODS)}.")
+    existing = conn.execute(sa.select(customers.c.id).where(customers.c.phone == phone)).scalar()
+    if existing is not None:
+        return existing
+    return conn.execute(customers.insert().values(name=name, phone=phone, payment_method=payment_method,
+                                                  created_at=now)).inserted_primary_key[0]
+
+
+def get(conn: sa.Connection, customer_id: int):
+    return conn.execute(sa.select(customers).where(customers.c.id == customer_id)).first()
+
+
+class CookieSigner:
+    """Signs small values for cookies with the cloud's secret."""
+
+    def __init__(self, secret: bytes):
+        self.secret = secret
+
+    def sign(self, value: str) -> str:
+        mac = hmac.new(self.secret, value.encode(), hashlib.sha256).digest()[:18]
+        return f"{value}.{base64.urlsafe_b64encode(mac).decode()}"
+
+    def unsign(self, signed: str | None) -> str | None:
+        if not signed or "." not in signed:
+            return None
+        value, _, _sig = signed.rpartition(".")
+        return value if hmac.compare_digest(self.sign(value), signed) else None
+
+
+def new_secret() -> bytes:
+    return secrets.token_bytes(32)

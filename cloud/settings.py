@@ -1,0 +1,77 @@
+"""The cloud's settings: command-line options, each with an environment variable and a default."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+
+
+@dataclass
+class Settings:
+    var: str = "var/cloud"
+    db: str = ""
+    broker: str = "embedded"
+    broker_port: int = 1883
+    mqtt_protocol: str = ""
+    client_id: str = "vend-cloud-1"
+    http: str = "127.0.0.1:8000"
+    public_url: str = ""
+    token_ttl_s: float = 60.0
+    token_skew_s: float = 30.0
+    vend_timeout_s: float = 30.0
+    expiry_grace_s: float = 10.0
+    shared_ingest: bool = True
+
+    def resolve(self) -> "Settings":
+        if not self.db:
+            self.db = f"sqlite:///{os.path.abspath(os.path.join(self.var, 'cloud.db'))}"
+        if not self.mqtt_protocol:
+            self.mqtt_protocol = "3.1.1" if self.broker == "embedded" else "5"
+        if not self.public_url:
+            self.public_url = f"http://{self.http}"
+        if self.mqtt_protocol != "5":
+            self.shared_ingest = False  # shared subscriptions are an MQTT 5 feature
+        return self
+
+    @property
+    def broker_address(self) -> tuple[str, int]:
+        if self.broker == "embedded":
+            return "127.0.0.1", self.broker_port
+        host, _, port = self.broker.rpartition(":")
+        if not host or not port.isdigit():
+            raise SystemExit(f"--broker {self.broker!r}: use 'embedded' or HOST:PORT")
+        return host, int(port)
+
+    @property
+    def http_address(self) -> tuple[str, int]:
+        host, _, port = self.http.rpartition(":")
+        if not host or not port.isdigit():
+            raise SystemExit(f"--http {self.http!r}: use HOST:PORT")
+        return host, int(port)
+
+
+OPTIONS = [
+    # (option, attribute, type, help)
+    ("--var", "var", str, "folder for the database and secrets"),
+    ("--db", "db", str, "database URL (default: SQLite under --var); postgresql+psycopg://... for PostgreSQL"),
+    ("--broker", "broker", str, "'embedded' (amqtt, in this process) or HOST:PORT of Mosquitto"),
+    ("--broker-port", "broker_port", int, "port of the embedded broker"),
+    ("--mqtt-protocol", "mqtt_protocol", str, "5 or 3.1.1 (default: 3.1.1 for embedded, else 5)"),
+    ("--client-id", "client_id", str, "MQTT client id of this cloud process (unique per process)"),
+    ("--http", "http", str, "HOST:PORT to serve the web pages and API on"),
+    ("--public-url", "public_url", str, "the URL customers' phones reach this cloud at"),
+    ("--vend-timeout", "vend_timeout_s", float, "seconds a machine has to start a vend"),
+]
+
+
+def parse(argv: list[str] | None = None) -> Settings:
+    defaults = Settings()
+    parser = argparse.ArgumentParser(prog="vend-cloud", description="The vending fleet's cloud service.")
+    for option, attr, typ, help_text in OPTIONS:
+        env = "VEND_" + attr.upper()
+        parser.add_argument(option, dest=attr, type=typ, default=typ(os.environ.get(env, getattr(defaults, attr))),
+                            help=f"{help_text} (env {env})")
+    parser.add_argument("--no-shared-ingest", dest="shared_ingest", action="store_false",
+                        help="subscribe to events without an MQTT 5 shared subscription")
+    return Settings(**vars(parser.parse_args(argv))).resolve()

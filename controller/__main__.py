@@ -1,0 +1,81 @@
+"""``vend-controller``: run the daemon, check a config, or ask the running daemon as a technician."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import socket
+import sys
+
+from hw import HardwareError
+
+from .config import DEFAULT_PATH, ConfigError, load
+
+
+def service_request(path: str, request: dict) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(15)
+        try:
+            sock.connect(path)
+        except OSError as e:
+            raise SystemExit(f"cannot reach the controller at {path}: {e.strerror}; is vend-controller running?")
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        return json.loads(sock.makefile("rb").readline())
+
+
+def parse_counts(items: list[str]) -> dict[str, int]:
+    counts = {}
+    for item in items:
+        slot, sep, count = item.partition("=")
+        if not sep or not count.strip().isdigit():
+            raise SystemExit(f"restock: {item!r} should look like A1=8 (slot=count)")
+        counts[slot.strip()] = int(count)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vend-controller", description=__doc__)
+    parser.add_argument("--config", default=DEFAULT_PATH, help=f"config file (default {DEFAULT_PATH})")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="run the daemon (the default)")
+    sub.add_parser("check", help="check the config and exit")
+    service = sub.add_parser("service", help="talk to the running daemon, as a technician")
+    service.add_argument("op", choices=("status", "restock"))
+    service.add_argument("counts", nargs="*", help="for restock: slot=count, e.g. A1=8 A2=6")
+    args = parser.parse_args(argv)
+
+    try:
+        cfg = load(args.config)
+    except ConfigError as e:
+        print(f"vend-controller: {e}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        print(f"{args.config}: ok (machine {cfg['machine']['id']}, {len(cfg['hardware']['slots'])} slots)")
+        return 0
+    if args.command == "service":
+        request = {"op": args.op}
+        if args.op == "restock":
+            request["counts"] = parse_counts(args.counts)
+        answer = service_request(cfg["service"]["socket"], request)
+        print(json.dumps(answer, indent=2))
+        return 0 if answer.get("ok") else 1
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from .daemon import Controller
+
+    controller = Controller(cfg)
+    signal.signal(signal.SIGTERM, lambda *_: controller.stop())
+    signal.signal(signal.SIGINT, lambda *_: controller.stop())
+    try:
+        controller.run()
+    except HardwareError as e:
+        logging.getLogger("controller").error("hardware: %s", e)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
