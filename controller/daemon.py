@@ -30,6 +30,7 @@ from .vend import Busy, Finished, Record, RunMotor, StopMotor, VendStateMachine
 log = logging.getLogger(__name__)
 
 STATUS_EVERY_S = 30.0
+STATUS_MIN_GAP_S = 2.0
 
 
 class Controller:
@@ -49,6 +50,7 @@ class Controller:
         self.sent_upto = 0
         self.last_progress = 0.0
         self.next_status = 0.0
+        self.status_head = 0
         self.rejected_messages = 0
         self.notifier = Notifier()
         self._stopping = threading.Event()
@@ -146,7 +148,9 @@ class Controller:
                 self.sent_upto = self.ledger.acked
                 self.last_progress = now
                 self.pump()
-            if now >= self.next_status:
+            # A changed head is told within STATUS_MIN_GAP_S; an unchanged one every STATUS_EVERY_S.
+            if now >= self.next_status or (self.ledger.head != self.status_head
+                                           and now >= self.next_status - STATUS_EVERY_S + STATUS_MIN_GAP_S):
                 self.publish_status()
         if not self.vend.busy:
             self.screen.refresh(self.cloud_now(), self.status_line())
@@ -180,6 +184,7 @@ class Controller:
         status = Status(online=True, firmware=__version__, ledger_head=self.ledger.head,
                         boot=self.ledger.boot_number)
         self.link.publish("status", status.encode(), retain=True)
+        self.status_head = self.ledger.head
         self.next_status = self.monotonic() + STATUS_EVERY_S
 
     def pump(self) -> None:

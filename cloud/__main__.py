@@ -1,0 +1,49 @@
+"""``vend-cloud``: the cloud service (web pages, API, ingest; and the embedded broker for the demo)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sys
+
+from . import settings as settings_mod
+
+
+def read_or_create(path: str, make) -> str:
+    """A secret kept in a file of mode 0600, made on first start."""
+    if not os.path.exists(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(make() + "\n")
+    with open(path) as f:
+        return f.read().strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = settings_mod.parse(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s")
+    os.makedirs(settings.var, exist_ok=True)
+    admin_token = os.environ.get("VEND_ADMIN_TOKEN") or read_or_create(
+        os.path.join(settings.var, "admin-token"), lambda: secrets.token_urlsafe(32))
+    cookie_secret = read_or_create(os.path.join(settings.var, "cookie-secret"), lambda: secrets.token_hex(32))
+
+    import uvicorn
+
+    from .service import Cloud
+    from .web import create_app
+
+    cloud = Cloud(settings)
+    cloud.start()
+    try:
+        app = create_app(cloud, admin_token, bytes.fromhex(cookie_secret))
+        host, port = settings.http_address
+        logging.getLogger("cloud").info("serving on http://%s:%d (public URL %s)", host, port, settings.public_url)
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        cloud.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""``vendctl``: the manager's command line, talking to the cloud's HTTP API.
+
+With no options it talks to the cloud that ``make demo`` starts (http://127.0.0.1:8000, token in
+``var/cloud/admin-token``); ``VEND_CLOUD_URL`` and ``VEND_TOKEN`` point it elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_TOKEN_FILE = os.path.join("var", "cloud", "admin-token")
+
+
+class CliError(Exception):
+    pass
+
+
+class Client:
+    def __init__(self, url: str, token: str):
+        self.url = url.rstrip("/")
+        self.token = token
+
+    @classmethod
+    def from_env(cls) -> "Client":
+        token = os.environ.get("VEND_TOKEN", "")
+        if not token:
+            path = os.environ.get("VEND_TOKEN_FILE", DEFAULT_TOKEN_FILE)
+            try:
+                with open(path) as f:
+                    token = f.read().strip()
+            except OSError:
+                raise CliError(f"no admin token: set VEND_TOKEN, or run where {path} exists") from None
+        return cls(os.environ.get("VEND_CLOUD_URL", DEFAULT_URL), token)
+
+    def call(self, method: str, path: str, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers={
+            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            try:
+                detail = json.loads(e.read()).get("error")
+            except ValueError:
+                detail = e.reason
+            raise CliError(f"{method} {path}: {e.code} {detail}") from None
+        except urllib.error.URLError as e:
+            raise CliError(f"cannot reach the cloud at {self.url}: {e.reason}; is it running? "
+                           "(VEND_CLOUD_URL points elsewhere)") from None
+
+
+def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    cells = [[title for _, title in columns]] + [["" if r.get(k) is None else str(r.get(k)) for k, _ in columns]
+                                                 for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+
+
+def money(amount: int, currency: str) -> str:
+    from .money import format_money
+
+    return format_money(amount, currency)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vendctl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("machines", help="list machines, or add one")
+    m.add_argument("--json", action="store_true")
+    msub = m.add_subparsers(dest="action")
+    add = msub.add_parser("add", help="create a machine; prints its QR secret")
+    add.add_argument("id")
+    add.add_argument("--name", default="")
+    add.add_argument("--location", default="")
+    add.add_argument("--json", action="store_true")
+    s = sub.add_parser("sales", help="recent sales and totals")
+    s.add_argument("--machine")
+    s.add_argument("--limit", type=int, default=20)
+    s.add_argument("--json", action="store_true")
+    sl = sub.add_parser("slots", help="a machine's slots: product, price, count")
+    sl.add_argument("machine")
+    sl.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    try:
+        client = Client.from_env()
+        if args.command == "machines" and args.action == "add":
+            result = client.call("POST", "/api/v1/machines", {"id": args.id, "name": args.name,
+                                                              "location": args.location})
+            print(json.dumps(result, indent=2) if args.json else f"machine {result['id']} created; "
+                  f"secret (put it in its controller.ini): {result['secret']}")
+        elif args.command == "machines":
+            rows = client.call("GET", "/api/v1/machines")
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            else:
+                for r in rows:
+                    r["online"] = "yes" if r["online"] else "no"
+                    r["behind"] = r["machine_head"] - r["cloud_head"]
+                print(table(rows, [("id", "ID"), ("name", "NAME"), ("online", "ONLINE"), ("last_seen", "LAST SEEN"),
+                                   ("machine_head", "LEDGER HEAD"), ("cloud_head", "IN CLOUD"), ("behind", "BEHIND")]))
+        elif args.command == "sales":
+            query = f"?limit={args.limit}" + (f"&machine={args.machine}" if args.machine else "")
+            result = client.call("GET", "/api/v1/sales" + query)
+            if args.json:
+                print(json.dumps(result, indent=2))
+            else:
+                for r in result["sales"]:
+                    r["price"] = money(r["amount"], r["currency"])
+                print(table(result["sales"], [("ts", "TIME (UTC)"), ("machine_id", "MACHINE"), ("slot", "SLOT"),
+                                              ("price", "AMOUNT"), ("order_id", "ORDER")]))
+                for t in result["totals"]:
+                    print(f"total: {t['count']} sales, {money(t['amount'], t['currency'])}")
+        elif args.command == "slots":
+            rows = client.call("GET", f"/api/v1/machines/{args.machine}/slots")
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            else:
+                for r in rows:
+                    r["price"] = money(r["price"], r["currency"])
+                    r["flagged"] = "OUT OF SERVICE" if r["flagged"] else ""
+                print(table(rows, [("slot", "SLOT"), ("name", "PRODUCT"), ("price", "PRICE"), ("count", "COUNT"),
+                                   ("capacity", "CAPACITY"), ("flagged", "")]))
+    except CliError as e:
+        print(f"vendctl: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""``make demo``: the cloud with its embedded broker and SQLite, and three simulated machines.
+
+Everything lives under ``./var``. The machines are created in the cloud through its API, as a manager
+would, and restocked through each controller's service socket, as a technician would. Ctrl-C stops the
+controllers first, then the cloud.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from .cli import Client, CliError
+
+VAR = os.path.abspath(os.environ.get("VEND_DEMO_VAR", "var"))
+HTTP = os.environ.get("VEND_DEMO_HTTP", "127.0.0.1:8000")
+BROKER_PORT = int(os.environ.get("VEND_DEMO_BROKER_PORT", "1884"))
+PUBLIC_URL = os.environ.get("VEND_DEMO_PUBLIC_URL", f"http://{HTTP}")
+
+PRODUCTS = [
+    ("A1", "water-500", "Mineral water 500 ml", 200),
+    ("A2", "cola-330", "Cola 330 ml", 350),
+    ("A3", "tea-500", "Iced green tea 500 ml", 400),
+    ("B1", "chips-70", "Potato chips 70 g", 600),
+    ("B2", "choc-45", "Chocolate bar 45 g", 550),
+    ("B3", "nuts-50", "Salted peanuts 50 g", 500),
+]
+MACHINES = [
+    ("demo-1", "Library, ground floor", ""),
+    ("demo-2", "Station concourse", ""),
+    # One machine with a jammed spiral, to show what a customer sees when nothing drops.
+    ("demo-3", "Gym lobby", "B2"),
+]
+
+
+def controller_ini(machine_id: str, name: str, secret: str, jam: str) -> str:
+    home = os.path.join(VAR, "machines", machine_id)
+    return f"""# Written by make demo: a simulated machine on this computer.
+[machine]
+id = {machine_id}
+name = {name}
+secret = {secret}
+
+[cloud]
+url = {PUBLIC_URL}
+
+[mqtt]
+host = 127.0.0.1
+port = {BROKER_PORT}
+protocol = 3.1.1
+
+[ledger]
+path = {home}/ledger.db
+
+[hardware]
+backend = sim
+slots = {", ".join(slot for slot, *_ in PRODUCTS)}
+
+[sim]
+drop_delay_s = 0.8
+jam = {jam}
+display_path = {home}/screen.png
+
+[screen]
+url_file = {home}/screen.url
+
+[service]
+socket = {home}/control.sock
+"""
+
+
+def wait_for(url: str, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the cloud exited with code {proc.returncode}; see {VAR}/cloud.log")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if json.loads(r.read()).get("broker_connected"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the cloud did not come up at {url}; see {VAR}/cloud.log")
+
+
+def service(config: str, *args: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "controller", "--config", config, "service", *args],
+                         capture_output=True, text=True, timeout=30)
+    try:
+        return json.loads(out.stdout)
+    except ValueError:
+        return {"ok": False, "error": out.stderr.strip()}
+
+
+def main() -> int:
+    os.makedirs(VAR, exist_ok=True)
+    procs: list[subprocess.Popen] = []
+    cloud_log = open(os.path.join(VAR, "cloud.log"), "a")
+    cloud = subprocess.Popen([sys.executable, "-m", "cloud", "--var", os.path.join(VAR, "cloud"), "--http", HTTP,
+                              "--broker", "embedded", "--broker-port", str(BROKER_PORT), "--public-url", PUBLIC_URL],
+                             stdout=cloud_log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(f"http://{HTTP}/api/v1/health", 60, cloud)
+        os.environ.setdefault("VEND_CLOUD_URL", f"http://{HTTP}")
+        os.environ.setdefault("VEND_TOKEN_FILE", os.path.join(VAR, "cloud", "admin-token"))
+        client = Client.from_env()
+        known = {m["id"] for m in client.call("GET", "/api/v1/machines")}
+        configs = {}
+        for machine_id, name, jam in MACHINES:
+            config = os.path.join(VAR, "machines", machine_id, "controller.ini")
+            if machine_id not in known or not os.path.exists(config):
+                if machine_id in known:
+                    raise SystemExit(f"{config} is missing but the cloud knows {machine_id}: remove {VAR} to start over")
+                secret = client.call("POST", "/api/v1/machines", {"id": machine_id, "name": name})["secret"]
+                client.call("PUT", f"/api/v1/machines/{machine_id}/slots", [
+                    {"slot": slot, "sku": sku, "name": pname, "price": price, "currency": "CNY", "capacity": 8}
+                    for slot, sku, pname, price in PRODUCTS])
+                os.makedirs(os.path.dirname(config), exist_ok=True)
+                with open(config, "w") as f:
+                    f.write(controller_ini(machine_id, name, secret, jam))
+                os.chmod(config, 0o600)
+            configs[machine_id] = config
+        for machine_id, config in configs.items():
+            log = open(os.path.join(VAR, "machines", machine_id, "controller.log"), "a")
+            procs.append(subprocess.Popen([sys.executable, "-m", "controller", "--config", config],
+                                          stdout=log, stderr=subprocess.STDOUT))
+        time.sleep(1.5)
+        for machine_id, config in configs.items():
+            status = service(config, "status")
+            if status.get("ok") and not any(s["count"] for s in status["slots"].values()):
+                # A technician's first fill: every slot to capacity.
+                service(config, "restock", *(f"{slot}=8" for slot, *_ in PRODUCTS))
+        print(f"\nThe cloud is at http://{HTTP}  (log: {VAR}/cloud.log, admin token: {VAR}/cloud/admin-token)")
+        print(f"MQTT broker (embedded): 127.0.0.1:{BROKER_PORT}\n")
+        for machine_id, name, jam in MACHINES:
+            home = os.path.join(VAR, "machines", machine_id)
+            url = open(os.path.join(home, "screen.url")).read().strip() if os.path.exists(
+                os.path.join(home, "screen.url")) else "(not drawn yet)"
+            print(f"{machine_id}  {name}{'  (slot ' + jam + ' is jammed)' if jam else ''}")
+            print(f"  screen:  {home}/screen.png")
+            print(f"  QR URL:  {url}")
+            print(f"           (it rotates every 5 s; the current one is always in {home}/screen.url)")
+        print("\nOpen a QR URL in a browser: register, top up, buy. `.venv/bin/vendctl machines` and "
+              "`.venv/bin/vendctl sales` show the fleet. Ctrl-C stops everything.\n")
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while cloud.poll() is None and all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        print("a process exited; stopping the demo", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping...")
+        return 0
+    except CliError as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return 1
+    finally:
+        for proc in procs + [cloud]:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

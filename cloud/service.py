@@ -1,0 +1,219 @@
+"""The cloud's running parts: the MQTT bus, the ingest worker and the order sweeper.
+
+paho's network thread only queues what arrives; one worker thread drains the queue, applies many batches
+in one database transaction (each in its own savepoint, so one bad batch spoils nothing else), commits,
+and only then publishes the acks.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import secrets
+import threading
+import time
+from datetime import datetime
+
+import paho.mqtt.client as mqtt
+import sqlalchemy as sa
+
+from protocol import ProtocolError, topics
+from protocol.messages import Ack, Command, EventBatch, decode, format_time, utcnow
+from protocol.mqtt import connect_async, make_client
+
+from . import db, ingest, machines, orders
+from .payments import Wallet
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+DRAIN_MAX = 256  # messages applied in one transaction at most
+RESEND_DEBOUNCE_S = 2.0
+
+
+class Bus:
+    """The cloud's MQTT client: subscribes to the whole fleet, publishes acks and commands."""
+
+    def __init__(self, settings: Settings, inbox: queue.Queue):
+        self.settings = settings
+        self.inbox = inbox
+        self.connected = threading.Event()
+        self.client = make_client(settings.client_id, settings.mqtt_protocol, persistent=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    def start(self) -> None:
+        host, port = self.settings.broker_address
+        connect_async(self.client, host, port, 30, persistent=True)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the cloud: %s", reason_code)
+            return
+        group = "ingest" if self.settings.shared_ingest else None
+        client.subscribe([(topics.subscription("events", group), 1), (topics.subscription("status"), 1),
+                          (topics.subscription("cmd/result"), 1), (topics.subscription("telemetry"), 0)])
+        self.connected.set()
+        log.info("cloud connected to the broker (shared ingest: %s)", bool(group))
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        log.warning("cloud lost the broker: %s", reason_code)
+
+    def _on_message(self, client, userdata, message) -> None:
+        self.inbox.put((message.topic, message.payload))
+
+    def publish(self, machine_id: str, kind: str, payload: bytes) -> bool:
+        info = self.client.publish(topics.topic(machine_id, kind), payload, qos=topics.KINDS[kind][0])
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            log.warning("publish %s to %s not accepted: %s", kind, machine_id, mqtt.error_string(info.rc))
+            return False
+        return True
+
+
+class Cloud:
+    """Owns the engine, the bus, the worker threads and (for the demo) the embedded broker."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.engine = db.make_engine(settings.db)
+        self.provider = Wallet()
+        self.stats = ingest.Stats()
+        self.inbox: queue.Queue = queue.Queue()
+        self.bus = Bus(settings, self.inbox)
+        self.broker = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._last_resend: dict[str, float] = {}
+
+    def start(self) -> None:
+        db.migrate(self.engine)
+        if self.settings.broker == "embedded":
+            from .broker import EmbeddedBroker
+
+            self.broker = EmbeddedBroker(*self.settings.broker_address)
+            self.broker.start()
+        self.bus.start()
+        for target, name in ((self._ingest_loop, "ingest"), (self._sweep_loop, "sweeper")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.inbox.put(None)
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.bus.stop()
+        if self.broker is not None:
+            self.broker.stop()
+        self.engine.dispose()
+
+    # -- ingest -------------------------------------------------------------------------------------
+
+    def _ingest_loop(self) -> None:
+        while not self._stop.is_set():
+            item = self.inbox.get()
+            items = [item]
+            while len(items) < DRAIN_MAX:
+                try:
+                    items.append(self.inbox.get_nowait())
+                except queue.Empty:
+                    break
+            items = [i for i in items if i is not None]
+            if items:
+                try:
+                    self.apply(items)
+                except Exception:
+                    # Nothing was acked, so every machine will send these again.
+                    log.exception("ingest transaction failed; %d messages left for redelivery", len(items))
+                    time.sleep(0.5)
+
+    def apply(self, items: list[tuple[str, bytes]]) -> None:
+        """Apply a group of messages in one transaction, then publish the acks it earned."""
+        acks: dict[str, int] = {}
+        resends: dict[str, int] = {}
+        retry: list[tuple[str, bytes]] = []
+        now = utcnow()
+        with self.engine.begin() as conn:
+            for topic, payload in items:
+                try:
+                    machine_id, kind = topics.parse(topic)
+                    message = decode(kind, payload)
+                except ProtocolError as e:
+                    self.stats.reject(topic, str(e))
+                    continue
+                if kind == "events":
+                    self._apply_events(conn, topic, machine_id, message, now, acks, resends, retry)
+                elif kind == "status":
+                    with conn.begin_nested():
+                        if not machines.apply_status(conn, machine_id, message, now):
+                            self.stats.reject(topic, f"unknown machine {machine_id!r}")
+                elif kind == "cmd/result":
+                    log.info("machine %s: command %s %s %s", machine_id, message.id, message.status, message.reason)
+                elif kind == "telemetry":
+                    self.stats.counts["telemetry"] += 1
+                else:
+                    self.stats.reject(topic, f"{kind} is not a topic the cloud consumes")
+        cloud_time = format_time(utcnow())
+        for machine_id, seq in acks.items():
+            self.bus.publish(machine_id, "ack", Ack(seq, cloud_time).encode())
+        for machine_id, from_seq in resends.items():
+            self.request_resend(machine_id, from_seq)
+        for item in retry:
+            self.inbox.put(item)
+
+    def _apply_events(self, conn, topic, machine_id, batch: EventBatch, now, acks, resends, retry) -> None:
+        try:
+            with conn.begin_nested():
+                result = ingest.store_batch(conn, self.provider, machine_id, batch, now)
+        except ingest.Rejected as e:
+            self.stats.reject(topic, str(e))
+            return
+        except ingest.Conflict:
+            retry.append((topic, batch.encode()))
+            return
+        self.stats.counts["events"] += result.stored
+        self.stats.counts["batches"] += 1
+        acks[machine_id] = max(acks.get(machine_id, 0), result.head)
+        if result.resend_from is not None:
+            resends[machine_id] = result.resend_from
+
+    def request_resend(self, machine_id: str, from_seq: int) -> None:
+        now = time.monotonic()
+        if now - self._last_resend.get(machine_id, 0.0) < RESEND_DEBOUNCE_S:
+            return
+        self._last_resend[machine_id] = now
+        issued = utcnow()
+        cmd = Command(f"r-{secrets.token_hex(8)}", "resend", format_time(issued),
+                      format_time(datetime.fromtimestamp(issued.timestamp() + 60, issued.tzinfo)),
+                      {"from_seq": from_seq})
+        log.info("gap from machine %s: asking for a resend from %d", machine_id, from_seq)
+        self.bus.publish(machine_id, "cmd", cmd.encode())
+
+    # -- orders -------------------------------------------------------------------------------------
+
+    def send_vend(self, order) -> None:
+        """Ask the machine to vend an authorised order; void it at once if the broker will not take it."""
+        if self.bus.publish(order.machine_id, "cmd", orders.vend_command(order).encode()):
+            return
+        with self.engine.begin() as conn:
+            moved = conn.execute(orders.orders.update().where(
+                orders.orders.c.id == order.id, orders.orders.c.status == "authorised")
+                .values(status="failed", reason="the machine could not be reached", updated_at=utcnow())).rowcount
+            if moved:
+                self.provider.void(conn, orders.get(conn, order.id), utcnow())
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                with self.engine.begin() as conn:
+                    orders.expire_due(conn, self.provider, utcnow(), self.settings.expiry_grace_s)
+            except sa.exc.SQLAlchemyError:
+                log.exception("order sweeper failed; will try again")

@@ -1,0 +1,300 @@
+"""The cloud's HTTP side: the customer's pages (plain server-rendered forms) and the API under /api/v1."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import re
+import secrets
+import time
+
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from protocol import ProtocolError
+from protocol import token as qrtoken
+from protocol.messages import utcnow
+
+from . import ingest, machines, orders, people
+from .money import format_money, parse_amount
+from .payments import PaymentError
+
+log = logging.getLogger(__name__)
+
+HERE = os.path.dirname(__file__)
+VISIT_COOKIE = "vend_visit"
+VISIT_S = 15 * 60  # after a scan, the menu stays open this long
+DEMO_CURRENCY = "CNY"
+STATUS_TEXT = {
+    "created": "Placing your order...",
+    "authorised": "Paid. Waiting for the machine...",
+    "vending": "The machine is dropping your product...",
+    "succeeded": "Take your product!",
+    "failed": "The product did not drop. You have not been charged.",
+    "unknown": "The machine restarted during your purchase. You have not been charged.",
+    "rejected": "The machine could not serve this order. You have not been charged.",
+    "expired": "The machine did not answer in time. You have not been charged.",
+    "declined": "Payment declined.",
+    "dropped_unpaid": "Take your product! (not charged)",
+}
+
+
+def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
+    app = FastAPI(title="Vending fleet cloud", version="1", docs_url="/api/docs", openapi_url="/api/v1/openapi.json")
+    templates = Jinja2Templates(directory=os.path.join(HERE, "templates"))
+    templates.env.filters["money"] = lambda amount, currency: format_money(amount, currency)
+    app.mount("/static", StaticFiles(directory=os.path.join(HERE, "static")), name="static")
+    signer = people.CookieSigner(cookie_secret)
+    engine = cloud.engine
+    settings = cloud.settings
+
+    def page(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
+        return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+    def problem(request: Request, status_code: int, title: str, message: str, action: tuple | None = None):
+        return page(request, "problem.html", status_code, title=title, message=message, action=action)
+
+    def current_customer(request: Request):
+        value = signer.unsign(request.cookies.get(people.COOKIE))
+        if value is None or not value.isdigit():
+            return None
+        with engine.connect() as conn:
+            return people.get(conn, int(value))
+
+    def visiting(request: Request, machine_id: str) -> bool:
+        value = signer.unsign(request.cookies.get(VISIT_COOKIE))
+        if not value:
+            return False
+        visited, _, until = value.partition("|")
+        return visited == machine_id and until.isdigit() and int(until) > time.time()
+
+    def require_admin(request: Request) -> None:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {admin_token}".encode()):
+            raise HTTPException(401, "an admin token is required: Authorization: Bearer <token>")
+
+    # -- customer pages -----------------------------------------------------------------------------
+
+    @app.get("/", response_class=HTMLResponse)
+    def home(request: Request):
+        return problem(request, 200, "Scan a machine", "Scan the QR code on a vending machine's screen to buy.")
+
+    @app.get("/q/{tok}", response_class=HTMLResponse)
+    def landing(request: Request, tok: str):
+        try:
+            machine_id = qrtoken.machine_of(tok)
+            with engine.connect() as conn:
+                secret = machines.secret_of(conn, machine_id)
+            if secret is None:
+                raise ProtocolError("this QR code names a machine we do not know")
+            qrtoken.verify(tok, [secret], time.time(), settings.token_ttl_s, settings.token_skew_s)
+        except qrtoken.TokenExpired as e:
+            return problem(request, 410, "This QR code has expired", f"{e}. The code on the screen changes every "
+                           "few seconds: scan the one showing now.")
+        except ProtocolError as e:
+            cloud.stats.counts["bad_tokens"] += 1
+            return problem(request, 400, "QR code not recognised", f"{e}. Scan the code on the machine's screen.")
+        target = f"/m/{machine_id}"
+        if current_customer(request) is None:
+            target = f"/register?next={target}"
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(VISIT_COOKIE, signer.sign(f"{machine_id}|{int(time.time()) + VISIT_S}"),
+                            max_age=VISIT_S, httponly=True, samesite="lax")
+        return response
+
+    @app.get("/register", response_class=HTMLResponse)
+    def register_form(request: Request, next: str = "/"):
+        return page(request, "register.html", next=safe_next(next), errors={}, values={})
+
+    @app.post("/register", response_class=HTMLResponse)
+    def register(request: Request, name: str = Form(""), phone: str = Form(""),
+                 payment_method: str = Form("wallet"), next: str = Form("/")):
+        try:
+            with engine.begin() as conn:
+                customer_id = people.register(conn, name, phone, payment_method, utcnow())
+        except people.RegistrationError as e:
+            cloud.stats.counts["bad_registrations"] += 1
+            return page(request, "register.html", 422, next=safe_next(next), errors={e.field: str(e)},
+                        values={"name": name, "phone": phone})
+        response = RedirectResponse(safe_next(next), status_code=303)
+        response.set_cookie(people.COOKIE, signer.sign(str(customer_id)), max_age=3 * 365 * 86400,
+                            httponly=True, samesite="lax")
+        return response
+
+    @app.get("/m/{machine_id}", response_class=HTMLResponse)
+    def menu(request: Request, machine_id: str):
+        customer = current_customer(request)
+        if customer is None:
+            return RedirectResponse(f"/register?next=/m/{machine_id}", status_code=303)
+        if not visiting(request, machine_id):
+            return problem(request, 403, "Scan the machine first",
+                           "To buy, scan the QR code on the machine's screen: it proves you are standing at it.")
+        with engine.connect() as conn:
+            try:
+                machine = machines.get(conn, machine_id)
+            except machines.FleetError:
+                return problem(request, 404, "Unknown machine", f"There is no machine {machine_id}.")
+            items = machines.menu(conn, machine_id)
+            balance = cloud.provider.balance(conn, customer.id, DEMO_CURRENCY)
+        return page(request, "menu.html", machine=machine, items=items, customer=customer, balance=balance,
+                    currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16))
+
+    @app.post("/m/{machine_id}/buy", response_class=HTMLResponse)
+    def buy(request: Request, machine_id: str, slot: str = Form(""), key: str = Form("")):
+        customer = current_customer(request)
+        if customer is None:
+            return RedirectResponse(f"/register?next=/m/{machine_id}", status_code=303)
+        if not visiting(request, machine_id):
+            return problem(request, 403, "Scan the machine first", "Scan the QR code on the machine's screen.")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{8,64}", key or ""):
+            return problem(request, 400, "Please try again", "The order form was incomplete: reload the menu.",
+                           ("Back to the menu", f"/m/{machine_id}"))
+        try:
+            with engine.begin() as conn:
+                order, created = orders.place(conn, cloud.provider, customer.id, machine_id, slot, key, utcnow(),
+                                              settings.vend_timeout_s)
+        except orders.OrderError as e:
+            return problem(request, 409, {"sold_out": "Sold out", "offline": "Machine offline",
+                                          "out_of_service": "Out of service"}.get(e.code, "Cannot buy this"),
+                           str(e), ("Back to the menu", f"/m/{machine_id}"))
+        except machines.FleetError as e:
+            return problem(request, 404, "Unknown machine", str(e))
+        if order.status == "declined":
+            return problem(request, 402, "Payment declined", f"{order.reason}. Top up your wallet and try again.",
+                           ("Top up", f"/wallet?next=/m/{machine_id}"))
+        if created and order.status == "authorised":
+            cloud.send_vend(order)
+        return RedirectResponse(f"/orders/{order.id}", status_code=303)
+
+    @app.get("/orders/{order_id}", response_class=HTMLResponse)
+    def order_page(request: Request, order_id: str):
+        customer = current_customer(request)
+        with engine.connect() as conn:
+            order = orders.get(conn, order_id)
+            if order is None or customer is None or order.customer_id != customer.id:
+                return problem(request, 404, "No such order", "This order does not exist or is not yours.")
+            item = machines.slot_for_sale(conn, order.machine_id, order.slot)
+            balance = cloud.provider.balance(conn, customer.id, order.currency)
+        return page(request, "order.html", order=order, item=item, text=STATUS_TEXT.get(order.status, order.status),
+                    settled=order.status in orders.SETTLED, balance=balance)
+
+    @app.get("/wallet", response_class=HTMLResponse)
+    def wallet(request: Request, next: str = ""):
+        customer = current_customer(request)
+        if customer is None:
+            return RedirectResponse("/register?next=/wallet", status_code=303)
+        with engine.connect() as conn:
+            balance = cloud.provider.balance(conn, customer.id, DEMO_CURRENCY)
+            history = cloud.provider.history(conn, customer.id, DEMO_CURRENCY)
+        return page(request, "wallet.html", customer=customer, balance=balance, history=history,
+                    currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16), next=safe_next(next) if next else "",
+                    error="")
+
+    @app.post("/wallet/topup", response_class=HTMLResponse)
+    def topup(request: Request, amount: str = Form(""), key: str = Form(""), next: str = Form("")):
+        customer = current_customer(request)
+        if customer is None:
+            return RedirectResponse("/register?next=/wallet", status_code=303)
+        try:
+            if not re.fullmatch(r"[A-Za-z0-9_-]{8,64}", key or ""):
+                raise PaymentError("The form was incomplete: reload the page.")
+            minor = parse_amount(amount, DEMO_CURRENCY)
+            with engine.begin() as conn:
+                cloud.provider.topup(conn, customer.id, minor, DEMO_CURRENCY, f"{customer.id}:{key}", utcnow())
+        except (PaymentError, ValueError) as e:
+            with engine.connect() as conn:
+                balance = cloud.provider.balance(conn, customer.id, DEMO_CURRENCY)
+                history = cloud.provider.history(conn, customer.id, DEMO_CURRENCY)
+            return page(request, "wallet.html", 422, customer=customer, balance=balance, history=history,
+                        currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16), next=safe_next(next) if next else "",
+                        error=str(e))
+        return RedirectResponse(safe_next(next) if next else "/wallet", status_code=303)
+
+    # -- API ----------------------------------------------------------------------------------------
+
+    @app.get("/api/v1/health")
+    def health():
+        return {"ok": True, "broker_connected": cloud.bus.connected.is_set(), "counts": dict(cloud.stats.counts)}
+
+    @app.get("/api/v1/orders/{order_id}")
+    def order_json(request: Request, order_id: str):
+        customer = current_customer(request)
+        with engine.connect() as conn:
+            order = orders.get(conn, order_id)
+        if order is None or customer is None or order.customer_id != customer.id:
+            raise HTTPException(404, "no such order")
+        return {"id": order.id, "status": order.status, "settled": order.status in orders.SETTLED,
+                "text": STATUS_TEXT.get(order.status, order.status), "amount": order.amount,
+                "currency": order.currency}
+
+    @app.get("/api/v1/machines", dependencies=[Depends(require_admin)])
+    def api_machines():
+        with engine.connect() as conn:
+            rows = machines.list_machines(conn)
+        return [{"id": m.id, "name": m.name, "location": m.location, "online": m.online,
+                 "last_seen": m.last_seen.isoformat() if m.last_seen else None, "firmware": m.firmware,
+                 "machine_head": m.machine_head, "cloud_head": m.cloud_head} for m in rows]
+
+    @app.post("/api/v1/machines", dependencies=[Depends(require_admin)], status_code=201)
+    def api_add_machine(body: dict):
+        try:
+            with engine.begin() as conn:
+                secret = machines.add_machine(conn, str(body.get("id", "")), str(body.get("name", "")),
+                                              str(body.get("location", "")), utcnow(), body.get("secret"))
+        except machines.FleetError as e:
+            raise HTTPException(422, str(e)) from None
+        return {"id": body["id"], "secret": secret}
+
+    @app.put("/api/v1/machines/{machine_id}/slots", dependencies=[Depends(require_admin)])
+    def api_set_slots(machine_id: str, body: list[dict]):
+        try:
+            specs = [machines.SlotSpec.from_obj(item) for item in body]
+            with engine.begin() as conn:
+                machines.set_slots(conn, machine_id, specs)
+        except machines.FleetError as e:
+            raise HTTPException(422, str(e)) from None
+        return {"machine": machine_id, "slots": len(specs)}
+
+    @app.get("/api/v1/machines/{machine_id}/slots", dependencies=[Depends(require_admin)])
+    def api_slots(machine_id: str):
+        with engine.connect() as conn:
+            return [{"slot": r.slot, "sku": r.sku, "name": r.name, "price": r.price, "currency": r.currency,
+                     "count": r.count, "capacity": r.capacity, "flagged": r.flagged}
+                    for r in machines.menu(conn, machine_id)]
+
+    @app.get("/api/v1/sales", dependencies=[Depends(require_admin)])
+    def api_sales(machine: str | None = None, limit: int = 100):
+        if not 1 <= limit <= 10000:
+            raise HTTPException(422, "limit must be 1-10000")
+        s = ingest.sales
+        q = sa.select(s).order_by(s.c.ts.desc(), s.c.seq.desc()).limit(limit)
+        totals = sa.select(s.c.currency, sa.func.count(), sa.func.sum(s.c.amount)).group_by(s.c.currency)
+        if machine:
+            q, totals = q.where(s.c.machine_id == machine), totals.where(s.c.machine_id == machine)
+        with engine.connect() as conn:
+            rows = conn.execute(q).all()
+            sums = conn.execute(totals).all()
+        return {"sales": [{"machine_id": r.machine_id, "seq": r.seq, "ts": r.ts, "order_id": r.order_id,
+                           "slot": r.slot, "amount": r.amount, "currency": r.currency} for r in rows],
+                "totals": [{"currency": c, "count": n, "amount": a} for c, n, a in sums]}
+
+    @app.get("/api/v1/ingest", dependencies=[Depends(require_admin)])
+    def api_ingest():
+        return {"counts": dict(cloud.stats.counts), "last_rejections": cloud.stats.last_rejections}
+
+    @app.exception_handler(HTTPException)
+    def http_error(request: Request, exc: HTTPException):
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    return app
+
+
+def safe_next(target: str) -> str:
+    """Only a path on this site: never an open redirect."""
+    if isinstance(target, str) and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
