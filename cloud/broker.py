@@ -64,3 +64,27 @@ class EmbeddedBroker:
             log.exception("embedded broker did not shut down cleanly")
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the embedded broker alone: ``python -m cloud.broker --port 1884`` (tests, and clouds that share it)."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(prog="python -m cloud.broker", description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1883)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    broker = EmbeddedBroker(args.host, args.port)
+    broker.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -62,6 +62,8 @@ OPTIONS = [
     ("--http", "http", str, "HOST:PORT to serve the web pages and API on"),
     ("--public-url", "public_url", str, "the URL customers' phones reach this cloud at"),
     ("--vend-timeout", "vend_timeout_s", float, "seconds a machine has to start a vend"),
+    ("--expiry-grace", "expiry_grace_s", float, "seconds past a vend's expiry before the cloud voids it"),
+    ("--token-ttl", "token_ttl_s", float, "seconds a QR token is accepted after its window starts"),
 ]
 
 

@@ -1,0 +1,34 @@
+# Two commands: `make demo` runs the system, `make test` passes the tests. Both build .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Python 3.11 or newer is needed (found $$($(PYTHON) --version))"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+		echo "could not create $(VENV): on Debian and Raspberry Pi OS run 'sudo apt install python3-venv'"; exit 1; }
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.demo: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[controller,cloud]'
+	@touch $@
+
+$(VENV)/.test: $(VENV)/.demo
+	$(BIN)/python -m pip install --quiet -e '.[controller,cloud,postgres,dev]'
+	@touch $@
+
+demo: $(VENV)/.demo
+	$(BIN)/python -m cloud.demo
+
+test: $(VENV)/.test
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.test
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/vend_latency.py
+
+clean:
+	rm -rf $(VENV) var test-artifacts

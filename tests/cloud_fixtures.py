@@ -1,0 +1,91 @@
+"""Shared helpers for the cloud tests: a migrated SQLite database and small builders.
+
+A plain module (not a conftest): test files import the ``engine`` fixture and the helpers by name.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+import cloud.db
+from cloud import machines, people
+from cloud.machines import SlotSpec
+from cloud.payments import Wallet, entries
+from protocol.messages import GENESIS_HASH, Event, EventBatch, Status
+
+NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+MACHINE = "m-1"
+SECRET = "s" * 32
+
+
+def make_migrated_engine(url: str) -> sa.Engine:
+    engine = cloud.db.make_engine(url)
+    cloud.db.migrate(engine)
+    return engine
+
+
+@pytest.fixture
+def engine(tmp_path):
+    eng = make_migrated_engine(f"sqlite:///{tmp_path}/c.db")
+    yield eng
+    eng.dispose()
+
+
+def slot_spec(slot="A1", price=350, sku="cola", name="Cola", currency="CNY", capacity=10) -> SlotSpec:
+    return SlotSpec.from_obj(dict(slot=slot, sku=sku, name=name, price=price, currency=currency,
+                                  capacity=capacity))
+
+
+def add_machine(conn, machine_id=MACHINE, specs=None, online=True, counts=None) -> None:
+    """A machine with slots (A1 cola 3.50, A2 water 2.00 by default), online and stocked if asked."""
+    machines.add_machine(conn, machine_id, f"Machine {machine_id}", "lobby", NOW, secret=SECRET)
+    specs = specs if specs is not None else [slot_spec(), slot_spec("A2", 200, "water", "Water")]
+    machines.set_slots(conn, machine_id, specs)
+    for slot, count in (counts if counts is not None else {s.slot: 5 for s in specs}).items():
+        conn.execute(machines.slots.update().where(machines.slots.c.machine_id == machine_id,
+                                                   machines.slots.c.slot == slot).values(count=count))
+    if online:
+        machines.apply_status(conn, machine_id, Status(online=True, firmware="1.0"), NOW)
+
+
+def add_customer(conn, phone="+8613800000001", topup=1000, name="Ann") -> int:
+    customer_id = people.register(conn, name, phone, "wallet", NOW)
+    if topup:
+        Wallet().topup(conn, customer_id, topup, "CNY", f"seed-{customer_id}", NOW)
+    return customer_id
+
+
+def slot_row(conn, machine_id, slot):
+    return conn.execute(sa.select(machines.slots).where(machines.slots.c.machine_id == machine_id,
+                                                        machines.slots.c.slot == slot)).first()
+
+
+def unbalanced_txns(conn) -> list:
+    """Txn ids whose entries do not sum to zero."""
+    return conn.execute(sa.select(entries.c.txn_id).group_by(entries.c.txn_id)
+                        .having(sa.func.sum(entries.c.amount) != 0)).scalars().all()
+
+
+class Chain:
+    """Builds a machine's ledger events, each chained to the one before, starting at GENESIS_HASH."""
+
+    def __init__(self):
+        self.events: list[Event] = []
+
+    @property
+    def head_hash(self) -> str:
+        return self.events[-1].hash if self.events else GENESIS_HASH
+
+    def add(self, kind: str, **data) -> Event:
+        ev = Event.make(len(self.events) + 1, NOW + timedelta(seconds=len(self.events)), 1, True, kind, data,
+                        self.head_hash)
+        self.events.append(ev)
+        return ev
+
+    def batch(self, first: int, last: int | None = None) -> EventBatch:
+        """Events first..last (1-based, inclusive; last defaults to the newest)."""
+        last = last if last is not None else len(self.events)
+        return EventBatch(tuple(self.events[first - 1:last]))

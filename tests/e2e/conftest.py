@@ -1,0 +1,61 @@
+"""End-to-end fixtures: one broker, one cloud and two controllers per module, all real processes.
+
+The broker is Mosquitto when `mosquitto` is on PATH, else the embedded amqtt broker in its own process;
+with VEND_REQUIRE_MOSQUITTO=1 (set by .ci/run) a missing Mosquitto fails the run instead.
+"""
+
+import os
+import shutil
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from harness import Broker, Cloud, Machine  # noqa: E402
+
+
+def broker_kind() -> str:
+    if shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto"):
+        return "mosquitto"
+    return "embedded"
+
+
+def pytest_report_header(config):
+    kind = broker_kind()
+    return f"end-to-end broker: {kind}" + ("" if kind == "mosquitto" else " (mosquitto not found on PATH)")
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    kind = broker_kind()
+    if kind != "mosquitto" and os.environ.get("VEND_REQUIRE_MOSQUITTO") == "1":
+        pytest.fail("VEND_REQUIRE_MOSQUITTO=1 but mosquitto is not installed")
+    if kind == "mosquitto" and not shutil.which("mosquitto"):
+        os.environ["PATH"] += os.pathsep + "/usr/sbin"
+    b = Broker(kind, str(tmp_path_factory.mktemp("broker")))
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def cloud(broker, tmp_path_factory):
+    c = Cloud(broker, str(tmp_path_factory.mktemp("cloud")))
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def machines(cloud, broker, tmp_path_factory):
+    """m1 drops quickly; m2 drops slowly (time to kill it mid-vend) and its slot B2 is jammed."""
+    work = str(tmp_path_factory.mktemp("machines"))
+    m1 = Machine(cloud, broker, work, "m1", drop_delay=0.2)
+    m2 = Machine(cloud, broker, work, "m2", drop_delay=2.0, drop_timeout=3.0, jam="B2")
+    for m in (m1, m2):
+        m.start()
+        m.stock()
+    yield m1, m2
+    for m in (m1, m2):
+        m.proc.stop()

@@ -1,0 +1,293 @@
+"""Real processes for end-to-end tests: a broker, the cloud, controllers on simulated hardware, a customer."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+
+import httpx
+import paho.mqtt.client as mqtt
+
+PRODUCTS = [
+    ("A1", "water", "Water", 200),
+    ("A2", "cola", "Cola", 350),
+    ("B1", "chips", "Chips", 600),
+    ("B2", "choc", "Chocolate", 550),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+def tail(path: str, lines: int = 40) -> str:
+    try:
+        with open(path) as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class Proc:
+    """A child process with its output in a log file."""
+
+    def __init__(self, argv: list[str], log_path: str):
+        self.argv, self.log_path = argv, log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Broker:
+    """Mosquitto when it is installed, else the embedded amqtt broker as its own process."""
+
+    def __init__(self, kind: str, workdir: str):
+        self.kind = kind
+        self.port = free_port()
+        self.protocol = "5" if kind == "mosquitto" else "3.1.1"
+        os.makedirs(workdir, exist_ok=True)
+        if kind == "mosquitto":
+            conf = os.path.join(workdir, "mosquitto.conf")
+            with open(conf, "w") as f:
+                # No persistence: a restart loses every queued message, the hardest case for sync.
+                f.write(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                        "max_queued_messages 0\n")
+            argv = [shutil.which("mosquitto"), "-c", conf]
+        else:
+            argv = [sys.executable, "-m", "cloud.broker", "--port", str(self.port)]
+        self.proc = Proc(argv, os.path.join(workdir, "broker.log"))
+
+    def start(self) -> None:
+        self.proc.start()
+
+        def listening():
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return True
+            except OSError:
+                return False
+
+        wait_until(listening, 20, f"{self.kind} to listen on {self.port}")
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+    def client(self, client_id: str) -> mqtt.Client:
+        version = mqtt.MQTTv5 if self.protocol == "5" else mqtt.MQTTv311
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version)
+        c.connect("127.0.0.1", self.port)
+        c.loop_start()
+        return c
+
+
+class Cloud:
+    def __init__(self, broker: Broker, workdir: str, vend_timeout: float = 8, grace: float = 2):
+        self.var = os.path.join(workdir, "cloud")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = "e2e-admin-token"
+        self.db_path = os.path.join(self.var, "cloud.db")
+        self.proc = Proc([sys.executable, "-m", "cloud", "--var", self.var, "--http", f"127.0.0.1:{self.port}",
+                          "--broker", f"127.0.0.1:{broker.port}", "--mqtt-protocol", broker.protocol,
+                          "--vend-timeout", str(vend_timeout), "--expiry-grace", str(grace),
+                          "--client-id", f"cloud-{self.port}"],
+                         os.path.join(workdir, "cloud.log"))
+        os.environ["VEND_ADMIN_TOKEN"] = self.token
+
+    def start(self) -> None:
+        self.proc.start()
+
+        def up():
+            if not self.proc.alive():
+                raise AssertionError(f"cloud exited:\n{tail(self.proc.log_path)}")
+            try:
+                return httpx.get(self.url + "/api/v1/health", timeout=2).json()["broker_connected"]
+            except (httpx.HTTPError, ValueError):
+                return False
+
+        wait_until(up, 60, "the cloud to connect to the broker")
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+    def api(self, method: str, path: str, body=None):
+        r = httpx.request(method, self.url + path, json=body, headers={"Authorization": f"Bearer {self.token}"},
+                          timeout=10)
+        assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text}"
+        return r.json()
+
+    def machine(self, machine_id: str) -> dict:
+        return next(m for m in self.api("GET", "/api/v1/machines") if m["id"] == machine_id)
+
+    def db(self, sql: str, params=()) -> list:
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+
+class Machine:
+    """A controller process on the simulated backend, registered in the cloud and stocked."""
+
+    def __init__(self, cloud: Cloud, broker: Broker, workdir: str, machine_id: str, *, drop_delay: float = 0.2,
+                 drop_timeout: float = 2.0, jam: str = "", batch_size: int = 50):
+        self.id = machine_id
+        self.cloud = cloud
+        self.home = os.path.join(workdir, machine_id)
+        os.makedirs(self.home, exist_ok=True)
+        self.config = os.path.join(self.home, "controller.ini")
+        self.ledger_path = os.path.join(self.home, "ledger.db")
+        self.url_file = os.path.join(self.home, "screen.url")
+        secret = cloud.api("POST", "/api/v1/machines", {"id": machine_id, "name": f"Machine {machine_id}"})["secret"]
+        self.secret = secret
+        cloud.api("PUT", f"/api/v1/machines/{machine_id}/slots", [
+            {"slot": s, "sku": sku, "name": n, "price": p, "currency": "CNY", "capacity": 10}
+            for s, sku, n, p in PRODUCTS])
+        with open(self.config, "w") as f:
+            f.write(f"""[machine]
+id = {machine_id}
+secret = {secret}
+[cloud]
+url = {cloud.url}
+[mqtt]
+host = 127.0.0.1
+port = {broker.port}
+protocol = {broker.protocol}
+batch_size = {batch_size}
+window = 4
+resend_after_s = 3
+keepalive_s = 10
+[ledger]
+path = {self.ledger_path}
+[vend]
+drop_timeout_s = {drop_timeout}
+[hardware]
+backend = sim
+slots = {", ".join(s for s, *_ in PRODUCTS)}
+[sim]
+drop_delay_s = {drop_delay}
+jam = {jam}
+display_path = {self.home}/screen.png
+[screen]
+rotate_s = 2
+url_file = {self.url_file}
+[service]
+socket = {self.home}/control.sock
+""")
+        self.proc = Proc([sys.executable, "-m", "controller", "--config", self.config],
+                         os.path.join(self.home, "controller.log"))
+
+    def start(self) -> None:
+        self.proc.start()
+        wait_until(lambda: os.path.exists(self.url_file) and self.service("status").get("ok"), 30,
+                   f"controller {self.id} to start")
+
+    def service(self, *args: str) -> dict:
+        out = subprocess.run([sys.executable, "-m", "controller", "--config", self.config, "service", *args],
+                             capture_output=True, text=True, timeout=30)
+        try:
+            return json.loads(out.stdout)
+        except ValueError:
+            return {"ok": False, "error": out.stderr}
+
+    def stock(self) -> None:
+        assert self.service("restock", *(f"{s}=10" for s, *_ in PRODUCTS))["ok"]
+        wait_until(lambda: self.synced(), 20, f"{self.id}'s restock to reach the cloud")
+
+    def ledger(self, sql: str = "SELECT seq, kind, data, hash FROM events ORDER BY seq", params=()) -> list:
+        conn = sqlite3.connect(f"file:{self.ledger_path}?mode=ro", uri=True, timeout=10)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def head(self) -> int:
+        return self.ledger("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0]
+
+    def synced(self) -> bool:
+        return self.cloud.machine(self.id)["cloud_head"] == self.head()
+
+    def events_of(self, kind: str) -> list[dict]:
+        return [json.loads(d) for d, in self.ledger("SELECT data FROM events WHERE kind = ? ORDER BY seq", (kind,))]
+
+
+class Customer:
+    """A phone: a cookie jar that scans, registers, tops up, buys and watches its order."""
+
+    def __init__(self, cloud: Cloud, name: str, phone: str):
+        self.cloud = cloud
+        self.http = httpx.Client(base_url=cloud.url, follow_redirects=False, timeout=10)
+        self.name, self.phone = name, phone
+
+    def scan(self, machine: Machine) -> httpx.Response:
+        with open(machine.url_file) as f:
+            url = f.read().strip()
+        return self.http.get(url.replace(self.cloud.url, ""))
+
+    def register(self, next_path: str) -> httpx.Response:
+        return self.http.post("/register", data={"name": self.name, "phone": self.phone,
+                                                 "payment_method": "wallet", "next": next_path})
+
+    def topup(self, amount: str) -> httpx.Response:
+        return self.http.post("/wallet/topup", data={"amount": amount, "key": os.urandom(8).hex()})
+
+    def balance(self) -> str:
+        page = self.http.get("/wallet").text
+        return re.search(r'id="balance">([^<]+)<', page).group(1)
+
+    def buy(self, machine: Machine, slot: str, key: str | None = None) -> httpx.Response:
+        return self.http.post(f"/m/{machine.id}/buy", data={"slot": slot, "key": key or os.urandom(8).hex()})
+
+    def order_status(self, order_id: str) -> dict:
+        return self.http.get(f"/api/v1/orders/{order_id}").json()
+
+    def wait_settled(self, order_id: str, timeout: float = 30) -> dict:
+        return wait_until(lambda: (s := self.order_status(order_id))["settled"] and s, timeout,
+                          f"order {order_id} to settle")
