@@ -300,6 +300,7 @@ class Controller:
             if op == "status":
                 reply.put({"ok": True, "machine": self.machine_id, "head": self.ledger.head,
                            "acked": self.ledger.acked, "online": bool(self.link and self.link.connected),
+                           "rejected_messages": self.rejected_messages,
                            "url": self.screen.url,
                            "slots": {s: dict(zip(("count", "flagged"), self.ledger.slot(s)))
                                      for s in self.hardware.motors}})

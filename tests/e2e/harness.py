@@ -237,6 +237,14 @@ socket = {self.home}/control.sock
         except ValueError:
             return {"ok": False, "error": out.stderr}
 
+    def request(self, request: dict) -> dict:
+        """One request straight to the controller's service socket (what `vend-controller service` sends)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(15)
+            sock.connect(os.path.join(self.home, "control.sock"))
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            return json.loads(sock.makefile("rb").readline())
+
     def stock(self) -> None:
         assert self.service("restock", *(f"{s}=10" for s, *_ in PRODUCTS))["ok"]
         wait_until(lambda: self.synced(), 20, f"{self.id}'s restock to reach the cloud")
