@@ -110,42 +110,73 @@ OUTCOMES = {
     "vend.unknown": ("unknown", False),
     "command.rejected": ("rejected", False),
 }
+EVENT_KINDS = ("vend.started", *OUTCOMES)
 
 
-def on_event(conn: sa.Connection, provider: Provider, machine_id: str, kind: str, data: dict,
-             now: datetime) -> None:
-    """Follow one of the machine's ledger events for the order it names; same transaction as the event."""
-    order_id = data.get("order_id")
-    if not isinstance(order_id, str):
-        return
-    if kind == "vend.started":
-        _move(conn, order_id, machine_id, ("authorised",), "vending", now)
-        return
-    if kind not in OUTCOMES:
-        return
-    status, capture = OUTCOMES[kind]
-    order = _move(conn, order_id, machine_id, OPEN, status, now, data.get("reason", ""))
-    if order is not None:
-        (provider.capture if capture else provider.void)(conn, order, now)
-        return
-    current = get(conn, order_id)
-    if current is None:
-        log.warning("machine %s: %s for unknown order %s", machine_id, kind, order_id)
-    elif capture and current.status == "expired":
-        # The machine dropped after the cloud gave up and voided: the customer keeps product and money.
-        _move(conn, order_id, machine_id, ("expired",), "dropped_unpaid", now)
-        log.error("machine %s dropped order %s after it was voided; not charged", machine_id, order_id)
+class StaleOrders(RuntimeError):
+    """An order changed under us (another process settled it first); the caller retries."""
+
+
+def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: list, now: datetime) -> dict:
+    """Move the orders named by a batch of the machine's ledger events, and settle their money.
+
+    Works on the whole batch at once: one read of the orders, one conditional update, one settlement,
+    whatever the batch size. Returns {order_id: order} of the orders this batch captured.
+    """
+    ids = sorted({e.data["order_id"] for e in events if isinstance(e.data.get("order_id"), str)})
+    if not ids:
+        return {}
+    rows = {r.id: r for r in conn.execute(sa.select(orders).where(orders.c.id.in_(ids),
+                                                                  orders.c.machine_id == machine_id))}
+    state = {order_id: row.status for order_id, row in rows.items()}
+    reasons: dict[str, str] = {}
+    capture, void, strangers = [], [], []
+    for e in events:
+        order_id = e.data.get("order_id")
+        current = state.get(order_id)
+        if current is None:
+            strangers.append(order_id)
+            continue
+        if e.kind == "vend.started":
+            if current == "authorised":
+                state[order_id] = "vending"
+            continue
+        status, captures = OUTCOMES[e.kind]
+        if current in OPEN:
+            state[order_id] = status
+            reasons[order_id] = str(e.data.get("reason", ""))[:200]
+            (capture if captures else void).append(order_id)
+        elif captures and current == "expired":
+            # The machine dropped after the cloud gave up and voided: the customer keeps product and money.
+            state[order_id] = "dropped_unpaid"
+            log.error("machine %s dropped order %s after it was voided; not charged", machine_id, order_id)
+    if strangers:
+        log.warning("machine %s: %d events name orders this cloud never sent it (first: %s)", machine_id,
+                    len(strangers), strangers[0])
+    changed = [(order_id, rows[order_id].status, new) for order_id, new in state.items() if new != rows[order_id].status]
+    if not changed:
+        return {}
+    result = conn.execute(
+        orders.update().where(orders.c.id == sa.bindparam("b_id"), orders.c.status == sa.bindparam("b_old"))
+        .values(status=sa.bindparam("b_new"), reason=sa.bindparam("b_reason"), updated_at=now),
+        [{"b_id": i, "b_old": old, "b_new": new, "b_reason": reasons.get(i, "")} for i, old, new in changed])
+    if result.rowcount != len(changed):
+        raise StaleOrders(machine_id)
+    provider.settle(conn, [(rows[i], "capture") for i in capture] + [(rows[i], "void") for i in void], now)
+    return {i: rows[i] for i in capture}
 
 
 def expire_due(conn: sa.Connection, provider: Provider, now: datetime, grace_s: float) -> int:
     """Void orders whose vend command expired with no word from the machine; return how many."""
     due = conn.execute(sa.select(orders.c.id, orders.c.machine_id).where(
         orders.c.status == "authorised", orders.c.expires_at < now - timedelta(seconds=grace_s))).all()
+    expired = 0
     for order_id, machine_id in due:
         order = _move(conn, order_id, machine_id, ("authorised",), "expired", now, "the machine did not answer in time")
         if order is not None:
             provider.void(conn, order, now)
-    return len(due)
+            expired += 1
+    return expired
 
 
 def for_customer(conn: sa.Connection, customer_id: int, limit: int = 20) -> list:

@@ -1,0 +1,231 @@
+"""Ingest throughput: ledger events stored by the cloud per second, through a real broker, into SQLite.
+
+Simulated machines publish pre-built, hash-chained event batches the way a controller does (in order, a
+bounded window of batches in flight, moving on only when the cloud's ack says the events are committed).
+The baseline is measured in the same run against the same broker: how many messages per second a
+subscriber that does nothing receives.
+
+    python bench/ingest.py --machines 50 --events 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "e2e"))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from harness import Broker, Cloud, wait_until  # noqa: E402
+
+from protocol import topics  # noqa: E402
+from protocol.messages import GENESIS_HASH, Ack, Event, EventBatch  # noqa: E402
+
+def make_events(machine_id: str, count: int) -> list[Event]:
+    """A plausible ledger: sales (vend.started then vend.succeeded), a restock and a door opening."""
+    events, prev = [], GENESIS_HASH
+    now = datetime.now(timezone.utc)
+    sale = 0
+    while len(events) < count:
+        cycle = []
+        for _ in range(4):
+            sale += 1
+            order = f"o{machine_id}x{sale}"
+            cycle += [("vend.started", {"order_id": order, "cmd_id": f"v-{order}", "slot": "A1"}),
+                      ("vend.succeeded", {"order_id": order, "cmd_id": f"v-{order}", "slot": "A1", "turns": 1,
+                                          "ms": 812})]
+        cycle += [("restock", {"slot": "A1", "count": 8}), ("door.opened", {})]
+        for kind, data in cycle[:count - len(events)]:
+            event = Event.make(len(events) + 1, now, 1, True, kind, data, prev)
+            events.append(event)
+            prev = event.hash
+    return events
+
+
+def sales_in(count: int) -> int:
+    """How many sales make_events writes into ``count`` events (4 sales in every 10 events)."""
+    full, rest = divmod(count, 10)
+    return full * 4 + min(rest, 8) // 2 + (min(rest, 8) % 2)
+
+
+class SimMachine:
+    """Publishes one machine's batches with a window, advancing on the cloud's acks."""
+
+    def __init__(self, broker: Broker, machine_id: str, batches: list[bytes], last_seqs: list[int], window: int):
+        self.id, self.batches, self.last_seqs, self.window = machine_id, batches, last_seqs, window
+        self.acked = 0
+        self.next = 0
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.client = broker.client(f"bench-{machine_id}")
+        self.client.on_message = self.on_ack
+        self.client.subscribe(topics.topic(machine_id, "ack"), qos=1)
+
+    def pump(self) -> None:
+        with self.lock:
+            while self.next < len(self.batches) and self.next - self.acked_batches() < self.window:
+                info = self.client.publish(topics.topic(self.id, "events"), self.batches[self.next], qos=1)
+                assert info.rc == mqtt.MQTT_ERR_SUCCESS, info.rc
+                self.next += 1
+
+    def acked_batches(self) -> int:
+        return sum(1 for s in self.last_seqs if s <= self.acked)
+
+    def on_ack(self, client, userdata, message) -> None:
+        ack = Ack.decode(message.payload)
+        if ack.seq > self.acked:
+            self.acked = ack.seq
+        if self.acked >= self.last_seqs[-1]:
+            self.done.set()
+        else:
+            self.pump()
+
+
+def seed_orders(db_url: str, machine_ids: list[str], sales: int) -> None:
+    """Give every sale in the generated ledgers a real, authorised order, so ingest does the capture too."""
+    import sqlalchemy as sa
+
+    from cloud import db, orders, payments, people
+
+    engine = db.make_engine(db_url)
+    now = datetime.now(timezone.utc)
+    with engine.begin() as conn:
+        for n, machine_id in enumerate(machine_ids):
+            customer = people.register(conn, f"Bench {n}", f"+86139{n:08d}", "wallet", now)
+            wallet = payments.account(conn, "wallet", customer, "CNY")
+            hold = payments.account(conn, "hold", customer, "CNY")
+            clearing = payments.account(conn, "topup_clearing", 0, "CNY")
+            payments.post(conn, f"topup:bench-{n}", "topup", [(wallet, 200 * sales), (clearing, -200 * sales)], now)
+            product = conn.execute(sa.select(orders.orders.c.product_id).limit(1)).scalar() or 1
+            ids = [f"o{machine_id}x{i}" for i in range(1, sales + 1)]
+            conn.execute(orders.orders.insert(), [dict(
+                id=i, customer_id=customer, idem_key=i, machine_id=machine_id, slot="A1", product_id=product,
+                amount=200, currency="CNY", provider="wallet", status="authorised", cmd_id=f"v-{i}", created_at=now,
+                expires_at=now.replace(year=now.year + 1), updated_at=now) for i in ids])
+            txn_ids = conn.execute(payments.txns.insert().returning(payments.txns.c.id, sort_by_parameter_order=True),
+                                   [dict(key=f"authorise:{i}", kind="authorise", order_id=i, created_at=now)
+                                    for i in ids]).scalars().all()
+            conn.execute(payments.entries.insert(), [leg for t in txn_ids for leg in (
+                dict(txn_id=t, account_id=wallet, amount=-200), dict(txn_id=t, account_id=hold, amount=200))])
+    engine.dispose()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def raw_rate(broker: Broker, payload: bytes, count: int) -> float:
+    """Messages per second that a do-nothing QoS 1 subscriber receives from this broker."""
+    received = threading.Event()
+    got = [0]
+    sub = broker.client("bench-raw-sub")
+
+    def on_message(c, u, m):
+        got[0] += 1
+        if got[0] == count:
+            received.set()
+
+    sub.on_message = on_message
+    sub.subscribe("bench/raw", qos=1)
+    time.sleep(0.5)
+    pub = broker.client("bench-raw-pub")
+    start = time.perf_counter()
+    for _ in range(count):
+        pub.publish("bench/raw", payload, qos=1)
+    received.wait(300)
+    elapsed = time.perf_counter() - start
+    for c in (pub, sub):
+        c.loop_stop()
+        c.disconnect()
+    return got[0] / elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--machines", type=int, default=50)
+    parser.add_argument("--events", type=int, default=200_000, help="in all, spread over the machines")
+    parser.add_argument("--batch", type=int, default=200, help="events per message, as a controller sends them")
+    parser.add_argument("--window", type=int, default=8, help="batches in flight per machine")
+    parser.add_argument("--broker", choices=("mosquitto", "embedded"),
+                        default="mosquitto" if shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto")
+                        else "embedded")
+    args = parser.parse_args()
+    os.environ["PATH"] += os.pathsep + "/usr/sbin"
+    work = tempfile.mkdtemp(prefix="vend-bench-")
+    per_machine = args.events // args.machines
+    broker = Broker(args.broker, os.path.join(work, "broker"))
+    broker.start()
+    cloud = Cloud(broker, work)
+    cloud.start()
+    try:
+        ids = [f"bench-{i:03d}" for i in range(args.machines)]
+        for machine_id in ids:
+            cloud.api("POST", "/api/v1/machines", {"id": machine_id, "name": machine_id})
+            cloud.api("PUT", f"/api/v1/machines/{machine_id}/slots", [
+                {"slot": "A1", "sku": "w", "name": "Water", "price": 200, "currency": "CNY", "capacity": 10},
+                {"slot": "A2", "sku": "c", "name": "Cola", "price": 350, "currency": "CNY", "capacity": 10}])
+        seed_orders(f"sqlite:///{cloud.db_path}", ids, sales_in(per_machine))
+        sims = []
+        sample_payload = b""
+        for machine_id in ids:
+            events = make_events(machine_id, per_machine)
+            chunks = [events[i:i + args.batch] for i in range(0, len(events), args.batch)]
+            batches = [EventBatch(tuple(c)).encode() for c in chunks]
+            sample_payload = sample_payload or batches[0]
+            sims.append(SimMachine(broker, machine_id, batches, [c[-1].seq for c in chunks], args.window))
+        total = per_machine * args.machines
+        cloud_cpu = cpu_seconds(cloud.proc.proc.pid)
+        broker_cpu = cpu_seconds(broker.proc.proc.pid)
+        start = time.perf_counter()
+        for sim in sims:
+            sim.pump()
+        for sim in sims:
+            if not sim.done.wait(600):
+                raise SystemExit(f"{sim.id} was not fully acked: {sim.acked}/{per_machine}")
+        elapsed = time.perf_counter() - start
+        cloud_cpu = cpu_seconds(cloud.proc.proc.pid) - cloud_cpu
+        broker_cpu = cpu_seconds(broker.proc.proc.pid) - broker_cpu
+        stored = cloud.db("SELECT COUNT(*) FROM events")[0][0]
+        captured = cloud.db("SELECT COUNT(*) FROM txns WHERE kind = 'capture'")[0][0]
+        for sim in sims:
+            sim.client.loop_stop()
+            sim.client.disconnect()
+        raw = raw_rate(broker, sample_payload, 2000)
+        wait_until(lambda: True, 1, "")
+        print(json.dumps({
+            "benchmark": "ingest",
+            "events_per_s": round(total / elapsed),
+            "raw_msgs_per_s": round(raw),
+            "raw_events_per_s_equivalent": round(raw * args.batch),
+            "events": total,
+            "events_stored": stored,
+            "sales_captured": captured,
+            "seconds": round(elapsed, 2),
+            "cloud_cpu_s": round(cloud_cpu, 2),
+            "events_per_cloud_cpu_s": round(total / cloud_cpu),
+            "broker_cpu_s": round(broker_cpu, 2),
+            "settings": {"machines": args.machines, "batch": args.batch, "window": args.window,
+                         "broker": args.broker, "store": "sqlite (WAL, synchronous=FULL)",
+                         "payload_bytes": len(sample_payload), "cpus": os.cpu_count()},
+        }, indent=2))
+    finally:
+        cloud.stop()
+        broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
