@@ -79,6 +79,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "empty": SLOT_LIST,
         "double": SLOT_LIST,
         "display_path": Key("str", "/run/vend/screen.png"),
+        "trace_path": Key("str", ""),  # append the time of every motor start here (benchmarks)
     },
     "service": {
         "socket": Key("str", "/run/vend/control.sock"),

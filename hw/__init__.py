@@ -12,7 +12,7 @@ from .base import Display, Door, DropSensor, Hardware, HardwareError, Motor
 
 __all__ = ["Display", "Door", "DropSensor", "Hardware", "HardwareError", "Motor", "BACKENDS", "open_hardware"]
 
-# name -> module with ``open(slots, settings) -> Hardware``. The GPIO and serial-board backends are
+# name -> module with ``open_backend(slots, settings) -> Hardware``. The GPIO and serial-board backends are
 # not built yet; naming them is an error until they are.
 BACKENDS = {
     "sim": "hw.sim",
@@ -27,4 +27,4 @@ def open_hardware(backend: str, slots: list[str], settings: dict) -> Hardware:
             f"hardware backend {backend!r} is not available; this build has: {', '.join(sorted(BACKENDS))}"
         )
     module = importlib.import_module(module_name)
-    return module.open(slots, settings)
+    return module.open_backend(slots, settings)

@@ -38,8 +38,10 @@ class SimDropSensor(DropSensor):
 class SimMotor(Motor):
     """One turn takes ``turn_s``; a product (if any, and not jammed) falls ``drop_delay_s`` into it."""
 
-    def __init__(self, slot: str, sensor: SimDropSensor, drop_delay_s: float, fault: str | None):
+    def __init__(self, slot: str, sensor: SimDropSensor, drop_delay_s: float, fault: str | None,
+                 trace_path: str = ""):
         super().__init__(slot)
+        self._trace_path = trace_path
         self._sensor = sensor
         self._drop_delay_s = drop_delay_s
         self._turn_s = drop_delay_s * 1.5
@@ -59,6 +61,10 @@ class SimMotor(Motor):
                 if self.fault == "double":
                     self._after(self._drop_delay_s + DOUBLE_DROP_GAP_S, self._sensor.fire)
             self._after(self._turn_s, self._turn_done)
+        if self._trace_path:
+            # Wall-clock time of every motor start, for benchmarks that time "pay" to "motor runs".
+            with open(self._trace_path, "a") as f:
+                f.write(f"{time.time():.6f} {self.slot}\n")
         log.debug("sim motor %s turning (fault=%s)", self.slot, self.fault)
 
     def _after(self, delay: float, fn) -> None:
@@ -121,7 +127,7 @@ class PngDisplay(Display):
         self.frames += 1
 
 
-def open(slots: list[str], settings: dict) -> Hardware:
+def open_backend(slots: list[str], settings: dict) -> Hardware:
     """The simulated machine for these slots; ``settings`` is the config's ``[sim]`` section."""
     faults: dict[str, str] = {}
     for fault in ("jam", "empty", "double"):
@@ -129,6 +135,7 @@ def open(slots: list[str], settings: dict) -> Hardware:
             faults[slot] = fault
     sensor = SimDropSensor()
     delay = settings.get("drop_delay_s", 0.3)
-    motors = {slot: SimMotor(slot, sensor, delay, faults.get(slot)) for slot in slots}
+    trace = settings.get("trace_path", "")
+    motors = {slot: SimMotor(slot, sensor, delay, faults.get(slot), trace) for slot in slots}
     display = PngDisplay(settings.get("display_path", "screen.png"))
     return Hardware(motors, sensor, SimDoor(), display)

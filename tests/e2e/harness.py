@@ -177,7 +177,7 @@ class Machine:
     """A controller process on the simulated backend, registered in the cloud and stocked."""
 
     def __init__(self, cloud: Cloud, broker: Broker, workdir: str, machine_id: str, *, drop_delay: float = 0.2,
-                 drop_timeout: float = 2.0, jam: str = "", batch_size: int = 50):
+                 drop_timeout: float = 2.0, jam: str = "", batch_size: int = 50, trace: str = ""):
         self.id = machine_id
         self.cloud = cloud
         self.home = os.path.join(workdir, machine_id)
@@ -215,6 +215,7 @@ slots = {", ".join(s for s, *_ in PRODUCTS)}
 drop_delay_s = {drop_delay}
 jam = {jam}
 display_path = {self.home}/screen.png
+trace_path = {trace}
 [screen]
 rotate_s = 2
 url_file = {self.url_file}
