@@ -66,11 +66,15 @@ class SlotSpec:
 
     @classmethod
     def from_obj(cls, obj: dict) -> "SlotSpec":
-        try:
-            spec = cls(str(obj["slot"]), str(obj["sku"]), str(obj["name"]), obj["price"], str(obj["currency"]),
-                       obj["capacity"])
-        except KeyError as e:
-            raise FleetError(f"slot is missing {e.args[0]!r}") from None
+        if not isinstance(obj, dict):
+            raise FleetError("each slot must be an object")
+        for key, typ in (("slot", str), ("sku", str), ("name", str), ("price", int), ("currency", str),
+                         ("capacity", int)):
+            if key not in obj:
+                raise FleetError(f"slot {obj.get('slot', '?')}: missing {key!r}")
+            if not isinstance(obj[key], typ) or isinstance(obj[key], bool):
+                raise FleetError(f"slot {obj.get('slot', '?')}: {key!r} must be {typ.__name__}")
+        spec = cls(obj["slot"], obj["sku"], obj["name"], obj["price"], obj["currency"], obj["capacity"])
         if not SLOT_RE.match(spec.slot):
             raise FleetError(f"slot {spec.slot!r} is not a slot code like A1")
         if not isinstance(spec.price, int) or isinstance(spec.price, bool) or spec.price < 0:
@@ -87,6 +91,8 @@ class SlotSpec:
 def add_machine(conn: sa.Connection, machine_id: str, name: str, location: str, now: datetime,
                 secret: str | None = None) -> str:
     """Create a machine and return its QR secret."""
+    if not all(isinstance(v, str) for v in (machine_id, name, location)) or not isinstance(secret, (str, type(None))):
+        raise FleetError("id, name, location and secret must be text")
     try:
         check_machine_id(machine_id)
     except ValueError as e:

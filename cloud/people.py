@@ -57,13 +57,16 @@ def clean_phone(raw: str) -> str:
 
 
 def register(conn: sa.Connection, name: str, phone: str, payment_method: str, now: datetime) -> int:
-    """Create a customer, or return the existing one with this phone; raise RegistrationError on bad input."""
+    """Create a customer; raise RegistrationError on bad input or a phone number already registered."""
     name, phone = clean_name(name), clean_phone(phone)
     if payment_method not in PAYMENT_METHODS:
         raise RegistrationError("payment_method", f"Choose a payment method: {', '.join(PAYMENT_METHODS)}.")
     existing = conn.execute(sa.select(customers.c.id).where(customers.c.phone == phone)).scalar()
     if existing is not None:
-        return existing
+        # Knowing a phone number must not open someone's wallet. Logging in again from another phone
+        # needs a proof of the number (SMS code or password), which is not built yet.
+        raise RegistrationError("phone", "This phone number is already registered. Use the phone you "
+                                         "registered with.")
     return conn.execute(customers.insert().values(name=name, phone=phone, payment_method=payment_method,
                                                   created_at=now)).inserted_primary_key[0]
 

@@ -243,8 +243,8 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     def api_add_machine(body: dict):
         try:
             with engine.begin() as conn:
-                secret = machines.add_machine(conn, str(body.get("id", "")), str(body.get("name", "")),
-                                              str(body.get("location", "")), utcnow(), body.get("secret"))
+                secret = machines.add_machine(conn, body.get("id", ""), body.get("name", ""),
+                                              body.get("location", ""), utcnow(), body.get("secret"))
         except machines.FleetError as e:
             raise HTTPException(422, str(e)) from None
         return {"id": body["id"], "secret": secret}

@@ -125,6 +125,14 @@ def test_a_good_registration_sets_the_cookie_and_redirects_to_next(client, cloud
     assert (row.name, row.phone, row.payment_method) == ("Ann", "+8613800000001", "wallet")
 
 
+def test_registering_someone_elses_phone_number_does_not_open_their_wallet(client, cloud_obj, customer):
+    client.cookies.clear()
+    r = register(client, name="Mallory", phone="+86 138 0000 0001")
+    assert r.status_code == 422 and "already registered" in r.text
+    assert people.COOKIE not in client.cookies
+    assert count(cloud_obj, people.customers) == 1
+
+
 @pytest.mark.parametrize("target", ["//evil.example", "http://evil", "https://evil/x", "/\\evil.example", ""])
 def test_registration_never_redirects_off_the_site(client, target):
     r = register(client, next=target)
