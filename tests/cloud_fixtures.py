@@ -5,6 +5,8 @@ A plain module (not a conftest): test files import the ``engine`` fixture and th
 
 from __future__ import annotations
 
+import os
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -27,11 +29,46 @@ def make_migrated_engine(url: str) -> sa.Engine:
     return engine
 
 
-@pytest.fixture
-def engine(tmp_path):
-    eng = make_migrated_engine(f"sqlite:///{tmp_path}/c.db")
+POSTGRES_URL = os.environ.get("VEND_POSTGRES_URL", "postgresql+psycopg://vend:vend@127.0.0.1:5432/vend")
+
+
+def postgres_reachable() -> str:
+    """'' if the PostgreSQL server for tests answers, else why not."""
+    try:
+        probe = sa.create_engine(POSTGRES_URL, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 3})
+        with probe.connect():
+            pass
+        return ""
+    except Exception as e:  # noqa: BLE001 - any failure means "not reachable", and the reason is shown
+        return f"PostgreSQL at {POSTGRES_URL.split('@')[-1]} not reachable: {type(e).__name__}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    """A freshly migrated cloud database: SQLite, and PostgreSQL when a server is reachable.
+
+    With VEND_REQUIRE_POSTGRES=1 (set by .ci/run) an unreachable PostgreSQL fails instead of skipping.
+    """
+    if request.param == "sqlite":
+        eng = make_migrated_engine(f"sqlite:///{tmp_path}/c.db")
+        yield eng
+        eng.dispose()
+        return
+    why = postgres_reachable()
+    if why:
+        if os.environ.get("VEND_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"VEND_REQUIRE_POSTGRES=1 but {why}")
+        pytest.skip(why)
+    name = f"vend_t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    eng = make_migrated_engine(POSTGRES_URL.rsplit("/", 1)[0] + "/" + name)
     yield eng
     eng.dispose()
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+    admin.dispose()
 
 
 def slot_spec(slot="A1", price=350, sku="cola", name="Cola", currency="CNY", capacity=10) -> SlotSpec:
