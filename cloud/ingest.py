@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from protocol.messages import EventBatch, compact_json
 
 from . import orders
-from .db import metadata
+from .db import bulk_insert, metadata
 from .machines import machines, slots
 from .payments import Provider
 
@@ -35,6 +35,7 @@ events = sa.Table(
     sa.Column("data", sa.Text, nullable=False),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
+    sqlite_with_rowid=False,  # one B-tree keyed by (machine, seq) instead of a rowid table plus an index
 )
 
 sales = sa.Table(
@@ -48,12 +49,12 @@ sales = sa.Table(
     sa.Column("amount", sa.BigInteger, nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Index("sales_by_time", "ts"),
+    sqlite_with_rowid=False,
 )
 
 
-_COLUMNS = "machine_id, seq, ts, boot, clock_synced, kind, data, prev_hash, hash"
-_INSERT_EVENTS = {style: f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join([mark] * 9)})"
-                  for style, mark in (("qmark", "?"), ("format", "%s"), ("pyformat", "%s"))}
+EVENT_COLUMNS = ("machine_id", "seq", "ts", "boot", "clock_synced", "kind", "data", "prev_hash", "hash")
+SALE_COLUMNS = ("machine_id", "seq", "ts", "order_id", "slot", "product_id", "amount", "currency")
 
 
 class Rejected(ValueError):
@@ -99,9 +100,9 @@ def store_batch(conn: sa.Connection, provider: Provider, machine_id: str, batch:
         return Result(head, resend_from=head + 1)
     if fresh[0].prev_hash != head_hash:
         raise Rejected(f"hash chain broken at seq {fresh[0].seq}: it does not follow the stored seq {head}")
-    # The hot path of ingest: straight to the driver, skipping SQLAlchemy's per-row parameter handling.
-    conn.exec_driver_sql(_INSERT_EVENTS[conn.dialect.paramstyle], [
-        (machine_id, e.seq, e.ts, e.boot, e.clock_synced, e.kind, compact_json(e.data), e.prev_hash, e.hash)
+    bulk_insert(conn, events, EVENT_COLUMNS, [
+        (machine_id, e.seq, e.ts, e.boot, e.clock_synced, e.kind, e.data_json or compact_json(e.data),
+         e.prev_hash, e.hash)
         for e in fresh])
     _project(conn, provider, machine_id, fresh, now)
     last = fresh[-1]
@@ -153,9 +154,8 @@ def _project(conn: sa.Connection, provider: Provider, machine_id: str, fresh: li
             amount = order.amount if order else 0
             currency = order.currency if order else (slot.currency if slot else "XXX")
             product = order.product_id if order else (slot.product_id if slot else None)
-            rows.append(dict(machine_id=machine_id, seq=e.seq, ts=e.ts, order_id=e.data["order_id"],
-                             slot=e.data["slot"], product_id=product, amount=amount, currency=currency))
-        conn.execute(sales.insert(), rows)
+            rows.append((machine_id, e.seq, e.ts, e.data["order_id"], e.data["slot"], product, amount, currency))
+        bulk_insert(conn, sales, SALE_COLUMNS, rows)
 
 
 def stored_events(conn: sa.Connection, machine_id: str) -> list:

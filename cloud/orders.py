@@ -126,8 +126,10 @@ def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: lis
     ids = sorted({e.data["order_id"] for e in events if isinstance(e.data.get("order_id"), str)})
     if not ids:
         return {}
-    rows = {r.id: r for r in conn.execute(sa.select(orders).where(orders.c.id.in_(ids),
-                                                                  orders.c.machine_id == machine_id))}
+    o = orders.c
+    rows = {r.id: r for r in conn.execute(
+        sa.select(o.id, o.status, o.customer_id, o.amount, o.currency, o.product_id)
+        .where(o.id.in_(ids), o.machine_id == machine_id))}
     state = {order_id: row.status for order_id, row in rows.items()}
     reasons: dict[str, str] = {}
     capture, void, strangers = [], [], []
@@ -156,12 +158,17 @@ def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: lis
     changed = [(order_id, rows[order_id].status, new) for order_id, new in state.items() if new != rows[order_id].status]
     if not changed:
         return {}
-    result = conn.execute(
-        orders.update().where(orders.c.id == sa.bindparam("b_id"), orders.c.status == sa.bindparam("b_old"))
-        .values(status=sa.bindparam("b_new"), reason=sa.bindparam("b_reason"), updated_at=now),
-        [{"b_id": i, "b_old": old, "b_new": new, "b_reason": reasons.get(i, "")} for i, old, new in changed])
-    if result.rowcount != len(changed):
-        raise StaleOrders(machine_id)
+    # One conditional update per kind of move (nearly always just authorised -> succeeded).
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for order_id, old, new in changed:
+        groups.setdefault((old, new, reasons.get(order_id, "")), []).append(order_id)
+    for (old, new, reason), group in groups.items():
+        for i in range(0, len(group), 1000):
+            chunk = group[i:i + 1000]
+            moved = conn.execute(orders.update().where(o.id.in_(chunk), o.status == old)
+                                 .values(status=new, reason=reason, updated_at=now)).rowcount
+            if moved != len(chunk):
+                raise StaleOrders(machine_id)
     provider.settle(conn, [(rows[i], "capture") for i in capture] + [(rows[i], "void") for i in void], now)
     return {i: rows[i] for i in capture}
 

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from .db import UTCDateTime, insert_ignore, metadata
+from .db import UTCDateTime, bulk_insert, db_value, insert_ignore, metadata
 
 log = logging.getLogger(__name__)
 
@@ -166,15 +166,19 @@ class Wallet(Provider):
             hold = accounts_of(conn, "hold", customers, currency)
             wallet = accounts_of(conn, "wallet", customers, currency)
             revenue = account(conn, "revenue", 0, currency)
-            ids = conn.execute(
-                txns.insert().returning(txns.c.id, sort_by_parameter_order=True),
-                [dict(key=f"{a}:{o.id}", kind=a, order_id=o.id, created_at=now) for o, a in group]).scalars().all()
+            keys = [f"{a}:{o.id}" for o, a in group]
+            # No RETURNING: on SQLite, SQLAlchemy falls back to one statement per row to keep its order.
+            created = db_value(conn, txns.c.created_at, now)
+            bulk_insert(conn, txns, ("key", "kind", "order_id", "created_at"),
+                        [(k, a, o.id, created) for k, (o, a) in zip(keys, group)])
+            ids: dict[str, int] = {}
+            for i in range(0, len(keys), 1000):
+                ids.update(conn.execute(sa.select(txns.c.key, txns.c.id).where(txns.c.key.in_(keys[i:i + 1000]))).all())
             legs = []
-            for txn_id, (o, a) in zip(ids, group):
+            for key, (o, a) in zip(keys, group):
                 other = revenue if a == "capture" else wallet[o.customer_id]
-                legs += [dict(txn_id=txn_id, account_id=hold[o.customer_id], amount=-o.amount),
-                         dict(txn_id=txn_id, account_id=other, amount=o.amount)]
-            conn.execute(entries.insert(), legs)
+                legs += [(ids[key], hold[o.customer_id], -o.amount), (ids[key], other, o.amount)]
+            bulk_insert(conn, entries, ("txn_id", "account_id", "amount"), legs)
 
     def history(self, conn, customer_id: int, currency: str, limit: int = 50) -> list:
         wallet = account(conn, "wallet", customer_id, currency)

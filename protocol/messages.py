@@ -136,13 +136,20 @@ _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def event_hash(seq: int, ts: str, boot: int, clock_synced: bool, kind: str, data: dict, prev_hash: str) -> str:
-    """The hash that chains one ledger event to the one before it."""
-    canonical = _canonical([seq, ts, boot, clock_synced, kind, data, prev_hash])
+def _digest(seq: int, ts: str, boot: int, clock_synced: bool, kind: str, data_json: str, prev_hash: str) -> str:
+    # Fields joined by the unit separator: it cannot occur in a valid time, a kind, hex, or JSON (which
+    # escapes control characters), so no two events share one text.
+    text = f"{seq}\x1f{ts}\x1f{boot}\x1f{int(clock_synced)}\x1f{kind}\x1f{data_json}\x1f{prev_hash}"
     try:
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return hashlib.sha256(text.encode()).hexdigest()
     except UnicodeEncodeError:
         raise ProtocolError(f"event {seq}: data holds a lone surrogate, not text") from None
+
+
+def event_hash(seq: int, ts: str, boot: int, clock_synced: bool, kind: str, data: dict, prev_hash: str) -> str:
+    """The hash that chains one ledger event to the one before it: sha256 over its fields, data as
+    canonical JSON (sorted keys, no spaces, UTF-8)."""
+    return _digest(seq, ts, boot, clock_synced, kind, _canonical(data), prev_hash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +164,8 @@ class Event:
     data: dict
     prev_hash: str
     hash: str
+    # The canonical JSON of ``data``, kept from the hash check so storing the event does not encode it again.
+    data_json: str = field(default="", compare=False, repr=False)
 
     @classmethod
     def make(cls, seq: int, ts: datetime, boot: int, clock_synced: bool, kind: str, data: dict,
@@ -176,12 +185,13 @@ class Event:
             kind, data, prev_hash, digest = obj.get("kind"), obj.get("data"), obj.get("prev_hash"), obj.get("hash")
             if (type(seq) is int and type(boot) is int and type(synced) is bool and type(ts) is str
                     and type(kind) is str and type(data) is dict and type(prev_hash) is str and type(digest) is str
-                    and 0 < seq < 2**63 and 0 <= boot < 2**63 and HASH_RE.match(prev_hash) and HASH_RE.match(digest)
-                    and event_hash(seq, ts, boot, synced, kind, data, prev_hash) == digest):
-                where = f"{where} (seq {seq})"
-                parse_time(ts, f"{where}: ts")
-                check_event_data(kind, data, where)
-                return cls(seq, ts, boot, synced, kind, data, prev_hash, digest)
+                    and 0 < seq < 2**63 and 0 <= boot < 2**63 and HASH_RE.match(prev_hash) and HASH_RE.match(digest)):
+                data_json = _canonical(data)
+                if _digest(seq, ts, boot, synced, kind, data_json, prev_hash) == digest:
+                    where = f"{where} (seq {seq})"
+                    parse_time(ts, f"{where}: ts")
+                    check_event_data(kind, data, where)
+                    return cls(seq, ts, boot, synced, kind, data, prev_hash, digest, data_json)
         if not isinstance(obj, dict):
             raise ProtocolError(f"{where}: an event must be an object")
         seq = _seq(obj, "seq", where)
@@ -202,7 +212,8 @@ class Event:
         return cls(seq, ts, boot, synced, kind, data, prev_hash, digest)
 
     def to_obj(self) -> dict:
-        return asdict(self)
+        return {"seq": self.seq, "ts": self.ts, "boot": self.boot, "clock_synced": self.clock_synced,
+                "kind": self.kind, "data": self.data, "prev_hash": self.prev_hash, "hash": self.hash}
 
 
 def check_event_data(kind: str, data: dict, where: str) -> None:

@@ -213,3 +213,23 @@ def _run_ops(eng, ops):
 
 def test_payment_error_is_a_value_error():
     assert issubclass(payments.PaymentError, ValueError)
+
+
+def test_bulk_settle_captures_and_voids_each_once_with_the_same_timestamps(engine):
+    w = Wallet()
+    with engine.begin() as conn:
+        w.topup(conn, 1, 1000, "CNY", "t1", NOW)
+        w.topup(conn, 2, 1000, "CNY", "t2", NOW)
+        a, b = order("oa", 1, 300), order("ob", 2, 200)
+        assert w.authorise(conn, a, NOW).ok and w.authorise(conn, b, NOW).ok
+        w.settle(conn, [(a, "capture"), (b, "void")], NOW)
+        assert (w.balance(conn, 1, "CNY"), w.balance(conn, 2, "CNY"), revenue(conn)) == (700, 1000, 300)
+        assert unbalanced_txns(conn) == []
+        # The bulk path writes timestamps exactly as the ordinary insert does, so they compare and sort.
+        stamps = {k: t for k, t in conn.execute(sa.select(txns.c.key, txns.c.created_at))}
+        assert stamps["capture:oa"] == stamps["void:ob"] == stamps["topup:t1"] == NOW
+        raw = {k: t for k, t in conn.execute(sa.text("SELECT key, CAST(created_at AS TEXT) FROM txns"))}
+        assert raw["capture:oa"] == raw["topup:t1"]
+        with pytest.raises(sa.exc.IntegrityError):
+            with conn.begin_nested():
+                w.settle(conn, [(a, "capture")], NOW)  # a second capture of one order cannot be written

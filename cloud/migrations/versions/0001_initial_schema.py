@@ -88,7 +88,8 @@ def upgrade() -> None:
     sa.Column('prev_hash', sa.String(length=64), nullable=False),
     sa.Column('hash', sa.String(length=64), nullable=False),
     sa.ForeignKeyConstraint(['machine_id'], ['machines.id'], ),
-    sa.PrimaryKeyConstraint('machine_id', 'seq')
+    sa.PrimaryKeyConstraint('machine_id', 'seq'),
+    sqlite_with_rowid=False
     )
     op.create_table('orders',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -124,7 +125,8 @@ def upgrade() -> None:
     sa.Column('amount', sa.BigInteger(), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=False),
     sa.ForeignKeyConstraint(['machine_id'], ['machines.id'], ),
-    sa.PrimaryKeyConstraint('machine_id', 'seq')
+    sa.PrimaryKeyConstraint('machine_id', 'seq'),
+    sqlite_with_rowid=False
     )
     op.create_index('sales_by_time', 'sales', ['ts'], unique=False)
     op.create_table('slots',
