@@ -29,6 +29,7 @@ test: $(VENV)/.test
 bench: $(VENV)/.test
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/vend_latency.py
+	$(BIN)/python bench/controller_memory.py
 
 clean:
 	rm -rf $(VENV) var test-artifacts

@@ -104,7 +104,7 @@ def main() -> int:
     cloud_log = open(os.path.join(VAR, "cloud.log"), "a")
     cloud = subprocess.Popen([sys.executable, "-m", "cloud", "--var", os.path.join(VAR, "cloud"), "--http", HTTP,
                               "--broker", "embedded", "--broker-port", str(BROKER_PORT), "--public-url", PUBLIC_URL],
-                             stdout=cloud_log, stderr=subprocess.STDOUT)
+                             stdout=cloud_log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(f"http://{HTTP}/api/v1/health", 60, cloud)
         os.environ.setdefault("VEND_CLOUD_URL", f"http://{HTTP}")
@@ -128,8 +128,9 @@ def main() -> int:
             configs[machine_id] = config
         for machine_id, config in configs.items():
             log = open(os.path.join(VAR, "machines", machine_id, "controller.log"), "a")
+            # Own sessions: Ctrl-C reaches only the demo, which stops the machines first, then the cloud.
             procs.append(subprocess.Popen([sys.executable, "-m", "controller", "--config", config],
-                                          stdout=log, stderr=subprocess.STDOUT))
+                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         time.sleep(1.5)
         for machine_id, config in configs.items():
             status = service(config, "status")
