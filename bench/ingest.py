@@ -13,22 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from datetime import datetime, timezone
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "e2e"))
+import paho.mqtt.client as mqtt
+from _fleet import default_broker, fleet
+from harness import Broker
 
-import paho.mqtt.client as mqtt  # noqa: E402
-from harness import Broker, Cloud, wait_until  # noqa: E402
-
-from protocol import topics  # noqa: E402
-from protocol.messages import GENESIS_HASH, Ack, Event, EventBatch  # noqa: E402
+from protocol import topics
+from protocol.messages import GENESIS_HASH, Ack, Event, EventBatch
 
 def make_events(machine_id: str, count: int) -> list[Event]:
     """A plausible ledger: sales (vend.started then vend.succeeded), a restock and a door opening."""
@@ -158,73 +153,64 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=200_000, help="in all, spread over the machines")
     parser.add_argument("--batch", type=int, default=200, help="events per message, as a controller sends them")
     parser.add_argument("--window", type=int, default=8, help="batches in flight per machine")
-    parser.add_argument("--broker", choices=("mosquitto", "embedded"),
-                        default="mosquitto" if shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto")
-                        else "embedded")
+    parser.add_argument("--broker", choices=("mosquitto", "embedded"), default=default_broker())
     args = parser.parse_args()
-    os.environ["PATH"] += os.pathsep + "/usr/sbin"
-    work = tempfile.mkdtemp(prefix="vend-bench-")
-    per_machine = args.events // args.machines
-    broker = Broker(args.broker, os.path.join(work, "broker"))
-    broker.start()
-    cloud = Cloud(broker, work)
-    cloud.start()
-    try:
-        ids = [f"bench-{i:03d}" for i in range(args.machines)]
-        for machine_id in ids:
-            cloud.api("POST", "/api/v1/machines", {"id": machine_id, "name": machine_id})
-            cloud.api("PUT", f"/api/v1/machines/{machine_id}/slots", [
-                {"slot": "A1", "sku": "w", "name": "Water", "price": 200, "currency": "CNY", "capacity": 10},
-                {"slot": "A2", "sku": "c", "name": "Cola", "price": 350, "currency": "CNY", "capacity": 10}])
-        seed_orders(f"sqlite:///{cloud.db_path}", ids, sales_in(per_machine))
-        sims = []
-        sample_payload = b""
-        for machine_id in ids:
-            events = make_events(machine_id, per_machine)
-            chunks = [events[i:i + args.batch] for i in range(0, len(events), args.batch)]
-            batches = [EventBatch(tuple(c)).encode() for c in chunks]
-            sample_payload = sample_payload or batches[0]
-            sims.append(SimMachine(broker, machine_id, batches, [c[-1].seq for c in chunks], args.window))
-        total = per_machine * args.machines
-        cloud_cpu = cpu_seconds(cloud.proc.proc.pid)
-        broker_cpu = cpu_seconds(broker.proc.proc.pid)
-        start = time.perf_counter()
-        for sim in sims:
-            sim.pump()
-        for sim in sims:
-            if not sim.done.wait(600):
-                raise SystemExit(f"{sim.id} was not fully acked: {sim.acked}/{per_machine}")
-        elapsed = time.perf_counter() - start
-        cloud_cpu = cpu_seconds(cloud.proc.proc.pid) - cloud_cpu
-        broker_cpu = cpu_seconds(broker.proc.proc.pid) - broker_cpu
-        stored = cloud.db("SELECT COUNT(*) FROM events")[0][0]
-        captured = cloud.db("SELECT COUNT(*) FROM txns WHERE kind = 'capture'")[0][0]
-        for sim in sims:
-            sim.client.loop_stop()
-            sim.client.disconnect()
-        raw = raw_rate(broker, sample_payload, 2000)
-        wait_until(lambda: True, 1, "")
-        print(json.dumps({
-            "benchmark": "ingest",
-            "events_per_s": round(total / elapsed),
-            "raw_msgs_per_s": round(raw),
-            "raw_events_per_s_equivalent": round(raw * args.batch),
-            "events": total,
-            "events_stored": stored,
-            "sales_captured": captured,
-            "seconds": round(elapsed, 2),
-            "cloud_cpu_s": round(cloud_cpu, 2),
-            "events_per_cloud_cpu_s": round(total / cloud_cpu),
-            "broker_cpu_s": round(broker_cpu, 2),
-            "settings": {"machines": args.machines, "batch": args.batch, "window": args.window,
-                         "broker": args.broker, "store": "sqlite (WAL, synchronous=FULL)",
-                         "payload_bytes": len(sample_payload), "cpus": os.cpu_count()},
-        }, indent=2))
-    finally:
-        cloud.stop()
-        broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    with fleet(args.broker) as (_work, broker, cloud):
+        run(args, broker, cloud)
     return 0
+
+
+def run(args, broker, cloud) -> None:
+    per_machine = args.events // args.machines
+    ids = [f"bench-{i:03d}" for i in range(args.machines)]
+    for machine_id in ids:
+        cloud.api("POST", "/api/v1/machines", {"id": machine_id, "name": machine_id})
+        cloud.api("PUT", f"/api/v1/machines/{machine_id}/slots", [
+            {"slot": "A1", "sku": "w", "name": "Water", "price": 200, "currency": "CNY", "capacity": 10},
+            {"slot": "A2", "sku": "c", "name": "Cola", "price": 350, "currency": "CNY", "capacity": 10}])
+    seed_orders(f"sqlite:///{cloud.db_path}", ids, sales_in(per_machine))
+    sims = []
+    sample_payload = b""
+    for machine_id in ids:
+        events = make_events(machine_id, per_machine)
+        chunks = [events[i:i + args.batch] for i in range(0, len(events), args.batch)]
+        batches = [EventBatch(tuple(c)).encode() for c in chunks]
+        sample_payload = sample_payload or batches[0]
+        sims.append(SimMachine(broker, machine_id, batches, [c[-1].seq for c in chunks], args.window))
+    total = per_machine * args.machines
+    cloud_cpu = cpu_seconds(cloud.proc.proc.pid)
+    broker_cpu = cpu_seconds(broker.proc.proc.pid)
+    start = time.perf_counter()
+    for sim in sims:
+        sim.pump()
+    for sim in sims:
+        if not sim.done.wait(600):
+            raise SystemExit(f"{sim.id} was not fully acked: {sim.acked}/{per_machine}")
+    elapsed = time.perf_counter() - start
+    cloud_cpu = cpu_seconds(cloud.proc.proc.pid) - cloud_cpu
+    broker_cpu = cpu_seconds(broker.proc.proc.pid) - broker_cpu
+    stored = cloud.db("SELECT COUNT(*) FROM events")[0][0]
+    captured = cloud.db("SELECT COUNT(*) FROM txns WHERE kind = 'capture'")[0][0]
+    for sim in sims:
+        sim.client.loop_stop()
+        sim.client.disconnect()
+    raw = raw_rate(broker, sample_payload, 2000)
+    print(json.dumps({
+        "benchmark": "ingest",
+        "events_per_s": round(total / elapsed),
+        "raw_msgs_per_s": round(raw),
+        "raw_events_per_s_equivalent": round(raw * args.batch),
+        "events": total,
+        "events_stored": stored,
+        "sales_captured": captured,
+        "seconds": round(elapsed, 2),
+        "cloud_cpu_s": round(cloud_cpu, 2),
+        "events_per_cloud_cpu_s": round(total / cloud_cpu),
+        "broker_cpu_s": round(broker_cpu, 2),
+        "settings": {"machines": args.machines, "batch": args.batch, "window": args.window,
+                     "broker": args.broker, "store": "sqlite (WAL, synchronous=FULL)",
+                     "payload_bytes": len(sample_payload), "cpus": os.cpu_count()},
+    }, indent=2))
 
 
 if __name__ == "__main__":

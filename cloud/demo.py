@@ -150,6 +150,8 @@ def main() -> int:
         print("\nOpen a QR URL in a browser: register, top up, buy. `.venv/bin/vendctl machines` and "
               "`.venv/bin/vendctl sales` show the fleet. Ctrl-C stops everything.\n")
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        # Even when started with SIGINT ignored (a background job of a script), Ctrl-C must stop the demo.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         while cloud.poll() is None and all(p.poll() is None for p in procs):
             time.sleep(0.5)
         print("a process exited; stopping the demo", file=sys.stderr)

@@ -110,11 +110,13 @@ class Controller:
             self._service.close()
         head = self.ledger.head
         self.ledger.close()
+        log.info("stopping: motors off, ledger closed at seq %d", head)
         if self.link is not None:
             self.link.stop(Status(online=False, firmware=__version__, ledger_head=head,
                                   boot=self.ledger.boot_number))
         if self.hardware is not None:
             self.hardware.close()
+        log.info("stopped")
 
     def run(self) -> None:
         """Start, loop until stopped, and always leave the machine in its safe state."""
