@@ -11,13 +11,12 @@ from contextlib import contextmanager
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "e2e"))
-os.environ["PATH"] += os.pathsep + "/usr/sbin"  # Debian installs mosquitto there
 
-from harness import Broker, Cloud  # noqa: E402
+from harness import Broker, Cloud, broker_kind  # noqa: E402
 
 
 def default_broker() -> str:
-    return "mosquitto" if shutil.which("mosquitto") else "embedded"
+    return broker_kind()
 
 
 @contextmanager

@@ -5,25 +5,13 @@ with VEND_REQUIRE_MOSQUITTO=1 (set by .ci/run) a missing Mosquitto fails the run
 """
 
 import os
-import shutil
 import sys
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from harness import Broker, Cloud, Machine  # noqa: E402
-
-
-def broker_kind() -> str:
-    if shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto"):
-        return "mosquitto"
-    return "embedded"
-
-
-def pytest_report_header(config):
-    kind = broker_kind()
-    return f"end-to-end broker: {kind}" + ("" if kind == "mosquitto" else " (mosquitto not found on PATH)")
+from harness import Broker, Cloud, Machine, broker_kind  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +19,6 @@ def broker(tmp_path_factory):
     kind = broker_kind()
     if kind != "mosquitto" and os.environ.get("VEND_REQUIRE_MOSQUITTO") == "1":
         pytest.fail("VEND_REQUIRE_MOSQUITTO=1 but mosquitto is not installed")
-    if kind == "mosquitto" and not shutil.which("mosquitto"):
-        os.environ["PATH"] += os.pathsep + "/usr/sbin"
     b = Broker(kind, str(tmp_path_factory.mktemp("broker")))
     b.start()
     yield b

@@ -24,6 +24,13 @@ PRODUCTS = [
 ]
 
 
+def broker_kind() -> str:
+    """Mosquitto when it is installed (Debian puts it in /usr/sbin), else the embedded amqtt broker."""
+    if not shutil.which("mosquitto") and os.path.exists("/usr/sbin/mosquitto"):
+        os.environ["PATH"] += os.pathsep + "/usr/sbin"
+    return "mosquitto" if shutil.which("mosquitto") else "embedded"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,13 +59,14 @@ def tail(path: str, lines: int = 40) -> str:
 class Proc:
     """A child process with its output in a log file."""
 
-    def __init__(self, argv: list[str], log_path: str):
-        self.argv, self.log_path = argv, log_path
+    def __init__(self, argv: list[str], log_path: str, env: dict | None = None):
+        self.argv, self.log_path, self.env = argv, log_path, env
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+        env = {**os.environ, **self.env} if self.env else None
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
 
     def alive(self) -> bool:

@@ -1,0 +1,17 @@
+"""Session-wide test settings: say which broker and which databases the tests run against."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "e2e"))
+
+from cloud_fixtures import postgres_reachable  # noqa: E402
+from harness import broker_kind  # noqa: E402
+
+
+def pytest_report_header(config):
+    kind = broker_kind()
+    note = "" if kind == "mosquitto" else " (mosquitto not found; VEND_REQUIRE_MOSQUITTO=1 makes that a failure)"
+    why = postgres_reachable()
+    return [f"end-to-end broker: {kind}{note}",
+            "databases: SQLite and PostgreSQL" if not why else f"databases: SQLite only ({why})"]
