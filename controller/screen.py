@@ -61,9 +61,11 @@ class Screen:
         qr = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, border=2)
         qr.add_data(url)
         qr.make(fit=True)
-        side = min(width, height) * 5 // 6
+        # A whole number of pixels per module: scaling a code by a fraction makes uneven modules that
+        # phone cameras misread.
+        qr.box_size = max(1, (min(width, height) * 5 // 6) // (qr.modules_count + 2 * qr.border))
         code = qr.make_image(fill_color="black", back_color="white").get_image().convert("RGB")
-        code = code.resize((side, side), Image.NEAREST)
+        side = code.size[0]
         top = height // 6
         image.paste(code, ((width - side) // 2, top))
         below = top + side + (height - top - side) // 3
