@@ -43,7 +43,7 @@ sales = sa.Table(
     sa.Column("machine_id", sa.String(32), sa.ForeignKey("machines.id"), primary_key=True),
     sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("ts", sa.String(40), nullable=False),
-    sa.Column("order_id", sa.String(40), nullable=False),
+    sa.Column("order_id", sa.String(64), nullable=False),
     sa.Column("slot", sa.String(3), nullable=False),
     sa.Column("product_id", sa.Integer, nullable=True),
     sa.Column("amount", sa.BigInteger, nullable=False),

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 orders = sa.Table(
     "orders", metadata,
-    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False),
     sa.Column("idem_key", sa.String(64), nullable=False),
     sa.Column("machine_id", sa.String(32), sa.ForeignKey("machines.id"), nullable=False),

@@ -30,7 +30,7 @@ txns = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("key", sa.String(100), nullable=False, unique=True),
     sa.Column("kind", sa.String(20), nullable=False),
-    sa.Column("order_id", sa.String(40), nullable=True, index=True),
+    sa.Column("order_id", sa.String(64), nullable=True, index=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 

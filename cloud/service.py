@@ -155,12 +155,21 @@ class Cloud:
                     break
             items = [i for i in items if i is not None]
             if items:
-                try:
-                    self.apply(items)
-                except Exception:
-                    # Nothing was acked, so every machine will send these again.
-                    log.exception("ingest transaction failed; %d messages left for redelivery", len(items))
-                    time.sleep(0.5)
+                self.apply_all(items)
+
+    def apply_all(self, items: list[tuple[str, bytes]]) -> None:
+        """Apply a drained group; if its transaction fails, apply each message alone, so that one message
+        the database refuses cannot hold up every other machine's."""
+        try:
+            self.apply(items)
+            return
+        except Exception:
+            log.exception("ingest transaction of %d messages failed; applying them one by one", len(items))
+        for topic, payload in items:
+            try:
+                self.apply([(topic, payload)])
+            except Exception as e:  # noqa: BLE001 - counted and logged; the machine will resend it
+                self.stats.reject(topic, f"not stored: {type(e).__name__}: {str(e)[:200]}")
 
     def apply(self, items: list[tuple[str, bytes]]) -> None:
         """Apply a group of messages in one transaction, then publish the acks it earned."""

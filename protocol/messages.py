@@ -18,6 +18,7 @@ from . import PROTOCOL_VERSION, ProtocolError
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_BATCH_EVENTS = 1000
 GENESIS_HASH = "0" * 64
+MAX_SLOT_COUNT = 100_000  # more than any slot holds; keeps a count inside every database's integer
 # \Z, not $: "$" would let a trailing newline through.
 ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 SLOT_RE = re.compile(r"^[A-Z][0-9]{1,2}\Z")
@@ -64,8 +65,8 @@ def format_time(t: datetime) -> str:
 
 def parse_time(value: Any, name: str) -> datetime:
     """Parse an ISO 8601 time that carries a zone, or raise ProtocolError naming the field."""
-    if not isinstance(value, str):
-        raise ProtocolError(f"{name} must be an ISO 8601 time string, got {type(value).__name__}")
+    if not isinstance(value, str) or len(value) > 40:
+        raise ProtocolError(f"{name} must be an ISO 8601 time string of at most 40 characters")
     try:
         t = datetime.fromisoformat(value)
     except ValueError:
@@ -225,8 +226,12 @@ def check_event_data(kind: str, data: dict, where: str) -> None:
         _get(data, key, typ, f"{where} {kind}")
     if "slot" in required and not SLOT_RE.match(data["slot"]):
         raise ProtocolError(f"{where} {kind}: slot {data['slot']!r} is not a slot code like 'A1'")
-    if "count" in required and data["count"] < 0:
-        raise ProtocolError(f"{where} {kind}: count must not be negative, got {data['count']}")
+    if "count" in required and not 0 <= data["count"] <= MAX_SLOT_COUNT:
+        raise ProtocolError(f"{where} {kind}: count must be 0-{MAX_SLOT_COUNT}, got {data['count']}")
+    for key in ("order_id", "cmd_id"):
+        if key in data and not (isinstance(data[key], str) and ID_RE.match(data[key])):
+            raise ProtocolError(f"{where} {kind}: {key} {str(data[key])[:80]!r} is not an id "
+                                "(1-64 of A-Z a-z 0-9 _ . : -)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,7 +146,7 @@ def test_event_batch_rejects_broken_chain():
     (0, {"seq": 0}, ["'seq' must be between 1"]),
     (0, {"boot": -1}, ["'boot' must be between 0"]),
     (2, {"data": {"order_id": "o1", "slot": "A1", "turns": True}}, ["'turns' must be an integer"]),
-    (3, {"data": {"slot": "B12", "count": -1}}, ["count must not be negative"]),
+    (3, {"data": {"slot": "B12", "count": -1}}, ["count must be 0-100000"]),
     (3, {"data": {"slot": "a1", "count": 1}}, ["slot 'a1' is not a slot code"]),
     (3, {"data": {"slot": "A123", "count": 1}}, ["is not a slot code"]),
     (0, {"ts": "2024-01-01T12:00:00"}, ["has no time zone"]),

@@ -60,7 +60,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('key', sa.String(length=100), nullable=False),
     sa.Column('kind', sa.String(length=20), nullable=False),
-    sa.Column('order_id', sa.String(length=40), nullable=True),
+    sa.Column('order_id', sa.String(length=64), nullable=True),
     sa.Column('created_at', UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('key')
@@ -92,7 +92,7 @@ def upgrade() -> None:
     sqlite_with_rowid=False
     )
     op.create_table('orders',
-    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('customer_id', sa.Integer(), nullable=False),
     sa.Column('idem_key', sa.String(length=64), nullable=False),
     sa.Column('machine_id', sa.String(length=32), nullable=False),
@@ -119,7 +119,7 @@ def upgrade() -> None:
     sa.Column('machine_id', sa.String(length=32), nullable=False),
     sa.Column('seq', sa.BigInteger(), autoincrement=False, nullable=False),
     sa.Column('ts', sa.String(length=40), nullable=False),
-    sa.Column('order_id', sa.String(length=40), nullable=False),
+    sa.Column('order_id', sa.String(length=64), nullable=False),
     sa.Column('slot', sa.String(length=3), nullable=False),
     sa.Column('product_id', sa.Integer(), nullable=True),
     sa.Column('amount', sa.BigInteger(), nullable=False),
