@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 DRAIN_MAX = 256  # messages applied in one transaction at most
 RESEND_DEBOUNCE_S = 2.0
+PARK_S = 1.0  # how long a batch that arrived before its predecessor waits for it
+PARK_RETRY_S = 0.05
 
 
 MERGE_MAX_EVENTS = 2000
@@ -118,6 +120,7 @@ class Cloud:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_resend: dict[str, float] = {}
+        self._parked: dict[str, tuple[float, list[tuple[str, EventBatch]]]] = {}
 
     def start(self) -> None:
         db.migrate(self.engine)
@@ -146,15 +149,17 @@ class Cloud:
 
     def _ingest_loop(self) -> None:
         while not self._stop.is_set():
-            item = self.inbox.get()
-            items = [item]
+            try:
+                items = [self.inbox.get(timeout=PARK_RETRY_S if self._parked else None)]
+            except queue.Empty:
+                items = []  # nothing new: time to retry the parked batches
             while len(items) < DRAIN_MAX:
                 try:
                     items.append(self.inbox.get_nowait())
                 except queue.Empty:
                     break
             items = [i for i in items if i is not None]
-            if items:
+            if items or self._parked:
                 self.apply_all(items)
 
     def apply_all(self, items: list[tuple[str, bytes]]) -> None:
@@ -175,7 +180,6 @@ class Cloud:
         """Apply a group of messages in one transaction, then publish the acks it earned."""
         acks: dict[str, int] = {}
         resends: dict[str, int] = {}
-        retry: list[tuple[str, bytes]] = []
         now = utcnow()
         decoded = []
         for topic, payload in items:
@@ -184,10 +188,17 @@ class Cloud:
                 decoded.append((topic, machine_id, kind, decode(kind, payload)))
             except ProtocolError as e:
                 self.stats.reject(topic, str(e))
+        parked, self._parked = self._parked, {}
+        for machine_id, (_since, batches) in parked.items():
+            decoded += [(topic, machine_id, "events", batch) for topic, batch in batches]
+        # Each machine's batches in sequence order: a shared subscription may hand them over out of order.
+        others = [d for d in decoded if d[2] != "events"]
+        batches = sorted((d for d in decoded if d[2] == "events"), key=lambda d: (d[1], d[3].events[0].seq))
         with self.engine.begin() as conn:
-            for topic, machine_id, kind, message in merge_batches(decoded):
+            for topic, machine_id, kind, message in others + merge_batches(batches):
                 if kind == "events":
-                    self._apply_events(conn, topic, machine_id, message, now, acks, resends, retry)
+                    self._apply_events(conn, topic, machine_id, message, now, acks, resends,
+                                       parked.get(machine_id, (None,))[0])
                 elif kind == "status":
                     with conn.begin_nested():
                         if not machines.apply_status(conn, machine_id, message, now):
@@ -203,10 +214,9 @@ class Cloud:
             self.bus.publish(machine_id, "ack", Ack(seq, cloud_time).encode())
         for machine_id, from_seq in resends.items():
             self.request_resend(machine_id, from_seq)
-        for item in retry:
-            self.inbox.put(item)
 
-    def _apply_events(self, conn, topic, machine_id, batch: EventBatch, now, acks, resends, retry) -> None:
+    def _apply_events(self, conn, topic, machine_id, batch: EventBatch, now, acks, resends,
+                      parked_since: float | None) -> None:
         try:
             with conn.begin_nested():
                 result = ingest.store_batch(conn, self.provider, machine_id, batch, now)
@@ -214,13 +224,25 @@ class Cloud:
             self.stats.reject(topic, str(e))
             return
         except ingest.Conflict:
-            retry.append((topic, batch.encode()))
+            # Another cloud process moved this machine's head first: try again shortly.
+            self._park(machine_id, topic, batch, parked_since)
             return
         self.stats.counts["events"] += result.stored
         self.stats.counts["batches"] += 1
         acks[machine_id] = max(acks.get(machine_id, 0), result.head)
         if result.resend_from is not None:
-            resends[machine_id] = result.resend_from
+            # Likely the batch before it is being stored by another cloud process, or is still on its way;
+            # only a gap that outlives PARK_S is worth a resend.
+            since = parked_since if parked_since is not None else time.monotonic()
+            if time.monotonic() - since < PARK_S:
+                self._park(machine_id, topic, batch, since)
+            else:
+                self.stats.counts["gaps"] += 1
+                resends[machine_id] = result.resend_from
+
+    def _park(self, machine_id: str, topic: str, batch: EventBatch, since: float | None) -> None:
+        first_since, batches = self._parked.get(machine_id, (since or time.monotonic(), []))
+        self._parked[machine_id] = (min(first_since, since or first_since), batches + [(topic, batch)])
 
     def request_resend(self, machine_id: str, from_seq: int) -> None:
         now = time.monotonic()

@@ -1,5 +1,7 @@
 """The cloud's ingest worker: one drained group of messages, applied together, and what one bad one does."""
 
+import time
+
 import pytest
 import sqlalchemy as sa
 
@@ -47,6 +49,27 @@ def test_consecutive_batches_of_a_machine_in_one_group_are_stored_in_order(cloud
 def test_a_batch_that_skips_ahead_is_not_stored(cloud_obj):
     chain = restocks(4)
     cloud_obj.apply_all([("vend/v1/m-1/events", chain.batch(3, 4).encode())])
+    assert stored(cloud_obj, "m-1") == []
+
+
+def test_a_batch_that_overtook_its_predecessor_waits_for_it_and_is_stored_once(cloud_obj):
+    # What a shared subscription does when two cloud processes take turns with one machine's batches.
+    chain = restocks(6)
+    cloud_obj.apply_all([("vend/v1/m-1/events", chain.batch(5, 6).encode()),
+                         ("vend/v1/m-1/events", chain.batch(3, 4).encode())])
+    assert stored(cloud_obj, "m-1") == []
+    cloud_obj.apply_all([("vend/v1/m-1/events", chain.batch(1, 2).encode())])
+    assert stored(cloud_obj, "m-1") == [1, 2, 3, 4, 5, 6]
+    assert cloud_obj.stats.counts["gaps"] == 0
+
+
+def test_a_gap_that_lasts_is_given_up_on_and_counted(cloud_obj):
+    chain = restocks(4)
+    cloud_obj.apply_all([("vend/v1/m-1/events", chain.batch(3, 4).encode())])
+    time.sleep(cloud.service.PARK_S + 0.1)
+    cloud_obj.apply_all([])
+    assert cloud_obj.stats.counts["gaps"] == 1  # and the machine was asked to resend from seq 1
+    assert not cloud_obj._parked
     assert stored(cloud_obj, "m-1") == []
 
 

@@ -138,8 +138,9 @@ class Broker:
 
 
 class Cloud:
-    def __init__(self, broker: Broker, workdir: str, vend_timeout: float = 8, grace: float = 2):
-        self.var = os.path.join(workdir, "cloud")
+    def __init__(self, broker: Broker, workdir: str, vend_timeout: float = 8, grace: float = 2,
+                 var: str | None = None):
+        self.var = var or os.path.join(workdir, "cloud")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = "e2e-admin-token"
@@ -148,7 +149,7 @@ class Cloud:
                           "--broker", f"127.0.0.1:{broker.port}", "--mqtt-protocol", broker.protocol,
                           "--vend-timeout", str(vend_timeout), "--expiry-grace", str(grace),
                           "--client-id", f"cloud-{self.port}"],
-                         os.path.join(workdir, "cloud.log"))
+                         os.path.join(workdir, f"cloud-{self.port}.log"))
         os.environ["VEND_ADMIN_TOKEN"] = self.token
 
     def start(self) -> None:
