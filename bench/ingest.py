@@ -11,6 +11,7 @@ subscriber that does nothing receives.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import sys
@@ -20,10 +21,10 @@ from datetime import datetime, timezone
 
 import paho.mqtt.client as mqtt
 from _fleet import default_broker, fleet
-from harness import Broker
+from harness import Broker, Cloud
 
 from protocol import topics
-from protocol.messages import GENESIS_HASH, Ack, Event, EventBatch
+from protocol.messages import GENESIS_HASH, Ack, Command, Event, EventBatch
 
 def make_events(machine_id: str, count: int) -> list[Event]:
     """A plausible ledger: sales (vend.started then vend.succeeded), a restock and a door opening."""
@@ -59,11 +60,12 @@ class SimMachine:
         self.id, self.batches, self.last_seqs, self.window = machine_id, batches, last_seqs, window
         self.acked = 0
         self.next = 0
+        self.resends = 0
         self.done = threading.Event()
         self.lock = threading.Lock()
         self.client = broker.client(f"bench-{machine_id}")
-        self.client.on_message = self.on_ack
-        self.client.subscribe(topics.topic(machine_id, "ack"), qos=1)
+        self.client.on_message = self.on_message
+        self.client.subscribe([(topics.topic(machine_id, "ack"), 1), (topics.topic(machine_id, "cmd"), 1)])
 
     def pump(self) -> None:
         with self.lock:
@@ -73,9 +75,19 @@ class SimMachine:
                 self.next += 1
 
     def acked_batches(self) -> int:
-        return sum(1 for s in self.last_seqs if s <= self.acked)
+        return bisect.bisect_right(self.last_seqs, self.acked)
 
-    def on_ack(self, client, userdata, message) -> None:
+    def on_message(self, client, userdata, message) -> None:
+        if message.topic.endswith("/cmd"):
+            # Like a controller: a resend request rewinds to the batch that holds the asked-for event.
+            cmd = Command.decode(message.payload)
+            if cmd.kind == "resend":
+                with self.lock:
+                    first = next(i for i, last in enumerate(self.last_seqs) if last >= cmd.args["from_seq"])
+                    self.next = min(self.next, first)
+                self.resends += 1
+                self.pump()
+            return
         ack = Ack.decode(message.payload)
         if ack.seq > self.acked:
             self.acked = ack.seq
@@ -154,13 +166,24 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=200, help="events per message, as a controller sends them")
     parser.add_argument("--window", type=int, default=8, help="batches in flight per machine")
     parser.add_argument("--broker", choices=("mosquitto", "embedded"), default=default_broker())
+    parser.add_argument("--clouds", type=int, default=1,
+                        help="cloud processes sharing the ingest (MQTT 5 shared subscription)")
     args = parser.parse_args()
-    with fleet(args.broker) as (_work, broker, cloud):
-        run(args, broker, cloud)
+    if args.clouds > 1 and args.broker != "mosquitto":
+        raise SystemExit("--clouds > 1 needs MQTT 5 shared subscriptions: use --broker mosquitto")
+    with fleet(args.broker) as (work, broker, cloud):
+        extra = [Cloud(broker, work, var=cloud.var) for _ in range(1, args.clouds)]
+        try:
+            for other in extra:
+                other.start()
+            run(args, broker, cloud, [cloud, *extra])
+        finally:
+            for other in extra:
+                other.stop()
     return 0
 
 
-def run(args, broker, cloud) -> None:
+def run(args, broker, cloud, clouds) -> None:
     per_machine = args.events // args.machines
     ids = [f"bench-{i:03d}" for i in range(args.machines)]
     for machine_id in ids:
@@ -178,7 +201,7 @@ def run(args, broker, cloud) -> None:
         sample_payload = sample_payload or batches[0]
         sims.append(SimMachine(broker, machine_id, batches, [c[-1].seq for c in chunks], args.window))
     total = per_machine * args.machines
-    cloud_cpu = cpu_seconds(cloud.proc.proc.pid)
+    cloud_cpu = sum(cpu_seconds(c.proc.proc.pid) for c in clouds)
     broker_cpu = cpu_seconds(broker.proc.proc.pid)
     start = time.perf_counter()
     for sim in sims:
@@ -187,7 +210,7 @@ def run(args, broker, cloud) -> None:
         if not sim.done.wait(600):
             raise SystemExit(f"{sim.id} was not fully acked: {sim.acked}/{per_machine}")
     elapsed = time.perf_counter() - start
-    cloud_cpu = cpu_seconds(cloud.proc.proc.pid) - cloud_cpu
+    cloud_cpu = sum(cpu_seconds(c.proc.proc.pid) for c in clouds) - cloud_cpu
     broker_cpu = cpu_seconds(broker.proc.proc.pid) - broker_cpu
     stored = cloud.db("SELECT COUNT(*) FROM events")[0][0]
     captured = cloud.db("SELECT COUNT(*) FROM txns WHERE kind = 'capture'")[0][0]
@@ -203,12 +226,13 @@ def run(args, broker, cloud) -> None:
         "events": total,
         "events_stored": stored,
         "sales_captured": captured,
+        "resends_asked": sum(sim.resends for sim in sims),
         "seconds": round(elapsed, 2),
         "cloud_cpu_s": round(cloud_cpu, 2),
         "events_per_cloud_cpu_s": round(total / cloud_cpu),
         "broker_cpu_s": round(broker_cpu, 2),
         "settings": {"machines": args.machines, "batch": args.batch, "window": args.window,
-                     "broker": args.broker, "store": "sqlite (WAL, synchronous=FULL)",
+                     "broker": args.broker, "clouds": args.clouds, "store": "sqlite (WAL, synchronous=FULL)",
                      "payload_bytes": len(sample_payload), "cpus": os.cpu_count()},
     }, indent=2))
 

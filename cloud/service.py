@@ -12,6 +12,7 @@ import queue
 import secrets
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 
 import paho.mqtt.client as mqtt
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 DRAIN_MAX = 256  # messages applied in one transaction at most
 RESEND_DEBOUNCE_S = 2.0
-PARK_S = 1.0  # how long a batch that arrived before its predecessor waits for it
+PARK_S = 2.0  # how long a batch that arrived before its predecessor waits with no progress on that machine
 PARK_RETRY_S = 0.05
 
 
@@ -58,6 +59,15 @@ def merge_batches(decoded: list[tuple]) -> list[tuple]:
             open_batch[machine_id] = len(merged)
         merged.append(item)
     return merged
+
+
+@dataclass
+class Parked:
+    """Batches of one machine waiting for the batch before them, and when that machine last moved."""
+
+    since: float
+    head: int
+    batches: list
 
 
 class Bus:
@@ -120,7 +130,7 @@ class Cloud:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_resend: dict[str, float] = {}
-        self._parked: dict[str, tuple[float, list[tuple[str, EventBatch]]]] = {}
+        self._parked: dict[str, Parked] = {}
 
     def start(self) -> None:
         db.migrate(self.engine)
@@ -189,8 +199,8 @@ class Cloud:
             except ProtocolError as e:
                 self.stats.reject(topic, str(e))
         parked, self._parked = self._parked, {}
-        for machine_id, (_since, batches) in parked.items():
-            decoded += [(topic, machine_id, "events", batch) for topic, batch in batches]
+        for machine_id, p in parked.items():
+            decoded += [(topic, machine_id, "events", batch) for topic, batch in p.batches]
         # Each machine's batches in sequence order: a shared subscription may hand them over out of order.
         others = [d for d in decoded if d[2] != "events"]
         batches = sorted((d for d in decoded if d[2] == "events"), key=lambda d: (d[1], d[3].events[0].seq))
@@ -198,7 +208,7 @@ class Cloud:
             for topic, machine_id, kind, message in others + merge_batches(batches):
                 if kind == "events":
                     self._apply_events(conn, topic, machine_id, message, now, acks, resends,
-                                       parked.get(machine_id, (None,))[0])
+                                       parked.get(machine_id))
                 elif kind == "status":
                     with conn.begin_nested():
                         if not machines.apply_status(conn, machine_id, message, now):
@@ -216,7 +226,7 @@ class Cloud:
             self.request_resend(machine_id, from_seq)
 
     def _apply_events(self, conn, topic, machine_id, batch: EventBatch, now, acks, resends,
-                      parked_since: float | None) -> None:
+                      before: "Parked | None") -> None:
         try:
             with conn.begin_nested():
                 result = ingest.store_batch(conn, self.provider, machine_id, batch, now)
@@ -224,25 +234,30 @@ class Cloud:
             self.stats.reject(topic, str(e))
             return
         except ingest.Conflict:
-            # Another cloud process moved this machine's head first: try again shortly.
-            self._park(machine_id, topic, batch, parked_since)
+            # Another cloud process moved this machine's head first: progress, so try again shortly.
+            self._park(machine_id, topic, batch, time.monotonic(), before.head if before else 0)
             return
         self.stats.counts["events"] += result.stored
         self.stats.counts["batches"] += 1
         acks[machine_id] = max(acks.get(machine_id, 0), result.head)
         if result.resend_from is not None:
-            # Likely the batch before it is being stored by another cloud process, or is still on its way;
-            # only a gap that outlives PARK_S is worth a resend.
-            since = parked_since if parked_since is not None else time.monotonic()
-            if time.monotonic() - since < PARK_S:
-                self._park(machine_id, topic, batch, since)
+            # Likely the batch before it is being stored by another cloud process, or is still on its way.
+            # Wait while the machine's head keeps moving; a gap with no progress for PARK_S needs a resend.
+            now_m = time.monotonic()
+            if before is None or result.head > before.head:
+                since = now_m
+            else:
+                since = before.since
+            if now_m - since < PARK_S:
+                self._park(machine_id, topic, batch, since, result.head)
             else:
                 self.stats.counts["gaps"] += 1
                 resends[machine_id] = result.resend_from
 
-    def _park(self, machine_id: str, topic: str, batch: EventBatch, since: float | None) -> None:
-        first_since, batches = self._parked.get(machine_id, (since or time.monotonic(), []))
-        self._parked[machine_id] = (min(first_since, since or first_since), batches + [(topic, batch)])
+    def _park(self, machine_id: str, topic: str, batch: EventBatch, since: float, head: int) -> None:
+        p = self._parked.setdefault(machine_id, Parked(since, head, []))
+        p.since, p.head = max(p.since, since), max(p.head, head)
+        p.batches.append((topic, batch))
 
     def request_resend(self, machine_id: str, from_seq: int) -> None:
         now = time.monotonic()
