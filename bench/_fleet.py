@@ -32,4 +32,5 @@ def fleet(broker_kind: str, **cloud_options):
     finally:
         cloud.stop()
         broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if not os.environ.get("VEND_BENCH_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)

@@ -126,6 +126,19 @@ def seed_orders(db_url: str, machine_ids: list[str], sales: int) -> None:
     engine.dispose()
 
 
+def fresh_postgres(admin_url: str) -> str:
+    """A new, empty database on the server at ``admin_url``; returns its URL."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"vend_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process has used so far."""
     with open(f"/proc/{pid}/stat") as f:
@@ -166,13 +179,18 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=200, help="events per message, as a controller sends them")
     parser.add_argument("--window", type=int, default=8, help="batches in flight per machine")
     parser.add_argument("--broker", choices=("mosquitto", "embedded"), default=default_broker())
+    parser.add_argument("--postgres", metavar="URL", default="",
+                        help="store in a fresh database on this PostgreSQL server instead of SQLite, e.g. "
+                             "postgresql+psycopg://vend:vend@127.0.0.1:5432/vend")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for every ack")
     parser.add_argument("--clouds", type=int, default=1,
                         help="cloud processes sharing the ingest (MQTT 5 shared subscription)")
     args = parser.parse_args()
     if args.clouds > 1 and args.broker != "mosquitto":
         raise SystemExit("--clouds > 1 needs MQTT 5 shared subscriptions: use --broker mosquitto")
-    with fleet(args.broker) as (work, broker, cloud):
-        extra = [Cloud(broker, work, var=cloud.var) for _ in range(1, args.clouds)]
+    db_url = fresh_postgres(args.postgres) if args.postgres else ""
+    with fleet(args.broker, db_url=db_url) as (work, broker, cloud):
+        extra = [Cloud(broker, work, var=cloud.var, db_url=db_url) for _ in range(1, args.clouds)]
         try:
             for other in extra:
                 other.start()
@@ -191,7 +209,7 @@ def run(args, broker, cloud, clouds) -> None:
         cloud.api("PUT", f"/api/v1/machines/{machine_id}/slots", [
             {"slot": "A1", "sku": "w", "name": "Water", "price": 200, "currency": "CNY", "capacity": 10},
             {"slot": "A2", "sku": "c", "name": "Cola", "price": 350, "currency": "CNY", "capacity": 10}])
-    seed_orders(f"sqlite:///{cloud.db_path}", ids, sales_in(per_machine))
+    seed_orders(cloud.db_url, ids, sales_in(per_machine))
     sims = []
     sample_payload = b""
     for machine_id in ids:
@@ -232,7 +250,7 @@ def run(args, broker, cloud, clouds) -> None:
         "events_per_cloud_cpu_s": round(total / cloud_cpu),
         "broker_cpu_s": round(broker_cpu, 2),
         "settings": {"machines": args.machines, "batch": args.batch, "window": args.window,
-                     "broker": args.broker, "clouds": args.clouds, "store": "sqlite (WAL, synchronous=FULL)",
+                     "broker": args.broker, "clouds": args.clouds, "store": "postgresql" if args.postgres else "sqlite (WAL, synchronous=FULL)",
                      "payload_bytes": len(sample_payload), "cpus": os.cpu_count()},
     }, indent=2))
 

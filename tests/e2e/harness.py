@@ -139,16 +139,17 @@ class Broker:
 
 class Cloud:
     def __init__(self, broker: Broker, workdir: str, vend_timeout: float = 8, grace: float = 2,
-                 var: str | None = None):
+                 var: str | None = None, db_url: str = ""):
         self.var = var or os.path.join(workdir, "cloud")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = "e2e-admin-token"
         self.db_path = os.path.join(self.var, "cloud.db")
+        self.db_url = db_url or f"sqlite:///{self.db_path}"
         self.proc = Proc([sys.executable, "-m", "cloud", "--var", self.var, "--http", f"127.0.0.1:{self.port}",
                           "--broker", f"127.0.0.1:{broker.port}", "--mqtt-protocol", broker.protocol,
                           "--vend-timeout", str(vend_timeout), "--expiry-grace", str(grace),
-                          "--client-id", f"cloud-{self.port}"],
+                          "--client-id", f"cloud-{self.port}", "--db", self.db_url],
                          os.path.join(workdir, f"cloud-{self.port}.log"))
         os.environ["VEND_ADMIN_TOKEN"] = self.token
 
@@ -178,6 +179,12 @@ class Cloud:
         return next(m for m in self.api("GET", "/api/v1/machines") if m["id"] == machine_id)
 
     def db(self, sql: str, params=()) -> list:
+        if not self.db_url.startswith("sqlite"):
+            import sqlalchemy as sa
+
+            engine = sa.create_engine(self.db_url, poolclass=sa.pool.NullPool)
+            with engine.connect() as conn:
+                return [tuple(r) for r in conn.exec_driver_sql(sql.replace("?", "%s"), params).all()]
         conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
         try:
             return conn.execute(sql, params).fetchall()
