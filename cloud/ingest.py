@@ -88,8 +88,12 @@ class Stats:
 def store_batch(conn: sa.Connection, provider: Provider, machine_id: str, batch: EventBatch,
                 now: datetime) -> Result:
     """Apply one batch in the caller's transaction; see the module docstring for the rules."""
-    row = conn.execute(sa.select(machines.c.cloud_head, machines.c.cloud_head_hash)
-                       .where(machines.c.id == machine_id)).first()
+    query = sa.select(machines.c.cloud_head, machines.c.cloud_head_hash).where(machines.c.id == machine_id)
+    if conn.dialect.name == "postgresql":
+        # Another cloud process storing this machine's batch waits here until it commits, then sees the
+        # new head (SQLite's BEGIN IMMEDIATE already lets one writer in at a time).
+        query = query.with_for_update()
+    row = conn.execute(query).first()
     if row is None:
         raise Rejected(f"unknown machine {machine_id!r}")
     head, head_hash = row
@@ -100,10 +104,7 @@ def store_batch(conn: sa.Connection, provider: Provider, machine_id: str, batch:
         return Result(head, resend_from=head + 1)
     if fresh[0].prev_hash != head_hash:
         raise Rejected(f"hash chain broken at seq {fresh[0].seq}: it does not follow the stored seq {head}")
-    bulk_insert(conn, events, EVENT_COLUMNS, [
-        (machine_id, e.seq, e.ts, e.boot, e.clock_synced, e.kind, e.data_json or compact_json(e.data),
-         e.prev_hash, e.hash)
-        for e in fresh])
+    _insert_events(conn, machine_id, fresh)
     _project(conn, provider, machine_id, fresh, now)
     last = fresh[-1]
     moved = conn.execute(machines.update().where(machines.c.id == machine_id, machines.c.cloud_head == head)
@@ -111,6 +112,13 @@ def store_batch(conn: sa.Connection, provider: Provider, machine_id: str, batch:
     if not moved:
         raise Conflict(machine_id)
     return Result(last.seq, stored=len(fresh))
+
+
+def _insert_events(conn: sa.Connection, machine_id: str, fresh: list) -> None:
+    bulk_insert(conn, events, EVENT_COLUMNS, [
+        (machine_id, e.seq, e.ts, e.boot, e.clock_synced, e.kind, e.data_json or compact_json(e.data),
+         e.prev_hash, e.hash)
+        for e in fresh])
 
 
 def _project(conn: sa.Connection, provider: Provider, machine_id: str, fresh: list, now: datetime) -> None:

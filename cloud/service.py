@@ -201,11 +201,11 @@ class Cloud:
         parked, self._parked = self._parked, {}
         for machine_id, p in parked.items():
             decoded += [(topic, machine_id, "events", batch) for topic, batch in p.batches]
-        # Each machine's batches in sequence order: a shared subscription may hand them over out of order.
-        others = [d for d in decoded if d[2] != "events"]
-        batches = sorted((d for d in decoded if d[2] == "events"), key=lambda d: (d[1], d[3].events[0].seq))
+        # Machines in id order, so that two cloud processes lock machine rows in the same order and never
+        # deadlock; each machine's batches in sequence order, as a shared subscription may reorder them.
+        decoded.sort(key=lambda d: (d[1], d[2] == "events", d[3].events[0].seq if d[2] == "events" else 0))
         with self.engine.begin() as conn:
-            for topic, machine_id, kind, message in others + merge_batches(batches):
+            for topic, machine_id, kind, message in merge_batches(decoded):
                 if kind == "events":
                     self._apply_events(conn, topic, machine_id, message, now, acks, resends,
                                        parked.get(machine_id))
@@ -234,8 +234,13 @@ class Cloud:
             self.stats.reject(topic, str(e))
             return
         except ingest.Conflict:
-            # Another cloud process moved this machine's head first: progress, so try again shortly.
-            self._park(machine_id, topic, batch, time.monotonic(), before.head if before else 0)
+            # Another cloud process moved this machine's head first: try again shortly (for PARK_S at most:
+            # past that, the message is counted and the machine's own resend brings it back).
+            since = before.since if before else time.monotonic()
+            if time.monotonic() - since < PARK_S:
+                self._park(machine_id, topic, batch, since, before.head if before else 0)
+            else:
+                self.stats.reject(topic, "kept conflicting with another cloud process")
             return
         self.stats.counts["events"] += result.stored
         self.stats.counts["batches"] += 1
