@@ -139,6 +139,14 @@ def fresh_postgres(admin_url: str) -> str:
     return admin_url.rsplit("/", 1)[0] + "/" + name
 
 
+def drop_postgres(admin_url: str, db_url: str) -> None:
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {db_url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process has used so far."""
     with open(f"/proc/{pid}/stat") as f:
@@ -189,15 +197,19 @@ def main() -> int:
     if args.clouds > 1 and args.broker != "mosquitto":
         raise SystemExit("--clouds > 1 needs MQTT 5 shared subscriptions: use --broker mosquitto")
     db_url = fresh_postgres(args.postgres) if args.postgres else ""
-    with fleet(args.broker, db_url=db_url) as (work, broker, cloud):
-        extra = [Cloud(broker, work, var=cloud.var, db_url=db_url) for _ in range(1, args.clouds)]
-        try:
-            for other in extra:
-                other.start()
-            run(args, broker, cloud, [cloud, *extra])
-        finally:
-            for other in extra:
-                other.stop()
+    try:
+        with fleet(args.broker, db_url=db_url) as (work, broker, cloud):
+            extra = [Cloud(broker, work, var=cloud.var, db_url=db_url) for _ in range(1, args.clouds)]
+            try:
+                for other in extra:
+                    other.start()
+                run(args, broker, cloud, [cloud, *extra])
+            finally:
+                for other in extra:
+                    other.stop()
+    finally:
+        if db_url:
+            drop_postgres(args.postgres, db_url)
     return 0
 
 
