@@ -253,6 +253,8 @@ class Controller:
             log.error("vend refused: %s", e)
             return
         self.execute(actions)
+        # Drawn after the motor has started, so the customer at the machine sees it without delaying it.
+        self.screen.refresh(self.cloud_now(), f"Dropping your product from {cmd.args['slot']}...")
 
     def refusal(self, cmd: Command) -> str:
         """Why this vend command must not run, or '' if it may."""
