@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 DRAIN_MAX = 256  # messages applied in one transaction at most
 RESEND_DEBOUNCE_S = 2.0
 PARK_S = 2.0  # how long a batch that arrived before its predecessor waits with no progress on that machine
+PARK_MAX_S = 30.0
 PARK_RETRY_S = 0.05
 
 
@@ -68,6 +69,7 @@ class Parked:
     since: float
     head: int
     batches: list
+    first: float  # when the first of them was parked: nothing waits longer than PARK_MAX_S
 
 
 class Bus:
@@ -238,7 +240,7 @@ class Cloud:
             # past that, the message is counted and the machine's own resend brings it back).
             since = before.since if before else time.monotonic()
             if time.monotonic() - since < PARK_S:
-                self._park(machine_id, topic, batch, since, before.head if before else 0)
+                self._park(machine_id, topic, batch, since, before.head if before else 0, before)
             else:
                 self.stats.reject(topic, "kept conflicting with another cloud process")
             return
@@ -253,15 +255,18 @@ class Cloud:
                 since = now_m
             else:
                 since = before.since
-            if now_m - since < PARK_S:
-                self._park(machine_id, topic, batch, since, result.head)
+            waited = now_m - (before.first if before else now_m)
+            if now_m - since < PARK_S and waited < PARK_MAX_S:
+                self._park(machine_id, topic, batch, since, result.head, before)
             else:
                 self.stats.counts["gaps"] += 1
                 resends[machine_id] = result.resend_from
 
-    def _park(self, machine_id: str, topic: str, batch: EventBatch, since: float, head: int) -> None:
-        p = self._parked.setdefault(machine_id, Parked(since, head, []))
-        p.since, p.head = max(p.since, since), max(p.head, head)
+    def _park(self, machine_id: str, topic: str, batch: EventBatch, since: float, head: int,
+              before: "Parked | None") -> None:
+        first = before.first if before else time.monotonic()
+        p = self._parked.setdefault(machine_id, Parked(since, head, [], first))
+        p.since, p.head, p.first = max(p.since, since), max(p.head, head), min(p.first, first)
         p.batches.append((topic, batch))
 
     def request_resend(self, machine_id: str, from_seq: int) -> None:

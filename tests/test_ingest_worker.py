@@ -86,3 +86,14 @@ def test_a_message_the_database_refuses_does_not_hold_up_the_others(cloud_obj):
     assert cloud_obj.stats.counts["rejected"] == 1
     topic, reason = cloud_obj.stats.last_rejections[-1]
     assert topic == "vend/v1/m-2/events" and "storage refused the row" in reason
+
+
+def test_a_batch_far_ahead_is_not_kept_forever_while_others_make_progress(cloud_obj, monkeypatch):
+    monkeypatch.setattr(cloud.service, "PARK_MAX_S", 0.2)
+    chain = restocks(8)
+    cloud_obj.apply_all([("vend/v1/m-1/events", chain.batch(7, 8).encode())])
+    cloud_obj.apply_all([("vend/v1/m-1/events", chain.batch(1, 2).encode())])  # progress, seq 3-6 still missing
+    time.sleep(0.3)
+    cloud_obj.apply_all([("vend/v1/m-1/events", chain.batch(3, 4).encode())])  # more progress
+    assert cloud_obj.stats.counts["gaps"] == 1 and not cloud_obj._parked
+    assert stored(cloud_obj, "m-1") == [1, 2, 3, 4]
