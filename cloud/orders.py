@@ -165,7 +165,9 @@ def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: lis
     for (old, new, reason), group in groups.items():
         for i in range(0, len(group), 1000):
             chunk = group[i:i + 1000]
-            moved = conn.execute(orders.update().where(o.id.in_(chunk), o.status == old)
+            # coalesce() keeps SQLite's planner off the (status, expires_at) index, which it would otherwise
+            # prefer to the primary key and then scan every open order of the fleet.
+            moved = conn.execute(orders.update().where(o.id.in_(chunk), sa.func.coalesce(o.status, "") == old)
                                  .values(status=new, reason=reason, updated_at=now)).rowcount
             if moved != len(chunk):
                 raise StaleOrders(machine_id)
