@@ -178,7 +178,8 @@ class Event:
         return ev
 
     @classmethod
-    def from_obj(cls, obj: Any, where: str) -> "Event":
+    def from_obj(cls, obj: Any, where: str | int) -> "Event":
+        """Check and build one event; ``where`` (a text, or an index in a batch) starts any error."""
         if type(obj) is dict:
             # Fast path for the well-formed event (ingest decodes tens of thousands a second); anything
             # unusual falls through to the field-by-field checks below, which say what is wrong.
@@ -188,11 +189,11 @@ class Event:
                     and type(kind) is str and type(data) is dict and type(prev_hash) is str and type(digest) is str
                     and 0 < seq < 2**63 and 0 <= boot < 2**63 and HASH_RE.match(prev_hash) and HASH_RE.match(digest)):
                 data_json = _canonical(data)
-                if _digest(seq, ts, boot, synced, kind, data_json, prev_hash) == digest:
-                    where = f"{where} (seq {seq})"
-                    parse_time(ts, f"{where}: ts")
-                    check_event_data(kind, data, where)
+                if (_digest(seq, ts, boot, synced, kind, data_json, prev_hash) == digest
+                        and _time_ok(ts) and _data_ok(kind, data)):
                     return cls(seq, ts, boot, synced, kind, data, prev_hash, digest, data_json)
+        if isinstance(where, int):
+            where = f"events[{where}]"
         if not isinstance(obj, dict):
             raise ProtocolError(f"{where}: an event must be an object")
         seq = _seq(obj, "seq", where)
@@ -215,6 +216,33 @@ class Event:
     def to_obj(self) -> dict:
         return {"seq": self.seq, "ts": self.ts, "boot": self.boot, "clock_synced": self.clock_synced,
                 "kind": self.kind, "data": self.data, "prev_hash": self.prev_hash, "hash": self.hash}
+
+
+def _time_ok(ts: str) -> bool:
+    """parse_time's checks, without building an error message."""
+    try:
+        return len(ts) <= 40 and datetime.fromisoformat(ts).tzinfo is not None
+    except ValueError:
+        return False
+
+
+def _data_ok(kind: str, data: dict) -> bool:
+    """check_event_data's checks, without building error messages; False sends the caller the slow way."""
+    required = EVENT_KINDS.get(kind)
+    if required is None:
+        return False
+    for key, typ in required.items():
+        value = data.get(key)
+        if type(value) is not typ if typ in (int, str) else not isinstance(value, typ):
+            return False
+    if "slot" in required and not SLOT_RE.match(data["slot"]):
+        return False
+    if "count" in required and not 0 <= data["count"] <= MAX_SLOT_COUNT:
+        return False
+    for key in ("order_id", "cmd_id"):
+        if key in data and not (type(data[key]) is str and ID_RE.match(data[key])):
+            return False
+    return True
 
 
 def check_event_data(kind: str, data: dict, where: str) -> None:
@@ -248,7 +276,7 @@ class EventBatch:
             raise ProtocolError("events: empty batch")
         if len(raw) > MAX_BATCH_EVENTS:
             raise ProtocolError(f"events: {len(raw)} events in one batch, limit {MAX_BATCH_EVENTS}")
-        events = tuple(Event.from_obj(e, f"events[{i}]") for i, e in enumerate(raw))
+        events = tuple(Event.from_obj(e, i) for i, e in enumerate(raw))
         for a, b in zip(events, events[1:]):
             if b.seq != a.seq + 1:
                 raise ProtocolError(f"events: seq {b.seq} follows {a.seq}; a batch must be consecutive")
