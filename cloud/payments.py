@@ -71,8 +71,9 @@ def accounts_of(conn: sa.Connection, kind: str, customer_ids: list[int], currenc
 
 
 def balance(conn: sa.Connection, account_id: int) -> int:
-    return conn.execute(sa.select(sa.func.coalesce(sa.func.sum(entries.c.amount), 0))
-                        .where(entries.c.account_id == account_id)).scalar()
+    # int(): PostgreSQL sums a bigint into a numeric, which would reach Python as a Decimal.
+    return int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(entries.c.amount), 0))
+                            .where(entries.c.account_id == account_id)).scalar())
 
 
 def post(conn: sa.Connection, key: str, kind: str, legs: list[tuple[int, int]], now: datetime,

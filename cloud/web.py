@@ -280,7 +280,7 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
             sums = conn.execute(totals).all()
         return {"sales": [{"machine_id": r.machine_id, "seq": r.seq, "ts": r.ts, "order_id": r.order_id,
                            "slot": r.slot, "amount": r.amount, "currency": r.currency} for r in rows],
-                "totals": [{"currency": c, "count": n, "amount": a} for c, n, a in sums]}
+                "totals": [{"currency": c, "count": n, "amount": int(a)} for c, n, a in sums]}
 
     @app.get("/api/v1/ingest", dependencies=[Depends(require_admin)])
     def api_ingest():

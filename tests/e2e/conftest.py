@@ -1,21 +1,48 @@
 """End-to-end fixtures: one broker, one cloud and two controllers per module, all real processes.
 
 The broker is Mosquitto when `mosquitto` is on PATH, else the embedded amqtt broker in its own process;
-with VEND_REQUIRE_MOSQUITTO=1 (set by .ci/run) a missing Mosquitto fails the run instead.
+with VEND_REQUIRE_MOSQUITTO=1 (set by .ci/run) a missing Mosquitto fails the run instead. Every module
+runs twice: with the cloud on SQLite, and on a fresh PostgreSQL database when the server at
+VEND_POSTGRES_URL answers (with VEND_REQUIRE_POSTGRES=1 an unreachable server fails the run).
 """
 
 import os
 import sys
+import uuid
 
 import pytest
+import sqlalchemy as sa
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from cloud_fixtures import POSTGRES_URL, postgres_reachable  # noqa: E402
 from harness import Broker, Cloud, Machine, broker_kind  # noqa: E402
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database(request):
+    """The cloud's database URL for this module's run ('' for SQLite under the cloud's folder)."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    why = postgres_reachable()
+    if why:
+        if os.environ.get("VEND_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"VEND_REQUIRE_POSTGRES=1 but {why}")
+        pytest.skip(why)
+    name = f"vend_e2e_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.dispose()
+
+
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory):
+def broker(database, tmp_path_factory):
+    """A broker per database run, so no session or retained message outlives the machines it was for."""
     kind = broker_kind()
     if kind != "mosquitto" and os.environ.get("VEND_REQUIRE_MOSQUITTO") == "1":
         pytest.fail("VEND_REQUIRE_MOSQUITTO=1 but mosquitto is not installed")
@@ -26,8 +53,8 @@ def broker(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cloud(broker, tmp_path_factory):
-    c = Cloud(broker, str(tmp_path_factory.mktemp("cloud")))
+def cloud(database, broker, tmp_path_factory):
+    c = Cloud(broker, str(tmp_path_factory.mktemp("cloud")), db_url=database)
     c.start()
     yield c
     c.stop()

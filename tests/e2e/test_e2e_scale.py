@@ -10,7 +10,7 @@ from harness import PRODUCTS, Cloud, wait_until
 def second_cloud(broker, cloud, tmp_path_factory):
     if broker.protocol != "5":
         pytest.skip("shared subscriptions need MQTT 5: the embedded broker speaks 3.1.1 only")
-    other = Cloud(broker, str(tmp_path_factory.mktemp("cloud2")), var=cloud.var)
+    other = Cloud(broker, str(tmp_path_factory.mktemp("cloud2")), var=cloud.var, db_url=cloud.db_url)
     other.start()
     yield other
     other.stop()
