@@ -44,15 +44,13 @@ def postgres_reachable() -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    """A freshly migrated cloud database: SQLite, and PostgreSQL when a server is reachable.
+def db_url(request, tmp_path):
+    """A fresh, empty database: SQLite, and PostgreSQL when a server is reachable.
 
     With VEND_REQUIRE_POSTGRES=1 (set by .ci/run) an unreachable PostgreSQL fails instead of skipping.
     """
     if request.param == "sqlite":
-        eng = make_migrated_engine(f"sqlite:///{tmp_path}/c.db")
-        yield eng
-        eng.dispose()
+        yield f"sqlite:///{tmp_path}/c.db"
         return
     why = postgres_reachable()
     if why:
@@ -63,12 +61,18 @@ def engine(request, tmp_path):
     admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     with admin.connect() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    eng = make_migrated_engine(POSTGRES_URL.rsplit("/", 1)[0] + "/" + name)
-    yield eng
-    eng.dispose()
+    yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
     with admin.connect() as conn:
         conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
     admin.dispose()
+
+
+@pytest.fixture
+def engine(db_url):
+    """A freshly migrated cloud database on each engine."""
+    eng = make_migrated_engine(db_url)
+    yield eng
+    eng.dispose()
 
 
 def slot_spec(slot="A1", price=350, sku="cola", name="Cola", currency="CNY", capacity=10) -> SlotSpec:

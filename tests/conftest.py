@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "e2e"))
 
-from cloud_fixtures import postgres_reachable  # noqa: E402
+from cloud_fixtures import db_url, engine, postgres_reachable  # noqa: E402,F401  (fixtures for every module)
 from harness import broker_kind  # noqa: E402
 
 
