@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -43,28 +44,37 @@ def postgres_reachable() -> str:
         return f"PostgreSQL at {POSTGRES_URL.split('@')[-1]} not reachable: {type(e).__name__}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    """A fresh, empty database: SQLite, and PostgreSQL when a server is reachable.
+@contextmanager
+def fresh_postgres(prefix: str):
+    """A new, empty PostgreSQL database (its URL), dropped afterwards; skips or fails if none can be had.
 
     With VEND_REQUIRE_POSTGRES=1 (set by .ci/run) an unreachable PostgreSQL fails instead of skipping.
     """
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/c.db"
-        return
     why = postgres_reachable()
     if why:
         if os.environ.get("VEND_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"VEND_REQUIRE_POSTGRES=1 but {why}")
         pytest.skip(why)
-    name = f"vend_t_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     with admin.connect() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-    admin.dispose()
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh, empty database: SQLite, and PostgreSQL when a server is reachable."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/c.db"
+        return
+    with fresh_postgres("vend_t") as url:
+        yield url
 
 
 @pytest.fixture

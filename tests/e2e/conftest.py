@@ -8,14 +8,12 @@ VEND_POSTGRES_URL answers (with VEND_REQUIRE_POSTGRES=1 an unreachable server fa
 
 import os
 import sys
-import uuid
 
 import pytest
-import sqlalchemy as sa
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from cloud_fixtures import POSTGRES_URL, postgres_reachable  # noqa: E402
+from cloud_fixtures import fresh_postgres  # noqa: E402
 from harness import Broker, Cloud, Machine, broker_kind  # noqa: E402
 
 
@@ -25,19 +23,8 @@ def database(request):
     if request.param == "sqlite":
         yield ""
         return
-    why = postgres_reachable()
-    if why:
-        if os.environ.get("VEND_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"VEND_REQUIRE_POSTGRES=1 but {why}")
-        pytest.skip(why)
-    name = f"vend_e2e_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.dispose()
+    with fresh_postgres("vend_e2e") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
