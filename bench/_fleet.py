@@ -12,18 +12,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "e2e"))
 
-from harness import Broker, Cloud, broker_kind  # noqa: E402
-
-
-def default_broker() -> str:
-    return broker_kind()
+from harness import Broker, Cloud, broker_kind  # noqa: E402,F401  (broker_kind: for the benchmarks)
 
 
 @contextmanager
-def fleet(broker_kind: str, **cloud_options):
+def fleet(kind: str, **cloud_options):
     """Yield (work folder, broker, cloud), all running; stop and remove them whatever happens."""
     work = tempfile.mkdtemp(prefix="vend-bench-")
-    broker = Broker(broker_kind, os.path.join(work, "broker"))
+    broker = Broker(kind, os.path.join(work, "broker"))
     cloud = Cloud(broker, work, **cloud_options)
     try:
         broker.start()

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from _fleet import default_broker, fleet
+from _fleet import broker_kind, fleet
 from harness import Machine, wait_until
 
 
@@ -31,7 +31,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--idle", type=float, default=20, help="seconds to stay idle before reading")
     args = parser.parse_args()
-    kind = default_broker()
+    kind = broker_kind()
     with fleet(kind) as (work, broker, cloud):
         machine = Machine(cloud, broker, work, "mem-1")
         bare = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])

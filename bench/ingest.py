@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timezone
 
 import paho.mqtt.client as mqtt
-from _fleet import default_broker, fleet
+from _fleet import broker_kind, fleet
 from harness import Broker, Cloud
 
 from protocol import topics
@@ -186,7 +186,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=200_000, help="in all, spread over the machines")
     parser.add_argument("--batch", type=int, default=200, help="events per message, as a controller sends them")
     parser.add_argument("--window", type=int, default=8, help="batches in flight per machine")
-    parser.add_argument("--broker", choices=("mosquitto", "embedded"), default=default_broker())
+    parser.add_argument("--broker", choices=("mosquitto", "embedded"), default=broker_kind())
     parser.add_argument("--postgres", metavar="URL", default="",
                         help="store in a fresh database on this PostgreSQL server instead of SQLite, e.g. "
                              "postgresql+psycopg://vend:vend@127.0.0.1:5432/vend")

@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 
-from _fleet import default_broker, fleet
+from _fleet import broker_kind, fleet
 from harness import PRODUCTS, Customer, Machine, wait_until
 
 
@@ -28,7 +28,7 @@ def percentile(values: list[float], p: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--purchases", type=int, default=200)
-    parser.add_argument("--broker", choices=("mosquitto", "embedded"), default=default_broker())
+    parser.add_argument("--broker", choices=("mosquitto", "embedded"), default=broker_kind())
     args = parser.parse_args()
     with fleet(args.broker, vend_timeout=10) as (work, broker, cloud):
         trace = os.path.join(work, "motor.trace")

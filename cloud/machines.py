@@ -133,17 +133,21 @@ def secret_of(conn: sa.Connection, machine_id: str) -> bytes | None:
     return value.encode() if value else None
 
 
+def _menu_query(machine_id: str):
+    return (sa.select(slots.c.slot, slots.c.price, slots.c.currency, slots.c.count, slots.c.flagged,
+                      slots.c.capacity, products.c.name, products.c.sku, products.c.id.label("product_id"))
+            .join(products, products.c.id == slots.c.product_id)
+            .where(slots.c.machine_id == machine_id).order_by(slots.c.slot))
+
+
 def menu(conn: sa.Connection, machine_id: str) -> list:
     """The machine's slots with product, price and what is left, in slot order."""
-    q = (sa.select(slots.c.slot, slots.c.price, slots.c.currency, slots.c.count, slots.c.flagged,
-                   slots.c.capacity, products.c.name, products.c.sku, products.c.id.label("product_id"))
-         .join(products, products.c.id == slots.c.product_id)
-         .where(slots.c.machine_id == machine_id).order_by(slots.c.slot))
-    return list(conn.execute(q))
+    return list(conn.execute(_menu_query(machine_id)))
 
 
 def slot_for_sale(conn: sa.Connection, machine_id: str, slot: str):
-    return next((row for row in menu(conn, machine_id) if row.slot == slot), None)
+    """One slot as ``menu`` shows it, or None."""
+    return conn.execute(_menu_query(machine_id).where(slots.c.slot == slot)).first()
 
 
 def list_machines(conn: sa.Connection) -> list:

@@ -95,7 +95,7 @@ def vend_command(order) -> Command:
                    {"order_id": order.id, "slot": order.slot})
 
 
-def _move(conn, order_id: str, machine_id: str, from_states: tuple, to: str, now: datetime, reason: str = ""):
+def move(conn, order_id: str, machine_id: str, from_states: tuple, to: str, now: datetime, reason: str = ""):
     """Move an order between states if it is in one of ``from_states``; return the order if it moved."""
     moved = conn.execute(orders.update().where(
         orders.c.id == order_id, orders.c.machine_id == machine_id, orders.c.status.in_(from_states))
@@ -181,7 +181,7 @@ def expire_due(conn: sa.Connection, provider: Provider, now: datetime, grace_s: 
         orders.c.status == "authorised", orders.c.expires_at < now - timedelta(seconds=grace_s))).all()
     expired = 0
     for order_id, machine_id in due:
-        order = _move(conn, order_id, machine_id, ("authorised",), "expired", now, "the machine did not answer in time")
+        order = move(conn, order_id, machine_id, ("authorised",), "expired", now, "the machine did not answer in time")
         if order is not None:
             provider.void(conn, order, now)
             expired += 1

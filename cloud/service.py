@@ -287,12 +287,12 @@ class Cloud:
         """Ask the machine to vend an authorised order; void it at once if the broker will not take it."""
         if self.bus.publish(order.machine_id, "cmd", orders.vend_command(order).encode()):
             return
+        now = utcnow()
         with self.engine.begin() as conn:
-            moved = conn.execute(orders.orders.update().where(
-                orders.orders.c.id == order.id, orders.orders.c.status == "authorised")
-                .values(status="failed", reason="the machine could not be reached", updated_at=utcnow())).rowcount
-            if moved:
-                self.provider.void(conn, orders.get(conn, order.id), utcnow())
+            failed = orders.move(conn, order.id, order.machine_id, ("authorised",), "failed", now,
+                                 "the machine could not be reached")
+            if failed is not None:
+                self.provider.void(conn, failed, now)
 
     def _sweep_loop(self) -> None:
         while not self._stop.wait(1.0):

@@ -77,6 +77,14 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
         if not hmac.compare_digest(given.encode(), f"Bearer {admin_token}".encode()):
             raise HTTPException(401, "an admin token is required: Authorization: Bearer <token>")
 
+    def wallet_page(request: Request, customer, next: str, error: str = "", status_code: int = 200):
+        with engine.connect() as conn:
+            balance = cloud.provider.balance(conn, customer.id, DEMO_CURRENCY)
+            history = cloud.provider.history(conn, customer.id, DEMO_CURRENCY)
+        return page(request, "wallet.html", status_code, customer=customer, balance=balance, history=history,
+                    currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16), next=safe_next(next) if next else "",
+                    error=error)
+
     # -- customer pages -----------------------------------------------------------------------------
 
     @app.get("/", response_class=HTMLResponse)
@@ -150,7 +158,7 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
             return RedirectResponse(f"/register?next=/m/{machine_id}", status_code=303)
         if not visiting(request, machine_id):
             return problem(request, 403, "Scan the machine first", "Scan the QR code on the machine's screen.")
-        if not re.fullmatch(r"[A-Za-z0-9_-]{8,64}", key or ""):
+        if not valid_form_key(key):
             return problem(request, 400, "Please try again", "The order form was incomplete: reload the menu.",
                            ("Back to the menu", f"/m/{machine_id}"))
         try:
@@ -187,12 +195,7 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
         customer = current_customer(request)
         if customer is None:
             return RedirectResponse("/register?next=/wallet", status_code=303)
-        with engine.connect() as conn:
-            balance = cloud.provider.balance(conn, customer.id, DEMO_CURRENCY)
-            history = cloud.provider.history(conn, customer.id, DEMO_CURRENCY)
-        return page(request, "wallet.html", customer=customer, balance=balance, history=history,
-                    currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16), next=safe_next(next) if next else "",
-                    error="")
+        return wallet_page(request, customer, next)
 
     @app.post("/wallet/topup", response_class=HTMLResponse)
     def topup(request: Request, amount: str = Form(""), key: str = Form(""), next: str = Form("")):
@@ -200,18 +203,13 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
         if customer is None:
             return RedirectResponse("/register?next=/wallet", status_code=303)
         try:
-            if not re.fullmatch(r"[A-Za-z0-9_-]{8,64}", key or ""):
+            if not valid_form_key(key):
                 raise PaymentError("The form was incomplete: reload the page.")
             minor = parse_amount(amount, DEMO_CURRENCY)
             with engine.begin() as conn:
                 cloud.provider.topup(conn, customer.id, minor, DEMO_CURRENCY, f"{customer.id}:{key}", utcnow())
         except (PaymentError, ValueError) as e:
-            with engine.connect() as conn:
-                balance = cloud.provider.balance(conn, customer.id, DEMO_CURRENCY)
-                history = cloud.provider.history(conn, customer.id, DEMO_CURRENCY)
-            return page(request, "wallet.html", 422, customer=customer, balance=balance, history=history,
-                        currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16), next=safe_next(next) if next else "",
-                        error=str(e))
+            return wallet_page(request, customer, next, error=str(e), status_code=422)
         return RedirectResponse(safe_next(next) if next else "/wallet", status_code=303)
 
     # -- API ----------------------------------------------------------------------------------------
@@ -291,6 +289,11 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
     return app
+
+
+def valid_form_key(key: str) -> bool:
+    """The idempotency key a form carries: what makes a double tap one order or one top-up."""
+    return bool(re.fullmatch(r"[A-Za-z0-9_-]{8,64}", key or ""))
 
 
 def safe_next(target: str) -> str:
