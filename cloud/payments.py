@@ -56,10 +56,19 @@ class Outcome:
     created: bool = True  # False when the key had been used: nothing moved this time
 
 
-def account(conn: sa.Connection, kind: str, customer_id: int, currency: str) -> int:
-    conn.execute(insert_ignore(conn, accounts).values(kind=kind, customer_id=customer_id, currency=currency))
+def find_account(conn: sa.Connection, kind: str, customer_id: int, currency: str) -> int | None:
+    """The account's id, or None if it was never needed; reads only."""
     return conn.execute(sa.select(accounts.c.id).where(
         accounts.c.kind == kind, accounts.c.customer_id == customer_id, accounts.c.currency == currency)).scalar()
+
+
+def account(conn: sa.Connection, kind: str, customer_id: int, currency: str) -> int:
+    """The account's id, created on first use."""
+    found = find_account(conn, kind, customer_id, currency)
+    if found is not None:
+        return found
+    conn.execute(insert_ignore(conn, accounts).values(kind=kind, customer_id=customer_id, currency=currency))
+    return find_account(conn, kind, customer_id, currency)
 
 
 def accounts_of(conn: sa.Connection, kind: str, customer_ids: list[int], currency: str) -> dict[int, int]:
@@ -118,7 +127,8 @@ class Wallet(Provider):
         return account(conn, "wallet", customer_id, currency), account(conn, "hold", customer_id, currency)
 
     def balance(self, conn, customer_id: int, currency: str) -> int:
-        return balance(conn, account(conn, "wallet", customer_id, currency))
+        wallet = find_account(conn, "wallet", customer_id, currency)
+        return 0 if wallet is None else balance(conn, wallet)
 
     def topup(self, conn, customer_id: int, amount: int, currency: str, key: str, now: datetime) -> Outcome:
         if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= MAX_TOPUP:
@@ -182,7 +192,9 @@ class Wallet(Provider):
             bulk_insert(conn, entries, ("txn_id", "account_id", "amount"), legs)
 
     def history(self, conn, customer_id: int, currency: str, limit: int = 50) -> list:
-        wallet = account(conn, "wallet", customer_id, currency)
+        wallet = find_account(conn, "wallet", customer_id, currency)
+        if wallet is None:
+            return []
         q = (sa.select(txns.c.kind, txns.c.order_id, txns.c.created_at, entries.c.amount)
              .join(entries, entries.c.txn_id == txns.c.id).where(entries.c.account_id == wallet)
              .order_by(txns.c.id.desc()).limit(limit))
