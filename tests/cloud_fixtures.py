@@ -6,7 +6,9 @@ A plain module (not a conftest): test files import the ``engine`` fixture and th
 from __future__ import annotations
 
 import os
+import time
 import uuid
+import warnings
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
@@ -62,9 +64,21 @@ def fresh_postgres(prefix: str):
     try:
         yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
     finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        drop_database(admin, name)
         admin.dispose()
+
+
+def drop_database(admin: sa.Engine, name: str) -> None:
+    """Drop a test database. An autovacuum worker that has just started on it cannot be terminated by a
+    non-superuser, so wait for it a little; a database left behind is reported, not a failed test."""
+    for attempt in range(20):
+        try:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            return
+        except sa.exc.DBAPIError:
+            time.sleep(0.25)
+    warnings.warn(f"test database {name} could not be dropped")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
