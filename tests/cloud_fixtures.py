@@ -71,7 +71,7 @@ def fresh_postgres(prefix: str):
 def drop_database(admin: sa.Engine, name: str) -> None:
     """Drop a test database. An autovacuum worker that has just started on it cannot be terminated by a
     non-superuser, so wait for it a little; a database left behind is reported, not a failed test."""
-    for attempt in range(20):
+    for _ in range(20):
         try:
             with admin.connect() as conn:
                 conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
