@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Key:
-    kind: str  # str, int, float, bool, list, choice
+    kind: str  # str, int, float, bool, list, choice, map (name:number pairs, numbers bounded by lo/hi)
     default: Any = REQUIRED
     lo: float | None = None
     hi: float | None = None
@@ -35,6 +35,9 @@ class Key:
 
 
 SLOT_LIST = Key("list", (), pattern=SLOT_RE, what="slot codes like A1, B12")
+# BCM numbers of the GPIO lines on the 40-pin header of every Raspberry Pi since the B+.
+BCM_LO, BCM_HI = 2, 27
+PIN = Key("int", 0, 0, BCM_HI, what=f"a BCM GPIO number {BCM_LO}-{BCM_HI}, or 0 for none")
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "machine": {
@@ -66,6 +69,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "turns": Key("int", 2, 1, 3),
     },
     "screen": {
+        # auto: the simulator's PNG file for backend sim, the framebuffer for a real machine
+        "display": Key("choice", "auto", choices=("auto", "png", "framebuffer")),
+        "framebuffer": Key("str", "/dev/fb0"),
         "rotate_s": Key("float", 5.0, 1.0, 300.0),
         "url_file": Key("str", ""),  # also write the QR's URL here, for a demo or a test to read
     },
@@ -80,6 +86,39 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "double": SLOT_LIST,
         "display_path": Key("str", "/run/vend/screen.png"),
         "trace_path": Key("str", ""),  # append the time of every motor start here (benchmarks)
+    },
+    "gpio": {
+        # rpigpio on a Pi 1-4, lgpio on a Pi 5. mock is gpiozero's MockFactory with a simulated machine
+        # wired to its pins (physics from [sim]): for tests and benchmarks, never a default.
+        "pin_library": Key("choice", "", choices=("", "rpigpio", "lgpio", "mock")),
+        "motor_wiring": Key("choice", "matrix", choices=("matrix", "direct")),
+        "motor_rows": Key("map", {}, BCM_LO, BCM_HI, pattern=re.compile(r"^[A-Z]\Z"),
+                          what="row letter:pin pairs like A:5 B:6"),
+        "motor_columns": Key("map", {}, BCM_LO, BCM_HI, pattern=re.compile(r"^[0-9]{1,2}\Z"),
+                             what="column number:pin pairs like 1:12 2:16"),
+        "motor_pins": Key("map", {}, BCM_LO, BCM_HI, pattern=SLOT_RE, what="slot:pin pairs like A1:17 A2:27"),
+        "motor_active_high": Key("bool", True),
+        "cam_pin": PIN,  # the spiral's cam switch, closed once per turn; 0: turns end on turn_limit_s only
+        "turn_limit_s": Key("float", 4.0, 0.2, 30.0),
+        "drop_pin": PIN,
+        "drop_active_low": Key("bool", True),
+        "drop_bounce_ms": Key("float", 1.0, 0.0, 100.0),
+        "door_pin": PIN,
+        "service_pin": PIN,
+    },
+    "serial": {
+        "port": Key("str", "/dev/ttyAMA0"),  # or a pyserial URL (loop://, rfc2217://)
+        "baud": Key("int", 115200, 1200, 3000000),
+        "timeout_ms": Key("int", 200, 10, 5000),
+        "retries": Key("int", 3, 0, 10),
+        "motors": Key("map", {}, 0, 255, pattern=SLOT_RE,
+                      what="slot:board motor number pairs like A1:0 A2:1 (default: slots in order)"),
+    },
+    "thermometer": {
+        "w1_id": Key("str", "", pattern=re.compile(r"^$|^[0-9a-f]{2}-[0-9a-f]{12}\Z"),
+                     what="a 1-wire id like 28-0316a2794eff, or empty for none"),
+        "w1_dir": Key("str", "/sys/bus/w1/devices"),
+        "read_every_s": Key("float", 60.0, 5.0, 3600.0),
     },
     "service": {
         "socket": Key("str", "/run/vend/control.sock"),
@@ -121,6 +160,21 @@ def _convert(key: Key, raw: str, where: str) -> Any:
         if raw not in key.choices:
             raise ConfigError(f"{where}: {raw!r} is not one of {', '.join(key.choices)}")
         return raw
+    if key.kind == "map":
+        pairs: dict[str, int] = {}
+        for item in (item for item in re.split(r"[,\s]+", raw) if item):
+            name, sep, number = item.partition(":")
+            if not sep or not number.isdigit():
+                raise ConfigError(f"{where}: {item!r} is not a name:number pair; expected {key.what}")
+            if key.pattern is not None and not key.pattern.match(name):
+                raise ConfigError(f"{where}: {name!r} in {item!r} is not valid; expected {key.what}")
+            if name in pairs:
+                raise ConfigError(f"{where}: {name} is listed twice")
+            value = int(number)
+            if not key.lo <= value <= key.hi:
+                raise ConfigError(f"{where}: {value} in {item!r} is out of bounds [{key.lo}, {key.hi}]")
+            pairs[name] = value
+        return pairs
     if key.kind == "list":
         items = tuple(item.strip() for item in re.split(r"[,\s]+", raw) if item.strip())
         for item in items:
@@ -165,9 +219,63 @@ def parse(text: str, path: str = "<string>") -> dict[str, dict[str, Any]]:
         unknown = set(result["sim"][fault]) - set(result["hardware"]["slots"])
         if unknown:
             raise ConfigError(f"{path}: [sim] {fault} names slots not in [hardware] slots: {', '.join(sorted(unknown))}")
+    if result["hardware"]["backend"] == "gpio":
+        check_pin_map(result, path)
+    if result["hardware"]["backend"] == "serial":
+        unmapped = set(result["serial"]["motors"]) ^ set(result["hardware"]["slots"])
+        if result["serial"]["motors"] and unmapped:
+            raise ConfigError(f"{path}: [serial] motors must map exactly the slots in [hardware] slots; "
+                              f"differs on {', '.join(sorted(unmapped))}")
+        numbers = list(result["serial"]["motors"].values())
+        if len(set(numbers)) != len(numbers):
+            raise ConfigError(f"{path}: [serial] motors: a board motor number is used for two slots")
     if not result["machine"]["name"]:
         result["machine"]["name"] = result["machine"]["id"]
     return result
+
+
+def check_pin_map(cfg: dict, path: str) -> None:
+    """The GPIO pin map: a pin library named, every slot wired, no pin used twice, the drop sensor there."""
+    gpio = cfg["gpio"]
+    where = f"{path}: [gpio]"
+    if not gpio["pin_library"]:
+        raise ConfigError(f"{where} pin_library is required for backend gpio: rpigpio on a Raspberry Pi 1-4, "
+                          "lgpio on a Pi 5")
+    uses: dict[int, str] = {}
+
+    def use(pin: int, what: str) -> None:
+        if pin < BCM_LO:
+            raise ConfigError(f"{where} {what}: GPIO {pin} is not usable; use BCM {BCM_LO}-{BCM_HI}")
+        if pin in uses:
+            raise ConfigError(f"{where}: GPIO {pin} is used twice: by {uses[pin]} and by {what}")
+        uses[pin] = what
+
+    slots = cfg["hardware"]["slots"]
+    if gpio["motor_wiring"] == "matrix":
+        rows, columns = gpio["motor_rows"], gpio["motor_columns"]
+        for slot in slots:
+            if slot[0] not in rows:
+                raise ConfigError(f"{where} motor_rows: slot {slot} has no row {slot[0]}")
+            if slot[1:] not in columns:
+                raise ConfigError(f"{where} motor_columns: slot {slot} has no column {slot[1:]}")
+        for name, pin in rows.items():
+            use(pin, f"motor_rows {name}")
+        for name, pin in columns.items():
+            use(pin, f"motor_columns {name}")
+    else:
+        missing = [slot for slot in slots if slot not in gpio["motor_pins"]]
+        if missing:
+            raise ConfigError(f"{where} motor_pins: no pin for slot {', '.join(missing)}")
+        extra = sorted(set(gpio["motor_pins"]) - set(slots))
+        if extra:
+            raise ConfigError(f"{where} motor_pins: {', '.join(extra)} not in [hardware] slots")
+        for slot, pin in gpio["motor_pins"].items():
+            use(pin, f"motor_pins {slot}")
+    if not gpio["drop_pin"]:
+        raise ConfigError(f"{where} drop_pin is required: the pin of the drop sensor")
+    for key in ("cam_pin", "drop_pin", "door_pin", "service_pin"):
+        if gpio[key]:
+            use(gpio[key], key)
 
 
 def load(path: str = DEFAULT_PATH) -> dict[str, dict[str, Any]]:

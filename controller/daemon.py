@@ -79,7 +79,7 @@ class Controller:
         self.ledger.start_boot()
         interrupted = self.ledger.interrupted_vend()
         if self.hardware is None:
-            self.hardware = open_hardware(cfg["hardware"]["backend"], list(cfg["hardware"]["slots"]), cfg["sim"])
+            self.hardware = open_hardware(cfg)
         self.hardware.all_motors_off()
         self.record("boot", {"firmware": __version__, "slots": list(cfg["hardware"]["slots"])})
         if interrupted is not None:

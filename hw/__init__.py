@@ -8,23 +8,51 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Display, Door, DropSensor, Hardware, HardwareError, Motor
+from .base import Display, Door, DropSensor, Faults, Hardware, HardwareError, Motor, ServiceButton, Thermometer
 
-__all__ = ["Display", "Door", "DropSensor", "Hardware", "HardwareError", "Motor", "BACKENDS", "open_hardware"]
+__all__ = ["Display", "Door", "DropSensor", "Faults", "Hardware", "HardwareError", "Motor", "ServiceButton",
+           "Thermometer", "BACKENDS", "open_hardware"]
 
-# name -> module with ``open_backend(slots, settings) -> Hardware``. The GPIO and serial-board backends are
-# not built yet; naming them is an error until they are.
+# name -> module with ``open_backend(cfg) -> Hardware``, given the controller's whole parsed config: a
+# backend reads its own section ([sim], [gpio], [serial]); the screen and the thermometer are added here.
 BACKENDS = {
     "sim": "hw.sim",
+    "gpio": "hw.gpio",
+    "serial": "hw.serial_board",
 }
 
 
-def open_hardware(backend: str, slots: list[str], settings: dict) -> Hardware:
-    """Open the named backend for these slot codes; raise HardwareError naming what is missing."""
+def open_hardware(cfg: dict) -> Hardware:
+    """Open the configured backend, screen and thermometer; raise HardwareError naming what is missing."""
+    backend = cfg["hardware"]["backend"]
     module_name = BACKENDS.get(backend)
     if module_name is None:
         raise HardwareError(
             f"hardware backend {backend!r} is not available; this build has: {', '.join(sorted(BACKENDS))}"
         )
-    module = importlib.import_module(module_name)
-    return module.open_backend(slots, settings)
+    hardware = importlib.import_module(module_name).open_backend(cfg)
+    try:
+        if hardware.display is None:
+            hardware.display = open_display(cfg)
+        if hardware.thermometer is None and cfg["thermometer"]["w1_id"]:
+            from .w1 import W1Thermometer
+
+            hardware.thermometer = W1Thermometer(cfg["thermometer"]["w1_id"], cfg["thermometer"]["w1_dir"])
+    except BaseException:
+        hardware.close()
+        raise
+    return hardware
+
+
+def open_display(cfg: dict) -> Display:
+    """The simulator's PNG file, or the Linux framebuffer of a real machine's screen."""
+    kind = cfg["screen"]["display"]
+    if kind == "auto":
+        kind = "png" if cfg["hardware"]["backend"] == "sim" else "framebuffer"
+    if kind == "png":
+        from .sim import PngDisplay
+
+        return PngDisplay(cfg["sim"]["display_path"])
+    from .fb import FramebufferDisplay
+
+    return FramebufferDisplay(cfg["screen"]["framebuffer"])

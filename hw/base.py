@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable
 
 log = logging.getLogger(__name__)
@@ -11,6 +12,9 @@ log = logging.getLogger(__name__)
 # hands the fact over to its owner and returns.
 DropListener = Callable[[float], None]
 DoorListener = Callable[[bool, float], None]
+# (device, what happened, monotonic time): a motor that overran its time limit, a board that reset, a
+# sensor that could not be read. The controller records each as a ``fault`` event in the ledger.
+FaultListener = Callable[[str, str, float], None]
 
 
 class HardwareError(RuntimeError):
@@ -69,6 +73,33 @@ class Door(Device):
         raise NotImplementedError
 
 
+class ServiceButton(Device):
+    """The technician's button inside the door; pressing it enters or leaves service mode."""
+
+    when_pressed: Callable[[float], None] | None = None
+
+
+class Thermometer(Device):
+    """The cabinet's temperature sensor."""
+
+    def read_c(self) -> float:
+        """Degrees Celsius; raise HardwareError (never return a made-up number) when the read fails."""
+        raise NotImplementedError
+
+
+class Faults:
+    """Where drivers report faults from their own threads; the controller sets ``listener``."""
+
+    listener: FaultListener | None = None
+
+    def report(self, device: str, what: str) -> None:
+        t = time.monotonic()
+        log.error("fault: %s: %s", device, what)
+        listener = self.listener
+        if listener is not None:
+            listener(device, what, t)
+
+
 class Display(Device):
     """The machine's screen; shows a pillow image scaled to ``size``."""
 
@@ -81,11 +112,17 @@ class Display(Device):
 class Hardware:
     """The devices of one machine, owned by the controller's main loop."""
 
-    def __init__(self, motors: dict[str, Motor], drop_sensor: DropSensor, door: Door, display: Display):
+    def __init__(self, motors: dict[str, Motor], drop_sensor: DropSensor, door: Door, display: Display | None,
+                 *, service_button: ServiceButton | None = None, thermometer: Thermometer | None = None,
+                 faults: Faults | None = None, closers: tuple = ()):
         self.motors = motors
         self.drop_sensor = drop_sensor
         self.door = door
         self.display = display
+        self.service_button = service_button
+        self.thermometer = thermometer
+        self.faults = faults or Faults()
+        self._closers = closers  # backend-wide things closed last: a serial port, a pin factory
 
     def all_motors_off(self) -> None:
         """The safe state: every motor output off. Never raises, so it can run in any ``finally``."""
@@ -97,7 +134,11 @@ class Hardware:
 
     def close(self) -> None:
         self.all_motors_off()
-        for device in (*self.motors.values(), self.drop_sensor, self.door, self.display):
+        devices = (*self.motors.values(), self.drop_sensor, self.door, self.display, self.service_button,
+                   self.thermometer, *self._closers)
+        for device in devices:
+            if device is None:
+                continue
             try:
                 device.close()
             except Exception:

@@ -127,8 +127,9 @@ class PngDisplay(Display):
         self.frames += 1
 
 
-def open_backend(slots: list[str], settings: dict) -> Hardware:
-    """The simulated machine for these slots; ``settings`` is the config's ``[sim]`` section."""
+def open_backend(cfg: dict) -> Hardware:
+    """The simulated machine of the config's ``[hardware] slots``, behaving as its ``[sim]`` section says."""
+    slots, settings = cfg["hardware"]["slots"], cfg["sim"]
     faults: dict[str, str] = {}
     for fault in ("jam", "empty", "double"):
         for slot in settings.get(fault, []):
@@ -137,5 +138,4 @@ def open_backend(slots: list[str], settings: dict) -> Hardware:
     delay = settings.get("drop_delay_s", 0.3)
     trace = settings.get("trace_path", "")
     motors = {slot: SimMotor(slot, sensor, delay, faults.get(slot), trace) for slot in slots}
-    display = PngDisplay(settings.get("display_path", "screen.png"))
-    return Hardware(motors, sensor, SimDoor(), display)
+    return Hardware(motors, sensor, SimDoor(), None)

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 import hw
+from controller.config import parse
 from controller.screen import Screen
 from hw import HardwareError, open_hardware
 
@@ -33,11 +34,15 @@ class Drops:
             return self._cond.wait_for(lambda: len(self.times) >= n, timeout)
 
 
+def machine_config(text: str) -> dict:
+    return parse("[machine]\nid = vm-1\nsecret = 0123456789abcdef\n[cloud]\nurl = http://cloud\n" + text)
+
+
 @pytest.fixture
 def machine(tmp_path):
-    hardware = open_hardware("sim", ["A1", "A2", "A3"], {
-        "drop_delay_s": DELAY, "jam": ["A2"], "double": ["A3"], "display_path": str(tmp_path / "screen.png"),
-    })
+    hardware = open_hardware(machine_config(
+        "[hardware]\nbackend = sim\nslots = A1 A2 A3\n"
+        f"[sim]\ndrop_delay_s = {DELAY}\njam = A2\ndouble = A3\ndisplay_path = {tmp_path / 'screen.png'}\n"))
     drops = Drops()
     hardware.drop_sensor.when_drop = drops
     yield hardware, drops
@@ -118,11 +123,13 @@ def test_door_listener_hears_open_and_close(machine):
     assert seen == [True, False]
 
 
-def test_unknown_backend_names_the_available_ones():
+def test_unknown_backend_names_the_available_ones(monkeypatch):
+    cfg = machine_config("[hardware]\nbackend = sim\nslots = A1\n")
+    monkeypatch.setitem(cfg["hardware"], "backend", "floppy")
     with pytest.raises(HardwareError) as info:
-        open_hardware("gpio", ["A1"], {})
+        open_hardware(cfg)
     message = str(info.value)
-    assert "gpio" in message
+    assert "floppy" in message
     for name in hw.BACKENDS:
         assert name in message
 
