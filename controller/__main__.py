@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import signal
@@ -67,8 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     from .daemon import Controller
 
     controller = Controller(cfg)
-    signal.signal(signal.SIGTERM, lambda *_: controller.stop())
-    signal.signal(signal.SIGINT, lambda *_: controller.stop())
+
+    def on_signal(*_) -> None:
+        # Motors off in the handler itself, before the main loop gets round to stopping.
+        controller.safe_state()
+        controller.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    atexit.register(controller.safe_state)
     try:
         controller.run()
     except HardwareError as e:

@@ -37,6 +37,9 @@ class Key:
 SLOT_LIST = Key("list", (), pattern=SLOT_RE, what="slot codes like A1, B12")
 # BCM numbers of the GPIO lines on the 40-pin header of every Raspberry Pi since the B+.
 BCM_LO, BCM_HI = 2, 27
+# Until a program claims them, GPIO 0-8 are pulled up and 9-27 pulled down (BCM2835 datasheet, table 6-31;
+# the same on the Pi 5's RP1). A motor output must rest at "off" while the Pi boots.
+PULLED_UP_AT_RESET = range(0, 9)
 PIN = Key("int", 0, 0, BCM_HI, what=f"a BCM GPIO number {BCM_LO}-{BCM_HI}, or 0 for none")
 
 SCHEMA: dict[str, dict[str, Key]] = {
@@ -243,12 +246,18 @@ def check_pin_map(cfg: dict, path: str) -> None:
                           "lgpio on a Pi 5")
     uses: dict[int, str] = {}
 
-    def use(pin: int, what: str) -> None:
+    def use(pin: int, what: str, motor: bool = False) -> None:
         if pin < BCM_LO:
             raise ConfigError(f"{where} {what}: GPIO {pin} is not usable; use BCM {BCM_LO}-{BCM_HI}")
         if pin in uses:
             raise ConfigError(f"{where}: GPIO {pin} is used twice: by {uses[pin]} and by {what}")
         uses[pin] = what
+        if motor and (pin in PULLED_UP_AT_RESET) == gpio["motor_active_high"]:
+            good = "9-27" if gpio["motor_active_high"] else f"{BCM_LO}-8"
+            raise ConfigError(
+                f"{where} {what}: GPIO {pin} is pulled {'up' if pin in PULLED_UP_AT_RESET else 'down'} at power-on, "
+                f"so a motor wired active-{'high' if gpio['motor_active_high'] else 'low'} to it would turn while "
+                f"the Pi boots; use GPIO {good} for motor outputs, or change motor_active_high")
 
     slots = cfg["hardware"]["slots"]
     if gpio["motor_wiring"] == "matrix":
@@ -259,9 +268,9 @@ def check_pin_map(cfg: dict, path: str) -> None:
             if slot[1:] not in columns:
                 raise ConfigError(f"{where} motor_columns: slot {slot} has no column {slot[1:]}")
         for name, pin in rows.items():
-            use(pin, f"motor_rows {name}")
+            use(pin, f"motor_rows {name}", motor=True)
         for name, pin in columns.items():
-            use(pin, f"motor_columns {name}")
+            use(pin, f"motor_columns {name}", motor=True)
     else:
         missing = [slot for slot in slots if slot not in gpio["motor_pins"]]
         if missing:
@@ -270,7 +279,7 @@ def check_pin_map(cfg: dict, path: str) -> None:
         if extra:
             raise ConfigError(f"{where} motor_pins: {', '.join(extra)} not in [hardware] slots")
         for slot, pin in gpio["motor_pins"].items():
-            use(pin, f"motor_pins {slot}")
+            use(pin, f"motor_pins {slot}", motor=True)
     if not gpio["drop_pin"]:
         raise ConfigError(f"{where} drop_pin is required: the pin of the drop sensor")
     for key in ("cam_pin", "drop_pin", "door_pin", "service_pin"):

@@ -16,9 +16,9 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from hw import Hardware, open_hardware
+from hw import Hardware, HardwareError, open_hardware
 from protocol import ProtocolError, topics
-from protocol.messages import Ack, Command, CommandResult, EventBatch, Status, decode, parse_time
+from protocol.messages import Ack, Command, CommandResult, EventBatch, Status, Telemetry, decode, parse_time
 
 from . import __version__
 from .ledger import Ledger
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 STATUS_EVERY_S = 30.0
 STATUS_MIN_GAP_S = 2.0
+SERVICE_SCREEN_S = 120.0  # the service button shows the machine's state on its screen this long
 
 
 class Controller:
@@ -57,6 +58,10 @@ class Controller:
         self.link: Link | None = None
         self.screen: Screen | None = None
         self._service: ServiceSocket | None = None
+        self.service_until = 0.0
+        self.next_temperature = 0.0
+        self.temperature_c: float | None = None
+        self.thermometer_failing = False
 
     # -- clocks ---------------------------------------------------------------------------------------
 
@@ -87,6 +92,9 @@ class Controller:
             self.execute(VendStateMachine.recover(interrupted))
         self.hardware.drop_sensor.when_drop = lambda t: self.inbox.put(("drop", t))
         self.hardware.door.when_changed = lambda is_open, t: self.inbox.put(("door", is_open, t))
+        self.hardware.faults.listener = lambda code, device, what, t: self.inbox.put(("fault", code, device, what))
+        if self.hardware.service_button is not None:
+            self.hardware.service_button.when_pressed = lambda t: self.inbox.put(("service_button", t))
         self.screen = Screen(self.hardware.display, self.machine_id, cfg["machine"]["name"],
                              cfg["machine"]["secret"].encode(), cfg["cloud"]["url"], cfg["screen"]["rotate_s"],
                              cfg["screen"]["url_file"])
@@ -96,6 +104,11 @@ class Controller:
         self._service = ServiceSocket(cfg["service"]["socket"], self.inbox)
         self._service.start()
         self.notifier.notify("READY=1\nSTATUS=selling")
+
+    def safe_state(self) -> None:
+        """Every motor output off; callable from a signal handler or at exit, any number of times."""
+        if self.hardware is not None:
+            self.hardware.all_motors_off()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -154,10 +167,38 @@ class Controller:
             if now >= self.next_status or (self.ledger.head != self.status_head
                                            and now >= self.next_status - STATUS_EVERY_S + STATUS_MIN_GAP_S):
                 self.publish_status()
+        if self.hardware.thermometer is not None and now >= self.next_temperature:
+            self.next_temperature = now + self.cfg["thermometer"]["read_every_s"]
+            self.read_temperature()
         if not self.vend.busy:
             self.screen.refresh(self.cloud_now(), self.status_line())
 
+    def read_temperature(self) -> None:
+        """Read the cabinet's temperature; a failing sensor is one fault per streak, never a number."""
+        try:
+            self.temperature_c = round(self.hardware.thermometer.read_c(), 2)
+        except HardwareError as e:
+            self.temperature_c = None
+            if not self.thermometer_failing:
+                self.thermometer_failing = True
+                self.record("fault", {"code": "thermometer.read", "detail": str(e), "device": "thermometer"})
+                self.pump()
+            return
+        if self.thermometer_failing:
+            self.thermometer_failing = False
+            log.info("thermometer reads again: %.2f C", self.temperature_c)
+        if self.link is not None and self.link.connected and -60 <= self.temperature_c <= 100:
+            self.link.publish("telemetry", Telemetry(temperature_c=self.temperature_c,
+                                                     door_open=self.hardware.door.is_open).encode())
+
     def status_line(self) -> str:
+        if self.service_until and self.monotonic() < self.service_until:
+            online = "online" if self.link is not None and self.link.connected else "OFFLINE"
+            temperature = "" if self.temperature_c is None else f", {self.temperature_c:.1f} C"
+            flagged = [s for s in self.hardware.motors if self.ledger.slot(s)[1]]
+            return (f"Service: {online}, ledger {self.ledger.head}/{self.ledger.acked} acked{temperature}"
+                    + (f", out of service: {' '.join(flagged)}" if flagged else ""))
+        self.service_until = 0.0
         if self.link is None or not self.link.connected:
             return "Offline - reconnecting"
         return "Ready"
@@ -170,6 +211,12 @@ class Controller:
             self.execute(self.vend.drop_seen(item[1]))
         elif kind == "door":
             self.record("door.opened" if item[1] else "door.closed", {})
+        elif kind == "fault":
+            _, code, device, what = item
+            self.record("fault", {"code": code, "detail": f"{device}: {what}", "device": device})
+            self.pump()
+        elif kind == "service_button":
+            self.service_until = 0.0 if self.service_until else self.monotonic() + SERVICE_SCREEN_S
             self.pump()
         elif kind == "connected":
             log.info("connected to broker; resending from %d", self.ledger.acked + 1)

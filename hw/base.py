@@ -12,9 +12,9 @@ log = logging.getLogger(__name__)
 # hands the fact over to its owner and returns.
 DropListener = Callable[[float], None]
 DoorListener = Callable[[bool, float], None]
-# (device, what happened, monotonic time): a motor that overran its time limit, a board that reset, a
+# (code, device, what happened, monotonic time): a motor that overran its time limit, a board that reset, a
 # sensor that could not be read. The controller records each as a ``fault`` event in the ledger.
-FaultListener = Callable[[str, str, float], None]
+FaultListener = Callable[[str, str, str, float], None]
 
 
 class HardwareError(RuntimeError):
@@ -92,12 +92,13 @@ class Faults:
 
     listener: FaultListener | None = None
 
-    def report(self, device: str, what: str) -> None:
+    def report(self, device: str, what: str, *, code: str = "hardware") -> None:
+        """``code`` is a stable name for the kind of fault (``motor.time_limit``); ``what`` is for people."""
         t = time.monotonic()
-        log.error("fault: %s: %s", device, what)
+        log.error("fault %s: %s: %s", code, device, what)
         listener = self.listener
         if listener is not None:
-            listener(device, what, t)
+            listener(code, device, what, t)
 
 
 class Display(Device):
@@ -123,9 +124,17 @@ class Hardware:
         self.thermometer = thermometer
         self.faults = faults or Faults()
         self._closers = closers  # backend-wide things closed last: a serial port, a pin factory
+        self.wiring: list[tuple[str, str]] = []  # (device, where it is connected), for the technician
+        self.closed = False
+
+    def inputs(self) -> dict[str, str]:
+        """The live state of every input, in words, for the technician's tool."""
+        return {"door": "open" if self.door.is_open else "shut"}
 
     def all_motors_off(self) -> None:
         """The safe state: every motor output off. Never raises, so it can run in any ``finally``."""
+        if self.closed:
+            return
         for motor in self.motors.values():
             try:
                 motor.stop()
@@ -133,7 +142,10 @@ class Hardware:
                 log.exception("could not stop motor %s", motor.slot)
 
     def close(self) -> None:
+        if self.closed:
+            return
         self.all_motors_off()
+        self.closed = True
         devices = (*self.motors.values(), self.drop_sensor, self.door, self.display, self.service_button,
                    self.thermometer, *self._closers)
         for device in devices:

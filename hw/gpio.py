@@ -1,0 +1,351 @@
+"""The GPIO backend: slot motors, the spiral's cam switch, the drop sensor, the door and the service button
+on a Raspberry Pi's header, through gpiozero.
+
+The pin library is named in the config (``[gpio] pin_library``): RPi.GPIO on a Pi 1-4, lgpio on a Pi 5, where
+RPi.GPIO cannot work. ``mock`` is gpiozero's MockFactory with the simulated machine of ``hw.gpio_sim`` wired
+to its pins; it runs this very driver in tests and is never picked on its own.
+
+Motors are wired one pin each, or as a row-by-column matrix (a 60-slot spiral machine needs 6 + 10 pins):
+slot B3's motor turns while row B's and column 3's outputs are both on, so only one motor can run at a time,
+and only one ever does. A spiral has a cam switch that closes once per turn; all motors share one cam
+input, since only one turns at a time. A turn ends when the cam closes again, or at ``turn_limit_s``, which
+is a fault: the motor is stopped and the fault reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from .base import Door, DropSensor, Faults, Hardware, HardwareError, Motor, ServiceButton
+
+log = logging.getLogger(__name__)
+
+PIN_LIBRARIES = {
+    # name: (gpiozero factory module, class, what to install when it is missing)
+    "rpigpio": ("gpiozero.pins.rpigpio", "RPiGPIOFactory",
+                "RPi.GPIO (sudo apt install python3-rpi.gpio, or pip install RPi.GPIO); on a Pi 5 use "
+                "pin_library = lgpio"),
+    "lgpio": ("gpiozero.pins.lgpio", "LGPIOFactory",
+              "lgpio (sudo apt install python3-lgpio, or pip install lgpio)"),
+}
+
+
+def _pin_factory(name: str):
+    if name == "mock":
+        from .gpio_sim import SimulatedFactory
+
+        return SimulatedFactory()
+    try:
+        import gpiozero  # noqa: F401
+    except ImportError:
+        raise HardwareError("[gpio] backend needs gpiozero: pip install 'vend-fleet[pi]' "
+                            "(or sudo apt install python3-gpiozero)") from None
+    if name not in PIN_LIBRARIES:
+        raise HardwareError(f"[gpio] pin_library {name!r} is unknown; use one of: {', '.join(PIN_LIBRARIES)}")
+    module_name, class_name, package = PIN_LIBRARIES[name]
+    try:
+        module = __import__(module_name, fromlist=[class_name])
+        return getattr(module, class_name)()
+    except ImportError as e:
+        raise HardwareError(f"[gpio] pin_library = {name} needs {package} ({e})") from None
+    except PermissionError as e:
+        raise HardwareError(f"[gpio] pin_library = {name} cannot open the GPIO chip ({e}): add the service "
+                            "user to the gpio group (sudo usermod -aG gpio vend) and restart") from None
+    except Exception as e:  # RuntimeError "Not running on a RPi!", lgpio.error "can not open gpiochip"
+        raise HardwareError(f"[gpio] pin_library = {name} could not start: {e}; is this a Raspberry Pi, is "
+                            "/dev/gpiochip0 there and readable by the gpio group?") from None
+
+
+def _device(factory, what: str, make):
+    """Claim one pin, turning gpiozero's errors into ones that name the config key."""
+    try:
+        return make()
+    except PermissionError as e:
+        raise HardwareError(f"[gpio] {what}: permission denied ({e}); add the service user to the gpio "
+                            "group") from None
+    except Exception as e:
+        raise HardwareError(f"[gpio] {what}: {type(e).__name__}: {e}; check the pin number and that no "
+                            "other program (or a dtoverlay such as 1-wire or I2C) uses it") from None
+
+
+class MotorBank:
+    """Every motor output and the shared cam switch; owns the rule that at most one motor turns."""
+
+    def __init__(self, factory, cfg: dict, faults: Faults):
+        from gpiozero import Button, DigitalOutputDevice
+
+        gpio = cfg["gpio"]
+        self.faults = faults
+        self.turn_limit_s = gpio["turn_limit_s"]
+        self._lock = threading.RLock()
+        self._running: str | None = None
+        self._leaving_home = False  # the cam has opened since the motor started: its next close ends the turn
+        self._timer: threading.Timer | None = None
+        self._turn_started = 0.0
+        self.turns_done = 0
+        self.wiring: list[tuple[str, str]] = []
+        self.outputs: dict[str, object] = {}  # name -> DigitalOutputDevice
+        self._slot_outputs: dict[str, tuple] = {}
+
+        def output(name: str, pin: int):
+            self.outputs[name] = _device(factory, f"{name} (GPIO{pin})", lambda: DigitalOutputDevice(
+                pin, active_high=gpio["motor_active_high"], initial_value=False, pin_factory=factory))
+            return self.outputs[name]
+
+        slots = cfg["hardware"]["slots"]
+        if gpio["motor_wiring"] == "matrix":
+            for row, pin in gpio["motor_rows"].items():
+                output(f"row {row}", pin)
+            for column, pin in gpio["motor_columns"].items():
+                output(f"column {column}", pin)
+            for slot in slots:
+                row, column = slot[0], slot[1:]
+                # Column (the low side) first, row last: the motor gets power on the last switch.
+                self._slot_outputs[slot] = (self.outputs[f"column {column}"], self.outputs[f"row {row}"])
+                self.wiring.append((f"motor {slot}", f"row {row} GPIO{gpio['motor_rows'][row]} + column "
+                                                     f"{column} GPIO{gpio['motor_columns'][column]}"))
+        else:
+            for slot in slots:
+                pin = gpio["motor_pins"][slot]
+                self._slot_outputs[slot] = (output(f"motor {slot}", pin),)
+                self.wiring.append((f"motor {slot}", f"GPIO{pin}"))
+        self.cam = None
+        if gpio["cam_pin"]:
+            # The cam switch closes to ground; a few ms of debounce, as a lever switch chatters.
+            self.cam = _device(factory, f"cam_pin (GPIO{gpio['cam_pin']})", lambda: Button(
+                gpio["cam_pin"], pull_up=True, bounce_time=0.005, pin_factory=factory))
+            self.cam.when_released = self._cam_opened
+            self.cam.when_pressed = self._cam_closed
+            self.wiring.append(("cam switch", f"GPIO{gpio['cam_pin']} (closes to ground once per turn)"))
+
+    @property
+    def running(self) -> str | None:
+        return self._running
+
+    def run(self, slot: str) -> None:
+        with self._lock:
+            if self._running is not None and self._running != slot:
+                log.error("motor %s asked to run while %s turns; stopping %s first", slot, self._running,
+                          self._running)
+                self._off()
+            self._running = slot
+            self._turn_started = time.monotonic()
+            # A cam already open means the last turn was cut short: its next close is the end of this one.
+            self._leaving_home = self.cam is not None and not self.cam.is_pressed
+            self._timer = threading.Timer(self.turn_limit_s, self._time_limit, args=(slot,))
+            self._timer.daemon = True
+            self._timer.start()
+            try:
+                for device in self._slot_outputs[slot]:
+                    device.on()
+            except BaseException:
+                self._off()
+                raise
+
+    def stop(self) -> None:
+        with self._lock:
+            self._off()
+
+    def _off(self) -> None:
+        """Every motor output off (rows first, so no motor keeps power through a column); never raises."""
+        for device in reversed(list(self.outputs.values())):
+            try:
+                device.off()
+            except Exception:
+                log.exception("could not switch off %r", device)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._running = None
+
+    def _cam_opened(self) -> None:
+        with self._lock:
+            if self._running is not None:
+                self._leaving_home = True
+
+    def _cam_closed(self) -> None:
+        with self._lock:
+            if self._running is not None and self._leaving_home:
+                slot, took = self._running, time.monotonic() - self._turn_started
+                self._off()
+                self.turns_done += 1
+                log.debug("motor %s: turn ended on the cam after %.3f s", slot, took)
+
+    def _time_limit(self, slot: str) -> None:
+        with self._lock:
+            if self._running != slot:
+                return
+            self._off()
+        if self.cam is None:
+            self.turns_done += 1  # no cam switch: a turn is this long by design
+            return
+        self.faults.report(f"motor {slot}", f"turn did not end on the cam switch within {self.turn_limit_s} s; "
+                                            "motor stopped (a stuck spiral, or check the cam switch wiring)",
+                           code="motor.time_limit")
+
+    def close(self) -> None:
+        with self._lock:
+            self._off()
+        # Closed only once off: gpiozero turns a closed output into an input, and the driver's pull-down
+        # (or the Pi's default pull on that pin, which check_pin_map matches to motor_active_high) holds it off.
+        for device in (*self.outputs.values(), self.cam):
+            if device is not None:
+                device.close()
+
+
+class GpioMotor(Motor):
+    def __init__(self, slot: str, bank: MotorBank):
+        super().__init__(slot)
+        self.bank = bank
+
+    def run(self) -> None:
+        self.bank.run(self.slot)
+
+    def stop(self) -> None:
+        if self.bank.running == self.slot:
+            self.bank.stop()
+
+    @property
+    def is_running(self) -> bool:
+        return self.bank.running == self.slot
+
+
+class GpioDropSensor(DropSensor):
+    """Edge-triggered: a piezo's pulse lasts a few ms, so the pin is never polled."""
+
+    def __init__(self, factory, pin: int, active_low: bool, bounce_ms: float):
+        from gpiozero import DigitalInputDevice
+
+        # An IR curtain's open-collector output pulls low while the beam is broken: pull-up, active low.
+        self.device = _device(factory, f"drop_pin (GPIO{pin})", lambda: DigitalInputDevice(
+            pin, pull_up=active_low, bounce_time=bounce_ms / 1000 or None, pin_factory=factory))
+        self._event = threading.Event()
+        self.device.when_activated = self._activated
+
+    def _activated(self) -> None:
+        t = time.monotonic()
+        self._event.set()
+        listener = self.when_drop
+        if listener is not None:
+            listener(t)
+
+    def wait_for_drop(self, timeout: float) -> bool:
+        self._event.clear()
+        return self._event.wait(timeout)
+
+    @property
+    def is_active(self) -> bool:
+        return bool(self.device.is_active)
+
+    def close(self) -> None:
+        self.device.close()
+
+
+class GpioDoor(Door):
+    """The door switch is closed (to ground) while the door is shut, so a cut wire reads as open: a machine
+    with a broken door switch stops vending rather than vending with its door open."""
+
+    def __init__(self, factory, pin: int):
+        from gpiozero import Button
+
+        self.device = _device(factory, f"door_pin (GPIO{pin})", lambda: Button(
+            pin, pull_up=True, bounce_time=0.05, pin_factory=factory))
+        self.device.when_released = lambda: self._changed(True)
+        self.device.when_pressed = lambda: self._changed(False)
+
+    def _changed(self, is_open: bool) -> None:
+        listener = self.when_changed
+        if listener is not None:
+            listener(is_open, time.monotonic())
+
+    @property
+    def is_open(self) -> bool:
+        return not self.device.is_pressed
+
+    def close(self) -> None:
+        self.device.close()
+
+
+class NoDoor(Door):
+    """A machine without a door switch: always shut."""
+
+    @property
+    def is_open(self) -> bool:
+        return False
+
+
+class GpioServiceButton(ServiceButton):
+    def __init__(self, factory, pin: int):
+        from gpiozero import Button
+
+        self.device = _device(factory, f"service_pin (GPIO{pin})", lambda: Button(
+            pin, pull_up=True, bounce_time=0.05, pin_factory=factory))
+        self.device.when_pressed = self._pressed
+
+    def _pressed(self) -> None:
+        listener = self.when_pressed
+        if listener is not None:
+            listener(time.monotonic())
+
+    @property
+    def is_pressed(self) -> bool:
+        return bool(self.device.is_pressed)
+
+    def close(self) -> None:
+        self.device.close()
+
+
+class GpioHardware(Hardware):
+    """The devices on the header, plus the pin map and live inputs for the technician's tool."""
+
+    bank: MotorBank
+    factory: object
+
+    def inputs(self) -> dict[str, str]:
+        live = {"drop sensor": "beam broken" if self.drop_sensor.is_active else "clear"}
+        if self.bank.cam is not None:
+            live["cam switch"] = "closed (home)" if self.bank.cam.is_pressed else "open"
+        if isinstance(self.door, GpioDoor):
+            live["door"] = "open" if self.door.is_open else "shut"
+        if self.service_button is not None:
+            live["service button"] = "pressed" if self.service_button.is_pressed else "up"
+        live["motor running"] = self.bank.running or "none"
+        return live
+
+
+def open_backend(cfg: dict) -> Hardware:
+    """The machine on the Pi's header as ``[gpio]`` maps it (the map was checked when the config loaded)."""
+    gpio = cfg["gpio"]
+    factory = _pin_factory(gpio["pin_library"])
+    faults = Faults()
+    opened: list = []
+    try:
+        bank = MotorBank(factory, cfg, faults)
+        opened.append(bank)
+        motors = {slot: GpioMotor(slot, bank) for slot in cfg["hardware"]["slots"]}
+        drop = GpioDropSensor(factory, gpio["drop_pin"], gpio["drop_active_low"], gpio["drop_bounce_ms"])
+        opened.append(drop)
+        door = GpioDoor(factory, gpio["door_pin"]) if gpio["door_pin"] else NoDoor()
+        opened.append(door)
+        button = GpioServiceButton(factory, gpio["service_pin"]) if gpio["service_pin"] else None
+    except BaseException:
+        for device in reversed(opened):
+            device.close()
+        if hasattr(factory, "close"):
+            factory.close()
+        raise
+    hardware = GpioHardware(motors, drop, door, None, service_button=button, faults=faults,
+                            closers=(bank, factory))
+    hardware.bank = bank
+    hardware.factory = factory
+    hardware.wiring = [*bank.wiring, ("drop sensor", f"GPIO{gpio['drop_pin']} "
+                                                     f"(active {'low' if gpio['drop_active_low'] else 'high'})")]
+    if gpio["door_pin"]:
+        hardware.wiring.append(("door switch", f"GPIO{gpio['door_pin']} (closed to ground = door shut)"))
+    if gpio["service_pin"]:
+        hardware.wiring.append(("service button", f"GPIO{gpio['service_pin']} (closes to ground)"))
+    if gpio["pin_library"] == "mock":
+        factory.wire(hardware, cfg)
+    return hardware
