@@ -1,4 +1,5 @@
-"""``vendctl``: the manager's command line, talking to the cloud's HTTP API.
+"""``vendctl``: the manager's command line, talking to the cloud's HTTP API; and ``vendctl hw``, the
+technician's hardware test on a machine.
 
 With no options it talks to the cloud that ``make demo`` starts (http://127.0.0.1:8000, token in
 ``var/cloud/admin-token``); ``VEND_CLOUD_URL`` and ``VEND_TOKEN`` point it elsewhere.
@@ -88,7 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     sl = sub.add_parser("slots", help="a machine's slots: product, price, count")
     sl.add_argument("machine")
     sl.add_argument("--json", action="store_true")
+    from controller import hwtool  # the machine's side: needs no cloud, no token
+
+    hwtool.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "hw":
+        return hwtool.main(args)
 
     try:
         client = Client.from_env()

@@ -14,6 +14,7 @@ is a fault: the motor is stopped and the fault reported.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 import time
@@ -37,11 +38,9 @@ def _pin_factory(name: str):
         from .gpio_sim import SimulatedFactory
 
         return SimulatedFactory()
-    try:
-        import gpiozero  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("gpiozero") is None:
         raise HardwareError("[gpio] backend needs gpiozero: pip install 'vend-fleet[pi]' "
-                            "(or sudo apt install python3-gpiozero)") from None
+                            "(or sudo apt install python3-gpiozero)")
     if name not in PIN_LIBRARIES:
         raise HardwareError(f"[gpio] pin_library {name!r} is unknown; use one of: {', '.join(PIN_LIBRARIES)}")
     module_name, class_name, package = PIN_LIBRARIES[name]

@@ -192,11 +192,28 @@ class Cloud:
             conn.close()
 
 
+# The GPIO backend on gpiozero's mock pins, with hw.gpio_sim's machine wired to them: the real driver code.
+GPIO_MOCK = """[hardware]
+backend = gpio
+slots = {slots}
+[gpio]
+pin_library = mock
+motor_rows = A:9 B:10
+motor_columns = 1:11 2:12
+cam_pin = 22
+drop_pin = 23
+door_pin = 24
+turn_limit_s = {turn_limit}
+"""
+
+
 class Machine:
-    """A controller process on the simulated backend, registered in the cloud and stocked."""
+    """A controller process on a simulated machine (the sim backend, or the GPIO backend on mock pins),
+    registered in the cloud and stocked."""
 
     def __init__(self, cloud: Cloud, broker: Broker, workdir: str, machine_id: str, *, drop_delay: float = 0.2,
-                 drop_timeout: float = 2.0, jam: str = "", batch_size: int = 50, trace: str = ""):
+                 drop_timeout: float = 2.0, jam: str = "", batch_size: int = 50, trace: str = "",
+                 backend: str = "sim", turn_limit: float = 4.0):
         self.id = machine_id
         self.cloud = cloud
         self.home = os.path.join(workdir, machine_id)
@@ -209,6 +226,9 @@ class Machine:
         cloud.api("PUT", f"/api/v1/machines/{machine_id}/slots", [
             {"slot": s, "sku": sku, "name": n, "price": p, "currency": "CNY", "capacity": 10}
             for s, sku, n, p in PRODUCTS])
+        slots = " ".join(s for s, *_ in PRODUCTS)
+        hardware = (GPIO_MOCK.format(slots=slots, turn_limit=turn_limit) if backend == "gpio"
+                    else f"[hardware]\nbackend = sim\nslots = {slots}\n")
         with open(self.config, "w") as f:
             f.write(f"""[machine]
 id = {machine_id}
@@ -227,15 +247,14 @@ keepalive_s = 10
 path = {self.ledger_path}
 [vend]
 drop_timeout_s = {drop_timeout}
-[hardware]
-backend = sim
-slots = {", ".join(s for s, *_ in PRODUCTS)}
+{hardware}
 [sim]
 drop_delay_s = {drop_delay}
 jam = {jam}
 display_path = {self.home}/screen.png
 trace_path = {trace}
 [screen]
+display = png
 rotate_s = 2
 url_file = {self.url_file}
 [service]

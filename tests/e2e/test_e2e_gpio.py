@@ -1,0 +1,64 @@
+"""The whole controller on the GPIO backend: gpiozero's mock pins with a simulated machine wired to them.
+
+The real `vend-controller` process drives its motors through hw/gpio.py, the turn ends on the cam switch,
+and the drop sensor's 4 ms pulse is caught by its edge; the customer is charged for a drop and not for a
+jam, whose stuck spiral is a fault in the ledger that reaches the cloud.
+"""
+
+import json
+
+import pytest
+from harness import Customer, Machine, wait_until
+
+
+@pytest.fixture(scope="module")
+def database():
+    """Once, on SQLite: the cloud's database is not what this module tests."""
+    yield ""
+
+
+@pytest.fixture(scope="module")
+def gpio_machine(cloud, broker, tmp_path_factory):
+    m = Machine(cloud, broker, str(tmp_path_factory.mktemp("gpio")), "g1", backend="gpio", drop_delay=0.2,
+                drop_timeout=1.5, jam="B2", turn_limit=0.6)
+    m.start()
+    m.stock()
+    yield m
+    m.proc.stop()
+
+
+@pytest.fixture
+def customer(cloud, gpio_machine):
+    c = Customer(cloud, "GPIO Customer", "+8613900000077")
+    c.scan(gpio_machine)
+    assert c.register("/m/g1").status_code == 303
+    assert c.topup("20").status_code == 303
+    return c
+
+
+def order_of(response) -> str:
+    assert response.status_code == 303, response.text
+    return response.headers["location"].rsplit("/", 1)[1]
+
+
+def test_gpio_machine_sells_and_a_jam_is_a_fault_not_a_charge(cloud, gpio_machine, customer):
+    m = gpio_machine
+    order_id = order_of(customer.buy(m, "A1"))
+    assert customer.wait_settled(order_id)["status"] == "succeeded"
+    assert customer.balance() == "¥18.00"
+    succeeded = [e for e in m.events_of("vend.succeeded") if e["order_id"] == order_id]
+    assert len(succeeded) == 1 and succeeded[0]["turns"] == 1
+    assert 150 <= succeeded[0]["ms"] < 1500  # the drop delay of the simulated spiral, seen on its edge
+
+    customer.scan(m)
+    jammed = order_of(customer.buy(m, "B2"))
+    status = customer.wait_settled(jammed, timeout=30)
+    assert status["status"] == "failed"
+    assert customer.balance() == "¥18.00"
+    # Each of the two turns stopped on the motor's time limit, and each stop is a fault in the ledger.
+    faults = [e for e in m.events_of("fault") if e["code"] == "motor.time_limit"]
+    assert [f["device"] for f in faults] == ["motor B2", "motor B2"]
+    assert "cam switch" in faults[0]["detail"]
+    wait_until(m.synced, 20, "the faults to reach the cloud")
+    in_cloud = cloud.db("SELECT data FROM events WHERE machine_id = ? AND kind = 'fault'", ("g1",))
+    assert [json.loads(d)["code"] for d, in in_cloud] == ["motor.time_limit", "motor.time_limit"]
