@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 
 class Screen:
+    """The screen of one machine: redrawn on its display when the QR token or the status line changes."""
+
     def __init__(self, display, machine_id: str, name: str, secret: bytes, cloud_url: str, rotate_s: float,
                  url_file: str = ""):
         self.display = display
@@ -30,9 +32,11 @@ class Screen:
         self.nonce = 0
         self.url = ""
         self._shown: tuple | None = None
-        width = display.size[0]
-        self._title_font = ImageFont.load_default(size=max(16, width // 14))
-        self._text_font = ImageFont.load_default(size=max(12, width // 24))
+        short_side = min(display.size)
+        self._title_size = max(16, short_side // 14)
+        self._text_size = max(12, short_side // 24)
+        self._title_font = ImageFont.load_default(size=self._title_size)
+        self._text_font = ImageFont.load_default(size=self._text_size)
 
     def next_nonce(self) -> None:
         """After a sale: a fresh code at once."""
@@ -54,21 +58,53 @@ class Screen:
         return True
 
     def render(self, url: str, status: str) -> Image.Image:
+        """The whole screen as a pillow image of the display's size."""
         width, height = self.display.size
         image = Image.new("RGB", (width, height), "white")
         draw = ImageDraw.Draw(image)
-        draw.text((width // 2, height // 12), self.name, fill="black", font=self._title_font, anchor="mm")
+        # The code above the words, or beside them: whichever leaves the bigger code. A portrait screen
+        # stacks them; a landscape 800x480 one would push the words off its bottom edge if it did.
+        stacked_limit = min(width * 5 // 6, height * 3 // 5)
+        beside_limit = min(height * 5 // 6, width // 2)
+        if stacked_limit >= beside_limit:
+            code = self._code(url, stacked_limit)
+            side = code.size[0]
+            top = height // 6
+            image.paste(code, ((width - side) // 2, top))
+            centre, column = width // 2, width * 9 // 10
+            title_y = height // 12
+            below = top + side + (height - top - side) // 3
+            status_y = below + height // 12
+        else:
+            code = self._code(url, beside_limit)
+            side = code.size[0]
+            margin = (height - side) // 2
+            image.paste(code, (margin, margin))
+            left = margin + side
+            centre, column = (left + width) // 2, (width - left) * 9 // 10
+            title_y = height // 6
+            below = height // 2
+            status_y = below + height // 8
+        self._text(draw, (centre, title_y), self.name, self._title_size, self._title_font, column, "black")
+        self._text(draw, (centre, below), "Scan to buy", self._title_size, self._title_font, column, "black")
+        self._text(draw, (centre, status_y), status, self._text_size, self._text_font, column, "#444")
+        return image
+
+    @staticmethod
+    def _code(url: str, limit: int) -> Image.Image:
         qr = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, border=2)
         qr.add_data(url)
         qr.make(fit=True)
         # A whole number of pixels per module: scaling a code by a fraction makes uneven modules that
         # phone cameras misread.
-        qr.box_size = max(1, (min(width, height) * 5 // 6) // (qr.modules_count + 2 * qr.border))
-        code = qr.make_image(fill_color="black", back_color="white").get_image().convert("RGB")
-        side = code.size[0]
-        top = height // 6
-        image.paste(code, ((width - side) // 2, top))
-        below = top + side + (height - top - side) // 3
-        draw.text((width // 2, below), "Scan to buy", fill="black", font=self._title_font, anchor="mm")
-        draw.text((width // 2, below + height // 12), status, fill="#444", font=self._text_font, anchor="mm")
-        return image
+        qr.box_size = max(1, limit // (qr.modules_count + 2 * qr.border))
+        return qr.make_image(fill_color="black", back_color="white").get_image().convert("RGB")
+
+    @staticmethod
+    def _text(draw: ImageDraw.ImageDraw, centre: tuple[int, int], text: str, size: int, font, max_width: int,
+              fill: str) -> None:
+        # A long machine name or status is drawn smaller rather than cut off at the screen's edge.
+        while font.getlength(text) > max_width and size > 8:
+            size = max(8, min(size - 1, int(size * max_width / font.getlength(text))))
+            font = ImageFont.load_default(size=size)
+        draw.text(centre, text, fill=fill, font=font, anchor="mm")
