@@ -59,7 +59,6 @@ class Controller:
         self.screen: Screen | None = None
         self._service: ServiceSocket | None = None
         self.service_until = 0.0
-        self.next_temperature = 0.0
         self.temperature_c: float | None = None
         self.thermometer_failing = False
 
@@ -103,7 +102,19 @@ class Controller:
         self.link.start()
         self._service = ServiceSocket(cfg["service"]["socket"], self.inbox)
         self._service.start()
+        if self.hardware.thermometer is not None:
+            threading.Thread(target=self._read_thermometer, name="thermometer", daemon=True).start()
         self.notifier.notify("READY=1\nSTATUS=selling")
+
+    def _read_thermometer(self) -> None:
+        """The thermometer's own thread: a DS18B20 read blocks for 750 ms, far too long for the main loop."""
+        every = self.cfg["thermometer"]["read_every_s"]
+        while not self._stopping.is_set():
+            try:
+                self.inbox.put(("temperature", self.hardware.thermometer.read_c(), ""))
+            except HardwareError as e:
+                self.inbox.put(("temperature", None, str(e)))
+            self._stopping.wait(every)
 
     def safe_state(self) -> None:
         """Every motor output off; callable from a signal handler or at exit, any number of times."""
@@ -167,28 +178,23 @@ class Controller:
             if now >= self.next_status or (self.ledger.head != self.status_head
                                            and now >= self.next_status - STATUS_EVERY_S + STATUS_MIN_GAP_S):
                 self.publish_status()
-        if self.hardware.thermometer is not None and now >= self.next_temperature:
-            self.next_temperature = now + self.cfg["thermometer"]["read_every_s"]
-            self.read_temperature()
         if not self.vend.busy:
             self.screen.refresh(self.cloud_now(), self.status_line())
 
-    def read_temperature(self) -> None:
-        """Read the cabinet's temperature; a failing sensor is one fault per streak, never a number."""
-        try:
-            self.temperature_c = round(self.hardware.thermometer.read_c(), 2)
-        except HardwareError as e:
-            self.temperature_c = None
+    def on_temperature(self, value: float | None, error: str) -> None:
+        """A reading from the thermometer's thread: a failing sensor is one fault per streak, never a number."""
+        self.temperature_c = value
+        if value is None:
             if not self.thermometer_failing:
                 self.thermometer_failing = True
-                self.record("fault", {"code": "thermometer.read", "detail": str(e), "device": "thermometer"})
+                self.record("fault", {"code": "thermometer.read", "detail": error, "device": "thermometer"})
                 self.pump()
             return
         if self.thermometer_failing:
             self.thermometer_failing = False
-            log.info("thermometer reads again: %.2f C", self.temperature_c)
-        if self.link is not None and self.link.connected and -60 <= self.temperature_c <= 100:
-            self.link.publish("telemetry", Telemetry(temperature_c=self.temperature_c,
+            log.info("thermometer reads again: %.2f C", value)
+        if self.link is not None and self.link.connected and -60 <= value <= 100:
+            self.link.publish("telemetry", Telemetry(temperature_c=value,
                                                      door_open=self.hardware.door.is_open).encode())
 
     def status_line(self) -> str:
@@ -215,6 +221,8 @@ class Controller:
             _, code, device, what = item
             self.record("fault", {"code": code, "detail": f"{device}: {what}", "device": device})
             self.pump()
+        elif kind == "temperature":
+            self.on_temperature(item[1], item[2])
         elif kind == "service_button":
             self.service_until = 0.0 if self.service_until else self.monotonic() + SERVICE_SCREEN_S
             self.pump()

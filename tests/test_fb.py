@@ -5,6 +5,7 @@ import os
 import subprocess
 
 import pytest
+from tools import need
 import qrcode
 from PIL import Image, ImageChops
 
@@ -166,7 +167,7 @@ def test_images_of_any_mode_are_shown_transparency_as_black(tmp_path):
 def decode_qr(image: Image.Image, tmp_path) -> str:
     path = tmp_path / "seen.png"
     image.save(path)
-    out = subprocess.run(["zbarimg", "--raw", "-q", str(path)], capture_output=True, text=True, timeout=30)
+    out = subprocess.run([need("zbarimg"), "--raw", "-q", str(path)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, f"zbarimg found no code: {out.stderr}"
     return out.stdout.strip()
 

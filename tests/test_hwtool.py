@@ -1,12 +1,12 @@
 """`vendctl hw`, the technician's bench tool, on the GPIO backend with a simulated machine on mock pins."""
 
-import shutil
 import socket
 import subprocess
 import sys
 import threading
 
 import pytest
+from tools import need
 
 from cloud import cli
 from controller import hwtool
@@ -117,12 +117,11 @@ def test_watch_prints_the_door_as_it_changes(config, capsys, monkeypatch):
     assert any(line.strip().endswith("door: open") for line in out.splitlines()[1:])
 
 
-@pytest.mark.skipif(not shutil.which("zbarimg"), reason="needs zbarimg (apt install zbar-tools)")
 def test_screen_shows_a_test_qr_a_phone_can_read(config, tmp_path, capsys):
     code, out, _ = vendctl(config, "screen", "--seconds", "0", capsys=capsys)
     assert code == 0
     assert "PngDisplay 480x800" in out
-    decoded = subprocess.run(["zbarimg", "--quiet", "--raw", str(tmp_path / "screen.png")],
+    decoded = subprocess.run([need("zbarimg"), "--quiet", "--raw", str(tmp_path / "screen.png")],
                              capture_output=True, text=True, check=True).stdout.strip()
     assert decoded == hwtool.TEST_URL
 
@@ -155,3 +154,17 @@ def test_vendctl_hw_runs_as_a_program(config):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "A1: drop seen after" in out.stdout
+
+
+def test_temp_reads_the_ds18b20_or_says_why_not(config, tmp_path, capsys):
+    sensor = tmp_path / "w1" / "28-0316a2794eff"
+    sensor.mkdir(parents=True)
+    reading = sensor / "w1_slave"
+    reading.write_text("72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t=23125\n")
+    config.write_text(config.read_text() + f"[thermometer]\nw1_id = 28-0316a2794eff\nw1_dir = {tmp_path / 'w1'}\n")
+    code, out, _ = vendctl(config, "temp", capsys=capsys)
+    assert (code, out) == (0, "temperature: 23.12 C\n")
+    reading.write_text("72 01 4b 46 7f ff 0e 10 57 : crc=57 NO\n72 01 4b 46 7f ff 0e 10 57 t=23125\n")
+    code, out, err = vendctl(config, "temp", capsys=capsys)
+    assert code == 1 and out == ""
+    assert "CRC" in err

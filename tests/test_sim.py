@@ -1,11 +1,11 @@
 """Unit tests for hw/ (the simulated machine) and controller/screen.py drawing onto its PNG display."""
 
-import shutil
 import subprocess
 import threading
 import time
 
 import pytest
+from tools import need
 from PIL import Image
 
 import hw
@@ -193,12 +193,11 @@ def test_screen_rotates_the_url_in_the_next_window(machine, tmp_path):
     assert screen.url != first
 
 
-@pytest.mark.skipif(not shutil.which("zbarimg"), reason="zbarimg (Debian's zbar-tools) is not installed")
 def test_the_qr_on_the_screen_decodes_to_the_url_a_phone_opens(machine, tmp_path):
     hardware, _ = machine
     screen = make_screen(hardware, tmp_path)
     screen.refresh(1_000_000.0, "Ready")
-    out = subprocess.run(["zbarimg", "--raw", "-q", hardware.display.path], capture_output=True, text=True,
+    out = subprocess.run([need("zbarimg"), "--raw", "-q", hardware.display.path], capture_output=True, text=True,
                          timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == screen.url

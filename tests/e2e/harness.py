@@ -213,7 +213,7 @@ class Machine:
 
     def __init__(self, cloud: Cloud, broker: Broker, workdir: str, machine_id: str, *, drop_delay: float = 0.2,
                  drop_timeout: float = 2.0, jam: str = "", batch_size: int = 50, trace: str = "",
-                 backend: str = "sim", turn_limit: float = 4.0):
+                 backend: str = "sim", turn_limit: float = 4.0, extra: str = ""):
         self.id = machine_id
         self.cloud = cloud
         self.home = os.path.join(workdir, machine_id)
@@ -259,7 +259,7 @@ rotate_s = 2
 url_file = {self.url_file}
 [service]
 socket = {self.home}/control.sock
-""")
+{extra}""")
         self.proc = Proc([sys.executable, "-m", "controller", "--config", self.config],
                          os.path.join(self.home, "controller.log"))
 

@@ -6,6 +6,7 @@ jam, whose stuck spiral is a fault in the ledger that reaches the cloud.
 """
 
 import json
+import time
 
 import pytest
 from harness import Customer, Machine, wait_until
@@ -17,10 +18,29 @@ def database():
     yield ""
 
 
+SENSOR = "28-0316a2794eff"
+
+
+def write_reading(w1_dir, millidegrees: int, crc_ok: bool = True) -> None:
+    """What the kernel's w1_therm driver shows for a DS18B20 (the raw bytes do not matter here)."""
+    path = w1_dir / SENSOR / "w1_slave"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = "4b 01 4b 46 7f ff 05 10 e1"
+    path.write_text(f"{raw} : crc=e1 {'YES' if crc_ok else 'NO'}\n{raw} t={millidegrees}\n")
+
+
 @pytest.fixture(scope="module")
-def gpio_machine(cloud, broker, tmp_path_factory):
+def w1_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("w1")
+    write_reading(path, 4125)
+    return path
+
+
+@pytest.fixture(scope="module")
+def gpio_machine(cloud, broker, tmp_path_factory, w1_dir):
     m = Machine(cloud, broker, str(tmp_path_factory.mktemp("gpio")), "g1", backend="gpio", drop_delay=0.2,
-                drop_timeout=1.5, jam="B2", turn_limit=0.6)
+                drop_timeout=1.5, jam="B2", turn_limit=0.6,
+                extra=f"[thermometer]\nw1_id = {SENSOR}\nw1_dir = {w1_dir}\nread_every_s = 5\n")
     m.start()
     m.stock()
     yield m
@@ -62,3 +82,26 @@ def test_gpio_machine_sells_and_a_jam_is_a_fault_not_a_charge(cloud, gpio_machin
     wait_until(m.synced, 20, "the faults to reach the cloud")
     in_cloud = cloud.db("SELECT data FROM events WHERE machine_id = ? AND kind = 'fault'", ("g1",))
     assert [json.loads(d)["code"] for d, in in_cloud] == ["motor.time_limit", "motor.time_limit"]
+
+
+def test_the_cabinet_temperature_is_sent_and_a_failing_sensor_is_a_fault(broker, gpio_machine, w1_dir):
+    readings = []
+    client = broker.client("temperature-watcher")
+    client.on_message = lambda c, u, msg: msg.topic.endswith("/telemetry") and readings.append(json.loads(msg.payload))
+    client.subscribe("vend/v1/g1/telemetry", qos=0)
+    try:
+        wait_until(lambda: readings, 20, "a temperature reading from g1")
+        assert readings[0]["temperature_c"] == 4.125 and readings[0]["door_open"] is False
+        write_reading(w1_dir, 4125, crc_ok=False)  # a glitch on the bus, on every read from now on
+        wait_until(lambda: [e for e in gpio_machine.events_of("fault") if e["code"] == "thermometer.read"], 20,
+                   "the failing thermometer to be recorded")
+        failing = [e for e in gpio_machine.events_of("fault") if e["code"] == "thermometer.read"]
+        assert len(failing) == 1 and "CRC" in failing[0]["detail"]
+        count = len(readings)
+        time.sleep(6)  # another read fails: no second fault for the same streak, and no made-up number
+        assert len([e for e in gpio_machine.events_of("fault") if e["code"] == "thermometer.read"]) == 1
+        assert len(readings) == count
+    finally:
+        write_reading(w1_dir, 4125)
+        client.loop_stop()
+        client.disconnect()
