@@ -263,6 +263,7 @@ class SerialBoard(Device):
 
     def stop_motor(self, motor: int) -> None:
         """Power off one motor (NO_MOTOR: all). Never raises: safe in any ``finally``, from any thread."""
+        retries = None
         try:
             if self._closed:
                 log.debug("board closed; %s is off with it", self.name(motor))
@@ -282,8 +283,15 @@ class SerialBoard(Device):
                 else:
                     self._running.pop(motor, None)
         except NoAnswer:
-            self.faults.report(DEVICE, f"no answer to STOP {self.name(motor)}; the board ends any turn on its own "
-                                       "time limit")
+            what = f"no answer to STOP {self.name(motor)}; the board ends any turn on its own time limit"
+            # One fault when the board falls silent, not one per motor that all_motors_off then tries.
+            if retries is None:
+                try:
+                    self.faults.report(DEVICE, what)
+                except Exception:
+                    log.exception("fault listener failed on: %s", what)
+            else:
+                log.error("%s", what)
         except Exception:
             log.exception("could not stop %s", self.name(motor))
 
