@@ -171,22 +171,7 @@ class SerialBoard(Device):
         return f"motor {motor} (slot {slot})" if slot else f"motor {motor}"
 
     def _handshake(self, motors_needed: int) -> None:
-        tries = self.retries + 1
-        try:
-            reply = self.request(STATUS)
-        except NoAnswer:
-            raise HardwareError(
-                f"{self.port}: the motor board did not answer STATUS ({tries} tries, {self.timeout_s * 1000:.0f} ms "
-                f"each); check TX/RX wiring (the Pi's TX to the board's RX), the baud ([serial] baud = "
-                f"{self.baud}) and the board's power") from None
-        if reply.cmd != ACK:
-            raise HardwareError(f"{self.port}: the motor board refused STATUS ({self._nak_text(reply)}); "
-                                "is this a motor board that speaks hw/SERIAL_PROTOCOL.md?")
-        try:
-            status = Status(*unpack(ACK_BODY[STATUS], reply.payload[1:]))
-        except ProtocolError as e:
-            raise HardwareError(f"{self.port}: the motor board's STATUS makes no sense ({e}); "
-                                f"this driver speaks protocol version {PROTOCOL_VERSION}") from None
+        status = self._read_status()
         if status.version != PROTOCOL_VERSION:
             raise HardwareError(f"{self.port}: the motor board speaks protocol version {status.version}, this "
                                 f"driver speaks {PROTOCOL_VERSION}; update one of them")
@@ -194,14 +179,33 @@ class SerialBoard(Device):
             raise HardwareError(f"{self.port}: the motor board has {status.motors} motors, but the slots need "
                                 f"board motor numbers up to {motors_needed - 1}; check [serial] motors")
         with self._lock:
-            self.status = status
             self.boot_id = status.boot_id
-        self.door.seen(bool(status.inputs & INPUT_DOOR_OPEN))
         reply = self.request(RESET)
         if reply.cmd != ACK:
             raise HardwareError(f"{self.port}: the motor board refused RESET ({self._nak_text(reply)})")
+        # Read the inputs again inside the session: a door that moved before RESET was answered was
+        # reported to the session that RESET ended; from here on every change arrives as a DOOR report.
+        self.status = status = self._read_status()
+        self.door.seen(bool(status.inputs & INPUT_DOOR_OPEN))
         log.info("motor board on %s: %d motors, boot id %d, up %d s, turn limit %d ms", self.port, status.motors,
                  status.boot_id, status.uptime_ms // 1000, status.turn_limit_ms)
+
+    def _read_status(self) -> Status:
+        try:
+            reply = self.request(STATUS)
+        except NoAnswer:
+            raise HardwareError(
+                f"{self.port}: the motor board did not answer STATUS ({self.retries + 1} tries, "
+                f"{self.timeout_s * 1000:.0f} ms each); check TX/RX wiring (the Pi's TX to the board's RX), the "
+                f"baud ([serial] baud = {self.baud}) and the board's power") from None
+        if reply.cmd != ACK:
+            raise HardwareError(f"{self.port}: the motor board refused STATUS ({self._nak_text(reply)}); "
+                                "is this a motor board that speaks hw/SERIAL_PROTOCOL.md?")
+        try:
+            return Status(*unpack(ACK_BODY[STATUS], reply.payload[1:]))
+        except ProtocolError as e:
+            raise HardwareError(f"{self.port}: the motor board's STATUS makes no sense ({e}); "
+                                f"this driver speaks protocol version {PROTOCOL_VERSION}") from None
 
     def request(self, cmd: int, fields: tuple = (), *, retries: int | None = None,
                 wait_s: float | None = None) -> Frame:
