@@ -51,7 +51,6 @@ class BoardSim:
                  turn_limit_s: float = 1.0, report_resend_s: float = 0.1, modes: dict[int, str] | None = None,
                  door_open: bool = False):
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
         self.motors = motors
         self.drop_delay_s = drop_delay_s
         self.turn_s = turn_s if turn_s is not None else drop_delay_s + 2 * DOUBLE_DROP_GAP_S
@@ -63,7 +62,7 @@ class BoardSim:
         self.door_open = door_open
         self.runs: Counter = Counter()  # motor -> turns it really started
         self.sent: Counter = Counter()  # command -> frames sent
-        self.report_sends: Counter = Counter()  # (boot id, report seq) -> times sent
+        self.report_sends: Counter = Counter()  # (command, boot id, report seq) -> times sent
         self.requests: list[tuple[int, int]] = []  # (frame id, command) of every request heard, resends too
         self.cache_hits = 0
         self.boots = 0
@@ -169,10 +168,10 @@ class BoardSim:
             self._report(DOOR, (int(is_open),), time.monotonic())
         self._wake()
 
-    def wait(self, predicate, timeout: float) -> bool:
-        """Block until ``predicate()`` holds (checked under the board's lock) or ``timeout`` passes."""
-        with self._changed:
-            return self._changed.wait_for(predicate, timeout)
+    def heard(self, cmd: int) -> list[int]:
+        """The frame ids of every ``cmd`` request the board heard, resends included."""
+        with self._lock:
+            return [frame_id for frame_id, c in self.requests if c == cmd]
 
     def _arm(self, name: str, value) -> None:
         with self._lock:
@@ -205,11 +204,10 @@ class BoardSim:
                 except OSError as e:
                     log.warning("board sim: cannot read the pty: %s", e)
                     time.sleep(IDLE_TICK_S)
-            with self._changed:
+            with self._lock:
                 now = time.monotonic()
                 for frame in self.frames.feed(data, now):
                     self._on_frame(frame, now)
-                self._changed.notify_all()
 
     def _tick(self, now: float) -> float:
         """Run what is due; return how long the loop may sleep."""
@@ -219,7 +217,6 @@ class BoardSim:
                 fn(now)
         self._send_report(now)
         self.frames.feed(b"", now)  # lets a stalled partial frame expire
-        self._changed.notify_all()
         wait = IDLE_TICK_S
         if self._timers:
             wait = min(wait, self._timers[0][0] - now)
@@ -384,7 +381,7 @@ class BoardSim:
         if self._report_sent_at is not None and now - self._report_sent_at < self.report_resend_s:
             return
         seq, cmd, fields, t = self._reports[0]
-        self.report_sends[(self.boot_id, seq)] += 1
+        self.report_sends[(cmd, self.boot_id, seq)] += 1
         self._send(seq, cmd, pack(REPORT_BODY[cmd], age_ms(now - t), *fields))
         self._report_sent_at = now
 
