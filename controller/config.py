@@ -167,7 +167,7 @@ def _convert(key: Key, raw: str, where: str) -> Any:
         pairs: dict[str, int] = {}
         for item in (item for item in re.split(r"[,\s]+", raw) if item):
             name, sep, number = item.partition(":")
-            if not sep or not number.isdigit():
+            if not sep or not (number.isascii() and number.isdigit()):
                 raise ConfigError(f"{where}: {item!r} is not a name:number pair; expected {key.what}")
             if key.pattern is not None and not key.pattern.match(name):
                 raise ConfigError(f"{where}: {name!r} in {item!r} is not valid; expected {key.what}")

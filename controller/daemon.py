@@ -341,7 +341,14 @@ class Controller:
                     self.record(action.kind, action.data)
                     self.pump()
                 elif isinstance(action, RunMotor):
-                    self.hardware.motors[action.slot].run()
+                    try:
+                        self.hardware.motors[action.slot].run()
+                    except HardwareError as e:
+                        # A board that refuses or does not answer: no turn, so no drop; the vend's timer
+                        # makes it a retry, then a failed vend that is not charged.
+                        self.hardware.all_motors_off()
+                        self.record("fault", {"code": "motor.run", "detail": str(e), "device": f"motor {action.slot}"})
+                        self.pump()
                 elif isinstance(action, StopMotor):
                     self.hardware.motors[action.slot].stop()
                 elif isinstance(action, Finished):

@@ -73,7 +73,7 @@ class MotorBank:
     """Every motor output and the shared cam switch; owns the rule that at most one motor turns."""
 
     def __init__(self, factory, cfg: dict, faults: Faults):
-        from gpiozero import Button, DigitalOutputDevice
+        from gpiozero import DigitalInputDevice, DigitalOutputDevice
 
         gpio = cfg["gpio"]
         self.faults = faults
@@ -113,10 +113,10 @@ class MotorBank:
         self.cam = None
         if gpio["cam_pin"]:
             # The cam switch closes to ground; a few ms of debounce, as a lever switch chatters.
-            self.cam = _device(factory, f"cam_pin (GPIO{gpio['cam_pin']})", lambda: Button(
+            self.cam = _device(factory, f"cam_pin (GPIO{gpio['cam_pin']})", lambda: DigitalInputDevice(
                 gpio["cam_pin"], pull_up=True, bounce_time=0.005, pin_factory=factory))
-            self.cam.when_released = self._cam_opened
-            self.cam.when_pressed = self._cam_closed
+            self.cam.when_deactivated = self._cam_opened
+            self.cam.when_activated = self._cam_closed
             self.wiring.append(("cam switch", f"GPIO{gpio['cam_pin']} (closes to ground once per turn)"))
 
     @property
@@ -129,10 +129,12 @@ class MotorBank:
                 log.error("motor %s asked to run while %s turns; stopping %s first", slot, self._running,
                           self._running)
                 self._off()
+            if self._timer is not None:
+                self._timer.cancel()  # run again while turning: this turn gets its own full time limit
             self._running = slot
             self._turn_started = time.monotonic()
             # A cam already open means the last turn was cut short: its next close is the end of this one.
-            self._leaving_home = self.cam is not None and not self.cam.is_pressed
+            self._leaving_home = self.cam is not None and not self.cam.is_active
             self._timer = threading.Timer(self.turn_limit_s, self._time_limit, args=(slot,))
             self._timer.daemon = True
             self._timer.start()
@@ -143,13 +145,16 @@ class MotorBank:
                 self._off()
                 raise
 
-    def stop(self) -> None:
+    def stop(self, slot: str | None = None) -> None:
+        """Every motor off; with ``slot``, only if that slot is the one turning."""
         with self._lock:
-            self._off()
+            if slot is None or self._running == slot:
+                self._off()
 
     def _off(self) -> None:
         """Every motor output off (rows first, so no motor keeps power through a column); never raises."""
-        for device in reversed(list(self.outputs.values())):
+        rows_first = sorted(self.outputs.items(), key=lambda item: not item[0].startswith("row "))
+        for _, device in rows_first:
             try:
                 device.off()
             except Exception:
@@ -203,8 +208,7 @@ class GpioMotor(Motor):
         self.bank.run(self.slot)
 
     def stop(self) -> None:
-        if self.bank.running == self.slot:
-            self.bank.stop()
+        self.bank.stop(self.slot)
 
     @property
     def is_running(self) -> bool:
@@ -247,12 +251,13 @@ class GpioDoor(Door):
     with a broken door switch stops vending rather than vending with its door open."""
 
     def __init__(self, factory, pin: int):
-        from gpiozero import Button
+        from gpiozero import DigitalInputDevice
 
-        self.device = _device(factory, f"door_pin (GPIO{pin})", lambda: Button(
+        # Inputs are DigitalInputDevice, not Button: a Button's hold thread makes close() wait up to 1 s.
+        self.device = _device(factory, f"door_pin (GPIO{pin})", lambda: DigitalInputDevice(
             pin, pull_up=True, bounce_time=0.05, pin_factory=factory))
-        self.device.when_released = lambda: self._changed(True)
-        self.device.when_pressed = lambda: self._changed(False)
+        self.device.when_deactivated = lambda: self._changed(True)
+        self.device.when_activated = lambda: self._changed(False)
 
     def _changed(self, is_open: bool) -> None:
         listener = self.when_changed
@@ -261,7 +266,7 @@ class GpioDoor(Door):
 
     @property
     def is_open(self) -> bool:
-        return not self.device.is_pressed
+        return not self.device.is_active
 
     def close(self) -> None:
         self.device.close()
@@ -277,11 +282,11 @@ class NoDoor(Door):
 
 class GpioServiceButton(ServiceButton):
     def __init__(self, factory, pin: int):
-        from gpiozero import Button
+        from gpiozero import DigitalInputDevice
 
-        self.device = _device(factory, f"service_pin (GPIO{pin})", lambda: Button(
+        self.device = _device(factory, f"service_pin (GPIO{pin})", lambda: DigitalInputDevice(
             pin, pull_up=True, bounce_time=0.05, pin_factory=factory))
-        self.device.when_pressed = self._pressed
+        self.device.when_activated = self._pressed
 
     def _pressed(self) -> None:
         listener = self.when_pressed
@@ -290,7 +295,7 @@ class GpioServiceButton(ServiceButton):
 
     @property
     def is_pressed(self) -> bool:
-        return bool(self.device.is_pressed)
+        return bool(self.device.is_active)
 
     def close(self) -> None:
         self.device.close()
@@ -305,7 +310,7 @@ class GpioHardware(Hardware):
     def inputs(self) -> dict[str, str]:
         live = {"drop sensor": "beam broken" if self.drop_sensor.is_active else "clear"}
         if self.bank.cam is not None:
-            live["cam switch"] = "closed (home)" if self.bank.cam.is_pressed else "open"
+            live["cam switch"] = "closed (home)" if self.bank.cam.is_active else "open"
         if isinstance(self.door, GpioDoor):
             live["door"] = "open" if self.door.is_open else "shut"
         if self.service_button is not None:

@@ -255,7 +255,7 @@ class SerialBoard(Device):
         except NoAnswer:
             what = (f"no answer to RUN {self.name(motor)} after {self.retries + 1} tries; check the cable and "
                     "the board's power")
-            self.faults.report(DEVICE, what)
+            self.faults.report(DEVICE, what, code="board.no_answer")
             raise HardwareError(f"{self.port}: {what}") from None
         if reply.cmd == NAK:
             reason = self._nak_reason(reply)
@@ -291,7 +291,7 @@ class SerialBoard(Device):
             # One fault when the board falls silent, not one per motor that all_motors_off then tries.
             if retries is None:
                 try:
-                    self.faults.report(DEVICE, what)
+                    self.faults.report(DEVICE, what, code="board.no_answer")
                 except Exception:
                     log.exception("fault listener failed on: %s", what)
             else:
@@ -349,7 +349,8 @@ class SerialBoard(Device):
                 data = self._serial.read(max(1, self._serial.in_waiting))
             except Exception as e:
                 if not self._closing.is_set():
-                    self._deliver_fault(f"lost the serial port {self.port}: {e}; is the board still connected?")
+                    self._deliver_fault(f"lost the serial port {self.port}: {e}; is the board still connected?",
+                                        "board.port_lost")
                 return
             now = time.monotonic()
             for frame in self.frames.feed(data, now):
@@ -445,7 +446,7 @@ class SerialBoard(Device):
         if cut:
             what += (f" in the middle of a turn of {', '.join(self.name(m) for m in sorted(cut))}; the motor is "
                      "stopped and the product may or may not have fallen")
-        self._deliver_fault(what)
+        self._deliver_fault(what, "board.reset")
 
     def _on_turn(self, motor: int, end: int, turn: int, duration_ms: int) -> None:
         with self._lock:
@@ -453,7 +454,7 @@ class SerialBoard(Device):
             self._done[motor] = turn
         if end == END_TIME_LIMIT:
             self._deliver_fault(f"{self.name(motor)} did not finish its turn: the board stopped it on its time "
-                                f"limit after {duration_ms} ms; the spiral may be jammed")
+                                f"limit after {duration_ms} ms; the spiral may be jammed", "motor.time_limit")
         elif end != END_STOPPED:
             log.debug("board %s turned in %d ms (ended on the %s)", self.name(motor), duration_ms,
                       ENDS.get(end, end))
@@ -468,13 +469,13 @@ class SerialBoard(Device):
         f = self.frames
         self._deliver_fault(f"discarded {bad} damaged frames from the board so far ({f.bad_crc} bad CRC, "
                             f"{f.bad_length} impossible length, {f.stalled} cut short); check the cable, its "
-                            "ground and [serial] baud")
+                            "ground and [serial] baud", "board.bad_frames")
 
     def _deliver(self, fn) -> None:
         self._events.put(fn)
 
-    def _deliver_fault(self, what: str) -> None:
-        self._events.put(lambda: self.faults.report(DEVICE, what))
+    def _deliver_fault(self, what: str, code: str) -> None:
+        self._events.put(lambda: self.faults.report(DEVICE, what, code=code))
 
     def _deliver_loop(self) -> None:
         while True:

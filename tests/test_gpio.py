@@ -67,8 +67,10 @@ def open_machine(tmp_path):
     opened = []
 
     def open_(**kwargs):
-        hardware = open_hardware(gpio_config(tmp_path, **kwargs))
+        cfg = gpio_config(tmp_path, **kwargs)
+        hardware = open_hardware(cfg)
         opened.append(hardware)
+        hardware.cam_pin, hardware.door_pin = cfg["gpio"]["cam_pin"], cfg["gpio"]["door_pin"]
         hardware.drops = Recorder()
         hardware.drop_sensor.when_drop = hardware.drops
         hardware.fault_calls = Recorder()
@@ -300,6 +302,21 @@ def test_without_a_cam_switch_a_turn_lasts_the_time_limit_and_is_no_fault(open_m
     [high] = spells(motor_pins[ROWS["A"]])
     assert SHORT_LIMIT - 0.01 <= high < SHORT_LIMIT + 1.0
     assert not hardware.fault_calls.wait_for(1, timeout=0.3)
+
+
+def test_a_retry_after_a_stop_gets_its_own_full_time_limit(open_machine):
+    limit = 1.0
+    hardware = open_machine(turn_limit_s=limit)
+    motor = hardware.motors["B2"]  # jammed: only the time limit ends its turns
+    motor.run()
+    motor.stop()  # the controller's retry: StopMotor, then RunMotor
+    time.sleep(limit / 2)
+    retried = time.monotonic()
+    motor.run()
+    assert hardware.fault_calls.wait_for(1, timeout=limit + 2.0)
+    took = hardware.fault_calls.calls[0][3] - retried
+    assert limit - 0.01 <= took < limit + 1.0
+    assert not hardware.fault_calls.wait_for(2, timeout=0.2)
 
 
 def test_a_repeated_run_leaves_no_time_limit_behind_for_the_next_turn(open_machine):

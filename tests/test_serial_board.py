@@ -31,7 +31,7 @@ class Events:
         self._cond = threading.Condition()
         hardware.drop_sensor.when_drop = lambda t: self._add("drop", t)
         hardware.door.when_changed = lambda is_open, t: self._add("door", is_open)
-        hardware.faults.listener = lambda device, what, t: self._add("fault", what)
+        hardware.faults.listener = lambda code, device, what, t: self._add("fault", what)
 
     def _add(self, *item) -> None:
         with self._cond:
