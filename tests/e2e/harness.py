@@ -208,8 +208,8 @@ turn_limit_s = {turn_limit}
 
 
 class Machine:
-    """A controller process on a simulated machine (the sim backend, or the GPIO backend on mock pins),
-    registered in the cloud and stocked."""
+    """A controller process on a simulated machine (the sim backend, the GPIO backend on mock pins, or the
+    serial backend talking to a simulated board), registered in the cloud and stocked."""
 
     def __init__(self, cloud: Cloud, broker: Broker, workdir: str, machine_id: str, *, drop_delay: float = 0.2,
                  drop_timeout: float = 2.0, jam: str = "", batch_size: int = 50, trace: str = "",
@@ -228,7 +228,7 @@ class Machine:
             for s, sku, n, p in PRODUCTS])
         slots = " ".join(s for s, *_ in PRODUCTS)
         hardware = (GPIO_MOCK.format(slots=slots, turn_limit=turn_limit) if backend == "gpio"
-                    else f"[hardware]\nbackend = sim\nslots = {slots}\n")
+                    else f"[hardware]\nbackend = {backend}\nslots = {slots}\n")
         with open(self.config, "w") as f:
             f.write(f"""[machine]
 id = {machine_id}
