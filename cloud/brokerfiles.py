@@ -197,10 +197,13 @@ class BrokerFiles:
                 write_atomically(self.path(SERVER_KEY), key.encode(), 0o640)
                 write_atomically(self.path(SERVER_CERT), cert.encode(), 0o644)
 
-    def write_users(self, users: list[BrokerUser], machine_ids: list[str]) -> str:
-        """Rewrite the password file and the ACL, then ask Mosquitto to reload; returns what was done."""
+    def write_users(self, source) -> str:
+        """Rewrite the password file and the ACL from ``source()`` -> (users, machine ids), then ask Mosquitto to
+        reload; returns what was done. ``source`` is read under the lock, so the last file written is made
+        from the newest state even when two cloud processes change machines at once."""
         os.makedirs(self.folder, exist_ok=True)
         with self._lock():
+            users, machine_ids = source()
             write_atomically(self.path(PASSWD), passwd_text(users).encode(), 0o640)
             write_atomically(self.path(ACL), acl_text(users, machine_ids).encode(), 0o640)
             return self.reload()
