@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--machine")
     s.add_argument("--limit", type=int, default=20)
     s.add_argument("--json", action="store_true")
+    from . import provision
+
+    provision.add_arguments(sub)
     sl = sub.add_parser("slots", help="a machine's slots: product, price, count")
     sl.add_argument("machine")
     sl.add_argument("--json", action="store_true")
@@ -164,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                     r["behind"] = r["machine_head"] - r["cloud_head"]
                 print(table(rows, [("id", "ID"), ("name", "NAME"), ("online", "ONLINE"), ("last_seen", "LAST SEEN"),
                                    ("machine_head", "LEDGER HEAD"), ("cloud_head", "IN CLOUD"), ("behind", "BEHIND")]))
+        elif args.command == "provision":
+            return provision.run(args, client, CliError)
         elif args.command == "sales":
             query = f"?limit={args.limit}" + (f"&machine={args.machine}" if args.machine else "")
             result = client.call("GET", "/api/v1/sales" + query)
