@@ -95,6 +95,7 @@ class Ports:
 
     @classmethod
     def parse(cls, text: str) -> "Ports":
+        """Ports from "LOCAL,PASSWORD,CERTIFICATE"; ValueError naming what is wrong."""
         parts = [p.strip() for p in text.split(",")]
         if len(parts) != 3 or not all(p.isdigit() and 0 < int(p) < 65536 for p in parts) or len(set(parts)) != 3:
             raise ValueError(f"broker ports {text!r}: give three different ports LOCAL,PASSWORD,CERTIFICATE "
@@ -178,6 +179,7 @@ class BrokerFiles:
         self.pid_file = pid_file
 
     def path(self, name: str) -> str:
+        """A file in the broker's folder."""
         return os.path.join(self.folder, name)
 
     def write_config(self) -> None:

@@ -68,6 +68,7 @@ class FleetCA:
 
     @property
     def cert_pem(self) -> str:
+        """The CA's certificate, what machines and the broker trust."""
         return self._cert.public_bytes(serialization.Encoding.PEM).decode()
 
     def _issue(self, common_name: str, usage, days: int, names: list[str] = ()) -> tuple[str, str]:

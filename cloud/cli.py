@@ -82,6 +82,7 @@ def duration(text: str) -> float:
 
 
 def print_broker(result: dict) -> None:
+    """What the cloud did to the broker's users; on stderr if it could not."""
     note = result.get("broker")
     if note is None:
         return

@@ -36,11 +36,14 @@ class CardError(ValueError):
 
 @dataclass(frozen=True)
 class Wifi:
+    """The Wi-Fi network a machine joins."""
+
     ssid: str
     password: str
     country: str
 
     def check(self) -> "Wifi":
+        """Itself, if a Raspberry Pi can join with it; CardError naming the option otherwise."""
         if not 1 <= len(self.ssid.encode()) <= 32:
             raise CardError("--wifi-ssid: a Wi-Fi network name is 1-32 bytes")
         if not (PSK_HEX_RE.match(self.password) or (8 <= len(self.password) <= 63 and self.password.isascii()
@@ -79,6 +82,7 @@ class Card:
 
 
 def check_hostname(name: str) -> str:
+    """The host name, if it is one label of a-z, 0-9 and '-'."""
     if not HOSTNAME_RE.match(name):
         raise CardError(f"--hostname {name!r}: use 1-63 of a-z, 0-9 and '-', not starting or ending with '-'")
     return name

@@ -123,6 +123,7 @@ def add_machine(conn: sa.Connection, machine_id: str, name: str, location: str, 
 
 
 def new_password() -> str:
+    """A broker password: 192 random bits."""
     return secrets.token_urlsafe(24)
 
 

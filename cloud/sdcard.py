@@ -28,6 +28,8 @@ class TargetError(Exception):
 
 @dataclass(frozen=True)
 class Partition:
+    """One primary partition of an MBR."""
+
     number: int
     type: int
     start: int  # bytes from the start of the image
@@ -86,11 +88,13 @@ def check_not_marked_read_only(path: str, what: str) -> None:
 
 
 def mtools_env() -> dict:
+    """The environment mtools runs in: no user's mtoolsrc, small FAT32s allowed."""
     # A FAT32 smaller than the standard minimum (test images, small boot partitions) is still FAT32 to a Pi.
     return {**os.environ, "MTOOLS_SKIP_CHECK": "1", "MTOOLSRC": os.devnull}
 
 
 def mtools(tool: str, *args: str) -> str:
+    """Run one mtools command; its output, or TargetError with what it said."""
     if shutil.which(tool) is None:
         raise TargetError(f"{tool} is not installed: apt-get install mtools")
     out = subprocess.run([tool, *args], capture_output=True, text=True, env=mtools_env())
@@ -106,6 +110,7 @@ class ImageTarget:
         self.path = path
 
     def describe(self) -> str:
+        """The image and where its boot partition is, for the summary."""
         return f"{self.path} (boot partition {self.part.number} at {self.part.start // CHUNK} MiB)"
 
     def check(self) -> None:
@@ -181,9 +186,11 @@ class DirTarget:
         self.path = path
 
     def describe(self) -> str:
+        """The folder, for the summary."""
         return self.path
 
     def check(self) -> None:
+        """A folder, writable, not marked read-only, with a Pi's boot files in it."""
         if not os.path.isdir(self.path):
             raise TargetError(f"no folder {self.path}: give --boot-dir the mounted boot partition (bootfs)")
         check_not_marked_read_only(self.path, "boot folder")

@@ -242,4 +242,5 @@ class SecuredCloud:
 
 
 def cloud_user(password: str = "cloud-password-123") -> BrokerUser:
+    """The cloud's broker user, as the cloud writes it into the password file."""
     return BrokerUser(CLOUD_USER, password, None)
