@@ -8,16 +8,7 @@ import secrets
 import sys
 
 from . import settings as settings_mod
-
-
-def read_or_create(path: str, make) -> str:
-    """A secret kept in a file of mode 0600, made on first start."""
-    if not os.path.exists(path):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(make() + "\n")
-    with open(path) as f:
-        return f.read().strip()
+from .settings import read_or_create
 
 
 def main(argv: list[str] | None = None) -> int:

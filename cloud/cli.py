@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -64,6 +65,31 @@ def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
 
+SECRET_KEYS = ("secret", "mqtt_password", "key_pem")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def hide_secrets(result: dict, show: bool) -> dict:
+    """The API's answer as printed: secrets only with --show-secrets."""
+    return result if show else {k: v for k, v in result.items() if k not in SECRET_KEYS}
+
+
+def duration(text: str) -> float:
+    """'24h', '90m', '7d', '30s' or a number of seconds."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 24h, 90m, 7d or 30s")
+    return float(match.group(1)) * UNITS[match.group(2) or "s"]
+
+
+def print_broker(result: dict) -> None:
+    """What the cloud did to the broker's users; on stderr if it could not."""
+    note = result.get("broker")
+    if note is None:
+        return
+    print(f"broker: {note}", file=sys.stderr if "NOT" in note else sys.stdout)
+
+
 def money(amount: int, currency: str) -> str:
     from .money import format_money
 
@@ -77,15 +103,27 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("machines", help="list machines, or add one")
     m.add_argument("--json", action="store_true")
     msub = m.add_subparsers(dest="action")
-    add = msub.add_parser("add", help="create a machine; prints its QR secret")
+    add = msub.add_parser("add", help="create a machine with its QR secret and broker password")
     add.add_argument("id")
     add.add_argument("--name", default="")
     add.add_argument("--location", default="")
+    add.add_argument("--show-secrets", action="store_true", help="print the QR secret and broker password")
     add.add_argument("--json", action="store_true")
+    rot = msub.add_parser("rotate-secret", help="give a machine a new QR secret and broker password; the old "
+                          "ones keep working for the overlap")
+    rot.add_argument("id")
+    rot.add_argument("--overlap", type=duration, default=24 * 3600.0,
+                     help="how long the old secret and password keep working: 24h (default), 90m, 7d; "
+                     "0 ends them now (a leaked secret)")
+    rot.add_argument("--show-secrets", action="store_true", help="print the new QR secret and broker password")
+    rot.add_argument("--json", action="store_true")
     s = sub.add_parser("sales", help="recent sales and totals")
     s.add_argument("--machine")
     s.add_argument("--limit", type=int, default=20)
     s.add_argument("--json", action="store_true")
+    from . import provision
+
+    provision.add_arguments(sub)
     sl = sub.add_parser("slots", help="a machine's slots: product, price, count")
     sl.add_argument("machine")
     sl.add_argument("--json", action="store_true")
@@ -101,8 +139,31 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "machines" and args.action == "add":
             result = client.call("POST", "/api/v1/machines", {"id": args.id, "name": args.name,
                                                               "location": args.location})
-            print(json.dumps(result, indent=2) if args.json else f"machine {result['id']} created; "
-                  f"secret (put it in its controller.ini): {result['secret']}")
+            if args.json:
+                print(json.dumps(hide_secrets(result, args.show_secrets), indent=2))
+            else:
+                print(f"machine {result['id']} created (broker user {result['mqtt_username']}); its QR secret and "
+                      "broker password are kept in the cloud" + ("" if args.show_secrets else
+                                                                   " (--show-secrets prints them)"))
+                if args.show_secrets:
+                    print(f"QR secret: {result['secret']}\nbroker password: {result['mqtt_password']}")
+                print_broker(result)
+                print(f"next: vendctl provision --machine {result['id']} --image raspios.img --hardware FILE")
+        elif args.command == "machines" and args.action == "rotate-secret":
+            result = client.call("POST", f"/api/v1/machines/{args.id}/rotate-secret", {"overlap_s": args.overlap})
+            if args.json:
+                print(json.dumps(hide_secrets(result, args.show_secrets), indent=2))
+            else:
+                print(f"machine {result['id']}: new QR secret and broker password (broker user "
+                      f"{result['mqtt_username']})")
+                if result["previous_valid_until"]:
+                    print(f"the previous ones ({result['previous_username']}) keep working until "
+                          f"{result['previous_valid_until']}")
+                else:
+                    print("the previous ones no longer work")
+                if args.show_secrets:
+                    print(f"QR secret: {result['secret']}\nbroker password: {result['mqtt_password']}")
+                print_broker(result)
         elif args.command == "machines":
             rows = client.call("GET", "/api/v1/machines")
             if args.json:
@@ -113,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                     r["behind"] = r["machine_head"] - r["cloud_head"]
                 print(table(rows, [("id", "ID"), ("name", "NAME"), ("online", "ONLINE"), ("last_seen", "LAST SEEN"),
                                    ("machine_head", "LEDGER HEAD"), ("cloud_head", "IN CLOUD"), ("behind", "BEHIND")]))
+        elif args.command == "provision":
+            return provision.run(args, client, CliError)
         elif args.command == "sales":
             query = f"?limit={args.limit}" + (f"&machine={args.machine}" if args.machine else "")
             result = client.call("GET", "/api/v1/sales" + query)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from protocol.messages import CURRENCY_RE, GENESIS_HASH, SLOT_RE, Status
 from protocol.topics import check_machine_id
 
+from .brokerfiles import BrokerUser, password_username
 from .db import UTCDateTime, metadata
+
+MAX_OVERLAP = timedelta(days=30)
 
 machines = sa.Table(
     "machines", metadata,
@@ -19,6 +22,14 @@ machines = sa.Table(
     sa.Column("name", sa.String(80), nullable=False),
     sa.Column("location", sa.String(200), nullable=False, server_default=""),
     sa.Column("secret", sa.String(128), nullable=False),
+    # The broker password of user "{id}.{mqtt_generation}". Kept readable, like the QR secret: the cloud
+    # writes both onto the machine's SD card when it is provisioned.
+    sa.Column("mqtt_password", sa.String(64), nullable=False),
+    sa.Column("mqtt_generation", sa.Integer, nullable=False, server_default="1"),
+    # During a rotation's overlap the previous QR secret and broker password work too, until prev_until.
+    sa.Column("prev_secret", sa.String(128), nullable=True),
+    sa.Column("prev_mqtt_password", sa.String(64), nullable=True),
+    sa.Column("prev_until", UTCDateTime, nullable=True),
     sa.Column("online", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("last_seen", UTCDateTime, nullable=True),
     sa.Column("firmware", sa.String(40), nullable=False, server_default=""),
@@ -53,6 +64,10 @@ slots = sa.Table(
 
 class FleetError(ValueError):
     """A request about machines, slots or products that cannot be done as asked."""
+
+
+class NoSuchMachine(FleetError):
+    """A machine id the cloud does not know."""
 
 
 @dataclass(frozen=True)
@@ -103,8 +118,84 @@ def add_machine(conn: sa.Connection, machine_id: str, name: str, location: str, 
     if len(secret) < 16:
         raise FleetError("a machine secret must be at least 16 characters")
     conn.execute(machines.insert().values(id=machine_id, name=name or machine_id, location=location,
-                                          secret=secret, created_at=now))
+                                          secret=secret, mqtt_password=new_password(), created_at=now))
     return secret
+
+
+def new_password() -> str:
+    """A broker password: 192 random bits."""
+    return secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a machine needs to sell and to reach the broker; the previous ones too while they still work."""
+
+    machine_id: str
+    secret: str
+    mqtt_username: str
+    mqtt_password: str
+    previous_username: str | None = None
+    previous_until: datetime | None = None
+
+    def public(self) -> dict:
+        """The parts that are not secret."""
+        return {"id": self.machine_id, "mqtt_username": self.mqtt_username,
+                "previous_username": self.previous_username,
+                "previous_valid_until": self.previous_until.isoformat() if self.previous_until else None}
+
+
+def _credentials(row, now: datetime | None = None) -> Credentials:
+    overlap = row.prev_until is not None and (now is None or row.prev_until > now)
+    return Credentials(row.id, row.secret, password_username(row.id, row.mqtt_generation), row.mqtt_password,
+                       password_username(row.id, row.mqtt_generation - 1) if overlap else None,
+                       row.prev_until if overlap else None)
+
+
+def credentials(conn: sa.Connection, machine_id: str, now: datetime) -> Credentials:
+    """A machine's current QR secret and broker password; FleetError if there is no such machine."""
+    return _credentials(get(conn, machine_id), now)
+
+
+def rotate(conn: sa.Connection, machine_id: str, now: datetime, overlap: timedelta) -> Credentials:
+    """Give a machine a new QR secret and broker password; the old ones keep working for ``overlap``, so the
+    machine sells on while it takes up the new ones. ``overlap`` 0 ends the old ones now (a leaked secret)."""
+    if not timedelta(0) <= overlap <= MAX_OVERLAP:
+        raise FleetError(f"the overlap must be between 0 and {MAX_OVERLAP.days} days")
+    row = conn.execute(sa.select(machines).where(machines.c.id == machine_id).with_for_update()).first()
+    if row is None:
+        raise NoSuchMachine(f"no machine {machine_id!r}")
+    if overlap and row.prev_until is not None and row.prev_until > now:
+        # A second rotation now would end the oldest secret early, and the machine may still be using it.
+        raise FleetError(f"machine {machine_id} is still changing over from its last rotation: the previous "
+                         f"secret works until {row.prev_until.isoformat()}; rotate after that, or with "
+                         "overlap 0 to end every old secret at once")
+    values = dict(secret=secrets.token_urlsafe(32), mqtt_password=new_password(),
+                  mqtt_generation=row.mqtt_generation + 1)
+    if overlap:
+        values.update(prev_secret=row.secret, prev_mqtt_password=row.mqtt_password, prev_until=now + overlap)
+    else:
+        values.update(prev_secret=None, prev_mqtt_password=None, prev_until=None)
+    conn.execute(machines.update().where(machines.c.id == machine_id).values(**values))
+    return credentials(conn, machine_id, now)
+
+
+def expire_rotations(conn: sa.Connection, now: datetime) -> int:
+    """Forget previous secrets whose overlap is over; how many machines that was (their broker users go)."""
+    return conn.execute(machines.update().where(machines.c.prev_until <= now)
+                        .values(prev_secret=None, prev_mqtt_password=None, prev_until=None)).rowcount
+
+
+def broker_users(conn: sa.Connection, now: datetime) -> tuple[list[BrokerUser], list[str]]:
+    """Every machine's broker users (the previous one too during an overlap), and every machine id."""
+    users, ids = [], []
+    for row in conn.execute(sa.select(machines).order_by(machines.c.id)):
+        ids.append(row.id)
+        users.append(BrokerUser(password_username(row.id, row.mqtt_generation), row.mqtt_password, row.id))
+        if row.prev_mqtt_password and row.prev_until is not None and row.prev_until > now:
+            users.append(BrokerUser(password_username(row.id, row.mqtt_generation - 1), row.prev_mqtt_password,
+                                    row.id))
+    return users, ids
 
 
 def set_slots(conn: sa.Connection, machine_id: str, specs: list[SlotSpec]) -> None:
@@ -124,13 +215,20 @@ def set_slots(conn: sa.Connection, machine_id: str, specs: list[SlotSpec]) -> No
 def get(conn: sa.Connection, machine_id: str):
     row = conn.execute(sa.select(machines).where(machines.c.id == machine_id)).first()
     if row is None:
-        raise FleetError(f"no machine {machine_id!r}")
+        raise NoSuchMachine(f"no machine {machine_id!r}")
     return row
 
 
-def secret_of(conn: sa.Connection, machine_id: str) -> bytes | None:
-    value = conn.execute(sa.select(machines.c.secret).where(machines.c.id == machine_id)).scalar()
-    return value.encode() if value else None
+def secrets_of(conn: sa.Connection, machine_id: str, now: datetime) -> list[bytes]:
+    """The QR secrets a machine's tokens may be signed with now: its current one, and during a rotation's
+    overlap the previous one; empty for an unknown machine."""
+    row = conn.execute(sa.select(machines.c.secret, machines.c.prev_secret, machines.c.prev_until)
+                       .where(machines.c.id == machine_id)).first()
+    if row is None:
+        return []
+    if row.prev_secret and row.prev_until is not None and row.prev_until > now:
+        return [row.secret.encode(), row.prev_secret.encode()]
+    return [row.secret.encode()]
 
 
 def _menu_query(machine_id: str):

@@ -8,6 +8,7 @@ and only then publishes the acks.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import secrets
 import threading
@@ -23,8 +24,10 @@ from protocol.messages import Ack, Command, EventBatch, decode, format_time, utc
 from protocol.mqtt import connect_async, make_client
 
 from . import db, ingest, machines, orders
+from .brokerfiles import CLOUD_USER, BrokerFiles, BrokerUser, Ports
+from .ca import FleetCA
 from .payments import Wallet
-from .settings import Settings
+from .settings import Settings, read_or_create
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +78,13 @@ class Parked:
 class Bus:
     """The cloud's MQTT client: subscribes to the whole fleet, publishes acks and commands."""
 
-    def __init__(self, settings: Settings, inbox: queue.Queue):
+    def __init__(self, settings: Settings, inbox: queue.Queue, password: str = ""):
         self.settings = settings
         self.inbox = inbox
         self.connected = threading.Event()
         self.client = make_client(settings.client_id, settings.mqtt_protocol, persistent=True)
+        if password:
+            self.client.username_pw_set(CLOUD_USER, password)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -127,7 +132,20 @@ class Cloud:
         self.provider = Wallet()
         self.stats = ingest.Stats()
         self.inbox: queue.Queue = queue.Queue()
-        self.bus = Bus(settings, self.inbox)
+        self.broker_files: BrokerFiles | None = None
+        self.ca: FleetCA | None = None
+        self.broker_password = ""
+        if settings.broker_files:
+            try:
+                ports = Ports.parse(settings.broker_ports)
+            except ValueError as e:
+                raise SystemExit(f"--broker-ports: {e}") from None
+            self.broker_files = BrokerFiles(settings.broker_files, ports, settings.broker_pid_file)
+            self.ca = FleetCA(os.path.join(settings.var, "ca"))
+            os.makedirs(settings.var, exist_ok=True)
+            self.broker_password = read_or_create(os.path.join(settings.var, "mqtt-password"),
+                                                  lambda: secrets.token_urlsafe(24))
+        self.bus = Bus(settings, self.inbox, self.broker_password)
         self.broker = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -136,6 +154,11 @@ class Cloud:
 
     def start(self) -> None:
         db.migrate(self.engine)
+        if self.broker_files is not None:
+            self.ca.ensure()
+            self.broker_files.write_config()
+            self.broker_files.write_tls(self.ca, self.broker_names())
+            log.info("broker files in %s: %s", self.broker_files.folder, self.refresh_broker())
         if self.settings.broker == "embedded":
             from .broker import EmbeddedBroker
 
@@ -156,6 +179,25 @@ class Cloud:
         if self.broker is not None:
             self.broker.stop()
         self.engine.dispose()
+
+    # -- the broker's users --------------------------------------------------------------------------
+
+    def broker_names(self) -> list[str]:
+        """The names in the broker's certificate: the one machines use, and the loopback the cloud uses."""
+        names = [self.settings.machine_broker] if self.settings.machine_broker else []
+        return names + [n for n in ("localhost", "127.0.0.1") if n not in names]
+
+    def refresh_broker(self) -> str | None:
+        """Rewrite the broker's password file and ACL from the machines table; None if no broker is managed."""
+        if self.broker_files is None:
+            return None
+
+        def users():
+            with self.engine.connect() as conn:
+                machine_users, ids = machines.broker_users(conn, utcnow())
+            return [BrokerUser(CLOUD_USER, self.broker_password, None)] + machine_users, ids
+
+        return self.broker_files.write_users(users)
 
     # -- ingest -------------------------------------------------------------------------------------
 
@@ -295,9 +337,18 @@ class Cloud:
                 self.provider.void(conn, failed, now)
 
     def _sweep_loop(self) -> None:
+        broker_stale = False
         while not self._stop.wait(1.0):
             try:
                 with self.engine.begin() as conn:
                     orders.expire_due(conn, self.provider, utcnow(), self.settings.expiry_grace_s)
+                    ended = machines.expire_rotations(conn, utcnow())
+                if ended or broker_stale:
+                    # The old users leave the password file now; Mosquitto drops their connections on reload.
+                    broker_stale = True
+                    log.info("%d machine(s) finished a secret rotation: %s", ended, self.refresh_broker())
+                    broker_stale = False
             except sa.exc.SQLAlchemyError:
                 log.exception("order sweeper failed; will try again")
+            except OSError:
+                log.exception("could not rewrite the broker's files; will try again")

@@ -22,6 +22,10 @@ class Settings:
     vend_timeout_s: float = 30.0
     expiry_grace_s: float = 10.0
     shared_ingest: bool = True
+    broker_files: str = ""
+    broker_ports: str = "1883,8883,8884"
+    broker_pid_file: str = ""
+    machine_broker: str = ""
 
     def resolve(self) -> "Settings":
         if not self.db:
@@ -64,7 +68,25 @@ OPTIONS = [
     ("--vend-timeout", "vend_timeout_s", float, "seconds a machine has to start a vend"),
     ("--expiry-grace", "expiry_grace_s", float, "seconds past a vend's expiry before the cloud voids it"),
     ("--token-ttl", "token_ttl_s", float, "seconds a QR token is accepted after its window starts"),
+    ("--broker-files", "broker_files", str, "folder where the cloud writes the production Mosquitto's config, "
+     "password file, ACL and TLS files (e.g. /var/lib/vend-broker); empty: the broker is not managed"),
+    ("--broker-ports", "broker_ports", str, "the generated config's listeners: LOCAL,PASSWORD,CERTIFICATE "
+     "(the cloud's on 127.0.0.1, machines with a password over TLS, machines with a certificate)"),
+    ("--broker-pid-file", "broker_pid_file", str, "Mosquitto's pid file, to signal it after a change (else "
+     "vend-broker-reload.path reloads it)"),
+    ("--machine-broker", "machine_broker", str, "the host name machines reach the broker at; also the "
+     "name in the broker's certificate"),
 ]
+
+
+def read_or_create(path: str, make) -> str:
+    """A secret kept in a file of mode 0600, made on first start."""
+    if not os.path.exists(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(make() + "\n")
+    with open(path) as f:
+        return f.read().strip()
 
 
 def parse(argv: list[str] | None = None) -> Settings:

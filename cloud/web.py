@@ -8,6 +8,7 @@ import os
 import re
 import secrets
 import time
+from datetime import timedelta
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
@@ -96,10 +97,10 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
         try:
             machine_id = qrtoken.machine_of(tok)
             with engine.connect() as conn:
-                secret = machines.secret_of(conn, machine_id)
-            if secret is None:
+                secrets_now = machines.secrets_of(conn, machine_id, utcnow())
+            if not secrets_now:
                 raise ProtocolError("this QR code names a machine we do not know")
-            qrtoken.verify(tok, [secret], time.time(), settings.token_ttl_s, settings.token_skew_s)
+            qrtoken.verify(tok, secrets_now, time.time(), settings.token_ttl_s, settings.token_skew_s)
         except qrtoken.TokenExpired as e:
             return problem(request, 410, "This QR code has expired", f"{e}. The code on the screen changes every "
                            "few seconds: scan the one showing now.")
@@ -237,15 +238,77 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
                  "last_seen": m.last_seen.isoformat() if m.last_seen else None, "firmware": m.firmware,
                  "machine_head": m.machine_head, "cloud_head": m.cloud_head} for m in rows]
 
+    def broker_note() -> str | None:
+        """Rewrite the broker's users after a change; what happened, for the caller to see."""
+        try:
+            return cloud.refresh_broker()
+        except OSError as e:
+            log.error("could not rewrite the broker's files: %s", e)
+            return f"broker files NOT rewritten: {e}"
+
+    def fleet_error(e: machines.FleetError) -> HTTPException:
+        return HTTPException(404 if isinstance(e, machines.NoSuchMachine) else 422, str(e))
+
     @app.post("/api/v1/machines", dependencies=[Depends(require_admin)], status_code=201)
     def api_add_machine(body: dict):
         try:
             with engine.begin() as conn:
                 secret = machines.add_machine(conn, body.get("id", ""), body.get("name", ""),
                                               body.get("location", ""), utcnow(), body.get("secret"))
+                creds = machines.credentials(conn, body["id"], utcnow())
         except machines.FleetError as e:
-            raise HTTPException(422, str(e)) from None
-        return {"id": body["id"], "secret": secret}
+            raise fleet_error(e) from None
+        return {"id": body["id"], "secret": secret, "mqtt_username": creds.mqtt_username,
+                "mqtt_password": creds.mqtt_password, "broker": broker_note()}
+
+    @app.post("/api/v1/machines/{machine_id}/rotate-secret", dependencies=[Depends(require_admin)])
+    def api_rotate_secret(machine_id: str, body: dict):
+        overlap = body.get("overlap_s", 24 * 3600)
+        longest = machines.MAX_OVERLAP.total_seconds()
+        if not isinstance(overlap, (int, float)) or isinstance(overlap, bool) or not 0 <= overlap <= longest:
+            raise HTTPException(422, f"overlap_s must be a number of seconds from 0 to {longest:.0f}")
+        try:
+            with engine.begin() as conn:
+                creds = machines.rotate(conn, machine_id, utcnow(), timedelta(seconds=overlap))
+        except machines.FleetError as e:
+            raise fleet_error(e) from None
+        log.info("machine %s: secret rotated (previous valid until %s)", machine_id, creds.previous_until)
+        return {**creds.public(), "secret": creds.secret, "mqtt_password": creds.mqtt_password,
+                "broker": broker_note()}
+
+    @app.get("/api/v1/machines/{machine_id}/credentials", dependencies=[Depends(require_admin)])
+    def api_credentials(machine_id: str):
+        """What an SD card needs: the QR secret, the cloud's address, and how to reach the broker."""
+        try:
+            with engine.connect() as conn:
+                creds = machines.credentials(conn, machine_id, utcnow())
+                name = machines.get(conn, machine_id).name
+        except machines.FleetError as e:
+            raise fleet_error(e) from None
+        files = cloud.broker_files
+        mqtt = {"host": settings.machine_broker, "username": "", "password": "", "tls": False, "ca_pem": "",
+                "port": settings.broker_address[1], "certificate_port": None}
+        if files is not None:
+            mqtt.update(username=creds.mqtt_username, password=creds.mqtt_password, tls=True,
+                        ca_pem=cloud.ca.ensure().cert_pem, port=files.ports.password,
+                        certificate_port=files.ports.certificate)
+        return {"id": machine_id, "name": name, "secret": creds.secret, "cloud_url": settings.public_url,
+                "mqtt": mqtt}
+
+    @app.post("/api/v1/machines/{machine_id}/certificate", dependencies=[Depends(require_admin)])
+    def api_certificate(machine_id: str):
+        """A new client certificate and key for a machine, signed by the fleet CA (the key is not kept)."""
+        try:
+            with engine.connect() as conn:
+                machines.get(conn, machine_id)
+        except machines.FleetError as e:
+            raise fleet_error(e) from None
+        if cloud.ca is None:
+            raise HTTPException(409, "this cloud keeps no CA: start it with --broker-files")
+        cert, key = cloud.ca.ensure().issue_client(machine_id)
+        log.info("machine %s: client certificate issued", machine_id)
+        return {"id": machine_id, "cert_pem": cert, "key_pem": key, "ca_pem": cloud.ca.cert_pem,
+                "port": cloud.broker_files.ports.certificate}
 
     @app.put("/api/v1/machines/{machine_id}/slots", dependencies=[Depends(require_admin)])
     def api_set_slots(machine_id: str, body: list[dict]):

@@ -59,6 +59,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "password": Key("str", ""),
         "tls": Key("bool", False),
         "ca_file": Key("str", ""),
+        # A client certificate from the fleet CA instead of a password: the broker takes its CN as the user.
+        "cert_file": Key("str", ""),
+        "key_file": Key("str", ""),
         "keepalive_s": Key("int", 30, 5, 600),
         "batch_size": Key("int", 200, 1, 1000),
         "window": Key("int", 8, 1, 100),
@@ -232,6 +235,11 @@ def parse(text: str, path: str = "<string>") -> dict[str, dict[str, Any]]:
         numbers = list(result["serial"]["motors"].values())
         if len(set(numbers)) != len(numbers):
             raise ConfigError(f"{path}: [serial] motors: a board motor number is used for two slots")
+    mqtt = result["mqtt"]
+    if bool(mqtt["cert_file"]) != bool(mqtt["key_file"]):
+        raise ConfigError(f"{path}: [mqtt] cert_file and key_file go together: give both or neither")
+    if mqtt["cert_file"] and not mqtt["tls"]:
+        raise ConfigError(f"{path}: [mqtt] cert_file needs tls = yes: a certificate is presented over TLS only")
     if not result["machine"]["name"]:
         result["machine"]["name"] = result["machine"]["id"]
     return result

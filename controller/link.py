@@ -31,7 +31,8 @@ class Link:
         if settings["username"]:
             self.client.username_pw_set(settings["username"], settings["password"] or None)
         if settings["tls"]:
-            self.client.tls_set(ca_certs=settings["ca_file"] or None, cert_reqs=ssl.CERT_REQUIRED)
+            self.client.tls_set(ca_certs=settings["ca_file"] or None, certfile=settings["cert_file"] or None,
+                                keyfile=settings["key_file"] or None, cert_reqs=ssl.CERT_REQUIRED)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message

@@ -15,7 +15,15 @@ KINDS = {
     "cmd": (1, False),
     "cmd/result": (1, False),
     "telemetry": (0, False),
+    # The cloud's settings for one machine (credentials after a rotation, later the planogram). Retained:
+    # it is state, and a machine that was offline when it changed still finds the newest one.
+    "config": (1, True),
 }
+
+# Who may publish what: the broker's ACL is made from these, so a machine can write only its own reports
+# and read only what the cloud says to it.
+MACHINE_PUBLISHES = ("status", "events", "cmd/result", "telemetry")
+MACHINE_READS = ("ack", "cmd", "config")
 
 
 def check_machine_id(machine_id: str) -> str:

@@ -1,0 +1,281 @@
+"""What a machine's SD card carries for its first boot: cloud-init's user-data, network-config and meta-data.
+
+Raspberry Pi OS runs cloud-init on first boot with these files from the FAT boot partition. The user-data
+makes the service user, writes /etc/vend/controller.ini (0600, the service user's) and a first-boot script
+that installs the controller from the wheel on the boot partition into /opt/vend, enables its unit, and
+then replaces the card's user-data with a copy without secrets.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+import shlex
+from dataclasses import dataclass, field
+
+import yaml
+
+from controller.config import ConfigError, parse
+
+SERVICE_USER = "vend"
+SERVICE_GROUPS = ("gpio", "dialout", "video")  # GPIO lines, the serial motor board, the framebuffer
+BOOT_FOLDER = "vend"  # on the boot partition: the wheel, and the user-data without secrets
+AFTER_FIRST_BOOT = "user-data.after-first-boot"
+HARDWARE_SECTIONS = ("hardware", "gpio", "serial", "thermometer", "screen")
+CONFIG_PATH = "/etc/vend/controller.ini"
+LEDGER_DIR = "/var/lib/vend"
+DATA_LABEL = "vend-data"
+HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+COUNTRY_RE = re.compile(r"^[A-Z]{2}\Z")
+PSK_HEX_RE = re.compile(r"^[0-9a-fA-F]{64}\Z")
+
+
+class CardError(ValueError):
+    """Input that would make a card that cannot work; the text names the option and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Wifi:
+    """The Wi-Fi network a machine joins."""
+
+    ssid: str
+    password: str
+    country: str
+
+    def check(self) -> "Wifi":
+        """Itself, if a Raspberry Pi can join with it; CardError naming the option otherwise."""
+        if not 1 <= len(self.ssid.encode()) <= 32:
+            raise CardError("--wifi-ssid: a Wi-Fi network name is 1-32 bytes")
+        if not (PSK_HEX_RE.match(self.password) or (8 <= len(self.password) <= 63 and self.password.isascii()
+                                                   and self.password.isprintable())):
+            raise CardError(f"--wifi-password: a WPA2 passphrase is 8-63 printable ASCII characters (this one "
+                            f"has {len(self.password)}), or 64 hex digits")
+        if not COUNTRY_RE.match(self.country):
+            raise CardError(f"--wifi-country {self.country!r}: give the two-letter country code (GB, DE, CN, "
+                            "US...); a Raspberry Pi keeps Wi-Fi off until it knows its country")
+        return self
+
+
+@dataclass(frozen=True)
+class Card:
+    """Everything one machine's card says: from the cloud (id, secrets, addresses) and from the technician."""
+
+    machine_id: str
+    name: str
+    secret: str
+    cloud_url: str
+    mqtt_host: str
+    mqtt_port: int
+    hardware: str  # the [hardware], [gpio], ... sections, as the technician's file has them
+    hostname: str
+    wheel: str  # the wheel's file name in the boot partition's vend/ folder
+    instance_id: str
+    mqtt_username: str = ""
+    mqtt_password: str = ""
+    tls: bool = False
+    ca_pem: str = ""
+    cert_pem: str = ""
+    key_pem: str = ""
+    wifi: Wifi | None = None
+    read_only_root: bool = False
+    ssh_keys: tuple[str, ...] = field(default_factory=tuple)
+
+
+def check_hostname(name: str) -> str:
+    """The host name, if it is one label of a-z, 0-9 and '-'."""
+    if not HOSTNAME_RE.match(name):
+        raise CardError(f"--hostname {name!r}: use 1-63 of a-z, 0-9 and '-', not starting or ending with '-'")
+    return name
+
+
+def check_hardware(text: str, path: str) -> str:
+    """The technician's hardware file: only the sections that describe the machine's wiring."""
+    parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
+    try:
+        parser.read_string(text, source=path)
+    except configparser.Error as e:
+        raise CardError(f"--hardware {path}: {e}") from None
+    for section in parser.sections():
+        if section not in HARDWARE_SECTIONS:
+            raise CardError(f"--hardware {path}: section [{section}] does not belong in a hardware file; it "
+                            f"holds {', '.join(f'[{s}]' for s in HARDWARE_SECTIONS)}, and vendctl provision "
+                            "writes [machine], [cloud], [mqtt] and [ledger] itself")
+    if parser.has_option("hardware", "backend") and parser["hardware"]["backend"].strip() == "sim":
+        raise CardError(f"--hardware {path}: [hardware] backend = sim would sell from simulated motors; a card "
+                        "for a real machine needs gpio or serial")
+    return text
+
+
+def controller_ini(card: Card) -> str:
+    """/etc/vend/controller.ini, checked against the controller's own schema."""
+    mqtt = [f"host = {card.mqtt_host}", f"port = {card.mqtt_port}", "protocol = 5"]
+    if card.mqtt_username:
+        mqtt += [f"username = {card.mqtt_username}", f"password = {card.mqtt_password}"]
+    if card.tls:
+        mqtt += ["tls = yes", "ca_file = /etc/vend/ca.crt"]
+    if card.cert_pem:
+        mqtt += ["cert_file = /etc/vend/machine.crt", "key_file = /etc/vend/machine.key"]
+    text = "\n".join([
+        f"# Machine {card.machine_id}, written by vendctl provision. Keys: controller/config.py SCHEMA.",
+        "[machine]", f"id = {card.machine_id}", f"name = {card.name}", f"secret = {card.secret}", "",
+        "[cloud]", f"url = {card.cloud_url}", "",
+        "[mqtt]", *mqtt, "",
+        "[ledger]", f"path = {LEDGER_DIR}/ledger.db", "",
+    ]) + "\n" + card.hardware.strip() + "\n"
+    try:
+        parse(text, "controller.ini (from the cloud and --hardware)")
+    except ConfigError as e:
+        raise CardError(str(e)) from None
+    return text
+
+
+def firstboot_script(card: Card) -> str:
+    """The script cloud-init runs once: packages, the controller from the wheel, the unit, then the clean-up."""
+    q = shlex.quote
+    lines = [
+        "#!/bin/sh",
+        f"# First boot of vending machine {card.machine_id}, written by vendctl provision. cloud-init runs it",
+        "# once; its output is in /var/log/vend-firstboot.log.",
+        "set -eu",
+        'step() { echo "vend-firstboot: $*"; }',
+        "# The network may take a while (Wi-Fi, DHCP): try for five minutes before giving up.",
+        'retry() { n=0; until "$@"; do n=$((n + 1)); [ $n -lt 30 ] || return 1; step "again in 10 s: $*"; '
+        "sleep 10; done; }",
+        "boot=/boot/firmware",
+        f'[ -d "$boot/{BOOT_FOLDER}" ] || boot=/boot',
+        # cloud-init has applied the card's user-data by now (write_files, users): its copy can go at once,
+        # whatever happens below.
+        'step "the card\'s user-data without secrets (cloud-init keeps its own copy, for root only)"',
+        f'cp "$boot/{BOOT_FOLDER}/{AFTER_FIRST_BOOT}" "$boot/user-data"',
+        "sync",
+    ]
+    if card.wifi:
+        lines += ["# A Pi keeps Wi-Fi off until it knows its country.",
+                  "command -v raspi-config >/dev/null && raspi-config nonint do_wifi_country "
+                  f"{q(card.wifi.country)} || true"]
+    lines += [
+        "export DEBIAN_FRONTEND=noninteractive",
+        'step "packages: Python, and the Pi\'s own builds of pillow, gpiozero and pyserial"',
+        "retry apt-get update -q",
+        "apt-get install -y -q --no-install-recommends python3-venv python3-pil python3-gpiozero python3-serial",
+        "# lgpio drives a Pi 5's GPIO; a Pi 1-4 does not need it, and an older release may not have it.",
+        'apt-get install -y -q --no-install-recommends python3-lgpio || step "no python3-lgpio (only a Pi 5 needs it)"',
+        'step "the controller, from the wheel on the boot partition, into /opt/vend"',
+        "python3 -m venv --system-site-packages /opt/vend",
+        f'retry /opt/vend/bin/pip install --no-cache-dir "$boot/{BOOT_FOLDER}/{card.wheel}[controller]"',
+        "read_only=no",
+    ]
+    if card.read_only_root:
+        lines += [
+            f'step "read-only root: the ledger on its own partition, labelled {DATA_LABEL}"',
+            "data_partition() {",
+            f"  if ! blkid -L {DATA_LABEL} >/dev/null 2>&1; then",
+            "    root=$(findmnt -no SOURCE /)",
+            '    disk=/dev/$(lsblk -no PKNAME "$root")',
+            "    # 1 GiB after the last partition: the root was not grown over the card (growpart is off).",
+            "    echo ',1G,L' | sfdisk --append --no-reread --force \"$disk\" || return 1",
+            '    partx -u "$disk" || true',
+            "    udevadm settle",
+            '    part=$(lsblk -lnpo NAME "$disk" | tail -n 1)',
+            '    [ "$part" != "$root" ] || return 1',
+            f'    mkfs.ext4 -q -F -L {DATA_LABEL} "$part" || return 1',
+            "  fi",
+            f"  grep -q '^LABEL={DATA_LABEL} ' /etc/fstab || "
+            f"echo 'LABEL={DATA_LABEL} {LEDGER_DIR} ext4 defaults,noatime 0 2' >> /etc/fstab",
+            f"  mkdir -p {LEDGER_DIR} && mount {LEDGER_DIR}",
+            "}",
+            "if data_partition; then read_only=yes; else",
+            '  step "NO free space for the ledger partition: the root file system stays writable"; fi',
+        ]
+    lines += [
+        f"install -d -o {SERVICE_USER} -g {SERVICE_USER} -m 0750 {LEDGER_DIR}",
+        'step "the vend-controller unit"',
+        "install -m 0644 /opt/vend/share/vend-fleet/systemd/vend-controller.service /etc/systemd/system/",
+        "systemctl daemon-reload",
+        f"/opt/vend/bin/vend-controller --config {CONFIG_PATH} check",
+        "systemctl enable --now vend-controller.service",
+    ]
+    if card.ssh_keys:
+        lines += ["systemctl enable --now ssh"]
+    if card.read_only_root:
+        lines += [
+            'if [ "$read_only" = yes ]; then',
+            '  step "overlay root: / in RAM over a read-only card; reboot to start it"',
+            "  raspi-config nonint enable_overlayfs",
+            f"  # overlayroot's default (recurse=1) would put {LEDGER_DIR}, the ledger's partition, in RAM too.",
+            "  sed -i 's/overlayroot=tmpfs\\([^:]\\|$\\)/overlayroot=tmpfs:recurse=0\\1/' \"$boot/cmdline.txt\"",
+            '  grep -q "overlayroot=tmpfs:recurse=0" "$boot/cmdline.txt"',
+            "  touch /run/vend-reboot",
+            "fi",
+        ]
+    lines += ['step "done: vend-controller is running"']
+    return "\n".join(lines) + "\n"
+
+
+class _Dumper(yaml.SafeDumper):
+    """YAML with multi-line text as literal blocks, so a technician can read the user-data."""
+
+
+_Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
+
+
+def _yaml(header: str, obj: dict) -> str:
+    return header + yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=4096,
+                              allow_unicode=True)
+
+
+def _identity(card: Card) -> dict:
+    return {"hostname": card.hostname, "preserve_hostname": False, "manage_etc_hosts": True}
+
+
+def user_data(card: Card) -> str:
+    """The cloud-config for the first boot (it holds the machine's secrets)."""
+    files = [{"path": CONFIG_PATH, "owner": f"{SERVICE_USER}:{SERVICE_USER}", "permissions": "0600",
+              "defer": True, "content": controller_ini(card)}]
+    if card.ca_pem:
+        files.append({"path": "/etc/vend/ca.crt", "permissions": "0644", "content": card.ca_pem})
+    if card.cert_pem:
+        files += [{"path": "/etc/vend/machine.crt", "owner": f"{SERVICE_USER}:{SERVICE_USER}",
+                   "permissions": "0644", "defer": True, "content": card.cert_pem},
+                  {"path": "/etc/vend/machine.key", "owner": f"{SERVICE_USER}:{SERVICE_USER}",
+                   "permissions": "0600", "defer": True, "content": card.key_pem}]
+    files.append({"path": "/usr/local/sbin/vend-firstboot", "permissions": "0755",
+                  "content": firstboot_script(card)})
+    config = {**_identity(card), "users": ["default", {
+        "name": SERVICE_USER, "gecos": "Vending machine controller", "system": True, "no_create_home": True,
+        "homedir": LEDGER_DIR, "shell": "/usr/sbin/nologin", "lock_passwd": True, "groups": list(SERVICE_GROUPS)}]}
+    if card.ssh_keys:
+        config.update(ssh_pwauth=False, ssh_authorized_keys=list(card.ssh_keys))
+    if card.read_only_root:
+        # The ledger's partition goes in the card's free space after the root: the root must not take it.
+        config.update(growpart={"mode": "off"}, resize_rootfs=False)
+    config["write_files"] = files
+    config["runcmd"] = [["bash", "-c", "set -o pipefail; /usr/local/sbin/vend-firstboot 2>&1 | "
+                         "tee -a /var/log/vend-firstboot.log"]]
+    if card.read_only_root:
+        config["power_state"] = {"mode": "reboot", "condition": "test -e /run/vend-reboot",
+                                 "message": "rebooting into the read-only root"}
+    header = (f"#cloud-config\n# Vending machine {card.machine_id}, written by vendctl provision. It holds the "
+              "machine's secrets;\n# the first boot replaces it with a copy without them.\n")
+    return _yaml(header, config)
+
+
+def user_data_after_first_boot(card: Card) -> str:
+    """What the card's user-data becomes once applied: the host name only (cloud-init sets it every boot)."""
+    return _yaml(f"#cloud-config\n# Vending machine {card.machine_id}: applied on its first boot; secrets removed.\n",
+                 _identity(card))
+
+
+def network_config(card: Card) -> str:
+    """Netplan v2: Ethernet by DHCP, and the Wi-Fi network when one was given."""
+    net: dict = {"version": 2, "ethernets": {"eth0": {"dhcp4": True, "optional": True}}}
+    if card.wifi:
+        net["wifis"] = {"wlan0": {"dhcp4": True, "optional": True, "regulatory-domain": card.wifi.country,
+                                  "access-points": {card.wifi.ssid: {"password": card.wifi.password}}}}
+    return _yaml(f"# Machine {card.machine_id}'s network, written by vendctl provision.\n", {"network": net})
+
+
+def meta_data(card: Card) -> str:
+    """A new instance id each time a card is provisioned, so cloud-init runs the first boot again."""
+    return _yaml("", {"instance-id": card.instance_id, "local-hostname": card.hostname})

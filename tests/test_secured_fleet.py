@@ -1,0 +1,76 @@
+"""Real controllers (simulated hardware) reach the cloud through the secured broker: over TLS with a password,
+and with a client certificate; the ACL lets through everything a machine and the cloud must say."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fleet_fixtures import SecuredCloud
+from harness import Proc, tail, wait_until
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    c = SecuredCloud(str(tmp_path_factory.mktemp("fleet"))).start()
+    yield c
+    c.stop()
+
+
+def start_controller(fleet, home, machine_id: str, mqtt_lines: list[str]) -> Proc:
+    os.makedirs(home, exist_ok=True)
+    config = os.path.join(home, "controller.ini")
+    secret = fleet.api("GET", f"/api/v1/machines/{machine_id}/credentials").json()["secret"]
+    with open(config, "w") as f:
+        f.write("\n".join([
+            "[machine]", f"id = {machine_id}", f"secret = {secret}",
+            "[cloud]", f"url = {fleet.url}",
+            "[mqtt]", "host = localhost", "protocol = 5", "tls = yes", f"ca_file = {fleet.ca_file}",
+            "keepalive_s = 10", *mqtt_lines,
+            "[ledger]", f"path = {home}/ledger.db",
+            "[hardware]", "backend = sim", "slots = A1, A2",
+            "[sim]", f"display_path = {home}/screen.png",
+            "[service]", f"socket = {home}/control.sock", ""]))
+    proc = Proc([sys.executable, "-m", "controller", "--config", config], os.path.join(home, "controller.log"))
+    proc.start()
+    return proc
+
+
+def machine(fleet, machine_id):
+    return next(m for m in fleet.api("GET", "/api/v1/machines").json() if m["id"] == machine_id)
+
+
+def restock(home) -> dict:
+    out = subprocess.run([sys.executable, "-m", "controller", "--config", os.path.join(home, "controller.ini"),
+                          "service", "restock", "A1=5"], capture_output=True, text=True, timeout=30)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("auth", ["password", "certificate"])
+def test_a_controller_comes_online_and_syncs_through_the_secured_broker(fleet, tmp_path, auth):
+    machine_id = f"m-{auth[:4]}"
+    assert fleet.vendctl("machines", "add", machine_id).returncode == 0
+    if auth == "password":
+        mqtt = fleet.api("GET", f"/api/v1/machines/{machine_id}/credentials").json()["mqtt"]
+        lines = [f"port = {fleet.ports.password}", f"username = {mqtt['username']}", f"password = {mqtt['password']}"]
+    else:
+        issued = fleet.api("POST", f"/api/v1/machines/{machine_id}/certificate").json()
+        (tmp_path / "machine.crt").write_text(issued["cert_pem"])
+        (tmp_path / "machine.key").write_text(issued["key_pem"])
+        lines = [f"port = {issued['port']}", f"cert_file = {tmp_path}/machine.crt",
+                 f"key_file = {tmp_path}/machine.key"]
+    home = str(tmp_path / "machine")
+    proc = start_controller(fleet, home, machine_id, lines)
+    try:
+        wait_until(lambda: machine(fleet, machine_id)["online"] or not proc.alive(), 30,
+                   f"{machine_id} to come online")
+        assert proc.alive(), tail(proc.log_path)
+        assert restock(home)["ok"]
+        wait_until(lambda: (m := machine(fleet, machine_id))["cloud_head"] == m["machine_head"] > 0, 30,
+                   f"{machine_id}'s ledger to reach the cloud")
+        assert "refused the connection" not in tail(proc.log_path, 200)
+    finally:
+        proc.stop()
+    wait_until(lambda: not machine(fleet, machine_id)["online"], 20, f"{machine_id} to say it is offline")
