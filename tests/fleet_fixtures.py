@@ -9,7 +9,6 @@ from __future__ import annotations
 import getpass
 import os
 import queue
-import shutil
 import ssl
 import subprocess
 import sys
@@ -18,30 +17,16 @@ import threading
 import httpx
 
 import paho.mqtt.client as mqtt
-import pytest
 
 from harness import Proc, free_port, tail, wait_until
+from tools import need
 
 from cloud.brokerfiles import CLOUD_USER, BrokerFiles, BrokerUser, Ports
 from cloud.ca import FleetCA
 
-# The Debian package each tool comes from, for the message when one is missing.
-TOOLS = {
-    "mosquitto": "mosquitto", "mosquitto_passwd": "mosquitto", "sfdisk": "fdisk", "mkfs.vfat": "dosfstools",
-    "mcopy": "mtools", "mdir": "mtools", "mtype": "mtools", "cloud-init": "cloud-init",
-    "systemd-analyze": "systemd", "openssl": "openssl",
-}
-
-
 def require_tool(name: str) -> str:
-    """The tool's path; a missing tool fails the test (never skips it) and names the package to install."""
-    for folder in ("/usr/sbin", "/sbin"):
-        if folder not in os.environ["PATH"].split(os.pathsep):
-            os.environ["PATH"] += os.pathsep + folder
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed: apt-get install {TOOLS.get(name, name)} (.ci/run installs it)")
-    return path
+    """The tool's path; see tests/tools.py for what a missing one does."""
+    return need(name)
 
 
 class Probe:

@@ -20,7 +20,7 @@ backend = gpio
 slots = A1, A2, B1, B2
 [gpio]
 pin_library = lgpio
-motor_rows = A:5 B:6
+motor_rows = A:20 B:21
 motor_columns = 1:12 2:16
 drop_pin = 17
 door_pin = 27
@@ -299,8 +299,8 @@ def _read_only(tmp_path):
     (None, ("--hostname", "Bad_Host"), "--hostname 'Bad_Host': use 1-63 of a-z"),
     (None, ("--broker", "host:99999"), "use HOST or HOST:PORT"),
     (None, ("--hardware", "[mqtt]\nhost = evil\n"), "section [mqtt] does not belong"),
-    (None, ("--hardware", HARDWARE.replace("door_pin = 27", "door_pin = 5")),
-     "GPIO 5 is used twice: by motor_rows A and by door_pin"),
+    (None, ("--hardware", HARDWARE.replace("door_pin = 27", "door_pin = 20")),
+     "GPIO 20 is used twice: by motor_rows A and by door_pin"),
     (None, ("--hardware", "[hardware]\nbackend = sim\nslots = A1\n"), "backend = sim would sell"),
     (None, ("--hardware", HARDWARE.replace("drop_pin = 17\n", "")), "drop_pin is required"),
     (None, ("--ssh-key", "not a key"), "not an OpenSSH public key"),

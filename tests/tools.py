@@ -10,14 +10,19 @@ import shutil
 import pytest
 
 PACKAGES = {  # tool -> the Debian package that has it
-    "zbarimg": "zbar-tools",
+    "zbarimg": "zbar-tools", "mosquitto": "mosquitto", "mosquitto_passwd": "mosquitto", "sfdisk": "fdisk",
+    "mkfs.vfat": "dosfstools", "mcopy": "mtools", "mdir": "mtools", "mtype": "mtools",
+    "cloud-init": "cloud-init", "systemd-analyze": "systemd", "openssl": "openssl",
 }
 missing: set[str] = set()
 
 
 def need(tool: str) -> str:
     """The tool's path; or fail (in CI) or skip (elsewhere) naming the package to install."""
-    path = shutil.which(tool) or (os.path.exists(f"/usr/sbin/{tool}") and f"/usr/sbin/{tool}")
+    for folder in ("/usr/sbin", "/sbin"):  # mosquitto and sfdisk live there; a user's PATH may lack them
+        if folder not in os.environ["PATH"].split(os.pathsep):
+            os.environ["PATH"] += os.pathsep + folder
+    path = shutil.which(tool)
     if path:
         return path
     missing.add(tool)
