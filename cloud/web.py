@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hmac
+import dataclasses
 import logging
 import os
 import re
@@ -11,6 +11,7 @@ import time
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -21,6 +22,7 @@ from protocol.messages import utcnow
 
 from . import ingest, machines, orders, people
 from .money import format_money, parse_amount
+from .people import Caller, require
 from .payments import PaymentError
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,9 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     signer = people.CookieSigner(cookie_secret)
     engine = cloud.engine
     settings = cloud.settings
+    # Staff sign-in, the role check on every /api/v1 route, and the built-in administrator that
+    # admin_token (<var>/admin-token) acts as.
+    people.install(app, engine, cookie_secret, admin_token, settings.public_url)
 
     def page(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
         return templates.TemplateResponse(request, name, context, status_code=status_code)
@@ -71,11 +76,6 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
             return False
         visited, _, until = value.partition("|")
         return visited == machine_id and until.isdigit() and int(until) > time.time()
-
-    def require_admin(request: Request) -> None:
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {admin_token}".encode()):
-            raise HTTPException(401, "an admin token is required: Authorization: Bearer <token>")
 
     def wallet_page(request: Request, customer, next: str, error: str = "", status_code: int = 200):
         with engine.connect() as conn:
@@ -229,7 +229,7 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
                 "text": STATUS_TEXT.get(order.status, order.status), "amount": order.amount,
                 "currency": order.currency}
 
-    @app.get("/api/v1/machines", dependencies=[Depends(require_admin)])
+    @app.get("/api/v1/machines", dependencies=[Depends(require(*people.FLEET_READERS))])
     def api_machines():
         with engine.connect() as conn:
             rows = machines.list_machines(conn)
@@ -237,34 +237,40 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
                  "last_seen": m.last_seen.isoformat() if m.last_seen else None, "firmware": m.firmware,
                  "machine_head": m.machine_head, "cloud_head": m.cloud_head} for m in rows]
 
-    @app.post("/api/v1/machines", dependencies=[Depends(require_admin)], status_code=201)
-    def api_add_machine(body: dict):
+    @app.post("/api/v1/machines", status_code=201)
+    def api_add_machine(body: dict, caller: Caller = Depends(require(*people.FLEET_EDITORS))):
         try:
             with engine.begin() as conn:
+                now = utcnow()
                 secret = machines.add_machine(conn, body.get("id", ""), body.get("name", ""),
-                                              body.get("location", ""), utcnow(), body.get("secret"))
+                                              body.get("location", ""), now, body.get("secret"))
+                people.audit.record(conn, caller, "machine.add", "machine", body["id"],
+                                    {"name": body.get("name", ""), "location": body.get("location", "")}, now)
         except machines.FleetError as e:
             raise HTTPException(422, str(e)) from None
         return {"id": body["id"], "secret": secret}
 
-    @app.put("/api/v1/machines/{machine_id}/slots", dependencies=[Depends(require_admin)])
-    def api_set_slots(machine_id: str, body: list[dict]):
+    @app.put("/api/v1/machines/{machine_id}/slots")
+    def api_set_slots(machine_id: str, body: list[dict], caller: Caller = Depends(require(*people.FLEET_EDITORS))):
         try:
             specs = [machines.SlotSpec.from_obj(item) for item in body]
             with engine.begin() as conn:
+                now = utcnow()
                 machines.set_slots(conn, machine_id, specs)
+                people.audit.record(conn, caller, "machine.slots", "machine", machine_id,
+                                    {"slots": [dataclasses.asdict(s) for s in specs]}, now)
         except machines.FleetError as e:
             raise HTTPException(422, str(e)) from None
         return {"machine": machine_id, "slots": len(specs)}
 
-    @app.get("/api/v1/machines/{machine_id}/slots", dependencies=[Depends(require_admin)])
+    @app.get("/api/v1/machines/{machine_id}/slots", dependencies=[Depends(require(*people.FLEET_READERS))])
     def api_slots(machine_id: str):
         with engine.connect() as conn:
             return [{"slot": r.slot, "sku": r.sku, "name": r.name, "price": r.price, "currency": r.currency,
                      "count": r.count, "capacity": r.capacity, "flagged": r.flagged}
                     for r in machines.menu(conn, machine_id)]
 
-    @app.get("/api/v1/sales", dependencies=[Depends(require_admin)])
+    @app.get("/api/v1/sales", dependencies=[Depends(require(*people.SALES_READERS))])
     def api_sales(machine: str | None = None, limit: int = 100):
         if not 1 <= limit <= 10000:
             raise HTTPException(422, "limit must be 1-10000")
@@ -280,13 +286,19 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
                            "slot": r.slot, "amount": r.amount, "currency": r.currency} for r in rows],
                 "totals": [{"currency": c, "count": n, "amount": int(a)} for c, n, a in sums]}
 
-    @app.get("/api/v1/ingest", dependencies=[Depends(require_admin)])
+    @app.get("/api/v1/ingest", dependencies=[Depends(require(*people.FLEET_READERS))])
     def api_ingest():
         return {"counts": dict(cloud.stats.counts), "last_rejections": cloud.stats.last_rejections}
 
     @app.exception_handler(HTTPException)
     def http_error(request: Request, exc: HTTPException):
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(request: Request, exc: RequestValidationError):
+        where = lambda e: ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"  # noqa: E731
+        return JSONResponse({"error": "; ".join(f"{where(e)}: {e.get('msg', 'invalid')}" for e in exc.errors())},
+                            status_code=422)
 
     return app
 
