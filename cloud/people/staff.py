@@ -61,7 +61,8 @@ MIN_SCORE = 2  # zxcvbn's 0-4: 2 is "somewhat guessable", enough behind argon2 a
 ZXCVBN_MAX = 72  # zxcvbn refuses longer input; the rest of a longer password only adds to its strength
 FREE_FAILURES = 5  # failed logins in a row before the backoff starts
 LOCK_BASE = timedelta(seconds=30)  # doubled with each further failure...
-LOCK_MAX = timedelta(hours=1)  # ...up to this; a quiet hour also forgets the failures
+LOCK_MAX = timedelta(hours=1)  # ...up to this
+FORGET_AFTER = timedelta(days=1)  # failures older than this no longer count
 
 # argon2id with RFC 9106's second recommended parameters (t=3, 64 MiB, p=4). A module attribute so that
 # tests can use cheaper ones; a hash made with other parameters is redone at its next login.
@@ -97,6 +98,8 @@ def check_password(password, username: str = "") -> str:
         raise PeopleError(f"password too short: at least {PASSWORD_MIN} characters (rule: length)")
     if len(password) > PASSWORD_MAX:
         raise PeopleError(f"password too long: at most {PASSWORD_MAX} characters (rule: length)")
+    if len(username) >= 3 and username.casefold() in password.casefold():
+        raise PeopleError("password contains the username (rule: not based on the username)")
     result = zxcvbn(password[:ZXCVBN_MAX], user_inputs=[username] if username else [])
     if result["score"] < MIN_SCORE:
         why = result["feedback"]["warning"] or "it is made of common words, names or patterns"
@@ -291,7 +294,7 @@ def note_login(conn: sa.Connection, state: LoginState, verdict: LoginVerdict, no
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    stale = f.c.last_failed_at < now - LOCK_MAX
+    stale = f.c.last_failed_at < now - FORGET_AFTER
     conn.execute(insert(f).values(username=state.username, failures=1, last_failed_at=now, locked_until=None)
                  .on_conflict_do_update(index_elements=[f.c.username], set_={
                      "failures": sa.case((stale, 1), else_=f.c.failures + 1), "last_failed_at": now}))
