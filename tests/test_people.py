@@ -17,7 +17,7 @@ import cloud.db
 import cloud.service
 import cloud.settings
 import cloud.web
-from cloud import machines, people
+from cloud import machines
 from cloud.db import utcnow
 from cloud.people import audit, auth, staff
 from cloud_fixtures import MACHINE, add_machine, db_url  # noqa: F401  (fixture)

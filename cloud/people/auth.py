@@ -261,7 +261,6 @@ def require(*roles: str, password_change_ok: bool = False):
             raise HTTPException(403, f"this needs the role {' or '.join(allowed)}; you are {caller.role}")
         return caller
 
-    dependency.roles = allowed
     return dependency
 
 
