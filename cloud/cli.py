@@ -1,8 +1,9 @@
 """``vendctl``: the manager's command line, talking to the cloud's HTTP API; and ``vendctl hw``, the
 technician's hardware test on a machine.
 
-With no options it talks to the cloud that ``make demo`` starts (http://127.0.0.1:8000, token in
-``var/cloud/admin-token``); ``VEND_CLOUD_URL`` and ``VEND_TOKEN`` point it elsewhere.
+With no options it talks to the cloud that ``make demo`` starts (http://127.0.0.1:8000, with the built-in
+administrator's token in ``var/cloud/admin-token``); ``VEND_CLOUD_URL`` and ``VEND_TOKEN`` (a token from
+``vendctl tokens create``) point it elsewhere.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class Client:
                 with open(path) as f:
                     token = f.read().strip()
             except OSError:
-                raise CliError(f"no admin token: set VEND_TOKEN, or run where {path} exists") from None
+                raise CliError(f"no API token: set VEND_TOKEN, or run where {path} exists") from None
         return cls(os.environ.get("VEND_CLOUD_URL", DEFAULT_URL), token)
 
     def call(self, method: str, path: str, body=None):
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     sl = sub.add_parser("slots", help="a machine's slots: product, price, count")
     sl.add_argument("machine")
     sl.add_argument("--json", action="store_true")
+    add_people_parsers(sub)
     from controller import hwtool  # the machine's side: needs no cloud, no token
 
     hwtool.add_parser(sub)
@@ -136,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         client = Client.from_env()
-        if args.command == "machines" and args.action == "add":
+        if args.command in PEOPLE_COMMANDS:
+            people_command(args, client)
+        elif args.command == "machines" and args.action == "add":
             result = client.call("POST", "/api/v1/machines", {"id": args.id, "name": args.name,
                                                               "location": args.location})
             if args.json:
@@ -202,6 +206,104 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vendctl: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+# -- people, tokens and the audit trail ---------------------------------------------------------------
+
+PEOPLE_COMMANDS = ("people", "tokens", "audit")
+
+
+def add_people_parsers(sub) -> None:
+    p = sub.add_parser("people", help="staff accounts: list, add, disable, enable, change role (administrators)")
+    p.add_argument("--json", action="store_true")
+    psub = p.add_subparsers(dest="action")
+    add = psub.add_parser("add", help="create a staff account; prints a one-time password unless --password-stdin")
+    add.add_argument("username")
+    add.add_argument("--role", required=True, help="administrator, manager, technician or supplier")
+    add.add_argument("--supplier", type=int, help="the supplier id a supplier account acts for")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    add.add_argument("--json", action="store_true")
+    for action, help_text in (("disable", "disable an account: its sessions and tokens stop at once"),
+                              ("enable", "enable a disabled account again")):
+        a = psub.add_parser(action, help=help_text)
+        a.add_argument("id", type=int)
+        a.add_argument("--json", action="store_true")
+    role = psub.add_parser("role", help="change an account's role")
+    role.add_argument("id", type=int)
+    role.add_argument("role")
+    role.add_argument("--supplier", type=int)
+    role.add_argument("--json", action="store_true")
+    t = sub.add_parser("tokens", help="your API tokens: list, create, revoke")
+    t.add_argument("--json", action="store_true")
+    tsub = t.add_subparsers(dest="action")
+    create = tsub.add_parser("create", help="a new token with your role; printed once")
+    create.add_argument("name")
+    create.add_argument("--json", action="store_true")
+    revoke = tsub.add_parser("revoke", help="revoke one of your tokens")
+    revoke.add_argument("id", type=int)
+    revoke.add_argument("--json", action="store_true")
+    au = sub.add_parser("audit", help="who changed what and when, newest first (administrators)")
+    au.add_argument("--limit", type=int, default=20)
+    au.add_argument("--user", type=int, help="only this staff member's changes")
+    au.add_argument("--action", help="e.g. people.add, machine.slots")
+    au.add_argument("--kind", help="object kind: staff, token, machine, supplier")
+    au.add_argument("--object", help="object id")
+    au.add_argument("--since", help="ISO time, UTC unless it has a zone")
+    au.add_argument("--until", help="ISO time, exclusive")
+    au.add_argument("--json", action="store_true")
+
+
+def people_command(args, client: Client) -> None:
+    from urllib.parse import urlencode
+
+    def show(result, text: str) -> None:
+        print(json.dumps(result, indent=2) if args.json else text)
+
+    if args.command == "people" and args.action == "add":
+        body = {"username": args.username, "role": args.role, "supplier_id": args.supplier}
+        if args.password_stdin:
+            body["password"] = sys.stdin.readline().rstrip("\r\n")
+        r = client.call("POST", "/api/v1/people", body)
+        text = f"staff member {r['id']} {r['username']!r} created ({r['role']})"
+        if "one_time_password" in r:
+            text += ("; one-time password (shown once; to be changed at the first sign-in):\n"
+                     + r["one_time_password"])
+        show(r, text)
+    elif args.command == "people" and args.action in ("disable", "enable", "role"):
+        body = {"disabled": args.action == "disable"} if args.action != "role" else \
+            {"role": args.role, **({"supplier_id": args.supplier} if args.supplier is not None else {})}
+        r = client.call("PATCH", f"/api/v1/people/{args.id}", body)
+        state = "disabled" if r["disabled"] else "enabled"
+        show(r, f"staff member {r['id']} {r['username']!r}: {r['role']}, {state}"
+                + ("" if r["changed"] else " (unchanged)"))
+    elif args.command == "people":
+        rows = client.call("GET", "/api/v1/people")
+        for r in rows:
+            r["state"] = "disabled" if r["disabled"] else "must change password" if r["must_change_password"] \
+                else "active"
+            r["builtin"] = "built-in" if r["builtin"] else ""
+        show(rows, table(rows, [("id", "ID"), ("username", "USERNAME"), ("role", "ROLE"),
+                                ("supplier_id", "SUPPLIER"), ("state", "STATE"), ("builtin", "")]))
+    elif args.command == "tokens" and args.action == "create":
+        r = client.call("POST", "/api/v1/tokens", {"name": args.name})
+        show(r, f"token {r['id']} {r['name']!r} created; it is shown only now (use it as VEND_TOKEN):\n{r['token']}")
+    elif args.command == "tokens" and args.action == "revoke":
+        r = client.call("DELETE", f"/api/v1/tokens/{args.id}")
+        show(r, f"token {r['id']} revoked")
+    elif args.command == "tokens":
+        rows = client.call("GET", "/api/v1/tokens")
+        show(rows, table(rows, [("id", "ID"), ("name", "NAME"), ("prefix", "STARTS WITH"),
+                                ("created_at", "CREATED (UTC)"), ("last_used_at", "LAST USED (UTC)")]))
+    elif args.command == "audit":
+        query = {"limit": args.limit, "user": args.user, "action": args.action, "kind": args.kind,
+                 "object": args.object, "since": args.since, "until": args.until}
+        rows = client.call("GET", "/api/v1/audit?" + urlencode({k: v for k, v in query.items() if v is not None}))
+        for r in rows:
+            r["who"] = f"{r['user_id']} ({r['via']})" if r["user_id"] is not None else r["via"]
+            r["object"] = f"{r['object_kind']} {r['object_id']}"
+            r["what"] = json.dumps(r["change"], sort_keys=True, ensure_ascii=False)
+        show(rows, table(rows, [("id", "ID"), ("at", "AT (UTC)"), ("who", "WHO"), ("action", "ACTION"),
+                                ("object", "OBJECT"), ("what", "CHANGE")]))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hmac
+import dataclasses
 import logging
 import os
 import re
@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -22,6 +23,7 @@ from protocol.messages import utcnow
 
 from . import ingest, machines, orders, people
 from .money import format_money, parse_amount
+from .people import Caller, require
 from .payments import PaymentError
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,9 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     signer = people.CookieSigner(cookie_secret)
     engine = cloud.engine
     settings = cloud.settings
+    # Staff sign-in, the role check on every /api/v1 route, and the built-in administrator that
+    # admin_token (<var>/admin-token) acts as.
+    people.install(app, engine, cookie_secret, admin_token, settings.public_url)
 
     def page(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
         return templates.TemplateResponse(request, name, context, status_code=status_code)
@@ -72,11 +77,6 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
             return False
         visited, _, until = value.partition("|")
         return visited == machine_id and until.isdigit() and int(until) > time.time()
-
-    def require_admin(request: Request) -> None:
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {admin_token}".encode()):
-            raise HTTPException(401, "an admin token is required: Authorization: Bearer <token>")
 
     def wallet_page(request: Request, customer, next: str, error: str = "", status_code: int = 200):
         with engine.connect() as conn:
@@ -230,7 +230,7 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
                 "text": STATUS_TEXT.get(order.status, order.status), "amount": order.amount,
                 "currency": order.currency}
 
-    @app.get("/api/v1/machines", dependencies=[Depends(require_admin)])
+    @app.get("/api/v1/machines", dependencies=[Depends(require(*people.FLEET_READERS))])
     def api_machines():
         with engine.connect() as conn:
             rows = machines.list_machines(conn)
@@ -249,40 +249,49 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     def fleet_error(e: machines.FleetError) -> HTTPException:
         return HTTPException(404 if isinstance(e, machines.NoSuchMachine) else 422, str(e))
 
-    @app.post("/api/v1/machines", dependencies=[Depends(require_admin)], status_code=201)
-    def api_add_machine(body: dict):
+    @app.post("/api/v1/machines", status_code=201)
+    def api_add_machine(body: dict, caller: Caller = Depends(require(*people.FLEET_EDITORS))):
         try:
             with engine.begin() as conn:
+                now = utcnow()
                 secret = machines.add_machine(conn, body.get("id", ""), body.get("name", ""),
-                                              body.get("location", ""), utcnow(), body.get("secret"))
-                creds = machines.credentials(conn, body["id"], utcnow())
+                                              body.get("location", ""), now, body.get("secret"))
+                creds = machines.credentials(conn, body["id"], now)
+                people.audit.record(conn, caller, "machine.add", "machine", body["id"],
+                                    {"name": body.get("name", ""), "location": body.get("location", "")}, now)
         except machines.FleetError as e:
             raise fleet_error(e) from None
         return {"id": body["id"], "secret": secret, "mqtt_username": creds.mqtt_username,
                 "mqtt_password": creds.mqtt_password, "broker": broker_note()}
 
-    @app.post("/api/v1/machines/{machine_id}/rotate-secret", dependencies=[Depends(require_admin)])
-    def api_rotate_secret(machine_id: str, body: dict):
+    @app.post("/api/v1/machines/{machine_id}/rotate-secret")
+    def api_rotate_secret(machine_id: str, body: dict, caller: Caller = Depends(require(*people.SECRET_ADMINS))):
         overlap = body.get("overlap_s", 24 * 3600)
         longest = machines.MAX_OVERLAP.total_seconds()
         if not isinstance(overlap, (int, float)) or isinstance(overlap, bool) or not 0 <= overlap <= longest:
             raise HTTPException(422, f"overlap_s must be a number of seconds from 0 to {longest:.0f}")
         try:
             with engine.begin() as conn:
-                creds = machines.rotate(conn, machine_id, utcnow(), timedelta(seconds=overlap))
+                now = utcnow()
+                creds = machines.rotate(conn, machine_id, now, timedelta(seconds=overlap))
+                people.audit.record(conn, caller, "machine.rotate_secret", "machine", machine_id,
+                                    {"overlap_s": overlap}, now)
         except machines.FleetError as e:
             raise fleet_error(e) from None
         log.info("machine %s: secret rotated (previous valid until %s)", machine_id, creds.previous_until)
         return {**creds.public(), "secret": creds.secret, "mqtt_password": creds.mqtt_password,
                 "broker": broker_note()}
 
-    @app.get("/api/v1/machines/{machine_id}/credentials", dependencies=[Depends(require_admin)])
-    def api_credentials(machine_id: str):
+    @app.get("/api/v1/machines/{machine_id}/credentials")
+    def api_credentials(machine_id: str, caller: Caller = Depends(require(*people.PROVISIONERS))):
         """What an SD card needs: the QR secret, the cloud's address, and how to reach the broker."""
         try:
-            with engine.connect() as conn:
-                creds = machines.credentials(conn, machine_id, utcnow())
+            with engine.begin() as conn:
+                now = utcnow()
+                creds = machines.credentials(conn, machine_id, now)
                 name = machines.get(conn, machine_id).name
+                # Reading a machine's secrets is worth a trace: who wrote which card, when.
+                people.audit.record(conn, caller, "machine.credentials_read", "machine", machine_id, {}, now)
         except machines.FleetError as e:
             raise fleet_error(e) from None
         files = cloud.broker_files
@@ -295,39 +304,43 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
         return {"id": machine_id, "name": name, "secret": creds.secret, "cloud_url": settings.public_url,
                 "mqtt": mqtt}
 
-    @app.post("/api/v1/machines/{machine_id}/certificate", dependencies=[Depends(require_admin)])
-    def api_certificate(machine_id: str):
+    @app.post("/api/v1/machines/{machine_id}/certificate")
+    def api_certificate(machine_id: str, caller: Caller = Depends(require(*people.PROVISIONERS))):
         """A new client certificate and key for a machine, signed by the fleet CA (the key is not kept)."""
         try:
-            with engine.connect() as conn:
+            with engine.begin() as conn:
                 machines.get(conn, machine_id)
+                if cloud.ca is None:
+                    raise HTTPException(409, "this cloud keeps no CA: start it with --broker-files")
+                cert, key = cloud.ca.ensure().issue_client(machine_id)
+                people.audit.record(conn, caller, "machine.certificate", "machine", machine_id, {}, utcnow())
         except machines.FleetError as e:
             raise fleet_error(e) from None
-        if cloud.ca is None:
-            raise HTTPException(409, "this cloud keeps no CA: start it with --broker-files")
-        cert, key = cloud.ca.ensure().issue_client(machine_id)
         log.info("machine %s: client certificate issued", machine_id)
         return {"id": machine_id, "cert_pem": cert, "key_pem": key, "ca_pem": cloud.ca.cert_pem,
-                "port": cloud.broker_files.ports.certificate}
+                "port": cloud.broker_files.ports.certificate if cloud.broker_files else None}
 
-    @app.put("/api/v1/machines/{machine_id}/slots", dependencies=[Depends(require_admin)])
-    def api_set_slots(machine_id: str, body: list[dict]):
+    @app.put("/api/v1/machines/{machine_id}/slots")
+    def api_set_slots(machine_id: str, body: list[dict], caller: Caller = Depends(require(*people.FLEET_EDITORS))):
         try:
             specs = [machines.SlotSpec.from_obj(item) for item in body]
             with engine.begin() as conn:
+                now = utcnow()
                 machines.set_slots(conn, machine_id, specs)
+                people.audit.record(conn, caller, "machine.slots", "machine", machine_id,
+                                    {"slots": [dataclasses.asdict(s) for s in specs]}, now)
         except machines.FleetError as e:
             raise HTTPException(422, str(e)) from None
         return {"machine": machine_id, "slots": len(specs)}
 
-    @app.get("/api/v1/machines/{machine_id}/slots", dependencies=[Depends(require_admin)])
+    @app.get("/api/v1/machines/{machine_id}/slots", dependencies=[Depends(require(*people.FLEET_READERS))])
     def api_slots(machine_id: str):
         with engine.connect() as conn:
             return [{"slot": r.slot, "sku": r.sku, "name": r.name, "price": r.price, "currency": r.currency,
                      "count": r.count, "capacity": r.capacity, "flagged": r.flagged}
                     for r in machines.menu(conn, machine_id)]
 
-    @app.get("/api/v1/sales", dependencies=[Depends(require_admin)])
+    @app.get("/api/v1/sales", dependencies=[Depends(require(*people.SALES_READERS))])
     def api_sales(machine: str | None = None, limit: int = 100):
         if not 1 <= limit <= 10000:
             raise HTTPException(422, "limit must be 1-10000")
@@ -343,13 +356,19 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
                            "slot": r.slot, "amount": r.amount, "currency": r.currency} for r in rows],
                 "totals": [{"currency": c, "count": n, "amount": int(a)} for c, n, a in sums]}
 
-    @app.get("/api/v1/ingest", dependencies=[Depends(require_admin)])
+    @app.get("/api/v1/ingest", dependencies=[Depends(require(*people.FLEET_READERS))])
     def api_ingest():
         return {"counts": dict(cloud.stats.counts), "last_rejections": cloud.stats.last_rejections}
 
     @app.exception_handler(HTTPException)
     def http_error(request: Request, exc: HTTPException):
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(request: Request, exc: RequestValidationError):
+        where = lambda e: ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"  # noqa: E731
+        return JSONResponse({"error": "; ".join(f"{where(e)}: {e.get('msg', 'invalid')}" for e in exc.errors())},
+                            status_code=422)
 
     return app
 

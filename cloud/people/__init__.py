@@ -1,0 +1,68 @@
+"""People: customers (phones that registered from a QR page), suppliers, and staff with roles; their
+sign-in (web sessions and API tokens), the ``require(role...)`` check every API route makes, and the
+audit trail every state-changing API call writes.
+
+Who may do what (a wrong role gets 403 and nothing changes; no valid credentials get 401):
+
+| route class                                             | administrator | manager | technician | supplier |
+| ------------------------------------------------------- | ------------- | ------- | ---------- | -------- |
+| own account: /me, /me/password, /logout, /tokens         | yes           | yes     | yes        | yes      |
+| read the fleet: machines, slots, ingest counters         | yes           | yes     | yes        | no       |
+| read sales                                               | yes           | yes     | no         | no       |
+| change the fleet: add machines, set slots                | yes           | yes     | no         | no       |
+| suppliers: list, add                                     | yes           | yes     | no         | no       |
+| staff: list, add, change role, disable; the audit trail  | yes           | no      | no         | no       |
+
+Technicians service machines at the machine (its service mode writes to the ledger), so the cloud lets
+them read the fleet but not change it. A supplier account is linked to one supplier and will see that
+supplier's purchase orders when the stock module brings them. Other modules' routers use the tuples
+below (``Depends(require(*FLEET_EDITORS))``) so that the table stays true in one place.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from fastapi import FastAPI
+
+from ..db import utcnow
+from . import audit, auth, staff
+from .auth import SESSION_COOKIE, Caller, Gate, require
+from .customers import (COOKIE, PAYMENT_METHODS, PHONE_RE, CookieSigner, RegistrationError, clean_name,
+                        clean_phone, customers, get, new_secret, register)
+from .staff import ADMINISTRATOR, MANAGER, ROLES, SUPPLIER, TECHNICIAN, PeopleError
+
+OWN_ACCOUNT = ROLES
+FLEET_READERS = (ADMINISTRATOR, MANAGER, TECHNICIAN)
+SALES_READERS = (ADMINISTRATOR, MANAGER)
+FLEET_EDITORS = (ADMINISTRATOR, MANAGER)
+SUPPLIER_EDITORS = (ADMINISTRATOR, MANAGER)
+PEOPLE_ADMINS = (ADMINISTRATOR,)
+SECRET_ADMINS = (ADMINISTRATOR,)  # rotate a machine's secrets
+PROVISIONERS = (ADMINISTRATOR, TECHNICIAN)  # read a machine's secrets to write its SD card
+
+__all__ = [
+    "ADMINISTRATOR", "COOKIE", "FLEET_EDITORS", "FLEET_READERS", "MANAGER", "OWN_ACCOUNT", "PAYMENT_METHODS",
+    "PEOPLE_ADMINS", "PHONE_RE", "PROVISIONERS", "SECRET_ADMINS", "ROLES", "SALES_READERS", "SESSION_COOKIE", "SUPPLIER", "SUPPLIER_EDITORS",
+    "TECHNICIAN", "Caller", "CookieSigner", "Gate", "PeopleError", "RegistrationError", "audit", "auth",
+    "clean_name", "clean_phone", "customers", "get", "install", "new_secret", "register", "require", "staff",
+]
+
+
+def install(app: FastAPI, engine: sa.Engine, cookie_secret: bytes, admin_token: str, public_url: str = "") -> Gate:
+    """Wire people into the app: the gate the dependencies read, the built-in administrator behind the
+    bootstrap token, and the routes. The database must be migrated already."""
+    from . import routes
+
+    g = Gate(engine, cookie_secret, public_url)
+    app.state.people = g
+    if admin_token:
+        try:
+            with engine.begin() as conn:
+                auth.bootstrap(conn, admin_token, utcnow())
+        except sa.exc.IntegrityError:
+            # Another cloud process starting at the same moment made them first; now they exist.
+            with engine.begin() as conn:
+                auth.bootstrap(conn, admin_token, utcnow())
+    app.include_router(routes.router)
+    app.include_router(routes.pages)
+    return g
