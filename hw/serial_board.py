@@ -19,7 +19,7 @@ import serial
 
 from .base import Device, Door, DropSensor, Faults, Hardware, HardwareError, Motor
 from .board_protocol import (ACK, ACK_BODY, BOOT, BOOT_CHANGED, CAUSES, DOOR, DROP, END_STOPPED, END_TIME_LIMIT,
-                             ENDS, INPUT_DOOR_OPEN, NAK, NAK_BODY, NAMES, NO_MOTOR, PROTOCOL_VERSION, REASONS,
+                             ENDS, INPUT_BEAM_BLOCKED, INPUT_DOOR_OPEN, NAK, NAK_BODY, NAMES, NO_MOTOR, PROTOCOL_VERSION, REASONS,
                              REPORT_ACK, REPORT_BODY, REPORTS, REQUEST_BODY, RESET, RUN, STATUS, STOP, TURN,
                              Frame, FrameReader, ProtocolError, Status, encode, pack, unpack)
 
@@ -189,6 +189,10 @@ class SerialBoard(Device):
         self.door.seen(bool(status.inputs & INPUT_DOOR_OPEN))
         log.info("motor board on %s: %d motors, boot id %d, up %d s, turn limit %d ms", self.port, status.motors,
                  status.boot_id, status.uptime_ms // 1000, status.turn_limit_ms)
+
+    def read_status(self) -> Status:
+        """Ask the board how it is: inputs, running motor, uptime, damaged frames seen."""
+        return self._read_status()
 
     def _read_status(self) -> Status:
         try:
@@ -497,4 +501,24 @@ def open_backend(cfg: dict) -> Hardware:
                         retries=settings["retries"], faults=faults,
                         names={number: slot for slot, number in numbers.items()})
     motors = {slot: BoardMotor(slot, board, numbers[slot]) for slot in slots}
-    return Hardware(motors, board.drop_sensor, board.door, None, faults=faults, closers=(board,))
+    hardware = BoardHardware(motors, board.drop_sensor, board.door, None, faults=faults, closers=(board,))
+    hardware.board = board
+    status = board.status
+    hardware.wiring = [(f"motor {slot}", f"board motor {numbers[slot]}") for slot in slots] + [
+        ("motor board", f"{board.port} at {board.baud} baud; protocol v{status.version}, {status.motors} motors, "
+                        f"turn limit {status.turn_limit_ms} ms, boot id {status.boot_id}")]
+    return hardware
+
+
+class BoardHardware(Hardware):
+    """The board's devices, with its live inputs (a STATUS request) for the technician's tool."""
+
+    board: SerialBoard
+
+    def inputs(self) -> dict[str, str]:
+        status = self.board.read_status()
+        return {"door": "open" if status.inputs & INPUT_DOOR_OPEN else "shut",
+                "drop sensor": "beam broken" if status.inputs & INPUT_BEAM_BLOCKED else "clear",
+                "motor running": self.board.names.get(status.running, "none") if status.running != NO_MOTOR
+                else "none",
+                "board": f"up {status.uptime_ms // 1000} s, {status.bad_frames} damaged frames seen"}

@@ -417,6 +417,9 @@ def test_open_hardware_with_a_parsed_config_runs_the_mapped_motor(tmp_path):
             events = Events(hardware)
             assert hardware.display.path == str(tmp_path / "screen.png")
             assert hardware.door.is_open
+            # What `vendctl hw pins` shows a technician: the motor map and the board's live inputs.
+            assert ("motor A1", "board motor 3") in hardware.wiring
+            assert hardware.inputs()["door"] == "open" and hardware.inputs()["motor running"] == "none"
             hardware.motors["A1"].run()
             assert events.wait(lambda: events.of("drop"))
             assert sim.runs == {3: 1}
