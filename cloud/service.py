@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import paho.mqtt.client as mqtt
 import sqlalchemy as sa
@@ -324,6 +324,15 @@ class Cloud:
         self.bus.publish(machine_id, "cmd", cmd.encode())
 
     # -- orders -------------------------------------------------------------------------------------
+
+    def tell_credentials_changed(self, machine_id: str) -> None:
+        """Ask a machine to fetch its rotated secrets now (it also checks hourly and on every connect)."""
+        issued = utcnow()
+        cmd = Command(f"c-{secrets.token_hex(8)}", "credentials", format_time(issued),
+                      format_time(issued + timedelta(hours=1)), {})
+        if not self.bus.publish(machine_id, "cmd", cmd.encode()):
+            log.warning("machine %s: could not tell it of its new credentials; it will find them itself",
+                        machine_id)
 
     def send_vend(self, order) -> None:
         """Ask the machine to vend an authorised order; void it at once if the broker will not take it."""

@@ -279,8 +279,30 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
         except machines.FleetError as e:
             raise fleet_error(e) from None
         log.info("machine %s: secret rotated (previous valid until %s)", machine_id, creds.previous_until)
+        cloud.tell_credentials_changed(machine_id)
         return {**creds.public(), "secret": creds.secret, "mqtt_password": creds.mqtt_password,
                 "broker": broker_note()}
+
+    @app.get("/api/v1/machine/credentials")
+    def api_machine_fetches_credentials(request: Request):
+        """A machine, signing with its secret (the previous one too, during a rotation's overlap), takes up
+        its current QR secret and broker login, so a rotation never stops it selling."""
+        header = request.headers.get("authorization", "")
+        try:
+            with engine.connect() as conn:
+                now = utcnow()
+                machine_id = qrtoken.request_machine(header)
+                qrtoken.verify_request(header, machines.secrets_of(conn, machine_id, now), now.timestamp(),
+                                       "credentials")
+                creds = machines.credentials(conn, machine_id, now)
+        except (ProtocolError, machines.FleetError) as e:
+            # The same answer for an unknown machine and a bad signature: nothing to learn by asking.
+            log.warning("refused a machine's credentials request: %s", e)
+            raise HTTPException(401, "not a machine of this cloud, or a bad or stale signature",
+                                headers={"WWW-Authenticate": "VendMachine"}) from None
+        log.info("machine %s fetched its credentials", machine_id)
+        return {"id": machine_id, "secret": creds.secret, "mqtt_username": creds.mqtt_username,
+                "mqtt_password": creds.mqtt_password}
 
     @app.get("/api/v1/machines/{machine_id}/credentials")
     def api_credentials(machine_id: str, caller: Caller = Depends(require(*people.PROVISIONERS))):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import configparser
 import math
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -47,9 +48,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "id": Key("str", pattern=MACHINE_ID_RE, what="1-32 of a-z, 0-9 and '-'"),
         "name": Key("str", ""),
         "secret": Key("str", lo=16, hi=256, what="the machine's QR secret, at least 16 characters"),
+        # Where secrets fetched after a rotation are kept (they override secret and the [mqtt] login);
+        # empty: credentials.ini beside the ledger, which stays writable under a read-only root.
+        "credentials_file": Key("str", ""),
     },
     "cloud": {
         "url": Key("str", pattern=re.compile(r"^https?://[^\s/]+(/[^\s]*)?$"), what="http(s)://host[:port]"),
+        # How often to ask the cloud whether the machine's secrets were rotated (also on every connect,
+        # and at once when the cloud says so); a rotation's overlap (24 h by default) must be longer.
+        "credentials_check_s": Key("float", 3600.0, 60.0, 86400.0),
     },
     "mqtt": {
         "host": Key("str", "localhost"),
@@ -295,11 +302,59 @@ def check_pin_map(cfg: dict, path: str) -> None:
             use(gpio[key], key)
 
 
+CREDENTIAL_KEYS = {"machine": ("secret",), "mqtt": ("username", "password")}
+
+
+def credentials_path(cfg: dict) -> str:
+    path = cfg["machine"]["credentials_file"]
+    return path or os.path.join(os.path.dirname(cfg["ledger"]["path"]) or ".", "credentials.ini")
+
+
 def load(path: str = DEFAULT_PATH) -> dict[str, dict[str, Any]]:
-    """Read and check the config file at ``path``."""
+    """Read and check the config file at ``path``, then the credentials a rotation left beside the ledger."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
-    return parse(text, path)
+    cfg = parse(text, path)
+    apply_credentials(cfg, credentials_path(cfg))
+    return cfg
+
+
+def apply_credentials(cfg: dict, path: str) -> bool:
+    """Override the secret and the broker login with those in ``path``, if it exists; True if it did."""
+    parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
+    parser.optionxform = str
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f, source=path)
+    except FileNotFoundError:
+        return False
+    except (OSError, configparser.Error) as e:
+        raise ConfigError(f"{path}: cannot read credentials: {e}") from None
+    for section in parser.sections():
+        for name in parser[section]:
+            if name not in CREDENTIAL_KEYS.get(section, ()):
+                raise ConfigError(f"{path}: [{section}] {name} does not belong in a credentials file; it holds "
+                                  "only [machine] secret and [mqtt] username, password")
+            cfg[section][name] = _convert(SCHEMA[section][name], parser[section][name], f"{path}: [{section}] {name}")
+    return True
+
+
+def write_credentials(path: str, secret: str, username: str, password: str) -> None:
+    """Keep fetched credentials for the next start: written whole (a power cut leaves the old or the new
+    file, never half of one), readable by the service user only."""
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"# Written by vend-controller after a secret rotation; overrides controller.ini.\n"
+                f"[machine]\nsecret = {secret}\n[mqtt]\nusername = {username}\npassword = {password}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

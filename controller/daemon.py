@@ -14,13 +14,16 @@ import queue
 import socket
 import threading
 import time
+import urllib.request
 from datetime import datetime, timezone
 
 from hw import Hardware, HardwareError, open_hardware
 from protocol import ProtocolError, topics
+from protocol import token as qrtoken
 from protocol.messages import Ack, Command, CommandResult, EventBatch, Status, Telemetry, decode, parse_time
 
 from . import __version__
+from .config import credentials_path, write_credentials
 from .ledger import Ledger
 from .link import Link
 from .screen import Screen
@@ -59,6 +62,7 @@ class Controller:
         self.screen: Screen | None = None
         self._service: ServiceSocket | None = None
         self.service_until = 0.0
+        self._credentials_wake = threading.Event()
         self.temperature_c: float | None = None
         self.thermometer_failing = False
 
@@ -104,6 +108,7 @@ class Controller:
         self._service.start()
         if self.hardware.thermometer is not None:
             threading.Thread(target=self._read_thermometer, name="thermometer", daemon=True).start()
+        threading.Thread(target=self._watch_credentials, name="credentials", daemon=True).start()
         self.notifier.notify("READY=1\nSTATUS=selling")
 
     def _read_thermometer(self) -> None:
@@ -116,6 +121,53 @@ class Controller:
                 self.inbox.put(("temperature", None, str(e)))
             self._stopping.wait(every)
 
+    def _watch_credentials(self) -> None:
+        """Its own thread: ask the cloud for this machine's secrets now and then (a slow or absent cloud must
+        never hold up the main loop), and at once when woken (on connect, or when the cloud says so)."""
+        every = self.cfg["cloud"]["credentials_check_s"]
+        url = self.cfg["cloud"]["url"].rstrip("/") + "/api/v1/machine/credentials"
+        while not self._stopping.is_set():
+            self._credentials_wake.wait(every)
+            self._credentials_wake.clear()
+            if self._stopping.is_set():
+                return
+            header = qrtoken.sign_request(self.machine_id, self.cfg["machine"]["secret"].encode(), self.cloud_now(),
+                                          "credentials")
+            request = urllib.request.Request(url, headers={"Authorization": header})
+            try:
+                with urllib.request.urlopen(request, timeout=15) as response:
+                    answer = json.loads(response.read())
+                fetched = {k: answer[k] for k in ("secret", "mqtt_username", "mqtt_password")}
+                if not all(isinstance(v, str) for v in fetched.values()):
+                    raise ValueError("not text")
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                log.warning("could not fetch credentials from %s: %s", url, e)
+                continue
+            self.inbox.put(("credentials", fetched))
+
+    def on_credentials(self, fetched: dict) -> None:
+        """Take up rotated secrets: keep them on disk first, then sign QR codes and log in with them."""
+        mqtt = self.cfg["mqtt"]
+        login_changes = bool(mqtt["username"]) and (fetched["mqtt_username"], fetched["mqtt_password"]) != (
+            mqtt["username"], mqtt["password"])
+        if fetched["secret"] == self.cfg["machine"]["secret"] and not login_changes:
+            return
+        if len(fetched["secret"]) < 16:
+            log.error("the cloud sent a secret of %d characters; keeping the current one", len(fetched["secret"]))
+            return
+        username, password = ((fetched["mqtt_username"], fetched["mqtt_password"]) if mqtt["username"]
+                              else ("", ""))
+        write_credentials(credentials_path(self.cfg), fetched["secret"], username, password)
+        self.cfg["machine"]["secret"] = fetched["secret"]
+        self.screen.secret = fetched["secret"].encode()
+        self.screen.next_nonce()
+        log.info("took up a rotated QR secret%s", " and broker login " + username if login_changes else "")
+        if login_changes:
+            mqtt["username"], mqtt["password"] = username, password
+            self.link.close()
+            self.link = Link(mqtt, self.machine_id, self.inbox)
+            self.link.start()
+
     def safe_state(self) -> None:
         """Every motor output off; callable from a signal handler or at exit, any number of times."""
         if self.hardware is not None:
@@ -123,6 +175,7 @@ class Controller:
 
     def stop(self) -> None:
         self._stopping.set()
+        self._credentials_wake.set()
         self.inbox.put(("wake",))
 
     def shutdown(self) -> None:
@@ -221,6 +274,8 @@ class Controller:
             _, code, device, what = item
             self.record("fault", {"code": code, "detail": f"{device}: {what}", "device": device})
             self.pump()
+        elif kind == "credentials":
+            self.on_credentials(item[1])
         elif kind == "temperature":
             self.on_temperature(item[1], item[2])
         elif kind == "service_button":
@@ -228,6 +283,7 @@ class Controller:
             self.pump()
         elif kind == "connected":
             log.info("connected to broker; resending from %d", self.ledger.acked + 1)
+            self._credentials_wake.set()
             self.sent_upto = self.ledger.acked
             self.last_progress = self.monotonic()
             self.publish_status()
@@ -284,6 +340,9 @@ class Controller:
             self.pump()
 
     def on_command(self, cmd: Command) -> None:
+        if cmd.kind == "credentials":
+            self._credentials_wake.set()
+            return
         if cmd.kind == "resend":
             # The cloud found a gap; it may even ask for events it once acked (a restored backup).
             self.sent_upto = min(self.sent_upto, cmd.args["from_seq"] - 1)

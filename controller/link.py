@@ -67,6 +67,11 @@ class Link:
             return False
         return True
 
+    def close(self) -> None:
+        """Drop the connection without a word (to come back at once with a new login)."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
     def stop(self, final_status: Status) -> None:
         """Say "offline" ourselves (the last will is only for a crash), then close."""
         if self.connected:

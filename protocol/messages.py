@@ -46,6 +46,7 @@ EVENT_KINDS: dict[str, dict[str, type | tuple[type, ...]]] = {
 COMMAND_KINDS = {
     "vend": {"order_id": str, "slot": str},
     "resend": {"from_seq": int},
+    "credentials": {},  # the machine's secrets were rotated: fetch the new ones from the cloud now
 }
 
 RESULT_STATUSES = ("succeeded", "failed", "unknown", "rejected", "done")

@@ -47,7 +47,7 @@ def fails(text, *fragments, path=PATH):
 def test_minimal_config_parses_with_defaults_filled_in():
     cfg = parse(MINIMAL, PATH)
     assert set(cfg) == set(SCHEMA)
-    assert cfg["machine"] == {"id": "vm-001", "name": "vm-001", "secret": SECRET}
+    assert cfg["machine"] == {"id": "vm-001", "name": "vm-001", "secret": SECRET, "credentials_file": ""}
     assert cfg["cloud"]["url"] == "https://vend.example.com"
     assert cfg["hardware"] == {"backend": "sim", "slots": ("A1", "A2")}
     assert cfg["mqtt"]["host"] == "localhost"
@@ -325,3 +325,19 @@ def test_serial_motors_that_do_not_match_the_slots_is_an_error(motors, differs):
 def test_a_board_motor_number_used_twice_is_an_error():
     fails(with_lines("serial", "motors = A1:4 A2:4", base=SERIAL), "[serial] motors",
           "board motor number is used for two slots")
+
+
+def test_credentials_kept_after_a_rotation_override_the_config(tmp_path):
+    from controller.config import write_credentials
+
+    config = tmp_path / "controller.ini"
+    config.write_text(MINIMAL + f"[ledger]\npath = {tmp_path}/ledger.db\n[mqtt]\nusername = vm-001.1\npassword = old\n")
+    write_credentials(str(tmp_path / "credentials.ini"), "a-newer-secret-of-32-characters!", "vm-001.2", "new")
+    assert (tmp_path / "credentials.ini").stat().st_mode & 0o777 == 0o600
+    cfg = load(str(config))
+    assert cfg["machine"]["secret"] == "a-newer-secret-of-32-characters!"
+    assert (cfg["mqtt"]["username"], cfg["mqtt"]["password"]) == ("vm-001.2", "new")
+    (tmp_path / "credentials.ini").write_text("[mqtt]\nhost = elsewhere\n")
+    with pytest.raises(ConfigError) as info:
+        load(str(config))
+    assert "credentials.ini: [mqtt] host does not belong in a credentials file" in str(info.value)

@@ -135,6 +135,7 @@ MATRIX = [
     ("POST", "/api/v1/tokens", lambda r: {"name": f"script of {r}"}, auth.api_tokens, {A, M, T, S}),
 ]
 PUBLIC = {("GET", "/api/v1/health"), ("GET", "/api/v1/orders/{order_id}"), ("POST", "/api/v1/login"),
+          ("GET", "/api/v1/machine/credentials"),  # a machine's own request, signed with its secret
           ("GET", "/api/v1/openapi.json")}
 OWN_ONLY = {("POST", "/api/v1/logout"), ("POST", "/api/v1/me/password"), ("DELETE", "/api/v1/tokens/{token_id}")}
 

@@ -107,3 +107,39 @@ def test_a_wrong_admin_token_is_refused(fleet):
     out = fleet.vendctl("machines", "add", "m-intruder", token="not-the-token")
     assert out.returncode == 1 and "401" in out.stderr
     assert fleet.api("GET", "/api/v1/machines/m-intruder/credentials").status_code == 404
+
+
+def fetch(fleet, machine_id: str, secret: str, at: float | None = None) -> httpx.Response:
+    header = qrtoken.sign_request(machine_id, secret.encode(), time.time() if at is None else at, "credentials")
+    return httpx.get(f"{fleet.url}/api/v1/machine/credentials", headers={"Authorization": header}, timeout=10)
+
+
+def test_a_machine_fetches_its_rotated_credentials_with_either_secret_during_the_overlap(fleet):
+    assert fleet.vendctl("machines", "add", "m-fetch").returncode == 0
+    old = credentials(fleet, "m-fetch")
+    r = fetch(fleet, "m-fetch", old["secret"])
+    assert r.status_code == 200 and r.json()["secret"] == old["secret"]
+    assert fleet.vendctl("machines", "rotate-secret", "m-fetch", "--overlap", "3s").returncode == 0
+    new = credentials(fleet, "m-fetch")
+    got = fetch(fleet, "m-fetch", old["secret"]).json()  # the machine still holds only its old secret
+    assert (got["secret"], got["mqtt_username"], got["mqtt_password"]) == (
+        new["secret"], "m-fetch.2", new["mqtt"]["password"])
+    wait_until(lambda: fetch(fleet, "m-fetch", old["secret"]).status_code == 401, 20, "the overlap to end")
+    assert fetch(fleet, "m-fetch", new["secret"]).status_code == 200
+
+
+@pytest.mark.parametrize("case", ["stale", "forged", "unknown machine", "not ours"])
+def test_a_credentials_request_that_is_not_a_machines_own_is_refused_alike(fleet, case):
+    assert fleet.vendctl("machines", "add", "m-probe").returncode in (0, 1)  # once for all cases
+    secret = credentials(fleet, "m-probe")["secret"]
+    if case == "stale":
+        r = fetch(fleet, "m-probe", secret, at=time.time() - 3600)
+    elif case == "forged":
+        r = fetch(fleet, "m-probe", "a-secret-guessed-by-someone")
+    elif case == "unknown machine":
+        r = fetch(fleet, "m-nobody", secret)
+    else:
+        r = httpx.get(f"{fleet.url}/api/v1/machine/credentials", headers={"Authorization": "Bearer x"}, timeout=10)
+    assert r.status_code == 401
+    assert r.json()["error"] == "not a machine of this cloud, or a bad or stale signature"
+    assert secret not in r.text

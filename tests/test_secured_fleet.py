@@ -5,7 +5,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 
+import httpx
 import pytest
 
 from fleet_fixtures import SecuredCloud
@@ -32,6 +34,7 @@ def start_controller(fleet, home, machine_id: str, mqtt_lines: list[str]) -> Pro
             "[ledger]", f"path = {home}/ledger.db",
             "[hardware]", "backend = sim", "slots = A1, A2",
             "[sim]", f"display_path = {home}/screen.png",
+            "[screen]", "rotate_s = 2", f"url_file = {home}/screen.url",
             "[service]", f"socket = {home}/control.sock", ""]))
     proc = Proc([sys.executable, "-m", "controller", "--config", config], os.path.join(home, "controller.log"))
     proc.start()
@@ -74,3 +77,41 @@ def test_a_controller_comes_online_and_syncs_through_the_secured_broker(fleet, t
     finally:
         proc.stop()
     wait_until(lambda: not machine(fleet, machine_id)["online"], 20, f"{machine_id} to say it is offline")
+
+
+def test_a_rotation_reaches_the_running_machine_which_sells_on_after_the_overlap(fleet, tmp_path):
+    machine_id = "m-turn"
+    assert fleet.vendctl("machines", "add", machine_id).returncode == 0
+    mqtt = fleet.api("GET", f"/api/v1/machines/{machine_id}/credentials").json()["mqtt"]
+    home = str(tmp_path / "machine")
+    proc = start_controller(fleet, home, machine_id, [f"port = {fleet.ports.password}",
+                                                      f"username = {mqtt['username']}", f"password = {mqtt['password']}"])
+    try:
+        wait_until(lambda: machine(fleet, machine_id)["online"] or not proc.alive(), 30, f"{machine_id} online")
+        assert fleet.vendctl("machines", "rotate-secret", machine_id, "--overlap", "8s").returncode == 0
+        new = fleet.api("GET", f"/api/v1/machines/{machine_id}/credentials").json()
+        # The cloud's command makes the machine fetch its new secrets at once and log in as the new user.
+        wait_until(lambda: f"broker login {machine_id}.2" in tail(proc.log_path, 200), 20,
+                   "the machine to take up its new credentials")
+        kept = os.path.join(home, "credentials.ini")
+        assert os.stat(kept).st_mode & 0o777 == 0o600
+        assert f"secret = {new['secret']}" in open(kept).read()
+        time.sleep(9)  # past the overlap: the old broker user and QR secret are gone
+        assert restock(home)["ok"]
+        wait_until(lambda: (m := machine(fleet, machine_id))["online"] and m["cloud_head"] == m["machine_head"], 30,
+                   f"{machine_id} to sync on its new login after the overlap")
+        time.sleep(2.5)  # the screen's next code, signed with the new secret
+        with open(os.path.join(home, "screen.url")) as f:
+            url = f.read().strip()
+        assert httpx.get(url, timeout=10).status_code == 303  # a customer's scan still opens the menu
+    finally:
+        proc.stop()
+    # A restart reads the kept credentials: it comes back online without anyone editing controller.ini.
+    proc = Proc([sys.executable, "-m", "controller", "--config", os.path.join(home, "controller.ini")],
+                os.path.join(home, "controller-2.log"))
+    proc.start()
+    try:
+        wait_until(lambda: machine(fleet, machine_id)["online"] or not proc.alive(), 30, "the restarted machine")
+        assert proc.alive(), tail(proc.log_path)
+    finally:
+        proc.stop()
