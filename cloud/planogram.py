@@ -157,6 +157,8 @@ def create(conn: sa.Connection, machine_id: str, slots: list[PlanogramSlot], now
     _lock_machine(conn, machine_id)
     if not 1 <= len(slots) <= MAX_CONFIG_SLOTS:
         raise FleetError(f"a planogram has 1-{MAX_CONFIG_SLOTS} slots, got {len(slots)}")
+    # Checked again whatever made them: a slot merged from PUT .../slots has been through other checks.
+    slots = [PlanogramSlot.from_obj(asdict(s), f"slots[{i}]") for i, s in enumerate(slots)]
     seen: set[str] = set()
     for s in slots:
         if s.slot in seen:
@@ -172,14 +174,14 @@ def create(conn: sa.Connection, machine_id: str, slots: list[PlanogramSlot], now
         if s.cabinet not in have:
             raise FleetError(f"slots[{i}] ({s.slot}): machine {machine_id} has no cabinet {s.cabinet} "
                              f"(it has {', '.join(map(str, sorted(have)))})")
+    for i, s in enumerate(slots):
+        try:
+            # The machine checks each slot with this code; what it would refuse is refused here.
+            ConfigSlot.from_obj(asdict(ConfigSlot(s.slot, known[s.sku].name, s.price, s.currency, s.capacity,
+                                                  s.par_level)), f"slots[{i}]")
+        except ProtocolError as e:
+            raise FleetError(f"this planogram would not reach the machine: {e}") from None
     slots = sorted(slots, key=lambda s: s.slot)
-    config_slots = tuple(ConfigSlot(s.slot, known[s.sku].name, s.price, s.currency, s.capacity, s.par_level)
-                         for s in slots)
-    try:
-        # The machine will check the message with the same code; what it would refuse is refused here.
-        Config.decode(Config(1, config_slots).encode())
-    except ProtocolError as e:
-        raise FleetError(f"this planogram would not reach the machine: {e}") from None
     row = conn.execute(sa.select(machine_configs.c.desired).where(machine_configs.c.machine_id == machine_id)).first()
     version = (row.desired if row else 0) + 1
     if row is None:
