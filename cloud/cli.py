@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     sl.add_argument("machine")
     sl.add_argument("--json", action="store_true")
     add_people_parsers(sub)
+    from . import fleetcli
+
+    fleetcli.add_parsers(sub)
     from controller import hwtool  # the machine's side: needs no cloud, no token
 
     hwtool.add_parser(sub)
@@ -140,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         client = Client.from_env()
         if args.command in PEOPLE_COMMANDS:
             people_command(args, client)
+        elif args.command in fleetcli.COMMANDS:
+            fleetcli.run(args, client, CliError)
         elif args.command == "machines" and args.action == "add":
             result = client.call("POST", "/api/v1/machines", {"id": args.id, "name": args.name,
                                                               "location": args.location})
@@ -176,8 +181,12 @@ def main(argv: list[str] | None = None) -> int:
                 for r in rows:
                     r["online"] = "yes" if r["online"] else "no"
                     r["behind"] = r["machine_head"] - r["cloud_head"]
-                print(table(rows, [("id", "ID"), ("name", "NAME"), ("online", "ONLINE"), ("last_seen", "LAST SEEN"),
-                                   ("machine_head", "LEDGER HEAD"), ("cloud_head", "IN CLOUD"), ("behind", "BEHIND")]))
+                    p = r["planogram"]
+                    r["config"] = "" if p["state"] == "none" else f"v{p['desired_version']} {p['state']}" + (
+                        "" if p["state"] == "applied" else f" (has v{p['applied_version']})")
+                print(table(rows, [("id", "ID"), ("name", "NAME"), ("location_name", "LOCATION"), ("online", "ONLINE"),
+                                   ("last_seen", "LAST SEEN"), ("machine_head", "LEDGER HEAD"),
+                                   ("cloud_head", "IN CLOUD"), ("behind", "BEHIND"), ("config", "PLANOGRAM")]))
         elif args.command == "provision":
             return provision.run(args, client, CliError)
         elif args.command == "sales":

@@ -1,4 +1,10 @@
-"""Machines, their slots and the products in them; online state from each machine's retained status."""
+"""Machines, their cabinets, their slots and the products in them; online state from each machine's
+retained status.
+
+The ``slots`` table is what the cloud sells from: the newest planogram version of each machine
+(``cloud/planogram.py`` writes it), with the counts the machine's ledger reports. A slot that a newer
+version leaves out stays, with its count, but out of the planogram and so off the menu.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from protocol.messages import CURRENCY_RE, GENESIS_HASH, SLOT_RE, Status
 from protocol.topics import check_machine_id
 
 from .brokerfiles import BrokerUser, password_username
-from .db import UTCDateTime, metadata
+from .db import UTCDateTime, metadata, utcnow
 
 MAX_OVERLAP = timedelta(days=30)
 
@@ -47,6 +53,15 @@ products = sa.Table(
     sa.Column("name", sa.String(80), nullable=False),
 )
 
+# A machine has one cabinet or more (a snack tower beside a chilled one); each slot is in one of them, and
+# the slot code stays unique across the whole machine, since the code is what a vend command names.
+cabinets = sa.Table(
+    "cabinets", metadata,
+    sa.Column("machine_id", sa.String(32), sa.ForeignKey("machines.id"), primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(40), nullable=False, server_default=""),
+)
+
 slots = sa.Table(
     "slots", metadata,
     sa.Column("machine_id", sa.String(32), sa.ForeignKey("machines.id"), primary_key=True),
@@ -57,8 +72,15 @@ slots = sa.Table(
     sa.Column("capacity", sa.Integer, nullable=False),
     sa.Column("count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("flagged", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("cabinet", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("par_level", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("in_planogram", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.ForeignKeyConstraint(["machine_id", "cabinet"], ["cabinets.machine_id", "cabinets.number"],
+                            name="slot_in_cabinet"),
     sa.CheckConstraint("price >= 0", name="price_not_negative"),
     sa.CheckConstraint("count >= 0", name="count_not_negative"),
+    sa.CheckConstraint("par_level >= 0", name="par_not_negative"),
+    sa.CheckConstraint("par_level <= capacity", name="par_within_capacity"),
 )
 
 
@@ -72,12 +94,17 @@ class NoSuchMachine(FleetError):
 
 @dataclass(frozen=True)
 class SlotSpec:
+    """One slot as ``PUT /api/v1/machines/{id}/slots`` gives it: the product by SKU and name (made if new).
+    ``par_level`` and ``cabinet`` may be left out: the slot keeps the ones it has (0 and 1 for a new one)."""
+
     slot: str
     sku: str
     name: str
     price: int
     currency: str
     capacity: int
+    par_level: int | None = None
+    cabinet: int | None = None
 
     @classmethod
     def from_obj(cls, obj: dict) -> "SlotSpec":
@@ -89,7 +116,11 @@ class SlotSpec:
                 raise FleetError(f"slot {obj.get('slot', '?')}: missing {key!r}")
             if not isinstance(obj[key], typ) or isinstance(obj[key], bool):
                 raise FleetError(f"slot {obj.get('slot', '?')}: {key!r} must be {typ.__name__}")
-        spec = cls(obj["slot"], obj["sku"], obj["name"], obj["price"], obj["currency"], obj["capacity"])
+        for key in ("par_level", "cabinet"):
+            if obj.get(key) is not None and (not isinstance(obj[key], int) or isinstance(obj[key], bool)):
+                raise FleetError(f"slot {obj.get('slot', '?')}: {key!r} must be int")
+        spec = cls(obj["slot"], obj["sku"], obj["name"], obj["price"], obj["currency"], obj["capacity"],
+                   obj.get("par_level"), obj.get("cabinet"))
         if not SLOT_RE.match(spec.slot):
             raise FleetError(f"slot {spec.slot!r} is not a slot code like A1")
         if not isinstance(spec.price, int) or isinstance(spec.price, bool) or spec.price < 0:
@@ -100,6 +131,8 @@ class SlotSpec:
             raise FleetError(f"slot {spec.slot}: capacity must be 1-1000")
         if not spec.sku or not spec.name or len(spec.sku) > 40 or len(spec.name) > 80:
             raise FleetError(f"slot {spec.slot}: sku and name must be 1-40 and 1-80 characters")
+        if spec.par_level is not None and not 0 <= spec.par_level <= spec.capacity:
+            raise FleetError(f"slot {spec.slot}: par_level {spec.par_level} must be 0 to the capacity {spec.capacity}")
         return spec
 
 
@@ -119,7 +152,30 @@ def add_machine(conn: sa.Connection, machine_id: str, name: str, location: str, 
         raise FleetError("a machine secret must be at least 16 characters")
     conn.execute(machines.insert().values(id=machine_id, name=name or machine_id, location=location,
                                           secret=secret, mqtt_password=new_password(), created_at=now))
+    conn.execute(cabinets.insert().values(machine_id=machine_id, number=1, name="main"))
     return secret
+
+
+MAX_CABINETS = 20
+
+
+def add_cabinet(conn: sa.Connection, machine_id: str, number: int, name: str) -> None:
+    """Give a machine another cabinet; FleetError naming the field if it cannot be."""
+    get(conn, machine_id)
+    if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= MAX_CABINETS:
+        raise FleetError(f"number must be a whole number 1-{MAX_CABINETS}, got {number!r}")
+    if not isinstance(name, str) or len(name) > 40:
+        raise FleetError("name must be text of at most 40 characters")
+    if conn.execute(sa.select(cabinets.c.number).where(cabinets.c.machine_id == machine_id,
+                                                       cabinets.c.number == number)).first():
+        raise FleetError(f"machine {machine_id} has a cabinet {number} already")
+    conn.execute(cabinets.insert().values(machine_id=machine_id, number=number, name=name.strip()))
+
+
+def cabinets_of(conn: sa.Connection, machine_id: str) -> list:
+    """A machine's cabinets, by number."""
+    return list(conn.execute(sa.select(cabinets.c.number, cabinets.c.name).where(cabinets.c.machine_id == machine_id)
+                             .order_by(cabinets.c.number)))
 
 
 def new_password() -> str:
@@ -198,18 +254,33 @@ def broker_users(conn: sa.Connection, now: datetime) -> tuple[list[BrokerUser], 
     return users, ids
 
 
-def set_slots(conn: sa.Connection, machine_id: str, specs: list[SlotSpec]) -> None:
-    """Set what each slot holds and at what price; counts stay as the machine's ledger says."""
+def set_slots(conn: sa.Connection, machine_id: str, specs: list[SlotSpec], now: datetime | None = None,
+              user_id: int | None = None) -> int:
+    """Set what some slots hold and at what price, making products that are new: a new planogram version
+    with these slots changed and the others as they were. Counts stay as the machine's ledger says.
+    Returns the new version."""
+    from . import planogram  # planogram builds on this module's tables
+
     get(conn, machine_id)
     for spec in specs:
-        product_id = conn.execute(sa.select(products.c.id).where(products.c.sku == spec.sku)).scalar()
-        if product_id is None:
-            product_id = conn.execute(products.insert().values(sku=spec.sku, name=spec.name)).inserted_primary_key[0]
-        values = dict(product_id=product_id, price=spec.price, currency=spec.currency, capacity=spec.capacity)
-        updated = conn.execute(slots.update().where(slots.c.machine_id == machine_id, slots.c.slot == spec.slot)
+        if conn.execute(sa.select(products.c.id).where(products.c.sku == spec.sku)).scalar() is None:
+            conn.execute(products.insert().values(sku=spec.sku, name=spec.name))
+    return planogram.merge(conn, machine_id, specs, now or utcnow(), user_id)
+
+
+def write_slots(conn: sa.Connection, machine_id: str, wanted: list[dict]) -> None:
+    """Make the ``slots`` table hold exactly ``wanted`` (dicts of slot, product_id, price, currency,
+    capacity, par_level, cabinet) as the machine's planogram; any other slot leaves it, keeping its count."""
+    for values in wanted:
+        values = dict(values, in_planogram=True)
+        slot = values.pop("slot")
+        updated = conn.execute(slots.update().where(slots.c.machine_id == machine_id, slots.c.slot == slot)
                                .values(**values)).rowcount
         if not updated:
-            conn.execute(slots.insert().values(machine_id=machine_id, slot=spec.slot, **values))
+            conn.execute(slots.insert().values(machine_id=machine_id, slot=slot, **values))
+    conn.execute(slots.update().where(slots.c.machine_id == machine_id,
+                                      slots.c.slot.not_in([w["slot"] for w in wanted]))
+                 .values(in_planogram=False))
 
 
 def get(conn: sa.Connection, machine_id: str):
@@ -233,9 +304,10 @@ def secrets_of(conn: sa.Connection, machine_id: str, now: datetime) -> list[byte
 
 def _menu_query(machine_id: str):
     return (sa.select(slots.c.slot, slots.c.price, slots.c.currency, slots.c.count, slots.c.flagged,
-                      slots.c.capacity, products.c.name, products.c.sku, products.c.id.label("product_id"))
+                      slots.c.capacity, slots.c.par_level, slots.c.cabinet, products.c.name, products.c.sku,
+                      products.c.id.label("product_id"))
             .join(products, products.c.id == slots.c.product_id)
-            .where(slots.c.machine_id == machine_id).order_by(slots.c.slot))
+            .where(slots.c.machine_id == machine_id, slots.c.in_planogram).order_by(slots.c.slot))
 
 
 def menu(conn: sa.Connection, machine_id: str) -> list:

@@ -23,7 +23,7 @@ from protocol import ProtocolError, topics
 from protocol.messages import Ack, Command, EventBatch, decode, format_time, utcnow
 from protocol.mqtt import connect_async, make_client
 
-from . import db, ingest, machines, orders
+from . import alerts, db, ingest, machines, orders, planogram
 from .brokerfiles import CLOUD_USER, BrokerFiles, BrokerUser, Ports
 from .ca import FleetCA
 from .payments import Wallet
@@ -116,7 +116,8 @@ class Bus:
         self.inbox.put((message.topic, message.payload))
 
     def publish(self, machine_id: str, kind: str, payload: bytes) -> bool:
-        info = self.client.publish(topics.topic(machine_id, kind), payload, qos=topics.KINDS[kind][0])
+        qos, retain = topics.KINDS[kind]
+        info = self.client.publish(topics.topic(machine_id, kind), payload, qos=qos, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             log.warning("publish %s to %s not accepted: %s", kind, machine_id, mqtt.error_string(info.rc))
             return False
@@ -131,6 +132,11 @@ class Cloud:
         self.engine = db.make_engine(settings.db)
         self.provider = Wallet()
         self.stats = ingest.Stats()
+        try:
+            self.alert_limits = alerts.Limits.from_settings(settings)
+        except ValueError as e:
+            raise SystemExit(f"--alert-*: {e}") from None
+        self.readings = alerts.Readings(self.alert_limits)
         self.inbox: queue.Queue = queue.Queue()
         self.broker_files: BrokerFiles | None = None
         self.ca: FleetCA | None = None
@@ -234,6 +240,7 @@ class Cloud:
         """Apply a group of messages in one transaction, then publish the acks it earned."""
         acks: dict[str, int] = {}
         resends: dict[str, int] = {}
+        configs: dict = {}
         now = utcnow()
         decoded = []
         for topic, payload in items:
@@ -257,10 +264,19 @@ class Cloud:
                     with conn.begin_nested():
                         if not machines.apply_status(conn, machine_id, message, now):
                             self.stats.reject(topic, f"unknown machine {machine_id!r}")
+                            continue
+                        alerts.note_status(conn, machine_id, message, now)
+                        if message.online:
+                            config = planogram.wanted_by(conn, machine_id, message.planogram_version)
+                            if config is not None:
+                                configs[machine_id] = (config, message.planogram_version)
                 elif kind == "cmd/result":
                     log.info("machine %s: command %s %s %s", machine_id, message.id, message.status, message.reason)
                 elif kind == "telemetry":
                     self.stats.counts["telemetry"] += 1
+                    self.readings.note(machine_id, message.temperature_c, now)
+                elif kind == "config":
+                    pass  # our own retained planograms: the embedded broker hands them to every subscriber
                 else:
                     self.stats.reject(topic, f"{kind} is not a topic the cloud consumes")
         cloud_time = format_time(utcnow())
@@ -268,6 +284,21 @@ class Cloud:
             self.bus.publish(machine_id, "ack", Ack(seq, cloud_time).encode())
         for machine_id, from_seq in resends.items():
             self.request_resend(machine_id, from_seq)
+        for machine_id, (config, reported) in configs.items():
+            # The machine is online without the newest planogram: the broker may have lost the retained copy.
+            log.info("machine %s reports planogram version %d; sending version %d again", machine_id, reported,
+                     config.version)
+            self.bus.publish(machine_id, "config", config.encode())
+
+    # -- planograms ---------------------------------------------------------------------------------
+
+    def publish_config(self, machine_id: str) -> bool:
+        """Publish a machine's newest planogram, retained, after the transaction that made it committed."""
+        with self.engine.connect() as conn:
+            config = planogram.config_message(conn, machine_id)
+        if config is None:
+            return False
+        return self.bus.publish(machine_id, "config", config.encode())
 
     def _apply_events(self, conn, topic, machine_id, batch: EventBatch, now, acks, resends,
                       before: "Parked | None") -> None:

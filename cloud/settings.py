@@ -26,6 +26,15 @@ class Settings:
     broker_ports: str = "1883,8883,8884"
     broker_pid_file: str = ""
     machine_broker: str = ""
+    # Alert limits (cloud/alerts.py); their checks are there too.
+    alert_offline_s: float = 600.0
+    alert_failed_vends: int = 3
+    alert_failed_window_s: float = 3600.0
+    alert_temp_min_c: float = 0.0
+    alert_temp_max_c: float = 30.0
+    alert_temp_for_s: float = 600.0
+    alert_door_open_s: float = 900.0
+    alert_unsynced_s: float = 900.0
 
     def resolve(self) -> "Settings":
         if not self.db:
@@ -76,6 +85,16 @@ OPTIONS = [
      "vend-broker-reload.path reloads it)"),
     ("--machine-broker", "machine_broker", str, "the host name machines reach the broker at; also the "
      "name in the broker's certificate"),
+    ("--alert-offline", "alert_offline_s", float, "seconds without a word from a machine before it is an alert"),
+    ("--alert-failed-vends", "alert_failed_vends", int, "failed vends on one slot within --alert-failed-window "
+     "that make an alert"),
+    ("--alert-failed-window", "alert_failed_window_s", float, "seconds the failed vends are counted over"),
+    ("--alert-temp-min", "alert_temp_min_c", float, "lowest temperature (C) that is not an alert"),
+    ("--alert-temp-max", "alert_temp_max_c", float, "highest temperature (C) that is not an alert"),
+    ("--alert-temp-for", "alert_temp_for_s", float, "seconds out of range before a temperature is an alert"),
+    ("--alert-door-open", "alert_door_open_s", float, "seconds a door may stay open before it is an alert"),
+    ("--alert-unsynced", "alert_unsynced_s", float, "seconds a machine's ledger may be ahead of the cloud with "
+     "no progress before it is an alert"),
 ]
 
 

@@ -21,7 +21,7 @@ from protocol import ProtocolError
 from protocol import token as qrtoken
 from protocol.messages import utcnow
 
-from . import ingest, machines, orders, people
+from . import fleet_routes, ingest, locations, machines, orders, people, planogram
 from .money import format_money, parse_amount
 from .people import Caller, require
 from .payments import PaymentError
@@ -57,6 +57,8 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     # Staff sign-in, the role check on every /api/v1 route, and the built-in administrator that
     # admin_token (<var>/admin-token) acts as.
     people.install(app, engine, cookie_secret, admin_token, settings.public_url)
+    app.state.cloud = cloud
+    app.include_router(fleet_routes.router)
 
     def page(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
         return templates.TemplateResponse(request, name, context, status_code=status_code)
@@ -234,9 +236,14 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     def api_machines():
         with engine.connect() as conn:
             rows = machines.list_machines(conn)
+            configs = planogram.statuses(conn)
+            sites = locations.by_machine(conn)
+        none = planogram.status_of_none()
         return [{"id": m.id, "name": m.name, "location": m.location, "online": m.online,
                  "last_seen": m.last_seen.isoformat() if m.last_seen else None, "firmware": m.firmware,
-                 "machine_head": m.machine_head, "cloud_head": m.cloud_head} for m in rows]
+                 "machine_head": m.machine_head, "cloud_head": m.cloud_head,
+                 "location_id": sites.get(m.id, {}).get("id"), "location_name": sites.get(m.id, {}).get("name"),
+                 "planogram": configs.get(m.id, none)} for m in rows]
 
     def broker_note() -> str | None:
         """Rewrite the broker's users after a change; what happened, for the caller to see."""
@@ -344,22 +351,25 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
 
     @app.put("/api/v1/machines/{machine_id}/slots")
     def api_set_slots(machine_id: str, body: list[dict], caller: Caller = Depends(require(*people.FLEET_EDITORS))):
+        """Change some slots: a new planogram version with these slots changed, sent to the machine."""
         try:
             specs = [machines.SlotSpec.from_obj(item) for item in body]
             with engine.begin() as conn:
                 now = utcnow()
-                machines.set_slots(conn, machine_id, specs)
+                version = machines.set_slots(conn, machine_id, specs, now, caller.user_id)
                 people.audit.record(conn, caller, "machine.slots", "machine", machine_id,
-                                    {"slots": [dataclasses.asdict(s) for s in specs]}, now)
+                                    {"slots": [dataclasses.asdict(s) for s in specs], "version": version}, now)
         except machines.FleetError as e:
             raise HTTPException(422, str(e)) from None
-        return {"machine": machine_id, "slots": len(specs)}
+        return {"machine": machine_id, "slots": len(specs), "version": version,
+                "published": cloud.publish_config(machine_id)}
 
     @app.get("/api/v1/machines/{machine_id}/slots", dependencies=[Depends(require(*people.FLEET_READERS))])
     def api_slots(machine_id: str):
         with engine.connect() as conn:
             return [{"slot": r.slot, "sku": r.sku, "name": r.name, "price": r.price, "currency": r.currency,
-                     "count": r.count, "capacity": r.capacity, "flagged": r.flagged}
+                     "count": r.count, "capacity": r.capacity, "par_level": r.par_level, "cabinet": r.cabinet,
+                     "flagged": r.flagged}
                     for r in machines.menu(conn, machine_id)]
 
     @app.get("/api/v1/sales", dependencies=[Depends(require(*people.SALES_READERS))])

@@ -20,7 +20,8 @@ from datetime import datetime, timezone
 from hw import Hardware, HardwareError, open_hardware
 from protocol import ProtocolError, topics
 from protocol import token as qrtoken
-from protocol.messages import Ack, Command, CommandResult, EventBatch, Status, Telemetry, decode, parse_time
+from protocol.messages import (Ack, Command, CommandResult, Config, EventBatch, Status, Telemetry, decode,
+                               parse_time)
 
 from . import __version__
 from .config import credentials_path, write_credentials
@@ -65,6 +66,9 @@ class Controller:
         self._credentials_wake = threading.Event()
         self.temperature_c: float | None = None
         self.thermometer_failing = False
+        self.planogram = self.ledger.planogram()
+        self.pending_config: Config | None = None  # newer than the applied one, waiting for the vend to end
+        self.ignored_configs = 0
 
     # -- clocks ---------------------------------------------------------------------------------------
 
@@ -185,12 +189,12 @@ class Controller:
             self.hardware.all_motors_off()
         if self._service is not None:
             self._service.close()
-        head = self.ledger.head
+        head, planogram_version = self.ledger.head, self.ledger.planogram_version
         self.ledger.close()
         log.info("stopping: motors off, ledger closed at seq %d", head)
         if self.link is not None:
             self.link.stop(Status(online=False, firmware=__version__, ledger_head=head,
-                                  boot=self.ledger.boot_number))
+                                  planogram_version=planogram_version, boot=self.ledger.boot_number))
         if self.hardware is not None:
             self.hardware.close()
         log.info("stopped")
@@ -221,6 +225,7 @@ class Controller:
 
     def tick(self, now: float) -> None:
         self.execute(self.vend.timer_fired(now))
+        self.apply_pending_config()
         if self.link is not None and self.link.connected:
             if self.sent_upto > self.ledger.acked and now - self.last_progress > self.cfg["mqtt"]["resend_after_s"]:
                 log.warning("no ack for %d s; resending from %d", now - self.last_progress, self.ledger.acked + 1)
@@ -295,7 +300,7 @@ class Controller:
 
     def publish_status(self) -> None:
         status = Status(online=True, firmware=__version__, ledger_head=self.ledger.head,
-                        boot=self.ledger.boot_number)
+                        planogram_version=self.ledger.planogram_version, boot=self.ledger.boot_number)
         self.link.publish("status", status.encode(), retain=True)
         self.status_head = self.ledger.head
         self.next_status = self.monotonic() + STATUS_EVERY_S
@@ -318,7 +323,7 @@ class Controller:
     def on_message(self, topic: str, payload: bytes) -> None:
         try:
             machine_id, kind = topics.parse(topic)
-            if machine_id != self.machine_id or kind not in ("ack", "cmd"):
+            if machine_id != self.machine_id or kind not in ("ack", "cmd", "config"):
                 raise ProtocolError(f"topic {topic!r} is not for this machine")
             message = decode(kind, payload)
         except ProtocolError as e:
@@ -327,6 +332,8 @@ class Controller:
             return
         if kind == "ack":
             self.on_ack(message)
+        elif kind == "config":
+            self.on_config(message)
         else:
             self.on_command(message)
 
@@ -338,6 +345,43 @@ class Controller:
         if self.ledger.set_acked(ack.seq):
             self.last_progress = self.monotonic()
             self.pump()
+
+    def on_config(self, config: Config) -> None:
+        """A planogram from the cloud. The broker keeps the newest one and hands it over on every connect,
+        so the same version arriving again is the normal case: it changes nothing, as does an older one.
+
+        A config naming a slot this machine has no motor for is refused whole (a partial planogram would
+        sell from a cabinet the cloud does not describe) and recorded once as ``command.rejected`` with
+        ``cmd_id`` ``config-{version}``: the ledger's commands table then remembers it, so the retained
+        copy arriving on each reconnect is not recorded again, and the cloud shows the version as rejected.
+        """
+        newest = max(self.ledger.planogram_version, self.pending_config.version if self.pending_config else 0)
+        if config.version <= newest:
+            self.ignored_configs += 1
+            log.debug("planogram version %d ignored: version %d is applied or waiting", config.version, newest)
+            return
+        unknown = [s.code for s in config.slots if s.code not in self.hardware.motors]
+        if unknown:
+            cmd_id = f"config-{config.version}"
+            if self.ledger.command(cmd_id) is None:
+                reason = f"no slot {' '.join(unknown)} on this machine"
+                log.error("planogram version %d refused: %s", config.version, reason)
+                self.record("command.rejected", {"cmd_id": cmd_id, "reason": reason, "version": config.version})
+                self.pump()
+            return
+        self.pending_config = config
+        self.apply_pending_config()
+
+    def apply_pending_config(self) -> None:
+        """Apply the waiting planogram, unless a vend is running: prices and slots never change under one."""
+        if self.pending_config is None or self.vend.busy:
+            return
+        config, self.pending_config = self.pending_config, None
+        event = self.ledger.apply_planogram(config.version, config.slots, self.now_dt(), self.clock_offset is not None)
+        self.planogram = self.ledger.planogram()
+        log.info("ledger %d config.applied: planogram version %d, %d slots", event.seq, config.version,
+                 len(config.slots))
+        self.pump()
 
     def on_command(self, cmd: Command) -> None:
         if cmd.kind == "credentials":
@@ -368,7 +412,9 @@ class Controller:
             return
         self.execute(actions)
         # Drawn after the motor has started, so the customer at the machine sees it without delaying it.
-        self.screen.refresh(self.cloud_now(), f"Dropping your product from {cmd.args['slot']}...")
+        item = self.planogram.get(cmd.args["slot"])
+        self.screen.refresh(self.cloud_now(), f"Dropping {item.product if item else 'your product'} from "
+                                              f"{cmd.args['slot']}...")
 
     def refusal(self, cmd: Command) -> str:
         """Why this vend command must not run, or '' if it may."""
@@ -377,6 +423,8 @@ class Controller:
             return "expired"
         if slot not in self.hardware.motors:
             return f"no slot {slot} on this machine"
+        if self.planogram and slot not in self.planogram:
+            return f"slot {slot} is not in planogram version {self.ledger.planogram_version}"
         count, flagged = self.ledger.slot(slot)
         if flagged:
             return f"slot {slot} is out of service after a failed vend"
@@ -427,6 +475,11 @@ class Controller:
                            "acked": self.ledger.acked, "online": bool(self.link and self.link.connected),
                            "rejected_messages": self.rejected_messages,
                            "url": self.screen.url,
+                           "planogram": {"version": self.ledger.planogram_version,
+                                         "waiting": self.pending_config.version if self.pending_config else None,
+                                         "ignored": self.ignored_configs,
+                                         "slots": {s: [p.product, p.price, p.currency, p.capacity, p.par]
+                                                   for s, p in sorted(self.planogram.items())}},
                            "slots": {s: dict(zip(("count", "flagged"), self.ledger.slot(s)))
                                      for s in self.hardware.motors}})
             elif op == "restock":

@@ -17,7 +17,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from protocol import ProtocolError
-from protocol.messages import GENESIS_HASH, Event
+from protocol.messages import GENESIS_HASH, ConfigSlot, Event
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,16 @@ def _m0002(db: sqlite_utils.Database) -> None:
         slot TEXT PRIMARY KEY, count INTEGER NOT NULL DEFAULT 0, flagged INTEGER NOT NULL DEFAULT 0)""")
     db.execute("""CREATE TABLE commands (
         id TEXT PRIMARY KEY, seq INTEGER NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '')""")
+
+
+@migrations(name="0003_planogram")
+def _m0003(db: sqlite_utils.Database) -> None:
+    # The planogram the machine has applied: one row per slot, replaced whole with each new version, in the
+    # same transaction as the config.applied event that records it.
+    db.execute("""CREATE TABLE planogram (
+        slot TEXT PRIMARY KEY, product TEXT NOT NULL, price INTEGER NOT NULL, currency TEXT NOT NULL,
+        capacity INTEGER NOT NULL, par INTEGER NOT NULL)""")
+    db.execute("INSERT INTO meta VALUES ('planogram_version', 0)")
 
 
 class LedgerError(RuntimeError):
@@ -88,12 +98,42 @@ class Ledger:
         """Write one fact durably, with its effect on slots and commands, and return it."""
         event = Event.make(self.head + 1, now, self.boot_number, clock_synced, kind, data, self.head_hash)
         with self.db.atomic():
-            self.db.execute(
-                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [event.seq, event.ts, event.boot, int(event.clock_synced), event.kind,
-                 json.dumps(event.data, separators=(",", ":"), ensure_ascii=False), event.prev_hash, event.hash],
-            )
-            self._project(event)
+            self._insert(event)
+        self.head, self.head_hash = event.seq, event.hash
+        return event
+
+    def _insert(self, event: Event) -> None:
+        self.db.execute(
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [event.seq, event.ts, event.boot, int(event.clock_synced), event.kind,
+             json.dumps(event.data, separators=(",", ":"), ensure_ascii=False), event.prev_hash, event.hash],
+        )
+        self._project(event)
+
+    @property
+    def planogram_version(self) -> int:
+        """The version of the planogram this machine has applied; 0 before the first."""
+        return self._meta("planogram_version")
+
+    def planogram(self) -> dict[str, ConfigSlot]:
+        """The applied planogram, by slot code."""
+        rows = self.db.execute("SELECT slot, product, price, currency, capacity, par FROM planogram").fetchall()
+        return {r[0]: ConfigSlot(*r) for r in rows}
+
+    def apply_planogram(self, version: int, slots: tuple[ConfigSlot, ...], now: datetime,
+                        clock_synced: bool) -> Event:
+        """Replace the planogram with ``version`` and append ``config.applied``, in one transaction: the
+        ledger never says a version was applied that the table does not hold, nor the reverse."""
+        if version <= self.planogram_version:
+            raise LedgerError(f"planogram version {version} is not newer than the applied {self.planogram_version}")
+        event = Event.make(self.head + 1, now, self.boot_number, clock_synced, "config.applied",
+                           {"version": version, "slots": len(slots)}, self.head_hash)
+        with self.db.atomic():
+            self.db.execute("DELETE FROM planogram")
+            self.db.conn.executemany("INSERT INTO planogram VALUES (?, ?, ?, ?, ?, ?)",
+                                [(s.code, s.product, s.price, s.currency, s.capacity, s.par) for s in slots])
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'planogram_version'", [version])
+            self._insert(event)
         self.head, self.head_hash = event.seq, event.hash
         return event
 

@@ -47,7 +47,9 @@ class Link:
             log.error("broker %s:%s refused the connection: %s", self.settings["host"], self.settings["port"],
                       reason_code)
             return
-        client.subscribe([(topics.topic(self.machine_id, "ack"), 1), (topics.topic(self.machine_id, "cmd"), 1)])
+        # config is retained: the broker hands over the newest planogram on every subscribe, so a machine
+        # that was off while it changed gets it here.
+        client.subscribe([(topics.topic(self.machine_id, kind), 1) for kind in ("ack", "cmd", "config")])
         self.connected = True
         self.inbox.put(("connected",))
 

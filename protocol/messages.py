@@ -19,6 +19,9 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_BATCH_EVENTS = 1000
 GENESIS_HASH = "0" * 64
 MAX_SLOT_COUNT = 100_000  # more than any slot holds; keeps a count inside every database's integer
+MAX_CONFIG_SLOTS = 500  # a planogram of more slots than any cabinet row has is a mistake, not a machine
+MAX_CAPACITY = 1000
+MAX_PRICE = 10**12  # in minor units: ten billion in the major unit, far past any product, inside every integer
 # \Z, not $: "$" would let a trailing newline through.
 ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 SLOT_RE = re.compile(r"^[A-Z][0-9]{1,2}\Z")
@@ -417,6 +420,72 @@ class Telemetry:
         return dump_json(asdict(self))
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigSlot:
+    """One slot of a planogram: what it holds (the product's name, for the screen), its price and how
+    many it takes; ``par`` is how full a technician fills it."""
+
+    code: str
+    product: str
+    price: int
+    currency: str
+    capacity: int
+    par: int
+
+    @classmethod
+    def from_obj(cls, obj: Any, where: str) -> "ConfigSlot":
+        if not isinstance(obj, dict):
+            raise ProtocolError(f"{where}: a slot must be an object")
+        code = _get(obj, "code", str, where)
+        if not SLOT_RE.match(code):
+            raise ProtocolError(f"{where}: code {code[:10]!r} is not a slot code like 'A1'")
+        where = f"{where} ({code})"
+        product = _get(obj, "product", str, where)
+        if not 1 <= len(product) <= 80 or not product.isprintable():
+            raise ProtocolError(f"{where}: product must be 1-80 printable characters")
+        price = _get(obj, "price", int, where)
+        if not 0 <= price <= MAX_PRICE:
+            raise ProtocolError(f"{where}: price must be 0-{MAX_PRICE} minor units, got {price}")
+        currency = _get(obj, "currency", str, where)
+        if not CURRENCY_RE.match(currency):
+            raise ProtocolError(f"{where}: currency {currency[:10]!r} is not an ISO 4217 code like 'CNY'")
+        capacity = _get(obj, "capacity", int, where)
+        if not 1 <= capacity <= MAX_CAPACITY:
+            raise ProtocolError(f"{where}: capacity must be 1-{MAX_CAPACITY}, got {capacity}")
+        par = _get(obj, "par", int, where)
+        if not 0 <= par <= capacity:
+            raise ProtocolError(f"{where}: par must be 0-{capacity} (the capacity), got {par}")
+        return cls(code, product, price, currency, capacity, par)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A machine's planogram, sent retained on its ``config`` topic. Versions rise by one with every edit
+    in the cloud; a machine applies only a version newer than the one it has."""
+
+    version: int
+    slots: tuple[ConfigSlot, ...]
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "Config":
+        obj = load_json(payload, "config")
+        version = _seq(obj, "version", "config")
+        where = f"config version {version}"
+        raw = _get(obj, "slots", list, where)
+        if not 1 <= len(raw) <= MAX_CONFIG_SLOTS:
+            raise ProtocolError(f"{where}: {len(raw)} slots; a planogram has 1-{MAX_CONFIG_SLOTS}")
+        slots = tuple(ConfigSlot.from_obj(s, f"{where} slots[{i}]") for i, s in enumerate(raw))
+        seen: set[str] = set()
+        for s in slots:
+            if s.code in seen:
+                raise ProtocolError(f"{where}: slot {s.code} appears twice")
+            seen.add(s.code)
+        return cls(version, slots)
+
+    def encode(self) -> bytes:
+        return dump_json({"version": self.version, "slots": [asdict(s) for s in self.slots]})
+
+
 DECODERS = {
     "status": Status.decode,
     "events": EventBatch.decode,
@@ -424,6 +493,7 @@ DECODERS = {
     "cmd": Command.decode,
     "cmd/result": CommandResult.decode,
     "telemetry": Telemetry.decode,
+    "config": Config.decode,
 }
 
 

@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -17,7 +18,7 @@ import cloud.db
 import cloud.service
 import cloud.settings
 import cloud.web
-from cloud import machines
+from cloud import locations, machines, planogram
 from cloud.ca import FleetCA
 from cloud.db import utcnow
 from cloud.people import audit, auth, staff
@@ -43,6 +44,7 @@ def cloud_obj(tmp_path, db_url):
     cloud.db.migrate(obj.engine)
     with obj.engine.begin() as conn:
         add_machine(conn)
+        locations.add(conn, "Lobby", now=utcnow())  # location 1, for the matrix's PUT .../location
     yield obj
     obj.engine.dispose()
 
@@ -130,6 +132,21 @@ MATRIX = [
      staff.staff, {A}),
     ("PATCH", "/api/v1/people/{technician}", lambda r: {"role": M}, staff.staff, {A}),
     ("GET", "/api/v1/audit", None, None, {A}),
+    ("GET", "/api/v1/locations", None, None, {A, M, T}),
+    ("POST", "/api/v1/locations", lambda r: {"name": f"Site of {r}", "latitude": 31.2, "longitude": 121.5},
+     locations.locations, {A, M}),
+    ("PUT", "/api/v1/machines/m-1/location", lambda r: {"location_id": 1 if r == M else None},
+     locations.machine_locations, {A, M}),
+    ("GET", "/api/v1/machines/m-1", None, None, {A, M, T}),
+    ("POST", "/api/v1/machines/m-1/cabinets", lambda r: {"number": 2 if r == M else 3, "name": r},
+     machines.cabinets, {A, M}),
+    ("GET", "/api/v1/machines/m-1/planogram", None, None, {A, M, T}),
+    ("POST", "/api/v1/machines/m-1/planogram", lambda r: {"slots": [dict(slot="A1", sku="cola", price=300,
+                                                                        currency="CNY", capacity=10, par_level=8)]},
+     planogram.planograms, {A, M}),
+    ("GET", "/api/v1/machines/m-1/planogram/versions", None, None, {A, M, T}),
+    ("GET", "/api/v1/alerts", None, None, {A, M, T}),
+    ("GET", "/api/v1/machines/m-1/alerts", None, None, {A, M, T}),
     ("GET", "/api/v1/me", None, None, {A, M, T, S}),
     ("GET", "/api/v1/tokens", None, None, {A, M, T, S}),
     ("POST", "/api/v1/tokens", lambda r: {"name": f"script of {r}"}, auth.api_tokens, {A, M, T, S}),
@@ -161,7 +178,7 @@ def test_each_role_against_each_route(client, engine, callers, method, path, bod
 
 def test_every_api_route_is_in_the_matrix_and_refuses_a_caller_without_credentials(app, client):
     covered = {(m, p.replace("{technician}", "{user_id}")) for m, p, *_ in MATRIX}
-    covered = {(m, p.replace("/m-1/", "/{machine_id}/")) for m, p in covered}
+    covered = {(m, re.sub(r"/m-1(?=/|$)", "/{machine_id}", p)) for m, p in covered}
     for route in app.routes:
         if not getattr(route, "path", "").startswith("/api/v1/"):
             continue

@@ -4,14 +4,14 @@ audit trail every state-changing API call writes.
 
 Who may do what (a wrong role gets 403 and nothing changes; no valid credentials get 401):
 
-| route class                                             | administrator | manager | technician | supplier |
-| ------------------------------------------------------- | ------------- | ------- | ---------- | -------- |
-| own account: /me, /me/password, /logout, /tokens         | yes           | yes     | yes        | yes      |
-| read the fleet: machines, slots, ingest counters         | yes           | yes     | yes        | no       |
-| read sales                                               | yes           | yes     | no         | no       |
-| change the fleet: add machines, set slots                | yes           | yes     | no         | no       |
-| suppliers: list, add                                     | yes           | yes     | no         | no       |
-| staff: list, add, change role, disable; the audit trail  | yes           | no      | no         | no       |
+| route class                                                                     | administrator | manager | technician | supplier |
+| ------------------------------------------------------------------------------- | ------------- | ------- | ---------- | -------- |
+| own account: /me, /me/password, /logout, /tokens                                | yes           | yes     | yes        | yes      |
+| read the fleet: machines, slots, planograms, locations, alerts, ingest counters | yes           | yes     | yes        | no       |
+| read sales                                                                      | yes           | yes     | no         | no       |
+| change the fleet: machines, cabinets, slots, planograms, locations              | yes           | yes     | no         | no       |
+| suppliers: list, add                                                            | yes           | yes     | no         | no       |
+| staff: list, add, change role, disable; the audit trail                         | yes           | no      | no         | no       |
 
 Technicians service machines at the machine (its service mode writes to the ledger), so the cloud lets
 them read the fleet but not change it. A supplier account is linked to one supplier and will see that
