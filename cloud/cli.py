@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     sl.add_argument("machine")
     sl.add_argument("--json", action="store_true")
     add_people_parsers(sub)
+    from .stock import cli as stock_cli
+
+    stock_cli.add_parsers(sub)
     from controller import hwtool  # the machine's side: needs no cloud, no token
 
     hwtool.add_parser(sub)
@@ -140,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         client = Client.from_env()
         if args.command in PEOPLE_COMMANDS:
             people_command(args, client)
+        elif args.command in stock_cli.COMMANDS:
+            stock_cli.run(args, client, CliError, table)
         elif args.command == "machines" and args.action == "add":
             result = client.call("POST", "/api/v1/machines", {"id": args.id, "name": args.name,
                                                               "location": args.location})

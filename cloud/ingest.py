@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from protocol.messages import EventBatch, compact_json
 
 from . import orders
-from . import stock as inventory
+from .stock import book as inventory
 from .db import bulk_insert, metadata
 from .machines import machines, slots
 from .payments import Provider

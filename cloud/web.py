@@ -21,10 +21,11 @@ from protocol import ProtocolError
 from protocol import token as qrtoken
 from protocol.messages import utcnow
 
-from . import ingest, machines, orders, people, stock
+from . import ingest, machines, orders, people
 from .money import format_money, parse_amount
 from .people import Caller, require
 from .payments import PaymentError
+from .stock.routes import router as stock_router
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     # Staff sign-in, the role check on every /api/v1 route, and the built-in administrator that
     # admin_token (<var>/admin-token) acts as.
     people.install(app, engine, cookie_secret, admin_token, settings.public_url)
-    app.include_router(stock.router)
+    app.include_router(stock_router)
 
     def page(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
         return templates.TemplateResponse(request, name, context, status_code=status_code)

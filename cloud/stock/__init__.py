@@ -11,6 +11,7 @@ ledgers, stock takes, and low-stock and expiry alerts.
 | ``takes``       | ``stock_takes`` and their lines                                            |
 | ``picking``     | ``routes``, ``route_stops``; pick lists; alerts                            |
 | ``routes``      | the HTTP API                                                               |
+| ``cli``         | ``vendctl products``, ``purchase-orders``, ``stock``, ``pick-list``         |
 
 Who may call what (a wrong role gets 403 and nothing changes):
 
@@ -21,15 +22,7 @@ Who may call what (a wrong role gets 403 and nothing changes):
 | read the warehouse, its value, movements, stock takes           | yes   | yes     | no         | no       |
 | read purchase orders; confirm a sent one                        | yes   | yes     | no         | its own  |
 
-The machines' side comes in through ``ledger_counts``, which ``cloud/ingest.py`` calls with the restock and
-stock.adjusted events of a batch, inside the batch's transaction.
+The machines' side comes in through ``book.ledger_counts``, which ``cloud/ingest.py`` calls with the restock
+and stock.adjusted events of a batch, inside the batch's transaction. The package imports nothing itself,
+so that ``vendctl`` (``cli``) loads without the cloud's web and database libraries.
 """
-
-from __future__ import annotations
-
-from .book import Count, ledger_counts
-from .common import StockError
-from .picking import par_levels
-from .routes import router
-
-__all__ = ["Count", "StockError", "ledger_counts", "par_levels", "router"]

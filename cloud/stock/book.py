@@ -194,11 +194,11 @@ def receive(conn: sa.Connection, op: str, product_id: int, qty: int, unit_cost: 
     return lot_id
 
 
-def expiry_for(conn: sa.Connection, product_id: int, received: date, given) -> date | None:
+def expiry_for(conn: sa.Connection, product_id: int, received: date, given, field: str = "expires_on") -> date | None:
     """A lot's expiry: as given, or the day it is received plus the product's shelf life."""
     if given is not None:
         if given < received:
-            raise StockError("expires_on", f"{given} is before the day the goods are received ({received})")
+            raise StockError(field, f"{given} is before the day the goods are received ({received})")
         return given
     days = get_product(conn, product_id).shelf_life_days
     return received + timedelta(days=days) if days else None

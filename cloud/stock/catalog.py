@@ -133,21 +133,21 @@ def _query():
             .select_from(products.outerjoin(d, d.c.product_id == products.c.id)))
 
 
-def get_product(conn: sa.Connection, product_id) -> sa.Row:
+def get_product(conn: sa.Connection, product_id, field: str = "product_id") -> sa.Row:
     """One product with its details (None where not described yet); StockError 404 if unknown."""
     if not isinstance(product_id, int) or isinstance(product_id, bool):
-        raise StockError("product_id", "must be a whole number")
+        raise StockError(field, "must be a whole number")
     row = conn.execute(_query().where(products.c.id == product_id)).first()
     if row is None:
-        raise StockError("product_id", f"no product {product_id}", 404)
+        raise StockError(field, f"no product {product_id}", 404)
     return row
 
 
 def described(conn: sa.Connection, product_id: int, field: str = "product_id", lock: bool = False) -> sa.Row:
     """A product that has a cost currency, which anything moving it needs; optionally locked for that."""
+    row = get_product(conn, product_id, field)
     if lock:
         lock_product(conn, product_id)
-    row = get_product(conn, product_id)
     if row.currency is None:
         raise StockError(field, f"product {product_id} ({row.sku}) has no cost and currency yet: "
                                 f"PATCH /api/v1/products/{product_id} first")

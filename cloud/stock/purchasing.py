@@ -231,7 +231,8 @@ def receive(conn: sa.Connection, po_id: int, key, lines: list, now: datetime, us
         if c["quantity"] > due and not allow_over:
             raise StockError(f"lines.{i}.quantity", f"{c['quantity']} is more than the {max(due, 0)} still due "
                                                     "on this line; send allow_over to receive them anyway", 409)
-        c["expires_on"] = book.expiry_for(conn, order_lines[c["line_id"]].product_id, now.date(), c["expires_on"])
+        c["expires_on"] = book.expiry_for(conn, order_lines[c["line_id"]].product_id, now.date(), c["expires_on"],
+                                          f"lines.{i}.expires_on")
     if not book.claim(conn, f"receipt:{key}", "receipt", now):
         raise StockError("key", f"{key!r} is being used by another receipt", 409)
     receipt_id = conn.execute(receipts.insert().values(key=key, po_id=po_id, fingerprint=fingerprint,

@@ -12,7 +12,6 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt
 
 from .. import people
-from ..money import format_money
 from ..people import Caller, require
 from ..people.auth import Gate, gate
 from . import book, catalog, picking, purchasing, takes
@@ -20,7 +19,6 @@ from .common import StockError
 
 router = APIRouter(prefix="/api/v1", tags=["stock"])
 templates = Jinja2Templates(directory=os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates"))
-templates.env.filters["money"] = lambda amount, currency: format_money(amount, currency)
 
 SUPPLIER = people.SUPPLIER
 
