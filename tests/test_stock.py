@@ -153,10 +153,11 @@ def test_a_purchase_order_from_draft_to_received_in_two_deliveries(client, engin
     assert sums(engine, cola["id"]) == (24, 24 * 120) and sums(engine, water["id"]) == (12, 12 * 45)
     actions = [a["action"] for a in client.get("/api/v1/audit?kind=purchase_order", headers=ADMIN).json()]
     assert actions == ["po.receive", "po.receive", "po.confirm", "po.send", "po.create"]
-    # Nothing more happens to a received order.
-    for action, body in (("send", None), ("cancel", {"reason": "late"}), ("confirm", {})):
+    # Nothing more happens to a received order; a confirmation repeated is still no change.
+    for action, body in (("send", None), ("cancel", {"reason": "late"})):
         r = client.post(f"/api/v1/purchase-orders/{pid}/{action}", headers=ADMIN, json=body)
         assert r.status_code == 409 and r.json()["error"].startswith("status:"), (action, r.text)
+    assert not client.post(f"/api/v1/purchase-orders/{pid}/confirm", headers=ADMIN).json()["changed"]
 
 
 def test_a_receipt_sent_twice_changes_nothing_the_second_time(client, engine):

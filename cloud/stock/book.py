@@ -145,9 +145,13 @@ def fefo_key(lot: LotLeft, today: date | None = None):
     return (expired, lot.expires_on is None, lot.expires_on or date.max, lot.lot_id)
 
 
+MOVEMENT_DEFAULTS = dict(lot_id=None, machine_id=None, slot=None, reason="", user_id=None)
+
+
 def _insert(conn: sa.Connection, rows: list[dict]) -> None:
+    # Every row with every key: an executemany takes its columns from the first row and drops the rest.
     if rows:
-        conn.execute(movements.insert(), rows)
+        conn.execute(movements.insert(), [{**MOVEMENT_DEFAULTS, **row} for row in rows])
 
 
 def _share(value: int, total_qty: int, qty: int) -> int:
