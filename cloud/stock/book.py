@@ -100,7 +100,9 @@ def claim(conn: sa.Connection, key: str, kind: str, now: datetime) -> bool:
     """Record that operation ``key`` is being applied; False if it was applied before (then do nothing)."""
     if not isinstance(key, str) or not 1 <= len(key) <= 120 or not key.isprintable():
         raise StockError("key", "must be 1 to 120 printable characters")
-    return conn.execute(insert_ignore(conn, stock_ops).values(key=key, kind=kind, at=now)).rowcount == 1
+    # RETURNING, not rowcount: psycopg reports -1 for an insert SQLAlchemy gave a RETURNING of its own.
+    return conn.execute(insert_ignore(conn, stock_ops).values(key=key, kind=kind, at=now)
+                        .returning(stock_ops.c.key)).first() is not None
 
 
 def balance(conn: sa.Connection, product_id: int, place: Place = WAREHOUSE) -> tuple[int, int]:
@@ -301,7 +303,7 @@ def ledger_counts(conn: sa.Connection, machine_id: str, counts: list[Count], now
     """
     for c in counts:
         op = f"ledger:{machine_id}:{c.seq}"
-        if not claim(conn, op, "ledger." + c.kind, now):
+        if not claim(conn, op, c.kind, now):
             continue
         lock_product(conn, c.product_id)
         place = Place(machine_id, c.slot)
