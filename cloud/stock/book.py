@@ -108,15 +108,17 @@ def claim(conn: sa.Connection, key: str, kind: str, now: datetime) -> bool:
 def balance(conn: sa.Connection, product_id: int, place: Place = WAREHOUSE) -> tuple[int, int]:
     """(quantity, value) of a product at a place: the sums of its movements there."""
     m = movements
-    row = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(m.c.quantity), 0), sa.func.coalesce(sa.func.sum(m.c.value), 0))
+    total = lambda column: sa.func.coalesce(sa.func.sum(column), 0)  # noqa: E731
+    row = conn.execute(sa.select(total(m.c.quantity), total(m.c.value))
                        .where(m.c.product_id == product_id, place.where())).one()
     return int(row[0]), int(row[1])
 
 
 def on_hand_anywhere(conn: sa.Connection, product_id: int) -> bool:
     m = movements
-    return conn.execute(sa.select(m.c.machine_id, m.c.slot).where(m.c.product_id == product_id)
-                        .group_by(m.c.machine_id, m.c.slot).having(sa.func.sum(m.c.quantity) != 0).limit(1)).first() is not None
+    held = (sa.select(m.c.machine_id, m.c.slot).where(m.c.product_id == product_id)
+            .group_by(m.c.machine_id, m.c.slot).having(sa.func.sum(m.c.quantity) != 0).limit(1))
+    return conn.execute(held).first() is not None
 
 
 @dataclass(frozen=True)
@@ -331,7 +333,8 @@ def ledger_counts(conn: sa.Connection, machine_id: str, counts: list[Count], now
 def _close_other_products(conn, op, place: Place, product_id: int, now: datetime) -> None:
     """A slot whose planogram now names another product: what the book still has of the old one is gone."""
     m = movements
-    stale = conn.execute(sa.select(m.c.product_id, sa.func.sum(m.c.quantity)).where(place.where(), m.c.product_id != product_id)
+    stale = conn.execute(sa.select(m.c.product_id, sa.func.sum(m.c.quantity))
+                         .where(place.where(), m.c.product_id != product_id)
                          .group_by(m.c.product_id).having(sa.func.sum(m.c.quantity) != 0)).all()
     for other, qty in stale:
         lock_product(conn, other)

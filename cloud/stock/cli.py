@@ -255,8 +255,8 @@ def purchase_orders(args, client, error, table, show) -> None:
         rows = client.call("GET", "/api/v1/purchase-orders" + (f"?{urlencode({'status': args.status})}"
                                                                if args.status else ""))
         for r in rows:
-            r.update(total_text=format_money(r["total"], r["currency"]),
-                     got=f"{sum(line['received'] for line in r['lines'])}/{sum(line['quantity'] for line in r['lines'])}",
+            got, ordered = (sum(line[k] for line in r["lines"]) for k in ("received", "quantity"))
+            r.update(total_text=format_money(r["total"], r["currency"]), got=f"{got}/{ordered}",
                      confirmed="yes" if r["confirmed_at"] else "")
         show(rows, table(rows, [("id", "ID"), ("supplier", "SUPPLIER"), ("status", "STATUS"),
                                 ("expected_on", "EXPECTED"), ("confirmed", "CONFIRMED"), ("total_text", "TOTAL"),

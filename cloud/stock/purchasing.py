@@ -235,8 +235,8 @@ def receive(conn: sa.Connection, po_id: int, key, lines: list, now: datetime, us
                                           f"lines.{i}.expires_on")
     if not book.claim(conn, f"receipt:{key}", "receipt", now):
         raise StockError("key", f"{key!r} is being used by another receipt", 409)
-    receipt_id = conn.execute(receipts.insert().values(key=key, po_id=po_id, fingerprint=fingerprint,
-                                                       received_at=now, user_id=user_id, note=note)).inserted_primary_key[0]
+    receipt_id = conn.execute(receipts.insert().values(key=key, po_id=po_id, fingerprint=fingerprint, received_at=now,
+                                                       user_id=user_id, note=note)).inserted_primary_key[0]
     for c in clean:
         book.receive(conn, f"receipt:{key}", order_lines[c["line_id"]].product_id, c["quantity"], c["unit_cost"],
                      c["expires_on"], now, receipt_id, c["line_id"], user_id)
@@ -279,7 +279,8 @@ def _public(conn: sa.Connection, row) -> dict:
     received = _received(conn, row.id)
     supplier = staff.get_supplier(conn, row.supplier_id)
     out_lines = []
-    for r in conn.execute(sa.select(lines, products.c.sku, products.c.name).join(products, products.c.id == lines.c.product_id)
+    for r in conn.execute(sa.select(lines, products.c.sku, products.c.name)
+                          .join(products, products.c.id == lines.c.product_id)
                           .where(lines.c.po_id == row.id).order_by(lines.c.id)):
         got = received.get(r.id, 0)
         out_lines.append({"line_id": r.id, "product_id": r.product_id, "sku": r.sku, "name": r.name,

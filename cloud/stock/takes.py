@@ -94,7 +94,8 @@ def record(conn: sa.Connection, key, lines, reason, now: datetime, user_id: int 
         if c["lot_id"] is None:
             on_book = book.balance(conn, c["product_id"])[0]
         else:
-            on_book = sum(lot.quantity for lot in book.lots_on_hand(conn, [c["product_id"]]) if lot.lot_id == c["lot_id"])
+            on_book = sum(lot.quantity for lot in book.lots_on_hand(conn, [c["product_id"]])
+                          if lot.lot_id == c["lot_id"])
         variance = c["counted"] - on_book
         value = book.adjust(conn, op, c["product_id"], variance, now, f"stock take: {reason}"[:200],
                             lot_id=c["lot_id"], user_id=user_id)
@@ -114,7 +115,8 @@ def get(conn: sa.Connection, take_id) -> dict:
 
 
 def list_takes(conn: sa.Connection, limit: int = 50) -> list[dict]:
-    return [_public(conn, r) for r in conn.execute(sa.select(stock_takes).order_by(stock_takes.c.id.desc()).limit(limit))]
+    q = sa.select(stock_takes).order_by(stock_takes.c.id.desc()).limit(limit)
+    return [_public(conn, r) for r in conn.execute(q)]
 
 
 def _public(conn: sa.Connection, row) -> dict:
