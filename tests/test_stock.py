@@ -281,6 +281,43 @@ def test_moving_average_cost_in_exact_integers(engine):
         assert book.lots_on_hand(conn, [cola]) == []
 
 
+def test_two_processes_taking_the_same_stock_at_once_never_take_more_than_there_is(engine, monkeypatch):
+    import threading
+    import time
+
+    read = book.lots_on_hand
+
+    def slow_read(*args):  # widen the window between reading the stock and writing what is taken
+        result = read(*args)
+        time.sleep(0.2)
+        return result
+
+    with engine.begin() as conn:
+        add_machine(conn, counts={})
+        cola, sup = product(conn), supplier(conn)
+        received_po(conn, sup, cola, 10, 100, "ten")
+    gate, outcomes = threading.Barrier(2), []
+    monkeypatch.setattr(book, "lots_on_hand", slow_read)
+
+    def take(key, slot):
+        gate.wait()
+        try:
+            with engine.begin() as conn:
+                book.claim(conn, key, "test", NOW)
+                book.transfer(conn, key, cola, 6, Place("m-1", slot), NOW)
+            outcomes.append("moved")
+        except StockError as e:
+            outcomes.append(e.status)
+
+    threads = [threading.Thread(target=take, args=(f"k{i}", slot)) for i, slot in enumerate(("A1", "A2"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes, key=str) == [409, "moved"]
+    assert sums(engine, cola) == (4, 400)
+
+
 @st.composite
 def operations(draw):
     ops = []

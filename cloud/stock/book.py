@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from ..db import UTCDateTime, insert_ignore, metadata
 from .catalog import get_product
-from .common import StockError, lock_product
+from .common import StockError, lock_product, lock_products
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +303,7 @@ def ledger_counts(conn: sa.Connection, machine_id: str, counts: list[Count], now
     that fell or a ``stock.adjusted`` is an adjustment at the slot. Units loaded that the warehouse has no
     book of come in as an adjustment at catalogue cost, so the warehouse never goes below zero.
     """
+    lock_products(conn, [c.product_id for c in counts])
     for c in counts:
         op = f"ledger:{machine_id}:{c.seq}"
         if not claim(conn, op, c.kind, now):

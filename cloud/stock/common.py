@@ -74,11 +74,19 @@ def day(value, field: str) -> date | None:
     raise StockError(field, "must be a date like 2024-05-31")
 
 
-def lock_product(conn: sa.Connection, product_id: int) -> None:
-    """Serialise stock changes of one product across cloud processes (PostgreSQL: a row lock until commit;
-    SQLite: BEGIN IMMEDIATE already lets one writer in at a time); StockError 404 if there is no such product."""
-    query = sa.select(products.c.id).where(products.c.id == product_id)
+def lock_products(conn: sa.Connection, product_ids) -> None:
+    """Serialise stock changes of these products across cloud processes (PostgreSQL: row locks until commit,
+    taken in id order so that two operations on the same products never wait for each other in a circle;
+    SQLite: BEGIN IMMEDIATE already lets one writer in at a time); StockError 404 for a product not there."""
+    ids = sorted(set(product_ids))
+    query = sa.select(products.c.id).where(products.c.id.in_(ids)).order_by(products.c.id)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
-    if conn.execute(query).first() is None:
-        raise StockError("product_id", f"no product {product_id}", 404)
+    found = set(conn.execute(query).scalars())
+    for product_id in ids:
+        if product_id not in found:
+            raise StockError("product_id", f"no product {product_id}", 404)
+
+
+def lock_product(conn: sa.Connection, product_id: int) -> None:
+    lock_products(conn, [product_id])

@@ -24,7 +24,7 @@ from ..machines import products
 from ..people import staff
 from . import book
 from .catalog import described
-from .common import StockError, amount, currency, day, quantity, text
+from .common import StockError, amount, currency, day, lock_products, quantity, text
 
 DRAFT, SENT, PARTLY, RECEIVED, CANCELLED = "draft", "sent", "partly_received", "received", "cancelled"
 STATUSES = (DRAFT, SENT, PARTLY, RECEIVED, CANCELLED)
@@ -235,6 +235,7 @@ def receive(conn: sa.Connection, po_id: int, key, lines: list, now: datetime, us
                                           f"lines.{i}.expires_on")
     if not book.claim(conn, f"receipt:{key}", "receipt", now):
         raise StockError("key", f"{key!r} is being used by another receipt", 409)
+    lock_products(conn, [order_lines[c["line_id"]].product_id for c in clean])
     receipt_id = conn.execute(receipts.insert().values(key=key, po_id=po_id, fingerprint=fingerprint, received_at=now,
                                                        user_id=user_id, note=note)).inserted_primary_key[0]
     for c in clean:

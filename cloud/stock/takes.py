@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from ..db import UTCDateTime, metadata
 from . import book
 from .catalog import described
-from .common import StockError, lock_product, text, whole
+from .common import StockError, lock_product, lock_products, text, whole
 
 MAX_LINES = 2000
 
@@ -86,6 +86,7 @@ def record(conn: sa.Connection, key, lines, reason, now: datetime, user_id: int 
     op = f"take:{key}"
     if not book.claim(conn, op, "stock_take", now):
         raise StockError("key", f"{key!r} is being used by another stock take", 409)
+    lock_products(conn, [c["product_id"] for c in clean])
     take_id = conn.execute(stock_takes.insert().values(key=key, fingerprint=fingerprint, at=now, reason=reason,
                                                        user_id=user_id)).inserted_primary_key[0]
     rows = []
