@@ -488,10 +488,12 @@ def test_a_route_pick_list_takes_first_expiring_lots_and_runs_short_at_the_end(c
     assert (totals["cola"]["pick"], totals["cola"]["short"], totals["water"]["pick"]) == (7, 3, 2)
     assert p["pick"] == 9 and p["short"] == 3
     assert lots[9] not in {lot["lot_id"] for t in p["products"] for lot in t["lots"]}
+    assert totals["cola"]["expired"] == 9
     # The same as a page to print, and for one machine.
     page = client.get(f"/api/v1/routes/{route['id']}/pick-list?format=html", headers=ADMIN)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "size: A4" in page.text and "1. Machine m-2" in page.text and "3 short in the warehouse" in page.text
+    assert "9 past their date: not to be loaded" in page.text
     one = client.get("/api/v1/machines/m-1/pick-list", headers=ADMIN).json()
     assert [line["pick"] for line in one["machines"][0]["lines"]] == [5, 0]
     assert client.get("/api/v1/machines/nope/pick-list", headers=ADMIN).status_code == 404

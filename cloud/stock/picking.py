@@ -121,9 +121,12 @@ def pick_list(conn: sa.Connection, machine_ids: list[str], today: date) -> dict:
         menus[machine_id] = (machines.menu(conn, machine_id), par_levels(conn, machine_id))
     wanted = {r.product_id for menu, _ in menus.values() for r in menu}
     left: dict[int, list[list]] = {}
+    expired: dict[int, int] = {}
     for lot in book.lots_on_hand(conn, wanted):
         if lot.expires_on is None or lot.expires_on >= today:
             left.setdefault(lot.product_id, []).append([lot, lot.quantity])
+        else:
+            expired[lot.product_id] = expired.get(lot.product_id, 0) + lot.quantity
     for product_lots in left.values():
         product_lots.sort(key=lambda item: book.fefo_key(item[0]))
     stops, totals = [], {}
@@ -147,7 +150,8 @@ def pick_list(conn: sa.Connection, machine_ids: list[str], today: date) -> dict:
                           "par": par.get(r.slot, r.capacity), "count": r.count, "need": need, "pick": pick,
                           "short": still, "flagged": r.flagged, "lots": picked})
             total = totals.setdefault(r.product_id, {"product_id": r.product_id, "sku": r.sku, "name": r.name,
-                                                     "need": 0, "pick": 0, "short": 0, "lots": {}})
+                                                     "need": 0, "pick": 0, "short": 0, "lots": {},
+                                                     "expired": expired.get(r.product_id, 0)})
             total["need"] += need
             total["pick"] += pick
             total["short"] += still
