@@ -301,7 +301,7 @@ def ledger_counts(conn: sa.Connection, machine_id: str, counts: list[Count], now
     are booked as sold (the slot's count only falls by vends in between: a technician's correction is a
     count too); then a restock's added units move from the warehouse (FEFO) into the slot, and a count
     that fell or a ``stock.adjusted`` is an adjustment at the slot. Units loaded that the warehouse has no
-    book of come in as an adjustment at catalogue cost, so the warehouse never goes below zero.
+    book of come in as an adjustment, valued like any unit found, so the warehouse never goes below zero.
     """
     lock_products(conn, [c.product_id for c in counts])
     for c in counts:
@@ -325,7 +325,8 @@ def ledger_counts(conn: sa.Connection, machine_id: str, counts: list[Count], now
             if delta > moved:
                 log.warning("machine %s slot %s: %d units loaded that the warehouse has no book of",
                             machine_id, c.slot, delta - moved)
-                adjust(conn, op, c.product_id, delta - moved, now, "loaded without warehouse stock on the book", place)
+                adjust(conn, op, c.product_id, delta - moved, now, "loaded without warehouse stock on the book",
+                       place)
         elif delta:
             why = c.reason if c.kind != "restock" else "taken out at restock"
             adjust(conn, op, c.product_id, delta, now, (why or "technician's count")[:200], place)
