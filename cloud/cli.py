@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     from . import fleetcli
 
     fleetcli.add_parsers(sub)
+    from .stock import cli as stock_cli
+
+    stock_cli.add_parsers(sub)
     from controller import hwtool  # the machine's side: needs no cloud, no token
 
     hwtool.add_parser(sub)
@@ -145,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             people_command(args, client)
         elif args.command in fleetcli.COMMANDS:
             fleetcli.run(args, client, CliError)
+        elif args.command in stock_cli.COMMANDS:
+            stock_cli.run(args, client, CliError, table)
         elif args.command == "machines" and args.action == "add":
             result = client.call("POST", "/api/v1/machines", {"id": args.id, "name": args.name,
                                                               "location": args.location})

@@ -21,6 +21,7 @@ from . import alerts, orders, planogram
 from .db import bulk_insert, metadata
 from .machines import machines, slots
 from .payments import Provider
+from .stock import book as inventory
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def _project(conn: sa.Connection, provider: Provider, machine_id: str, fresh: li
                                                        slots.c.product_id).where(slots.c.machine_id == machine_id))}
     counts = {slot: [r.count, r.flagged] for slot, r in stock.items()}
     changed: set[str] = set()
-    sold, order_events = [], []
+    sold, order_events, counted = [], [], []
     for e in fresh:
         d = e.data
         if e.kind in orders.EVENT_KINDS:
@@ -139,6 +140,8 @@ def _project(conn: sa.Connection, provider: Provider, machine_id: str, fresh: li
                 slot[0] -= 1
         elif e.kind in ("restock", "stock.adjusted") and slot is not None:
             # A technician's count is the truth about a slot, and a restock means it was looked at.
+            counted.append(inventory.Count(e.seq, e.kind, d["slot"], stock[d["slot"]].product_id, slot[0], d["count"],
+                                           d.get("reason", "")))
             slot[0], slot[1] = d["count"], False
         elif e.kind == "vend.failed" and slot is not None:
             slot[1] = True
@@ -150,6 +153,8 @@ def _project(conn: sa.Connection, provider: Provider, machine_id: str, fresh: li
         conn.execute(slots.update().where(slots.c.machine_id == machine_id, slots.c.slot == sa.bindparam("b_slot"))
                      .values(count=sa.bindparam("b_count"), flagged=sa.bindparam("b_flagged")),
                      [{"b_slot": s, "b_count": counts[s][0], "b_flagged": counts[s][1]} for s in sorted(changed)])
+    if counted:  # rare: most batches are sales
+        inventory.ledger_counts(conn, machine_id, counted, now)
     try:
         captured = orders.follow(conn, provider, machine_id, order_events, now)
     except orders.StaleOrders:

@@ -201,12 +201,15 @@ def create(conn: sa.Connection, machine_id: str, slots: list[PlanogramSlot], now
 def merge(conn: sa.Connection, machine_id: str, specs: list[SlotSpec], now: datetime,
           user_id: int | None = None) -> int:
     """A new version that is the newest one with ``specs`` changed or added (what ``PUT .../slots`` does);
-    a slot keeps its par level (lowered to a smaller capacity) and cabinet unless the spec gives them."""
+    a slot keeps its par level (lowered to a smaller capacity) and cabinet unless the spec gives them; a new
+    slot's par is its capacity."""
     current = {r.slot: PlanogramSlot(r.slot, r.sku, r.price, r.currency, r.capacity, r.par_level, r.cabinet)
                for r in slots_of(conn, machine_id)}
     for spec in specs:
         old = current.get(spec.slot)
-        par = spec.par_level if spec.par_level is not None else min(old.par_level if old else 0, spec.capacity)
+        # A new slot with no par given is filled to capacity on each visit; an old one keeps its own par.
+        par = spec.par_level if spec.par_level is not None else (min(old.par_level, spec.capacity) if old
+                                                                  else spec.capacity)
         cabinet = spec.cabinet if spec.cabinet is not None else (old.cabinet if old else 1)
         current[spec.slot] = PlanogramSlot(spec.slot, spec.sku, spec.price, spec.currency, spec.capacity, par,
                                            cabinet)

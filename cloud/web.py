@@ -25,6 +25,7 @@ from . import fleet_routes, ingest, locations, machines, orders, people, planogr
 from .money import format_money, parse_amount
 from .people import Caller, require
 from .payments import PaymentError
+from .stock.routes import router as stock_router
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     people.install(app, engine, cookie_secret, admin_token, settings.public_url)
     app.state.cloud = cloud
     app.include_router(fleet_routes.router)
+    app.include_router(stock_router)
 
     def page(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
         return templates.TemplateResponse(request, name, context, status_code=status_code)

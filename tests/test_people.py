@@ -22,6 +22,7 @@ from cloud import locations, machines, planogram
 from cloud.ca import FleetCA
 from cloud.db import utcnow
 from cloud.people import audit, auth, staff
+from cloud.stock import book, catalog, picking, purchasing, takes
 from cloud_fixtures import MACHINE, add_machine, db_url  # noqa: F401  (fixture)
 
 BOOT = "bootstrap-token-for-tests"
@@ -150,20 +151,74 @@ MATRIX = [
     ("GET", "/api/v1/me", None, None, {A, M, T, S}),
     ("GET", "/api/v1/tokens", None, None, {A, M, T, S}),
     ("POST", "/api/v1/tokens", lambda r: {"name": f"script of {r}"}, auth.api_tokens, {A, M, T, S}),
+    # stock: {draft}, {sent} are a purchase order of each role's own (a transition is made once), addressed
+    # to the supplier account's supplier; STOCK holds the ids the bodies name (see the places fixture).
+    ("GET", "/api/v1/suppliers/{supplier}", None, None, {A, M, S}),
+    ("PATCH", "/api/v1/suppliers/{supplier}", lambda r: {"phone": f"+86 {len(r)}"}, staff.suppliers, {A, M}),
+    ("GET", "/api/v1/products", None, None, {A, M, T}),
+    ("POST", "/api/v1/products", lambda r: {"sku": f"sku-{r}", "name": "New", "cost": 1, "price": 2,
+                                            "currency": "CNY"}, catalog.product_details, {A, M}),
+    ("GET", "/api/v1/products/{product}", None, None, {A, M, T}),
+    ("PATCH", "/api/v1/products/{product}", lambda r: {"reorder_level": len(r)}, catalog.product_details, {A, M}),
+    ("GET", "/api/v1/purchase-orders", None, None, {A, M, S}),
+    ("POST", "/api/v1/purchase-orders", lambda r: {"supplier_id": STOCK["supplier"], "currency": "CNY", "lines": [
+        {"product_id": STOCK["product"], "quantity": 3}]}, purchasing.purchase_orders, {A, M}),
+    ("GET", "/api/v1/purchase-orders/{sent}", None, None, {A, M, S}),
+    ("POST", "/api/v1/purchase-orders/{draft}/send", None, purchasing.purchase_orders, {A, M}),
+    ("POST", "/api/v1/purchase-orders/{draft}/cancel", lambda r: {"reason": "not needed"},
+     purchasing.purchase_orders, {A, M}),
+    ("POST", "/api/v1/purchase-orders/{sent}/confirm", lambda r: {}, purchasing.purchase_orders, {A, M, S}),
+    ("POST", "/api/v1/purchase-orders/{sent}/receive", lambda r: {"key": f"grn-{r}", "lines": [
+        {"product_id": STOCK["product"], "quantity": 2}]}, book.movements, {A, M}),
+    ("GET", "/api/v1/stock", None, None, {A, M}),
+    ("GET", "/api/v1/stock/movements", None, None, {A, M}),
+    ("GET", "/api/v1/stock/takes", None, None, {A, M}),
+    ("POST", "/api/v1/stock/takes", lambda r: {"key": f"take-{r}", "reason": "count", "lines": [
+        {"product_id": STOCK["product"], "counted": len(r)}]}, takes.stock_takes, {A, M}),
+    ("GET", "/api/v1/stock/alerts", None, None, {A, M, T}),
+    ("GET", "/api/v1/routes", None, None, {A, M, T}),
+    ("POST", "/api/v1/routes", lambda r: {"name": f"Route {r}", "machines": ["m-1"]}, picking.routes, {A, M}),
+    ("PUT", "/api/v1/routes/{route}", lambda r: {"name": f"Renamed by {r}"}, picking.routes, {A, M}),
+    ("GET", "/api/v1/routes/{route}/pick-list", None, None, {A, M, T}),
+    ("GET", "/api/v1/machines/m-1/pick-list", None, None, {A, M, T}),
 ]
+# What the matrix's placeholders stand for in the app's route paths.
+PLACEHOLDERS = {"{technician}": "{user_id}", "{supplier}": "{supplier_id}",
+                "{product}": "{product_id}", "{draft}": "{po_id}", "{sent}": "{po_id}", "{route}": "{route_id}"}
+STOCK: dict = {}
 PUBLIC = {("GET", "/api/v1/health"), ("GET", "/api/v1/orders/{order_id}"), ("POST", "/api/v1/login"),
           ("GET", "/api/v1/machine/credentials"),  # a machine's own request, signed with its secret
           ("GET", "/api/v1/openapi.json")}
 OWN_ONLY = {("POST", "/api/v1/logout"), ("POST", "/api/v1/me/password"), ("DELETE", "/api/v1/tokens/{token_id}")}
 
 
+@pytest.fixture
+def places(engine, callers) -> dict:
+    """Per role, the ids the matrix's placeholders stand for: a product, a route, the supplier account's
+    supplier, and a draft and a sent purchase order of the role's own, addressed to that supplier."""
+    now = utcnow()
+    with engine.begin() as conn:
+        supplier_id = staff.get(conn, callers[S][0]).supplier_id
+        product_id = catalog.add_product(conn, "matrix", "Matrix", 100, 200, "CNY", now)
+        route_id = picking.add_route(conn, "Matrix", [MACHINE], now)
+        out = {}
+        for role in staff.ROLES:
+            draft, sent = (purchasing.create(conn, supplier_id, "CNY", [{"product_id": product_id, "quantity": 5}], now)
+                           for _ in range(2))
+            purchasing.send(conn, sent, now)
+            out[role] = dict(technician=callers[T][0], supplier=supplier_id, product=product_id, route=route_id,
+                             draft=draft, sent=sent)
+    STOCK.update(supplier=supplier_id, product=product_id)
+    return out
+
+
 @pytest.mark.parametrize("method,path,body,table,allowed", MATRIX, ids=[f"{m} {p}" for m, p, *_ in MATRIX])
-def test_each_role_against_each_route(client, engine, callers, method, path, body, table, allowed):
-    path = path.format(technician=callers[T][0])
+def test_each_role_against_each_route(client, engine, callers, places, method, path, body, table, allowed):
     for role in (S, T, M, A):  # the refused ones first, while the tables are as they were
         before_audit = len(audit_rows(engine))
         before = rows(engine, table) if table is not None else None
-        r = client.request(method, path, json=body(role) if body else None, headers=callers[role][1])
+        r = client.request(method, path.format(**places[role]), json=body(role) if body else None,
+                           headers=callers[role][1])
         if role in allowed:
             assert r.status_code < 300, (role, r.status_code, r.text)
             if method != "GET":
@@ -177,8 +232,11 @@ def test_each_role_against_each_route(client, engine, callers, method, path, bod
 
 
 def test_every_api_route_is_in_the_matrix_and_refuses_a_caller_without_credentials(app, client):
-    covered = {(m, p.replace("{technician}", "{user_id}")) for m, p, *_ in MATRIX}
-    covered = {(m, re.sub(r"/m-1(?=/|$)", "/{machine_id}", p)) for m, p in covered}
+    covered = set()
+    for m, p, *_ in MATRIX:
+        for placeholder, name in PLACEHOLDERS.items():
+            p = p.replace(placeholder, name)
+        covered.add((m, re.sub(r"/m-1(?=/|$)", "/{machine_id}", p)))
     for route in app.routes:
         if not getattr(route, "path", "").startswith("/api/v1/"):
             continue
@@ -187,7 +245,9 @@ def test_every_api_route_is_in_the_matrix_and_refuses_a_caller_without_credentia
             if key in PUBLIC:
                 continue
             assert key in covered or key in OWN_ONLY, f"{key} is not in the role matrix of this test"
-            path = route.path.replace("{user_id}", "1").replace("{token_id}", "1").replace("{machine_id}", MACHINE)
+            path = route.path.replace("{machine_id}", MACHINE)
+            for name in ("{user_id}", "{token_id}", "{supplier_id}", "{product_id}", "{po_id}", "{route_id}"):
+                path = path.replace(name, "1")
             r = client.request(method, path, json={})
             assert r.status_code == 401, (key, r.status_code)
             assert r.headers["www-authenticate"] == "Bearer"

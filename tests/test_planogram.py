@@ -573,7 +573,7 @@ def test_put_slots_keeps_working_and_makes_a_version(client, cloud_obj):
     r = client.put("/api/v1/machines/m-1/slots", json=body, headers=ADMIN)
     assert r.status_code == 200 and r.json() == {"machine": MACHINE, "slots": 1, "version": 2, "published": True}
     got = client.get("/api/v1/machines/m-1/planogram", headers=ADMIN).json()
-    assert [(s["slot"], s["name"], s["par_level"]) for s in got["slots"]] == [("A1", "Cola", 0), ("A2", "Water", 0),
+    assert [(s["slot"], s["name"], s["par_level"]) for s in got["slots"]] == [("A1", "Cola", 10), ("A2", "Water", 10),
                                                                                ("B1", "Tea", 4)]
     r = client.put("/api/v1/machines/m-1/slots", json=[dict(body[0], par_level=6)], headers=ADMIN)
     assert r.status_code == 422 and "B1: par_level 6 must be 0 to the capacity 5" in r.json()["error"]

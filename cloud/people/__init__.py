@@ -10,13 +10,15 @@ Who may do what (a wrong role gets 403 and nothing changes; no valid credentials
 | read the fleet: machines, slots, planograms, locations, alerts, ingest counters | yes           | yes     | yes        | no       |
 | read sales                                                                      | yes           | yes     | no         | no       |
 | change the fleet: machines, cabinets, slots, planograms, locations              | yes           | yes     | no         | no       |
-| suppliers: list, add                                                            | yes           | yes     | no         | no       |
+| suppliers: list, add, change                                                    | yes           | yes     | no         | no       |
+| a supplier's own record                                                         | yes           | yes     | no         | its own  |
 | staff: list, add, change role, disable; the audit trail                         | yes           | no      | no         | no       |
 
 Technicians service machines at the machine (its service mode writes to the ledger), so the cloud lets
-them read the fleet but not change it. A supplier account is linked to one supplier and will see that
-supplier's purchase orders when the stock module brings them. Other modules' routers use the tuples
-below (``Depends(require(*FLEET_EDITORS))``) so that the table stays true in one place.
+them read the fleet but not change it. A supplier account is linked to one supplier and sees that
+supplier's record and purchase orders (the table in ``cloud/stock/__init__.py`` has the stock routes).
+Other modules' routers use the tuples below (``Depends(require(*FLEET_EDITORS))``) so that the table
+stays true in one place.
 """
 
 from __future__ import annotations
@@ -39,10 +41,18 @@ SUPPLIER_EDITORS = (ADMINISTRATOR, MANAGER)
 PEOPLE_ADMINS = (ADMINISTRATOR,)
 SECRET_ADMINS = (ADMINISTRATOR,)  # rotate a machine's secrets
 PROVISIONERS = (ADMINISTRATOR, TECHNICIAN)  # read a machine's secrets to write its SD card
+STOCK_EDITORS = (ADMINISTRATOR, MANAGER)  # products, purchase orders, receipts, stock takes, routes
+STOCK_READERS = (ADMINISTRATOR, MANAGER)  # the warehouse and its value, movements, stock takes
+CATALOG_READERS = (ADMINISTRATOR, MANAGER, TECHNICIAN)  # products
+PICKERS = (ADMINISTRATOR, MANAGER, TECHNICIAN)  # routes, pick lists, stock alerts
+PO_READERS = (ADMINISTRATOR, MANAGER, SUPPLIER)  # a supplier: only the orders addressed to it
+PO_CONFIRMERS = (ADMINISTRATOR, MANAGER, SUPPLIER)  # a supplier: only its own; staff record a phoned one
 
 __all__ = [
-    "ADMINISTRATOR", "COOKIE", "FLEET_EDITORS", "FLEET_READERS", "MANAGER", "OWN_ACCOUNT", "PAYMENT_METHODS",
-    "PEOPLE_ADMINS", "PHONE_RE", "PROVISIONERS", "SECRET_ADMINS", "ROLES", "SALES_READERS", "SESSION_COOKIE", "SUPPLIER", "SUPPLIER_EDITORS",
+    "ADMINISTRATOR", "CATALOG_READERS", "COOKIE", "FLEET_EDITORS", "FLEET_READERS", "MANAGER", "OWN_ACCOUNT",
+    "PAYMENT_METHODS", "PEOPLE_ADMINS", "PHONE_RE", "PICKERS", "PO_CONFIRMERS", "PO_READERS", "PROVISIONERS",
+    "SECRET_ADMINS", "ROLES", "SALES_READERS", "SESSION_COOKIE", "STOCK_EDITORS", "STOCK_READERS", "SUPPLIER",
+    "SUPPLIER_EDITORS",
     "TECHNICIAN", "Caller", "CookieSigner", "Gate", "PeopleError", "RegistrationError", "audit", "auth",
     "clean_name", "clean_phone", "customers", "get", "install", "new_secret", "register", "require", "staff",
 ]

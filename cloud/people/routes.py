@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool
 
 from . import audit, auth, staff
 from .auth import Caller, Gate, gate, require
-from .staff import ADMINISTRATOR, MANAGER, PeopleError
+from .staff import ADMINISTRATOR, MANAGER, SUPPLIER, PeopleError
 
 router = APIRouter(prefix="/api/v1", tags=["people"])
 pages = APIRouter(include_in_schema=False)
@@ -54,6 +54,19 @@ class StaffChange(Body):
 class NewSupplier(Body):
     name: str
     contact: str = ""
+    email: str = ""
+    phone: str = ""
+    address: str = ""
+    lead_time_days: int | None = None
+
+
+class SupplierChange(Body):
+    name: str | None = None
+    contact: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    address: str | None = None
+    lead_time_days: int | None = None
 
 
 class NewToken(Body):
@@ -239,8 +252,7 @@ def change_person(user_id: int, body: StaffChange, caller: Caller = Depends(requ
 def suppliers(caller: Caller = Depends(require(ADMINISTRATOR, MANAGER)), g: Gate = Depends(gate)):
     """Every supplier."""
     with g.engine.begin() as conn:
-        return [{"id": r.id, "name": r.name, "contact": r.contact, "created_at": r.created_at.isoformat()}
-                for r in staff.list_suppliers(conn)]
+        return [staff.supplier_public(r) for r in staff.list_suppliers(conn)]
 
 
 @router.post("/suppliers", status_code=201)
@@ -250,13 +262,44 @@ def add_supplier(body: NewSupplier, caller: Caller = Depends(require(ADMINISTRAT
     now = g.now()
     try:
         with g.engine.begin() as conn:
-            supplier_id = staff.add_supplier(conn, body.name, body.contact, now)
-            row = staff.get_supplier(conn, supplier_id)
+            supplier_id = staff.add_supplier(conn, body.name, body.contact, now, email=body.email, phone=body.phone,
+                                             address=body.address, lead_time_days=body.lead_time_days)
+            row = staff.supplier_public(staff.get_supplier(conn, supplier_id))
             audit.record(conn, caller, "supplier.add", "supplier", supplier_id,
-                         {"name": row.name, "contact": row.contact}, now)
+                         {k: v for k, v in row.items() if k not in ("id", "created_at")}, now)
     except PeopleError as e:
         raise refused(e) from None
-    return {"id": row.id, "name": row.name, "contact": row.contact, "created_at": row.created_at.isoformat()}
+    return row
+
+
+@router.get("/suppliers/{supplier_id}")
+def supplier(supplier_id: int, caller: Caller = Depends(require(ADMINISTRATOR, MANAGER, SUPPLIER)),
+             g: Gate = Depends(gate)):
+    """One supplier; a supplier's account sees only its own."""
+    with g.engine.begin() as conn:
+        row = staff.get_supplier(conn, supplier_id)
+    if row is None or (caller.role == SUPPLIER and caller.supplier_id != supplier_id):
+        raise HTTPException(404, f"no supplier {supplier_id}")
+    return staff.supplier_public(row)
+
+
+@router.patch("/suppliers/{supplier_id}")
+def change_supplier(supplier_id: int, body: SupplierChange, caller: Caller = Depends(require(ADMINISTRATOR, MANAGER)),
+                    g: Gate = Depends(gate)):
+    """Change a supplier's name, contact, email, phone, address or lead time (days)."""
+    changes = {k: getattr(body, k) for k in body.model_fields_set}
+    if not changes:
+        raise HTTPException(422, "nothing to change: give name, contact, email, phone, address or lead_time_days")
+    now = g.now()
+    try:
+        with g.engine.begin() as conn:
+            diff = staff.update_supplier(conn, supplier_id, changes)
+            if diff:
+                audit.record(conn, caller, "supplier.change", "supplier", supplier_id, diff, now)
+            row = staff.get_supplier(conn, supplier_id)
+    except PeopleError as e:
+        raise refused(e) from None
+    return {**staff.supplier_public(row), "changed": sorted(diff)}
 
 
 # -- the audit trail ---------------------------------------------------------------------------------

@@ -30,6 +30,11 @@ suppliers = sa.Table(
     sa.Column("name", sa.String(80), nullable=False, unique=True),
     sa.Column("contact", sa.String(200), nullable=False, server_default=""),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # What purchasing needs to reach a supplier and plan around it (migration 0004, the stock module's).
+    sa.Column("email", sa.String(200), nullable=False, server_default=""),
+    sa.Column("phone", sa.String(40), nullable=False, server_default=""),
+    sa.Column("address", sa.String(300), nullable=False, server_default=""),
+    sa.Column("lead_time_days", sa.Integer, nullable=True),  # from order sent to goods at the door
 )
 
 staff = sa.Table(
@@ -141,16 +146,62 @@ def verify(encoded: str, password) -> bool:
 
 # -- suppliers ---------------------------------------------------------------------------------------
 
-def add_supplier(conn: sa.Connection, name, contact, now: datetime) -> int:
-    name = unicodedata.normalize("NFC", name.strip()) if isinstance(name, str) else ""
-    contact = contact.strip() if isinstance(contact, str) else ""
-    if not 1 <= len(name) <= 80 or any(unicodedata.category(ch).startswith("C") for ch in name):
-        raise PeopleError("supplier name: 1 to 80 printable characters")
-    if len(contact) > 200 or any(unicodedata.category(ch) in ("Cc", "Cs") for ch in contact):
-        raise PeopleError("supplier contact: at most 200 printable characters")
-    if conn.execute(sa.select(suppliers.c.id).where(suppliers.c.name == name)).first() is not None:
-        raise PeopleError(f"a supplier named {name!r} exists already", 409)
-    return conn.execute(suppliers.insert().values(name=name, contact=contact, created_at=now)).inserted_primary_key[0]
+SUPPLIER_TEXT = {"contact": 200, "email": 200, "phone": 40, "address": 300}
+EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+\Z")
+
+
+def _supplier_values(changes: dict) -> dict:
+    """Supplier fields checked and cleaned; PeopleError naming the field that is wrong."""
+    out = {}
+    for key, value in changes.items():
+        if key == "name":
+            name = unicodedata.normalize("NFC", value.strip()) if isinstance(value, str) else ""
+            if not 1 <= len(name) <= 80 or any(unicodedata.category(ch).startswith("C") for ch in name):
+                raise PeopleError("supplier name: 1 to 80 printable characters")
+            out[key] = name
+        elif key in SUPPLIER_TEXT:
+            text = value.strip() if isinstance(value, str) else None
+            if text is None or len(text) > SUPPLIER_TEXT[key] or any(unicodedata.category(ch) in ("Cc", "Cs")
+                                                                     for ch in text):
+                raise PeopleError(f"supplier {key}: at most {SUPPLIER_TEXT[key]} printable characters")
+            if key == "email" and text and not EMAIL_RE.match(text):
+                raise PeopleError("supplier email: an address like orders@example.com")
+            out[key] = text
+        elif key == "lead_time_days":
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 365):
+                raise PeopleError("supplier lead_time_days: a whole number of days from 0 to 365")
+            out[key] = value
+        else:
+            raise PeopleError(f"supplier {key}: not a supplier field")
+    return out
+
+
+def add_supplier(conn: sa.Connection, name, contact, now: datetime, **details) -> int:
+    """A new supplier; ``details``: email, phone, address, lead_time_days."""
+    values = _supplier_values({"name": name, "contact": contact if isinstance(contact, str) else "", **details})
+    if conn.execute(sa.select(suppliers.c.id).where(suppliers.c.name == values["name"])).first() is not None:
+        raise PeopleError(f"a supplier named {values['name']!r} exists already", 409)
+    return conn.execute(suppliers.insert().values(created_at=now, **values)).inserted_primary_key[0]
+
+
+def update_supplier(conn: sa.Connection, supplier_id: int, changes: dict) -> dict:
+    """Change a supplier's fields; {field: [old, new]} of what changed."""
+    row = get_supplier(conn, supplier_id)
+    if row is None:
+        raise PeopleError(f"no supplier {supplier_id}", 404)
+    values = _supplier_values(changes)
+    if "name" in values and conn.execute(sa.select(suppliers.c.id).where(
+            suppliers.c.name == values["name"], suppliers.c.id != supplier_id)).first() is not None:
+        raise PeopleError(f"a supplier named {values['name']!r} exists already", 409)
+    diff = {k: [getattr(row, k), v] for k, v in values.items() if getattr(row, k) != v}
+    if diff:
+        conn.execute(suppliers.update().where(suppliers.c.id == supplier_id).values(**values))
+    return diff
+
+
+def supplier_public(row) -> dict:
+    return {"id": row.id, "name": row.name, "contact": row.contact, "email": row.email, "phone": row.phone,
+            "address": row.address, "lead_time_days": row.lead_time_days, "created_at": row.created_at.isoformat()}
 
 
 def list_suppliers(conn: sa.Connection) -> list:

@@ -1,0 +1,28 @@
+"""Stock: purchase, sale and inventory. Products, purchase orders to suppliers, goods received as lots,
+the warehouse valued at moving average cost, an append-only book of movements (receipts, transfers to
+machines, sales, adjustments), pick lists per machine and per route, restocks confirmed by the machines'
+ledgers, stock takes, and low-stock and expiry alerts.
+
+| part            | holds                                                                      |
+| --------------- | -------------------------------------------------------------------------- |
+| ``catalog``     | ``product_details``: barcode, cost, price, currency, shelf life, reorder    |
+| ``book``        | ``lots``, ``stock_movements``, ``stock_ops``: every quantity and value      |
+| ``purchasing``  | ``purchase_orders``, their lines, ``receipts``                             |
+| ``takes``       | ``stock_takes`` and their lines                                            |
+| ``picking``     | ``routes``, ``route_stops``; pick lists; alerts                            |
+| ``routes``      | the HTTP API                                                               |
+| ``cli``         | ``vendctl products``, ``purchase-orders``, ``stock``, ``pick-list``         |
+
+Who may call what (a wrong role gets 403 and nothing changes):
+
+| route class                                                     | admin | manager | technician | supplier |
+| --------------------------------------------------------------- | ----- | ------- | ---------- | -------- |
+| read products; routes, pick lists, stock alerts                 | yes   | yes     | yes        | no       |
+| change products, routes; purchase orders: create, send, receive, cancel; stock takes | yes | yes | no | no |
+| read the warehouse, its value, movements, stock takes           | yes   | yes     | no         | no       |
+| read purchase orders; confirm a sent one                        | yes   | yes     | no         | its own  |
+
+The machines' side comes in through ``book.ledger_counts``, which ``cloud/ingest.py`` calls with the restock
+and stock.adjusted events of a batch, inside the batch's transaction. The package imports nothing itself,
+so that ``vendctl`` (``cli``) loads without the cloud's web and database libraries.
+"""

@@ -1,0 +1,263 @@
+"""``vendctl products``, ``purchase-orders``, ``stock`` and ``pick-list``: the stock module's commands, over
+the HTTP API like the rest of vendctl (no database, no cloud extras needed on the manager's laptop)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from urllib.parse import quote, urlencode
+
+from ..money import format_money, parse_amount
+
+COMMANDS = ("products", "purchase-orders", "stock", "pick-list")
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("products", help="the product catalogue: list, add, import a CSV")
+    p.add_argument("--search", help="part of a SKU or name, or a whole barcode")
+    p.add_argument("--json", action="store_true")
+    psub = p.add_subparsers(dest="action")
+    add = psub.add_parser("add", help="a new product")
+    add.add_argument("sku")
+    add.add_argument("--name", required=True)
+    add.add_argument("--cost", required=True, help="unit cost, like 1.20")
+    add.add_argument("--price", required=True, help="list price, like 3.50")
+    add.add_argument("--currency", default="CNY")
+    add.add_argument("--barcode", help="EAN-13 or UPC-A")
+    add.add_argument("--shelf-life", type=int, help="days from receipt to expiry")
+    add.add_argument("--reorder-level", type=int, default=0, help="warehouse units under which to reorder")
+    add.add_argument("--json", action="store_true")
+    imp = psub.add_parser("import", help="add or update products from a CSV with the columns sku, name, cost, "
+                          "price, currency, and optionally barcode, shelf_life_days, reorder_level")
+    imp.add_argument("file")
+    imp.add_argument("--json", action="store_true")
+
+    po = sub.add_parser("purchase-orders", help="purchase orders: list, create, send, receive, cancel, confirm")
+    po.add_argument("--status", help="draft, sent, partly_received, received or cancelled")
+    po.add_argument("--json", action="store_true")
+    posub = po.add_subparsers(dest="action")
+    create = posub.add_parser("create", help="a draft order to a supplier")
+    create.add_argument("--supplier", type=int, required=True, help="the supplier's id")
+    create.add_argument("--line", action="append", required=True, metavar="SKU=QTY[@COST]",
+                        help="a line, like cola=24 or cola=24@1.15 (cost defaults to the product's)")
+    create.add_argument("--currency", help="default: the products' currency")
+    create.add_argument("--expected", help="delivery date, YYYY-MM-DD")
+    create.add_argument("--note", default="")
+    create.add_argument("--json", action="store_true")
+    for action, text in (("send", "send a draft: its lines are fixed from then on"),
+                         ("confirm", "record the supplier's confirmation")):
+        a = posub.add_parser(action, help=text)
+        a.add_argument("id", type=int)
+        if action == "confirm":
+            a.add_argument("--expected", help="the delivery date the supplier promises")
+        a.add_argument("--json", action="store_true")
+    receive = posub.add_parser("receive", help="goods received into the warehouse")
+    receive.add_argument("id", type=int)
+    receive.add_argument("--key", required=True, help="the delivery note's number: receiving again under the "
+                         "same key changes nothing")
+    receive.add_argument("--line", action="append", required=True, metavar="SKU=QTY[:YYYY-MM-DD]",
+                         help="units received, like cola=10, with their expiry if it is not today plus the shelf life")
+    receive.add_argument("--allow-over", action="store_true", help="accept more than is still due")
+    receive.add_argument("--json", action="store_true")
+    cancel = posub.add_parser("cancel", help="cancel an order (one partly received is closed short)")
+    cancel.add_argument("id", type=int)
+    cancel.add_argument("--reason", required=True)
+    cancel.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("stock", help="the warehouse: quantity, value at moving average cost, lots")
+    s.add_argument("--json", action="store_true")
+
+    pl = sub.add_parser("pick-list", help="what to load for a route or a machine (the page to print on A4: "
+                        "the same path in a browser, with ?format=html)")
+    which = pl.add_mutually_exclusive_group(required=True)
+    which.add_argument("--route", type=int)
+    which.add_argument("--machine")
+    pl.add_argument("--json", action="store_true")
+
+
+def progress(items: list, label: str):
+    """Yield ``items``, drawing a bar on stderr when it is a terminal (vendctl keeps to the standard
+    library, so no tqdm)."""
+    total = len(items)
+    draw = sys.stderr.isatty() and total > 1
+    for i, item in enumerate(items, 1):
+        yield item
+        if draw:
+            done = 30 * i // total
+            sys.stderr.write(f"\r{label} [{'#' * done}{'.' * (30 - done)}] {i}/{total}")
+            sys.stderr.flush()
+    if draw:
+        sys.stderr.write("\n")
+
+
+def minor(text: str, currency: str, what: str, error) -> int:
+    """'1.20' -> 120; '0' is allowed (a free sample costs nothing)."""
+    if text is not None and text.strip() in ("0", "0.0", "0.00"):
+        return 0
+    try:
+        return parse_amount(text, currency)
+    except ValueError as e:
+        raise error(f"{what}: {e}") from None
+
+
+def run(args, client, error, table) -> None:
+    """Carry out one of ``COMMANDS``; ``error`` is vendctl's CliError, ``table`` its table printer."""
+
+    def show(result, text: str) -> None:
+        print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else text)
+
+    if args.command == "products":
+        products(args, client, error, table, show)
+    elif args.command == "purchase-orders":
+        purchase_orders(args, client, error, table, show)
+    elif args.command == "stock":
+        result = client.call("GET", "/api/v1/stock")
+        rows = []
+        for r in result["warehouse"]:
+            lots = r["lots"]
+            rows.append({**r, "avg": format_money(r["average_cost"], r["currency"]) if r["quantity"] else "",
+                         "worth": format_money(r["value"], r["currency"]), "lots_n": len(lots),
+                         "soonest": next((lot["expires_on"] for lot in lots if lot["expires_on"]), ""),
+                         "reorder": "REORDER" if r["below_reorder_level"] else ""})
+        text = table(rows, [("sku", "SKU"), ("name", "NAME"), ("quantity", "QTY"), ("avg", "AVG COST"),
+                            ("worth", "VALUE"), ("lots_n", "LOTS"), ("soonest", "FIRST EXPIRY"), ("reorder", "")])
+        text += "".join(f"\ntotal: {format_money(t['value'], t['currency'])}" for t in result["totals"])
+        show(result, text)
+    elif args.command == "pick-list":
+        path = f"/api/v1/routes/{args.route}/pick-list" if args.route is not None else \
+            f"/api/v1/machines/{quote(args.machine, safe='')}/pick-list"
+        result = client.call("GET", path)
+        rows = [{"machine": stop["machine_id"], **line,
+                 "lots_text": ", ".join(f"{lot['lot_id']}x{lot['quantity']}" for lot in line["lots"])}
+                for stop in result["machines"] for line in stop["lines"] if line["need"]]
+        text = table(rows, [("machine", "MACHINE"), ("slot", "SLOT"), ("name", "PRODUCT"), ("count", "IN SLOT"),
+                            ("par", "PAR"), ("pick", "LOAD"), ("short", "SHORT"), ("lots_text", "LOTS")])
+        text += f"\n{result['pick']} units to pick" + (f", {result['short']} short in the warehouse"
+                                                      if result["short"] else "")
+        show(result, text)
+
+
+def products(args, client, error, table, show) -> None:
+    if args.action == "add":
+        body = {"sku": args.sku, "name": args.name, "currency": args.currency,
+                "cost": minor(args.cost, args.currency, "--cost", error),
+                "price": minor(args.price, args.currency, "--price", error),
+                "barcode": args.barcode, "shelf_life_days": args.shelf_life, "reorder_level": args.reorder_level}
+        r = client.call("POST", "/api/v1/products", body)
+        show(r, f"product {r['id']} {r['sku']!r} added")
+        return
+    if args.action == "import":
+        import_products(args, client, error, show)
+        return
+    rows = client.call("GET", "/api/v1/products" + (f"?{urlencode({'search': args.search})}" if args.search else ""))
+    for r in rows:
+        money = (lambda v: format_money(v, r["currency"])) if r["currency"] else (lambda v: "")  # noqa: E731
+        r.update(cost_text=money(r["cost"]), price_text=money(r["price"]),
+                 life=f"{r['shelf_life_days']} d" if r["shelf_life_days"] else "")
+    show(rows, table(rows, [("id", "ID"), ("sku", "SKU"), ("name", "NAME"), ("barcode", "BARCODE"),
+                            ("cost_text", "COST"), ("price_text", "PRICE"), ("life", "SHELF LIFE"),
+                            ("reorder_level", "REORDER AT")]))
+
+
+def import_products(args, client, error, show) -> None:
+    try:
+        with open(args.file, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise error(f"cannot read {args.file}: {e.strerror}") from None
+    missing = {"sku", "name", "cost", "price", "currency"} - set(rows[0] if rows else {})
+    if missing:
+        raise error(f"{args.file}: needs the columns {', '.join(sorted(missing))}")
+    bodies = []
+    for n, row in enumerate(rows, 2):  # line numbers as a spreadsheet shows them, after the header
+        where = f"{args.file} line {n}"
+        currency = (row["currency"] or "").strip()
+        body = {"name": row["name"].strip(), "currency": currency,
+                "cost": minor(row["cost"], currency, f"{where}: cost", error),
+                "price": minor(row["price"], currency, f"{where}: price", error),
+                "barcode": (row.get("barcode") or "").strip() or None}
+        for key in ("shelf_life_days", "reorder_level"):
+            value = (row.get(key) or "").strip()
+            if value:
+                if not value.isdigit():
+                    raise error(f"{where}: {key} must be a whole number")
+                body[key] = int(value)
+        bodies.append((row["sku"].strip(), body))
+    known = {p["sku"]: p["id"] for p in client.call("GET", "/api/v1/products")}
+    added = updated = 0
+    for sku, body in progress(bodies, "products"):
+        if sku in known:
+            client.call("PATCH", f"/api/v1/products/{known[sku]}", body)
+            updated += 1
+        else:
+            client.call("POST", "/api/v1/products", {"sku": sku, **body})
+            added += 1
+    show({"products": len(bodies), "added": added, "updated": updated},
+         f"{len(bodies)} products: {added} added, {updated} updated")
+
+
+def purchase_orders(args, client, error, table, show) -> None:
+    if args.action == "create":
+        catalogue = {p["sku"]: p for p in client.call("GET", "/api/v1/products")}
+        lines, currencies = [], set()
+        for spec in args.line:
+            sku, _, rest = spec.partition("=")
+            qty, _, cost = rest.partition("@")
+            if sku not in catalogue:
+                raise error(f"--line {spec}: no product with the SKU {sku!r}")
+            if not qty.isdigit():
+                raise error(f"--line {spec}: write it as SKU=QTY or SKU=QTY@COST, like cola=24@1.15")
+            product = catalogue[sku]
+            currencies.add(product["currency"])
+            line = {"product_id": product["id"], "quantity": int(qty)}
+            if cost:
+                line["unit_cost"] = minor(cost, args.currency or product["currency"] or "CNY", f"--line {spec}", error)
+            lines.append(line)
+        currency = args.currency or (currencies.pop() if len(currencies) == 1 else None)
+        if currency is None:
+            raise error("the products are costed in several currencies: give --currency")
+        body = {"supplier_id": args.supplier, "currency": currency, "lines": lines, "note": args.note}
+        if args.expected:
+            body["expected_on"] = args.expected
+        r = client.call("POST", "/api/v1/purchase-orders", body)
+        show(r, f"purchase order {r['id']} ({r['status']}) to {r['supplier']}: {len(r['lines'])} lines, "
+                f"{format_money(r['total'], r['currency'])}")
+    elif args.action in ("send", "confirm"):
+        body = {"expected_on": args.expected} if args.action == "confirm" and args.expected else None
+        r = client.call("POST", f"/api/v1/purchase-orders/{args.id}/{args.action}", body)
+        show(r, f"purchase order {r['id']}: {r['status'].replace('_', ' ')}"
+                + (f", confirmed for {r['expected_on'] or 'no date'}" if args.action == "confirm" else ""))
+    elif args.action == "receive":
+        po = client.call("GET", f"/api/v1/purchase-orders/{args.id}")
+        by_sku = {line["sku"]: line for line in po["lines"]}
+        lines = []
+        for spec in args.line:
+            sku, _, rest = spec.partition("=")
+            qty, _, expiry = rest.partition(":")
+            if sku not in by_sku:
+                raise error(f"--line {spec}: purchase order {args.id} has no line for {sku!r}")
+            if not qty.isdigit():
+                raise error(f"--line {spec}: write it as SKU=QTY or SKU=QTY:YYYY-MM-DD")
+            lines.append({"line_id": by_sku[sku]["line_id"], "quantity": int(qty),
+                          **({"expires_on": expiry} if expiry else {})})
+        r = client.call("POST", f"/api/v1/purchase-orders/{args.id}/receive",
+                        {"key": args.key, "lines": lines, "allow_over": args.allow_over})
+        status = r["purchase_order"]["status"].replace("_", " ")
+        text = (f"purchase order {args.id}: {status}; " +
+                (f"{sum(lot['quantity'] for lot in r['lots'])} units in {len(r['lots'])} lots" if r["applied"]
+                 else "already received under this key: nothing changed"))
+        show(r, text)
+    elif args.action == "cancel":
+        r = client.call("POST", f"/api/v1/purchase-orders/{args.id}/cancel", {"reason": args.reason})
+        show(r, f"purchase order {r['id']}: cancelled")
+    else:
+        rows = client.call("GET", "/api/v1/purchase-orders" + (f"?{urlencode({'status': args.status})}"
+                                                               if args.status else ""))
+        for r in rows:
+            got, ordered = (sum(line[k] for line in r["lines"]) for k in ("received", "quantity"))
+            r.update(total_text=format_money(r["total"], r["currency"]), got=f"{got}/{ordered}",
+                     confirmed="yes" if r["confirmed_at"] else "")
+        show(rows, table(rows, [("id", "ID"), ("supplier", "SUPPLIER"), ("status", "STATUS"),
+                                ("expected_on", "EXPECTED"), ("confirmed", "CONFIRMED"), ("total_text", "TOTAL"),
+                                ("got", "RECEIVED")]))

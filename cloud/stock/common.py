@@ -1,0 +1,92 @@
+"""What every part of the stock module shares: its error, the checks on numbers and dates, the row lock."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import sqlalchemy as sa
+
+from protocol.messages import CURRENCY_RE
+
+from ..machines import products
+
+MAX_QUANTITY = 1_000_000  # units in one line or one movement: past this it is a typing mistake
+MAX_AMOUNT = 10**12  # minor units in one price or cost: past this it is a typing mistake
+
+
+class StockError(ValueError):
+    """Bad input to a stock function: ``field`` names what is wrong, ``status`` is the HTTP status that fits
+    (404 unknown id, 409 a state that does not allow it, 422 a bad value). Raised before anything is written,
+    or inside the caller's transaction, which then rolls back: either way nothing stays written."""
+
+    def __init__(self, field: str, message: str, status: int = 422):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.status = status
+
+
+def whole(value, field: str, low: int = 0, high: int = MAX_QUANTITY) -> int:
+    """``value`` as an int in [low, high], or StockError naming ``field`` (a bool is not a number)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise StockError(field, "must be a whole number")
+    if value < low:
+        raise StockError(field, "must not be negative" if low == 0 else f"must be at least {low}")
+    if value > high:
+        raise StockError(field, f"must be at most {high}")
+    return value
+
+
+def quantity(value, field: str = "quantity") -> int:
+    """A count of units that moves something: 1 or more."""
+    return whole(value, field, 1)
+
+
+def amount(value, field: str) -> int:
+    """Money in the currency's smallest unit, zero or more."""
+    return whole(value, field, 0, MAX_AMOUNT)
+
+
+def currency(value, field: str = "currency") -> str:
+    if not isinstance(value, str) or not CURRENCY_RE.match(value):
+        raise StockError(field, "must be an ISO 4217 code like CNY")
+    return value
+
+
+def text(value, field: str, most: int, least: int = 0) -> str:
+    """Printable text, stripped, ``least`` to ``most`` characters."""
+    if not isinstance(value, str):
+        raise StockError(field, "must be text")
+    value = value.strip()
+    if not least <= len(value) <= most or not value.isprintable():
+        raise StockError(field, f"must be {least} to {most} printable characters")
+    return value
+
+
+def day(value, field: str) -> date | None:
+    """A calendar date (a ``date`` or 'YYYY-MM-DD'), or None."""
+    if value is None or (isinstance(value, date) and not hasattr(value, "hour")):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise StockError(field, "must be a date like 2024-05-31")
+
+
+def lock_products(conn: sa.Connection, product_ids) -> None:
+    """Serialise stock changes of these products across cloud processes (PostgreSQL: row locks until commit,
+    taken in id order so that two operations on the same products never wait for each other in a circle;
+    SQLite: BEGIN IMMEDIATE already lets one writer in at a time); StockError 404 for a product not there."""
+    ids = sorted(set(product_ids))
+    query = sa.select(products.c.id).where(products.c.id.in_(ids)).order_by(products.c.id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    found = set(conn.execute(query).scalars())
+    for product_id in ids:
+        if product_id not in found:
+            raise StockError("product_id", f"no product {product_id}", 404)
+
+
+def lock_product(conn: sa.Connection, product_id: int) -> None:
+    lock_products(conn, [product_id])
