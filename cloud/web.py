@@ -25,6 +25,7 @@ from . import ingest, machines, orders, people
 from .money import format_money, parse_amount
 from .people import Caller, require
 from .payments import PaymentError
+from .payments import routes as payment_routes
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ VISIT_S = 15 * 60  # after a scan, the menu stays open this long
 DEMO_CURRENCY = "CNY"
 STATUS_TEXT = {
     "created": "Placing your order...",
+    "authorising": "Waiting for your payment to be confirmed...",
     "authorised": "Paid. Waiting for the machine...",
     "vending": "The machine is dropping your product...",
     "succeeded": "Take your product!",
@@ -57,6 +59,7 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     # Staff sign-in, the role check on every /api/v1 route, and the built-in administrator that
     # admin_token (<var>/admin-token) acts as.
     people.install(app, engine, cookie_secret, admin_token, settings.public_url)
+    payment_routes.install(app, cloud)
 
     def page(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
         return templates.TemplateResponse(request, name, context, status_code=status_code)
@@ -117,18 +120,22 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
 
     @app.get("/register", response_class=HTMLResponse)
     def register_form(request: Request, next: str = "/"):
-        return page(request, "register.html", next=safe_next(next), errors={}, values={})
+        return page(request, "register.html", next=safe_next(next), errors={}, values={},
+                    methods=cloud.provider.methods)
 
     @app.post("/register", response_class=HTMLResponse)
     def register(request: Request, name: str = Form(""), phone: str = Form(""),
                  payment_method: str = Form("wallet"), next: str = Form("/")):
         try:
+            if payment_method not in cloud.provider.methods:
+                raise people.RegistrationError("payment_method", "Choose a payment method: "
+                                               + ", ".join(cloud.provider.methods) + ".")
             with engine.begin() as conn:
                 customer_id = people.register(conn, name, phone, payment_method, utcnow())
         except people.RegistrationError as e:
             cloud.stats.counts["bad_registrations"] += 1
             return page(request, "register.html", 422, next=safe_next(next), errors={e.field: str(e)},
-                        values={"name": name, "phone": phone})
+                        values={"name": name, "phone": phone}, methods=cloud.provider.methods)
         response = RedirectResponse(safe_next(next), status_code=303)
         response.set_cookie(people.COOKIE, signer.sign(str(customer_id)), max_age=3 * 365 * 86400,
                             httponly=True, samesite="lax")
@@ -172,11 +179,15 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
                            str(e), ("Back to the menu", f"/m/{machine_id}"))
         except machines.FleetError as e:
             return problem(request, 404, "Unknown machine", str(e))
-        if order.status == "declined":
+        if order.status == "declined" and order.provider == "wallet":
             return problem(request, 402, "Payment declined", f"{order.reason}. Top up your wallet and try again.",
                            ("Top up", f"/wallet?next=/m/{machine_id}"))
+        if order.status == "declined":
+            return problem(request, 402, "Payment declined", f"{order.reason}.", ("Back to the menu", f"/m/{machine_id}"))
         if created and order.status == "authorised":
             cloud.send_vend(order)
+        elif created and order.status == orders.WAITING:
+            cloud.provider.kick()
         return RedirectResponse(f"/orders/{order.id}", status_code=303)
 
     @app.get("/orders/{order_id}", response_class=HTMLResponse)
@@ -188,8 +199,12 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
                 return problem(request, 404, "No such order", "This order does not exist or is not yours.")
             item = machines.slot_for_sale(conn, order.machine_id, order.slot)
             balance = cloud.provider.balance(conn, customer.id, order.currency)
+            try:
+                _, refunded = cloud.provider.refunded(conn, order)
+            except PaymentError:  # a provider this cloud no longer has: the page still shows the order
+                refunded = 0
         return page(request, "order.html", order=order, item=item, text=STATUS_TEXT.get(order.status, order.status),
-                    settled=order.status in orders.SETTLED, balance=balance)
+                    settled=order.status in orders.SETTLED, balance=balance, refunded=refunded)
 
     @app.get("/wallet", response_class=HTMLResponse)
     def wallet(request: Request, next: str = ""):

@@ -11,6 +11,7 @@ Who may do what (a wrong role gets 403 and nothing changes; no valid credentials
 | read sales                                               | yes           | yes     | no         | no       |
 | change the fleet: add machines, set slots                | yes           | yes     | no         | no       |
 | suppliers: list, add                                     | yes           | yes     | no         | no       |
+| payments: refund a sale, read a customer's wallet         | yes           | yes     | no         | no       |
 | staff: list, add, change role, disable; the audit trail  | yes           | no      | no         | no       |
 
 Technicians service machines at the machine (its service mode writes to the ledger), so the cloud lets
@@ -27,8 +28,8 @@ from fastapi import FastAPI
 from ..db import utcnow
 from . import audit, auth, staff
 from .auth import SESSION_COOKIE, Caller, Gate, require
-from .customers import (COOKIE, PAYMENT_METHODS, PHONE_RE, CookieSigner, RegistrationError, clean_name,
-                        clean_phone, customers, get, new_secret, register)
+from .customers import (COOKIE, PAYMENT_METHODS, PHONE_RE, CookieSigner, RegistrationError, by_phone,
+                        clean_name, clean_phone, customers, get, new_secret, register)
 from .staff import ADMINISTRATOR, MANAGER, ROLES, SUPPLIER, TECHNICIAN, PeopleError
 
 OWN_ACCOUNT = ROLES
@@ -39,12 +40,15 @@ SUPPLIER_EDITORS = (ADMINISTRATOR, MANAGER)
 PEOPLE_ADMINS = (ADMINISTRATOR,)
 SECRET_ADMINS = (ADMINISTRATOR,)  # rotate a machine's secrets
 PROVISIONERS = (ADMINISTRATOR, TECHNICIAN)  # read a machine's secrets to write its SD card
+REFUNDERS = (ADMINISTRATOR, MANAGER)  # refund a sale
+WALLET_READERS = (ADMINISTRATOR, MANAGER)  # a customer's wallet balance and history
 
 __all__ = [
     "ADMINISTRATOR", "COOKIE", "FLEET_EDITORS", "FLEET_READERS", "MANAGER", "OWN_ACCOUNT", "PAYMENT_METHODS",
-    "PEOPLE_ADMINS", "PHONE_RE", "PROVISIONERS", "SECRET_ADMINS", "ROLES", "SALES_READERS", "SESSION_COOKIE", "SUPPLIER", "SUPPLIER_EDITORS",
-    "TECHNICIAN", "Caller", "CookieSigner", "Gate", "PeopleError", "RegistrationError", "audit", "auth",
-    "clean_name", "clean_phone", "customers", "get", "install", "new_secret", "register", "require", "staff",
+    "PEOPLE_ADMINS", "PHONE_RE", "PROVISIONERS", "REFUNDERS", "SECRET_ADMINS", "ROLES", "SALES_READERS",
+    "SESSION_COOKIE", "SUPPLIER", "SUPPLIER_EDITORS", "TECHNICIAN", "WALLET_READERS", "Caller", "CookieSigner",
+    "Gate", "PeopleError", "RegistrationError", "audit", "auth", "by_phone", "clean_name", "clean_phone",
+    "customers", "get", "install", "new_secret", "register", "require", "staff",
 ]
 
 
