@@ -125,6 +125,23 @@ def add_customer(conn, phone="+8613800000001", topup=1000, name="Ann", method="w
     return customer_id
 
 
+def add_sale(conn, customer_id: int, order_id="o-sold", machine_id=MACHINE, slot="A1", amount=350,
+             provider=None) -> None:
+    """A sale whose product dropped: an order in ``succeeded``, authorised and captured in the wallet."""
+    from cloud import orders
+
+    product = conn.execute(sa.select(machines.slots.c.product_id).where(
+        machines.slots.c.machine_id == machine_id, machines.slots.c.slot == slot)).scalar()
+    conn.execute(orders.orders.insert().values(
+        id=order_id, customer_id=customer_id, idem_key=f"k-{order_id}", machine_id=machine_id, slot=slot,
+        product_id=product, amount=amount, currency="CNY", provider="wallet", status="succeeded",
+        cmd_id=f"v-{order_id}", created_at=NOW, expires_at=NOW + timedelta(seconds=30), updated_at=NOW))
+    row = orders.get(conn, order_id)
+    wallet = provider or Wallet()
+    assert wallet.authorise(conn, row, order_id, NOW).ok
+    wallet.capture(conn, row, order_id, NOW)
+
+
 def slot_row(conn, machine_id, slot):
     return conn.execute(sa.select(machines.slots).where(machines.slots.c.machine_id == machine_id,
                                                         machines.slots.c.slot == slot)).first()

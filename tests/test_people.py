@@ -21,7 +21,8 @@ from cloud import machines
 from cloud.ca import FleetCA
 from cloud.db import utcnow
 from cloud.people import audit, auth, staff
-from cloud_fixtures import MACHINE, add_machine, db_url  # noqa: F401  (fixture)
+from cloud.payments import txns
+from cloud_fixtures import MACHINE, add_customer, add_machine, add_sale, db_url  # noqa: F401  (fixture)
 
 BOOT = "bootstrap-token-for-tests"
 GOOD_PW = "violet-tractor-harbour-91"
@@ -43,6 +44,7 @@ def cloud_obj(tmp_path, db_url):
     cloud.db.migrate(obj.engine)
     with obj.engine.begin() as conn:
         add_machine(conn)
+        add_sale(conn, add_customer(conn))  # order o-sold, for the refund route
     yield obj
     obj.engine.dispose()
 
@@ -133,9 +135,12 @@ MATRIX = [
     ("GET", "/api/v1/me", None, None, {A, M, T, S}),
     ("GET", "/api/v1/tokens", None, None, {A, M, T, S}),
     ("POST", "/api/v1/tokens", lambda r: {"name": f"script of {r}"}, auth.api_tokens, {A, M, T, S}),
+    ("POST", "/api/v1/orders/o-sold/refund", lambda r: {"reason": f"goodwill, {r}", "key": f"refund-{r}",
+                                                        "amount": 1}, txns, {A, M}),
+    ("GET", "/api/v1/customers/1/wallet", None, None, {A, M}),
 ]
 PUBLIC = {("GET", "/api/v1/health"), ("GET", "/api/v1/orders/{order_id}"), ("POST", "/api/v1/login"),
-          ("GET", "/api/v1/openapi.json")}
+          ("GET", "/api/v1/openapi.json"), ("POST", "/api/v1/payments/webhook/sandbox")}
 OWN_ONLY = {("POST", "/api/v1/logout"), ("POST", "/api/v1/me/password"), ("DELETE", "/api/v1/tokens/{token_id}")}
 
 
@@ -160,7 +165,8 @@ def test_each_role_against_each_route(client, engine, callers, method, path, bod
 
 def test_every_api_route_is_in_the_matrix_and_refuses_a_caller_without_credentials(app, client):
     covered = {(m, p.replace("{technician}", "{user_id}")) for m, p, *_ in MATRIX}
-    covered = {(m, p.replace("/m-1/", "/{machine_id}/")) for m, p in covered}
+    covered = {(m, p.replace("/m-1/", "/{machine_id}/").replace("/o-sold/", "/{order_id}/")
+                .replace("/customers/1/", "/customers/{customer}/")) for m, p in covered}
     for route in app.routes:
         if not getattr(route, "path", "").startswith("/api/v1/"):
             continue
