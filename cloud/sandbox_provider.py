@@ -279,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     if not all(s.isdigit() for s in suffixes):
         parser.error(f"--decline {args.decline!r}: digits, comma-separated (e.g. 13 or 13,99)")
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     books = Books(suffixes, args.delay)
     notifier = Notifier(books, args.webhook, args.secret.encode(), args.webhook_timeout)
     server = ThreadingHTTPServer((args.host, args.port), make_handler(books, notifier))

@@ -255,6 +255,7 @@ class Sandbox(Provider):
             log.info("sandbox: %s %s changed while it was being sent; its answer (%d) is not recorded", op.op, op.key,
                      reply.code)
             return
+        log.info("sandbox: %s %s for order %s: %d, %s", op.op, op.key, op.order_id, reply.code, status)
         if status == "failed":
             self.counts["sandbox_refused"] += 1
             log.error("sandbox refused %s %s for order %s: %d %s", op.op, op.key, op.order_id, reply.code, text)
