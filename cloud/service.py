@@ -129,8 +129,8 @@ class Cloud:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.engine = db.make_engine(settings.db)
-        self.provider = Payments.from_settings(settings)
         self.stats = ingest.Stats()
+        self.provider = Payments.from_settings(settings, self.stats.counts)
         self.inbox: queue.Queue = queue.Queue()
         self.broker_files: BrokerFiles | None = None
         self.ca: FleetCA | None = None

@@ -33,11 +33,13 @@ class Payments(Provider):
         self.providers: dict[str, Provider] = {p.name: p for p in (self.wallet, sandbox) if p is not None}
 
     @classmethod
-    def from_settings(cls, settings) -> "Payments":
+    def from_settings(cls, settings, counts=None) -> "Payments":
+        """The providers ``settings`` configure; ``counts`` is where the sandbox's worker counts what went
+        wrong (the cloud's, shown at /api/v1/health)."""
         if not settings.sandbox_url:
             return cls()
         client = SandboxClient(settings.sandbox_url, settings.sandbox_timeout_s, settings.sandbox_retries)
-        return cls(sandbox=Sandbox(client, settings.sandbox_confirm_timeout_s))
+        return cls(sandbox=Sandbox(client, settings.sandbox_confirm_timeout_s, counts))
 
     @property
     def methods(self) -> tuple[str, ...]:

@@ -112,10 +112,10 @@ class Sandbox(Provider):
 
     name = "sandbox"
 
-    def __init__(self, client: SandboxClient | None, confirm_timeout_s: float = 60.0):
+    def __init__(self, client: SandboxClient | None, confirm_timeout_s: float = 60.0, counts: Counter | None = None):
         self.client = client
         self.confirm_timeout_s = confirm_timeout_s
-        self.counts: Counter = Counter()
+        self.counts: Counter = Counter() if counts is None else counts
         self._kick = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
