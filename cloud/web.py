@@ -199,10 +199,7 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
                 return problem(request, 404, "No such order", "This order does not exist or is not yours.")
             item = machines.slot_for_sale(conn, order.machine_id, order.slot)
             balance = cloud.provider.balance(conn, customer.id, order.currency)
-            try:
-                _, refunded = cloud.provider.refunded(conn, order)
-            except PaymentError:  # a provider this cloud no longer has: the page still shows the order
-                refunded = 0
+            refunded = cloud.provider.refunded(conn, order)[1] if order.status in orders.REFUNDABLE else 0
         return page(request, "order.html", order=order, item=item, text=STATUS_TEXT.get(order.status, order.status),
                     settled=order.status in orders.SETTLED, balance=balance, refunded=refunded)
 

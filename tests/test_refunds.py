@@ -139,11 +139,10 @@ def test_a_technician_cannot_refund(client, cloud_obj):
     assert r.status_code == 403 and books(cloud_obj) == before
 
 
-def test_a_sandbox_sale_is_refunded_at_the_sandbox(client, cloud_obj, manager):
+def test_a_sandbox_sale_is_refunded_at_the_sandbox(cloud_obj, manager):
     fake = FakeSandbox()
     sandbox = Sandbox(fake.client())
-    cloud_obj.provider.sandbox = sandbox
-    cloud_obj.provider.providers["sandbox"] = sandbox
+    cloud_obj.provider = Payments(sandbox=sandbox)
     with cloud_obj.engine.begin() as conn:
         conn.execute(orders.orders.update().where(orders.orders.c.id == "o-sold").values(provider="sandbox"))
         order = orders.get(conn, "o-sold")
@@ -157,7 +156,8 @@ def test_a_sandbox_sale_is_refunded_at_the_sandbox(client, cloud_obj, manager):
     sandbox.deliver_due(cloud_obj.engine, clock=lambda: NOW)
     sandbox.start(cloud_obj.engine)
     try:
-        r = refund(client, manager[0], amount=120)
+        with TestClient(cloud.web.create_app(cloud_obj, BOOT, b"k" * 32)) as client:
+            r = refund(client, manager[0], amount=120)
     finally:
         sandbox.stop()
     assert r.status_code == 200 and (r.json()["status"], r.json()["provider"]) == ("succeeded", "sandbox")

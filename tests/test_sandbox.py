@@ -137,6 +137,21 @@ def test_a_sandbox_order_in_a_cloud_without_the_sandbox_is_refused(engine):
     assert info.value.code == "payment_unavailable"
 
 
+def test_a_cloud_restarted_without_the_sandbox_still_settles_its_orders_later(engine, pay, fake):
+    from types import SimpleNamespace
+
+    order = place(engine, pay)
+    deliver(pay, engine)
+    with engine.begin() as conn:
+        row = SimpleNamespace(**orders.get(conn, order.id)._mapping)
+        Payments().settle(conn, [(row, "void")], NOW)  # as the ingest would, with no --sandbox-url
+    assert op_rows(engine, order.id)[f"void:{order.id}"].status == "queued"
+    deliver(pay, engine)  # configured again: the void goes out
+    assert fake.books.payments[order.id]["status"] == "voided"
+    with pytest.raises(orders.OrderError):
+        place(engine, Payments(), key="key-2")  # but no new order may pay by it
+
+
 def test_the_worker_sends_the_authorisation_once_with_its_key(engine, pay, fake):
     order = place(engine, pay)
     assert deliver(pay, engine) == 1

@@ -30,7 +30,10 @@ class Payments(Provider):
     def __init__(self, wallet: Wallet | None = None, sandbox: Sandbox | None = None):
         self.wallet = wallet or Wallet()
         self.sandbox = sandbox
+        # What new orders may use; ``of`` also finds the sandbox for orders placed while it was configured:
+        # their captures and voids queue up until it is again, instead of stopping the ingest.
         self.providers: dict[str, Provider] = {p.name: p for p in (self.wallet, sandbox) if p is not None}
+        self._all = {**self.providers, "sandbox": sandbox or Sandbox(None)}
 
     @classmethod
     def from_settings(cls, settings, counts=None) -> "Payments":
@@ -52,7 +55,11 @@ class Payments(Provider):
         return provider
 
     def of(self, order) -> Provider:
-        return self.choose(order.provider)
+        """The provider an order was placed with."""
+        provider = self._all.get(order.provider)
+        if provider is None:
+            raise PaymentError(f"order {order.id} was paid by {order.provider}, which this cloud does not know")
+        return provider
 
     def authorise(self, conn, order, key, now) -> Outcome:
         return self.of(order).authorise(conn, order, key, now)
@@ -73,8 +80,8 @@ class Payments(Provider):
         groups: dict[str, list] = {}
         for order, action in items:
             groups.setdefault(order.provider, []).append((order, action))
-        for name, group in groups.items():
-            self.choose(name).settle(conn, group, now)
+        for group in groups.values():
+            self.of(group[0][0]).settle(conn, group, now)
 
     # The wallet's own calls, for the customer's pages.
 

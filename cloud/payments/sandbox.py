@@ -50,7 +50,7 @@ ops = sa.Table(
 OP_COLUMNS = ("key", "op", "order_id", "amount", "currency", "status", "reason", "attempts", "next_try_at",
               "created_at", "updated_at")
 LEASE_S = 60.0  # a request claimed by a worker that died is sent again after this
-POLL_S = 0.25
+POLL_S = 1.0  # for requests queued by another cloud process, or due again; this one's own kick the worker
 MAX_BACKOFF_S = 300.0
 FINAL = ("succeeded", "declined", "failed", "cancelled")
 
@@ -203,6 +203,7 @@ class Sandbox(Provider):
         stamp = db_value(conn, ops.c.created_at, now)
         bulk_insert(conn, ops, OP_COLUMNS, [(f"{a}:{o.id}", a, o.id, o.amount, o.currency, "queued", "", 0, stamp,
                                              stamp, stamp) for o, a in items])
+        self.kick()  # the worker may look before this commits; its next poll finds them then
 
     def confirm(self, conn, event: Event, now: datetime) -> bool:
         """Record the sandbox's word on an authorisation; False if it names none we are waiting for."""
@@ -224,12 +225,15 @@ class Sandbox(Provider):
             mine = [op for op in due if conn.execute(ops.update().where(
                 ops.c.id == op.id, ops.c.status == "queued", ops.c.attempts == op.attempts)
                 .values(attempts=op.attempts + 1, next_try_at=now + timedelta(seconds=LEASE_S))).rowcount]
+        down = ""
         for op in mine:
             path, body = request_of(op)
-            try:
-                reply, error = self.client.send(path, op.key, body), ""
-            except Unreachable as e:
-                reply, error = None, str(e)
+            reply, error = None, down
+            if not down:  # once the sandbox did not answer, the rest of this round waits for the next
+                try:
+                    reply = self.client.send(path, op.key, body)
+                except Unreachable as e:
+                    error = down = str(e)
             with engine.begin() as conn:
                 self._record(conn, op, reply, error, clock())
         return len(mine)
@@ -268,7 +272,10 @@ class Sandbox(Provider):
     def start(self, engine: sa.Engine) -> None:
         def loop():
             while not self._stop.is_set():
-                self._kick.wait(POLL_S)
+                if self._kick.wait(POLL_S):
+                    # A kick from inside a transaction (the ingest's) comes before its commit: give it a
+                    # moment; whatever this round still misses, the next poll finds.
+                    time.sleep(0.02)
                 self._kick.clear()
                 try:
                     while self.deliver_due(engine) and not self._stop.is_set():
