@@ -1,12 +1,14 @@
 """Payments (cloud/payments/): the journal, the wallet, and the provider interface's contract checked for
 every provider (the wallet and the sandbox); the money invariant over random operations (hypothesis)."""
 
+import json
 import tempfile
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from cloud import payments
@@ -14,7 +16,7 @@ from cloud.payments import (MAX_TOPUP, IdempotencyConflict, NotRefundable, Payme
                             balance, entries, post, txns)
 from cloud.payments.sandbox import ops
 from cloud.payments.wallet import declines
-from cloud.payments.webhook import Event
+from cloud.payments.webhook import Event, parse
 from cloud_fixtures import NOW, FakeSandbox, engine, make_migrated_engine, unbalanced_txns  # noqa: F401
 
 W = Wallet()
@@ -464,3 +466,83 @@ def _run_ops(eng, ops):
             total = sum(W.balance(conn, c, "CNY") + hold_of(conn, c) for c in wallet) + revenue(conn)
             assert total == topped_up
             assert balance(conn, account(conn, "topup_clearing", 0, "CNY")) == -topped_up
+
+
+# Each step: what, on which order (or amount, for authorise), how much to refund, which refund key. The
+# steps a sale needs (confirm, capture, refund) come up more often than the others.
+SANDBOX_OPS = st.lists(st.tuples(
+    st.sampled_from(["authorise", "confirm", "confirm", "capture", "capture", "void", "refund", "refund", "refund",
+                     "outage"]),
+    st.integers(0, 3), st.one_of(st.none(), st.integers(1, 400)), st.integers(0, 2)), min_size=10, max_size=30)
+AMOUNTS = [100, 250, 313, 999]  # 313: the sandbox declines it
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=SANDBOX_OPS)
+# A sale refunded in two parts across an outage, then a refund asked again; and a declined amount.
+@example(steps=[("authorise", 1, None, 0), ("confirm", 0, None, 0), ("capture", 0, None, 0), ("outage", 1, None, 0),
+                ("refund", 0, 100, 0), ("refund", 0, 100, 0), ("outage", 0, None, 0), ("refund", 0, None, 1),
+                ("refund", 0, 1, 2), ("refund", 0, 100, 0), ("confirm", 0, None, 0)])
+@example(steps=[("authorise", 2, None, 0), ("confirm", 0, None, 0), ("capture", 0, None, 0), ("refund", 0, None, 0),
+                ("void", 0, None, 0), ("authorise", 0, None, 0), ("void", 0, None, 0), ("capture", 0, None, 0),
+                ("confirm", 0, None, 0), ("capture", 0, None, 0)])
+def test_random_sandbox_operations_keep_the_journal_equal_to_the_sandbox(steps):
+    """Whatever is asked in whatever order, with the sandbox sometimes down: every posting balances, no
+    account but the boundary runs negative, each request takes effect at most once at the sandbox, and
+    once everything is delivered the journal holds exactly what the sandbox captured less what it refunded."""
+    with tempfile.TemporaryDirectory() as tmp:
+        eng = make_migrated_engine(f"sqlite:///{tmp}/p.db")
+        world = SandboxWorld(eng)
+        made = []
+        try:
+            for step, op in enumerate(steps):
+                # What is queued goes out after every step (or fails to, while the sandbox is down).
+                world.provider.deliver_due(eng, clock=lambda: NOW + timedelta(days=step))
+                if op[0] == "outage":
+                    world.fake.down = op[1] % 2 == 1
+                    continue
+                if op[0] == "authorise":
+                    o = order(f"o{step}", 1, AMOUNTS[op[1]])
+                    made.append(o)
+                    args = (o, o.id)
+                elif not made:
+                    continue
+                else:
+                    o = made[-1 - op[1] % len(made)]  # 0: the newest order
+                    if op[0] == "confirm":  # the webhook the sandbox sent, once it has the authorisation
+                        sent = [r["event"] for r in world.fake.books.events.values()
+                                if r["event"]["data"]["reference"] == o.id]
+                        with eng.begin() as conn:
+                            for e in sent:
+                                world.provider.confirm(conn, parse(json.dumps(e).encode()), NOW)
+                        continue
+                    args = (o, op[2], f"r{op[3]}-{o.id}") if op[0] == "refund" else (o, o.id)
+                try:
+                    with eng.begin() as conn:
+                        getattr(world.provider, op[0])(conn, *args, NOW)
+                except PaymentError:
+                    pass  # refused: the transaction rolled back
+            world.fake.down = False
+            while world.provider.deliver_due(eng, clock=lambda: NOW + timedelta(days=400)):
+                pass
+            with eng.connect() as conn:
+                assert unbalanced_txns(conn) == []
+                rows = conn.execute(sa.select(payments.accounts.c.kind, payments.accounts.c.id)).all()
+                for kind, account_id in rows:
+                    assert kind in payments.BOUNDARY or balance(conn, account_id) >= 0, kind
+                outside = balance(conn, account(conn, "sandbox", 0, "CNY"))
+            books = world.fake.books.payments.values()
+            event(f"captured at the sandbox: {any(p['captured'] for p in books)}; "
+                  f"refunded: {any(p['refunded'] for p in books)}")
+            assert -outside == revenue_of(eng) == sum(p["captured"] - p["refunded"] for p in books)
+            for p in books:
+                keys = [o["key"] for o in p["operations"]]
+                assert len(keys) == len(set(keys)) and p["refunded"] <= p["captured"]
+        finally:
+            world.provider.client.close()
+            eng.dispose()
+
+
+def revenue_of(eng):
+    with eng.connect() as conn:
+        return revenue(conn)
