@@ -24,7 +24,7 @@ from protocol.messages import utcnow
 from . import ingest, machines, orders, people
 from .money import format_money, parse_amount
 from .people import Caller, require
-from .payments import PaymentError
+from .payments import IdempotencyConflict, PaymentError
 from .payments import routes as payment_routes
 
 log = logging.getLogger(__name__)
@@ -221,6 +221,10 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
             minor = parse_amount(amount, DEMO_CURRENCY)
             with engine.begin() as conn:
                 cloud.provider.topup(conn, customer.id, minor, DEMO_CURRENCY, f"{customer.id}:{key}", utcnow())
+        except IdempotencyConflict:
+            # An old form (the back button) sent again with another amount: its top-up was done already.
+            return wallet_page(request, customer, next, error="That top-up was done already, for another amount. "
+                               "Nothing more was added: check the balance, then top up again here.", status_code=409)
         except (PaymentError, ValueError) as e:
             return wallet_page(request, customer, next, error=str(e), status_code=422)
         return RedirectResponse(safe_next(next) if next else "/wallet", status_code=303)

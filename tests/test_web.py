@@ -167,6 +167,13 @@ def test_a_topup_of_12_50_adds_1250_once_per_key(client, cloud_obj, customer):
     assert "¥12.50" in client.get("/wallet").text
 
 
+def test_an_old_topup_form_sent_again_with_another_amount_adds_nothing(client, cloud_obj, customer):
+    assert client.post("/wallet/topup", data={"amount": "5", "key": "form-key-0001"}).status_code == 303
+    r = client.post("/wallet/topup", data={"amount": "50", "key": "form-key-0001"})
+    assert r.status_code == 409 and "done already" in r.text
+    assert balance(cloud_obj, customer) == 500
+
+
 def test_a_topup_without_a_form_key_gives_422(client, cloud_obj, customer):
     r = client.post("/wallet/topup", data=dict(amount="5"))
     assert r.status_code == 422 and balance(cloud_obj, customer) == 0
