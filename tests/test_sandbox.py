@@ -283,6 +283,23 @@ def state(cloud_obj, order_id):
                 conn.execute(sa.select(sa.func.count()).select_from(webhook_events)).scalar())
 
 
+def test_a_customer_may_register_with_the_sandbox_and_buy_with_it(client, cloud_obj):
+    from cloud_fixtures import SECRET as QR_SECRET
+    from protocol import token as qrtoken
+
+    assert 'value="sandbox"' in client.get("/register").text
+    client.get(f"/q/{qrtoken.make(MACHINE, QR_SECRET.encode(), time.time(), 5)}")
+    r = client.post("/register", data=dict(name="Bo", phone="+8613800000077", payment_method="sandbox", next="/m/m-1"))
+    assert r.status_code == 303
+    assert "Paying with sandbox" in client.get("/m/m-1").text
+    r = client.post("/m/m-1/buy", data={"slot": "A1", "key": "buy-key-0001"})
+    assert r.status_code == 303
+    order_id = r.headers["location"].rsplit("/", 1)[1]
+    assert client.get(f"/api/v1/orders/{order_id}").json()["status"] == "authorising"
+    assert "Waiting for your payment to be confirmed" in client.get(f"/orders/{order_id}").text
+    assert cloud_obj.sent == []
+
+
 def test_a_signed_webhook_confirms_the_order_and_the_vend_is_sent_once(client, cloud_obj, fake):
     order, body = waiting_order(cloud_obj, fake)
     r = post(client, body)
