@@ -102,8 +102,8 @@ OPTIONS = [
      "vend-broker-reload.path reloads it)"),
     ("--machine-broker", "machine_broker", str, "the host name machines reach the broker at; also the "
      "name in the broker's certificate"),
-    ("--sandbox-url", "sandbox_url", str, "base URL of the sandbox payment provider (python -m cloud.sandbox_provider); "
-     "empty: customers pay by wallet only"),
+    ("--sandbox-url", "sandbox_url", str, "base URL of the sandbox payment provider (python -m "
+     "cloud.sandbox_provider); empty: customers pay by wallet only"),
     ("--sandbox-secret", "sandbox_secret", str, "the secret the sandbox signs its webhooks with (prefer the "
      "environment variable: a command line is visible to every user)"),
     ("--sandbox-timeout", "sandbox_timeout_s", float, "seconds to wait for the sandbox on each request (0.1-60)"),

@@ -183,7 +183,8 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
             return problem(request, 402, "Payment declined", f"{order.reason}. Top up your wallet and try again.",
                            ("Top up", f"/wallet?next=/m/{machine_id}"))
         if order.status == "declined":
-            return problem(request, 402, "Payment declined", f"{order.reason}.", ("Back to the menu", f"/m/{machine_id}"))
+            return problem(request, 402, "Payment declined", f"{order.reason}.",
+                           ("Back to the menu", f"/m/{machine_id}"))
         if created and order.status == "authorised":
             cloud.send_vend(order)
         elif created and order.status == orders.WAITING:

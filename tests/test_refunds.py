@@ -211,7 +211,8 @@ class ThroughTestClient(cloud.cli.Client):
 @pytest.fixture
 def vendctl(client, manager, monkeypatch, capsys):
     def run(*argv):
-        monkeypatch.setattr(cloud.cli.Client, "from_env", classmethod(lambda cls: ThroughTestClient(client, manager[0])))
+        through = ThroughTestClient(client, manager[0])
+        monkeypatch.setattr(cloud.cli.Client, "from_env", classmethod(lambda cls: through))
         code = cloud.cli.main(list(argv))
         out, err = capsys.readouterr()
         return code, out, err

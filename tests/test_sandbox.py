@@ -35,7 +35,8 @@ def test_a_signature_verifies_only_for_its_secret_body_and_timestamp():
     body, t = b'{"id":"evt_1"}', 1_700_000_000
     good = sign(SECRET.encode(), t, body)
     verify(SECRET.encode(), str(t), good, body, t + 5, 300)
-    for secret, ts, sig, payload in ((b"other-secret-0000", str(t), good, body), (SECRET.encode(), str(t + 1), good, body),
+    for secret, ts, sig, payload in ((b"other-secret-0000", str(t), good, body),
+                                     (SECRET.encode(), str(t + 1), good, body),
                                      (SECRET.encode(), str(t), good, body + b" "),
                                      (SECRET.encode(), str(t), good[:-1] + "0", body),
                                      (SECRET.encode(), str(t), "", body), (SECRET.encode(), None, good, body),
@@ -70,13 +71,15 @@ def test_a_body_that_is_not_an_event_is_malformed(body):
 
 def test_the_sandbox_declines_amounts_ending_in_13_and_answers_each_key_once():
     books = Books(("13",), 2.0)
-    code, answer, events = books.handle("/v1/payments", "k1", {"reference": "o1", "amount": 313, "currency": "CNY"}, 100.0)
+    declined = {"reference": "o1", "amount": 313, "currency": "CNY"}
+    code, answer, events = books.handle("/v1/payments", "k1", declined, 100.0)
     assert (code, answer["status"]) == (202, "pending")
     assert events[0]["event"]["type"] == "authorisation.declined" and events[0]["due"] == 102.0
-    assert books.handle("/v1/payments", "k1", {"reference": "o1", "amount": 313, "currency": "CNY"}, 101.0)[2] == []
-    assert books.handle("/v1/payments", "k1", {"reference": "o1", "amount": 314, "currency": "CNY"}, 101.0)[0] == 409
+    assert books.handle("/v1/payments", "k1", declined, 101.0)[2] == []  # answered again, no second webhook
+    assert books.handle("/v1/payments", "k1", {**declined, "amount": 314}, 101.0)[0] == 409
     assert books.handle("/v1/payments/o1/capture", "c1", {"amount": 313}, 103.0)[0] == 409
-    code, answer, events = books.handle("/v1/payments", "k2", {"reference": "o2", "amount": 350, "currency": "CNY"}, 100.0)
+    code, answer, events = books.handle("/v1/payments", "k2", {"reference": "o2", "amount": 350, "currency": "CNY"},
+                                        100.0)
     assert events[0]["event"]["type"] == "authorisation.succeeded"
     assert books.handle("/v1/payments", "k3", {"reference": "o2", "amount": 350, "currency": "CNY"}, 100.0)[0] == 409
     assert books.handle("/v1/payments", None, {"reference": "o3", "amount": 1, "currency": "CNY"}, 100.0)[0] == 400
@@ -361,7 +364,8 @@ def test_a_tampered_body_with_the_original_signature_is_refused(client, cloud_ob
     order, body = waiting_order(cloud_obj, fake, slot="A2")
     t = int(time.time())
     forged = body.replace(b"authorisation.declined", b"authorisation.succeeded")
-    r = client.post(HOOK, content=forged, headers={TIMESTAMP_HEADER: str(t), SIGNATURE_HEADER: sign(SECRET.encode(), t, body)})
+    headers = {TIMESTAMP_HEADER: str(t), SIGNATURE_HEADER: sign(SECRET.encode(), t, body)}
+    r = client.post(HOOK, content=forged, headers=headers)
     assert r.status_code == 401 and state(cloud_obj, order.id)[0] == "authorising"
 
 
@@ -443,7 +447,8 @@ def test_the_client_gives_up_after_its_retries_and_says_why():
 
     from cloud.payments import SandboxClient
 
-    client = SandboxClient("http://sandbox.test", 1.0, 3, transport=httpx.MockTransport(always_503), sleep=lambda s: None)
+    client = SandboxClient("http://sandbox.test", 1.0, 3, transport=httpx.MockTransport(always_503),
+                           sleep=lambda s: None)
     with pytest.raises(Unreachable, match="4 tries; last: HTTP 503"):
         client.send("/v1/payments", "k", {})
     assert len(calls) == 4 and all(c.headers["Idempotency-Key"] == "k" for c in calls)

@@ -148,7 +148,8 @@ def test_a_manager_refunds_through_vendctl_once_and_the_audit_trail_has_it(cloud
     assert code == 0, err
     r = httpx.post(cloud.url + "/api/v1/login", json={"username": "mia", "password": PASSWORD}, timeout=10)
     assert r.status_code == 200, r.text
-    token = httpx.post(cloud.url + "/api/v1/tokens", json={"name": "refunds"}, cookies=r.cookies, timeout=10).json()["token"]
+    token = httpx.post(cloud.url + "/api/v1/tokens", json={"name": "refunds"}, cookies=r.cookies,
+                       timeout=10).json()["token"]
     argv = ("refund", order_id, "--reason", "customer says the can was warm", "--amount", "1.00", "--key",
             "e2e-refund-0001")
     code, out, err = vendctl(cloud, *argv, token=token)
