@@ -14,6 +14,7 @@ from .settings import read_or_create
 def main(argv: list[str] | None = None) -> int:
     settings = settings_mod.parse(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the sandbox worker logs its requests its own way
     os.makedirs(settings.var, exist_ok=True)
     admin_token = os.environ.get("VEND_ADMIN_TOKEN") or read_or_create(
         os.path.join(settings.var, "admin-token"), lambda: secrets.token_urlsafe(32))

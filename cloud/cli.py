@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     from .stock import cli as stock_cli
 
     stock_cli.add_parsers(sub)
+    add_payments_parsers(sub)
     from controller import hwtool  # the machine's side: needs no cloud, no token
 
     hwtool.add_parser(sub)
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             fleetcli.run(args, client, CliError)
         elif args.command in stock_cli.COMMANDS:
             stock_cli.run(args, client, CliError, table)
+        elif args.command in PAYMENTS_COMMANDS:
+            payments_command(args, client)
         elif args.command == "machines" and args.action == "add":
             result = client.call("POST", "/api/v1/machines", {"id": args.id, "name": args.name,
                                                               "location": args.location})
@@ -318,6 +321,62 @@ def people_command(args, client: Client) -> None:
             r["what"] = json.dumps(r["change"], sort_keys=True, ensure_ascii=False)
         show(rows, table(rows, [("id", "ID"), ("at", "AT (UTC)"), ("who", "WHO"), ("action", "ACTION"),
                                 ("object", "OBJECT"), ("what", "CHANGE")]))
+
+
+# -- refunds and wallets -----------------------------------------------------------------------------
+
+PAYMENTS_COMMANDS = ("refund", "wallet")
+
+
+def add_payments_parsers(sub) -> None:
+    r = sub.add_parser("refund", help="refund a sale, in full or in part, with a reason (managers)")
+    r.add_argument("order", help="the order id, as on the customer's page and in vendctl sales")
+    r.add_argument("--reason", required=True, help="why: kept in the audit trail")
+    r.add_argument("--amount", help="how much, as written in the order's currency (e.g. 1.50); default: all "
+                   "that is left")
+    r.add_argument("--key", help="the refund's idempotency key: the same key again refunds once (default: a "
+                   "new one, printed so a retry can reuse it)")
+    r.add_argument("--json", action="store_true")
+    w = sub.add_parser("wallet", help="a customer's wallet: balance and history (managers)")
+    w.add_argument("customer", help="the customer id, or the phone number with its +")
+    w.add_argument("--currency", default="CNY")
+    w.add_argument("--limit", type=int, default=20)
+    w.add_argument("--json", action="store_true")
+
+
+def payments_command(args, client: Client) -> None:
+    from urllib.parse import quote, urlencode
+
+    if args.command == "refund":
+        import secrets
+
+        key = args.key or "cli-" + secrets.token_urlsafe(12)
+        body = {"reason": args.reason, "key": key, **({"amount": args.amount} if args.amount else {})}
+        r = client.call("POST", f"/api/v1/orders/{quote(args.order, safe='')}/refund", body)
+        if args.json:
+            print(json.dumps(r, indent=2))
+            return
+        amount, currency = money(r["amount"], r["currency"]), r["currency"]
+        done = {"succeeded": f"refunded {amount}", "pending": f"refund of {amount} sent to {r['provider']}, not "
+                "confirmed yet", "failed": f"refund of {amount} REFUSED by {r['provider']}"}[r["status"]]
+        if not r["created"]:
+            done = f"this refund was asked before (key {key}): {done}; nothing more moved"
+        print(f"order {r['order_id']}: {done}; refunded {money(r['refunded'], currency)} of "
+              f"{money(r['captured'], currency)} captured (key {key})")
+        if r["status"] == "failed":
+            raise CliError(f"the provider refused the refund of order {r['order_id']}")
+    else:
+        query = urlencode({"currency": args.currency, "limit": args.limit})
+        r = client.call("GET", f"/api/v1/customers/{quote(args.customer, safe='')}/wallet?{query}")
+        if args.json:
+            print(json.dumps(r, indent=2))
+            return
+        c = r["customer"]
+        print(f"customer {c['id']} {c['name']} ({c['phone']}, pays by {c['payment_method']}): balance "
+              f"{money(r['balance'], r['currency'])}")
+        for h in r["history"]:
+            h["amount"] = money(h["amount"], r["currency"])
+        print(table(r["history"], [("at", "AT (UTC)"), ("kind", "WHAT"), ("order_id", "ORDER"), ("amount", "AMOUNT")]))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -16,11 +17,13 @@ import time
 import urllib.request
 
 from .cli import Client, CliError
+from .settings import read_or_create
 
 VAR = os.path.abspath(os.environ.get("VEND_DEMO_VAR", "var"))
 HTTP = os.environ.get("VEND_DEMO_HTTP", "127.0.0.1:8000")
 BROKER_PORT = int(os.environ.get("VEND_DEMO_BROKER_PORT", "1884"))
 PUBLIC_URL = os.environ.get("VEND_DEMO_PUBLIC_URL", f"http://{HTTP}")
+SANDBOX_PORT = int(os.environ.get("VEND_DEMO_SANDBOX_PORT", "8010"))  # the sandbox payment provider
 
 PRODUCTS = [
     ("A1", "water-500", "Mineral water 500 ml", 200),
@@ -102,8 +105,17 @@ def main() -> int:
     os.makedirs(VAR, exist_ok=True)
     procs: list[subprocess.Popen] = []
     cloud_log = open(os.path.join(VAR, "cloud.log"), "a")
+    # The sandbox payment provider first, so customers may choose it; the wallet stays the default.
+    os.makedirs(os.path.join(VAR, "cloud"), exist_ok=True)
+    env = {**os.environ, "VEND_SANDBOX_SECRET": read_or_create(os.path.join(VAR, "cloud", "sandbox-secret"),
+                                                               lambda: secrets.token_urlsafe(24))}
+    sandbox = subprocess.Popen([sys.executable, "-m", "cloud.sandbox_provider", "--port", str(SANDBOX_PORT),
+                                "--webhook", f"http://{HTTP}/api/v1/payments/webhook/sandbox"], env=env,
+                               stdout=open(os.path.join(VAR, "sandbox.log"), "a"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
     cloud = subprocess.Popen([sys.executable, "-m", "cloud", "--var", os.path.join(VAR, "cloud"), "--http", HTTP,
-                              "--broker", "embedded", "--broker-port", str(BROKER_PORT), "--public-url", PUBLIC_URL],
+                              "--broker", "embedded", "--broker-port", str(BROKER_PORT), "--public-url", PUBLIC_URL,
+                              "--sandbox-url", f"http://127.0.0.1:{SANDBOX_PORT}"], env=env,
                              stdout=cloud_log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(f"http://{HTTP}/api/v1/health", 60, cloud)
@@ -138,7 +150,9 @@ def main() -> int:
                 # A technician's first fill: every slot to capacity.
                 service(config, "restock", *(f"{slot}=8" for slot, *_ in PRODUCTS))
         print(f"\nThe cloud is at http://{HTTP}  (log: {VAR}/cloud.log, admin token: {VAR}/cloud/admin-token)")
-        print(f"MQTT broker (embedded): 127.0.0.1:{BROKER_PORT}\n")
+        print(f"MQTT broker (embedded): 127.0.0.1:{BROKER_PORT}")
+        print(f"Sandbox payment provider: http://127.0.0.1:{SANDBOX_PORT}  (log: {VAR}/sandbox.log; it confirms "
+              "after 1 s and declines amounts ending in 13)\n")
         for machine_id, name, jam in MACHINES:
             home = os.path.join(VAR, "machines", machine_id)
             url = open(os.path.join(home, "screen.url")).read().strip() if os.path.exists(
@@ -152,7 +166,7 @@ def main() -> int:
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         # Even when started with SIGINT ignored (a background job of a script), Ctrl-C must stop the demo.
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        while cloud.poll() is None and all(p.poll() is None for p in procs):
+        while cloud.poll() is None and sandbox.poll() is None and all(p.poll() is None for p in procs):
             time.sleep(0.5)
         print("a process exited; stopping the demo", file=sys.stderr)
         return 1
@@ -163,7 +177,7 @@ def main() -> int:
         print(f"demo: {e}", file=sys.stderr)
         return 1
     finally:
-        for proc in procs + [cloud]:
+        for proc in procs + [cloud, sandbox]:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
             try:

@@ -1,6 +1,8 @@
 """Orders: one customer, one slot, one payment; settled only by what the machine's ledger says.
 
-An order is authorised before the machine is asked to vend. The machine's ledger events move it on:
+An order is authorised before the machine is asked to vend; with an external provider it waits in
+``authorising`` until the provider's webhook confirms (``confirm``), and is declined if no word comes before
+its deadline. The machine's ledger events move it on:
 ``vend.succeeded`` captures, ``vend.failed``, ``vend.unknown`` and ``command.rejected`` void, and an
 order whose command expired without a word from the machine is voided by the sweeper. Every transition is
 a conditional update in the same transaction as the money it moves, so no order is captured and voided.
@@ -16,9 +18,9 @@ import sqlalchemy as sa
 
 from protocol.messages import Command, format_time
 
-from . import machines
+from . import machines, people
 from .db import UTCDateTime, metadata
-from .payments import Provider
+from .payments import Outcome, PaymentError, Provider
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ orders = sa.Table(
     sa.Index("orders_open", "status", "expires_at"),
 )
 
+WAITING = "authorising"  # for the provider to confirm the authorisation; no command sent yet
 OPEN = ("authorised", "vending")
 SETTLED = ("declined", "succeeded", "failed", "unknown", "rejected", "expired", "dropped_unpaid")
 
@@ -61,11 +64,20 @@ def get(conn: sa.Connection, order_id: str):
 
 def place(conn: sa.Connection, provider: Provider, customer_id: int, machine_id: str, slot: str, idem_key: str,
           now: datetime, vend_timeout_s: float):
-    """Create and authorise an order (or return the one this key made before)."""
+    """Create and authorise an order with the customer's payment method (or return the one this key made
+    before). An authorisation the provider confirms later leaves the order ``authorising``."""
     existing = conn.execute(sa.select(orders).where(orders.c.customer_id == customer_id,
                                                     orders.c.idem_key == idem_key)).first()
     if existing is not None:
         return existing, False
+    customer = people.get(conn, customer_id)
+    if customer is None:
+        raise OrderError("unknown_customer", f"There is no customer {customer_id}.")
+    try:
+        provider = provider.choose(customer.payment_method)
+    except PaymentError:
+        raise OrderError("payment_unavailable", f"Paying by {customer.payment_method} is not available right now.") \
+            from None
     machine = machines.get(conn, machine_id)
     item = machines.slot_for_sale(conn, machine_id, slot)
     if item is None:
@@ -83,11 +95,42 @@ def place(conn: sa.Connection, provider: Provider, customer_id: int, machine_id:
         status="created", cmd_id=f"v-{order_id}", created_at=now,
         expires_at=now + timedelta(seconds=vend_timeout_s), updated_at=now))
     order = get(conn, order_id)
-    outcome = provider.authorise(conn, order, now)
+    outcome = provider.authorise(conn, order, order_id, now)
     status, reason = ("authorised", "") if outcome.ok else ("declined", outcome.reason)
-    conn.execute(orders.update().where(orders.c.id == order_id).values(status=status, reason=reason,
-                                                                       updated_at=now))
+    values = dict(status=status, reason=reason, updated_at=now)
+    if outcome.ok and outcome.pending:
+        # The order's deadline is first the provider's: no word by then, and it is declined.
+        values.update(status=WAITING, expires_at=now + timedelta(seconds=provider.confirm_timeout_s))
+    conn.execute(orders.update().where(orders.c.id == order_id).values(**values))
     return get(conn, order_id), True
+
+
+def confirm(conn: sa.Connection, order_id: str, ok: bool, reason: str, now: datetime, vend_timeout_s: float):
+    """The provider's word on an authorisation it was asked for: the order if it moved (to ``authorised``,
+    to be vended now, or to ``declined``), else None (it stopped waiting, or never did)."""
+    values = dict(status="authorised", reason="", expires_at=now + timedelta(seconds=vend_timeout_s)) if ok else \
+        dict(status="declined", reason=(reason or "declined by the payment provider")[:200])
+    moved = conn.execute(orders.update().where(orders.c.id == order_id, orders.c.status == WAITING)
+                         .values(updated_at=now, **values)).rowcount
+    return get(conn, order_id) if moved else None
+
+
+REFUNDABLE = ("succeeded",)
+
+
+def refund(conn: sa.Connection, provider: Provider, order_id: str, amount: int | None, key: str,
+           now: datetime) -> tuple[object, Outcome]:
+    """Refund part or all of a sale through its provider, idempotent under ``key``; (order, outcome)."""
+    query = sa.select(orders).where(orders.c.id == order_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()  # one refund of an order at a time
+    order = conn.execute(query).first()
+    if order is None:
+        raise OrderError("unknown_order", f"There is no order {order_id}.")
+    if order.status not in REFUNDABLE:
+        raise OrderError("not_captured", f"Order {order_id} is {order.status}: only a sale whose product dropped "
+                                         "was charged, so only that can be refunded.")
+    return order, provider.refund(conn, order, amount, key, now)
 
 
 def vend_command(order) -> Command:
@@ -128,7 +171,7 @@ def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: lis
         return {}
     o = orders.c
     rows = {r.id: r for r in conn.execute(
-        sa.select(o.id, o.status, o.customer_id, o.amount, o.currency, o.product_id)
+        sa.select(o.id, o.status, o.customer_id, o.amount, o.currency, o.product_id, o.provider)
         .where(o.id.in_(ids), o.machine_id == machine_id))}
     state = {order_id: row.status for order_id, row in rows.items()}
     reasons: dict[str, str] = {}
@@ -176,14 +219,23 @@ def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: lis
 
 
 def expire_due(conn: sa.Connection, provider: Provider, now: datetime, grace_s: float) -> int:
-    """Void orders whose vend command expired with no word from the machine; return how many."""
-    due = conn.execute(sa.select(orders.c.id, orders.c.machine_id).where(
-        orders.c.status == "authorised", orders.c.expires_at < now - timedelta(seconds=grace_s))).all()
+    """Void orders whose vend command expired with no word from the machine, and decline those whose
+    provider never confirmed the authorisation; return how many."""
+    grace = timedelta(seconds=grace_s)
+    due = conn.execute(sa.select(orders.c.id, orders.c.machine_id, orders.c.status, orders.c.expires_at).where(
+        orders.c.status.in_(("authorised", WAITING)), orders.c.expires_at < now)).all()
     expired = 0
-    for order_id, machine_id in due:
-        order = move(conn, order_id, machine_id, ("authorised",), "expired", now, "the machine did not answer in time")
+    for order_id, machine_id, status, expires_at in due:
+        if status == WAITING:
+            order = move(conn, order_id, machine_id, (WAITING,), "declined", now,
+                         "the payment provider did not confirm in time")
+        elif expires_at < now - grace:
+            order = move(conn, order_id, machine_id, ("authorised",), "expired", now,
+                         "the machine did not answer in time")
+        else:
+            continue
         if order is not None:
-            provider.void(conn, order, now)
+            provider.void(conn, order, order.id, now)
             expired += 1
     return expired
 

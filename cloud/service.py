@@ -26,7 +26,7 @@ from protocol.mqtt import connect_async, make_client
 from . import alerts, db, ingest, machines, orders, planogram
 from .brokerfiles import CLOUD_USER, BrokerFiles, BrokerUser, Ports
 from .ca import FleetCA
-from .payments import Wallet
+from .payments import Payments
 from .settings import Settings, read_or_create
 
 log = logging.getLogger(__name__)
@@ -130,13 +130,13 @@ class Cloud:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.engine = db.make_engine(settings.db)
-        self.provider = Wallet()
         self.stats = ingest.Stats()
         try:
             self.alert_limits = alerts.Limits.from_settings(settings)
         except ValueError as e:
             raise SystemExit(f"--alert-*: {e}") from None
         self.readings = alerts.Readings(self.alert_limits)
+        self.provider = Payments.from_settings(settings, self.stats.counts)
         self.inbox: queue.Queue = queue.Queue()
         self.broker_files: BrokerFiles | None = None
         self.ca: FleetCA | None = None
@@ -171,6 +171,7 @@ class Cloud:
             self.broker = EmbeddedBroker(*self.settings.broker_address)
             self.broker.start()
         self.bus.start()
+        self.provider.start(self.engine)
         for target, name in ((self._ingest_loop, "ingest"), (self._sweep_loop, "sweeper")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -181,6 +182,7 @@ class Cloud:
         self.inbox.put(None)
         for thread in self._threads:
             thread.join(timeout=10)
+        self.provider.stop()
         self.bus.stop()
         if self.broker is not None:
             self.broker.stop()
@@ -374,7 +376,7 @@ class Cloud:
             failed = orders.move(conn, order.id, order.machine_id, ("authorised",), "failed", now,
                                  "the machine could not be reached")
             if failed is not None:
-                self.provider.void(conn, failed, now)
+                self.provider.void(conn, failed, failed.id, now)
 
     def _sweep_loop(self) -> None:
         broker_stale = False

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 
 @dataclass
@@ -35,8 +37,15 @@ class Settings:
     alert_temp_for_s: float = 600.0
     alert_door_open_s: float = 900.0
     alert_unsynced_s: float = 900.0
+    sandbox_url: str = ""
+    sandbox_secret: str = ""
+    sandbox_timeout_s: float = 5.0
+    sandbox_retries: int = 2
+    sandbox_tolerance_s: float = 300.0
+    sandbox_confirm_timeout_s: float = 60.0
 
     def resolve(self) -> "Settings":
+        self.check_sandbox()
         if not self.db:
             self.db = f"sqlite:///{os.path.abspath(os.path.join(self.var, 'cloud.db'))}"
         if not self.mqtt_protocol:
@@ -46,6 +55,23 @@ class Settings:
         if self.mqtt_protocol != "5":
             self.shared_ingest = False  # shared subscriptions are an MQTT 5 feature
         return self
+
+    def check_sandbox(self) -> None:
+        """The sandbox provider's settings, refused with the option that is wrong and why."""
+        for option, value, low, high in (("--sandbox-timeout", self.sandbox_timeout_s, 0.1, 60),
+                                         ("--sandbox-retries", self.sandbox_retries, 0, 10),
+                                         ("--sandbox-tolerance", self.sandbox_tolerance_s, 1, 3600),
+                                         ("--sandbox-confirm-timeout", self.sandbox_confirm_timeout_s, 1, 3600)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+                raise SystemExit(f"{option} {value!r}: must be from {low} to {high}")
+        if not self.sandbox_url:
+            return
+        parts = urlsplit(self.sandbox_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise SystemExit(f"--sandbox-url {self.sandbox_url!r}: use http(s)://HOST:PORT of the sandbox provider")
+        if len(self.sandbox_secret) < 16:
+            raise SystemExit("--sandbox-url is set, so the sandbox's webhook secret is needed: set VEND_SANDBOX_SECRET "
+                             "(or --sandbox-secret) to the secret the sandbox signs with, at least 16 characters")
 
     @property
     def broker_address(self) -> tuple[str, int]:
@@ -95,6 +121,16 @@ OPTIONS = [
     ("--alert-door-open", "alert_door_open_s", float, "seconds a door may stay open before it is an alert"),
     ("--alert-unsynced", "alert_unsynced_s", float, "seconds a machine's ledger may be ahead of the cloud with "
      "no progress before it is an alert"),
+    ("--sandbox-url", "sandbox_url", str, "base URL of the sandbox payment provider (python -m "
+     "cloud.sandbox_provider); empty: customers pay by wallet only"),
+    ("--sandbox-secret", "sandbox_secret", str, "the secret the sandbox signs its webhooks with (prefer the "
+     "environment variable: a command line is visible to every user)"),
+    ("--sandbox-timeout", "sandbox_timeout_s", float, "seconds to wait for the sandbox on each request (0.1-60)"),
+    ("--sandbox-retries", "sandbox_retries", int, "retries of a sandbox request that got no answer (0-10)"),
+    ("--sandbox-tolerance", "sandbox_tolerance_s", float, "seconds a signed webhook stays valid: older ones are "
+     "refused as replays (1-3600)"),
+    ("--sandbox-confirm-timeout", "sandbox_confirm_timeout_s", float, "seconds an order waits for the sandbox to "
+     "confirm its authorisation before it is declined (1-3600)"),
 ]
 
 
@@ -113,7 +149,9 @@ def parse(argv: list[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(prog="vend-cloud", description="The vending fleet's cloud service.")
     for option, attr, typ, help_text in OPTIONS:
         env = "VEND_" + attr.upper()
-        parser.add_argument(option, dest=attr, type=typ, default=typ(os.environ.get(env, getattr(defaults, attr))),
+        # A string default goes through ``type`` like a command-line value: a bad environment variable gets
+        # argparse's clear error naming the option instead of a traceback.
+        parser.add_argument(option, dest=attr, type=typ, default=os.environ.get(env, getattr(defaults, attr)),
                             help=f"{help_text} (env {env})")
     parser.add_argument("--no-shared-ingest", dest="shared_ingest", action="store_false",
                         help="subscribe to events without an MQTT 5 shared subscription")

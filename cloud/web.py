@@ -24,7 +24,8 @@ from protocol.messages import utcnow
 from . import fleet_routes, ingest, locations, machines, orders, people, planogram
 from .money import format_money, parse_amount
 from .people import Caller, require
-from .payments import PaymentError
+from .payments import IdempotencyConflict, PaymentError
+from .payments import routes as payment_routes
 from .stock.routes import router as stock_router
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ VISIT_S = 15 * 60  # after a scan, the menu stays open this long
 DEMO_CURRENCY = "CNY"
 STATUS_TEXT = {
     "created": "Placing your order...",
+    "authorising": "Waiting for your payment to be confirmed...",
     "authorised": "Paid. Waiting for the machine...",
     "vending": "The machine is dropping your product...",
     "succeeded": "Take your product!",
@@ -61,6 +63,7 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     app.state.cloud = cloud
     app.include_router(fleet_routes.router)
     app.include_router(stock_router)
+    payment_routes.install(app, cloud)
 
     def page(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
         return templates.TemplateResponse(request, name, context, status_code=status_code)
@@ -121,18 +124,22 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
 
     @app.get("/register", response_class=HTMLResponse)
     def register_form(request: Request, next: str = "/"):
-        return page(request, "register.html", next=safe_next(next), errors={}, values={})
+        return page(request, "register.html", next=safe_next(next), errors={}, values={},
+                    methods=cloud.provider.methods)
 
     @app.post("/register", response_class=HTMLResponse)
     def register(request: Request, name: str = Form(""), phone: str = Form(""),
                  payment_method: str = Form("wallet"), next: str = Form("/")):
         try:
+            if payment_method not in cloud.provider.methods:
+                raise people.RegistrationError("payment_method", "Choose a payment method: "
+                                               + ", ".join(cloud.provider.methods) + ".")
             with engine.begin() as conn:
                 customer_id = people.register(conn, name, phone, payment_method, utcnow())
         except people.RegistrationError as e:
             cloud.stats.counts["bad_registrations"] += 1
             return page(request, "register.html", 422, next=safe_next(next), errors={e.field: str(e)},
-                        values={"name": name, "phone": phone})
+                        values={"name": name, "phone": phone}, methods=cloud.provider.methods)
         response = RedirectResponse(safe_next(next), status_code=303)
         response.set_cookie(people.COOKIE, signer.sign(str(customer_id)), max_age=3 * 365 * 86400,
                             httponly=True, samesite="lax")
@@ -176,11 +183,16 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
                            str(e), ("Back to the menu", f"/m/{machine_id}"))
         except machines.FleetError as e:
             return problem(request, 404, "Unknown machine", str(e))
-        if order.status == "declined":
+        if order.status == "declined" and order.provider == "wallet":
             return problem(request, 402, "Payment declined", f"{order.reason}. Top up your wallet and try again.",
                            ("Top up", f"/wallet?next=/m/{machine_id}"))
+        if order.status == "declined":
+            return problem(request, 402, "Payment declined", f"{order.reason}.",
+                           ("Back to the menu", f"/m/{machine_id}"))
         if created and order.status == "authorised":
             cloud.send_vend(order)
+        elif created and order.status == orders.WAITING:
+            cloud.provider.kick()
         return RedirectResponse(f"/orders/{order.id}", status_code=303)
 
     @app.get("/orders/{order_id}", response_class=HTMLResponse)
@@ -192,8 +204,9 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
                 return problem(request, 404, "No such order", "This order does not exist or is not yours.")
             item = machines.slot_for_sale(conn, order.machine_id, order.slot)
             balance = cloud.provider.balance(conn, customer.id, order.currency)
+            refunded = cloud.provider.refunded(conn, order)[1] if order.status in orders.REFUNDABLE else 0
         return page(request, "order.html", order=order, item=item, text=STATUS_TEXT.get(order.status, order.status),
-                    settled=order.status in orders.SETTLED, balance=balance)
+                    settled=order.status in orders.SETTLED, balance=balance, refunded=refunded)
 
     @app.get("/wallet", response_class=HTMLResponse)
     def wallet(request: Request, next: str = ""):
@@ -213,6 +226,10 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
             minor = parse_amount(amount, DEMO_CURRENCY)
             with engine.begin() as conn:
                 cloud.provider.topup(conn, customer.id, minor, DEMO_CURRENCY, f"{customer.id}:{key}", utcnow())
+        except IdempotencyConflict:
+            # An old form (the back button) sent again with another amount: its top-up was done already.
+            return wallet_page(request, customer, next, error="That top-up was done already, for another amount. "
+                               "Nothing more was added: check the balance, then top up again here.", status_code=409)
         except (PaymentError, ValueError) as e:
             return wallet_page(request, customer, next, error=str(e), status_code=422)
         return RedirectResponse(safe_next(next) if next else "/wallet", status_code=303)

@@ -5,6 +5,7 @@ A plain module (not a conftest): test files import the ``engine`` fixture and th
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -12,6 +13,7 @@ import warnings
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -116,11 +118,28 @@ def add_machine(conn, machine_id=MACHINE, specs=None, online=True, counts=None) 
         machines.apply_status(conn, machine_id, Status(online=True, firmware="1.0"), NOW)
 
 
-def add_customer(conn, phone="+8613800000001", topup=1000, name="Ann") -> int:
-    customer_id = people.register(conn, name, phone, "wallet", NOW)
+def add_customer(conn, phone="+8613800000001", topup=1000, name="Ann", method="wallet") -> int:
+    customer_id = people.register(conn, name, phone, method, NOW)
     if topup:
         Wallet().topup(conn, customer_id, topup, "CNY", f"seed-{customer_id}", NOW)
     return customer_id
+
+
+def add_sale(conn, customer_id: int, order_id="o-sold", machine_id=MACHINE, slot="A1", amount=350,
+             provider=None) -> None:
+    """A sale whose product dropped: an order in ``succeeded``, authorised and captured in the wallet."""
+    from cloud import orders
+
+    product = conn.execute(sa.select(machines.slots.c.product_id).where(
+        machines.slots.c.machine_id == machine_id, machines.slots.c.slot == slot)).scalar()
+    conn.execute(orders.orders.insert().values(
+        id=order_id, customer_id=customer_id, idem_key=f"k-{order_id}", machine_id=machine_id, slot=slot,
+        product_id=product, amount=amount, currency="CNY", provider="wallet", status="succeeded",
+        cmd_id=f"v-{order_id}", created_at=NOW, expires_at=NOW + timedelta(seconds=30), updated_at=NOW))
+    row = orders.get(conn, order_id)
+    wallet = provider or Wallet()
+    assert wallet.authorise(conn, row, order_id, NOW).ok
+    wallet.capture(conn, row, order_id, NOW)
 
 
 def slot_row(conn, machine_id, slot):
@@ -154,3 +173,35 @@ class Chain:
         """Events first..last (1-based, inclusive; last defaults to the newest)."""
         last = last if last is not None else len(self.events)
         return EventBatch(tuple(self.events[first - 1:last]))
+
+
+class FakeSandbox:
+    """The sandbox service's own books (cloud/sandbox_provider.py) behind httpx's MockTransport: the cloud's
+    real HTTP client and the sandbox's real rules, without a socket or a thread. ``down`` makes every
+    request fail to connect, as an unreachable provider's would."""
+
+    def __init__(self, decline=("13",)):
+        from cloud.sandbox_provider import Books
+
+        self.books = Books(decline, 0.0)
+        self.down = False
+        self.requests: list[tuple[str, str]] = []
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append((request.url.path, request.headers.get("Idempotency-Key")))
+        if self.down:
+            raise httpx.ConnectError("connection refused")
+        body = json.loads(request.content or b"{}")
+        code, answer, _ = self.books.handle(request.url.path, request.headers.get("Idempotency-Key"), body,
+                                            NOW.timestamp())
+        return httpx.Response(code, json=answer)
+
+    def client(self, retries=1):
+        from cloud.payments import SandboxClient
+
+        return SandboxClient("http://sandbox.test", 1.0, retries, transport=httpx.MockTransport(self.handle),
+                             sleep=lambda s: None)
+
+    def operations(self, reference: str, op: str | None = None) -> list[dict]:
+        payment = self.books.payments.get(reference, {"operations": []})
+        return [o for o in payment["operations"] if op is None or o["op"] == op]

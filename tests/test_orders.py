@@ -1,5 +1,7 @@
 """Placing orders (cloud/orders.py place): idempotency under (customer, idem_key), and refusals."""
 
+from datetime import timedelta
+
 import pytest
 import sqlalchemy as sa
 
@@ -137,3 +139,70 @@ def test_an_existing_key_returns_its_order_even_once_the_machine_went_offline(sh
         machines.apply_status(conn, MACHINE, Status(online=False), NOW)
     again, created = place(engine, customer)
     assert (again.id, created) == (first.id, False)
+
+
+# -- an external provider: the sandbox ---------------------------------------------------------------
+
+@pytest.fixture
+def sandbox_shop(shop):
+    from cloud.payments import Payments, Sandbox
+    from cloud_fixtures import FakeSandbox
+
+    engine, _ = shop
+    fake = FakeSandbox()
+    pay = Payments(sandbox=Sandbox(fake.client(), confirm_timeout_s=45))
+    with engine.begin() as conn:
+        customer = add_customer(conn, phone="+8613800000005", topup=0, method="sandbox")
+    return engine, customer, pay, fake
+
+
+def confirmed_order(engine, customer, pay, key="key-s"):
+    from cloud.payments.webhook import Event
+
+    with engine.begin() as conn:
+        order, _ = orders.place(conn, pay, customer, MACHINE, "A1", key, NOW, 30.0)
+    assert (order.status, order.provider, order.expires_at) == ("authorising", "sandbox",
+                                                                NOW + timedelta(seconds=45))
+    pay.sandbox.deliver_due(engine, clock=lambda: NOW)
+    with engine.begin() as conn:
+        assert pay.sandbox.confirm(conn, Event(f"e-{key}", "authorisation.succeeded", order.id, 300, "CNY", ""), NOW)
+        moved = orders.confirm(conn, order.id, True, "", NOW + timedelta(seconds=2), 30.0)
+        assert orders.confirm(conn, order.id, True, "", NOW, 30.0) is None  # confirmed once
+    assert moved.status == "authorised" and moved.expires_at == NOW + timedelta(seconds=32)
+    return moved
+
+
+def test_a_sandbox_order_is_captured_or_voided_at_the_sandbox_by_the_ledger(sandbox_shop):
+    from cloud import ingest
+    from cloud.payments.sandbox import ops
+    from cloud_fixtures import Chain
+
+    engine, customer, pay, fake = sandbox_shop
+    sold, jammed = confirmed_order(engine, customer, pay, "key-1"), confirmed_order(engine, customer, pay, "key-2")
+    chain = Chain()
+    chain.add("vend.started", order_id=sold.id, cmd_id=sold.cmd_id, slot="A1")
+    chain.add("vend.succeeded", order_id=sold.id, slot="A1", turns=1)
+    chain.add("vend.started", order_id=jammed.id, cmd_id=jammed.cmd_id, slot="A1")
+    chain.add("vend.failed", order_id=jammed.id, slot="A1", reason="no drop")
+    with engine.begin() as conn:
+        ingest.store_batch(conn, pay, MACHINE, chain.batch(1), NOW)
+    with engine.connect() as conn:
+        queued = sorted((r.op, r.order_id) for r in conn.execute(sa.select(ops).where(ops.c.status == "queued")))
+    assert queued == sorted([("capture", sold.id), ("void", jammed.id)])
+    while pay.sandbox.deliver_due(engine, clock=lambda: NOW):
+        pass
+    assert fake.books.payments[sold.id]["status"] == "captured"
+    assert fake.books.payments[jammed.id]["status"] == "voided"
+    assert count(engine, txns, txns.c.order_id == sold.id) == 1  # the journal has what the sandbox captured
+
+
+def test_a_sale_that_did_not_drop_cannot_be_refunded(shop):
+    engine, customer = shop
+    order, _ = place(engine, customer)
+    with engine.begin() as conn:
+        with pytest.raises(OrderError) as info:
+            orders.refund(conn, W, order.id, None, "refund-key-1", NOW)
+        assert info.value.code == "not_captured"
+        with pytest.raises(OrderError) as info:
+            orders.refund(conn, W, "o-none", None, "refund-key-1", NOW)
+        assert info.value.code == "unknown_order"

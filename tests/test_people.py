@@ -22,8 +22,9 @@ from cloud import locations, machines, planogram
 from cloud.ca import FleetCA
 from cloud.db import utcnow
 from cloud.people import audit, auth, staff
+from cloud.payments import txns
 from cloud.stock import book, catalog, picking, purchasing, takes
-from cloud_fixtures import MACHINE, add_machine, db_url  # noqa: F401  (fixture)
+from cloud_fixtures import MACHINE, add_customer, add_machine, add_sale, db_url  # noqa: F401  (fixture)
 
 BOOT = "bootstrap-token-for-tests"
 GOOD_PW = "violet-tractor-harbour-91"
@@ -46,6 +47,7 @@ def cloud_obj(tmp_path, db_url):
     with obj.engine.begin() as conn:
         add_machine(conn)
         locations.add(conn, "Lobby", now=utcnow())  # location 1, for the matrix's PUT .../location
+        add_sale(conn, add_customer(conn))  # order o-sold, for the refund route
     yield obj
     obj.engine.dispose()
 
@@ -181,6 +183,9 @@ MATRIX = [
     ("PUT", "/api/v1/routes/{route}", lambda r: {"name": f"Renamed by {r}"}, picking.routes, {A, M}),
     ("GET", "/api/v1/routes/{route}/pick-list", None, None, {A, M, T}),
     ("GET", "/api/v1/machines/m-1/pick-list", None, None, {A, M, T}),
+    ("POST", "/api/v1/orders/o-sold/refund", lambda r: {"reason": f"goodwill, {r}", "key": f"refund-{r}",
+                                                        "amount": 1}, txns, {A, M}),
+    ("GET", "/api/v1/customers/1/wallet", None, None, {A, M}),
 ]
 # What the matrix's placeholders stand for in the app's route paths.
 PLACEHOLDERS = {"{technician}": "{user_id}", "{supplier}": "{supplier_id}",
@@ -189,6 +194,7 @@ STOCK: dict = {}
 PUBLIC = {("GET", "/api/v1/health"), ("GET", "/api/v1/orders/{order_id}"), ("POST", "/api/v1/login"),
           ("GET", "/api/v1/machine/credentials"),  # a machine's own request, signed with its secret
           ("GET", "/api/v1/openapi.json")}
+PUBLIC |= {("POST", "/api/v1/payments/webhook/sandbox")}  # the provider's; its signature is the credential
 OWN_ONLY = {("POST", "/api/v1/logout"), ("POST", "/api/v1/me/password"), ("DELETE", "/api/v1/tokens/{token_id}")}
 
 
@@ -236,6 +242,7 @@ def test_every_api_route_is_in_the_matrix_and_refuses_a_caller_without_credentia
     for m, p, *_ in MATRIX:
         for placeholder, name in PLACEHOLDERS.items():
             p = p.replace(placeholder, name)
+        p = p.replace("/o-sold/", "/{order_id}/").replace("/customers/1/", "/customers/{customer}/")
         covered.add((m, re.sub(r"/m-1(?=/|$)", "/{machine_id}", p)))
     for route in app.routes:
         if not getattr(route, "path", "").startswith("/api/v1/"):

@@ -106,6 +106,7 @@ def test_an_unreadable_token_gives_400(client):
     ("phone", "abc", "Please give a phone number"),
     ("phone", "1" * 30, "Please give a phone number"),
     ("method", "card", "Choose a payment method"),
+    ("method", "sandbox", "Choose a payment method: wallet."),  # this cloud has no --sandbox-url
 ])
 def test_a_bad_registration_gives_422_with_the_error_and_writes_nothing(client, cloud_obj, field, value, shown):
     r = register(client, **{field: value})
@@ -165,6 +166,13 @@ def test_a_topup_of_12_50_adds_1250_once_per_key(client, cloud_obj, customer):
         assert (r.status_code, r.headers["location"]) == (303, "/m/m-1")
     assert balance(cloud_obj, customer) == 1250
     assert "¥12.50" in client.get("/wallet").text
+
+
+def test_an_old_topup_form_sent_again_with_another_amount_adds_nothing(client, cloud_obj, customer):
+    assert client.post("/wallet/topup", data={"amount": "5", "key": "form-key-0001"}).status_code == 303
+    r = client.post("/wallet/topup", data={"amount": "50", "key": "form-key-0001"})
+    assert r.status_code == 409 and "done already" in r.text
+    assert balance(cloud_obj, customer) == 500
 
 
 def test_a_topup_without_a_form_key_gives_422(client, cloud_obj, customer):

@@ -13,6 +13,7 @@ Who may do what (a wrong role gets 403 and nothing changes; no valid credentials
 | suppliers: list, add, change                                                    | yes           | yes     | no         | no       |
 | a supplier's own record                                                         | yes           | yes     | no         | its own  |
 | staff: list, add, change role, disable; the audit trail                         | yes           | no      | no         | no       |
+| payments: refund a sale, read a customer's wallet                                | yes           | yes     | no         | no       |
 
 Technicians service machines at the machine (its service mode writes to the ledger), so the cloud lets
 them read the fleet but not change it. A supplier account is linked to one supplier and sees that
@@ -29,8 +30,8 @@ from fastapi import FastAPI
 from ..db import utcnow
 from . import audit, auth, staff
 from .auth import SESSION_COOKIE, Caller, Gate, require
-from .customers import (COOKIE, PAYMENT_METHODS, PHONE_RE, CookieSigner, RegistrationError, clean_name,
-                        clean_phone, customers, get, new_secret, register)
+from .customers import (COOKIE, PAYMENT_METHODS, PHONE_RE, CookieSigner, RegistrationError, by_phone,
+                        clean_name, clean_phone, customers, get, new_secret, register)
 from .staff import ADMINISTRATOR, MANAGER, ROLES, SUPPLIER, TECHNICIAN, PeopleError
 
 OWN_ACCOUNT = ROLES
@@ -47,14 +48,16 @@ CATALOG_READERS = (ADMINISTRATOR, MANAGER, TECHNICIAN)  # products
 PICKERS = (ADMINISTRATOR, MANAGER, TECHNICIAN)  # routes, pick lists, stock alerts
 PO_READERS = (ADMINISTRATOR, MANAGER, SUPPLIER)  # a supplier: only the orders addressed to it
 PO_CONFIRMERS = (ADMINISTRATOR, MANAGER, SUPPLIER)  # a supplier: only its own; staff record a phoned one
+REFUNDERS = (ADMINISTRATOR, MANAGER)  # refund a sale
+WALLET_READERS = (ADMINISTRATOR, MANAGER)  # a customer's wallet balance and history
 
 __all__ = [
     "ADMINISTRATOR", "CATALOG_READERS", "COOKIE", "FLEET_EDITORS", "FLEET_READERS", "MANAGER", "OWN_ACCOUNT",
     "PAYMENT_METHODS", "PEOPLE_ADMINS", "PHONE_RE", "PICKERS", "PO_CONFIRMERS", "PO_READERS", "PROVISIONERS",
-    "SECRET_ADMINS", "ROLES", "SALES_READERS", "SESSION_COOKIE", "STOCK_EDITORS", "STOCK_READERS", "SUPPLIER",
-    "SUPPLIER_EDITORS",
-    "TECHNICIAN", "Caller", "CookieSigner", "Gate", "PeopleError", "RegistrationError", "audit", "auth",
-    "clean_name", "clean_phone", "customers", "get", "install", "new_secret", "register", "require", "staff",
+    "REFUNDERS", "SECRET_ADMINS", "ROLES", "SALES_READERS", "SESSION_COOKIE", "STOCK_EDITORS", "STOCK_READERS",
+    "SUPPLIER", "SUPPLIER_EDITORS", "TECHNICIAN", "WALLET_READERS", "Caller", "CookieSigner", "Gate",
+    "PeopleError", "RegistrationError", "audit", "auth", "by_phone", "clean_name", "clean_phone",
+    "customers", "get", "install", "new_secret", "register", "require", "staff",
 ]
 
 

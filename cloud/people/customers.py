@@ -28,7 +28,7 @@ customers = sa.Table(
 )
 
 PHONE_RE = re.compile(r"^\+?[0-9]{6,15}\Z")
-PAYMENT_METHODS = ("wallet",)
+PAYMENT_METHODS = ("wallet", "sandbox")  # what each cloud offers of them: payments.Payments.methods
 COOKIE = "vend_customer"
 
 
@@ -73,6 +73,15 @@ def register(conn: sa.Connection, name: str, phone: str, payment_method: str, no
 
 def get(conn: sa.Connection, customer_id: int):
     return conn.execute(sa.select(customers).where(customers.c.id == customer_id)).first()
+
+
+def by_phone(conn: sa.Connection, phone: str):
+    """The customer registered with this number (as cleaned at registration), or None."""
+    try:
+        phone = clean_phone(phone)
+    except RegistrationError:
+        return None
+    return conn.execute(sa.select(customers).where(customers.c.phone == phone)).first()
 
 
 class CookieSigner:

@@ -139,7 +139,7 @@ class Broker:
 
 class Cloud:
     def __init__(self, broker: Broker, workdir: str, vend_timeout: float = 8, grace: float = 2,
-                 var: str | None = None, db_url: str = ""):
+                 var: str | None = None, db_url: str = "", extra: tuple[str, ...] = (), env: dict | None = None):
         self.var = var or os.path.join(workdir, "cloud")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -149,8 +149,8 @@ class Cloud:
         self.proc = Proc([sys.executable, "-m", "cloud", "--var", self.var, "--http", f"127.0.0.1:{self.port}",
                           "--broker", f"127.0.0.1:{broker.port}", "--mqtt-protocol", broker.protocol,
                           "--vend-timeout", str(vend_timeout), "--expiry-grace", str(grace),
-                          "--client-id", f"cloud-{self.port}", "--db", self.db_url],
-                         os.path.join(workdir, f"cloud-{self.port}.log"))
+                          "--client-id", f"cloud-{self.port}", "--db", self.db_url, *extra],
+                         os.path.join(workdir, f"cloud-{self.port}.log"), env)
         os.environ["VEND_ADMIN_TOKEN"] = self.token
 
     def start(self) -> None:
@@ -190,6 +190,45 @@ class Cloud:
             return conn.execute(sql, params).fetchall()
         finally:
             conn.close()
+
+
+class SandboxProvider:
+    """The sandbox payment provider (python -m cloud.sandbox_provider) as its own process."""
+
+    def __init__(self, workdir: str, webhook_url: str, secret: str, delay: float = 1.0, decline: str = "13",
+                 port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = Proc([sys.executable, "-m", "cloud.sandbox_provider", "--port", str(self.port), "--webhook",
+                          webhook_url, "--delay", str(delay), "--decline", decline],
+                         os.path.join(workdir, f"sandbox-{self.port}.log"), {"VEND_SANDBOX_SECRET": secret})
+
+    def start(self) -> None:
+        self.proc.start()
+
+        def up():
+            if not self.proc.alive():
+                raise AssertionError(f"sandbox exited:\n{tail(self.proc.log_path)}")
+            try:
+                return httpx.get(self.url + "/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, 30, "the sandbox provider to answer")
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+    def payment(self, reference: str) -> dict:
+        r = httpx.get(f"{self.url}/v1/payments/{reference}", timeout=10)
+        return r.json() if r.status_code == 200 else {}
+
+    def operations(self, reference: str, op: str) -> list[dict]:
+        return [o for o in self.payment(reference).get("operations", []) if o["op"] == op]
+
+    def events(self, reference: str) -> list[dict]:
+        return [e for e in httpx.get(f"{self.url}/v1/events", timeout=10).json()
+                if e["event"]["data"]["reference"] == reference]
 
 
 # The GPIO backend on gpiozero's mock pins, with hw.gpio_sim's machine wired to them: the real driver code.
@@ -318,9 +357,9 @@ class Customer:
             url = f.read().strip()
         return self.http.get(url.replace(self.cloud.url, ""))
 
-    def register(self, next_path: str) -> httpx.Response:
+    def register(self, next_path: str, method: str = "wallet") -> httpx.Response:
         return self.http.post("/register", data={"name": self.name, "phone": self.phone,
-                                                 "payment_method": "wallet", "next": next_path})
+                                                 "payment_method": method, "next": next_path})
 
     def topup(self, amount: str) -> httpx.Response:
         return self.http.post("/wallet/topup", data={"amount": amount, "key": os.urandom(8).hex()})
