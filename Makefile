@@ -30,6 +30,7 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/vend_latency.py
 	$(BIN)/python bench/controller_memory.py
+	$(BIN)/python bench/framebuffer.py
 
 clean:
 	rm -rf $(VENV) var test-artifacts

@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from controller.screen import Screen  # noqa: E402
 from hw.fb import FramebufferDisplay  # noqa: E402
+from hw.sim import PngDisplay  # noqa: E402
 
 WIDTH, HEIGHT = 800, 480
 
@@ -62,10 +63,15 @@ def main() -> int:
                 "convert_ms": median_ms(lambda: fb.frame(image), frames),
                 "show_ms": median_ms(lambda: fb.show(image), frames),
             }
+    # Baseline: what the simulator's screen pays for the same frame, a PNG file written whole.
+    with tempfile.TemporaryDirectory(prefix="vend-png-") as folder:
+        png = PngDisplay(os.path.join(folder, "screen.png"), (WIDTH, HEIGHT))
+        baseline = median_ms(lambda: png.show(image), frames)
     print(json.dumps({
         "benchmark": "framebuffer",
         "size": f"{WIDTH}x{HEIGHT}",
         "per_frame": results,
+        "baseline": {"png_show_ms": baseline, "what": "the same frame shown by the simulator's PNG display"},
         "settings": {"frames": frames, "machine": platform.machine(), "python": sys.version.split()[0]},
     }, indent=2))
     return 0

@@ -178,6 +178,8 @@ def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: lis
     capture, void, strangers = [], [], []
     for e in events:
         order_id = e.data.get("order_id")
+        if order_id is None:
+            continue  # a command.rejected that names no order: a refused planogram, say
         current = state.get(order_id)
         if current is None:
             strangers.append(order_id)
