@@ -409,3 +409,32 @@ def test_supplier_payments_and_their_bad_input(api):
     assert r["clear"] and r["totals"]["sold"] == 350
     assert client.get("/api/v1/finance/reconciliation?from=2024-05-31&to=2024-05-01",
                       headers=ADMIN).status_code == 422
+
+
+def test_vendctl_settlement_reconcile_and_journal(api, monkeypatch, capsys):
+    import cloud.cli
+
+    client, engine, location_id, _ = api
+
+    class Through(cloud.cli.Client):
+        def call(self, method, path, body=None):
+            r = client.request(method, path, json=body, headers=ADMIN)
+            if r.status_code >= 400:
+                raise cloud.cli.CliError(f"{method} {path}: {r.status_code} {r.json().get('error')}")
+            return r.json()
+
+    monkeypatch.setattr(cloud.cli.Client, "from_env", classmethod(lambda cls: Through("http://testserver", BOOT)))
+    client.post(f"/api/v1/locations/{location_id}/settlement-rules", headers=ADMIN,
+                json={"kind": "per_item", "amount": 20, "valid_from": "2024-05-01"})
+    assert cloud.cli.main(["settlement", "Station", "--month", "2024-05"]) == 0
+    out = capsys.readouterr().out
+    assert "1 sales" in out and "total due: ¥0.20; not posted" in out
+    assert cloud.cli.main(["settlement", str(location_id), "--month", "2024-05", "--csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "total_due,,,2024-05-01,2024-05-31,CNY,20"
+    assert cloud.cli.main(["reconcile", "--from", "2024-05-01", "--to", "2024-05-31"]) == 0
+    assert "no mismatches" in capsys.readouterr().out
+    assert cloud.cli.main(["journal", "--json"]) == 0
+    kinds = {a["kind"] for a in __import__("json").loads(capsys.readouterr().out)["accounts"]}
+    assert {"revenue", "wallet", "topup_clearing"} <= kinds
+    assert cloud.cli.main(["journal", "--account", "revenue"]) == 0
+    assert "revenue 0 (CNY, credit): ¥3.50" in capsys.readouterr().out
