@@ -438,3 +438,17 @@ def test_vendctl_settlement_reconcile_and_journal(api, monkeypatch, capsys):
     assert {"revenue", "wallet", "topup_clearing"} <= kinds
     assert cloud.cli.main(["journal", "--account", "revenue"]) == 0
     assert "revenue 0 (CNY, credit): ¥3.50" in capsys.readouterr().out
+
+
+def test_a_supplier_reads_only_its_own_statement(api):
+    from cloud.people import auth
+
+    client, engine, _, supplier_id = api
+    with engine.begin() as conn:
+        other = staff.add_supplier(conn, "Other Drinks", "", NOW)
+        user = staff.add_staff(conn, "fresh", "supplier", NOW, None, False, supplier_id)
+        token = auth.new_token(conn, user, "t", NOW)[1]
+    own = {"Authorization": f"Bearer {token}"}
+    assert client.get(f"/api/v1/suppliers/{supplier_id}/statement", headers=own).status_code == 200
+    assert client.get(f"/api/v1/suppliers/{other}/statement", headers=own).status_code == 404
+    assert client.get("/api/v1/finance/journal", headers=own).status_code == 403
