@@ -115,7 +115,8 @@ def test_a_supplier_payment_lowers_the_payable_once_under_its_key(engine):
 
 def test_post_refuses_legs_that_do_not_balance_in_each_currency_and_writes_nothing(engine):
     with engine.begin() as conn:
-        cny, cny2, usd = account(conn, "bank", 0, "CNY"), account(conn, "cogs", 0, "CNY"), account(conn, "bank", 0, "USD")
+        cny, cny2 = account(conn, "bank", 0, "CNY"), account(conn, "cogs", 0, "CNY")
+        usd = account(conn, "bank", 0, "USD")
     for legs in ([(cny, 100), (cny2, -99)], [(cny, 100), (usd, -100)], [], [(cny, 1.5), (cny2, -1.5)],
                  [(cny, 5), (9999, -5)]):
         with pytest.raises(PaymentError):
