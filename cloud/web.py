@@ -26,6 +26,7 @@ from .money import format_money, parse_amount
 from .people import Caller, require
 from .payments import IdempotencyConflict, PaymentError
 from .payments import routes as payment_routes
+from .finance.routes import router as finance_router
 from .stock.routes import router as stock_router
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     app.state.cloud = cloud
     app.include_router(fleet_routes.router)
     app.include_router(stock_router)
+    app.include_router(finance_router)
     payment_routes.install(app, cloud)
 
     def page(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:

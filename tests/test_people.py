@@ -22,6 +22,7 @@ from cloud import locations, machines, planogram
 from cloud.ca import FleetCA
 from cloud.db import utcnow
 from cloud.people import audit, auth, staff
+from cloud.finance import ledger, settlement
 from cloud.payments import txns
 from cloud.stock import book, catalog, picking, purchasing, takes
 from cloud_fixtures import MACHINE, add_customer, add_machine, add_sale, db_url  # noqa: F401  (fixture)
@@ -186,9 +187,24 @@ MATRIX = [
     ("POST", "/api/v1/orders/o-sold/refund", lambda r: {"reason": f"goodwill, {r}", "key": f"refund-{r}",
                                                         "amount": 1}, txns, {A, M}),
     ("GET", "/api/v1/customers/1/wallet", None, None, {A, M}),
+    # finance: {period} is a month of each role's own (a statement is posted once per location and period).
+    ("GET", "/api/v1/finance/journal", None, None, {A, M}),
+    ("GET", "/api/v1/finance/trial-balance", None, None, {A, M}),
+    ("GET", "/api/v1/finance/reconciliation", None, None, {A, M}),
+    ("POST", "/api/v1/suppliers/{supplier}/payments", lambda r: {"key": f"pay-{r}", "amount": 100, "currency": "CNY",
+                                                                  "paid_on": "2024-05-02"}, ledger.supplier_payments,
+     {A, M}),
+    ("GET", "/api/v1/suppliers/{supplier}/statement", None, None, {A, M, S}),
+    ("GET", "/api/v1/locations/{location}/settlement-rules", None, None, {A, M}),
+    ("POST", "/api/v1/locations/{location}/settlement-rules", lambda r: {
+        "kind": "per_item", "amount": 5, "valid_from": f"20{len(r) + 30}-01-01", "valid_to": f"20{len(r) + 30}-12-31"},
+     settlement.settlement_rules, {A, M}),
+    ("GET", "/api/v1/locations/{location}/statements/{period}", None, None, {A, M}),
+    ("POST", "/api/v1/locations/{location}/statements/{period}/post", None, settlement.statement_postings, {A, M}),
 ]
 # What the matrix's placeholders stand for in the app's route paths.
-PLACEHOLDERS = {"{technician}": "{user_id}", "{supplier}": "{supplier_id}",
+PLACEHOLDERS = {"{technician}": "{user_id}", "{supplier}": "{supplier_id}", "{location}": "{location_id}",
+                "{period}": "{period}",
                 "{product}": "{product_id}", "{draft}": "{po_id}", "{sent}": "{po_id}", "{route}": "{route_id}"}
 STOCK: dict = {}
 PUBLIC = {("GET", "/api/v1/health"), ("GET", "/api/v1/orders/{order_id}"), ("POST", "/api/v1/login"),
@@ -213,7 +229,7 @@ def places(engine, callers) -> dict:
                            for _ in range(2))
             purchasing.send(conn, sent, now)
             out[role] = dict(technician=callers[T][0], supplier=supplier_id, product=product_id, route=route_id,
-                             draft=draft, sent=sent)
+                             draft=draft, sent=sent, location=1, period=f"2024-{len(out) + 1:02d}")
     STOCK.update(supplier=supplier_id, product=product_id)
     return out
 
@@ -253,7 +269,8 @@ def test_every_api_route_is_in_the_matrix_and_refuses_a_caller_without_credentia
                 continue
             assert key in covered or key in OWN_ONLY, f"{key} is not in the role matrix of this test"
             path = route.path.replace("{machine_id}", MACHINE)
-            for name in ("{user_id}", "{token_id}", "{supplier_id}", "{product_id}", "{po_id}", "{route_id}"):
+            for name in ("{user_id}", "{token_id}", "{supplier_id}", "{product_id}", "{po_id}", "{route_id}",
+                         "{location_id}"):
                 path = path.replace(name, "1")
             r = client.request(method, path, json={})
             assert r.status_code == 401, (key, r.status_code)

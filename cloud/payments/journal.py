@@ -1,9 +1,13 @@
 """The double-entry journal: accounts, transactions and their legs.
 
-Every movement of money is one transaction of legs that sum to zero, stored under a unique key: the same
-key twice moves money once, and the same key with other legs is refused. Signs: a positive leg increases
-what the account holds. Money enters from outside through boundary accounts (``topup_clearing``, and one
-per external provider, e.g. ``sandbox``), which therefore run negative; no other account ever does.
+Every movement of money is one transaction of legs that sum to zero in each currency, stored under a unique
+key: the same key twice moves money once, and the same key with other legs is refused. Signs: credit is
+positive, so a positive leg increases what the operator owes or earned (a wallet, revenue, a payable).
+Money enters from outside through boundary accounts (``topup_clearing``, and one per external provider,
+e.g. ``sandbox``: what that provider owes us), which therefore run negative; so do the debit-side accounts
+finance adds (``DEBIT_KINDS``: inventory, cost of goods sold, ...; see ``cloud/finance/``). The owner
+column (``customer_id``) is a customer for wallets, a supplier for ``supplier_payable``, a location for
+``commission_payable``, and 0 for the operator's own accounts.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ entries = sa.Table(
 )
 
 BOUNDARY = ("topup_clearing", "sandbox")  # where money comes in from outside: these run negative
+# Accounts whose natural balance is a debit (negative here): assets and expenses finance posts to.
+DEBIT_KINDS = BOUNDARY + ("inventory", "cogs", "stock_adjustment", "commission_expense", "bank")
 
 
 class PaymentError(ValueError):
@@ -86,14 +92,29 @@ def legs_of(conn: sa.Connection, txn_id: int) -> list[tuple[int, int]]:
                                            .where(entries.c.txn_id == txn_id))]
 
 
+def check_balanced(conn: sa.Connection, key: str, legs: list[tuple[int, int]]) -> None:
+    """Refuse legs that are not whole numbers on known accounts summing to zero in each currency."""
+    if not legs or any(not isinstance(m, int) or isinstance(m, bool) for _, m in legs):
+        raise PaymentError(f"transaction {key} needs legs of whole minor units: {legs}")
+    currency_of = dict(conn.execute(sa.select(accounts.c.id, accounts.c.currency)
+                                    .where(accounts.c.id.in_({a for a, _ in legs}))).all())
+    sums: Counter = Counter()
+    for account_id, amount in legs:
+        if account_id not in currency_of:
+            raise PaymentError(f"transaction {key} names no account {account_id}")
+        sums[currency_of[account_id]] += amount
+    unbalanced = {c: s for c, s in sums.items() if s != 0}
+    if unbalanced:
+        raise PaymentError(f"transaction {key} does not balance: {unbalanced} left over ({legs})")
+
+
 def post(conn: sa.Connection, key: str, kind: str, legs: list[tuple[int, int]], now: datetime,
          order_id: str | None = None) -> bool:
     """Store one balanced transaction under ``key``; False if this very transaction was stored before.
 
     Raises IdempotencyConflict if the key was used for another transaction (other kind, order or legs).
     """
-    if sum(amount for _, amount in legs) != 0:
-        raise PaymentError(f"transaction {key} does not balance: {legs}")
+    check_balanced(conn, key, legs)
     inserted = conn.execute(insert_ignore(conn, txns).values(key=key, kind=kind, order_id=order_id,
                                                              created_at=now).returning(txns.c.id)).first()
     if inserted is None:

@@ -14,6 +14,8 @@ Who may do what (a wrong role gets 403 and nothing changes; no valid credentials
 | a supplier's own record                                                         | yes           | yes     | no         | its own  |
 | staff: list, add, change role, disable; the audit trail                         | yes           | no      | no         | no       |
 | payments: refund a sale, read a customer's wallet                                | yes           | yes     | no         | no       |
+| finance: journal, statements, settlement rules, reconciliation, supplier payments | yes           | yes     | no         | no       |
+| finance: a supplier's statement                                                  | yes           | yes     | no         | its own  |
 
 Technicians service machines at the machine (its service mode writes to the ledger), so the cloud lets
 them read the fleet but not change it. A supplier account is linked to one supplier and sees that
@@ -50,9 +52,13 @@ PO_READERS = (ADMINISTRATOR, MANAGER, SUPPLIER)  # a supplier: only the orders a
 PO_CONFIRMERS = (ADMINISTRATOR, MANAGER, SUPPLIER)  # a supplier: only its own; staff record a phoned one
 REFUNDERS = (ADMINISTRATOR, MANAGER)  # refund a sale
 WALLET_READERS = (ADMINISTRATOR, MANAGER)  # a customer's wallet balance and history
+FINANCE_READERS = (ADMINISTRATOR, MANAGER)  # the journal, statements, reconciliation
+FINANCE_EDITORS = (ADMINISTRATOR, MANAGER)  # settlement rules, supplier payments, posting statements
+SUPPLIER_STATEMENT_READERS = (ADMINISTRATOR, MANAGER, SUPPLIER)  # a supplier: only its own
 
 __all__ = [
-    "ADMINISTRATOR", "CATALOG_READERS", "COOKIE", "FLEET_EDITORS", "FLEET_READERS", "MANAGER", "OWN_ACCOUNT",
+    "ADMINISTRATOR", "CATALOG_READERS", "COOKIE", "FINANCE_EDITORS", "FINANCE_READERS", "FLEET_EDITORS",
+    "FLEET_READERS", "MANAGER", "OWN_ACCOUNT", "SUPPLIER_STATEMENT_READERS",
     "PAYMENT_METHODS", "PEOPLE_ADMINS", "PHONE_RE", "PICKERS", "PO_CONFIRMERS", "PO_READERS", "PROVISIONERS",
     "REFUNDERS", "SECRET_ADMINS", "ROLES", "SALES_READERS", "SESSION_COOKIE", "STOCK_EDITORS", "STOCK_READERS",
     "SUPPLIER", "SUPPLIER_EDITORS", "TECHNICIAN", "WALLET_READERS", "Caller", "CookieSigner", "Gate",

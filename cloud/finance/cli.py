@@ -1,0 +1,98 @@
+"""``vendctl journal``, ``settlement`` and ``reconcile``: the finance module's commands, over the HTTP API like
+the rest of vendctl (no database, no cloud extras needed on the manager's laptop)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from urllib.parse import quote, urlencode
+
+from ..money import format_money
+
+COMMANDS = ("journal", "settlement", "reconcile")
+
+
+def add_parsers(sub) -> None:
+    j = sub.add_parser("journal", help="the general journal: every account's balance, or one account's legs")
+    j.add_argument("--account", help="an account kind (revenue, inventory, cogs, supplier_payable, bank, ...)")
+    j.add_argument("--owner", type=int, default=0, help="the account's owner: a supplier, location or customer id")
+    j.add_argument("--currency", default="CNY")
+    j.add_argument("--json", action="store_true")
+    s = sub.add_parser("settlement", help="a location's settlement statement for a month")
+    s.add_argument("location", help="the location's id or name")
+    s.add_argument("--month", required=True, help="like 2026-11")
+    s.add_argument("--currency", default="CNY")
+    s.add_argument("--csv", action="store_true", help="print the statement as CSV")
+    s.add_argument("--post", action="store_true", help="book the total as commission owed (once per month)")
+    s.add_argument("--json", action="store_true")
+    r = sub.add_parser("reconcile", help="provider captures against ledger sales and the journal, with mismatches")
+    r.add_argument("--from", dest="start", required=True, help="first day, YYYY-MM-DD")
+    r.add_argument("--to", dest="end", required=True, help="last day, YYYY-MM-DD")
+    r.add_argument("--json", action="store_true")
+
+
+def location_id(client, text: str, error) -> int:
+    if text.isdigit():
+        return int(text)
+    for loc in client.call("GET", "/api/v1/locations"):
+        if loc["name"].lower() == text.lower():
+            return loc["id"]
+    raise error(f"no location named {text!r} (vendctl locations lists them)")
+
+
+def run(args, client, error, table) -> None:
+    """Carry out one of ``COMMANDS``; ``error`` is vendctl's CliError, ``table`` its table printer."""
+
+    def show(result, text: str) -> None:
+        print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else text)
+
+    if args.command == "journal":
+        query = {"account": args.account, "owner": args.owner, "currency": args.currency} if args.account else {}
+        r = client.call("GET", "/api/v1/finance/journal" + (f"?{urlencode(query)}" if query else ""))
+        if args.account:
+            a = r["account"]
+            legs = [{**x, "money": format_money(x["amount"], a["currency"])} for x in r["legs"]]
+            show(r, f"{a['kind']} {a['owner']} ({a['currency']}, {a['side']}): "
+                    f"{format_money(a['natural_balance'], a['currency'])}\n" +
+                 table(legs, [("txn_id", "TXN"), ("at", "AT (UTC)"), ("kind", "KIND"), ("key", "KEY"),
+                              ("order_id", "ORDER"), ("money", "AMOUNT")]))
+            return
+        rows = [{**x, "money": format_money(x["natural_balance"], x["currency"])} for x in r["accounts"]]
+        show(r, table(rows, [("kind", "ACCOUNT"), ("owner", "OWNER"), ("currency", "CUR"), ("side", "SIDE"),
+                             ("money", "BALANCE")]))
+    elif args.command == "settlement":
+        loc = location_id(client, args.location, error)
+        path = f"/api/v1/locations/{loc}/statements/{quote(args.month, safe='')}"
+        query = f"?{urlencode({'currency': args.currency})}"
+        s = client.call("POST" if args.post else "GET", path + ("/post" if args.post else "") + query)
+        if args.csv:
+            out = csv.writer(sys.stdout, lineterminator="\n")
+            out.writerow(("line", "rule_id", "kind", "from", "to", "basis", "amount"))
+            for name in ("sales_count", "gross", "refunds", "net", "cogs", "profit"):
+                out.writerow((name, "", "", s["from"], s["to"], s["currency"], s[name]))
+            for x in s["lines"]:
+                out.writerow(("commission", x["rule_id"], x["kind"], x["from"], x["to"], x["basis"], x["commission"]))
+            out.writerow(("total_due", "", "", s["from"], s["to"], s["currency"], s["total_due"]))
+            return
+        m = lambda v: format_money(v, s["currency"])  # noqa: E731
+        lines = [{**x, "money": m(x["commission"])} for x in s["lines"]]
+        posted = (f"posted {s['posted']['at'][:10]} ({m(s['posted']['total'])})" if s["posted"] else "not posted")
+        show(s, f"{s['location']}, {s['from']} to {s['to']}: {s['sales_count']} sales, gross {m(s['gross'])}, refunds "
+                f"{m(s['refunds'])}, cost of goods {m(s['cogs'])}\n"
+             + table(lines, [("kind", "RULE"), ("from", "FROM"), ("to", "TO"), ("basis", "BASIS"),
+                             ("money", "COMMISSION")])
+             + f"\ntotal due: {m(s['total_due'])}; {posted}")
+    else:
+        r = client.call("GET", "/api/v1/finance/reconciliation?" + urlencode({"from": args.start, "to": args.end}))
+        t = r["totals"]
+        head = (f"{r['from']} to {r['to']}: {t['orders']} orders, sold {t['sold']}, captured {t['captured']}, "
+                f"refunded {t['refunded']} (minor units)")
+        if r["clear"]:
+            show(r, head + "\nno mismatches")
+            return
+        show(r, head + f"\n{len(r['mismatches'])} mismatches:\n" +
+             table(r["mismatches"], [("kind", "KIND"), ("order_id", "ORDER"), ("sold", "SOLD"),
+                                     ("captured", "CAPTURED"), ("refunded", "REFUNDED"), ("detail", "DETAIL")]))
+        if not args.json:
+            raise error(f"{len(r['mismatches'])} mismatches")

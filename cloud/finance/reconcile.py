@@ -1,0 +1,123 @@
+"""Reconciliation: what the providers captured, against what the machines' ledgers sold and what the journal
+holds, for a period; every order where they disagree is listed with the kind of mismatch.
+
+The orders looked at are those sold in the period (``sales`` rows with an amount above zero, by the
+ledger's timestamp) and those captured in the period (journal captures, and for the sandbox the captures it
+confirmed in ``sandbox_ops``), wherever the other side of each falls in time. Kinds (``KINDS``):
+
+- ``captured_not_sold``: money taken for an order no ledger reports as sold;
+- ``sold_not_captured``: a ledger sale the journal has no capture for;
+- ``amounts_differ``: the sale's amount and the capture's differ;
+- ``captured_twice``: more than one capture of one order in the journal;
+- ``sold_twice``: more than one ledger sale of one order;
+- ``refunded_more_than_captured``: refunds in the journal exceed what was captured;
+- ``provider_not_in_journal``: the sandbox confirmed a capture the journal does not hold (or holds
+  another amount of);
+- ``journal_not_at_provider``: the journal holds a sandbox capture the sandbox never confirmed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, timedelta
+
+import sqlalchemy as sa
+
+from ..ingest import sales
+from ..payments.journal import accounts, entries, txns
+from ..payments.sandbox import ops
+from .ledger import bounds
+
+KINDS = ("captured_not_sold", "sold_not_captured", "amounts_differ", "captured_twice", "sold_twice",
+         "refunded_more_than_captured", "provider_not_in_journal", "journal_not_at_provider")
+CHUNK = 500
+
+
+def _chunks(ids: list[str]):
+    for i in range(0, len(ids), CHUNK):
+        yield ids[i:i + CHUNK]
+
+
+def _revenue_legs(conn, where) -> list:
+    return conn.execute(sa.select(txns.c.order_id, txns.c.kind, txns.c.key, entries.c.amount, accounts.c.currency)
+                        .join(entries, entries.c.txn_id == txns.c.id)
+                        .join(accounts, accounts.c.id == entries.c.account_id)
+                        .where(accounts.c.kind == "revenue", txns.c.kind.in_(("capture", "refund")), where)).all()
+
+
+def reconcile(conn: sa.Connection, start: date, end: date) -> dict:
+    """The period's figures and every mismatch: {kind, order_id, sold, captured, refunded, provider}."""
+    lo, hi = bounds(start, end)
+    s = sales
+    sold: dict[str, list] = defaultdict(list)
+    for r in conn.execute(sa.select(s.c.order_id, s.c.amount, s.c.currency, s.c.machine_id).where(
+            s.c.amount > 0, s.c.ts >= start.isoformat(), s.c.ts < (end + timedelta(days=1)).isoformat())):
+        sold[r.order_id].append(r)
+    legs = {(r.key, r.order_id): r for r in _revenue_legs(conn, sa.and_(txns.c.kind == "capture",
+                                                                        txns.c.created_at >= lo,
+                                                                        txns.c.created_at < hi))}
+    provider = {r.key: r for r in conn.execute(sa.select(ops).where(
+        ops.c.op == "capture", ops.c.status == "succeeded", ops.c.updated_at >= lo, ops.c.updated_at < hi))}
+    orders = set(sold) | {o for _, o in legs} | {r.order_id for r in provider.values()}
+    ordered = sorted(orders)
+    # The other side of each order, wherever it falls in time.
+    for part in _chunks(ordered):
+        for r in _revenue_legs(conn, txns.c.order_id.in_(part)):
+            legs[(r.key, r.order_id)] = r
+        for r in conn.execute(sa.select(ops).where(ops.c.order_id.in_(part), ops.c.op == "capture",
+                                                   ops.c.status == "succeeded")):
+            provider[r.key] = r
+        missing = [o for o in part if o not in sold]
+        if missing:
+            for r in conn.execute(sa.select(s.c.order_id, s.c.amount, s.c.currency, s.c.machine_id)
+                                  .where(s.c.amount > 0, s.c.order_id.in_(missing))):
+                sold[r.order_id].append(r)
+    captures: dict[str, list] = defaultdict(list)
+    refunds: dict[str, int] = defaultdict(int)
+    sandbox_in_journal: dict[str, int] = defaultdict(int)
+    for (key, order_id), r in legs.items():
+        if r.kind == "capture":
+            captures[order_id].append(r.amount)
+            if key.startswith("sandbox:"):
+                sandbox_in_journal[order_id] += r.amount
+        else:
+            refunds[order_id] += -r.amount
+    at_provider: dict[str, int] = defaultdict(int)
+    for r in provider.values():
+        at_provider[r.order_id] += r.amount
+    mismatches = []
+    totals = {"sold": 0, "captured": 0, "refunded": 0, "orders": len(ordered)}
+    for order_id in ordered:
+        sold_amounts = [r.amount for r in sold.get(order_id, [])]
+        captured = sum(captures.get(order_id, []))
+        refunded = refunds.get(order_id, 0)
+        totals["sold"] += sum(sold_amounts)
+        totals["captured"] += captured
+        totals["refunded"] += refunded
+        row = {"order_id": order_id, "sold": sum(sold_amounts), "captured": captured, "refunded": refunded,
+               "provider_captured": at_provider.get(order_id)}
+
+        def flag(kind: str, why: str) -> None:
+            mismatches.append({"kind": kind, **row, "detail": why})
+
+        if captured and not sold_amounts:
+            flag("captured_not_sold", f"{captured} captured, no ledger sale")
+        if sold_amounts and not captures.get(order_id):
+            flag("sold_not_captured", f"sold for {sum(sold_amounts)}, nothing captured")
+        if len(sold_amounts) > 1:
+            flag("sold_twice", f"{len(sold_amounts)} ledger sales")
+        if len(captures.get(order_id, [])) > 1:
+            flag("captured_twice", f"{len(captures[order_id])} captures")
+        if sold_amounts and captures.get(order_id) and sum(sold_amounts) != captured:
+            flag("amounts_differ", f"sold for {sum(sold_amounts)}, captured {captured}")
+        if refunded > captured:
+            flag("refunded_more_than_captured", f"refunded {refunded} of {captured} captured")
+        if order_id in at_provider and at_provider[order_id] != sandbox_in_journal.get(order_id, 0):
+            flag("provider_not_in_journal", f"the sandbox captured {at_provider[order_id]}, the journal holds "
+                                            f"{sandbox_in_journal.get(order_id, 0)}")
+        if sandbox_in_journal.get(order_id) and order_id not in at_provider:
+            flag("journal_not_at_provider", f"the journal holds a sandbox capture of {sandbox_in_journal[order_id]} "
+                                            "the sandbox never confirmed")
+    counts = {k: sum(1 for m in mismatches if m["kind"] == k) for k in KINDS}
+    return {"from": start.isoformat(), "to": end.isoformat(), "totals": totals, "counts": counts,
+            "mismatches": mismatches, "clear": not mismatches}

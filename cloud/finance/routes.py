@@ -1,0 +1,204 @@
+"""The finance API under /api/v1: the journal and trial balance, reconciliation, supplier payments and
+statements, settlement rules and statements per location (JSON, CSV or a printable A4 page). Who may call
+what is the table in ``cloud/finance/__init__.py``; every change is audited in its own transaction."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from datetime import date, timezone
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, ConfigDict, StrictInt
+
+from .. import people
+from ..money import format_money
+from ..people import Caller, require
+from ..people.auth import Gate, gate
+from . import ledger, reconcile, settlement
+from .common import FinanceError, currency_of, month_span, period_of, span
+
+router = APIRouter(prefix="/api/v1", tags=["finance"])
+templates = Jinja2Templates(directory=os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates"))
+templates.env.filters["money"] = format_money
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Payment(Body):
+    key: str
+    amount: StrictInt
+    currency: str = "CNY"
+    paid_on: date
+    reference: str = ""
+
+
+def refused(e: FinanceError) -> HTTPException:
+    return HTTPException(e.status, str(e))
+
+
+def this_month(g: Gate) -> tuple[date, date]:
+    return month_span(g.now().astimezone(timezone.utc).strftime("%Y-%m"))
+
+
+def period_from_query(g: Gate, start: str | None, end: str | None) -> tuple[date, date]:
+    if start is None and end is None:
+        return this_month(g)
+    return span(start, end)
+
+
+# -- the journal -------------------------------------------------------------------------------------
+
+@router.get("/finance/journal")
+def journal(account: str | None = None, owner: int = 0, currency: str = "CNY",
+            limit: int = Query(100, ge=1, le=1000), caller: Caller = Depends(require(*people.FINANCE_READERS)),
+            g: Gate = Depends(gate)):
+    """Every account and its balance (credit positive; ``natural_balance`` on the account's own side); with
+    ``account`` (a kind: revenue, inventory, cogs, supplier_payable, ...) that account's legs, newest first."""
+    with g.engine.begin() as conn:
+        ledger.catch_up(conn, g.now())
+        rows = ledger.balances(conn, account)
+        if account is None:
+            return {"accounts": rows}
+        found = [r for r in rows if r["owner"] == owner and r["currency"] == currency]
+        if not found:
+            raise HTTPException(404, f"account: no {account} account of owner {owner} in {currency}")
+        return {"account": found[0], "legs": ledger.legs(conn, found[0]["account_id"], limit)}
+
+
+@router.get("/finance/trial-balance")
+def trial_balance(caller: Caller = Depends(require(*people.FINANCE_READERS)), g: Gate = Depends(gate)):
+    """Every account's balance and their sum per currency, which is zero."""
+    with g.engine.begin() as conn:
+        ledger.catch_up(conn, g.now())
+        return ledger.trial_balance(conn)
+
+
+@router.get("/finance/reconciliation")
+def reconciliation(start: str | None = Query(None, alias="from"), end: str | None = Query(None, alias="to"),
+                   caller: Caller = Depends(require(*people.FINANCE_READERS)), g: Gate = Depends(gate)):
+    """What the providers captured against what the ledgers sold and what the journal holds, for
+    [from, to] (whole days, UTC; default this month): every mismatch, with its kind."""
+    try:
+        lo, hi = period_from_query(g, start, end)
+    except FinanceError as e:
+        raise refused(e) from None
+    with g.engine.connect() as conn:
+        return reconcile.reconcile(conn, lo, hi)
+
+
+# -- suppliers ---------------------------------------------------------------------------------------
+
+@router.post("/suppliers/{supplier_id}/payments", status_code=201)
+def pay_supplier(supplier_id: int, body: Payment, caller: Caller = Depends(require(*people.FINANCE_EDITORS)),
+                 g: Gate = Depends(gate)):
+    """A payment to a supplier, once per ``key``: the same key again changes nothing."""
+    now = g.now()
+    try:
+        with g.engine.begin() as conn:
+            ledger.catch_up(conn, now)
+            payment, made = ledger.pay_supplier(conn, supplier_id, body.key, body.amount, body.currency,
+                                                body.paid_on, body.reference, now, caller.user_id)
+            if made:
+                people.audit.record(conn, caller, "supplier.payment", "supplier", supplier_id, payment, now)
+    except FinanceError as e:
+        raise refused(e) from None
+    return {**payment, "created": made}
+
+
+@router.get("/suppliers/{supplier_id}/statement")
+def supplier_statement(supplier_id: int, start: str | None = Query(None, alias="from"),
+                       end: str | None = Query(None, alias="to"), currency: str = "CNY",
+                       caller: Caller = Depends(require(*people.SUPPLIER_STATEMENT_READERS)),
+                       g: Gate = Depends(gate)):
+    """Purchases received, payments and the balance owed to a supplier for [from, to] (default this month);
+    a supplier's account sees only its own."""
+    if caller.role == people.SUPPLIER and caller.supplier_id != supplier_id:
+        raise HTTPException(404, f"no supplier {supplier_id}")
+    try:
+        lo, hi = period_from_query(g, start, end)
+        with g.engine.begin() as conn:
+            ledger.catch_up(conn, g.now())
+            return ledger.supplier_statement(conn, supplier_id, lo, hi, currency_of(currency))
+    except FinanceError as e:
+        raise refused(e) from None
+
+
+# -- settlement per location -------------------------------------------------------------------------
+
+@router.get("/locations/{location_id}/settlement-rules")
+def list_rules(location_id: int, caller: Caller = Depends(require(*people.FINANCE_READERS)),
+               g: Gate = Depends(gate)):
+    """A location's settlement rules, by kind and date."""
+    try:
+        with g.engine.connect() as conn:
+            return settlement.rules(conn, location_id)
+    except FinanceError as e:
+        raise refused(e) from None
+
+
+@router.post("/locations/{location_id}/settlement-rules", status_code=201)
+def add_rule(location_id: int, body: dict, caller: Caller = Depends(require(*people.FINANCE_EDITORS)),
+             g: Gate = Depends(gate)):
+    """A settlement rule: {kind: percent_gross | percent_profit | flat_monthly | per_item, percent (0-100,
+    two decimals) or amount (minor units), currency, valid_from, valid_to (inclusive, optional)}. A rule
+    overlapping another of the same kind is refused (409)."""
+    now = g.now()
+    try:
+        with g.engine.begin() as conn:
+            rule = settlement.add_rule(conn, location_id, body, now, caller.user_id)
+            people.audit.record(conn, caller, "settlement.rule.add", "location", location_id, rule, now)
+    except FinanceError as e:
+        raise refused(e) from None
+    return rule
+
+
+def _statement(g: Gate, location_id: int, period: str, currency: str) -> dict:
+    start, end = period_of(period)
+    with g.engine.begin() as conn:
+        return settlement.statement(conn, location_id, start, end, currency, g.now())
+
+
+@router.get("/locations/{location_id}/statements/{period}")
+def location_statement(request: Request, location_id: int, period: str, currency: str = "CNY",
+                       format: str = Query("json", pattern="^(json|csv|html)$"),
+                       caller: Caller = Depends(require(*people.FINANCE_READERS)), g: Gate = Depends(gate)):
+    """A location's settlement statement for a month (2026-11) or days (2026-11-03..2026-11-17): sales,
+    refunds, cost of goods sold, each rule's commission and the total due; ``format`` csv or html (A4)."""
+    try:
+        s = _statement(g, location_id, period, currency)
+    except FinanceError as e:
+        raise refused(e) from None
+    name = f"statement-{location_id}-{s['period']}-{s['currency']}"
+    if format == "csv":
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows(settlement.csv_rows(s))
+        return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+    if format == "html":
+        return templates.TemplateResponse(request, "statement.html", {"s": s}, media_type="text/html")
+    return s
+
+
+@router.post("/locations/{location_id}/statements/{period}/post")
+def post_statement(location_id: int, period: str, currency: str = "CNY",
+                   caller: Caller = Depends(require(*people.FINANCE_EDITORS)), g: Gate = Depends(gate)):
+    """Book a statement's total as commission owed to the location, once per location, period and
+    currency: posting again changes nothing and answers with the first posting."""
+    now = g.now()
+    try:
+        start, end = period_of(period)
+        with g.engine.begin() as conn:
+            s, made = settlement.post_statement(conn, location_id, start, end, currency, now, caller.user_id)
+            if made:
+                people.audit.record(conn, caller, "statement.post", "location", location_id,
+                                    {"period": s["period"], "currency": s["currency"], "total": s["total_due"]},
+                                    now)
+    except FinanceError as e:
+        raise refused(e) from None
+    return {**s, "created": made}
