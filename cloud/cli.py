@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     from .stock import cli as stock_cli
 
     stock_cli.add_parsers(sub)
+    from . import reportcli
+
+    reportcli.add_parsers(sub)
     add_payments_parsers(sub)
     from controller import hwtool  # the machine's side: needs no cloud, no token
 
@@ -151,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             fleetcli.run(args, client, CliError)
         elif args.command in stock_cli.COMMANDS:
             stock_cli.run(args, client, CliError, table)
+        elif args.command in reportcli.COMMANDS:
+            reportcli.run(args, client, CliError)
         elif args.command in PAYMENTS_COMMANDS:
             payments_command(args, client)
         elif args.command == "machines" and args.action == "add":

@@ -213,3 +213,36 @@ def test_bad_input_is_refused_naming_the_parameter(client, query, status, param)
     r = client.get(f"/api/v1/reports/sales?{query}", headers={"Authorization": "Bearer boot-token-reports"})
     assert r.status_code == status
     assert r.json()["error"].startswith(f"{param}: ")
+
+
+def test_vendctl_report_sales_and_stock(client, monkeypatch, capsys):
+    import json
+
+    import cloud.cli
+
+    class Through(cloud.cli.Client):
+        def call(self, method, path, body=None):
+            r = client.request(method, path, json=body, headers={"Authorization": "Bearer boot-token-reports"})
+            if r.status_code >= 400:
+                raise cloud.cli.CliError(f"{method} {path}: {r.status_code} {r.json().get('error')}")
+            return r.json()
+
+    monkeypatch.setattr(cloud.cli.Client, "from_env", classmethod(lambda cls: Through("http://testserver", "")))
+
+    def vendctl(*argv):
+        code = cloud.cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = vendctl("report", "sales", "--by", "day", "--from", "2026-11-01", "--to", "2026-12-01",
+                           "--tz", "Asia/Shanghai")
+    assert code == 0 and "sales by day, 2026-11-01 to 2026-12-01 (exclusive), Asia/Shanghai" in out
+    assert "DAY" in out and "2026-11-15" in out and "total:" in out
+    code, out, _ = vendctl("report", "sales", "--by", "machine", "--from", "2026-10-01", "--to", "2027-01-01", "--json")
+    assert code == 0 and sum(t["count"] for t in json.loads(out)["totals"]) == 300
+    code, out, _ = vendctl("report", "sales", "--by", "hour", "--tz", "Asia/Kolkata", "--from", "2026-10-01")
+    assert code == 0 and "note: this zone is not a whole number of hours" in out
+    code, _, err = vendctl("report", "sales", "--tz", "Nowhere/Land")
+    assert code == 1 and "tz: unknown time zone" in err
+    code, out, _ = vendctl("report", "stock", "--machine", "m-2")
+    assert code == 0 and "m-2" in out and "3 slots, 0 empty" in out
