@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     from .finance import cli as finance_cli
 
     finance_cli.add_parsers(sub)
+    from . import reportcli
+
+    reportcli.add_parsers(sub)
     add_payments_parsers(sub)
     from controller import hwtool  # the machine's side: needs no cloud, no token
 
@@ -156,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             stock_cli.run(args, client, CliError, table)
         elif args.command in finance_cli.COMMANDS:
             finance_cli.run(args, client, CliError, table)
+        elif args.command in reportcli.COMMANDS:
+            reportcli.run(args, client, CliError)
         elif args.command in PAYMENTS_COMMANDS:
             payments_command(args, client)
         elif args.command == "machines" and args.action == "add":

@@ -109,7 +109,7 @@ def migrate(engine: sa.Engine) -> None:
 
 def load_tables() -> sa.MetaData:
     """Import every module that declares tables, so ``metadata`` is complete."""
-    from . import alerts, ingest, locations, machines, orders, payments, people, planogram  # noqa: F401
+    from . import alerts, ingest, locations, machines, orders, payments, people, planogram, reports  # noqa: F401
     from .finance import ledger, settlement  # noqa: F401
     from .stock import book, catalog, picking, purchasing, takes  # noqa: F401
 

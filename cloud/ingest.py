@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from protocol.messages import EventBatch, compact_json
 
-from . import alerts, orders, planogram
+from . import alerts, orders, planogram, reports
 from .db import bulk_insert, metadata
 from .machines import machines, slots
 from .payments import Provider
@@ -169,6 +169,7 @@ def _project(conn: sa.Connection, provider: Provider, machine_id: str, fresh: li
             product = order.product_id if order else (slot.product_id if slot else None)
             rows.append((machine_id, e.seq, e.ts, e.data["order_id"], e.data["slot"], product, amount, currency))
         bulk_insert(conn, sales, SALE_COLUMNS, rows)
+        reports.project(conn, rows)
     planogram.project(conn, machine_id, fresh, now)
     alerts.project(conn, machine_id, fresh, now)
 

@@ -23,7 +23,7 @@ from protocol import ProtocolError, topics
 from protocol.messages import Ack, Command, EventBatch, decode, format_time, utcnow
 from protocol.mqtt import connect_async, make_client
 
-from . import alerts, db, ingest, machines, orders, planogram
+from . import alerts, db, ingest, machines, orders, planogram, reports
 from .brokerfiles import CLOUD_USER, BrokerFiles, BrokerUser, Ports
 from .ca import FleetCA
 from .payments import Payments
@@ -385,6 +385,7 @@ class Cloud:
                 with self.engine.begin() as conn:
                     orders.expire_due(conn, self.provider, utcnow(), self.settings.expiry_grace_s)
                     ended = machines.expire_rotations(conn, utcnow())
+                    reports.fold(conn)
                 if ended or broker_stale:
                     # The old users leave the password file now; Mosquitto drops their connections on reload.
                     broker_stale = True

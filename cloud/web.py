@@ -21,7 +21,7 @@ from protocol import ProtocolError
 from protocol import token as qrtoken
 from protocol.messages import utcnow
 
-from . import fleet_routes, ingest, locations, machines, orders, people, planogram
+from . import fleet_routes, ingest, locations, machines, orders, people, planogram, reports
 from .money import format_money, parse_amount
 from .people import Caller, require
 from .payments import IdempotencyConflict, PaymentError
@@ -65,6 +65,7 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     app.include_router(fleet_routes.router)
     app.include_router(stock_router)
     app.include_router(finance_router)
+    app.include_router(reports.router)
     payment_routes.install(app, cloud)
 
     def page(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:

@@ -124,6 +124,8 @@ MATRIX = [
     ("GET", "/api/v1/machines/m-1/slots", None, None, {A, M, T}),
     ("GET", "/api/v1/ingest", None, None, {A, M, T}),
     ("GET", "/api/v1/sales", None, None, {A, M}),
+    ("GET", "/api/v1/reports/sales", None, None, {A, M}),
+    ("GET", "/api/v1/reports/stock", None, None, {A, M, T}),
     ("POST", "/api/v1/machines", lambda r: {"id": f"m-{r[:4]}", "name": "New"}, machines.machines, {A, M}),
     ("PUT", "/api/v1/machines/m-1/slots", lambda r: SLOTS, machines.slots, {A, M}),
     ("POST", "/api/v1/machines/m-1/rotate-secret", lambda r: {"overlap_s": 0}, machines.machines, {A}),

@@ -1,0 +1,250 @@
+"""Manager reports over a fleet's year: 200 machines, 1,000,000 sales, each report timed through the service
+functions (and once through HTTP), against the baseline of the same report as a plain GROUP BY over
+``sales`` timed in the same run.
+
+The data goes straight into the database (bulk inserts; COPY on PostgreSQL): more sales by day than by
+night, four products per machine out of thirty, twenty locations. The rollups are filled by the
+migration's backfill path (``cloud.reports.backfill``), which does per table what ingest does per batch.
+
+    python bench/reports.py                      # SQLite in a scratch folder
+    python bench/reports.py --postgres postgresql+psycopg://vend:vend@127.0.0.1:5432/vend
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import sqlalchemy as sa  # noqa: E402
+
+from cloud import db, reports  # noqa: E402
+from cloud.ingest import SALE_COLUMNS  # noqa: E402
+
+YEAR = 2026
+TZ = "Asia/Shanghai"
+# Relative sales per local hour of day: quiet at night, a lunch and an evening peak.
+PROFILE = [1, 1, 1, 1, 1, 2, 4, 8, 12, 10, 9, 12, 16, 14, 10, 9, 10, 12, 14, 12, 9, 6, 3, 2]
+
+
+def generate(engine: sa.Engine, machines: int, count: int, seed: int) -> dict:
+    """Machines, products, slots, locations and ``count`` sales over YEAR; returns the ids it chose."""
+    from cloud.locations import locations, machine_locations
+    from cloud.machines import cabinets, products, slots
+    from cloud.machines import machines as machines_t
+
+    rng = random.Random(seed)
+    now = datetime(YEAR, 1, 1, tzinfo=timezone.utc)
+    ids = [f"bench-{i:03d}" for i in range(machines)]
+    with engine.begin() as conn:
+        conn.execute(machines_t.insert(), [dict(id=m, name=f"Machine {i}", secret="s" * 32, mqtt_password="p" * 24,
+                                                created_at=now) for i, m in enumerate(ids)])
+        conn.execute(cabinets.insert(), [dict(machine_id=m, number=1, name="main") for m in ids])
+        conn.execute(products.insert(), [dict(sku=f"p{i:02d}", name=f"Product {i}") for i in range(30)])
+        product_ids = conn.execute(sa.select(products.c.id).order_by(products.c.id)).scalars().all()
+        conn.execute(locations.insert(), [dict(name=f"Site {i}", created_at=now) for i in range(20)])
+        location_ids = conn.execute(sa.select(locations.c.id).order_by(locations.c.id)).scalars().all()
+        conn.execute(machine_locations.insert(), [dict(machine_id=m, location_id=location_ids[i % 20], since=now)
+                                                  for i, m in enumerate(ids) if i % 10 != 9])
+        menu = {}
+        slot_rows = []
+        for m in ids:
+            chosen = rng.sample(product_ids, 4)
+            menu[m] = [(f"A{j + 1}", p, 150 + 50 * (p % 7)) for j, p in enumerate(chosen)]
+            slot_rows += [dict(machine_id=m, slot=s, product_id=p, price=price, currency="CNY", capacity=10,
+                               count=rng.randrange(11), par_level=8) for s, p, price in menu[m]]
+        conn.execute(slots.insert(), slot_rows)
+    hours = list(range(24))
+    weights = [PROFILE[(h + 8) % 24] for h in hours]  # UTC hour h is local hour h + 8
+    seqs = dict.fromkeys(ids, 0)
+    chunk = 100_000
+    with engine.begin() as conn:
+        for start in range(0, count, chunk):
+            rows = []
+            for _ in range(min(chunk, count - start)):
+                m = ids[int(rng.paretovariate(1.2)) % machines] if rng.random() < 0.3 else rng.choice(ids)
+                seqs[m] += 1
+                slot, product, price = rng.choice(menu[m])
+                ts = now + timedelta(days=rng.randrange(365), hours=rng.choices(hours, weights)[0],
+                                     seconds=rng.randrange(3600))
+                rows.append((m, seqs[m], ts.isoformat(timespec="microseconds"), f"o-{m}-{seqs[m]}", slot, product,
+                             price, "CNY"))
+            if conn.dialect.name == "postgresql":
+                with conn.connection.dbapi_connection.cursor() as cur:
+                    with cur.copy(f"COPY sales ({', '.join(SALE_COLUMNS)}) FROM STDIN") as copy:
+                        for row in rows:
+                            copy.write_row(row)
+            else:
+                db.bulk_insert(conn, sa.table("sales"), SALE_COLUMNS, rows)
+    return {"machine": ids[0], "product": product_ids[0], "location": location_ids[0]}
+
+
+def baseline_sql(dialect: str, by: str) -> str:
+    """The report as a GROUP BY over sales, the day and hour in TZ (a fixed +8 hours on SQLite, which
+    has no zones; Asia/Shanghai has kept +8 all year since 1991)."""
+    pg = dialect == "postgresql"
+    key = {
+        "day": "date((ts::timestamptz) AT TIME ZONE 'Asia/Shanghai')" if pg else "date(ts, '+8 hours')",
+        "hour": "extract(hour from (ts::timestamptz) AT TIME ZONE 'Asia/Shanghai')" if pg
+        else "strftime('%H', ts, '+8 hours')",
+        "machine": "sales.machine_id", "product": "product_id", "location": "ml.location_id"}[by]
+    join = " LEFT JOIN machine_locations ml ON ml.machine_id = sales.machine_id" if by == "location" else ""
+    return (f"SELECT {key} AS k, currency, count(*), sum(amount) FROM sales{join} WHERE ts >= :lo AND ts < :hi "
+            "{filter} GROUP BY k, currency")
+
+
+def timed(fn, repeat: int) -> tuple[list[float], object]:
+    times, result = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        result = fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return times, result
+
+
+def figures(times: list[float]) -> dict:
+    ordered = sorted(times)
+    return {"p50_ms": round(statistics.median(ordered), 2),
+            "p95_ms": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 2),
+            "max_ms": round(ordered[-1], 2), "runs": len(ordered)}
+
+
+def run(engine: sa.Engine, args) -> dict:
+    from zoneinfo import ZoneInfo
+
+    out = {"benchmark": "reports", "store": engine.dialect.name, "sales": args.sales, "machines": args.machines}
+    t = time.perf_counter()
+    chosen = generate(engine, args.machines, args.sales, args.seed)
+    out["generate_s"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    with engine.begin() as conn:
+        reports.backfill(conn)
+    out["backfill_s"] = round(time.perf_counter() - t, 1)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("ANALYZE")
+        out["rollup_rows"] = conn.execute(sa.select(sa.func.count()).select_from(reports.sales_rollup)).scalar()
+        out["fleet_hourly_rows"] = conn.execute(sa.select(sa.func.count())
+                                                .select_from(reports.sales_fleet_hourly)).scalar()
+    ranges = {"month": ("2026-11-01", "2026-12-01"), "year": ("2026-01-01", "2027-01-01")}
+    filters = {"day": "product", "hour": "location", "machine": "product", "product": "machine",
+               "location": "product"}
+    zone = ZoneInfo(TZ)
+    results = []
+    with engine.connect() as conn:
+        for by in reports.BY:
+            for span, (start, end) in ranges.items():
+                for filt in (None, filters[by]):
+                    kw = {filt: chosen[filt]} if filt else {}
+
+                    def report():
+                        return reports.sales_report(conn, reports.Query(conn, by, start, end, TZ, **kw))
+
+                    times, r = timed(report, args.repeat)
+                    lo = datetime.fromisoformat(start).replace(tzinfo=zone).astimezone(timezone.utc)
+                    hi = datetime.fromisoformat(end).replace(tzinfo=zone).astimezone(timezone.utc)
+                    where = ""
+                    if filt == "location":
+                        where = (" AND sales.machine_id IN (SELECT machine_id FROM machine_locations "
+                                 f"WHERE location_id = {chosen['location']})")
+                    elif filt:
+                        where = f" AND sales.{filt}_id = :v" if filt == "product" else " AND sales.machine_id = :v"
+                    sql = sa.text(baseline_sql(conn.dialect.name, by).replace("{filter}", where))
+                    params = {"lo": lo.isoformat(timespec="microseconds"), "hi": hi.isoformat(timespec="microseconds"),
+                              "v": chosen.get(filt)}
+                    base_times, base = timed(lambda: conn.execute(sql, params).all(), args.baseline_repeat)
+                    same = (len(base) == len(r["rows"]) and sum(row[2] for row in base) ==
+                            sum(row["count"] for row in r["rows"]) and sum(int(row[3]) for row in base) ==
+                            sum(row["amount"] for row in r["rows"]))
+                    base_figures = figures(base_times)
+                    results.append({"report": f"by={by} {span}" + (f" {filt}={kw[filt]}" if filt else ""),
+                                    "rows": len(r["rows"]), **figures(times), "matches_baseline": same,
+                                    "baseline_p50_ms": base_figures["p50_ms"],
+                                    "baseline_p95_ms": base_figures["p95_ms"]})
+        times, r = timed(lambda: reports.stock_report(conn), args.repeat)
+        results.append({"report": "stock", "rows": len(r["slots"]), **figures(times)})
+    out["reports"] = results
+    out["worst_p95_ms"] = max(r["p95_ms"] for r in results)
+    out["baseline_p50_ms_range"] = [min(r["baseline_p50_ms"] for r in results if "baseline_p50_ms" in r),
+                                    max(r["baseline_p50_ms"] for r in results if "baseline_p50_ms" in r)]
+    out["all_match_baseline"] = all(r.get("matches_baseline", True) for r in results)
+    out["target_p95_ms"] = 200
+    out["http"] = http_overhead(engine, args)
+    return out
+
+
+def http_overhead(engine: sa.Engine, args) -> dict:
+    """One report through the whole app (FastAPI's in-process test client: routing, auth, JSON; no socket)."""
+    from fastapi.testclient import TestClient
+
+    import cloud.service
+    import cloud.settings
+    import cloud.web
+
+    var = tempfile.mkdtemp(prefix="vend-bench-http-")
+    try:
+        settings = cloud.settings.Settings(var=var, db=engine.url.render_as_string(hide_password=False),
+                                           broker="127.0.0.1:1").resolve()
+        obj = cloud.service.Cloud(settings)
+        path = "/api/v1/reports/sales?by=machine&from=2026-01-01&to=2027-01-01&tz=" + TZ
+        with TestClient(cloud.web.create_app(obj, "bench-token", b"k" * 32)) as client:
+            headers = {"Authorization": "Bearer bench-token"}
+            times, r = timed(lambda: client.get(path, headers=headers), args.repeat)
+            assert r.status_code == 200, r.text
+        obj.engine.dispose()
+        return {"report": "GET " + path, **figures(times)}
+    finally:
+        shutil.rmtree(var, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--machines", type=int, default=200)
+    parser.add_argument("--sales", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=30, help="timings of each report")
+    parser.add_argument("--baseline-repeat", type=int, default=3, help="timings of each baseline GROUP BY")
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--postgres", metavar="URL", default="",
+                        help="a fresh database on this PostgreSQL server instead of SQLite, e.g. "
+                             "postgresql+psycopg://vend:vend@127.0.0.1:5432/vend")
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="vend-bench-reports-")
+    admin = None
+    if args.postgres:
+        name = f"vend_bench_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine(args.postgres, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        url = args.postgres.rsplit("/", 1)[0] + "/" + name
+    else:
+        url = f"sqlite:///{work}/cloud.db"
+    engine = db.make_engine(url)
+    try:
+        db.migrate(engine)
+        result = run(engine, args)
+        text = json.dumps({k: v for k, v in result.items() if k != "reports"}, indent=1)
+        # One object; a report per line, so that a person can read the table.
+        print(text[:-2] + ',\n "reports": [\n  ' + ",\n  ".join(json.dumps(r) for r in result["reports"]) + "\n ]\n}")
+    finally:
+        engine.dispose()
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+            admin.dispose()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
