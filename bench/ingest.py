@@ -247,6 +247,13 @@ def run(args, broker, cloud, clouds) -> None:
     for sim in sims:
         sim.client.loop_stop()
         sim.client.disconnect()
+    # Restock counts are booked into the stock book by the cloud's sweeper, behind the acks: how far behind.
+    pending_at_end = cloud.db("SELECT COUNT(*) FROM stock_counts_pending")[0][0]
+    waited = time.perf_counter()
+    while cloud.db("SELECT COUNT(*) FROM stock_counts_pending")[0][0] and time.perf_counter() - waited < args.timeout:
+        time.sleep(0.5)
+    stock_booked_after = time.perf_counter() - waited
+    restocks = cloud.db("SELECT COUNT(*) FROM events WHERE kind = 'restock'")[0][0]
     raw = raw_rate(broker, sample_payload, 2000)
     print(json.dumps({
         "benchmark": "ingest",
@@ -261,6 +268,9 @@ def run(args, broker, cloud, clouds) -> None:
         "cloud_cpu_s": round(cloud_cpu, 2),
         "events_per_cloud_cpu_s": round(total / cloud_cpu),
         "broker_cpu_s": round(broker_cpu, 2),
+        "restock_counts": restocks,
+        "stock_counts_pending_when_acked": pending_at_end,
+        "stock_book_caught_up_after_s": round(stock_booked_after, 1),
         "settings": {"machines": args.machines, "batch": args.batch, "window": args.window,
                      "broker": args.broker, "clouds": args.clouds, "store": "postgresql" if args.postgres else "sqlite (WAL, synchronous=FULL)",
                      "payload_bytes": len(sample_payload), "cpus": os.cpu_count()},

@@ -153,8 +153,8 @@ def _project(conn: sa.Connection, provider: Provider, machine_id: str, fresh: li
         conn.execute(slots.update().where(slots.c.machine_id == machine_id, slots.c.slot == sa.bindparam("b_slot"))
                      .values(count=sa.bindparam("b_count"), flagged=sa.bindparam("b_flagged")),
                      [{"b_slot": s, "b_count": counts[s][0], "b_flagged": counts[s][1]} for s in sorted(changed)])
-    if counted:  # rare: most batches are sales
-        inventory.ledger_counts(conn, machine_id, counted, now)
+    if counted:  # booked into the stock book by the sweeper, off the ingest path
+        inventory.queue_counts(conn, machine_id, counted)
     try:
         captured = orders.follow(conn, provider, machine_id, order_events, now)
     except orders.StaleOrders:

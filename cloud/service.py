@@ -28,6 +28,7 @@ from .brokerfiles import CLOUD_USER, BrokerFiles, BrokerUser, Ports
 from .ca import FleetCA
 from .payments import Payments
 from .settings import Settings, read_or_create
+from .stock import book as inventory
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,11 @@ class Bus:
         return True
 
 
+STOCK_BOOKING_IDLE = 500  # counts per transaction when no events wait
+STOCK_BOOKING_BUSY = 20  # ... and per sweep while they do
+STOCK_BOOKING_QUIET_S = 2.0  # events stored this recently: machines are still draining
+
+
 class Cloud:
     """Owns the engine, the bus, the worker threads and (for the demo) the embedded broker."""
 
@@ -138,6 +144,7 @@ class Cloud:
         self.readings = alerts.Readings(self.alert_limits)
         self.provider = Payments.from_settings(settings, self.stats.counts)
         self.inbox: queue.Queue = queue.Queue()
+        self.last_ingest = 0.0
         self.broker_files: BrokerFiles | None = None
         self.ca: FleetCA | None = None
         self.broker_password = ""
@@ -227,6 +234,7 @@ class Cloud:
     def apply_all(self, items: list[tuple[str, bytes]]) -> None:
         """Apply a drained group; if its transaction fails, apply each message alone, so that one message
         the database refuses cannot hold up every other machine's."""
+        self.last_ingest = time.monotonic()
         try:
             self.apply(items)
             return
@@ -378,6 +386,18 @@ class Cloud:
             if failed is not None:
                 self.provider.void(conn, failed, failed.id, now)
 
+    def book_stock(self) -> None:
+        """Book restock counts into the stock book. A count costs a dozen statements, so while machines'
+        events wait to be stored (a fleet draining after an outage) only a few are booked per sweep: the
+        acks come first, and the book catches up once the burst is stored."""
+        for _ in range(10):
+            busy = self.inbox.qsize() > 0 or time.monotonic() - self.last_ingest < STOCK_BOOKING_QUIET_S
+            limit = STOCK_BOOKING_BUSY if busy else STOCK_BOOKING_IDLE
+            with self.engine.begin() as conn:
+                booked = inventory.book_pending(conn, utcnow(), limit)
+            if busy or booked < limit:
+                return
+
     def _sweep_loop(self) -> None:
         broker_stale = False
         while not self._stop.wait(1.0):
@@ -386,6 +406,7 @@ class Cloud:
                     orders.expire_due(conn, self.provider, utcnow(), self.settings.expiry_grace_s)
                     ended = machines.expire_rotations(conn, utcnow())
                     reports.fold(conn)
+                self.book_stock()
                 if ended or broker_stale:
                     # The old users leave the password file now; Mosquitto drops their connections on reload.
                     broker_stale = True

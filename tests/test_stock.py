@@ -373,6 +373,13 @@ def test_quantities_and_values_are_the_sums_of_the_movements(engine, ops):
             total = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(m.c.value), 0)).where(
                 m.c.product_id == pid, m.c.machine_id.is_(None))).scalar()
             assert (row["quantity"], row["value"]) == (model[WAREHOUSE], total)
+            # The running balances are exactly the sums of the movements, place by place.
+            sums_by_place = {(r[0], r[1] or "", r[2] or ""): (int(r[3]), int(r[4])) for r in conn.execute(
+                sa.select(m.c.product_id, m.c.machine_id, m.c.slot, sa.func.sum(m.c.quantity), sa.func.sum(m.c.value))
+                .group_by(m.c.product_id, m.c.machine_id, m.c.slot))}
+            b = book.balances
+            kept = {(r.product_id, r.machine_id, r.slot): (r.quantity, r.value) for r in conn.execute(sa.select(b))}
+            assert kept == sums_by_place
             # Each lot's quantity left is never negative, and the book never holds a movement of 0.
             assert conn.execute(sa.select(sa.func.count()).select_from(m).where(m.c.quantity == 0)).scalar() == 0
 
@@ -380,8 +387,12 @@ def test_quantities_and_values_are_the_sums_of_the_movements(engine, ops):
 # -- restock from the ledger -------------------------------------------------------------------------
 
 def store(engine, batch, now=NOW):
+    """Ingest a batch, then let the sweeper book its counts, as a running cloud does a second later."""
     with engine.begin() as conn:
-        return store_batch(conn, Wallet(), "m-1", batch, now)
+        result = store_batch(conn, Wallet(), "m-1", batch, now)
+    with engine.begin() as conn:
+        book.book_pending(conn, now)
+    return result
 
 
 def test_restock_events_move_stock_from_the_warehouse_once_even_when_redelivered(engine):
@@ -764,3 +775,24 @@ def test_vendctl_products_purchase_orders_stock_and_pick_lists(vendctl, client, 
     assert vendctl("purchase-orders", "cancel", "1", "--reason", "rest not needed")[0] == 0
     code, _, err = vendctl("pick-list", "--route", "9")
     assert code == 1 and "404" in err
+
+
+def test_ingest_only_queues_a_count_and_the_sweeper_books_it_once(engine):
+    with engine.begin() as conn:
+        add_machine(conn, counts={"A1": 5, "A2": 0})
+        cola = product(conn, "cola", cost=100)
+    chain = Chain()
+    chain.add("restock", slot="A1", count=9)
+    with engine.begin() as conn:
+        store_batch(conn, Wallet(), "m-1", chain.batch(1), NOW)
+    before = counts(engine)["stock_movements"]
+    with engine.connect() as conn:
+        queued = conn.execute(sa.select(book.pending_counts)).all()
+    assert [(r.slot, r.count_before, r.count_after) for r in queued] == [("A1", 5, 9)]
+    for _ in range(2):  # two cloud processes' sweepers, one after the other
+        with engine.begin() as conn:
+            book.book_pending(conn, NOW)
+    assert counts(engine)["stock_movements"] > before
+    assert sums(engine, cola, Place("m-1", "A1"))[0] == 9
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(book.pending_counts)).scalar() == 0

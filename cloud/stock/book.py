@@ -19,13 +19,14 @@ Every operation runs under a key in ``stock_ops``: one that was applied already 
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 
-from ..db import UTCDateTime, insert_ignore, metadata
+from ..db import UTCDateTime, bulk_insert, insert_ignore, metadata
 from .catalog import get_product
 from .common import StockError, lock_product, lock_products
 
@@ -67,6 +68,34 @@ movements = sa.Table(
     sa.Index("movements_by_slot", "machine_id", "slot"),
 )
 
+# Running totals of the movements per product and place ('' for the warehouse's machine and slot), kept in
+# the same statement group as each movement: reading a balance must not cost a scan of its history.
+balances = sa.Table(
+    "stock_balances", metadata,
+    sa.Column("product_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("machine_id", sa.String(32), primary_key=True),
+    sa.Column("slot", sa.String(3), primary_key=True),
+    sa.Column("quantity", sa.BigInteger, nullable=False),
+    sa.Column("value", sa.BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# Counts from machines' ledgers that ingest stored and the book has not taken yet. Ingest only appends here
+# (one bulk insert per batch that has any): booking a count takes a dozen statements, and ingest runs at
+# tens of thousands of events a second. The sweeper books them within about a second (``book_pending``).
+pending_counts = sa.Table(
+    "stock_counts_pending", metadata,
+    sa.Column("machine_id", sa.String(32), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("slot", sa.String(3), nullable=False),
+    sa.Column("product_id", sa.Integer, nullable=False),
+    sa.Column("count_before", sa.Integer, nullable=False),
+    sa.Column("count_after", sa.Integer, nullable=False),
+    sa.Column("reason", sa.String(200), nullable=False, server_default=""),
+    sqlite_with_rowid=False,
+)
+
 # One row per applied operation: a receipt key, a stock take key, "ledger:{machine}:{seq}", ...
 stock_ops = sa.Table(
     "stock_ops", metadata,
@@ -106,19 +135,38 @@ def claim(conn: sa.Connection, key: str, kind: str, now: datetime) -> bool:
 
 
 def balance(conn: sa.Connection, product_id: int, place: Place = WAREHOUSE) -> tuple[int, int]:
-    """(quantity, value) of a product at a place: the sums of its movements there."""
-    m = movements
-    total = lambda column: sa.func.coalesce(sa.func.sum(column), 0)  # noqa: E731
-    row = conn.execute(sa.select(total(m.c.quantity), total(m.c.value))
-                       .where(m.c.product_id == product_id, place.where())).one()
-    return int(row[0]), int(row[1])
+    """(quantity, value) of a product at a place: the sums of its movements there (kept as running totals)."""
+    b = balances
+    row = conn.execute(sa.select(b.c.quantity, b.c.value).where(
+        b.c.product_id == product_id, b.c.machine_id == (place.machine_id or ""), b.c.slot == (place.slot or ""))
+    ).first()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def on_hand_anywhere(conn: sa.Connection, product_id: int) -> bool:
-    m = movements
-    held = (sa.select(m.c.machine_id, m.c.slot).where(m.c.product_id == product_id)
-            .group_by(m.c.machine_id, m.c.slot).having(sa.func.sum(m.c.quantity) != 0).limit(1))
-    return conn.execute(held).first() is not None
+    b = balances
+    return conn.execute(sa.select(b.c.product_id).where(b.c.product_id == product_id, b.c.quantity != 0)
+                        .limit(1)).first() is not None
+
+
+def _add_to_balances(conn: sa.Connection, rows: list[dict]) -> None:
+    totals: dict[tuple, list[int]] = {}
+    for row in rows:
+        key = (row["product_id"], row.get("machine_id") or "", row.get("slot") or "")
+        t = totals.setdefault(key, [0, 0])
+        t[0] += row["quantity"]
+        t[1] += row["value"]
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(balances)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[balances.c.product_id, balances.c.machine_id, balances.c.slot],
+        set_={"quantity": balances.c.quantity + stmt.excluded.quantity,
+              "value": balances.c.value + stmt.excluded.value})
+    conn.execute(stmt, [{"product_id": p, "machine_id": m, "slot": s, "quantity": q, "value": v}
+                        for (p, m, s), (q, v) in sorted(totals.items())])
 
 
 @dataclass(frozen=True)
@@ -156,6 +204,7 @@ def _insert(conn: sa.Connection, rows: list[dict]) -> None:
     # Every row with every key: an executemany takes its columns from the first row and drops the rest.
     if rows:
         conn.execute(movements.insert(), [{**MOVEMENT_DEFAULTS, **row} for row in rows])
+        _add_to_balances(conn, rows)
 
 
 def _share(value: int, total_qty: int, qty: int) -> int:
@@ -332,12 +381,35 @@ def ledger_counts(conn: sa.Connection, machine_id: str, counts: list[Count], now
             adjust(conn, op, c.product_id, delta, now, (why or "technician's count")[:200], place)
 
 
+PENDING_COLUMNS = ("machine_id", "seq", "kind", "slot", "product_id", "count_before", "count_after", "reason")
+
+
+def queue_counts(conn: sa.Connection, machine_id: str, counts: list[Count]) -> None:
+    """Keep counts that ingest just stored, for ``book_pending``; in ingest's transaction, one statement."""
+    bulk_insert(conn, pending_counts, PENDING_COLUMNS,
+                [(machine_id, c.seq, c.kind, c.slot, c.product_id, c.before, c.after, c.reason[:200])
+                 for c in counts])
+
+
+def book_pending(conn: sa.Connection, now: datetime, limit: int = 500) -> int:
+    """Book up to ``limit`` queued counts, each machine's in ledger order; return how many. Safe to run in
+    several processes at once: each count is claimed by its (machine, seq) before it moves anything."""
+    p = pending_counts
+    rows = conn.execute(sa.select(p).order_by(p.c.machine_id, p.c.seq).limit(limit)).all()
+    for machine_id, group in itertools.groupby(rows, key=lambda r: r.machine_id):
+        group = list(group)
+        ledger_counts(conn, machine_id, [Count(r.seq, r.kind, r.slot, r.product_id, r.count_before, r.count_after,
+                                               r.reason) for r in group], now)
+        conn.execute(p.delete().where(p.c.machine_id == machine_id, p.c.seq.in_([r.seq for r in group])))
+    return len(rows)
+
+
 def _close_other_products(conn, op, place: Place, product_id: int, now: datetime) -> None:
     """A slot whose planogram now names another product: what the book still has of the old one is gone."""
-    m = movements
-    stale = conn.execute(sa.select(m.c.product_id, sa.func.sum(m.c.quantity))
-                         .where(place.where(), m.c.product_id != product_id)
-                         .group_by(m.c.product_id).having(sa.func.sum(m.c.quantity) != 0)).all()
+    b = balances
+    stale = conn.execute(sa.select(b.c.product_id, b.c.quantity).where(
+        b.c.machine_id == place.machine_id, b.c.slot == place.slot, b.c.product_id != product_id,
+        b.c.quantity != 0)).all()
     for other, qty in stale:
         lock_product(conn, other)
         adjust(conn, op, other, -int(qty), now, "the slot holds another product now", place)
