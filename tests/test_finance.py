@@ -402,6 +402,13 @@ def test_supplier_payments_and_their_bad_input(api):
     assert (count(engine, txns), count(engine, ledger.supplier_payments)) == before
     s = client.get(f"/api/v1/suppliers/{supplier_id}/statement?from=2024-05-01&to=2024-05-31", headers=ADMIN).json()
     assert (s["payments"], s["closing_balance"]) == (500, -500)
+    period = f"/api/v1/suppliers/{supplier_id}/statement?from=2024-05-01&to=2024-05-31"
+    text = client.get(period + "&format=csv", headers=ADMIN).text.splitlines()
+    assert text[-2:] == ["opening_balance,purchases,payments,closing_balance", f"0,{s['purchases']},500,-500"]
+    assert any(",supplier_payment," in line and line.endswith(",-500") for line in text), text
+    page = client.get(period + "&format=html", headers=ADMIN)
+    assert page.headers["content-type"].startswith("text/html") and 'id="closing">' in page.text
+    assert "Payment" in page.text
     tb = client.get("/api/v1/finance/trial-balance", headers=ADMIN).json()
     assert tb["balanced"]
     r = client.get("/api/v1/finance/journal?account=bank", headers=ADMIN).json()

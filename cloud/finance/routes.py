@@ -112,21 +112,36 @@ def pay_supplier(supplier_id: int, body: Payment, caller: Caller = Depends(requi
 
 
 @router.get("/suppliers/{supplier_id}/statement")
-def supplier_statement(supplier_id: int, start: str | None = Query(None, alias="from"),
+def supplier_statement(request: Request, supplier_id: int, start: str | None = Query(None, alias="from"),
                        end: str | None = Query(None, alias="to"), currency: str = "CNY",
+                       format: str = Query("json", pattern="^(json|csv|html)$"),
                        caller: Caller = Depends(require(*people.SUPPLIER_STATEMENT_READERS)),
                        g: Gate = Depends(gate)):
     """Purchases received, payments and the balance owed to a supplier for [from, to] (default this month);
-    a supplier's account sees only its own."""
+    a supplier's account sees only its own; ``format`` csv or html (A4)."""
     if caller.role == people.SUPPLIER and caller.supplier_id != supplier_id:
         raise HTTPException(404, f"no supplier {supplier_id}")
     try:
         lo, hi = period_from_query(g, start, end)
         with g.engine.begin() as conn:
             ledger.catch_up(conn, g.now())
-            return ledger.supplier_statement(conn, supplier_id, lo, hi, currency_of(currency))
+            s = ledger.supplier_statement(conn, supplier_id, lo, hi, currency_of(currency))
     except FinanceError as e:
         raise refused(e) from None
+    if format == "csv":
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(["supplier", "currency", "from", "to"])
+        w.writerow([s["supplier"], s["currency"], s["from"], s["to"]])
+        w.writerow(["at", "kind", "key", "amount"])
+        w.writerows([x["at"], x["kind"], x["key"], x["amount"]] for x in s["lines"])
+        w.writerow(["opening_balance", "purchases", "payments", "closing_balance"])
+        w.writerow([s["opening_balance"], s["purchases"], s["payments"], s["closing_balance"]])
+        return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="supplier-{supplier_id}-{s["from"]}-{s["to"]}.csv"'})
+    if format == "html":
+        return templates.TemplateResponse(request, "supplier_statement.html", {"s": s}, media_type="text/html")
+    return s
 
 
 # -- settlement per location -------------------------------------------------------------------------
