@@ -17,6 +17,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+import cloud.cli
 import cloud.db
 from cloud import machines, people
 from cloud.machines import SlotSpec
@@ -205,3 +206,17 @@ class FakeSandbox:
     def operations(self, reference: str, op: str | None = None) -> list[dict]:
         payment = self.books.payments.get(reference, {"operations": []})
         return [o for o in payment["operations"] if op is None or o["op"] == op]
+
+
+class ThroughTestClient(cloud.cli.Client):
+    """vendctl's HTTP client, sending its requests through FastAPI's test client instead of a socket."""
+
+    def __init__(self, client, headers: dict):
+        super().__init__("http://testserver", "")
+        self.client, self.headers = client, headers
+
+    def call(self, method, path, body=None):
+        r = self.client.request(method, path, json=body, headers=self.headers)
+        if r.status_code >= 400:
+            raise cloud.cli.CliError(f"{method} {path}: {r.status_code} {r.json().get('error')}")
+        return r.json()

@@ -20,7 +20,8 @@ from cloud.payments import PaymentError, Wallet, account, balance, entries, post
 from cloud.payments.sandbox import ops
 from cloud.people import staff
 from cloud.stock import book, catalog, purchasing
-from cloud_fixtures import NOW, add_customer, add_machine, add_sale, db_url, engine, unbalanced_txns  # noqa: F401
+from cloud_fixtures import (NOW, ThroughTestClient, add_customer, add_machine, add_sale, db_url, engine,  # noqa: F401
+                            unbalanced_txns)
 
 BOOT = "bootstrap-token-for-tests"
 ADMIN = {"Authorization": f"Bearer {BOOT}"}
@@ -424,14 +425,8 @@ def test_vendctl_settlement_reconcile_and_journal(api, monkeypatch, capsys):
 
     client, engine, location_id, _ = api
 
-    class Through(cloud.cli.Client):
-        def call(self, method, path, body=None):
-            r = client.request(method, path, json=body, headers=ADMIN)
-            if r.status_code >= 400:
-                raise cloud.cli.CliError(f"{method} {path}: {r.status_code} {r.json().get('error')}")
-            return r.json()
-
-    monkeypatch.setattr(cloud.cli.Client, "from_env", classmethod(lambda cls: Through("http://testserver", BOOT)))
+    through = ThroughTestClient(client, ADMIN)
+    monkeypatch.setattr(cloud.cli.Client, "from_env", classmethod(lambda cls: through))
     client.post(f"/api/v1/locations/{location_id}/settlement-rules", headers=ADMIN,
                 json={"kind": "per_item", "amount": 20, "valid_from": "2024-05-01"})
     assert cloud.cli.main(["settlement", "Station", "--month", "2024-05"]) == 0

@@ -25,7 +25,7 @@ from cloud.people import audit, auth, staff
 from cloud.finance import ledger, settlement
 from cloud.payments import txns
 from cloud.stock import book, catalog, picking, purchasing, takes
-from cloud_fixtures import MACHINE, add_customer, add_machine, add_sale, db_url  # noqa: F401  (fixture)
+from cloud_fixtures import MACHINE, ThroughTestClient, add_customer, add_machine, add_sale, db_url  # noqa: F401  (fixture)
 
 BOOT = "bootstrap-token-for-tests"
 GOOD_PW = "violet-tractor-harbour-91"
@@ -724,24 +724,10 @@ def test_any_login_is_refused_with_401_or_429_never_a_500(client, username, pass
 
 # -- vendctl -----------------------------------------------------------------------------------------
 
-class ThroughTestClient(cloud.cli.Client):
-    """vendctl's client, sending its requests through the test client instead of a socket."""
-
-    def __init__(self, client, token):
-        super().__init__("http://testserver", token)
-        self.client = client
-
-    def call(self, method, path, body=None):
-        r = self.client.request(method, path, json=body, headers=bearer(self.token))
-        if r.status_code >= 400:
-            raise cloud.cli.CliError(f"{method} {path}: {r.status_code} {r.json().get('error')}")
-        return r.json()
-
-
 @pytest.fixture
 def vendctl(client, monkeypatch, capsys):
     def run(*argv, token=BOOT, stdin=""):
-        monkeypatch.setattr(cloud.cli.Client, "from_env", classmethod(lambda cls: ThroughTestClient(client, token)))
+        monkeypatch.setattr(cloud.cli.Client, "from_env", classmethod(lambda cls: ThroughTestClient(client, bearer(token))))
         monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
         code = cloud.cli.main(list(argv))
         out, err = capsys.readouterr()

@@ -24,7 +24,8 @@ from cloud.machines import FleetError, NoSuchMachine
 from cloud.people import audit
 from cloud.planogram import PlanogramSlot
 from cloud.payments import Wallet
-from cloud_fixtures import MACHINE, NOW, Chain, add_machine, db_url, engine, slot_row, slot_spec  # noqa: F401
+from cloud_fixtures import (MACHINE, NOW, Chain, ThroughTestClient, add_machine, db_url, engine,  # noqa: F401
+                            slot_row, slot_spec)
 from protocol import ProtocolError, topics
 from protocol.messages import (MAX_CONFIG_SLOTS, MAX_PAYLOAD_BYTES, MAX_PRICE, Config, ConfigSlot, Event, Status,
                                Telemetry, decode)
@@ -653,24 +654,10 @@ def test_the_alerts_routes(client):
     assert client.get("/api/v1/machines/m-1/alerts", headers=ADMIN).json() == [a]
 
 
-class ThroughTestClient(cloud.cli.Client):
-    """vendctl's client, sending its requests through the test client instead of a socket."""
-
-    def __init__(self, client):
-        super().__init__("http://testserver", BOOT)
-        self.client = client
-
-    def call(self, method, path, body=None):
-        r = self.client.request(method, path, json=body, headers=ADMIN)
-        if r.status_code >= 400:
-            raise cloud.cli.CliError(f"{method} {path}: {r.status_code} {r.json().get('error')}")
-        return r.json()
-
-
 @pytest.fixture
 def vendctl(client, monkeypatch, capsys):
     def run(*argv):
-        monkeypatch.setattr(cloud.cli.Client, "from_env", classmethod(lambda cls: ThroughTestClient(client)))
+        monkeypatch.setattr(cloud.cli.Client, "from_env", classmethod(lambda cls: ThroughTestClient(client, ADMIN)))
         monkeypatch.setattr("sys.stdin", io.StringIO(""))
         code = cloud.cli.main(list(argv))
         out, err = capsys.readouterr()

@@ -16,8 +16,8 @@ from cloud import orders
 from cloud.db import utcnow
 from cloud.payments import Payments, Sandbox, txns
 from cloud.people import audit, auth, staff
-from cloud_fixtures import (NOW, FakeSandbox, add_customer, add_machine, add_sale, db_url,  # noqa: F401
-                            unbalanced_txns)
+from cloud_fixtures import (NOW, FakeSandbox, ThroughTestClient, add_customer, add_machine, add_sale,  # noqa: F401
+                            db_url, unbalanced_txns)
 
 BOOT = "admintoken"
 
@@ -193,20 +193,6 @@ def test_the_customer_sees_the_refund_in_the_wallet_history_and_on_the_order(cli
 
 
 # -- vendctl -----------------------------------------------------------------------------------------
-
-class ThroughTestClient(cloud.cli.Client):
-    """vendctl's client, sending its requests through the test client instead of a socket."""
-
-    def __init__(self, client, headers):
-        super().__init__("http://testserver", "")
-        self.client, self.headers = client, headers
-
-    def call(self, method, path, body=None):
-        r = self.client.request(method, path, json=body, headers=self.headers)
-        if r.status_code >= 400:
-            raise cloud.cli.CliError(f"{method} {path}: {r.status_code} {r.json().get('error')}")
-        return r.json()
-
 
 @pytest.fixture
 def vendctl(client, manager, monkeypatch, capsys):

@@ -20,7 +20,8 @@ from cloud.ingest import SALE_COLUMNS, sales, store_batch
 from cloud.machines import products
 from cloud.payments import Wallet
 from cloud.people import auth, staff
-from cloud_fixtures import MACHINE, NOW, Chain, add_machine, db_url, engine, slot_spec  # noqa: F401  (fixtures)
+from cloud_fixtures import (MACHINE, NOW, Chain, ThroughTestClient, add_machine, db_url, engine,  # noqa: F401
+                            slot_spec)
 
 START = datetime(2026, 10, 20, tzinfo=timezone.utc)
 ZONES = (None, "Asia/Shanghai", "America/New_York", "Asia/Kolkata")
@@ -220,14 +221,8 @@ def test_vendctl_report_sales_and_stock(client, monkeypatch, capsys):
 
     import cloud.cli
 
-    class Through(cloud.cli.Client):
-        def call(self, method, path, body=None):
-            r = client.request(method, path, json=body, headers={"Authorization": "Bearer boot-token-reports"})
-            if r.status_code >= 400:
-                raise cloud.cli.CliError(f"{method} {path}: {r.status_code} {r.json().get('error')}")
-            return r.json()
-
-    monkeypatch.setattr(cloud.cli.Client, "from_env", classmethod(lambda cls: Through("http://testserver", "")))
+    through = ThroughTestClient(client, {"Authorization": "Bearer boot-token-reports"})
+    monkeypatch.setattr(cloud.cli.Client, "from_env", classmethod(lambda cls: through))
 
     def vendctl(*argv):
         code = cloud.cli.main(list(argv))

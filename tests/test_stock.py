@@ -25,7 +25,7 @@ from cloud.people import audit, auth, staff
 from cloud.stock import book, catalog, picking, purchasing, takes
 from cloud.stock.book import WAREHOUSE, Place
 from cloud.stock.common import StockError
-from cloud_fixtures import NOW, Chain, add_machine, db_url, slot_spec  # noqa: F401  (fixture)
+from cloud_fixtures import NOW, Chain, ThroughTestClient, add_machine, db_url, slot_spec  # noqa: F401  (fixture)
 
 BOOT = "bootstrap-token-for-stock-tests"
 TODAY = NOW.date()
@@ -713,24 +713,10 @@ def test_the_openapi_document_lists_the_stock_routes(client):
         assert path in paths, path
 
 
-class ThroughTestClient(cloud.cli.Client):
-    """vendctl's client, sending its requests through the test client instead of a socket."""
-
-    def __init__(self, client):
-        super().__init__("http://testserver", BOOT)
-        self.client = client
-
-    def call(self, method, path, body=None):
-        r = self.client.request(method, path, json=body, headers=ADMIN)
-        if r.status_code >= 400:
-            raise cloud.cli.CliError(f"{method} {path}: {r.status_code} {r.json().get('error')}")
-        return r.json()
-
-
 @pytest.fixture
 def vendctl(client, monkeypatch, capsys):
     def run(*argv, stdin=""):
-        monkeypatch.setattr(cloud.cli.Client, "from_env", classmethod(lambda cls: ThroughTestClient(client)))
+        monkeypatch.setattr(cloud.cli.Client, "from_env", classmethod(lambda cls: ThroughTestClient(client, ADMIN)))
         monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
         code = cloud.cli.main(list(argv))
         out, err = capsys.readouterr()

@@ -6,38 +6,24 @@ import calendar
 import re
 from datetime import date
 
-from protocol.messages import CURRENCY_RE
+from .. import fields
+from ..fields import FieldError
 
 MAX_AMOUNT = 10**12  # minor units: past this it is a typing mistake
 KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,100}\Z")
 MONTH_RE = re.compile(r"([0-9]{4})-([0-9]{2})\Z")
 
 
-class FinanceError(ValueError):
-    """Bad input to a finance function: ``field`` names what is wrong, ``status`` the HTTP status that fits
-    (404 unknown id, 409 a key used for something else, 422 a bad value). Raised before anything is written,
-    or inside the caller's transaction, which then rolls back."""
-
-    def __init__(self, field: str, message: str, status: int = 422):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.status = status
+class FinanceError(FieldError):
+    """Bad input to a finance function (see ``FieldError``)."""
 
 
 def amount_of(value, field: str, low: int = 0, high: int = MAX_AMOUNT) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise FinanceError(field, "must be a whole number of minor units")
-    if value < low:
-        raise FinanceError(field, "must not be negative" if low == 0 else f"must be at least {low}")
-    if value > high:
-        raise FinanceError(field, f"must be at most {high}")
-    return value
+    return fields.whole(value, field, low, high, FinanceError, "a whole number of minor units")
 
 
 def currency_of(value, field: str = "currency") -> str:
-    if not isinstance(value, str) or not CURRENCY_RE.match(value):
-        raise FinanceError(field, "must be an ISO 4217 code like CNY")
-    return value
+    return fields.currency(value, field, FinanceError)
 
 
 def key_of(value, field: str = "key") -> str:
@@ -58,14 +44,7 @@ def text_of(value, field: str, most: int) -> str:
 
 def day_of(value, field: str) -> date | None:
     """A calendar date (a ``date`` or 'YYYY-MM-DD'), or None."""
-    if value is None or (isinstance(value, date) and not hasattr(value, "hour")):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            pass
-    raise FinanceError(field, "must be a date like 2026-11-30")
+    return fields.day(value, field, FinanceError, "2026-11-30")
 
 
 def span(start, end, start_field: str = "from", end_field: str = "to") -> tuple[date, date]:

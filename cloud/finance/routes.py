@@ -10,7 +10,7 @@ import os
 from datetime import date, timezone
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, StrictInt
 
@@ -38,8 +38,6 @@ class Payment(Body):
     reference: str = ""
 
 
-def refused(e: FinanceError) -> HTTPException:
-    return HTTPException(e.status, str(e))
 
 
 def this_month(g: Gate) -> tuple[date, date]:
@@ -87,7 +85,7 @@ def reconciliation(start: str | None = Query(None, alias="from"), end: str | Non
     try:
         lo, hi = period_from_query(g, start, end)
     except FinanceError as e:
-        raise refused(e) from None
+        raise e.http() from None
     with g.engine.connect() as conn:
         return reconcile.reconcile(conn, lo, hi)
 
@@ -107,7 +105,7 @@ def pay_supplier(supplier_id: int, body: Payment, caller: Caller = Depends(requi
             if made:
                 people.audit.record(conn, caller, "supplier.payment", "supplier", supplier_id, payment, now)
     except FinanceError as e:
-        raise refused(e) from None
+        raise e.http() from None
     return {**payment, "created": made}
 
 
@@ -127,7 +125,7 @@ def supplier_statement(request: Request, supplier_id: int, start: str | None = Q
             ledger.catch_up(conn, g.now())
             s = ledger.supplier_statement(conn, supplier_id, lo, hi, currency_of(currency))
     except FinanceError as e:
-        raise refused(e) from None
+        raise e.http() from None
     if format == "csv":
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")
@@ -154,7 +152,7 @@ def list_rules(location_id: int, caller: Caller = Depends(require(*people.FINANC
         with g.engine.connect() as conn:
             return settlement.rules(conn, location_id)
     except FinanceError as e:
-        raise refused(e) from None
+        raise e.http() from None
 
 
 @router.post("/locations/{location_id}/settlement-rules", status_code=201)
@@ -169,7 +167,7 @@ def add_rule(location_id: int, body: dict, caller: Caller = Depends(require(*peo
             rule = settlement.add_rule(conn, location_id, body, now, caller.user_id)
             people.audit.record(conn, caller, "settlement.rule.add", "location", location_id, rule, now)
     except FinanceError as e:
-        raise refused(e) from None
+        raise e.http() from None
     return rule
 
 
@@ -188,7 +186,7 @@ def location_statement(request: Request, location_id: int, period: str, currency
     try:
         s = _statement(g, location_id, period, currency)
     except FinanceError as e:
-        raise refused(e) from None
+        raise e.http() from None
     name = f"statement-{location_id}-{s['period']}-{s['currency']}"
     if format == "csv":
         out = io.StringIO()
@@ -215,5 +213,5 @@ def post_statement(location_id: int, period: str, currency: str = "CNY",
                                     {"period": s["period"], "currency": s["currency"], "total": s["total_due"]},
                                     now)
     except FinanceError as e:
-        raise refused(e) from None
+        raise e.http() from None
     return {**s, "created": made}

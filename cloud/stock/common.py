@@ -6,34 +6,21 @@ from datetime import date
 
 import sqlalchemy as sa
 
-from protocol.messages import CURRENCY_RE
-
+from .. import fields
+from ..fields import FieldError
 from ..machines import products
 
 MAX_QUANTITY = 1_000_000  # units in one line or one movement: past this it is a typing mistake
 MAX_AMOUNT = 10**12  # minor units in one price or cost: past this it is a typing mistake
 
 
-class StockError(ValueError):
-    """Bad input to a stock function: ``field`` names what is wrong, ``status`` is the HTTP status that fits
-    (404 unknown id, 409 a state that does not allow it, 422 a bad value). Raised before anything is written,
-    or inside the caller's transaction, which then rolls back: either way nothing stays written."""
-
-    def __init__(self, field: str, message: str, status: int = 422):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.status = status
+class StockError(FieldError):
+    """Bad input to a stock function (see ``FieldError``)."""
 
 
 def whole(value, field: str, low: int = 0, high: int = MAX_QUANTITY) -> int:
     """``value`` as an int in [low, high], or StockError naming ``field`` (a bool is not a number)."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise StockError(field, "must be a whole number")
-    if value < low:
-        raise StockError(field, "must not be negative" if low == 0 else f"must be at least {low}")
-    if value > high:
-        raise StockError(field, f"must be at most {high}")
-    return value
+    return fields.whole(value, field, low, high, StockError)
 
 
 def quantity(value, field: str = "quantity") -> int:
@@ -47,9 +34,7 @@ def amount(value, field: str) -> int:
 
 
 def currency(value, field: str = "currency") -> str:
-    if not isinstance(value, str) or not CURRENCY_RE.match(value):
-        raise StockError(field, "must be an ISO 4217 code like CNY")
-    return value
+    return fields.currency(value, field, StockError)
 
 
 def text(value, field: str, most: int, least: int = 0) -> str:
@@ -64,14 +49,7 @@ def text(value, field: str, most: int, least: int = 0) -> str:
 
 def day(value, field: str) -> date | None:
     """A calendar date (a ``date`` or 'YYYY-MM-DD'), or None."""
-    if value is None or (isinstance(value, date) and not hasattr(value, "hour")):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            pass
-    raise StockError(field, "must be a date like 2024-05-31")
+    return fields.day(value, field, StockError, "2024-05-31")
 
 
 def lock_products(conn: sa.Connection, product_ids) -> None:

@@ -87,8 +87,6 @@ class RouteChange(Body):
     machines: list[str] | None = None
 
 
-def refused(e: StockError) -> HTTPException:
-    return HTTPException(e.status, str(e))
 
 
 def today_of(g: Gate) -> date:
@@ -125,7 +123,7 @@ def add_product(body: NewProduct, caller: Caller = Depends(require(*people.STOCK
             row = catalog.public(catalog.get_product(conn, product_id))
             people.audit.record(conn, caller, "product.add", "product", product_id, row, now)
     except StockError as e:
-        raise refused(e) from None
+        raise e.http() from None
     return row
 
 
@@ -135,7 +133,7 @@ def product(product_id: int, caller: Caller = Depends(require(*people.CATALOG_RE
         with g.engine.begin() as conn:
             return catalog.public(catalog.get_product(conn, product_id))
     except StockError as e:
-        raise refused(e) from None
+        raise e.http() from None
 
 
 @router.patch("/products/{product_id}")
@@ -154,7 +152,7 @@ def change_product(product_id: int, body: ProductChange, caller: Caller = Depend
                 people.audit.record(conn, caller, "product.change", "product", product_id, diff, now)
             row = catalog.public(catalog.get_product(conn, product_id))
     except StockError as e:
-        raise refused(e) from None
+        raise e.http() from None
     return {**row, "changed": sorted(diff)}
 
 
@@ -168,7 +166,7 @@ def purchase_orders(status: str | None = None, limit: int = Query(100, ge=1, le=
         with g.engine.begin() as conn:
             return purchasing.list_orders(conn, own_supplier(caller), status, limit)
     except StockError as e:
-        raise refused(e) from None
+        raise e.http() from None
 
 
 @router.post("/purchase-orders", status_code=201)
@@ -183,7 +181,7 @@ def create_order(body: NewOrder, caller: Caller = Depends(require(*people.STOCK_
             people.audit.record(conn, caller, "po.create", "purchase_order", po_id,
                                 {"supplier_id": body.supplier_id, "lines": body.lines, "total": po["total"]}, now)
     except StockError as e:
-        raise refused(e) from None
+        raise e.http() from None
     return po
 
 
@@ -193,7 +191,7 @@ def purchase_order(po_id: int, caller: Caller = Depends(require(*people.PO_READE
         with g.engine.begin() as conn:
             return purchasing.get(conn, po_id, own_supplier(caller))
     except StockError as e:
-        raise refused(e) from None
+        raise e.http() from None
 
 
 def _transition(g: Gate, caller: Caller, po_id: int, action: str, change: dict, apply) -> dict:
@@ -206,7 +204,7 @@ def _transition(g: Gate, caller: Caller, po_id: int, action: str, change: dict, 
             people.audit.record(conn, caller, action, "purchase_order", po_id,
                                 {"status": [before, po["status"]], **change}, now)
     except StockError as e:
-        raise refused(e) from None
+        raise e.http() from None
     return po
 
 
@@ -239,7 +237,7 @@ def confirm_order(po_id: int, body: Confirm | None = None, caller: Caller = Depe
                                     {"expected_on": expected_on}, now)
             po = purchasing.get(conn, po_id)
     except StockError as e:
-        raise refused(e) from None
+        raise e.http() from None
     return {**po, "changed": changed}
 
 
@@ -261,7 +259,7 @@ def receive_order(po_id: int, body: Receipt, caller: Caller = Depends(require(*p
                 people.audit.record(conn, caller, "po.receive", "purchase_order", po_id,
                                     {"key": body.key, "status": [before, po["status"]], "lots": lots}, now)
     except StockError as e:
-        raise refused(e) from None
+        raise e.http() from None
     return {"receipt_id": receipt_id, "applied": applied, "lots": lots, "purchase_order": po}
 
 
@@ -318,7 +316,7 @@ def stock_take(body: NewTake, caller: Caller = Depends(require(*people.STOCK_EDI
                 people.audit.record(conn, caller, "stock.take", "stock_take", take_id,
                                     {"key": body.key, "reason": take["reason"], "lines": take["lines"]}, now)
     except StockError as e:
-        raise refused(e) from None
+        raise e.http() from None
     return {**take, "applied": applied}
 
 
@@ -350,7 +348,7 @@ def add_route(body: NewRoute, caller: Caller = Depends(require(*people.STOCK_EDI
             people.audit.record(conn, caller, "route.add", "route", route_id,
                                 {"name": route["name"], "machines": route["machines"]}, now)
     except StockError as e:
-        raise refused(e) from None
+        raise e.http() from None
     return route
 
 
@@ -366,7 +364,7 @@ def change_route(route_id: int, body: RouteChange, caller: Caller = Depends(requ
                 people.audit.record(conn, caller, "route.change", "route", route_id, diff, now)
             route = picking.get_route(conn, route_id)
     except StockError as e:
-        raise refused(e) from None
+        raise e.http() from None
     return {**route, "changed": sorted(diff)}
 
 
@@ -382,7 +380,7 @@ def route_pick_list(request: Request, route_id: int, format: str = Query("json",
         with g.engine.begin() as conn:
             result = picking.route_pick_list(conn, route_id, today_of(g))
     except StockError as e:
-        raise refused(e) from None
+        raise e.http() from None
     if format == "html":
         return templates.TemplateResponse(request, "pick_list.html", {"p": result, "title": result["route"]["name"]})
     return result
@@ -396,7 +394,7 @@ def machine_pick_list(request: Request, machine_id: str, format: str = Query("js
         with g.engine.begin() as conn:
             result = picking.pick_list(conn, [machine_id], today_of(g))
     except StockError as e:
-        raise refused(e) from None
+        raise e.http() from None
     if format == "html":
         return templates.TemplateResponse(request, "pick_list.html", {"p": result, "title": f"Machine {machine_id}"})
     return result
