@@ -199,10 +199,15 @@ def _convert(key: Key, raw: str, where: str) -> Any:
     raise AssertionError(key.kind)
 
 
-def parse(text: str, path: str = "<string>") -> dict[str, dict[str, Any]]:
-    """Parse config text into {section: {key: value}} with every default filled in."""
+def _parser() -> configparser.ConfigParser:
     parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
     parser.optionxform = str  # keys are case-sensitive: a typo in case is still a typo
+    return parser
+
+
+def parse(text: str, path: str = "<string>") -> dict[str, dict[str, Any]]:
+    """Parse config text into {section: {key: value}} with every default filled in."""
+    parser = _parser()
     try:
         parser.read_string(text, source=path)
     except configparser.Error as e:
@@ -324,8 +329,7 @@ def load(path: str = DEFAULT_PATH) -> dict[str, dict[str, Any]]:
 
 def apply_credentials(cfg: dict, path: str) -> bool:
     """Override the secret and the broker login with those in ``path``, if it exists; True if it did."""
-    parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
-    parser.optionxform = str
+    parser = _parser()
     try:
         with open(path, encoding="utf-8") as f:
             parser.read_file(f, source=path)
