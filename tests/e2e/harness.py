@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -34,7 +35,34 @@ def broker_kind() -> str:
     return "mosquitto" if shutil.which("mosquitto") else "embedded"
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A port no one listens on, for a server a test starts. Chosen below the kernel's ephemeral range: a port
+    from that range can be taken by any outgoing connection between this check and the server's bind (seen
+    in CI as Mosquitto's "Address already in use"). Never the same port twice in one run."""
+    floor = _ephemeral_floor()
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randrange(10000, floor)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
