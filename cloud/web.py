@@ -15,14 +15,14 @@ from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 
 from protocol import ProtocolError
 from protocol import token as qrtoken
 from protocol.messages import utcnow
 
-from . import fleet_routes, ingest, locations, machines, orders, people, planogram, reports
-from .money import format_money, parse_amount
+from . import dashboard, fleet_routes, ingest, locations, machines, orders, pages, people, planogram, reports
+from .money import parse_amount
+from .pages import page, safe_next
 from .people import Caller, require
 from .payments import IdempotencyConflict, PaymentError
 from .payments import routes as payment_routes
@@ -52,8 +52,6 @@ STATUS_TEXT = {
 
 def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     app = FastAPI(title="Vending fleet cloud", version="1", docs_url="/api/docs", openapi_url="/api/v1/openapi.json")
-    templates = Jinja2Templates(directory=os.path.join(HERE, "templates"))
-    templates.env.filters["money"] = lambda amount, currency: format_money(amount, currency)
     app.mount("/static", StaticFiles(directory=os.path.join(HERE, "static")), name="static")
     signer = people.CookieSigner(cookie_secret)
     engine = cloud.engine
@@ -66,10 +64,9 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     app.include_router(stock_router)
     app.include_router(finance_router)
     app.include_router(reports.router)
+    app.include_router(pages.router)
+    dashboard.install(app)
     payment_routes.install(app, cloud)
-
-    def page(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
-        return templates.TemplateResponse(request, name, context, status_code=status_code)
 
     def problem(request: Request, status_code: int, title: str, message: str, action: tuple | None = None):
         return page(request, "problem.html", status_code, title=title, message=message, action=action)
@@ -100,7 +97,8 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def home(request: Request):
-        return problem(request, 200, "Scan a machine", "Scan the QR code on a vending machine's screen to buy.")
+        _ = pages.translator(request)
+        return problem(request, 200, _("Scan a machine"), _("Scan the QR code on a vending machine's screen to buy."))
 
     @app.get("/q/{tok}", response_class=HTMLResponse)
     def landing(request: Request, tok: str):
@@ -431,9 +429,3 @@ def valid_form_key(key: str) -> bool:
     """The idempotency key a form carries: what makes a double tap one order or one top-up."""
     return bool(re.fullmatch(r"[A-Za-z0-9_-]{8,64}", key or ""))
 
-
-def safe_next(target: str) -> str:
-    """Only a path on this site: never an open redirect."""
-    if isinstance(target, str) and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return "/"

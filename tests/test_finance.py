@@ -370,7 +370,7 @@ def test_a_statement_as_json_csv_and_a_printable_page_and_posted_once(api):
     assert lines[0] == "line,rule_id,kind,from,to,basis,amount" and lines[-1].endswith(",CNY,35")
     page = client.get(f"/api/v1/locations/{location_id}/statements/2024-05?format=html", headers=ADMIN)
     assert page.status_code == 200 and "@page { size: A4" in page.text
-    assert '<td class="n" id="total">¥0.35</td>' in page.text and "Station" in page.text
+    assert '<td class="n" id="total">CN¥0.35</td>' in page.text and "Station" in page.text
     before = count(engine, txns)
     first = client.post(f"/api/v1/locations/{location_id}/statements/2024-05/post", headers=ADMIN).json()
     again = client.post(f"/api/v1/locations/{location_id}/statements/2024-05/post", headers=ADMIN).json()

@@ -678,12 +678,12 @@ def test_the_audit_trail_filters(client, engine, callers):
 def test_the_staff_sign_in_page(client, engine):
     add_user(engine, "quinn", M)
     assert "Staff sign-in" in client.get("/staff/login").text
-    assert client.get("/staff").headers["location"] == "/staff/login"
+    assert client.get("/staff/account").headers["location"] == "/staff/login?next=/staff/account"
     r = client.post("/staff/login", data={"username": "quinn", "password": "wrong-wrong-wrong"})
     assert r.status_code == 401 and "Wrong username or password" in r.text
     r = client.post("/staff/login", data={"username": "quinn", "password": GOOD_PW})
     assert (r.status_code, r.headers["location"]) == (303, "/staff")
-    assert "Signed in as quinn" in client.get("/staff").text
+    assert "Signed in as quinn, manager" in client.get("/staff/account").text
     r = client.post("/staff/password", data={"current": GOOD_PW, "new": "short"})
     assert r.status_code == 422 and "at least 10 characters" in r.text
     assert client.post("/staff/logout").headers["location"] == "/staff/login"

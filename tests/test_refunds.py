@@ -188,8 +188,8 @@ def test_the_customer_sees_the_refund_in_the_wallet_history_and_on_the_order(cli
 
     client.cookies.set(COOKIE, CookieSigner(b"k" * 32).sign("1"))
     page = client.get("/wallet").text
-    assert "refund" in page and "¥1.00" in page and "¥7.50" in page
-    assert "Refunded: ¥1.00" in client.get("/orders/o-sold").text
+    assert "refund" in page and "CN¥1.00" in page and "CN¥7.50" in page
+    assert "Refunded: CN¥1.00" in client.get("/orders/o-sold").text
 
 
 # -- vendctl -----------------------------------------------------------------------------------------

@@ -6,24 +6,20 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from datetime import date, timezone
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
-from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, StrictInt
 
 from .. import people
-from ..money import format_money
+from ..pages import templates
 from ..people import Caller, require
 from ..people.auth import Gate, gate
 from . import ledger, reconcile, settlement
 from .common import FinanceError, currency_of, month_span, period_of, span
 
 router = APIRouter(prefix="/api/v1", tags=["finance"])
-templates = Jinja2Templates(directory=os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates"))
-templates.env.filters["money"] = format_money
 
 
 class Body(BaseModel):

@@ -3,22 +3,20 @@ trail) and the minimal staff sign-in pages. Who may call what is the table in ``
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
-from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, StrictBool
 
+from ..pages import page, safe_next, translator
 from . import audit, auth, staff
 from .auth import Caller, Gate, gate, require
 from .staff import ADMINISTRATOR, MANAGER, SUPPLIER, PeopleError
 
 router = APIRouter(prefix="/api/v1", tags=["people"])
 pages = APIRouter(include_in_schema=False)
-templates = Jinja2Templates(directory=os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates"))
 
 LOGIN_FAILED = "wrong username or password"
 
@@ -325,45 +323,55 @@ def audit_trail(user: int | None = None, action: str | None = None, kind: str | 
 
 # -- sign-in pages -----------------------------------------------------------------------------------
 
-def page(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, context, status_code=status_code)
+def _sign_in_page(request: Request, status_code: int = 200, error: str = "", username: str = "", next: str = "/staff"):
+    return page(request, "staff_login.html", status_code, error=error, username=username, next=safe_next(next))
 
 
 @pages.get("/staff/login", response_class=HTMLResponse)
-def login_form(request: Request):
-    return page(request, "staff_login.html", error="", username="")
+def login_form(request: Request, next: str = "/staff"):
+    return _sign_in_page(request, next=next)
 
 
 @pages.post("/staff/login", response_class=HTMLResponse)
-def login_submit(request: Request, username: str = Form(""), password: str = Form(""), g: Gate = Depends(gate)):
+def login_submit(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/staff"),
+                 g: Gate = Depends(gate)):
+    _ = translator(request)
     result = auth.login(g, username, password)
     if result.user is None:
         locked = result.locked_for is not None
-        error = "Too many failed sign-ins: wait a while and try again." if locked else \
-            "Wrong username or password."
-        return page(request, "staff_login.html", 429 if locked else 401, error=error, username=username)
-    response = RedirectResponse("/staff", status_code=303)
+        error = _("Too many failed sign-ins: wait a while and try again.") if locked else \
+            _("Wrong username or password.")
+        return _sign_in_page(request, 429 if locked else 401, error, username, next)
+    response = RedirectResponse(safe_next(next) if next.startswith("/staff") else "/staff", status_code=303)
     set_session_cookie(response, g, result.session_secret)
     return response
 
 
-@pages.get("/staff", response_class=HTMLResponse)
-def staff_home(request: Request, g: Gate = Depends(gate)):
+def _account_page(request: Request, g: Gate, caller: Caller, status_code: int = 200, error: str = ""):
+    from ..dashboard import nav_for
+
+    return page(request, "staff_account.html", status_code, me=caller, account=me_of(g, caller),
+                nav=nav_for(caller) if not caller.must_change_password else [], active=request.url.path,
+                error=error)
+
+
+@pages.get("/staff/account", response_class=HTMLResponse)
+def staff_account(request: Request, g: Gate = Depends(gate)):
     caller = auth.identify(request)
     if caller is None:
-        return RedirectResponse("/staff/login", status_code=303)
-    return page(request, "staff_home.html", me=me_of(g, caller), error="")
+        return RedirectResponse("/staff/login?next=/staff/account", status_code=303)
+    return _account_page(request, g, caller)
 
 
 @pages.post("/staff/password", response_class=HTMLResponse)
 def staff_password(request: Request, current: str = Form(""), new: str = Form(""), g: Gate = Depends(gate)):
     caller = auth.identify(request)
     if caller is None:
-        return RedirectResponse("/staff/login", status_code=303)
+        return RedirectResponse("/staff/login?next=/staff/account", status_code=303)
     try:
         change_password(g, caller, current, new)
     except HTTPException as e:
-        return page(request, "staff_home.html", e.status_code, me=me_of(g, caller), error=e.detail)
+        return _account_page(request, g, caller, e.status_code, e.detail)
     return RedirectResponse("/staff", status_code=303)
 
 

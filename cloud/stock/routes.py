@@ -4,21 +4,19 @@ audited in its own transaction."""
 
 from __future__ import annotations
 
-import os
 from datetime import date, datetime, timezone
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt
 
 from .. import people
+from ..pages import templates
 from ..people import Caller, require
 from ..people.auth import Gate, gate
 from . import book, catalog, picking, purchasing, takes
 from .common import StockError
 
 router = APIRouter(prefix="/api/v1", tags=["stock"])
-templates = Jinja2Templates(directory=os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates"))
 
 SUPPLIER = people.SUPPLIER
 

@@ -65,7 +65,7 @@ def test_gpio_machine_sells_and_a_jam_is_a_fault_not_a_charge(cloud, gpio_machin
     m = gpio_machine
     order_id = order_of(customer.buy(m, "A1"))
     assert customer.wait_settled(order_id)["status"] == "succeeded"
-    assert customer.balance() == "¥18.00"
+    assert customer.balance() == "CN¥18.00"
     succeeded = [e for e in m.events_of("vend.succeeded") if e["order_id"] == order_id]
     assert len(succeeded) == 1 and succeeded[0]["turns"] == 1
     assert 150 <= succeeded[0]["ms"] < 1500  # the drop delay of the simulated spiral, seen on its edge
@@ -74,7 +74,7 @@ def test_gpio_machine_sells_and_a_jam_is_a_fault_not_a_charge(cloud, gpio_machin
     jammed = order_of(customer.buy(m, "B2"))
     status = customer.wait_settled(jammed, timeout=30)
     assert status["status"] == "failed"
-    assert customer.balance() == "¥18.00"
+    assert customer.balance() == "CN¥18.00"
     # Each of the two turns stopped on the motor's time limit, and each stop is a fault in the ledger.
     faults = [e for e in m.events_of("fault") if e["code"] == "motor.time_limit"]
     assert [f["device"] for f in faults] == ["motor B2", "motor B2"]

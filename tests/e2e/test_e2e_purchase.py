@@ -27,7 +27,7 @@ def customer(cloud, machines):
     r = c.register("/m/m1")
     assert r.status_code == 303 and r.headers["location"] == "/m/m1"
     assert c.topup("20").status_code == 303
-    assert c.balance() == "¥20.00"
+    assert c.balance() == "CN¥20.00"
     return c
 
 
@@ -58,11 +58,11 @@ def test_purchase_is_captured_once(cloud, machines, customer):
     status = customer.wait_settled(order_id)
     assert status["status"] == "succeeded"
     assert "Take your product" in customer.http.get(f"/orders/{order_id}").text
-    assert customer.balance() == "¥16.50"
+    assert customer.balance() == "CN¥16.50"
     # The same form sent again (a double tap, a retry on a bad connection) is the same order.
     assert order_id_of(customer.buy(m1, "A2", key="same-key-twice")) == order_id
     time.sleep(1.0)
-    assert customer.balance() == "¥16.50"
+    assert customer.balance() == "CN¥16.50"
     assert captures(cloud, order_id) == 1
     assert [e["order_id"] for e in m1.events_of("vend.started")].count(order_id) == 1
     sales = cloud.api("GET", "/api/v1/sales?machine=m1")["sales"]
@@ -78,7 +78,7 @@ def test_jammed_slot_is_voided_and_flagged(cloud, machines, customer):
     status = customer.wait_settled(order_id, timeout=40)
     assert status["status"] == "failed"
     assert "not been charged" in status["text"]
-    assert customer.balance() == "¥20.00"
+    assert customer.balance() == "CN¥20.00"
     assert captures(cloud, order_id) == 0
     failed = [e for e in m2.events_of("vend.failed") if e["order_id"] == order_id]
     assert len(failed) == 1 and failed[0]["turns"] == 2
@@ -96,7 +96,7 @@ def test_controller_killed_mid_vend_records_unknown_and_does_not_charge(cloud, m
     m2.start()
     status = customer.wait_settled(order_id)
     assert status["status"] == "unknown"
-    assert customer.balance() == "¥20.00"
+    assert customer.balance() == "CN¥20.00"
     assert captures(cloud, order_id) == 0
     unknown = [e for e in m2.events_of("vend.unknown") if e["order_id"] == order_id]
     assert len(unknown) == 1
@@ -120,7 +120,7 @@ def test_redelivered_vend_command_does_not_vend_twice(broker, cloud, machines, c
     client.disconnect()
     assert answer.status == "succeeded"  # what it did the first time; the motor did not run again
     assert [e["order_id"] for e in m1.events_of("vend.started")].count(order_id) == 1
-    assert customer.balance() == "¥18.00"
+    assert customer.balance() == "CN¥18.00"
     assert captures(cloud, order_id) == 1
 
 
@@ -152,7 +152,7 @@ def test_machine_that_never_answers_is_voided_and_refuses_the_late_command(cloud
     finally:
         m1.proc.signal(signal.SIGCONT)
     assert status["status"] == "expired"
-    assert customer.balance() == "¥20.00"
+    assert customer.balance() == "CN¥20.00"
     # The command reaches the machine late, and the machine refuses it.
     rejected = wait_until(lambda: [e for e in m1.events_of("command.rejected") if e.get("order_id") == order_id],
                           15, "the late command to be refused")
@@ -172,5 +172,5 @@ def test_sold_out_and_offline_pages(cloud, machines, customer):
     assert "Sold out" in page
     r = customer.buy(m1, "A1")
     assert r.status_code == 409 and "sold out" in r.text
-    assert customer.balance() == "¥20.00"
+    assert customer.balance() == "CN¥20.00"
     assert json.loads(json.dumps(m1.service("restock", "A1=10")))["ok"]

@@ -161,7 +161,7 @@ def test_a_manager_refunds_through_vendctl_once_and_the_audit_trail_has_it(cloud
     assert code == 1 and "409" in err and "more than the 250 left" in err
     assert [o["amount"] for o in sandbox.operations(order_id, "refund")] == [100]
     assert sandbox.payment(order_id)["refunded"] == 100
-    assert "Refunded: ¥1.00" in customer.http.get(f"/orders/{order_id}").text
+    assert "Refunded: CN¥1.00" in customer.http.get(f"/orders/{order_id}").text
     code, out, _ = vendctl(cloud, "audit", "--json", "--action", "order.refund", "--object", order_id)
     [entry] = json.loads(out)
     assert entry["via"] == "token" and entry["user_id"] is not None
@@ -174,10 +174,10 @@ def test_a_wallet_sale_refunded_through_vendctl_shows_in_the_customers_history(c
     assert customer.topup("10").status_code == 303
     order_id = order_id_of(customer.buy(machine, "A1"))
     assert customer.wait_settled(order_id)["status"] == "succeeded"
-    assert customer.balance() == "¥8.00"
+    assert customer.balance() == "CN¥8.00"
     code, out, err = vendctl(cloud, "refund", order_id, "--reason", "wrong product")
     assert code == 0 and "refunded ¥2.00" in out, err
-    assert customer.balance() == "¥10.00"
+    assert customer.balance() == "CN¥10.00"
     code, out, _ = vendctl(cloud, "wallet", customer.phone, "--json")
     wallet = json.loads(out)
     assert wallet["balance"] == 1000

@@ -48,13 +48,13 @@ def test_serial_board_machine_sells_and_a_jam_is_not_charged(cloud, serial_machi
     response = customer.buy(m, "A2")
     order_id = response.headers["location"].rsplit("/", 1)[1]
     assert customer.wait_settled(order_id)["status"] == "succeeded"
-    assert customer.balance() == "¥16.50"
+    assert customer.balance() == "CN¥16.50"
     assert [e["turns"] for e in m.events_of("vend.succeeded") if e["order_id"] == order_id] == [1]
 
     customer.scan(m)
     jammed = customer.buy(m, "B2").headers["location"].rsplit("/", 1)[1]
     assert customer.wait_settled(jammed, timeout=30)["status"] == "failed"
-    assert customer.balance() == "¥16.50"
+    assert customer.balance() == "CN¥16.50"
     # The board ended each of the two turns on its own time limit and said so; the driver made it a fault.
     limits = [e for e in m.events_of("fault") if e["code"] == "motor.time_limit"]
     assert len(limits) == 2 and all("motor 3 (slot B2)" in e["detail"] for e in limits)

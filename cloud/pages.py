@@ -1,0 +1,45 @@
+"""The one Jinja environment every page renders through: the language, ``_``, and money, numbers and
+times in the reader's locale; and the link that switches language (a plain link, so it works without
+script)."""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from . import i18n
+
+HERE = os.path.dirname(__file__)
+templates = Jinja2Templates(directory=os.path.join(HERE, "templates"), context_processors=[i18n.context])
+templates.env.filters["money"] = i18n.money_filter
+templates.env.filters["number"] = i18n.number_filter
+templates.env.filters["when"] = i18n.when_filter
+router = APIRouter(include_in_schema=False)
+
+
+def page(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def safe_next(target: str) -> str:
+    """Only a path on this site: never an open redirect."""
+    if isinstance(target, str) and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
+
+
+@router.get("/lang/{code}")
+def switch_language(code: str, next: str = "/"):
+    """Remember the reader's choice of language for a year and go back to the page they were on."""
+    response = RedirectResponse(safe_next(next), status_code=303)
+    if code in i18n.LANGUAGES:
+        response.set_cookie(i18n.COOKIE, code, max_age=365 * 86400, samesite="lax")
+    return response
+
+
+def translator(request: Request) -> i18n.Translator:
+    """``_`` for text a route makes itself (a page title, an error) in the reader's language."""
+    return i18n.Translator(i18n.language_of(request))

@@ -1,0 +1,158 @@
+"""Browser fixtures: Debian's Chromium driven by Playwright, against real processes (a broker, the cloud,
+simulated machines), on SQLite. Every page a test visits can be kept as a screenshot in
+``test-artifacts/screenshots/`` (the README names the folder) so a person can look at them.
+
+Without /usr/bin/chromium or Playwright these tests skip; with VEND_REQUIRE_BROWSER=1 (set by .ci/run)
+they fail instead.
+"""
+
+import os
+import re
+import sys
+
+import pytest
+
+HERE = os.path.dirname(__file__)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "e2e"))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from harness import Broker, Cloud, Machine, broker_kind  # noqa: E402
+
+CHROMIUM = os.environ.get("VEND_CHROMIUM", "/usr/bin/chromium")
+SHOTS = os.path.join(os.path.dirname(os.path.dirname(HERE)), "test-artifacts", "screenshots")
+PHONE = {"viewport": {"width": 360, "height": 740}, "device_scale_factor": 2, "is_mobile": True,
+         "has_touch": True}
+DESK = {"viewport": {"width": 1280, "height": 860}}
+# Chrome DevTools' "Slow 3G" preset: 400 ms round trip, about 50 KB/s each way.
+SLOW_3G = {"offline": False, "latency": 400, "downloadThroughput": 500 * 1024 // 8,
+           "uploadThroughput": 500 * 1024 // 8}
+
+
+def _unavailable(why: str):
+    if os.environ.get("VEND_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"VEND_REQUIRE_BROWSER=1 but {why}")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("Playwright for Python is not installed (pip install -e '.[dev]')")
+    if not os.access(CHROMIUM, os.X_OK):
+        _unavailable(f"no Chromium at {CHROMIUM} (apt install chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        yield b
+        b.close()
+
+
+def _context(browser, lang: str, **kind):
+    context = browser.new_context(locale=lang, extra_http_headers={"Accept-Language": lang}, **kind)
+    context.set_default_timeout(15_000)
+    return context
+
+
+@pytest.fixture
+def phone(browser):
+    """A phone (360 × 740) whose browser asks for English, on a slow 3G connection."""
+    context = _context(browser, "en", **PHONE)
+    page = context.new_page()
+    slow_3g(page)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def desk(browser):
+    """A manager's desktop browser, asking for English."""
+    context = _context(browser, "en", **DESK)
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
+def new_page(browser):
+    """Any other browser: ``new_page(lang="zh-CN", phone=True)``."""
+    contexts = []
+
+    def make(lang: str = "en", phone: bool = False, slow: bool = False):
+        context = _context(browser, lang, **(PHONE if phone else DESK))
+        contexts.append(context)
+        page = context.new_page()
+        if slow:
+            slow_3g(page)
+        return page
+
+    yield make
+    for c in contexts:
+        c.close()
+
+
+def slow_3g(page) -> None:
+    session = page.context.new_cdp_session(page)
+    session.send("Network.enable")
+    session.send("Network.emulateNetworkConditions", SLOW_3G)
+
+
+def shot(page, name: str) -> str:
+    """Keep what the page looks like now as test-artifacts/screenshots/<name>.png (the whole page)."""
+    os.makedirs(SHOTS, exist_ok=True)
+    path = os.path.join(SHOTS, re.sub(r"[^A-Za-z0-9_.-]+", "-", name) + ".png")
+    page.screenshot(path=path, full_page=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    kind = broker_kind()
+    if kind != "mosquitto" and os.environ.get("VEND_REQUIRE_MOSQUITTO") == "1":
+        pytest.fail("VEND_REQUIRE_MOSQUITTO=1 but mosquitto is not installed")
+    b = Broker(kind, str(tmp_path_factory.mktemp("broker")))
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def cloud(broker, tmp_path_factory):
+    c = Cloud(broker, str(tmp_path_factory.mktemp("cloud")))
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def machine(cloud, broker, tmp_path_factory):
+    """m1, stocked with the harness's four products, dropping quickly."""
+    m = Machine(cloud, broker, str(tmp_path_factory.mktemp("machines")), "m1", drop_delay=0.3)
+    m.start()
+    m.stock()
+    yield m
+    m.proc.stop()
+
+
+def scan_url(cloud, machine) -> str:
+    """The URL in the QR code the machine shows now."""
+    with open(machine.url_file) as f:
+        return f.read().strip()
+
+
+STAFF_PASSWORD = "correct horse battery staple 42"
+
+
+def add_staff(cloud, username: str, role: str, password: str = STAFF_PASSWORD) -> str:
+    """A staff member with a password of their own (no forced change at first sign-in)."""
+    cloud.api("POST", "/api/v1/people", {"username": username, "role": role, "password": password})
+    return password
+
+
+def sign_in(page, cloud, username: str, password: str = STAFF_PASSWORD) -> None:
+    page.goto(cloud.url + "/staff/login")
+    page.get_by_label(re.compile("Username|用户名")).fill(username)
+    page.get_by_label(re.compile("Password|密码")).fill(password)
+    page.get_by_role("button", name=re.compile("Sign in|登录")).click()
+    page.wait_for_load_state()
