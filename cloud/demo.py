@@ -39,6 +39,13 @@ MACHINES = [
     # One machine with a jammed spiral, to show what a customer sees when nothing drops.
     ("demo-3", "Gym lobby", "B2"),
 ]
+# Where the demo machines stand (name, address, latitude, longitude), for the dashboard's map.
+LOCATIONS = {
+    "demo-1": ("City library", "1 Library Road", 31.2304, 121.4737),
+    "demo-2": ("Central station", "Station Square", 31.2495, 121.4555),
+    "demo-3": ("Riverside gym", "88 Riverside Avenue", 31.2197, 121.4960),
+}
+MANAGER = "manager"
 
 
 def controller_ini(machine_id: str, name: str, secret: str, jam: str) -> str:
@@ -101,6 +108,19 @@ def service(config: str, *args: str) -> dict:
         return {"ok": False, "error": out.stderr.strip()}
 
 
+def demo_manager(client: Client) -> str:
+    """A manager account for the dashboard, made once; its password is kept beside the admin token."""
+    path = os.path.join(VAR, "cloud", "demo-manager-password")
+    if os.path.exists(path):
+        with open(path) as f:
+            return f.read().strip()
+    password = "-".join(secrets.token_hex(3) for _ in range(3))
+    client.call("POST", "/api/v1/people", {"username": MANAGER, "role": "manager", "password": password})
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(password + "\n")
+    return password
+
+
 def main() -> int:
     os.makedirs(VAR, exist_ok=True)
     procs: list[subprocess.Popen] = []
@@ -137,7 +157,12 @@ def main() -> int:
                 with open(config, "w") as f:
                     f.write(controller_ini(machine_id, name, secret, jam))
                 os.chmod(config, 0o600)
+                place, address, lat, lon = LOCATIONS[machine_id]
+                location = client.call("POST", "/api/v1/locations", {"name": place, "address": address,
+                                                                     "latitude": lat, "longitude": lon})
+                client.call("PUT", f"/api/v1/machines/{machine_id}/location", {"location_id": location["id"]})
             configs[machine_id] = config
+        manager_password = demo_manager(client)
         for machine_id, config in configs.items():
             log = open(os.path.join(VAR, "machines", machine_id, "controller.log"), "a")
             # Own sessions: Ctrl-C reaches only the demo, which stops the machines first, then the cloud.
@@ -150,6 +175,8 @@ def main() -> int:
                 # A technician's first fill: every slot to capacity.
                 service(config, "restock", *(f"{slot}=8" for slot, *_ in PRODUCTS))
         print(f"\nThe cloud is at http://{HTTP}  (log: {VAR}/cloud.log, admin token: {VAR}/cloud/admin-token)")
+        print(f"Dashboard: http://{HTTP}/staff  (user {MANAGER}, password {manager_password}; "
+              f"kept in {VAR}/cloud/demo-manager-password)")
         print(f"MQTT broker (embedded): 127.0.0.1:{BROKER_PORT}")
         print(f"Sandbox payment provider: http://127.0.0.1:{SANDBOX_PORT}  (log: {VAR}/sandbox.log; it confirms "
               "after 1 s and declines amounts ending in 13)\n")
