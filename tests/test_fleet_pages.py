@@ -90,7 +90,7 @@ def test_the_fleet_shows_every_machine_with_state_fill_and_the_map(client):
     assert "Lobby" in r.text and "Online" in r.text and "Offline" in r.text
     assert "50% (10 of 20)" in r.text  # two slots of 10, five in each
     assert "<svg" in r.text and "<circle" in r.text and "<title" in r.text
-    assert "1 machines are not on the map" in r.text
+    assert "Machines not on the map: 1" in r.text
 
 
 def test_a_technician_sees_the_machine_and_its_planogram_but_cannot_change_it(client, cloud_obj):
