@@ -4,7 +4,6 @@ figures, the screen mirror, and the planogram editor's errors and its one versio
 import re
 
 import pytest
-import sqlalchemy as sa
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
@@ -15,8 +14,8 @@ import cloud.web
 from cloud import locations, machines, planogram
 from cloud.db import utcnow
 from cloud.people import audit, staff
-from cloud_fixtures import MACHINE, SECRET, add_machine, db_url  # noqa: F401  (fixture)
-from protocol import token as qrtoken
+from cloud.dashboard import fleet
+from cloud_fixtures import MACHINE, add_machine, db_url  # noqa: F401  (fixture)
 
 BOOT = "bootstrap-token-for-tests"
 PW = "violet-tractor-harbour-91"
@@ -104,14 +103,17 @@ def test_a_technician_sees_the_machine_and_its_planogram_but_cannot_change_it(cl
     assert versions(cloud_obj) == 1
 
 
-def test_the_screen_mirror_is_an_svg_with_a_qr_the_cloud_accepts(client, cloud_obj):
+def test_the_screen_mirror_is_an_svg_with_a_qr_the_cloud_accepts(client, monkeypatch):
+    made = []
+    real_make = fleet.qrtoken.make
+    monkeypatch.setattr(fleet.qrtoken, "make", lambda *a, **k: made.append(real_make(*a, **k)) or made[-1])
     sign_in(client, "tom")
     r = client.get(f"/staff/machines/{MACHINE}/screen.svg")
     assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
     assert "Machine m-1" in r.text and "Scan to buy" in r.text and "Ready" in r.text and "<path" in r.text
+    # The code drawn is one the customer's landing page takes, as the caption on the page says.
+    assert client.get(f"/q/{made[0]}").headers["location"] == f"/register?next=/m/{MACHINE}"
     assert client.get("/staff/machines/m-2/screen.svg").text.count("Offline - reconnecting") == 1
-    token = qrtoken.make(MACHINE, SECRET.encode(), __import__("time").time(), 5)
-    assert qrtoken.verify(token, [SECRET.encode()], __import__("time").time(), 60, 5).machine_id == MACHINE
     assert client.get("/staff/machines/nope/screen.svg").status_code == 404
 
 
@@ -152,7 +154,8 @@ def test_a_new_slot_from_the_spare_row(client, cloud_obj):
 def test_nonsense_in_the_editor_comes_back_with_the_error_at_the_field_and_the_values_kept(
         client, cloud_obj, field, value, shown):
     sign_in(client, "mia")
-    r = client.post(f"/staff/machines/{MACHINE}/slots", data=editor_form(client, **{field: value, "name-1": "Still water"}))
+    form = editor_form(client, **{field: value, "name-1": "Still water"})
+    r = client.post(f"/staff/machines/{MACHINE}/slots", data=form)
     assert r.status_code == 422 and shown in r.text
     assert f'id="err-{field}"' in r.text and f'aria-describedby="err-{field}"' in r.text
     assert f'value="{value}"' in r.text and 'value="Still water"' in r.text, "what was typed stays"

@@ -54,7 +54,8 @@ def _fill(slots) -> tuple[int, int]:
 
 
 def _sales_today(conn: sa.Connection, now: datetime, machine_id: str | None = None) -> dict[str, list]:
-    """{machine id: [(currency, count, amount)]} of the sales since midnight UTC."""
+    """{machine id: [(currency, count, amount)]} of the sales since midnight UTC, from the ingest's sales
+    table (the reports' rollups are by hour and product: more rows to add up for the same two numbers)."""
     s = ingest.sales
     q = (sa.select(s.c.machine_id, s.c.currency, sa.func.count().label("n"), sa.func.sum(s.c.amount).label("amount"))
          .where(s.c.ts >= _today_start(now)).group_by(s.c.machine_id, s.c.currency).order_by(s.c.currency))
@@ -87,7 +88,7 @@ def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_c
     fleet = [{"m": m, "site": sites.get(m.id, {}).get("name") or m.location, "alerts": by_machine.get(m.id, []),
               "sold": sold.get(m.id, []), "fill": fills[m.id]} for m in rows]
     return dash(request, caller, "dash_fleet.html", fleet=fleet, dots=project(mapped), map_w=MAP_W, map_h=MAP_H,
-                unplaced=sum(1 for m in rows if m.id not in placed), alert_names=ALERT_NAMES, now=now)
+                unplaced=sum(1 for m in rows if m.id not in placed), alert_names=ALERT_NAMES)
 
 
 # -- one machine ---------------------------------------------------------------------------------------
@@ -175,7 +176,7 @@ def machine_page(request: Request, caller: auth.Caller, cloud, machine_id: str, 
                 many_cabinets=len(cabinets) > 1, cabinets=cabinets, config=config, applied_at=applied_at, alerts=found,
                 alert_names=ALERT_NAMES, events=events, sold=sold, fill=_fill(menu), rows=rows,
                 errors=errors or {}, key=secrets.token_urlsafe(16),
-                can_edit=caller.role in people.FLEET_EDITORS, saved=saved, now=now)
+                can_edit=caller.role in people.FLEET_EDITORS, saved=saved)
 
 
 @router.get("/staff/machines/{machine_id}")
@@ -220,32 +221,31 @@ def read_form(form, _) -> tuple[list[dict], list[machines.SlotSpec], dict]:
         if not any(row[f] for f in ("slot", "sku", "name", "price", "capacity", "par")):
             continue
 
-        def wrong(field: str, message: str):
-            errors[f"{field}-{i}"] = message
-
+        wrong = {}
         if not SLOT_RE.match(row["slot"]):
-            wrong("slot", _("A slot code is a capital letter and 1-2 digits, like A1."))
+            wrong["slot"] = _("A slot code is a capital letter and 1-2 digits, like A1.")
         if not 1 <= len(row["sku"]) <= 40:
-            wrong("sku", _("The SKU must be 1-40 characters."))
+            wrong["sku"] = _("The SKU must be 1-40 characters.")
         if not 1 <= len(row["name"]) <= 80:
-            wrong("name", _("The name must be 1-80 characters."))
+            wrong["name"] = _("The name must be 1-80 characters.")
         if not CURRENCY_RE.match(row["currency"]):
-            wrong("currency", _("A currency is a three-letter code like CNY."))
+            wrong["currency"] = _("A currency is a three-letter code like CNY.")
         price = None
         try:
             price = parse_amount(row["price"], row["currency"]) if CURRENCY_RE.match(row["currency"]) else None
         except ValueError:
-            wrong("price", _("Write the price like 3.50: a number above zero, at most two decimals."))
+            wrong["price"] = _("Write the price like 3.50: a number above zero, at most two decimals.")
         capacity = _whole(row["capacity"])
         if capacity is None or not 1 <= capacity <= 1000:
-            wrong("capacity", _("The capacity must be a whole number from 1 to 1000."))
+            wrong["capacity"] = _("The capacity must be a whole number from 1 to 1000.")
         par = _whole(row["par"]) if row["par"] else None
         if row["par"] and (par is None or (capacity is not None and par > capacity)):
-            wrong("par", _("The par level must be a whole number from 0 to the capacity."))
+            wrong["par"] = _("The par level must be a whole number from 0 to the capacity.")
         cabinet = _whole(row["cabinet"]) if row["cabinet"] else None
         if row["cabinet"] and not cabinet:
-            wrong("cabinet", _("Choose a cabinet."))
-        if any(k.endswith(f"-{i}") for k in errors):
+            wrong["cabinet"] = _("Choose a cabinet.")
+        if wrong:
+            errors.update({f"{field}-{i}": message for field, message in wrong.items()})
             continue
         try:
             specs.append(machines.SlotSpec.from_obj({"slot": row["slot"], "sku": row["sku"], "name": row["name"],
