@@ -172,3 +172,27 @@ def test_an_unknown_machine_is_a_404_page(client):
     sign_in(client, "mia")
     r = client.get("/staff/machines/nope")
     assert r.status_code == 404 and "There is no machine nope" in r.text
+
+
+def test_a_second_cabinet_splits_the_grid_and_the_editor_offers_it(client, cloud_obj):
+    with cloud_obj.engine.begin() as conn:
+        machines.add_cabinet(conn, MACHINE, 2, "chilled")
+    sign_in(client, "mia")
+    html = client.get(f"/staff/machines/{MACHINE}").text
+    assert "Cabinet 1: main" in html and "Cabinet 2: chilled" in html
+    form = editor_form(client, **{"cabinet-1": "2"})
+    assert client.post(f"/staff/machines/{MACHINE}/slots", data=form).status_code == 303
+    with cloud_obj.engine.connect() as conn:
+        assert machines.slot_for_sale(conn, MACHINE, "A2").cabinet == 2
+
+
+def test_the_map_keeps_every_place_inside_its_margin_and_centres_a_single_one():
+    from cloud.dashboard.fleet_draw import MAP_H, MAP_MARGIN, MAP_W, project
+
+    one = project([{"latitude": 31.2, "longitude": 121.5, "name": "A", "machines": []}])
+    assert (one[0].x, one[0].y) == (MAP_W / 2, MAP_H / 2)
+    many = project([{"latitude": lat, "longitude": lon, "name": str(i), "machines": []}
+                    for i, (lat, lon) in enumerate([(31.2, 121.4), (31.3, 121.6), (22.5, 114.1)])])
+    assert all(MAP_MARGIN <= d.x <= MAP_W - MAP_MARGIN and MAP_MARGIN <= d.y <= MAP_H - MAP_MARGIN for d in many)
+    north, south = many[1], many[2]
+    assert north.y < south.y and north.x > south.x, "north is up, east is right"
