@@ -23,6 +23,7 @@ TICKS = 5
 class Bar:
     label: str
     value: int | float
+    tick: str | None = None  # a shorter label under a vertical bar (a date without its year)
 
 
 def nice_step(span: float, ticks: int = TICKS, whole: bool = True) -> float:
@@ -102,13 +103,13 @@ def _vertical(bars, ticks, title, desc, fmt, label_every) -> Markup:
                     f'width="{width:.2f}" height="{h:.2f}" data-value="{b.value}">'
                     f'<title>{escape(b.label)}: {escape(fmt(b.value))}</title></rect>')
         if i % label_every == 0:
-            body.append(_text(x + width / 2, top + plot_h + 16, b.label))
+            body.append(_text(x + width / 2, top + plot_h + 16, b.tick or b.label))
     body.append(f'<line class="zero" x1="{left}" x2="{WIDTH - right}" y1="{zero_y:.2f}" y2="{zero_y:.2f}"/>')
     return _frame(title, desc, height, body)
 
 
 def _horizontal(bars, ticks, title, desc, fmt, label_every) -> Markup:
-    left, right, top, row = 170, 20, 8, 26
+    left, right, top, row = 170, 40, 8, 26
     plot_h = row * len(bars)
     height = top + plot_h + 26
     plot_w = WIDTH - left - right

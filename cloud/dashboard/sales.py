@@ -84,9 +84,9 @@ def _charts(_, lang: str, results: dict, start: date, end: date) -> list[dict]:
                 ("machine", _("Sales per machine"), _("Machine"), machine_rows, True),
                 ("product", _("Sales per product"), _("Product"), product_rows, True),
                 ("hour", _("Sales per hour of day"), _("Hour"), hour_rows, False)):
-            bars = [charts.Bar(k, amount) for k, _count, amount in table]
+            bars = [charts.Bar(k, amount, k[5:] if key == "day" else None) for k, _count, amount in table]
             desc = charts.describe(bars, money, _("Highest: {label}, {value}.", label="{label}", value="{value}"))
-            label_every = max(1, len(bars) // 12) if key == "day" else (3 if key == "hour" else 1)
+            label_every = max(1, -(-len(bars) // 8)) if key == "day" else (3 if key == "hour" else 1)
             svg = charts.bar_chart(bars, f"{heading} ({currency})",
                                    desc or _("No sales in this period."), fmt=money, horizontal=horizontal,
                                    empty=_("No sales in this period."), label_every=label_every)
