@@ -134,11 +134,3 @@ def _horizontal(bars, ticks, title, desc, fmt, label_every) -> Markup:
     body.append(f'<line class="zero" x1="{zero_x:.1f}" x2="{zero_x:.1f}" y1="{top}" y2="{top + plot_h}"/>')
     return _frame(title, desc, height, body)
 
-
-def describe(bars: Sequence[Bar], fmt: Callable, biggest: str) -> str:
-    """``biggest`` filled with the label and value of the largest bar (for ``<desc>``)."""
-    if not bars:
-        return ""
-    top = max(bars, key=lambda b: b.value)
-    return biggest.format(label=top.label, value=fmt(top.value))
-

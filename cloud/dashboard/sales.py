@@ -85,7 +85,8 @@ def _charts(_, lang: str, results: dict, start: date, end: date) -> list[dict]:
                 ("product", _("Sales per product"), _("Product"), product_rows, True),
                 ("hour", _("Sales per hour of day"), _("Hour"), hour_rows, False)):
             bars = [charts.Bar(k, amount, k[5:] if key == "day" else None) for k, _count, amount in table]
-            desc = charts.describe(bars, money, _("Highest: {label}, {value}.", label="{label}", value="{value}"))
+            top = max(bars, key=lambda b: b.value, default=None)
+            desc = _("Highest: {label}, {value}.", label=top.label, value=money(top.value)) if top else ""
             label_every = max(1, -(-len(bars) // 8)) if key == "day" else (3 if key == "hour" else 1)
             svg = charts.bar_chart(bars, f"{heading} ({currency})",
                                    desc or _("No sales in this period."), fmt=money, horizontal=horizontal,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import date
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse
@@ -41,7 +42,8 @@ def stock_page(request: Request, caller: Caller = Depends(staff(*people.STOCK_RE
         cell = per_machine.setdefault(s["machine_id"], [0, 0])
         cell[0] += s["count"]
         cell[1] += s["capacity"]
-    fill = [(m, units, room, round(100 * units / room) if room else 0) for m, (units, room) in sorted(per_machine.items())]
+    fill = [(m, units, room, round(100 * units / room) if room else 0)
+            for m, (units, room) in sorted(per_machine.items())]
     lang = i18n.language_of(request)
     svg = charts.bar_chart([charts.Bar(m, pct) for m, _u, _r, pct in fill], _("Fill per machine"),
                            _("Units in the slots as a share of their capacity."),
@@ -69,7 +71,7 @@ def pick_lists_page(request: Request, route: str = "", machine: str = "",
                 title = _("Route {name}", name=result["route"]["name"])
             elif machine:
                 result = picking.pick_list(conn, [machine], today_of(g))
-                printable = f"/api/v1/machines/{machine}/pick-list?format=html"
+                printable = f"/api/v1/machines/{quote(machine, safe='')}/pick-list?format=html"
                 title = _("Machine {id}", id=machine)
         except StockError:
             field = "route" if route else "machine"
