@@ -95,6 +95,15 @@ def test_stock_pick_list_and_a_purchase_order_from_draft_to_the_warehouse(cloud,
     desk.goto(cloud.url + "/api/v1/machines/m1/pick-list?format=html")
     assert desk.locator("h1").inner_text() == "Pick list: Machine m1"
     shot(desk, "pick-list-m1-print")
+    route = cloud.api("POST", "/api/v1/routes", {"name": "North loop", "machines": ["m1"]})["id"]
+    desk.goto(cloud.url + "/staff/pick-lists")
+    desk.get_by_label("Route").select_option(label="North loop")
+    desk.get_by_role("button", name="Show the route's list").click()
+    desk.wait_for_load_state()
+    assert desk.locator("h2").inner_text() == "Route North loop"
+    assert desk.get_by_role("link", name="Print (A4)").get_attribute("href") == \
+        f"/api/v1/routes/{route}/pick-list?format=html"
+    shot(desk, "pick-list-route")
 
     desk.goto(cloud.url + "/staff/purchase-orders")
     desk.get_by_label("Supplier").select_option(label="Drinks Co")
@@ -138,6 +147,21 @@ def test_stock_pick_list_and_a_purchase_order_from_draft_to_the_warehouse(cloud,
     shot(desk, "po-received")
 
     desk.goto(cloud.url + "/staff/purchase-orders")
+    desk.get_by_label("Supplier").select_option(label="Drinks Co")
+    desk.get_by_label("Product on line 1").select_option(str(cola))
+    desk.get_by_label("Quantity on line 1").fill("6")
+    desk.get_by_role("button", name="Create the draft").click()
+    desk.wait_for_load_state()
+    assert desk.locator("#total").inner_text() == "CN¥7.20", "the product's usual cost"
+    desk.get_by_label("Reason for cancelling").fill("ordered twice")
+    desk.get_by_role("button", name="Cancel the order").click()
+    desk.wait_for_load_state()
+    assert desk.locator("#status").inner_text() == "cancelled"
+    assert "ordered twice" in desk.locator("dl").inner_text()
+    shot(desk, "po-cancelled")
+
+    desk.goto(cloud.url + "/staff/purchase-orders")
+    assert desk.locator("#orders tbody tr").all_inner_texts()[0].split("\t")[2] == "cancelled"
     assert "received" in desk.locator("#orders").inner_text()
     shot(desk, "po-list")
     desk.goto(cloud.url + "/staff/stock")
