@@ -133,24 +133,24 @@ async def create_order(request: Request, caller: Caller = Depends(staff(*people.
 def _parse_order(_, form: dict) -> tuple[int, list[dict]]:
     """The supplier and lines typed in the form, as ``purchasing.create`` takes them (money in minor units)."""
     if not form["supplier"].isdigit():
-        raise StockError("supplier", "choose one")
+        raise StockError("supplier", _("choose one"))
     lines = []
     for i, line in enumerate(form["lines"]):
         if not any(line.values()):
             continue
         if not line["product"].isdigit():
-            raise StockError(f"product_{i}", "choose one")
+            raise StockError(f"product_{i}", _("choose one"))
         if not line["quantity"].isdigit():
-            raise StockError(f"quantity_{i}", "whole number")
+            raise StockError(f"quantity_{i}", _("must be a whole number of units"))
         out = {"product_id": int(line["product"]), "quantity": int(line["quantity"])}
         if line["unit_cost"]:
             try:
                 out["unit_cost"] = money.parse_amount(line["unit_cost"], form["currency"])
             except ValueError:
-                raise StockError(f"unit_cost_{i}", "amount") from None
+                raise StockError(f"unit_cost_{i}", _("write it like 10 or 10.50")) from None
         lines.append(out)
     if not lines:
-        raise StockError("product_0", "at least one line")
+        raise StockError("product_0", _("give at least one line"))
     return int(form["supplier"]), lines
 
 
@@ -270,14 +270,14 @@ async def receive_order(request: Request, po_id: int, caller: Caller = Depends(s
                 continue
             positions.append(i)
             if not qty.isdigit():
-                raise StockError(f"lines.{len(lines)}.quantity", "must be a whole number")
+                raise StockError(f"lines.{len(lines)}.quantity", _("must be a whole number of units"))
             out = {"line_id": line["line_id"], "quantity": int(qty)}
             expires = str(data.get(f"expires_on_{line['line_id']}", "")).strip()
             if expires:
                 out["expires_on"] = expires
             lines.append(out)
         if not lines:
-            raise StockError("lines", "give a quantity on at least one line")
+            raise StockError("lines", _("give a quantity on at least one line"))
         now = g.now()
         with g.engine.begin() as conn:
             before = purchasing.get(conn, po_id)["status"]
