@@ -237,6 +237,11 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
                          price=i18n.money(order.amount, order.currency, i18n.language_of(request))),
                        (_("Top up"), f"/wallet?next={back}"))
 
+    @app.get("/m/{machine_id}/buy")
+    def buy_again(machine_id: str):
+        """The language link on a page a purchase answered (sold out, declined...) asks for it again by GET."""
+        return RedirectResponse(f"/m/{machine_id}", status_code=303)
+
     @app.post("/m/{machine_id}/buy", response_class=HTMLResponse)
     def buy(request: Request, machine_id: str, slot: str = Form(""), key: str = Form("")):
         _ = pages.translator(request)
@@ -347,6 +352,10 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
         if customer is None:
             return RedirectResponse("/register?next=/wallet", status_code=303)
         return wallet_page(request, customer, next)
+
+    @app.get("/wallet/topup")
+    def topup_again(next: str = ""):
+        return RedirectResponse(f"/wallet?next={safe_next(next)}" if next else "/wallet", status_code=303)
 
     @app.post("/wallet/topup", response_class=HTMLResponse)
     def topup(request: Request, amount: str = Form(""), key: str = Form(""), next: str = Form("")):
