@@ -12,6 +12,7 @@ import re
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from protocol.messages import utcnow
 
@@ -21,10 +22,7 @@ from .people import require
 
 MAX_BYTES = 512 * 1024
 # What the first bytes of a file say it is: nothing else is believed (not the name, not Content-Type).
-MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "png", "image/png"),
-    (b"\xff\xd8\xff", "jpg", "image/jpeg"),
-)
+MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpg"))
 TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "svg": "image/svg+xml"}
 SKU_RE = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 # A day in the phone's cache, then a cheap 304 when the ETag still matches.
@@ -37,7 +35,7 @@ def kind_of(data: bytes) -> str | None:
     """'png', 'jpg' or 'webp' from a file's magic bytes; None for anything else."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
-    for magic, ext, _ in MAGIC:
+    for magic, ext in MAGIC:
         if data.startswith(magic):
             return ext
     return None
@@ -110,22 +108,26 @@ def serve(request: Request, sku: str):
     return Response(data, media_type=media_type, headers=headers)
 
 
+def keep(cloud, caller: people.Caller, sku: str, data: bytes) -> None:
+    store(cloud.settings.var, sku, data)
+    with cloud.engine.begin() as conn:
+        people.audit.record(conn, caller, "product.picture", "product", sku, {"bytes": len(data)}, utcnow())
+
+
 @router.put("/api/v1/products/{sku}/picture", tags=["stock"])
 async def upload(request: Request, sku: str, caller: people.Caller = Depends(require(*people.STOCK_EDITORS))):
     """The product's picture for the customers' menu: the body is the file, PNG, JPEG or WebP, 512 KB at most."""
-    if not SKU_RE.fullmatch(sku) or product_name(request, sku) is None:
+    if not SKU_RE.fullmatch(sku) or await run_in_threadpool(product_name, request, sku) is None:
         raise HTTPException(404, f"no product {sku}")
-    data = b""
+    data = bytearray()
     async for chunk in request.stream():
         data += chunk
         if len(data) > MAX_BYTES:
             raise HTTPException(422, f"picture: at most {MAX_BYTES // 1024} KB")
+    data = bytes(data)
     if not data:
         raise HTTPException(422, "picture: the request body is empty; send the file itself")
     if kind_of(data) is None:
         raise HTTPException(422, "picture: not a PNG, JPEG or WebP file (judged by its first bytes)")
-    cloud = request.app.state.cloud
-    store(cloud.settings.var, sku, data)
-    with cloud.engine.begin() as conn:
-        people.audit.record(conn, caller, "product.picture", "product", sku, {"bytes": len(data)}, utcnow())
+    await run_in_threadpool(keep, request.app.state.cloud, caller, sku, data)
     return {"sku": sku, "bytes": len(data), "type": TYPES[kind_of(data)], "url": f"/media/products/{sku}"}
