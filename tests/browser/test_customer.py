@@ -32,6 +32,12 @@ def top_up(page, amount: str) -> None:
     page.wait_for_url(re.compile(r"/m/"))
 
 
+def pictures_loaded(page) -> None:
+    page.locator(".menu").scroll_into_view_if_needed()
+    wait_until(lambda: page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)"), 20,
+               "the product pictures to load")
+
+
 def set_count(machine, slot: str, count: int) -> None:
     assert machine.service("restock", f"{slot}={count}")["ok"]
     wait_until(lambda: machine.synced(), 20, f"{machine.id}'s restock to reach the cloud")
@@ -65,8 +71,7 @@ def test_a_phone_scans_registers_tops_up_buys_and_sees_take_your_product(cloud, 
     pictures = phone.locator(".menu img")
     assert pictures.count() == 4 and pictures.first.get_attribute("alt") == "Water"
     assert pictures.first.get_attribute("loading") == "lazy"
-    wait_until(lambda: phone.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)"), 20,
-               "the product pictures to load")
+    pictures_loaded(phone)
     shot(phone, "customer-menu")
 
     top_up(phone, "20")
@@ -122,6 +127,7 @@ def test_a_slot_that_sells_out_while_the_menu_is_open(cloud, machine, registered
         chocolate = page.locator(".item", has_text="Chocolate")
         assert "Sold out" in chocolate.inner_text()
         assert page.get_by_role("button", name="Buy Chocolate").count() == 0
+        pictures_loaded(page)
         shot(page, "customer-menu-sold-out")
         set_count(machine, "B2", 10)
         page.reload()
@@ -195,6 +201,7 @@ def test_the_customer_pages_in_chinese(cloud, machine, new_page):
     register_from_scan(page, cloud, machine, name="王芳")
     assert "钱包" in page.locator(".wallet").inner_text() and "剩余" in page.locator(".menu").inner_text()
     assert page.locator("#balance").inner_text() == "¥0.00"
+    pictures_loaded(page)
     shot(page, "customer-menu-zh-CN")
     page.get_by_role("button", name="购买Chips").click()
     assert page.get_by_role("heading", level=1).inner_text() == "付款被拒绝"
