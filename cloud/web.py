@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -13,18 +15,21 @@ from datetime import timedelta
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from protocol import ProtocolError
 from protocol import token as qrtoken
 from protocol.messages import utcnow
 
-from . import dashboard, fleet_routes, ingest, locations, machines, orders, pages, people, planogram, reports
+from . import (dashboard, fleet_routes, i18n, ingest, locations, machines, media, orders, pages, people, planogram,
+               receipts, reports)
 from .money import parse_amount
 from .pages import page, safe_next
 from .people import Caller, require
 from .payments import IdempotencyConflict, PaymentError
+from .payments.wallet import MAX_TOPUP
 from .payments import routes as payment_routes
 from .finance.routes import router as finance_router
 from .stock.routes import router as stock_router
@@ -35,19 +40,25 @@ HERE = os.path.dirname(__file__)
 VISIT_COOKIE = "vend_visit"
 VISIT_S = 15 * 60  # after a scan, the menu stays open this long
 DEMO_CURRENCY = "CNY"
-STATUS_TEXT = {
-    "created": "Placing your order...",
-    "authorising": "Waiting for your payment to be confirmed...",
-    "authorised": "Paid. Waiting for the machine...",
-    "vending": "The machine is dropping your product...",
-    "succeeded": "Take your product!",
-    "failed": "The product did not drop. You have not been charged.",
-    "unknown": "The machine restarted during your purchase. You have not been charged.",
-    "rejected": "The machine could not serve this order. You have not been charged.",
-    "expired": "The machine did not answer in time. You have not been charged.",
-    "declined": "Payment declined.",
-    "dropped_unpaid": "Take your product! (not charged)",
-}
+EVENTS_POLL_S = 0.5
+EVENTS_LONGEST_S = 90  # then the stream ends and the browser reconnects: no connection held for ever
+
+
+def status_text(_, status: str) -> str:
+    """What the order page says in each state: what the machine is doing, and whether money moved."""
+    return {
+        "created": _("Placing your order..."),
+        "authorising": _("Waiting for your payment to be confirmed..."),
+        "authorised": _("Paid. Waiting for the machine..."),
+        "vending": _("The machine is dropping your product..."),
+        "succeeded": _("Take your product!"),
+        "failed": _("The product did not drop. You have not been charged."),
+        "unknown": _("The machine restarted during your purchase. You have not been charged."),
+        "rejected": _("The machine could not serve this order. You have not been charged."),
+        "expired": _("The machine did not answer in time. You have not been charged."),
+        "declined": _("Payment declined. You have not been charged."),
+        "dropped_unpaid": _("Take your product! (not charged)"),
+    }.get(status, status)
 
 
 def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
@@ -65,6 +76,7 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     app.include_router(finance_router)
     app.include_router(reports.router)
     app.include_router(pages.router)
+    app.include_router(media.router)
     dashboard.install(app)
     payment_routes.install(app, cloud)
 
@@ -85,13 +97,26 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
         visited, _, until = value.partition("|")
         return visited == machine_id and until.isdigit() and int(until) > time.time()
 
-    def wallet_page(request: Request, customer, next: str, error: str = "", status_code: int = 200):
+    def not_scanned(request: Request):
+        _ = pages.translator(request)
+        return problem(request, 403, _("Scan the machine first"),
+                       _("To buy, scan the QR code on the machine's screen with this phone: it shows you are standing at the machine. The menu then stays open for 15 minutes."))
+
+    def unknown_machine(request: Request, machine_id: str):
+        _ = pages.translator(request)
+        return problem(request, 404, _("Unknown machine"),
+                       _("There is no machine {machine}. Scan the QR code on the machine's screen again.",
+                         machine=machine_id))
+
+    def wallet_page(request: Request, customer, next: str, error: str = "", status_code: int = 200,
+                    amount: str = "20"):
         with engine.connect() as conn:
             balance = cloud.provider.balance(conn, customer.id, DEMO_CURRENCY)
             history = cloud.provider.history(conn, customer.id, DEMO_CURRENCY)
+            bought = receipts.products_of(conn, [row.order_id for row in history if row.order_id])
         return page(request, "wallet.html", status_code, customer=customer, balance=balance, history=history,
-                    currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16), next=safe_next(next) if next else "",
-                    error=error)
+                    bought=bought, currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16),
+                    next=safe_next(next) if next else "", error=error, amount=amount)
 
     # -- customer pages -----------------------------------------------------------------------------
 
@@ -102,6 +127,7 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
 
     @app.get("/q/{tok}", response_class=HTMLResponse)
     def landing(request: Request, tok: str):
+        _ = pages.translator(request)
         try:
             machine_id = qrtoken.machine_of(tok)
             with engine.connect() as conn:
@@ -110,11 +136,14 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
                 raise ProtocolError("this QR code names a machine we do not know")
             qrtoken.verify(tok, secrets_now, time.time(), settings.token_ttl_s, settings.token_skew_s)
         except qrtoken.TokenExpired as e:
-            return problem(request, 410, "This QR code has expired", f"{e}. The code on the screen changes every "
-                           "few seconds: scan the one showing now.")
+            log.info("expired QR code: %s", e)
+            return problem(request, 410, _("This QR code has expired"),
+                           _("The code on the machine's screen changes every few seconds, and this one is old (perhaps a photo, or a page opened again later). Scan the code showing now."))
         except ProtocolError as e:
+            log.info("QR code refused: %s", e)
             cloud.stats.counts["bad_tokens"] += 1
-            return problem(request, 400, "QR code not recognised", f"{e}. Scan the code on the machine's screen.")
+            return problem(request, 400, _("QR code not recognised"),
+                           _("This code does not come from one of our machines, or it was misread. Scan the code on the machine's screen again."))
         target = f"/m/{machine_id}"
         if current_customer(request) is None:
             target = f"/register?next={target}"
@@ -128,19 +157,31 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
         return page(request, "register.html", next=safe_next(next), errors={}, values={},
                     methods=cloud.provider.methods)
 
+    def registration_message(_, e: people.RegistrationError) -> str:
+        """The service's complaint in the reader's language, by the field it names."""
+        if e.field == "name":
+            return _("Please give a name of 1 to 80 characters, without control characters.")
+        if e.field == "phone" and "already registered" in str(e):
+            return _("This phone number is already registered. Use the phone you registered with.")
+        if e.field == "phone":
+            return _("Please give a phone number of 6 to 15 digits, optionally starting with +.")
+        return _("Choose a payment method: {methods}.", methods=", ".join(cloud.provider.methods))
+
     @app.post("/register", response_class=HTMLResponse)
     def register(request: Request, name: str = Form(""), phone: str = Form(""),
                  payment_method: str = Form("wallet"), next: str = Form("/")):
+        _ = pages.translator(request)
         try:
             if payment_method not in cloud.provider.methods:
-                raise people.RegistrationError("payment_method", "Choose a payment method: "
-                                               + ", ".join(cloud.provider.methods) + ".")
+                raise people.RegistrationError("payment_method", "no such payment method")
             with engine.begin() as conn:
                 customer_id = people.register(conn, name, phone, payment_method, utcnow())
         except people.RegistrationError as e:
             cloud.stats.counts["bad_registrations"] += 1
-            return page(request, "register.html", 422, next=safe_next(next), errors={e.field: str(e)},
-                        values={"name": name, "phone": phone}, methods=cloud.provider.methods)
+            return page(request, "register.html", 422, next=safe_next(next),
+                        errors={e.field: registration_message(_, e)},
+                        values={"name": name, "phone": phone, "payment_method": payment_method},
+                        methods=cloud.provider.methods)
         response = RedirectResponse(safe_next(next), status_code=303)
         response.set_cookie(people.COOKIE, signer.sign(str(customer_id)), max_age=3 * 365 * 86400,
                             httponly=True, samesite="lax")
@@ -151,63 +192,159 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
         customer = current_customer(request)
         if customer is None:
             return RedirectResponse(f"/register?next=/m/{machine_id}", status_code=303)
-        if not visiting(request, machine_id):
-            return problem(request, 403, "Scan the machine first",
-                           "To buy, scan the QR code on the machine's screen: it proves you are standing at it.")
         with engine.connect() as conn:
             try:
                 machine = machines.get(conn, machine_id)
             except machines.FleetError:
-                return problem(request, 404, "Unknown machine", f"There is no machine {machine_id}.")
+                return unknown_machine(request, machine_id)
+            if not visiting(request, machine_id):
+                return not_scanned(request)
             items = machines.menu(conn, machine_id)
             balance = cloud.provider.balance(conn, customer.id, DEMO_CURRENCY)
         return page(request, "menu.html", machine=machine, items=items, customer=customer, balance=balance,
                     currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16))
 
+    def cannot_buy(request: Request, e: orders.OrderError, machine_id: str, slot: str):
+        """Why this order could not be placed, and what to do instead."""
+        _ = pages.translator(request)
+        with engine.connect() as conn:
+            machine = machines.get(conn, machine_id)
+            item = machines.slot_for_sale(conn, machine_id, slot)
+        product = item.name if item else slot
+        title, message = {
+            "sold_out": (_("Sold out"), _("{product} (slot {slot}) is sold out. Choose something else from the menu. You have not been charged.", product=product, slot=slot)),
+            "offline": (_("Machine offline"), _("{machine} is offline right now, so it cannot sell. You have not been charged. Try again in a few minutes, or use another machine.", machine=machine.name)),
+            "out_of_service": (_("Out of service"), _("Slot {slot} is out of service. Choose something else from the menu. You have not been charged.", slot=slot)),
+            "unknown_slot": (_("Cannot buy this"), _("{machine} has no slot {slot}. Choose from the menu.",
+                                                     machine=machine.name, slot=slot)),
+            "payment_unavailable": (_("Cannot buy this"), _("This way of paying is not available right now. Try again later.")),
+        }.get(e.code, (_("Cannot buy this"), _("This order could not be placed. Go back to the menu and try again.")))
+        return problem(request, 409, title, message, (_("Back to the menu"), f"/m/{machine_id}"))
+
+    def declined(request: Request, order, customer):
+        _ = pages.translator(request)
+        back = f"/m/{order.machine_id}"
+        if order.provider != "wallet":
+            return problem(request, 402, _("Payment declined"),
+                           _("The payment provider declined this payment. You have not been charged. Try again, or choose another way to pay."), (_("Back to the menu"), back))
+        with engine.connect() as conn:
+            balance = cloud.provider.balance(conn, customer.id, order.currency)
+            item = machines.slot_for_sale(conn, order.machine_id, order.slot)
+        return problem(request, 402, _("Payment declined"),
+                       _("Your wallet holds {balance}, and {product} costs {price}. You have not been charged. Top up your wallet, then buy again.",
+                         balance=i18n.money(balance, order.currency, i18n.language_of(request)),
+                         product=item.name if item else order.slot,
+                         price=i18n.money(order.amount, order.currency, i18n.language_of(request))),
+                       (_("Top up"), f"/wallet?next={back}"))
+
+    @app.get("/m/{machine_id}/buy")
+    def buy_again(machine_id: str):
+        """The language link on a page a purchase answered (sold out, declined...) asks for it again by GET."""
+        return RedirectResponse(f"/m/{machine_id}", status_code=303)
+
     @app.post("/m/{machine_id}/buy", response_class=HTMLResponse)
     def buy(request: Request, machine_id: str, slot: str = Form(""), key: str = Form("")):
+        _ = pages.translator(request)
         customer = current_customer(request)
         if customer is None:
             return RedirectResponse(f"/register?next=/m/{machine_id}", status_code=303)
         if not visiting(request, machine_id):
-            return problem(request, 403, "Scan the machine first", "Scan the QR code on the machine's screen.")
+            return not_scanned(request)
         if not valid_form_key(key):
-            return problem(request, 400, "Please try again", "The order form was incomplete: reload the menu.",
-                           ("Back to the menu", f"/m/{machine_id}"))
+            return problem(request, 400, _("Please try again"), _("The order form was incomplete: reload the menu."),
+                           (_("Back to the menu"), f"/m/{machine_id}"))
         try:
             with engine.begin() as conn:
                 order, created = orders.place(conn, cloud.provider, customer.id, machine_id, slot, key, utcnow(),
                                               settings.vend_timeout_s)
         except orders.OrderError as e:
-            return problem(request, 409, {"sold_out": "Sold out", "offline": "Machine offline",
-                                          "out_of_service": "Out of service"}.get(e.code, "Cannot buy this"),
-                           str(e), ("Back to the menu", f"/m/{machine_id}"))
-        except machines.FleetError as e:
-            return problem(request, 404, "Unknown machine", str(e))
-        if order.status == "declined" and order.provider == "wallet":
-            return problem(request, 402, "Payment declined", f"{order.reason}. Top up your wallet and try again.",
-                           ("Top up", f"/wallet?next=/m/{machine_id}"))
+            return cannot_buy(request, e, machine_id, slot)
+        except machines.FleetError:
+            return unknown_machine(request, machine_id)
         if order.status == "declined":
-            return problem(request, 402, "Payment declined", f"{order.reason}.",
-                           ("Back to the menu", f"/m/{machine_id}"))
+            return declined(request, order, customer)
         if created and order.status == "authorised":
             cloud.send_vend(order)
         elif created and order.status == orders.WAITING:
             cloud.provider.kick()
         return RedirectResponse(f"/orders/{order.id}", status_code=303)
 
-    @app.get("/orders/{order_id}", response_class=HTMLResponse)
-    def order_page(request: Request, order_id: str):
+    def own_order(request: Request, order_id: str):
+        """The order if it is this phone's customer's, else None (someone else's looks like no order)."""
         customer = current_customer(request)
         with engine.connect() as conn:
             order = orders.get(conn, order_id)
-            if order is None or customer is None or order.customer_id != customer.id:
-                return problem(request, 404, "No such order", "This order does not exist or is not yours.")
+        if order is None or customer is None or order.customer_id != customer.id:
+            return None
+        return order
+
+    def no_order(request: Request):
+        _ = pages.translator(request)
+        return problem(request, 404, _("No such order"), _("This order does not exist or is not yours. Your orders are listed in your wallet."),
+                       (_("Wallet"), "/wallet"))
+
+    @app.get("/orders/{order_id}", response_class=HTMLResponse)
+    def order_page(request: Request, order_id: str):
+        order = own_order(request, order_id)
+        if order is None:
+            return no_order(request)
+        with engine.connect() as conn:
             item = machines.slot_for_sale(conn, order.machine_id, order.slot)
-            balance = cloud.provider.balance(conn, customer.id, order.currency)
+            balance = cloud.provider.balance(conn, order.customer_id, order.currency)
             refunded = cloud.provider.refunded(conn, order)[1] if order.status in orders.REFUNDABLE else 0
-        return page(request, "order.html", order=order, item=item, text=STATUS_TEXT.get(order.status, order.status),
+        return page(request, "order.html", order=order, item=item,
+                    text=status_text(pages.translator(request), order.status),
                     settled=order.status in orders.SETTLED, balance=balance, refunded=refunded)
+
+    def order_event(request: Request, order_id: str, customer_id: int) -> dict | None:
+        with engine.connect() as conn:
+            order = orders.get(conn, order_id)
+            if order is None or order.customer_id != customer_id:
+                return None
+            settled = order.status in orders.SETTLED
+            balance = cloud.provider.balance(conn, customer_id, order.currency) if settled else None
+        lang = i18n.language_of(request)
+        return {"status": order.status, "settled": settled,
+                "text": status_text(pages.translator(request), order.status),
+                "balance": i18n.money(balance, order.currency, lang) if balance is not None else None}
+
+    @app.get("/orders/{order_id}/events")
+    async def order_events(request: Request, order_id: str):
+        """The order's status as server-sent events: one when it changes, ending when it settles (or after
+        EVENTS_LONGEST_S, when the browser reconnects). The database is polled in the threadpool: cheap, and
+        the same whether or not the cloud that takes the machine's answer is this process."""
+        customer = await run_in_threadpool(current_customer, request)
+        first = await run_in_threadpool(order_event, request, order_id, customer.id) if customer else None
+        if first is None:
+            return JSONResponse({"error": "no such order"}, status_code=404)
+
+        async def stream():
+            yield "retry: 2000\n\n"
+            event, last, until = first, None, time.monotonic() + EVENTS_LONGEST_S
+            while event is not None:
+                if event != last:
+                    yield f"event: status\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
+                    last = event
+                if event["settled"] or time.monotonic() > until or await request.is_disconnected():
+                    break
+                await asyncio.sleep(EVENTS_POLL_S)
+                event = await run_in_threadpool(order_event, request, order_id, customer.id)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    @app.get("/orders/{order_id}/receipt", response_class=HTMLResponse)
+    def receipt(request: Request, order_id: str):
+        order = own_order(request, order_id)
+        if order is None:
+            return no_order(request)
+        with engine.connect() as conn:
+            machine = machines.get(conn, order.machine_id)
+            item = machines.slot_for_sale(conn, order.machine_id, order.slot)
+            refunds = receipts.refunds_of(conn, order.id)
+        return page(request, "customer_receipt.html", order=order, machine=machine, item=item, refunds=refunds,
+                    refunded=sum(r.amount for r in refunds),
+                    text=status_text(pages.translator(request), order.status))
 
     @app.get("/wallet", response_class=HTMLResponse)
     def wallet(request: Request, next: str = ""):
@@ -216,23 +353,35 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
             return RedirectResponse("/register?next=/wallet", status_code=303)
         return wallet_page(request, customer, next)
 
+    @app.get("/wallet/topup")
+    def topup_again(next: str = ""):
+        return RedirectResponse(f"/wallet?next={safe_next(next)}" if next else "/wallet", status_code=303)
+
     @app.post("/wallet/topup", response_class=HTMLResponse)
     def topup(request: Request, amount: str = Form(""), key: str = Form(""), next: str = Form("")):
+        _ = pages.translator(request)
         customer = current_customer(request)
         if customer is None:
             return RedirectResponse("/register?next=/wallet", status_code=303)
+        lang = i18n.language_of(request)
         try:
             if not valid_form_key(key):
-                raise PaymentError("The form was incomplete: reload the page.")
-            minor = parse_amount(amount, DEMO_CURRENCY)
+                raise PaymentError(_("The form was incomplete: reload the page."))
+            try:
+                minor = parse_amount(amount, DEMO_CURRENCY)
+            except ValueError:
+                raise PaymentError(_("Amount: “{amount}” is not an amount more than zero: write it like 10 or 10.50.", amount=amount)) from None
+            if minor > MAX_TOPUP:
+                raise PaymentError(_("Amount: a top-up is {most} at most.",
+                                     most=i18n.money(MAX_TOPUP, DEMO_CURRENCY, lang)))
             with engine.begin() as conn:
                 cloud.provider.topup(conn, customer.id, minor, DEMO_CURRENCY, f"{customer.id}:{key}", utcnow())
         except IdempotencyConflict:
             # An old form (the back button) sent again with another amount: its top-up was done already.
-            return wallet_page(request, customer, next, error="That top-up was done already, for another amount. "
-                               "Nothing more was added: check the balance, then top up again here.", status_code=409)
-        except (PaymentError, ValueError) as e:
-            return wallet_page(request, customer, next, error=str(e), status_code=422)
+            return wallet_page(request, customer, next, status_code=409, amount=amount, error=_(
+                "That top-up was done already, for another amount. Nothing more was added: check the balance, then top up again here."))
+        except PaymentError as e:
+            return wallet_page(request, customer, next, error=str(e), status_code=422, amount=amount)
         return RedirectResponse(safe_next(next) if next else "/wallet", status_code=303)
 
     # -- API ----------------------------------------------------------------------------------------
@@ -249,7 +398,7 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
         if order is None or customer is None or order.customer_id != customer.id:
             raise HTTPException(404, "no such order")
         return {"id": order.id, "status": order.status, "settled": order.status in orders.SETTLED,
-                "text": STATUS_TEXT.get(order.status, order.status), "amount": order.amount,
+                "text": status_text(pages.translator(request), order.status), "amount": order.amount,
                 "currency": order.currency}
 
     @app.get("/api/v1/machines", dependencies=[Depends(require(*people.FLEET_READERS))])
