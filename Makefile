@@ -31,6 +31,7 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/vend_latency.py
 	$(BIN)/python bench/controller_memory.py
 	$(BIN)/python bench/framebuffer.py
+	$(BIN)/python bench/pages.py
 
 clean:
 	rm -rf $(VENV) var test-artifacts
