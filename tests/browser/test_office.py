@@ -116,3 +116,39 @@ def test_an_administrator_adds_a_manager_who_reads_settlements_and_reconciliatio
     manager.wait_for_load_state()
     assert manager.get_by_role("row", name=re.compile("鲜饮供应有限公司")).is_visible()
     shot(manager, "office-zh-CN-suppliers")
+
+
+def test_a_change_to_a_person_asks_first_and_a_bad_rule_names_its_field(cloud, new_page):
+    add_staff(cloud, "office-boss", "administrator")
+    add_staff(cloud, "tim", "technician")
+    cloud.api("POST", "/api/v1/locations", {"name": "City Library"})
+    page = new_page()
+    sign_in(page, cloud, "office-boss")
+    page.goto(cloud.url + "/staff/people")
+    page.get_by_role("link", name="Change tim").click()
+    assert page.locator("h1").inner_text() == "tim"
+    shot(page, "office-person")
+    page.get_by_role("button", name="Disable").click()
+    assert "Disable tim? Their sessions and API tokens stop at once." in page.locator("main").inner_text()
+    shot(page, "office-person-confirm")
+    page.get_by_role("button", name="Yes, do it").click()
+    assert "The change is saved." in page.get_by_role("status").inner_text()
+    assert "Disabled" in page.get_by_role("row", name=re.compile("tim")).inner_text()
+    shot(page, "office-people-disabled")
+
+    page.goto(cloud.url + "/staff/settlements")
+    form = page.locator("#add-rule")
+    form.get_by_label("Location").select_option(label="City Library")
+    form.get_by_label("Kind", exact=True).select_option(label="Per item sold")
+    assert not form.get_by_label(re.compile("^Percent")).is_visible(), "the script shows only the amount"
+    form.get_by_label("Kind", exact=True).select_option(label="Percent of gross")
+    form.get_by_label(re.compile("^Percent")).fill("150")
+    form.get_by_label("Valid from").fill("2026-01-01")
+    form.get_by_role("button", name="Add the rule").click()
+    page.wait_for_load_state()
+    assert "Percent: must be at most 100" in page.get_by_role("alert").inner_text()
+    form = page.locator("#add-rule")
+    assert form.get_by_label(re.compile("^Percent")).input_value() == "150"
+    assert form.get_by_label("Valid from").input_value() == "2026-01-01"
+    assert form.get_by_label("Location").locator("option:checked").inner_text() == "City Library"
+    shot(page, "office-settlements-rule-error")
