@@ -1,11 +1,9 @@
 """The office pages of the dashboard (cloud/dashboard/office.py): settlements, reconciliation, people,
 suppliers and the audit trail; who may open them, the errors a form shows, and the audit rows they write."""
 
-import json
 import re
 
 import pytest
-import sqlalchemy as sa
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 

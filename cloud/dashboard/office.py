@@ -28,35 +28,32 @@ from . import staff as allowed
 
 router = APIRouter(include_in_schema=False)
 
-KIND_LABELS = {settlement.PERCENT_GROSS: "Percent of gross", settlement.PERCENT_PROFIT: "Percent of profit",
-               settlement.FLAT_MONTHLY: "Flat monthly fee", settlement.PER_ITEM: "Per item sold"}
+def _(message: str) -> str:
+    """Marks a message for the catalog (gettext's ``N_``): translated where it is shown, in the reader's language."""
+    return message
+
+
+KIND_LABELS = {settlement.PERCENT_GROSS: _("Percent of gross"), settlement.PERCENT_PROFIT: _("Percent of profit"),
+               settlement.FLAT_MONTHLY: _("Flat monthly fee"), settlement.PER_ITEM: _("Per item sold")}
 MISMATCH_LABELS = {
-    "captured_not_sold": "Money taken, no sale in any ledger",
-    "sold_not_captured": "Sold, no money taken",
-    "amounts_differ": "Sale and payment amounts differ",
-    "captured_twice": "Money taken twice",
-    "sold_twice": "Sold twice",
-    "refunded_more_than_captured": "Refunded more than was taken",
-    "provider_not_in_journal": "Taken at the provider, not in the journal",
-    "journal_not_at_provider": "In the journal, never confirmed by the provider",
+    "captured_not_sold": _("Money taken, no sale in any ledger"),
+    "sold_not_captured": _("Sold, no money taken"),
+    "amounts_differ": _("Sale and payment amounts differ"),
+    "captured_twice": _("Money taken twice"),
+    "sold_twice": _("Sold twice"),
+    "refunded_more_than_captured": _("Refunded more than was taken"),
+    "provider_not_in_journal": _("Taken at the provider, not in the journal"),
+    "journal_not_at_provider": _("In the journal, never confirmed by the provider"),
 }
 assert set(MISMATCH_LABELS) == set(reconcile.KINDS) and set(KIND_LABELS) == set(settlement.KINDS)
 # The reconciliation report's amounts carry no currency: the fleet sells in one.
 FLEET_CURRENCY = "CNY"
-FIELD_LABELS = {"kind": "Kind", "percent": "Percent", "amount": "Amount", "currency": "Currency",
-                "valid_from": "Valid from", "valid_to": "Valid to", "location_id": "Location", "month": "Month",
-                "from": "From", "to": "To"}
-
-
-def _labels(_) -> None:
-    """The English labels above, written out where the catalog test finds them."""
-    _("Percent of gross"), _("Percent of profit"), _("Flat monthly fee"), _("Per item sold")
-    _("Money taken, no sale in any ledger"), _("Sold, no money taken"), _("Sale and payment amounts differ")
-    _("Money taken twice"), _("Sold twice"), _("Refunded more than was taken")
-    _("Taken at the provider, not in the journal"), _("In the journal, never confirmed by the provider")
-    _("Kind"), _("Percent"), _("Amount"), _("Currency"), _("Valid from"), _("Valid to"), _("Location")
-    _("Month"), _("From"), _("To"), _("Name"), _("Contact"), _("Email"), _("Phone"), _("Address")
-    _("The rule is added."), _("The statement is posted."), _("This statement was posted before: nothing changed.")
+FIELD_LABELS = {"kind": _("Kind"), "percent": _("Percent"), "amount": _("Amount"), "currency": _("Currency"),
+                "valid_from": _("Valid from"), "valid_to": _("Valid to"), "location_id": _("Location"),
+                "month": _("Month"), "from": _("From"), "to": _("To"), "name": _("Name"), "contact": _("Contact"),
+                "email": _("Email"), "phone": _("Phone"), "address": _("Address")}
+DONE = {"rule": _("The rule is added."), "posted": _("The statement is posted."),
+        "already": _("This statement was posted before: nothing changed.")}
 
 
 def this_month(g: Gate) -> str:
@@ -93,10 +90,6 @@ def back(path: str, **query) -> RedirectResponse:
 
 
 # -- settlements -------------------------------------------------------------------------------------
-
-DONE = {"rule": "The rule is added.", "posted": "The statement is posted.",
-        "already": "This statement was posted before: nothing changed."}
-
 
 def _settlements(request: Request, caller: Caller, g: Gate, month: str, currency: str, status_code: int = 200,
                  errors: dict | None = None, form: dict | None = None, done: str = ""):
@@ -186,7 +179,8 @@ def reconcile_page(request: Request, start: str = "", end: str = "",
         report = reconcile.reconcile(conn, lo, hi)
     by_kind = {k: [m for m in report["mismatches"] if m["kind"] == k] for k in reconcile.KINDS}
     return dash(request, caller, "dash_reconcile.html", status_code, report=report, by_kind=by_kind,
-                labels=MISMATCH_LABELS, currency=FLEET_CURRENCY, errors=errors, start=start or lo.isoformat(), end=end or hi.isoformat())
+                labels=MISMATCH_LABELS, currency=FLEET_CURRENCY, errors=errors, start=start or lo.isoformat(),
+                end=end or hi.isoformat())
 
 
 # -- people ------------------------------------------------------------------------------------------
@@ -195,7 +189,8 @@ def people_error(_, e: PeopleError) -> dict[str, str]:
     """A people error as {field: text for people}, by what the service's message is about."""
     text = str(e)
     if text.startswith("username:"):
-        return {"username": _("Username: 2 to 40 lower-case letters, digits, '.', '_' or '-', first a letter or digit.")}
+        return {"username":
+                _("Username: 2 to 40 lower-case letters, digits, '.', '_' or '-', first a letter or digit.")}
     if text.startswith("username "):
         return {"username": _("Username: this name is taken.")}
     if text.startswith("role"):
@@ -214,7 +209,7 @@ def people_error(_, e: PeopleError) -> dict[str, str]:
         return {"name": _("Name: 1 to 80 printable characters, not the name of another supplier.")}
     if text.startswith("supplier "):
         field = text.split(" ", 2)[1].rstrip(":")
-        return {field: _("{field}: too long or not printable.", field=_(field.capitalize()))}
+        return {field: _("{field}: too long or not printable.", field=_(FIELD_LABELS.get(field, field)))}
     return {"": text}
 
 
