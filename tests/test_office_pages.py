@@ -159,7 +159,12 @@ def test_changing_a_person_asks_first_then_audits(app, engine):
     changes = [row["change"] for row in audit_rows(engine, "people.change")]
     assert {"disabled": [False, True]} in changes and {"role": ["technician", "manager"]} in changes
     assert any(ch.get("password_hash") == "changed" for ch in changes)
-    assert "people.change" in c.get("/staff/audit?action=people.change").text
+    page = c.get("/staff/audit?action=people.change").text
+    assert page.count("<code>people.change</code>") == 3 and "<code>people.add</code>" not in page
+    with engine.begin() as conn:
+        ada = staff.get_by_name(conn, "ada").id
+    page = c.get(f"/staff/audit?user={ada}").text
+    assert "<code>session.login</code>" in page and "<code>people.bootstrap</code>" not in page
 
 
 def test_the_settlements_page_shows_the_month_and_adds_a_rule(app, engine):
@@ -216,5 +221,9 @@ def test_the_reconciliation_page_names_every_kind(app, engine):
     r = c.get("/staff/reconcile?start=2024-05-01&end=2024-05-31")
     assert r.status_code == 200
     assert r.text.count("<h2") == 8
+    # The fixture's sale was paid for but no machine's ledger reported it: money taken, nothing sold.
+    section = r.text.split('id="kind-captured_not_sold"', 1)[1].split("<h2", 1)[0]
+    assert "已收款，但无任何售货记录" in section and "o-sold" in section and "¥3.50" in section
+    assert r.text.count("无需对账处理。") == 7 and "各方数据一致" not in r.text
     r = c.get("/staff/reconcile?start=2024-05-31&end=2024-05-01")
     assert r.status_code == 422 and 'value="2024-05-31"' in r.text
