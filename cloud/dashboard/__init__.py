@@ -28,6 +28,7 @@ NAV = [
     ("/staff/settlements", "Settlements", people.FINANCE_READERS),
     ("/staff/reconcile", "Reconciliation", people.FINANCE_READERS),
     ("/staff/people", "People", people.PEOPLE_ADMINS),
+    ("/staff/suppliers", "Suppliers", people.SUPPLIER_EDITORS),
 ]
 
 

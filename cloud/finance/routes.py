@@ -151,20 +151,25 @@ def list_rules(location_id: int, caller: Caller = Depends(require(*people.FINANC
         raise e.http() from None
 
 
+def record_rule(g: Gate, caller: Caller, location_id: int, body: dict) -> dict:
+    """Add a settlement rule and its audit row in one transaction; FinanceError naming the field."""
+    now = g.now()
+    with g.engine.begin() as conn:
+        rule = settlement.add_rule(conn, location_id, body, now, caller.user_id)
+        people.audit.record(conn, caller, "settlement.rule.add", "location", location_id, rule, now)
+    return rule
+
+
 @router.post("/locations/{location_id}/settlement-rules", status_code=201)
 def add_rule(location_id: int, body: dict, caller: Caller = Depends(require(*people.FINANCE_EDITORS)),
              g: Gate = Depends(gate)):
     """A settlement rule: {kind: percent_gross | percent_profit | flat_monthly | per_item, percent (0-100,
     two decimals) or amount (minor units), currency, valid_from, valid_to (inclusive, optional)}. A rule
     overlapping another of the same kind is refused (409)."""
-    now = g.now()
     try:
-        with g.engine.begin() as conn:
-            rule = settlement.add_rule(conn, location_id, body, now, caller.user_id)
-            people.audit.record(conn, caller, "settlement.rule.add", "location", location_id, rule, now)
+        return record_rule(g, caller, location_id, body)
     except FinanceError as e:
         raise e.http() from None
-    return rule
 
 
 def _statement(g: Gate, location_id: int, period: str, currency: str) -> dict:
@@ -194,20 +199,25 @@ def location_statement(request: Request, location_id: int, period: str, currency
     return s
 
 
+def record_posting(g: Gate, caller: Caller, location_id: int, period: str, currency: str) -> tuple[dict, bool]:
+    """Post a statement once (audited when posted now): (the statement, whether it was posted now)."""
+    now = g.now()
+    start, end = period_of(period)
+    with g.engine.begin() as conn:
+        s, made = settlement.post_statement(conn, location_id, start, end, currency, now, caller.user_id)
+        if made:
+            people.audit.record(conn, caller, "statement.post", "location", location_id,
+                                {"period": s["period"], "currency": s["currency"], "total": s["total_due"]}, now)
+    return s, made
+
+
 @router.post("/locations/{location_id}/statements/{period}/post")
 def post_statement(location_id: int, period: str, currency: str = "CNY",
                    caller: Caller = Depends(require(*people.FINANCE_EDITORS)), g: Gate = Depends(gate)):
     """Book a statement's total as commission owed to the location, once per location, period and
     currency: posting again changes nothing and answers with the first posting."""
-    now = g.now()
     try:
-        start, end = period_of(period)
-        with g.engine.begin() as conn:
-            s, made = settlement.post_statement(conn, location_id, start, end, currency, now, caller.user_id)
-            if made:
-                people.audit.record(conn, caller, "statement.post", "location", location_id,
-                                    {"period": s["period"], "currency": s["currency"], "total": s["total_due"]},
-                                    now)
+        s, made = record_posting(g, caller, location_id, period, currency)
     except FinanceError as e:
         raise e.http() from None
     return {**s, "created": made}

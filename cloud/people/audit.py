@@ -58,3 +58,8 @@ def query(conn: sa.Connection, user_id: int | None = None, action: str | None = 
     return [{"id": r.id, "at": r.at.isoformat(), "user_id": r.user_id, "via": r.via, "action": r.action,
              "object_kind": r.object_kind, "object_id": r.object_id, "change": json.loads(r.change)}
             for r in conn.execute(q)]
+
+
+def actions(conn: sa.Connection) -> list[str]:
+    """Every action the trail holds, for a filter to choose from."""
+    return list(conn.execute(sa.select(audit_log.c.action).distinct().order_by(audit_log.c.action)).scalars())

@@ -117,6 +117,12 @@ def revoke_all(conn: sa.Connection, user_id: int, now: datetime, tokens: bool = 
 
 # -- tokens ------------------------------------------------------------------------------------------
 
+def last_sign_ins(conn: sa.Connection) -> dict[int, datetime]:
+    """Each staff member's latest web sign-in (the newest session made), for those who ever signed in."""
+    return dict(conn.execute(sa.select(sessions.c.user_id, sa.func.max(sessions.c.created_at))
+                             .group_by(sessions.c.user_id)).all())
+
+
 def new_token(conn: sa.Connection, user_id: int, name, now: datetime, secret: str | None = None) -> tuple[int, str]:
     """A named API token for a user: (id, the token, to be shown once)."""
     name = name.strip() if isinstance(name, str) else ""

@@ -192,29 +192,56 @@ def people(caller: Caller = Depends(require(ADMINISTRATOR)), g: Gate = Depends(g
         return [staff.public(r) for r in staff.list_staff(conn)]
 
 
+def create_person(g: Gate, caller: Caller, username, role, password, supplier_id) -> tuple[dict, str | None]:
+    """Add a staff account and its audit row: (the account, its one-time password when none was given).
+    PeopleError for anything wrong, a taken username included (409)."""
+    username = staff.clean_username(username)
+    if role not in staff.ROLES:
+        raise PeopleError(f"role must be one of: {', '.join(staff.ROLES)}")
+    one_time = staff.one_time_password() if password is None else None
+    password_hash = staff.hash_password(one_time or staff.check_password(password, username))
+    now = g.now()
+    try:
+        with g.engine.begin() as conn:
+            user_id = staff.add_staff(conn, username, role, now, password_hash, one_time is not None, supplier_id)
+            audit.record(conn, caller, "people.add", "staff", user_id,
+                         {"username": username, "role": role, "supplier_id": supplier_id}, now)
+            row = staff.get(conn, user_id)
+    except sa.exc.IntegrityError:
+        raise PeopleError(f"username {username!r} is taken", 409) from None
+    return staff.public(row), one_time
+
+
 @router.post("/people", status_code=201)
 def add_person(body: NewStaff, caller: Caller = Depends(require(ADMINISTRATOR)), g: Gate = Depends(gate)):
     """A new staff account. Without a password, a one-time password is returned (once) and must be
     changed at the first sign-in."""
     try:
-        username = staff.clean_username(body.username)
-        if body.role not in staff.ROLES:
-            raise PeopleError(f"role must be one of: {', '.join(staff.ROLES)}")
-        one_time = staff.one_time_password() if body.password is None else None
-        password = one_time or staff.check_password(body.password, username)
-        password_hash = staff.hash_password(password)
-        now = g.now()
-        with g.engine.begin() as conn:
-            user_id = staff.add_staff(conn, username, body.role, now, password_hash, one_time is not None,
-                                      body.supplier_id)
-            audit.record(conn, caller, "people.add", "staff", user_id,
-                         {"username": username, "role": body.role, "supplier_id": body.supplier_id}, now)
-            row = staff.get(conn, user_id)
+        person, one_time = create_person(g, caller, body.username, body.role, body.password, body.supplier_id)
     except PeopleError as e:
         raise refused(e) from None
-    except sa.exc.IntegrityError:
-        raise HTTPException(409, f"username {body.username!r} is taken") from None
-    return {**staff.public(row), **({"one_time_password": one_time} if one_time else {})}
+    return {**person, **({"one_time_password": one_time} if one_time else {})}
+
+
+def update_person(g: Gate, caller: Caller, user_id: int, changes: dict,
+                  reset_password: bool = False) -> tuple[dict, dict, str | None]:
+    """Change a staff account (role, supplier_id, disabled) and audit it; a disabled account's sessions and
+    tokens end at once, a reset gives a new one-time password and ends its sessions: (the account, the
+    change as {field: [old, new]}, the one-time password if reset). PeopleError for anything wrong."""
+    one_time = staff.one_time_password() if reset_password else None
+    if one_time:
+        changes = {**changes, "password_hash": staff.hash_password(one_time), "must_change_password": True}
+    now = g.now()
+    with g.engine.begin() as conn:
+        diff = staff.update_staff(conn, user_id, changes)
+        if diff.get("disabled") == [False, True]:
+            auth.revoke_all(conn, user_id, now)
+        elif one_time:
+            auth.revoke_all(conn, user_id, now, tokens=False)
+        if diff:
+            audit.record(conn, caller, "people.change", "staff", user_id, diff, now)
+        row = staff.get(conn, user_id)
+    return staff.public(row), diff, one_time
 
 
 @router.patch("/people/{user_id}")
@@ -227,23 +254,11 @@ def change_person(user_id: int, body: StaffChange, caller: Caller = Depends(requ
         raise HTTPException(422, "nothing to change: give role, supplier_id, disabled or reset_password")
     if changes.get("disabled", False) is None:
         raise HTTPException(422, "disabled: true or false")
-    one_time = staff.one_time_password() if body.reset_password else None
-    if one_time:
-        changes.update(password_hash=staff.hash_password(one_time), must_change_password=True)
-    now = g.now()
     try:
-        with g.engine.begin() as conn:
-            diff = staff.update_staff(conn, user_id, changes)
-            if diff.get("disabled") == [False, True]:
-                auth.revoke_all(conn, user_id, now)
-            elif one_time:
-                auth.revoke_all(conn, user_id, now, tokens=False)
-            if diff:
-                audit.record(conn, caller, "people.change", "staff", user_id, diff, now)
-            row = staff.get(conn, user_id)
+        person, diff, one_time = update_person(g, caller, user_id, changes, body.reset_password)
     except PeopleError as e:
         raise refused(e) from None
-    return {**staff.public(row), "changed": sorted(diff), **({"one_time_password": one_time} if one_time else {})}
+    return {**person, "changed": sorted(diff), **({"one_time_password": one_time} if one_time else {})}
 
 
 @router.get("/suppliers")
@@ -253,21 +268,27 @@ def suppliers(caller: Caller = Depends(require(ADMINISTRATOR, MANAGER)), g: Gate
         return [staff.supplier_public(r) for r in staff.list_suppliers(conn)]
 
 
+def create_supplier(g: Gate, caller: Caller, name, contact="", **details) -> dict:
+    """Add a supplier (``details``: email, phone, address, lead_time_days) and its audit row; PeopleError
+    naming the field for anything wrong."""
+    now = g.now()
+    with g.engine.begin() as conn:
+        supplier_id = staff.add_supplier(conn, name, contact, now, **details)
+        row = staff.supplier_public(staff.get_supplier(conn, supplier_id))
+        audit.record(conn, caller, "supplier.add", "supplier", supplier_id,
+                     {k: v for k, v in row.items() if k not in ("id", "created_at")}, now)
+    return row
+
+
 @router.post("/suppliers", status_code=201)
 def add_supplier(body: NewSupplier, caller: Caller = Depends(require(ADMINISTRATOR, MANAGER)),
                  g: Gate = Depends(gate)):
     """A new supplier, which supplier accounts can then be linked to."""
-    now = g.now()
     try:
-        with g.engine.begin() as conn:
-            supplier_id = staff.add_supplier(conn, body.name, body.contact, now, email=body.email, phone=body.phone,
-                                             address=body.address, lead_time_days=body.lead_time_days)
-            row = staff.supplier_public(staff.get_supplier(conn, supplier_id))
-            audit.record(conn, caller, "supplier.add", "supplier", supplier_id,
-                         {k: v for k, v in row.items() if k not in ("id", "created_at")}, now)
+        return create_supplier(g, caller, body.name, body.contact, email=body.email, phone=body.phone,
+                               address=body.address, lead_time_days=body.lead_time_days)
     except PeopleError as e:
         raise refused(e) from None
-    return row
 
 
 @router.get("/suppliers/{supplier_id}")
