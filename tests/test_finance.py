@@ -299,6 +299,8 @@ def test_reconciliation_is_clear_when_every_sale_was_captured_for_its_amount(eng
         r = reconcile.reconcile(conn, *MAY)
     assert r["clear"] and r["mismatches"] == []
     assert r["totals"] == {"sold": 550, "captured": 550, "refunded": 350, "orders": 2}
+    assert r["by_currency"] == [{"currency": "CNY", "sold": 550, "captured": 550, "refunded": 350, "orders": 2}]
+    assert all(m["currency"] == "CNY" for m in r["mismatches"])
 
 
 def test_reconciliation_lists_each_kind_of_mismatch(engine):

@@ -46,8 +46,6 @@ MISMATCH_LABELS = {
     "journal_not_at_provider": _("In the journal, never confirmed by the provider"),
 }
 assert set(MISMATCH_LABELS) == set(reconcile.KINDS) and set(KIND_LABELS) == set(settlement.KINDS)
-# The reconciliation report's amounts carry no currency: the fleet sells in one.
-FLEET_CURRENCY = "CNY"
 FIELD_LABELS = {"kind": _("Kind"), "percent": _("Percent"), "amount": _("Amount"), "currency": _("Currency"),
                 "valid_from": _("Valid from"), "valid_to": _("Valid to"), "location_id": _("Location"),
                 "month": _("Month"), "from": _("From"), "to": _("To"), "name": _("Name"), "contact": _("Contact"),
@@ -179,7 +177,7 @@ def reconcile_page(request: Request, start: str = "", end: str = "",
         report = reconcile.reconcile(conn, lo, hi)
     by_kind = {k: [m for m in report["mismatches"] if m["kind"] == k] for k in reconcile.KINDS}
     return dash(request, caller, "dash_reconcile.html", status_code, report=report, by_kind=by_kind,
-                labels=MISMATCH_LABELS, currency=FLEET_CURRENCY, errors=errors, start=start or lo.isoformat(),
+                labels=MISMATCH_LABELS, errors=errors, start=start or lo.isoformat(),
                 end=end or hi.isoformat())
 
 

@@ -75,6 +75,10 @@ def reconcile(conn: sa.Connection, start: date, end: date) -> dict:
     captures: dict[str, list] = defaultdict(list)
     refunds: dict[str, int] = defaultdict(int)
     sandbox_in_journal: dict[str, int] = defaultdict(int)
+    # An order is in one currency; the sale says which, else the journal's revenue account, else the provider.
+    currency_of: dict[str, str] = {r.order_id: r.currency for r in provider.values() if getattr(r, "currency", None)}
+    currency_of.update({order_id: r.currency for (_, order_id), r in legs.items()})
+    currency_of.update({order_id: rows[0].currency for order_id, rows in sold.items() if rows})
     for (key, order_id), r in legs.items():
         if r.kind == "capture":
             captures[order_id].append(r.amount)
@@ -87,15 +91,21 @@ def reconcile(conn: sa.Connection, start: date, end: date) -> dict:
         at_provider[r.order_id] += r.amount
     mismatches = []
     totals = {"sold": 0, "captured": 0, "refunded": 0, "orders": len(ordered)}
+    by_currency: dict[str, dict] = {}
     for order_id in ordered:
         sold_amounts = [r.amount for r in sold.get(order_id, [])]
         captured = sum(captures.get(order_id, []))
         refunded = refunds.get(order_id, 0)
-        totals["sold"] += sum(sold_amounts)
-        totals["captured"] += captured
-        totals["refunded"] += refunded
-        row = {"order_id": order_id, "sold": sum(sold_amounts), "captured": captured, "refunded": refunded,
-               "provider_captured": at_provider.get(order_id)}
+        currency = currency_of.get(order_id, "")
+        sums = by_currency.setdefault(currency, {"currency": currency, "sold": 0, "captured": 0, "refunded": 0,
+                                                 "orders": 0})
+        for figures in (totals, sums):
+            figures["sold"] += sum(sold_amounts)
+            figures["captured"] += captured
+            figures["refunded"] += refunded
+        sums["orders"] += 1
+        row = {"order_id": order_id, "currency": currency, "sold": sum(sold_amounts), "captured": captured,
+               "refunded": refunded, "provider_captured": at_provider.get(order_id)}
 
         def flag(kind: str, why: str) -> None:
             mismatches.append({"kind": kind, **row, "detail": why})
@@ -119,5 +129,7 @@ def reconcile(conn: sa.Connection, start: date, end: date) -> dict:
             flag("journal_not_at_provider", f"the journal holds a sandbox capture of {sandbox_in_journal[order_id]} "
                                             "the sandbox never confirmed")
     counts = {k: sum(1 for m in mismatches if m["kind"] == k) for k in KINDS}
-    return {"from": start.isoformat(), "to": end.isoformat(), "totals": totals, "counts": counts,
+    # ``totals`` adds all currencies together (right for a fleet selling in one); ``by_currency`` keeps them apart.
+    return {"from": start.isoformat(), "to": end.isoformat(), "totals": totals,
+            "by_currency": [by_currency[c] for c in sorted(by_currency)], "counts": counts,
             "mismatches": mismatches, "clear": not mismatches}
