@@ -17,7 +17,7 @@ from cloud import i18n, media
 from cloud.finance import ledger
 from cloud_fixtures import NOW, ThroughTestClient, add_customer, add_sale, db_url  # noqa: F401  (fixture)
 from test_finance import add_sale_row, world
-from test_stock import received_po
+from test_stock import product, received_po
 
 BOOT = "bootstrap-token-for-print-tests"
 ADMIN = {"Authorization": f"Bearer {BOOT}"}
@@ -33,10 +33,10 @@ def printed(tmp_path, db_url):
     obj = cloud.service.Cloud(settings_)
     cloud.db.migrate(obj.engine)
     with obj.engine.begin() as conn:
-        location_id, supplier_id, tea = world(conn)
+        location_id, supplier_id, _ = world(conn)
         add_sale(conn, add_customer(conn), "o-1", amount=350)
         add_sale_row(conn, "o-1", 350, 1)
-        received_po(conn, supplier_id, tea, 5, 120, "grn-1", NOW.date() + timedelta(days=30))
+        received_po(conn, supplier_id, product(conn, "cola", 120), 5, 120, "grn-1", NOW.date() + timedelta(days=30))
         ledger.catch_up(conn, NOW)
     app = cloud.web.create_app(obj, BOOT, b"k" * 32)
     app.state.people.clock = lambda: NOW
@@ -67,7 +67,7 @@ def test_a_settlement_statement_in_chinese_has_chinese_headings_and_yuan(printed
         assert text in page.text, text
     # 10% of 3.50, 1 item at 0.50, a month at 31.00: each basis in the reader's money, never minor units.
     assert "¥3.50 的 10.00%" in page.text and "1 件 × ¥0.50" in page.text
-    assert "每月 ¥31.00" in page.text and "2024-05：31 天中的 31 天" in page.text
+    assert "每月 ¥31.00：2024-05：31 天中的 31 天" in page.text and "按销售净额分成（规则 1）" in page.text
     assert '<td class="n" id="total">¥31.85</td>' in page.text and "CN¥" not in page.text
     english = statement(client, location_id, ADMIN)
     assert '<html lang="en">' in english.text and "Total due" in english.text
@@ -90,7 +90,8 @@ def test_a_pick_list_in_chinese(printed):
     client, _, _ = printed
     page = client.get("/api/v1/routes/1/pick-list?format=html", headers=ZH)
     assert page.status_code == 200 and '<html lang="zh-CN">' in page.text
-    for text in ("拣货单：North", "从仓库取货", "1. 售货机 m-1：", "先到期的先取", "已装", "货道现有"):
+    for text in ("拣货单：North", "从仓库取货", "1. 售货机 m-1：5 件", "先到期的先取", "已装", "货道现有",
+                 "2024-05-01 需拣货 5 件。", "仓库缺货 5 件。", "批次 1（2024-05-31）：5"):
         assert text in page.text, text
     one = client.get("/api/v1/machines/m-1/pick-list?format=html", headers=ZH)
     assert "拣货单：售货机 m-1" in one.text
