@@ -77,7 +77,8 @@ def add_parsers(sub) -> None:
     s.add_argument("--json", action="store_true")
 
     pl = sub.add_parser("pick-list", help="what to load for a route or a machine (the page to print on A4: "
-                        "the same path in a browser, with ?format=html)")
+                        "the same path in a browser, with ?format=html, and &lang=zh-CN for it in "
+                        "Chinese)")
     which = pl.add_mutually_exclusive_group(required=True)
     which.add_argument("--route", type=int)
     which.add_argument("--machine")
