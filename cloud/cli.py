@@ -43,8 +43,13 @@ class Client:
 
     def call(self, method: str, path: str, body=None):
         data = json.dumps(body).encode() if body is not None else None
+        return self.send(method, path, data, "application/json")
+
+    def send(self, method: str, path: str, data: bytes | None, content_type: str):
+        """``data`` as the request's body as it is (a file to upload, say), with its media type; the JSON
+        answer."""
         request = urllib.request.Request(self.url + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+            "Authorization": f"Bearer {self.token}", "Content-Type": content_type})
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return json.loads(response.read())

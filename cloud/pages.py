@@ -43,3 +43,13 @@ def switch_language(code: str, next: str = "/"):
 def translator(request: Request) -> i18n.Translator:
     """``_`` for text a route makes itself (a page title, an error) in the reader's language."""
     return i18n.Translator(i18n.language_of(request))
+
+
+def printable(request: Request, name: str, **context) -> HTMLResponse:
+    """A page to print (A4): like ``page``, but ``?lang=zh-CN`` or ``?lang=en`` may also choose its
+    language, since a link printed by vendctl or sent in a mail reaches a browser without the cookie."""
+    lang = request.query_params.get("lang")
+    if lang not in i18n.LANGUAGES:
+        return page(request, name, **context)
+    chosen = {**i18n.context(request), "lang": lang, "_": i18n.Translator(lang)}
+    return HTMLResponse(templates.get_template(name).render({"request": request, **context, **chosen}))

@@ -215,8 +215,8 @@ class ThroughTestClient(cloud.cli.Client):
         super().__init__("http://testserver", "")
         self.client, self.headers = client, headers
 
-    def call(self, method, path, body=None):
-        r = self.client.request(method, path, json=body, headers=self.headers)
+    def send(self, method, path, data, content_type):
+        r = self.client.request(method, path, content=data, headers={**self.headers, "Content-Type": content_type})
         if r.status_code >= 400:
             raise cloud.cli.CliError(f"{method} {path}: {r.status_code} {r.json().get('error')}")
         return r.json()

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, StrictInt
 
 from .. import people
-from ..pages import templates
+from ..pages import printable
 from ..people import Caller, require
 from ..people.auth import Gate, gate
 from . import ledger, reconcile, settlement
@@ -112,7 +112,8 @@ def supplier_statement(request: Request, supplier_id: int, start: str | None = Q
                        caller: Caller = Depends(require(*people.SUPPLIER_STATEMENT_READERS)),
                        g: Gate = Depends(gate)):
     """Purchases received, payments and the balance owed to a supplier for [from, to] (default this month);
-    a supplier's account sees only its own; ``format`` csv or html (A4)."""
+    a supplier's account sees only its own; ``format`` csv or html (A4, in the reader's language or the one
+    ``lang`` names)."""
     if caller.role == people.SUPPLIER and caller.supplier_id != supplier_id:
         raise HTTPException(404, f"no supplier {supplier_id}")
     try:
@@ -134,7 +135,7 @@ def supplier_statement(request: Request, supplier_id: int, start: str | None = Q
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="supplier-{supplier_id}-{s["from"]}-{s["to"]}.csv"'})
     if format == "html":
-        return templates.TemplateResponse(request, "supplier_statement.html", {"s": s}, media_type="text/html")
+        return printable(request, "supplier_statement.html", s=s)
     return s
 
 
@@ -183,7 +184,8 @@ def location_statement(request: Request, location_id: int, period: str, currency
                        format: str = Query("json", pattern="^(json|csv|html)$"),
                        caller: Caller = Depends(require(*people.FINANCE_READERS)), g: Gate = Depends(gate)):
     """A location's settlement statement for a month (2026-11) or days (2026-11-03..2026-11-17): sales,
-    refunds, cost of goods sold, each rule's commission and the total due; ``format`` csv or html (A4)."""
+    refunds, cost of goods sold, each rule's commission and the total due; ``format`` csv or html (A4, in
+    the reader's language or the one ``lang`` names)."""
     try:
         s = _statement(g, location_id, period, currency)
     except FinanceError as e:
@@ -195,7 +197,7 @@ def location_statement(request: Request, location_id: int, period: str, currency
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
     if format == "html":
-        return templates.TemplateResponse(request, "statement.html", {"s": s}, media_type="text/html")
+        return printable(request, "statement.html", s=s)
     return s
 
 

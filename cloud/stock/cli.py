@@ -11,10 +11,13 @@ from urllib.parse import quote, urlencode
 from ..money import format_money, parse_amount
 
 COMMANDS = ("products", "purchase-orders", "stock", "pick-list")
+# The cloud's limit on a picture (cloud/media.py): checked here too, so a big file is refused before it is sent.
+PICTURE_MAX_BYTES = 512 * 1024
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("products", help="the product catalogue: list, add, import a CSV")
+    p = sub.add_parser("products", help="the product catalogue: list, add, import a CSV, upload a "
+                       "picture")
     p.add_argument("--search", help="part of a SKU or name, or a whole barcode")
     p.add_argument("--json", action="store_true")
     psub = p.add_subparsers(dest="action")
@@ -32,6 +35,11 @@ def add_parsers(sub) -> None:
                           "price, currency, and optionally barcode, shelf_life_days, reorder_level")
     imp.add_argument("file")
     imp.add_argument("--json", action="store_true")
+    pic = psub.add_parser("picture", help="upload a product's picture for the customers' menu: a PNG, JPEG or "
+                          "WebP file of 512 KB at most")
+    pic.add_argument("sku")
+    pic.add_argument("file")
+    pic.add_argument("--json", action="store_true")
 
     po = sub.add_parser("purchase-orders", help="purchase orders: list, create, send, receive, cancel, confirm")
     po.add_argument("--status", help="draft, sent, partly_received, received or cancelled")
@@ -69,7 +77,8 @@ def add_parsers(sub) -> None:
     s.add_argument("--json", action="store_true")
 
     pl = sub.add_parser("pick-list", help="what to load for a route or a machine (the page to print on A4: "
-                        "the same path in a browser, with ?format=html)")
+                        "the same path in a browser, with ?format=html, and &lang=zh-CN for it in "
+                        "Chinese)")
     which = pl.add_mutually_exclusive_group(required=True)
     which.add_argument("--route", type=int)
     which.add_argument("--machine")
@@ -150,6 +159,9 @@ def products(args, client, error, table, show) -> None:
     if args.action == "import":
         import_products(args, client, error, show)
         return
+    if args.action == "picture":
+        upload_picture(args, client, error, show)
+        return
     rows = client.call("GET", "/api/v1/products" + (f"?{urlencode({'search': args.search})}" if args.search else ""))
     for r in rows:
         money = (lambda v: format_money(v, r["currency"])) if r["currency"] else (lambda v: "")  # noqa: E731
@@ -158,6 +170,32 @@ def products(args, client, error, table, show) -> None:
     show(rows, table(rows, [("id", "ID"), ("sku", "SKU"), ("name", "NAME"), ("barcode", "BARCODE"),
                             ("cost_text", "COST"), ("price_text", "PRICE"), ("life", "SHELF LIFE"),
                             ("reorder_level", "REORDER AT")]))
+
+
+def picture_type(data: bytes) -> str:
+    """The media type a picture's first bytes say (as the cloud judges it); anything else goes as it is, for
+    the cloud to refuse with its own reason."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    return "application/octet-stream"
+
+
+def upload_picture(args, client, error, show) -> None:
+    try:
+        with open(args.file, "rb") as f:
+            data = f.read(PICTURE_MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise error(f"{args.file}: no such file") from None
+    except OSError as e:
+        raise error(f"{args.file}: cannot read it: {e.strerror}") from None
+    if len(data) > PICTURE_MAX_BYTES:
+        raise error(f"{args.file}: a picture is {PICTURE_MAX_BYTES // 1024} KB at most")
+    r = client.send("PUT", f"/api/v1/products/{quote(args.sku, safe='')}/picture", data, picture_type(data))
+    show(r, f"picture of {r['sku']!r} uploaded: {r['type']}, {r['bytes']} bytes, shown at {r['url']}")
 
 
 def import_products(args, client, error, show) -> None:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt
 
 from .. import people
-from ..pages import templates
+from ..pages import printable
 from ..people import Caller, require
 from ..people.auth import Gate, gate
 from . import book, catalog, picking, purchasing, takes
@@ -373,14 +373,14 @@ HTML = {200: {"content": {"application/json": {}, "text/html": {}}}}
 def route_pick_list(request: Request, route_id: int, format: str = Query("json", pattern="^(json|html)$"),
                     caller: Caller = Depends(require(*people.PICKERS)), g: Gate = Depends(gate)):
     """What to load on the van and into each slot along the route; ``format=html`` gives a page to print
-    (A4)."""
+    (A4), in the reader's language or the one ``lang`` names (en, zh-CN)."""
     try:
         with g.engine.begin() as conn:
             result = picking.route_pick_list(conn, route_id, today_of(g))
     except StockError as e:
         raise e.http() from None
     if format == "html":
-        return templates.TemplateResponse(request, "pick_list.html", {"p": result, "title": result["route"]["name"]})
+        return printable(request, "pick_list.html", p=result, title=result["route"]["name"])
     return result
 
 
@@ -394,5 +394,5 @@ def machine_pick_list(request: Request, machine_id: str, format: str = Query("js
     except StockError as e:
         raise e.http() from None
     if format == "html":
-        return templates.TemplateResponse(request, "pick_list.html", {"p": result, "title": f"Machine {machine_id}"})
+        return printable(request, "pick_list.html", p=result, machine_id=machine_id)
     return result
