@@ -19,6 +19,8 @@ import sqlalchemy as sa
 
 import cloud.cli
 import cloud.db
+import cloud.service
+import cloud.settings
 from cloud import machines, people
 from cloud.machines import SlotSpec
 from cloud.payments import Wallet, entries
@@ -92,6 +94,23 @@ def db_url(request, tmp_path):
         return
     with fresh_postgres("vend_t") as url:
         yield url
+
+
+@pytest.fixture(autouse=True)
+def fast_hashes(monkeypatch):
+    """Cheap argon2 parameters, for the modules that import this (it is autouse where imported)."""
+    from argon2 import PasswordHasher
+
+    monkeypatch.setattr(people.staff, "hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+
+
+def idle_cloud(var, db_url: str) -> "cloud.service.Cloud":
+    """A migrated cloud that is never started: no broker, no threads. Its routes work; publishing finds no
+    broker and says so."""
+    settings = cloud.settings.Settings(var=str(var), db=db_url, broker="127.0.0.1:1").resolve()
+    obj = cloud.service.Cloud(settings)
+    cloud.db.migrate(obj.engine)
+    return obj
 
 
 @pytest.fixture

@@ -17,23 +17,15 @@ from cloud.db import utcnow
 from cloud.machines import products
 from cloud.people import audit, staff
 from cloud.stock import catalog
-from cloud_fixtures import add_machine, db_url  # noqa: F401  (fixture)
-from argon2 import PasswordHasher
+from cloud_fixtures import add_machine, db_url, fast_hashes, idle_cloud  # noqa: F401  (fixtures)
 
 BOOT = "bootstrap-token-for-tests"
 PW = "violet-tractor-harbour-91"
 
 
-@pytest.fixture(autouse=True)
-def fast_hashes(monkeypatch):
-    monkeypatch.setattr(staff, "hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
 @pytest.fixture
 def app(tmp_path, db_url):
-    settings_ = cloud.settings.Settings(var=str(tmp_path), db=db_url, broker="127.0.0.1:1").resolve()
-    obj = cloud.service.Cloud(settings_)
-    cloud.db.migrate(obj.engine)
+    obj = idle_cloud(tmp_path, db_url)
     with obj.engine.begin() as conn:
         add_machine(conn, "m-1")
         ids = dict(conn.execute(sa.select(products.c.sku, products.c.id)).all())

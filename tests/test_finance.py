@@ -21,7 +21,7 @@ from cloud.payments.sandbox import ops
 from cloud.people import staff
 from cloud.stock import book, catalog, purchasing
 from cloud_fixtures import (NOW, ThroughTestClient, add_customer, add_machine, add_sale, db_url, engine,  # noqa: F401
-                            unbalanced_txns)
+                            idle_cloud, unbalanced_txns)
 
 BOOT = "bootstrap-token-for-tests"
 ADMIN = {"Authorization": f"Bearer {BOOT}"}
@@ -346,9 +346,7 @@ def test_reconciliation_lists_each_kind_of_mismatch(engine):
 
 @pytest.fixture
 def api(tmp_path, db_url):
-    settings_ = cloud.settings.Settings(var=str(tmp_path), db=db_url, broker="127.0.0.1:1").resolve()
-    obj = cloud.service.Cloud(settings_)
-    cloud.db.migrate(obj.engine)
+    obj = idle_cloud(tmp_path, db_url)
     with obj.engine.begin() as conn:
         location_id, supplier_id, product_id = world(conn)
         customer_id = add_customer(conn)

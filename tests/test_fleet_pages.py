@@ -4,7 +4,6 @@ figures, the screen mirror, and the planogram editor's errors and its one versio
 import re
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
 import cloud.db
@@ -15,22 +14,15 @@ from cloud import locations, machines, planogram
 from cloud.db import utcnow
 from cloud.people import audit, staff
 from cloud.dashboard import fleet
-from cloud_fixtures import MACHINE, add_machine, db_url  # noqa: F401  (fixture)
+from cloud_fixtures import MACHINE, add_machine, db_url, fast_hashes, idle_cloud  # noqa: F401  (fixtures)
 
 BOOT = "bootstrap-token-for-tests"
 PW = "violet-tractor-harbour-91"
 
 
-@pytest.fixture(autouse=True)
-def fast_hashes(monkeypatch):
-    monkeypatch.setattr(staff, "hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
 @pytest.fixture
 def cloud_obj(tmp_path, db_url):
-    settings_ = cloud.settings.Settings(var=str(tmp_path), db=db_url, broker="127.0.0.1:1").resolve()
-    obj = cloud.service.Cloud(settings_)  # never started: publish_config finds no broker, and says so
-    cloud.db.migrate(obj.engine)
+    obj = idle_cloud(tmp_path, db_url)
     with obj.engine.begin() as conn:
         add_machine(conn)
         where = locations.add(conn, "Lobby", "1 Main St", 31.23, 121.47, now=utcnow())

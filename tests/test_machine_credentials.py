@@ -13,7 +13,7 @@ import cloud.service
 import cloud.settings
 import cloud.web
 from cloud import machines
-from cloud_fixtures import NOW, db_url, engine  # noqa: F401  (fixtures)
+from cloud_fixtures import NOW, db_url, engine, idle_cloud  # noqa: F401  (fixtures)
 from protocol import token as qrtoken
 from protocol.messages import utcnow
 
@@ -108,9 +108,7 @@ def test_machines_made_before_the_migration_get_a_broker_password_each(db_url):
 
 @pytest.fixture
 def web(tmp_path, db_url):
-    settings = cloud.settings.Settings(var=str(tmp_path), db=db_url, broker="127.0.0.1:1").resolve()
-    obj = cloud.service.Cloud(settings)  # never started: no broker, no threads
-    cloud.db.migrate(obj.engine)
+    obj = idle_cloud(tmp_path, db_url)
     with TestClient(cloud.web.create_app(obj, "admintoken", b"k" * 32), follow_redirects=False) as c:
         c.headers["Authorization"] = "Bearer admintoken"
         yield c, obj

@@ -4,7 +4,6 @@ suppliers and the audit trail; who may open them, the errors a form shows, and t
 import re
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
 import cloud.db
@@ -14,22 +13,15 @@ import cloud.web
 from cloud import locations
 from cloud.db import utcnow
 from cloud.people import audit, staff
-from cloud_fixtures import add_customer, add_machine, add_sale, db_url  # noqa: F401  (fixture)
+from cloud_fixtures import add_customer, add_machine, add_sale, db_url, fast_hashes, idle_cloud  # noqa: F401  (fixtures)
 
 BOOT = "bootstrap-token-for-tests"
 PW = "violet-tractor-harbour-91"
 
 
-@pytest.fixture(autouse=True)
-def fast_hashes(monkeypatch):
-    monkeypatch.setattr(staff, "hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
 @pytest.fixture
 def cloud_obj(tmp_path, db_url):
-    settings_ = cloud.settings.Settings(var=str(tmp_path), db=db_url, broker="127.0.0.1:1").resolve()
-    obj = cloud.service.Cloud(settings_)  # never started: no broker, no threads
-    cloud.db.migrate(obj.engine)
+    obj = idle_cloud(tmp_path, db_url)
     with obj.engine.begin() as conn:
         add_machine(conn)
         location_id = locations.add(conn, "Lobby", now=utcnow())

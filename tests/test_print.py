@@ -15,7 +15,7 @@ import cloud.settings
 import cloud.web
 from cloud import i18n, media
 from cloud.finance import ledger
-from cloud_fixtures import NOW, ThroughTestClient, add_customer, add_sale, db_url  # noqa: F401  (fixture)
+from cloud_fixtures import NOW, ThroughTestClient, add_customer, add_sale, db_url, idle_cloud  # noqa: F401  (fixtures)
 from test_finance import add_sale_row, world
 from test_stock import product, received_po
 
@@ -29,9 +29,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40
 def printed(tmp_path, db_url):
     """A cloud with a location that sold for 3.50 CNY in May 2024 under three settlement rules, a supplier
     that delivered and was paid, and a route whose machine needs loading: (client, location, supplier)."""
-    settings_ = cloud.settings.Settings(var=str(tmp_path), db=db_url, broker="127.0.0.1:1").resolve()
-    obj = cloud.service.Cloud(settings_)
-    cloud.db.migrate(obj.engine)
+    obj = idle_cloud(tmp_path, db_url)
     with obj.engine.begin() as conn:
         location_id, supplier_id, _ = world(conn)
         add_sale(conn, add_customer(conn), "o-1", amount=350)

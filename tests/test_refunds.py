@@ -17,16 +17,14 @@ from cloud.db import utcnow
 from cloud.payments import Payments, Sandbox, txns
 from cloud.people import audit, auth, staff
 from cloud_fixtures import (NOW, FakeSandbox, ThroughTestClient, add_customer, add_machine, add_sale,  # noqa: F401
-                            db_url, unbalanced_txns)
+                            db_url, idle_cloud, unbalanced_txns)
 
 BOOT = "admintoken"
 
 
 @pytest.fixture
 def cloud_obj(tmp_path, db_url):
-    settings = cloud.settings.Settings(var=str(tmp_path), db=db_url, broker="127.0.0.1:1").resolve()
-    obj = cloud.service.Cloud(settings)  # never started: no broker, no threads
-    cloud.db.migrate(obj.engine)
+    obj = idle_cloud(tmp_path, db_url)
     with obj.engine.begin() as conn:
         add_machine(conn)
         add_sale(conn, add_customer(conn, phone="+8613800000001"))  # o-sold: 3.50, from a wallet of 10.00

@@ -21,7 +21,7 @@ from cloud.machines import products
 from cloud.payments import Wallet
 from cloud.people import auth, staff
 from cloud_fixtures import (MACHINE, NOW, Chain, ThroughTestClient, add_machine, db_url, engine,  # noqa: F401
-                            slot_spec)
+                            idle_cloud, slot_spec)
 
 START = datetime(2026, 10, 20, tzinfo=timezone.utc)
 ZONES = (None, "Asia/Shanghai", "America/New_York", "Asia/Kolkata")
@@ -166,9 +166,7 @@ def test_the_migration_fills_the_rollups_from_the_sales_already_stored(db_url):
 
 @pytest.fixture
 def client(tmp_path, db_url):
-    settings_ = cloud.settings.Settings(var=str(tmp_path), db=db_url, broker="127.0.0.1:1").resolve()
-    obj = cloud.service.Cloud(settings_)
-    cloud.db.migrate(obj.engine)
+    obj = idle_cloud(tmp_path, db_url)
     seed(obj.engine, 300)
     with TestClient(cloud.web.create_app(obj, "boot-token-reports", b"k" * 32)) as c:
         c.engine = obj.engine

@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,23 +24,17 @@ from cloud.people import audit, auth, staff
 from cloud.stock import book, catalog, picking, purchasing, takes
 from cloud.stock.book import WAREHOUSE, Place
 from cloud.stock.common import StockError
-from cloud_fixtures import NOW, Chain, ThroughTestClient, add_machine, db_url, slot_spec  # noqa: F401  (fixture)
+from cloud_fixtures import (NOW, Chain, ThroughTestClient, add_machine, db_url, fast_hashes, idle_cloud,  # noqa: F401
+                            slot_spec)
 
 BOOT = "bootstrap-token-for-stock-tests"
 TODAY = NOW.date()
 ADMIN = {"Authorization": f"Bearer {BOOT}"}
 
 
-@pytest.fixture(autouse=True)
-def fast_hashes(monkeypatch):
-    monkeypatch.setattr(staff, "hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
 @pytest.fixture
 def cloud_obj(tmp_path, db_url):
-    settings_ = cloud.settings.Settings(var=str(tmp_path), db=db_url, broker="127.0.0.1:1").resolve()
-    obj = cloud.service.Cloud(settings_)  # never started: no broker, no threads
-    cloud.db.migrate(obj.engine)
+    obj = idle_cloud(tmp_path, db_url)
     yield obj
     obj.engine.dispose()
 

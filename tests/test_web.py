@@ -13,7 +13,7 @@ import cloud.web
 from cloud import machines, orders, people
 from cloud.money import format_money, parse_amount
 from cloud.payments import txns
-from cloud_fixtures import MACHINE, NOW, SECRET, add_machine, db_url  # noqa: F401  (fixture)
+from cloud_fixtures import MACHINE, NOW, SECRET, add_machine, db_url, idle_cloud  # noqa: F401  (fixtures)
 from protocol import token as qrtoken
 from protocol.messages import Status
 
@@ -22,9 +22,7 @@ ADMIN = {"Authorization": "Bearer admintoken"}
 
 @pytest.fixture
 def cloud_obj(tmp_path, db_url):
-    settings = cloud.settings.Settings(var=str(tmp_path), db=db_url, broker="127.0.0.1:1").resolve()
-    obj = cloud.service.Cloud(settings)  # never started: no broker, no threads
-    cloud.db.migrate(obj.engine)
+    obj = idle_cloud(tmp_path, db_url)
     with obj.engine.begin() as conn:
         add_machine(conn)
     yield obj
