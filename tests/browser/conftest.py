@@ -76,11 +76,11 @@ def desk(browser):
 
 @pytest.fixture
 def new_page(browser):
-    """Any other browser: ``new_page(lang="zh-CN", phone=True)``."""
+    """Any other browser: ``new_page(lang="zh-CN", phone=True)``; ``script=False``: JavaScript off."""
     contexts = []
 
-    def make(lang: str = "en", phone: bool = False, slow: bool = False):
-        context = _context(browser, lang, **(PHONE if phone else DESK))
+    def make(lang: str = "en", phone: bool = False, slow: bool = False, script: bool = True):
+        context = _context(browser, lang, java_script_enabled=script, **(PHONE if phone else DESK))
         contexts.append(context)
         page = context.new_page()
         if slow:

@@ -48,3 +48,19 @@ def test_a_customer_buys_on_a_phone_and_the_manager_sees_the_sale(cloud, machine
     assert "Cola" in products.locator("svg").inner_html()
     assert desk.locator("#total-amount-CNY").inner_text() == "CN¥3.50"
     shot(desk, "story-7-sales")
+
+
+def test_the_core_path_works_without_script(cloud, machine, new_page):
+    """Plain forms and a page that refreshes itself: a phone with JavaScript off buys too."""
+    phone = new_page(phone=True, script=False)
+    phone.goto(scan_url(cloud, machine))
+    phone.get_by_label("Your name").fill("Wen")
+    phone.get_by_label("Phone number").fill("+8613800000043")
+    phone.get_by_role("button", name="Register").click()
+    phone.get_by_role("link", name=re.compile("Top up")).click()
+    phone.get_by_label(re.compile("Top up")).fill("5")
+    phone.get_by_role("button", name="Top up").click()
+    phone.get_by_role("button", name="Buy Water").click()
+    phone.get_by_text("Take your product!").wait_for(timeout=30_000)
+    assert phone.locator("#balance").inner_text() == "CN¥3.00"
+    shot(phone, "story-no-script-take-your-product")
