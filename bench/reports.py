@@ -180,12 +180,13 @@ def run(engine: sa.Engine, args) -> dict:
                                     max(r["baseline_p50_ms"] for r in results if "baseline_p50_ms" in r)]
     out["all_match_baseline"] = all(r.get("matches_baseline", True) for r in results)
     out["target_p95_ms"] = 200
-    out["http"] = http_overhead(engine, args)
+    out["http"] = http_overhead(engine, args, chosen["machine"])
     return out
 
 
-def http_overhead(engine: sa.Engine, args) -> dict:
-    """One report through the whole app (FastAPI's in-process test client: routing, auth, JSON; no socket)."""
+def http_overhead(engine: sa.Engine, args, machine: str) -> dict:
+    """One report through the whole app (FastAPI's in-process test client: routing, auth, JSON; no socket),
+    and the dashboard's pages over the same fleet (server time to render each, HTML included)."""
     from fastapi.testclient import TestClient
 
     import cloud.service
@@ -198,12 +199,20 @@ def http_overhead(engine: sa.Engine, args) -> dict:
                                            broker="127.0.0.1:1").resolve()
         obj = cloud.service.Cloud(settings)
         path = "/api/v1/reports/sales?by=machine&from=2026-01-01&to=2027-01-01&tz=" + TZ
+        pages = {"fleet": "/staff", "machine": f"/staff/machines/{machine}", "stock": "/staff/stock",
+                 "sales, 30 days (the default)": "/staff/sales",
+                 "sales, a year": f"/staff/sales?from=2026-01-01&to=2026-12-31&tz={TZ}"}
         with TestClient(cloud.web.create_app(obj, "bench-token", b"k" * 32)) as client:
             headers = {"Authorization": "Bearer bench-token"}
             times, r = timed(lambda: client.get(path, headers=headers), args.repeat)
             assert r.status_code == 200, r.text
+            out = {"report": "GET " + path, **figures(times), "dashboard": {}}
+            for name, page in pages.items():
+                times, r = timed(lambda: client.get(page, headers=headers), args.repeat)
+                assert r.status_code == 200, f"{page}: {r.status_code} {r.text[:300]}"
+                out["dashboard"][name] = {"path": page, "bytes": len(r.content), **figures(times)}
         obj.engine.dispose()
-        return {"report": "GET " + path, **figures(times)}
+        return out
     finally:
         shutil.rmtree(var, ignore_errors=True)
 

@@ -4,6 +4,8 @@ in the currency's own format for the reader's locale (CLDR, through Babel).
 
 Templates call ``_("Take your product!")`` or ``_("{n} left", n=3)``: the English text is the key, so a
 missing translation shows English rather than nothing (``tests/test_i18n.py`` fails on any missing one).
+Where one English word means two things, a gettext context (``msgctxt``) tells them apart:
+``_("Order", context="purchase")`` is a purchase order, ``_("Order")`` a customer's.
 """
 
 from __future__ import annotations
@@ -37,8 +39,13 @@ def catalog(lang: str) -> dict[str, str]:
         with open(path, "rb") as f:
             for message in read_po(f, locale=_babel(lang)):
                 if message.id and message.string and not message.fuzzy:
-                    messages[message.id] = message.string
+                    messages[key(message.id, message.context)] = message.string
     return messages
+
+
+def key(message: str, context: str | None = None) -> str:
+    """A message's key in a catalog: gettext's own, the context and the text joined by EOT."""
+    return f"{context}\x04{message}" if context else message
 
 
 def negotiate(cookie: str | None, accept_language: str | None) -> str:
@@ -73,8 +80,8 @@ class Translator:
         self.lang = lang if lang in LANGUAGES else DEFAULT
         self.messages = catalog(self.lang) if self.lang != "en" else {}
 
-    def __call__(self, message: str, **fields) -> str:
-        text = self.messages.get(message, message)
+    def __call__(self, message: str, context: str | None = None, **fields) -> str:
+        text = self.messages.get(key(message, context), message)
         return text.format(**fields) if fields else text
 
 

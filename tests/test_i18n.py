@@ -6,12 +6,14 @@ import os
 import re
 
 import pytest
+from babel.messages.pofile import read_po
 
 from cloud import i18n
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "cloud")
 # _("...") or _('...') as written in templates and in the Python that makes page text.
-CALL = re.compile(r"""(?<![A-Za-z0-9_])_\(\s*(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')""")
+CALL = re.compile(r"""(?<![A-Za-z0-9_])_\(\s*(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')"""
+                  r"""(?:\s*,\s*context\s*=\s*["']([^"']+)["'])?""")
 
 
 def messages_used() -> dict[str, str]:
@@ -25,7 +27,7 @@ def messages_used() -> dict[str, str]:
             message = m.group(1) if m.group(1) is not None else m.group(2)
             message = message.encode().decode("unicode_escape").encode("latin-1").decode() if "\\" in message \
                 else message
-            found.setdefault(message, os.path.relpath(path, ROOT))
+            found.setdefault(i18n.key(message, m.group(3)), os.path.relpath(path, ROOT))
     return found
 
 
@@ -37,9 +39,27 @@ def test_every_message_on_a_page_has_its_chinese_text():
     assert not missing, "no zh_CN translation in cloud/locale/zh_CN/*.po for:\n" + "\n".join(missing)
 
 
+def test_no_message_is_translated_two_ways():
+    """The catalogs are merged: the same English (in the same context) must mean one thing in all of them.
+    Where it does not, the page gives a context: _("Order", context="purchase")."""
+    seen, clashes = {}, []
+    for path in sorted(glob.glob(os.path.join(i18n.LOCALE_DIR, "zh_CN", "*.po"))):
+        with open(path, "rb") as f:
+            for message in read_po(f):
+                if not message.id:
+                    continue
+                where = (os.path.basename(path), message.string)
+                k = i18n.key(message.id, message.context)
+                if k in seen and seen[k][1] != message.string:
+                    clashes.append(f"{message.id!r} ({message.context}): {seen[k]} against {where}")
+                seen.setdefault(k, where)
+    assert not clashes, "\n".join(clashes)
+
+
 def test_a_translation_keeps_the_fields_of_its_message():
     zh = i18n.catalog("zh-CN")
-    wrong = [m for m, t in zh.items() if set(re.findall(r"{(\w+)}", m)) != set(re.findall(r"{(\w+)}", t))]
+    wrong = [m for m, t in zh.items()
+             if set(re.findall(r"{(\w+)}", m.rpartition("\x04")[2])) != set(re.findall(r"{(\w+)}", t))]
     assert not wrong, f"fields differ between message and translation: {wrong}"
 
 
@@ -79,3 +99,4 @@ def test_a_message_missing_from_the_catalog_shows_in_english_with_its_fields():
     assert _("no such message {n}", n=3) == "no such message 3"
     assert _("Scan a machine") == "扫描售货机"
     assert i18n.Translator("xx")("Scan a machine") == "Scan a machine"
+    assert _("Order", context="purchase") == "采购单" and _("Order") == "订单", "a context tells them apart"

@@ -167,8 +167,8 @@ def _field_error(_, e: StockError) -> str:
         name, index = match.groups() if match else (e.field, "")
     labels = {"supplier": _("Supplier"), "supplier_id": _("Supplier"), "currency": _("Currency"),
               "expected_on": _("Expected on"), "note": _("Note"), "product": _("Product"),
-              "quantity": _("Quantity"), "unit_cost": _("Unit cost"), "reason": _("Reason"), "key": _("Receipt"),
-              "status": _("Status"), "lines": _("Lines"), "expires_on": _("Expires on")}
+              "quantity": _("Quantity"), "unit_cost": _("Unit cost"), "reason": _("Reason"),
+              "key": _("Receipt", context="goods"), "status": _("Status"), "lines": _("Lines"), "expires_on": _("Expires on")}
     label = labels.get(name, name)
     if index != "":
         label = _("{field} on line {n}", field=label, n=int(index) + 1)
