@@ -315,6 +315,13 @@ def menu(conn: sa.Connection, machine_id: str) -> list:
     return list(conn.execute(_menu_query(machine_id)))
 
 
+def fills(conn: sa.Connection) -> dict[str, tuple[int, int]]:
+    """Every machine's fill in one query: {machine id: (items in its slots, their capacity)}."""
+    q = (sa.select(slots.c.machine_id, sa.func.sum(slots.c.count), sa.func.sum(slots.c.capacity))
+         .where(slots.c.in_planogram).group_by(slots.c.machine_id))
+    return {m: (int(n or 0), int(c or 0)) for m, n, c in conn.execute(q)}
+
+
 def slot_for_sale(conn: sa.Connection, machine_id: str, slot: str):
     """One slot as ``menu`` shows it, or None."""
     return conn.execute(_menu_query(machine_id).where(slots.c.slot == slot)).first()

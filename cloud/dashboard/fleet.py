@@ -76,7 +76,7 @@ def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_c
         sites = locations.by_machine(conn)
         found = alerts.compute(conn, now, cloud.alert_limits, cloud.readings.snapshot())
         sold = _sales_today(conn, now)
-        fills = {m.id: _fill(machines.menu(conn, m.id)) for m in rows}
+        fills = machines.fills(conn)
         places = locations.list_locations(conn)
     by_machine: dict[str, list] = {}
     for a in found:
@@ -86,7 +86,7 @@ def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_c
               if p["latitude"] is not None]
     placed = {i for p in mapped for i, _ in p["machines"]}
     fleet = [{"m": m, "site": sites.get(m.id, {}).get("name") or m.location, "alerts": by_machine.get(m.id, []),
-              "sold": sold.get(m.id, []), "fill": fills[m.id]} for m in rows]
+              "sold": sold.get(m.id, []), "fill": fills.get(m.id, (0, 0))} for m in rows]
     return dash(request, caller, "dash_fleet.html", fleet=fleet, dots=project(mapped), map_w=MAP_W, map_h=MAP_H,
                 unplaced=sum(1 for m in rows if m.id not in placed), alert_names=ALERT_NAMES)
 
