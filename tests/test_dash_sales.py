@@ -154,7 +154,7 @@ def test_a_purchase_order_from_the_form_to_the_warehouse(app, manager):
     r = manager.post(f"/staff/purchase-orders/{po}/receive", data={"key": key, f"quantity_{line}": "10"})
     assert r.headers["location"].endswith("done=already"), "the same key receives once"
     r = manager.get(f"/staff/purchase-orders/{po}")
-    assert re.search(r'id="status">partly_received<', r.text)
+    assert re.search(r'id="status">Partly received<', r.text)
     r = manager.post(f"/staff/purchase-orders/{po}/receive", data={"key": "k2", f"quantity_{line}": "99"})
     assert r.status_code == 409 and "Quantity on line 1" in r.text
     r = manager.post(f"/staff/purchase-orders/{po}/cancel", data={"reason": "rest never came"})

@@ -100,3 +100,11 @@ def test_a_message_missing_from_the_catalog_shows_in_english_with_its_fields():
     assert _("Scan a machine") == "扫描售货机"
     assert i18n.Translator("xx")("Scan a machine") == "Scan a machine"
     assert _("Order", context="purchase") == "采购单" and _("Order") == "订单", "a context tells them apart"
+
+
+def test_names_made_in_code_have_their_chinese_text():
+    """Words a page looks up by a code (a purchase order's state) rather than writing them out."""
+    from cloud.dashboard.stock import STATUS_NAMES
+
+    zh = i18n.catalog("zh-CN")
+    assert not [n for n in STATUS_NAMES.values() if i18n.key(n, "purchase") not in zh]

@@ -22,6 +22,9 @@ from ..stock.routes import own_supplier, today_of
 from . import charts, dash, staff
 
 router = APIRouter(include_in_schema=False)
+# What a purchase order's state is called on the page (the code stays in the class, for styling and tests).
+STATUS_NAMES = {purchasing.DRAFT: "Draft", purchasing.SENT: "Sent", purchasing.PARTLY: "Partly received",
+                purchasing.RECEIVED: "Received", purchasing.CANCELLED: "Cancelled"}
 LINES = 5  # empty line rows on the new-order form; a row left empty is skipped
 
 
@@ -96,8 +99,8 @@ def _orders_page(request: Request, caller: Caller, g: Gate, status_code: int = 2
     can_edit = caller.role in people.STOCK_EDITORS
     form = form or {"supplier": "", "currency": "CNY", "expected_on": "", "note": "",
                     "lines": [{"product": "", "quantity": "", "unit_cost": ""} for _ in range(LINES)]}
-    return dash(request, caller, "dash_po_list.html", status_code, orders=orders, can_edit=can_edit,
-                form=form, error=error, error_field=field, **(_order_form(g) if can_edit else {}))
+    return dash(request, caller, "dash_po_list.html", status_code, status_names=STATUS_NAMES, orders=orders,
+                can_edit=can_edit, form=form, error=error, error_field=field, **(_order_form(g) if can_edit else {}))
 
 
 @router.get("/staff/purchase-orders")
@@ -193,8 +196,8 @@ def _order_page(request: Request, caller: Caller, g: Gate, po_id: int, status_co
                and po["confirmed_at"] is None,
                "cancel": editor and purchasing.CANCELLED in nexts,
                "receive": editor and status in (purchasing.SENT, purchasing.PARTLY)}
-    return dash(request, caller, "dash_po.html", status_code, po=po, actions=actions, error=error,
-                error_field=field, done=done, key=os.urandom(12).hex())
+    return dash(request, caller, "dash_po.html", status_code, status_names=STATUS_NAMES, po=po, actions=actions,
+                error=error, error_field=field, done=done, key=os.urandom(12).hex())
 
 
 @router.get("/staff/purchase-orders/{po_id}")

@@ -119,13 +119,13 @@ def test_stock_pick_list_and_a_purchase_order_from_draft_to_the_warehouse(cloud,
     desk.get_by_role("button", name="Create the draft").click()
     desk.wait_for_load_state()
     assert desk.get_by_role("status").inner_text() == "The draft is saved."
-    assert desk.locator("#status").inner_text() == "draft"
+    assert desk.locator("#status").inner_text() == "Draft"
     assert desk.locator("#total").inner_text() == "CN¥26.40"
     shot(desk, "po-draft")
 
     desk.get_by_role("button", name="Send to the supplier").click()
     desk.wait_for_load_state()
-    assert desk.locator("#status").inner_text() == "sent"
+    assert desk.locator("#status").inner_text() == "Sent"
     shot(desk, "po-sent")
     desk.get_by_role("button", name="Confirm").click()
     desk.wait_for_load_state()
@@ -133,7 +133,7 @@ def test_stock_pick_list_and_a_purchase_order_from_draft_to_the_warehouse(cloud,
     desk.get_by_label(re.compile("Receive now")).fill("10")
     desk.get_by_role("button", name="Receive into the warehouse").click()
     desk.wait_for_load_state()
-    assert desk.locator("#status").inner_text() == "partly_received"
+    assert desk.locator("#status").inner_text() == "Partly received"
     shot(desk, "po-partly-received")
     desk.go_back()
     desk.get_by_role("button", name="Receive into the warehouse").click()  # the same form, the same key
@@ -142,7 +142,7 @@ def test_stock_pick_list_and_a_purchase_order_from_draft_to_the_warehouse(cloud,
     desk.get_by_label(re.compile("Receive now")).fill("14")
     desk.get_by_role("button", name="Receive into the warehouse").click()
     desk.wait_for_load_state()
-    assert desk.locator("#status").inner_text() == "received"
+    assert desk.locator("#status").inner_text() == "Received"
     assert "Nothing more to do on this order." in desk.locator(".actions").inner_text()
     shot(desk, "po-received")
 
@@ -156,7 +156,7 @@ def test_stock_pick_list_and_a_purchase_order_from_draft_to_the_warehouse(cloud,
     desk.get_by_label("Reason for cancelling").fill("ordered twice")
     desk.get_by_role("button", name="Cancel the order").click()
     desk.wait_for_load_state()
-    assert desk.locator("#status").inner_text() == "cancelled"
+    assert desk.locator("#status").inner_text() == "Cancelled"
     assert "ordered twice" in desk.locator("dl").inner_text()
     shot(desk, "po-cancelled")
 
