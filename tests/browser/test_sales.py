@@ -162,7 +162,7 @@ def test_stock_pick_list_and_a_purchase_order_from_draft_to_the_warehouse(cloud,
 
     desk.goto(cloud.url + "/staff/purchase-orders")
     assert desk.locator("#orders tbody tr").all_inner_texts()[0].split("\t")[2] == "Cancelled"
-    assert "received" in desk.locator("#orders").inner_text()
+    assert "Received" in desk.locator("#orders").inner_text()
     shot(desk, "po-list")
     desk.goto(cloud.url + "/staff/stock")
     row = desk.locator("tr", has_text="cola Cola").first.inner_text()
