@@ -80,7 +80,7 @@ def vendctl(cloud, *argv, token=None, stdin=""):
 def sale(cloud, machine, sandbox):
     """A sandbox customer's purchase of cola (3.50), followed from the first page to the capture."""
     customer = customer_of(cloud, machine, "sandbox")
-    assert "Paying with sandbox" in customer.http.get("/m/s1").text
+    assert "Paying with the payment provider" in customer.http.get("/m/s1").text
     order_id = order_id_of(customer.buy(machine, "A2"))
     first = customer.order_status(order_id)
     started = [e for e in machine.events_of("vend.started") if e["order_id"] == order_id]
@@ -114,8 +114,8 @@ def test_a_declined_amount_leaves_the_order_declined_and_nothing_captured(cloud,
     customer = customer_of(cloud, machine, "sandbox")
     order_id = order_id_of(customer.buy(machine, "B1"))
     status = customer.wait_settled(order_id)
-    assert status["status"] == "declined" and status["text"] == "Payment declined."
-    assert "Payment declined." in customer.http.get(f"/orders/{order_id}").text
+    assert status["status"] == "declined" and status["text"] == "Payment declined. You have not been charged."
+    assert "Payment declined. You have not been charged." in customer.http.get(f"/orders/{order_id}").text
     time.sleep(0.5)
     payment = sandbox.payment(order_id)
     assert payment["status"] == "declined" and [o["op"] for o in payment["operations"]] == ["authorise"]
