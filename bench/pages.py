@@ -2,8 +2,8 @@
 
 Real processes (the broker, the cloud, one simulated machine) and Debian's Chromium through Playwright.
 For each page: the bytes and requests it costs with an empty cache, counted until the network is idle
-(lazy pictures included), and its load time (the navigation's loadEventEnd), the median of ``--runs`` visits. The baseline, measured the same way in the
-same run, is the smallest page the cloud serves (``/api/v1/health``, about 100 bytes): what the network
+(lazy pictures included), and its load time (the navigation's loadEventEnd), the median of ``--runs``
+visits. The baseline, measured the same way in the same run, is the smallest page the cloud serves (``/api/v1/health``, about 100 bytes): what the network
 and the browser cost before the page's own weight counts.
 
     python bench/pages.py --runs 5

@@ -100,7 +100,8 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     def not_scanned(request: Request):
         _ = pages.translator(request)
         return problem(request, 403, _("Scan the machine first"),
-                       _("To buy, scan the QR code on the machine's screen with this phone: it shows you are standing at the machine. The menu then stays open for 15 minutes."))
+                       _("To buy, scan the QR code on the machine's screen with this phone: it shows you are standing "
+                         "at the machine. The menu then stays open for 15 minutes."))
 
     def unknown_machine(request: Request, machine_id: str):
         _ = pages.translator(request)
@@ -138,12 +139,14 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
         except qrtoken.TokenExpired as e:
             log.info("expired QR code: %s", e)
             return problem(request, 410, _("This QR code has expired"),
-                           _("The code on the machine's screen changes every few seconds, and this one is old (perhaps a photo, or a page opened again later). Scan the code showing now."))
+                           _("The code on the machine's screen changes every few seconds, and this one is old "
+                             "(perhaps a photo, or a page opened again later). Scan the code showing now."))
         except ProtocolError as e:
             log.info("QR code refused: %s", e)
             cloud.stats.counts["bad_tokens"] += 1
             return problem(request, 400, _("QR code not recognised"),
-                           _("This code does not come from one of our machines, or it was misread. Scan the code on the machine's screen again."))
+                           _("This code does not come from one of our machines, or it was misread. Scan the code on "
+                             "the machine's screen again."))
         target = f"/m/{machine_id}"
         if current_customer(request) is None:
             target = f"/register?next={target}"
@@ -212,12 +215,17 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
             item = machines.slot_for_sale(conn, machine_id, slot)
         product = item.name if item else slot
         title, message = {
-            "sold_out": (_("Sold out"), _("{product} (slot {slot}) is sold out. Choose something else from the menu. You have not been charged.", product=product, slot=slot)),
-            "offline": (_("Machine offline"), _("{machine} is offline right now, so it cannot sell. You have not been charged. Try again in a few minutes, or use another machine.", machine=machine.name)),
-            "out_of_service": (_("Out of service"), _("Slot {slot} is out of service. Choose something else from the menu. You have not been charged.", slot=slot)),
+            "sold_out": (_("Sold out"), _("{product} (slot {slot}) is sold out. Choose something else from the menu. "
+                                          "You have not been charged.", product=product, slot=slot)),
+            "offline": (_("Machine offline"), _("{machine} is offline right now, so it cannot sell. You have not been "
+                                                "charged. Try again in a few minutes, or use another machine.",
+                                                machine=machine.name)),
+            "out_of_service": (_("Out of service"), _("Slot {slot} is out of service. Choose something else from the "
+                                                      "menu. You have not been charged.", slot=slot)),
             "unknown_slot": (_("Cannot buy this"), _("{machine} has no slot {slot}. Choose from the menu.",
                                                      machine=machine.name, slot=slot)),
-            "payment_unavailable": (_("Cannot buy this"), _("This way of paying is not available right now. Try again later.")),
+            "payment_unavailable": (_("Cannot buy this"), _("This way of paying is not available right now. Try again "
+                                                            "later.")),
         }.get(e.code, (_("Cannot buy this"), _("This order could not be placed. Go back to the menu and try again.")))
         return problem(request, 409, title, message, (_("Back to the menu"), f"/m/{machine_id}"))
 
@@ -226,12 +234,14 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
         back = f"/m/{order.machine_id}"
         if order.provider != "wallet":
             return problem(request, 402, _("Payment declined"),
-                           _("The payment provider declined this payment. You have not been charged. Try again, or choose another way to pay."), (_("Back to the menu"), back))
+                           _("The payment provider declined this payment. You have not been charged. Try again, or "
+                             "choose another way to pay."), (_("Back to the menu"), back))
         with engine.connect() as conn:
             balance = cloud.provider.balance(conn, customer.id, order.currency)
             item = machines.slot_for_sale(conn, order.machine_id, order.slot)
         return problem(request, 402, _("Payment declined"),
-                       _("Your wallet holds {balance}, and {product} costs {price}. You have not been charged. Top up your wallet, then buy again.",
+                       _("Your wallet holds {balance}, and {product} costs {price}. You have not been charged. Top up "
+                         "your wallet, then buy again.",
                          balance=i18n.money(balance, order.currency, i18n.language_of(request)),
                          product=item.name if item else order.slot,
                          price=i18n.money(order.amount, order.currency, i18n.language_of(request))),
@@ -280,7 +290,8 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
 
     def no_order(request: Request):
         _ = pages.translator(request)
-        return problem(request, 404, _("No such order"), _("This order does not exist or is not yours. Your orders are listed in your wallet."),
+        return problem(request, 404, _("No such order"), _("This order does not exist or is not yours. Your orders "
+                                                           "are listed in your wallet."),
                        (_("Wallet"), "/wallet"))
 
     @app.get("/orders/{order_id}", response_class=HTMLResponse)
@@ -370,7 +381,8 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
             try:
                 minor = parse_amount(amount, DEMO_CURRENCY)
             except ValueError:
-                raise PaymentError(_("Amount: “{amount}” is not an amount more than zero: write it like 10 or 10.50.", amount=amount)) from None
+                raise PaymentError(_("Amount: “{amount}” is not an amount more than zero: write it like 10 or "
+                                     "10.50.", amount=amount)) from None
             if minor > MAX_TOPUP:
                 raise PaymentError(_("Amount: a top-up is {most} at most.",
                                      most=i18n.money(MAX_TOPUP, DEMO_CURRENCY, lang)))
@@ -379,7 +391,8 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
         except IdempotencyConflict:
             # An old form (the back button) sent again with another amount: its top-up was done already.
             return wallet_page(request, customer, next, status_code=409, amount=amount, error=_(
-                "That top-up was done already, for another amount. Nothing more was added: check the balance, then top up again here."))
+                "That top-up was done already, for another amount. Nothing more was added: check the balance, then "
+                "top up again here."))
         except PaymentError as e:
             return wallet_page(request, customer, next, error=str(e), status_code=422, amount=amount)
         return RedirectResponse(safe_next(next) if next else "/wallet", status_code=303)

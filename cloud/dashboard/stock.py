@@ -171,7 +171,8 @@ def _field_error(_, e: StockError) -> str:
     labels = {"supplier": _("Supplier"), "supplier_id": _("Supplier"), "currency": _("Currency"),
               "expected_on": _("Expected on"), "note": _("Note"), "product": _("Product"),
               "quantity": _("Quantity"), "unit_cost": _("Unit cost"), "reason": _("Reason"),
-              "key": _("Receipt", context="goods"), "status": _("Status"), "lines": _("Lines"), "expires_on": _("Expires on")}
+              "key": _("Receipt", context="goods"), "status": _("Status"), "lines": _("Lines"),
+              "expires_on": _("Expires on")}
     label = labels.get(name, name)
     if index != "":
         label = _("{field} on line {n}", field=label, n=int(index) + 1)
