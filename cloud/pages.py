@@ -9,6 +9,7 @@ import os
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from . import i18n
 
@@ -18,6 +19,10 @@ templates.env.filters["money"] = i18n.money_filter
 templates.env.filters["number"] = i18n.number_filter
 templates.env.filters["when"] = i18n.when_filter
 router = APIRouter(include_in_schema=False)
+# The customer's pages carry their 2.5 KB of style inline: on a slow phone connection a stylesheet is one
+# more round trip (400 ms on 3G) before the first page shows, which costs far more than the bytes.
+with open(os.path.join(HERE, "static", "style.css"), encoding="utf-8") as _f:
+    templates.env.globals["customer_css"] = Markup(_f.read())
 
 
 def page(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:

@@ -13,16 +13,16 @@ import json
 import re
 import secrets
 import time
-from datetime import datetime, time as dtime, timezone
+from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from protocol import token as qrtoken
-from protocol.messages import CURRENCY_RE, SLOT_RE, format_time
+from protocol.messages import CURRENCY_RE, SLOT_RE
 
-from .. import alerts, ingest, locations, machines, orders, people, planogram
+from .. import alerts, ingest, locations, machines, orders, people, planogram, reports
 from ..db import utcnow
 from ..money import EXPONENT, parse_amount
 from ..pages import translator
@@ -44,26 +44,19 @@ def the_cloud(request: Request):
     return request.app.state.cloud
 
 
-def _today_start(now: datetime) -> str:
-    # Sale times are written by format_time (UTC, "+00:00"), so text order is time order.
-    return format_time(datetime.combine(now.date(), dtime(0), tzinfo=timezone.utc))
-
-
 def _fill(slots) -> tuple[int, int]:
     return sum(s.count for s in slots), sum(s.capacity for s in slots)
 
 
 def _sales_today(conn: sa.Connection, now: datetime, machine_id: str | None = None) -> dict[str, list]:
-    """{machine id: [(currency, count, amount)]} of the sales since midnight UTC, from the ingest's sales
-    table (the reports' rollups are by hour and product: more rows to add up for the same two numbers)."""
-    s = ingest.sales
-    q = (sa.select(s.c.machine_id, s.c.currency, sa.func.count().label("n"), sa.func.sum(s.c.amount).label("amount"))
-         .where(s.c.ts >= _today_start(now)).group_by(s.c.machine_id, s.c.currency).order_by(s.c.currency))
-    if machine_id is not None:
-        q = q.where(s.c.machine_id == machine_id)
+    """{machine id: [(currency, count, amount)]} of the sales since midnight UTC, read from the reports'
+    rollups as every report is (never a GROUP BY over the sales themselves)."""
+    today = now.astimezone(timezone.utc).date()
+    q = reports.Query(conn, "machine", today.isoformat(), (today + timedelta(days=1)).isoformat(), "UTC",
+                      machine=machine_id, today=today)
     out: dict[str, list] = {}
-    for r in conn.execute(q):
-        out.setdefault(r.machine_id, []).append((r.currency, r.n, int(r.amount)))
+    for r in reports.sales_report(conn, q)["rows"]:
+        out.setdefault(r["key"], []).append((r["currency"], r["count"], r["amount"]))
     return out
 
 

@@ -81,7 +81,7 @@ def new_page(browser):
 
     def make(lang: str = "en", phone: bool = False, slow: bool = False, script: bool = True):
         context = _context(browser, lang, java_script_enabled=script, **(PHONE if phone else DESK))
-        contexts.append(context)
+        context.vend_script = script  # shot() checks a page through script; with it off, it cannot        contexts.append(context)
         page = context.new_page()
         if slow:
             slow_3g(page)
@@ -98,8 +98,36 @@ def slow_3g(page) -> None:
     session.send("Network.emulateNetworkConditions", SLOW_3G)
 
 
+# Every form field a person can fill has a label, every picture a text, every button and link a name, and
+# the page a language and a title: checked on every page a test keeps a screenshot of.
+UNLABELLED = """() => {
+  const named = el => (el.labels && el.labels.length) || el.getAttribute("aria-label") ||
+                      el.getAttribute("aria-labelledby") || el.getAttribute("title");
+  const out = [];
+  for (const el of document.querySelectorAll("input, select, textarea")) {
+    if (el.type === "hidden" || el.type === "submit" || el.type === "button") continue;
+    if (!named(el)) out.push("field without a label: " + el.outerHTML.slice(0, 120));
+  }
+  for (const el of document.querySelectorAll("img")) {
+    if (!el.hasAttribute("alt")) out.push("picture without alt: " + el.outerHTML.slice(0, 120));
+  }
+  for (const el of document.querySelectorAll("button, a[href], input[type=submit]")) {
+    const text = (el.innerText || el.value || "").trim();
+    if (!text && !el.getAttribute("aria-label") && !el.getAttribute("title") && !el.querySelector("img[alt], svg title"))
+      out.push("control without a name: " + el.outerHTML.slice(0, 120));
+  }
+  if (!document.documentElement.lang) out.push("no lang on <html>");
+  if (!document.title.trim()) out.push("no <title>");
+  return out;
+}"""
+
+
 def shot(page, name: str) -> str:
-    """Keep what the page looks like now as test-artifacts/screenshots/<name>.png (the whole page)."""
+    """Keep what the page looks like now as test-artifacts/screenshots/<name>.png (the whole page), after
+    checking that its fields are labelled and its pictures and controls named."""
+    if getattr(page.context, "vend_script", True) and page.url.startswith("http"):
+        problems = page.evaluate(UNLABELLED)
+        assert not problems, f"{page.url}: " + "; ".join(problems)
     os.makedirs(SHOTS, exist_ok=True)
     path = os.path.join(SHOTS, re.sub(r"[^A-Za-z0-9_.-]+", "-", name) + ".png")
     page.screenshot(path=path, full_page=True)
