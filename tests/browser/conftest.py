@@ -125,6 +125,7 @@ UNLABELLED = """() => {
 def shot(page, name: str) -> str:
     """Keep what the page looks like now as test-artifacts/screenshots/<name>.png (the whole page), after
     checking that its fields are labelled and its pictures and controls named."""
+    page.wait_for_load_state("load")  # a click may have started a navigation that has not finished
     if getattr(page.context, "vend_script", True) and page.url.startswith("http"):
         problems = page.evaluate(UNLABELLED)
         assert not problems, f"{page.url}: " + "; ".join(problems)

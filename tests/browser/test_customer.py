@@ -219,6 +219,7 @@ def test_the_receipt_and_wallet_history_after_a_refund(cloud, machine, registere
     page = registered
     top_up(page, "10")
     page.get_by_role("button", name="Buy Water").click()
+    page.wait_for_url(re.compile(r"/orders/"))
     page.wait_for_function("document.getElementById('status').textContent.includes('Take your product!')",
                            timeout=30_000)
     order_id = page.url.rsplit("/", 1)[1]
@@ -235,6 +236,7 @@ def test_the_receipt_and_wallet_history_after_a_refund(cloud, machine, registere
     shot(page, "customer-receipt-print")
     page.emulate_media(media="screen")
     page.get_by_role("link", name="Wallet history").click()
+    page.wait_for_url(re.compile(r"/wallet"))
     rows = [r.inner_text() for r in page.locator(".history tbody tr").all()]
     assert rows[0].startswith(rows[0].split("\t")[0]) and "Refund: Water" in rows[0] and "CN¥0.50" in rows[0]
     assert any("Paid: Water" in r and "-CN¥2.00" in r for r in rows)
