@@ -58,3 +58,39 @@ def printable(request: Request, name: str, **context) -> HTMLResponse:
         return page(request, name, **context)
     chosen = {**i18n.context(request), "lang": lang, "_": i18n.Translator(lang)}
     return HTMLResponse(templates.get_template(name).render({"request": request, **context, **chosen}))
+
+
+# Every page is served by the cloud itself, so the pages may load nothing from anywhere else; no page may
+# be framed (a buy button under someone else's page), and no upload is read as another type than it is.
+# Style may be inline (the customer pages carry theirs); script may not.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+       "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
+           (b"x-frame-options", b"DENY")]
+
+
+class SecurityHeaders:
+    """ASGI middleware (not Starlette's BaseHTTPMiddleware, which would hold back the order page's event
+    stream): the headers above on every response, and the content policy on every HTML page except
+    ``exempt`` (FastAPI's API docs page, which loads its viewer from a CDN)."""
+
+    def __init__(self, app, exempt: tuple[str, ...] = ()):
+        self.app = app
+        self.exempt = exempt
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in HEADERS if k not in present]
+                html = any(k.lower() == b"content-type" and v.startswith(b"text/html") for k, v in headers)
+                if html and scope["path"] not in self.exempt and b"content-security-policy" not in present:
+                    headers.append((b"content-security-policy", CSP.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

@@ -64,6 +64,7 @@ def status_text(_, status: str) -> str:
 def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     app = FastAPI(title="Vending fleet cloud", version="1", docs_url="/api/docs", openapi_url="/api/v1/openapi.json")
     app.mount("/static", StaticFiles(directory=os.path.join(HERE, "static")), name="static")
+    app.add_middleware(pages.SecurityHeaders, exempt=(app.docs_url, "/api/redoc"))
     signer = people.CookieSigner(cookie_secret)
     engine = cloud.engine
     settings = cloud.settings

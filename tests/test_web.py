@@ -267,3 +267,13 @@ def test_parse_amount():
             parse_amount(bad, "CNY")
     with pytest.raises(ValueError):
         parse_amount("1.5", "JPY")
+
+
+def test_pages_load_nothing_from_elsewhere_and_cannot_be_framed(client):
+    page = client.get("/")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "script-src 'self';" in policy and "frame-ancestors 'none'" in policy
+    assert (page.headers["x-frame-options"], page.headers["x-content-type-options"]) == ("DENY", "nosniff")
+    api = client.get("/api/v1/health")
+    assert api.headers["x-content-type-options"] == "nosniff" and "content-security-policy" not in api.headers
+    assert "content-security-policy" not in client.get("/api/docs").headers, "the API docs load their viewer"

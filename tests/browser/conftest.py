@@ -53,7 +53,21 @@ def browser():
 def _context(browser, lang: str, **kind):
     context = browser.new_context(locale=lang, extra_http_headers={"Accept-Language": lang}, **kind)
     context.set_default_timeout(15_000)
+    # Anything the pages' content policy blocked (a script, a style, a picture from elsewhere), for _close.
+    context.vend_blocked = []
+
+    def watch(page):
+        page.on("console", lambda m: m.type == "error" and "Content Security Policy" in m.text
+                and context.vend_blocked.append(f"{page.url}: {m.text}"))
+
+    context.on("page", watch)
     return context
+
+
+def _close(context) -> None:
+    blocked = context.vend_blocked
+    context.close()
+    assert not blocked, "the content policy blocked: " + "; ".join(blocked)
 
 
 @pytest.fixture
@@ -63,7 +77,7 @@ def phone(browser):
     page = context.new_page()
     slow_3g(page)
     yield page
-    context.close()
+    _close(context)
 
 
 @pytest.fixture
@@ -71,7 +85,7 @@ def desk(browser):
     """A manager's desktop browser, asking for English."""
     context = _context(browser, "en", **DESK)
     yield context.new_page()
-    context.close()
+    _close(context)
 
 
 @pytest.fixture
@@ -89,7 +103,7 @@ def new_page(browser):
 
     yield make
     for c in contexts:
-        c.close()
+        _close(c)
 
 
 def slow_3g(page) -> None:
