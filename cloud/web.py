@@ -136,7 +136,7 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
                 secrets_now = machines.secrets_of(conn, machine_id, utcnow())
             if not secrets_now:
                 raise ProtocolError("this QR code names a machine we do not know")
-            qrtoken.verify(tok, secrets_now, time.time(), settings.token_ttl_s, settings.token_skew_s)
+            scanned = qrtoken.verify(tok, secrets_now, time.time(), settings.token_ttl_s, settings.token_skew_s)
         except qrtoken.TokenExpired as e:
             log.info("expired QR code: %s", e)
             return problem(request, 410, _("This QR code has expired"),
@@ -148,6 +148,10 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
             return problem(request, 400, _("QR code not recognised"),
                            _("This code does not come from one of our machines, or it was misread. Scan the code on "
                              "the machine's screen again."))
+        if scanned.nonce == qrtoken.MIRROR_NONCE:
+            return problem(request, 403, _("This is a copy of the machine's screen"),
+                           _("This code comes from the dashboard's copy of the screen, not from the machine. To buy, "
+                             "scan the code on the machine's own screen."))
         target = f"/m/{machine_id}"
         if current_customer(request) is None:
             target = f"/register?next={target}"

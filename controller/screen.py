@@ -39,8 +39,8 @@ class Screen:
         self._text_font = ImageFont.load_default(size=self._text_size)
 
     def next_nonce(self) -> None:
-        """After a sale: a fresh code at once."""
-        self.nonce += 1
+        """After a sale: a fresh code at once (never the nonce the dashboard's copy of the screen uses)."""
+        self.nonce = (self.nonce + 1) % qrtoken.MIRROR_NONCE
 
     def refresh(self, cloud_now: float, status: str) -> bool:
         """Draw the screen if the token or the status changed; return True if it drew."""

@@ -20,6 +20,10 @@ from . import ProtocolError
 from .topics import MACHINE_ID_RE
 
 SIG_BYTES = 16
+# The nonce of the dashboard's copy of a machine's screen: signed like the machine's own, so a person who
+# scans it learns it is a copy rather than "not recognised", but never a sale: buying needs standing at the
+# machine. A machine's own nonce counts sales from 0 and never gets near it.
+MIRROR_NONCE = 999_999_999
 _NUMBER_RE = re.compile(r"^(0|[1-9][0-9]*)\Z")
 
 

@@ -95,7 +95,7 @@ def test_a_technician_sees_the_machine_and_its_planogram_but_cannot_change_it(cl
     assert versions(cloud_obj) == 1
 
 
-def test_the_screen_mirror_is_an_svg_with_a_qr_the_cloud_accepts(client, monkeypatch):
+def test_the_screen_mirror_is_an_svg_with_a_qr_that_says_it_is_a_copy(client, monkeypatch):
     made = []
     real_make = fleet.qrtoken.make
     monkeypatch.setattr(fleet.qrtoken, "make", lambda *a, **k: made.append(real_make(*a, **k)) or made[-1])
@@ -103,8 +103,11 @@ def test_the_screen_mirror_is_an_svg_with_a_qr_the_cloud_accepts(client, monkeyp
     r = client.get(f"/staff/machines/{MACHINE}/screen.svg")
     assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
     assert "Machine m-1" in r.text and "Scan to buy" in r.text and "Ready" in r.text and "<path" in r.text
-    # The code drawn is one the customer's landing page takes, as the caption on the page says.
-    assert client.get(f"/q/{made[0]}").headers["location"] == f"/register?next=/m/{MACHINE}"
+    # The code drawn is signed by the machine's secret, and the landing page says it is the dashboard's copy:
+    # buying needs standing at the machine. No visit starts.
+    scanned = client.get(f"/q/{made[0]}")
+    assert scanned.status_code == 403 and "copy of the machine&#39;s screen" in scanned.text
+    assert "vend_visit" not in scanned.cookies
     assert client.get("/staff/machines/m-2/screen.svg").text.count("Offline - reconnecting") == 1
     assert client.get("/staff/machines/nope/screen.svg").status_code == 404
 

@@ -189,7 +189,7 @@ def machine_screen(request: Request, machine_id: str, caller: auth.Caller = READ
             return Response(status_code=404)
         vend = _current_vend(conn, machine_id)
         menu = machines.menu(conn, machine_id)
-    token = qrtoken.make(m.id, m.secret.encode(), time.time(), SCREEN_ROTATE_S)
+    token = qrtoken.make(m.id, m.secret.encode(), time.time(), SCREEN_ROTATE_S, qrtoken.MIRROR_NONCE)
     url = f"{cloud.settings.public_url.rstrip('/')}/q/{token}"
     svg = screen_svg(m.name, url, state_line(m, vend, menu), _("Screen of {name}", name=m.name))
     return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})

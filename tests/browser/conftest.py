@@ -1,13 +1,12 @@
 """Browser fixtures: Debian's Chromium driven by Playwright, against real processes (a broker, the cloud,
-simulated machines), on SQLite. Every page a test visits can be kept as a screenshot in
-``test-artifacts/screenshots/`` (the README names the folder) so a person can look at them.
+simulated machines), on SQLite. The helpers the tests call (``shot``, ``sign_in``, ...) are in
+``browsing.py``: a module of its own name, since ``tests/e2e`` has a conftest too.
 
 Without /usr/bin/chromium or Playwright these tests skip; with VEND_REQUIRE_BROWSER=1 (set by .ci/run)
 they fail instead.
 """
 
 import os
-import re
 import sys
 
 import pytest
@@ -19,7 +18,6 @@ sys.path.insert(0, os.path.dirname(HERE))
 from harness import Broker, Cloud, Machine, broker_kind  # noqa: E402
 
 CHROMIUM = os.environ.get("VEND_CHROMIUM", "/usr/bin/chromium")
-SHOTS = os.path.join(os.path.dirname(os.path.dirname(HERE)), "test-artifacts", "screenshots")
 PHONE = {"viewport": {"width": 360, "height": 740}, "device_scale_factor": 2, "is_mobile": True,
          "has_touch": True}
 DESK = {"viewport": {"width": 1280, "height": 860}}
@@ -112,43 +110,6 @@ def slow_3g(page) -> None:
     session.send("Network.emulateNetworkConditions", SLOW_3G)
 
 
-# Every form field a person can fill has a label, every picture a text, every button and link a name, and
-# the page a language and a title: checked on every page a test keeps a screenshot of.
-UNLABELLED = """() => {
-  const named = el => (el.labels && el.labels.length) || el.getAttribute("aria-label") ||
-                      el.getAttribute("aria-labelledby") || el.getAttribute("title");
-  const out = [];
-  for (const el of document.querySelectorAll("input, select, textarea")) {
-    if (el.type === "hidden" || el.type === "submit" || el.type === "button") continue;
-    if (!named(el)) out.push("field without a label: " + el.outerHTML.slice(0, 120));
-  }
-  for (const el of document.querySelectorAll("img")) {
-    if (!el.hasAttribute("alt")) out.push("picture without alt: " + el.outerHTML.slice(0, 120));
-  }
-  for (const el of document.querySelectorAll("button, a[href], input[type=submit]")) {
-    const text = (el.innerText || el.value || "").trim();
-    if (!text && !el.getAttribute("aria-label") && !el.getAttribute("title") && !el.querySelector("img[alt], svg title"))
-      out.push("control without a name: " + el.outerHTML.slice(0, 120));
-  }
-  if (!document.documentElement.lang) out.push("no lang on <html>");
-  if (!document.title.trim()) out.push("no <title>");
-  return out;
-}"""
-
-
-def shot(page, name: str) -> str:
-    """Keep what the page looks like now as test-artifacts/screenshots/<name>.png (the whole page), after
-    checking that its fields are labelled and its pictures and controls named."""
-    page.wait_for_load_state("load")  # a click may have started a navigation that has not finished
-    if getattr(page.context, "vend_script", True) and page.url.startswith("http"):
-        problems = page.evaluate(UNLABELLED)
-        assert not problems, f"{page.url}: " + "; ".join(problems)
-    os.makedirs(SHOTS, exist_ok=True)
-    path = os.path.join(SHOTS, re.sub(r"[^A-Za-z0-9_.-]+", "-", name) + ".png")
-    page.screenshot(path=path, full_page=True)
-    return path
-
-
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
     kind = broker_kind()
@@ -176,26 +137,3 @@ def machine(cloud, broker, tmp_path_factory):
     m.stock()
     yield m
     m.proc.stop()
-
-
-def scan_url(cloud, machine) -> str:
-    """The URL in the QR code the machine shows now."""
-    with open(machine.url_file) as f:
-        return f.read().strip()
-
-
-STAFF_PASSWORD = "correct horse battery staple 42"
-
-
-def add_staff(cloud, username: str, role: str, password: str = STAFF_PASSWORD) -> str:
-    """A staff member with a password of their own (no forced change at first sign-in)."""
-    cloud.api("POST", "/api/v1/people", {"username": username, "role": role, "password": password})
-    return password
-
-
-def sign_in(page, cloud, username: str, password: str = STAFF_PASSWORD) -> None:
-    page.goto(cloud.url + "/staff/login")
-    page.get_by_label(re.compile("Username|用户名")).fill(username)
-    page.get_by_label(re.compile("Password|密码")).fill(password)
-    page.get_by_role("button", name=re.compile("Sign in|登录")).click()
-    page.wait_for_load_state()

@@ -9,7 +9,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from conftest import scan_url, shot
+from browsing import scan_url, shot
 from harness import Machine, wait_until
 from protocol import token as qrtoken
 

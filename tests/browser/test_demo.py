@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import shot
+from browsing import shot
 from harness import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))

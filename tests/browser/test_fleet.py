@@ -6,7 +6,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from conftest import STAFF_PASSWORD, add_staff, shot, sign_in
+from browsing import STAFF_PASSWORD, add_staff, shot, sign_in
 
 from harness import wait_until
 

@@ -5,7 +5,7 @@ rule), its printable statement, and the reconciliation, in Chinese."""
 import re
 from datetime import datetime, timezone
 
-from conftest import add_staff, shot, sign_in
+from browsing import add_staff, shot, sign_in
 from harness import Customer, wait_until
 
 

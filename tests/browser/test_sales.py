@@ -5,7 +5,7 @@ import itertools
 import re
 
 import pytest
-from conftest import add_staff, shot, sign_in
+from browsing import add_staff, shot, sign_in
 from harness import Customer, wait_until
 
 _phones = itertools.count(13900000001)
