@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import date
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -18,7 +17,7 @@ from ..people.auth import Gate, gate
 from ..pages import translator
 from ..stock import book, catalog, picking, purchasing
 from ..stock.common import StockError
-from ..stock.routes import own_supplier, today_of
+from ..stock.routes import own_supplier, record_confirmation, today_of
 from . import charts, dash, staff
 
 router = APIRouter(include_in_schema=False)
@@ -242,16 +241,12 @@ def cancel_order(request: Request, po_id: int, reason: str = Form(""),
 @router.post("/staff/purchase-orders/{po_id}/confirm")
 def confirm_order(request: Request, po_id: int, expected_on: str = Form(""),
                   caller: Caller = Depends(staff(*people.PO_CONFIRMERS)), g: Gate = Depends(gate)):
-    """The API audits a confirmation with only the date, and only when it changed something."""
     _ = translator(request)
     expected = expected_on.strip() or None
     now = g.now()
     try:
         with g.engine.begin() as conn:
-            changed = purchasing.confirm(conn, po_id, now, caller.user_id, expected, own_supplier(caller))
-            if changed:
-                people.audit.record(conn, caller, "po.confirm", "purchase_order", po_id,
-                                    {"expected_on": date.fromisoformat(expected) if expected else None}, now)
+            record_confirmation(conn, caller, po_id, now, expected)
     except StockError as e:
         return _order_page(request, caller, g, po_id, e.status, _field_error(_, e), e.field)
     return RedirectResponse(f"/staff/purchase-orders/{po_id}?done=confirmed", status_code=303)

@@ -220,6 +220,16 @@ def cancel_order(po_id: int, body: Cancel, caller: Caller = Depends(require(*peo
                        lambda conn, now: purchasing.cancel(conn, po_id, body.reason, now))
 
 
+def record_confirmation(conn, caller: Caller, po_id: int, now, expected_on) -> bool:
+    """Confirm a sent order (``expected_on``: a date, its ISO text, or None) and audit it when that changed
+    something; the API and the dashboard both confirm through here."""
+    changed = purchasing.confirm(conn, po_id, now, caller.user_id, expected_on, own_supplier(caller))
+    if changed:
+        promised = date.fromisoformat(str(expected_on)) if expected_on is not None else None
+        people.audit.record(conn, caller, "po.confirm", "purchase_order", po_id, {"expected_on": promised}, now)
+    return changed
+
+
 @router.post("/purchase-orders/{po_id}/confirm")
 def confirm_order(po_id: int, body: Confirm | None = None, caller: Caller = Depends(require(*people.PO_CONFIRMERS)),
                   g: Gate = Depends(gate)):
@@ -229,10 +239,7 @@ def confirm_order(po_id: int, body: Confirm | None = None, caller: Caller = Depe
     now = g.now()
     try:
         with g.engine.begin() as conn:
-            changed = purchasing.confirm(conn, po_id, now, caller.user_id, expected_on, own_supplier(caller))
-            if changed:
-                people.audit.record(conn, caller, "po.confirm", "purchase_order", po_id,
-                                    {"expected_on": expected_on}, now)
+            changed = record_confirmation(conn, caller, po_id, now, expected_on)
             po = purchasing.get(conn, po_id)
     except StockError as e:
         raise e.http() from None

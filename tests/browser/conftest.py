@@ -15,7 +15,7 @@ HERE = os.path.dirname(__file__)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "e2e"))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from harness import Broker, Cloud, Machine, broker_kind  # noqa: E402
+from harness import Cloud, Machine, running_broker  # noqa: E402
 
 CHROMIUM = os.environ.get("VEND_CHROMIUM", "/usr/bin/chromium")
 PHONE = {"viewport": {"width": 360, "height": 740}, "device_scale_factor": 2, "is_mobile": True,
@@ -112,13 +112,7 @@ def slow_3g(page) -> None:
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    kind = broker_kind()
-    if kind != "mosquitto" and os.environ.get("VEND_REQUIRE_MOSQUITTO") == "1":
-        pytest.fail("VEND_REQUIRE_MOSQUITTO=1 but mosquitto is not installed")
-    b = Broker(kind, str(tmp_path_factory.mktemp("broker")))
-    b.start()
-    yield b
-    b.stop()
+    yield from running_broker(str(tmp_path_factory.mktemp("broker")))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from cloud_fixtures import fresh_postgres  # noqa: E402
-from harness import Broker, Cloud, Machine, broker_kind  # noqa: E402
+from harness import Cloud, Machine, running_broker  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -30,13 +30,7 @@ def database(request):
 @pytest.fixture(scope="module")
 def broker(database, tmp_path_factory):
     """A broker per database run, so no session or retained message outlives the machines it was for."""
-    kind = broker_kind()
-    if kind != "mosquitto" and os.environ.get("VEND_REQUIRE_MOSQUITTO") == "1":
-        pytest.fail("VEND_REQUIRE_MOSQUITTO=1 but mosquitto is not installed")
-    b = Broker(kind, str(tmp_path_factory.mktemp("broker")))
-    b.start()
-    yield b
-    b.stop()
+    yield from running_broker(str(tmp_path_factory.mktemp("broker")))
 
 
 @pytest.fixture(scope="module")

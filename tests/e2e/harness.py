@@ -165,6 +165,20 @@ class Broker:
         return c
 
 
+def running_broker(workdir: str):
+    """A started broker for a test module, stopped when the generator closes (a fixture's body). The kind is
+    ``broker_kind()``; with VEND_REQUIRE_MOSQUITTO=1 (set by .ci/run) a missing Mosquitto is an error."""
+    kind = broker_kind()
+    if kind != "mosquitto" and os.environ.get("VEND_REQUIRE_MOSQUITTO") == "1":
+        raise RuntimeError("VEND_REQUIRE_MOSQUITTO=1 but mosquitto is not installed")
+    b = Broker(kind, workdir)
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
 class Cloud:
     def __init__(self, broker: Broker, workdir: str, vend_timeout: float = 8, grace: float = 2,
                  var: str | None = None, db_url: str = "", extra: tuple[str, ...] = (), env: dict | None = None):
