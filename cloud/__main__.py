@@ -7,8 +7,8 @@ import os
 import secrets
 import sys
 
-from . import settings as settings_mod
-from .settings import read_or_create
+from cloud.core import settings as settings_mod
+from cloud.core.settings import read_or_create
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from .service import Cloud
-    from .web import create_app
+    from cloud.service import Cloud
+    from cloud.app import create_app
 
     cloud = Cloud(settings)
     cloud.start()

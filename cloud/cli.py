@@ -97,7 +97,7 @@ def print_broker(result: dict) -> None:
 
 
 def money(amount: int, currency: str) -> str:
-    from .money import format_money
+    from cloud.core.money import format_money
 
     return format_money(amount, currency)
 
@@ -127,23 +127,23 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--machine")
     s.add_argument("--limit", type=int, default=20)
     s.add_argument("--json", action="store_true")
-    from . import provision
+    from cloud.provisioning import cli as provision
 
     provision.add_arguments(sub)
     sl = sub.add_parser("slots", help="a machine's slots: product, price, count")
     sl.add_argument("machine")
     sl.add_argument("--json", action="store_true")
     add_people_parsers(sub)
-    from . import fleetcli
+    from cloud.fleet import cli as fleetcli
 
     fleetcli.add_parsers(sub)
-    from .stock import cli as stock_cli
+    from cloud.stock import cli as stock_cli
 
     stock_cli.add_parsers(sub)
-    from .finance import cli as finance_cli
+    from cloud.finance import cli as finance_cli
 
     finance_cli.add_parsers(sub)
-    from . import reportcli
+    from cloud.sales import cli as reportcli
 
     reportcli.add_parsers(sub)
     add_payments_parsers(sub)

@@ -23,12 +23,15 @@ from protocol import ProtocolError, topics
 from protocol.messages import Ack, Command, EventBatch, decode, format_time, utcnow
 from protocol.mqtt import connect_async, make_client
 
-from . import alerts, db, ingest, machines, orders, planogram, reports
-from .brokerfiles import CLOUD_USER, BrokerFiles, BrokerUser, Ports
-from .ca import FleetCA
-from .payments import Payments
-from .settings import Settings, read_or_create
-from .stock import book as inventory
+from cloud.fleet import alerts, machines, planogram
+from cloud.core import db
+from cloud.sync import ingest
+from cloud.sales import orders, reports
+from cloud.provisioning.brokerfiles import CLOUD_USER, BrokerFiles, BrokerUser, Ports
+from cloud.provisioning.ca import FleetCA
+from cloud.payments import Payments
+from cloud.core.settings import Settings, read_or_create
+from cloud.stock import book as inventory
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +176,7 @@ class Cloud:
             self.broker_files.write_tls(self.ca, self.broker_names())
             log.info("broker files in %s: %s", self.broker_files.folder, self.refresh_broker())
         if self.settings.broker == "embedded":
-            from .broker import EmbeddedBroker
+            from cloud.sync.broker import EmbeddedBroker
 
             self.broker = EmbeddedBroker(*self.settings.broker_address)
             self.broker.start()

@@ -18,11 +18,12 @@ import pytest
 import sqlalchemy as sa
 
 import cloud.cli
-import cloud.db
+import cloud.core.db
 import cloud.service
-import cloud.settings
-from cloud import machines, people
-from cloud.machines import SlotSpec
+import cloud.core.settings
+from cloud.fleet import machines
+from cloud import people
+from cloud.fleet.machines import SlotSpec
 from cloud.payments import Wallet, entries
 from protocol.messages import GENESIS_HASH, Event, EventBatch, Status
 
@@ -32,8 +33,8 @@ SECRET = "s" * 32
 
 
 def make_migrated_engine(url: str) -> sa.Engine:
-    engine = cloud.db.make_engine(url)
-    cloud.db.migrate(engine)
+    engine = cloud.core.db.make_engine(url)
+    cloud.core.db.migrate(engine)
     return engine
 
 
@@ -107,9 +108,9 @@ def fast_hashes(monkeypatch):
 def idle_cloud(var, db_url: str) -> "cloud.service.Cloud":
     """A migrated cloud that is never started: no broker, no threads. Its routes work; publishing finds no
     broker and says so."""
-    settings = cloud.settings.Settings(var=str(var), db=db_url, broker="127.0.0.1:1").resolve()
+    settings = cloud.core.settings.Settings(var=str(var), db=db_url, broker="127.0.0.1:1").resolve()
     obj = cloud.service.Cloud(settings)
-    cloud.db.migrate(obj.engine)
+    cloud.core.db.migrate(obj.engine)
     return obj
 
 
@@ -148,7 +149,7 @@ def add_customer(conn, phone="+8613800000001", topup=1000, name="Ann", method="w
 def add_sale(conn, customer_id: int, order_id="o-sold", machine_id=MACHINE, slot="A1", amount=350,
              provider=None) -> None:
     """A sale whose product dropped: an order in ``succeeded``, authorised and captured in the wallet."""
-    from cloud import orders
+    from cloud.sales import orders
 
     product = conn.execute(sa.select(machines.slots.c.product_id).where(
         machines.slots.c.machine_id == machine_id, machines.slots.c.slot == slot)).scalar()
@@ -201,7 +202,7 @@ class FakeSandbox:
     request fail to connect, as an unreachable provider's would."""
 
     def __init__(self, decline=("13",)):
-        from cloud.sandbox_provider import Books
+        from cloud.payments.sandbox_server import Books
 
         self.books = Books(decline, 0.0)
         self.down = False

@@ -21,8 +21,8 @@ import paho.mqtt.client as mqtt
 from harness import Proc, free_port, tail, wait_until
 from tools import need
 
-from cloud.brokerfiles import CLOUD_USER, BrokerFiles, BrokerUser, Ports
-from cloud.ca import FleetCA
+from cloud.provisioning.brokerfiles import CLOUD_USER, BrokerFiles, BrokerUser, Ports
+from cloud.provisioning.ca import FleetCA
 
 def require_tool(name: str) -> str:
     """The tool's path; see tests/tools.py for what a missing one does."""

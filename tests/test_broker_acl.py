@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from cloud.brokerfiles import BrokerUser, mosquitto_hash, password_username
+from cloud.provisioning.brokerfiles import BrokerUser, mosquitto_hash, password_username
 from fleet_fixtures import SecuredBroker, cloud_user, require_tool
 
 A, B = "m-a", "m-b"

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from cloud.ca import FleetCA
+from cloud.provisioning.ca import FleetCA
 from controller.config import ConfigError, parse
 from fleet_fixtures import require_tool
 

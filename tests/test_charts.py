@@ -4,7 +4,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from cloud.dashboard.charts import Bar, bar_chart, nice_step, nice_ticks
+from cloud.web.charts import Bar, bar_chart, nice_step, nice_ticks
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -1,4 +1,4 @@
-"""The Alembic migrations create exactly the schema that cloud/*.py declares on cloud.db.metadata."""
+"""The Alembic migrations create exactly the schema that cloud/*.py declares on cloud.core.db.metadata."""
 
 import re
 import pprint
@@ -8,28 +8,29 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-import cloud.db
+import cloud.core.db
+import cloud.schema
 from cloud_fixtures import engine  # noqa: F401  (fixture)
 
 
 def test_migrated_database_matches_the_declared_metadata(engine):
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), cloud.db.load_tables())
+        diff = compare_metadata(MigrationContext.configure(conn), cloud.schema.load_tables())
     assert diff == [], "migration and metadata disagree:\n" + pprint.pformat(diff)
 
 
 def test_migration_creates_every_declared_table_and_records_its_revision(engine):
-    declared = set(cloud.db.load_tables().tables)
+    declared = set(cloud.schema.load_tables().tables)
     present = set(sa.inspect(engine).get_table_names())
     assert declared <= present
     assert present - declared == {"alembic_version"}
     with engine.connect() as conn:
         version = conn.execute(sa.text("select version_num from alembic_version")).scalar()
-    assert version == ScriptDirectory.from_config(cloud.db.alembic_config(str(engine.url))).get_current_head()
+    assert version == ScriptDirectory.from_config(cloud.core.db.alembic_config(str(engine.url))).get_current_head()
 
 
 def test_migrate_twice_is_a_no_op(engine):
-    cloud.db.migrate(engine)
+    cloud.core.db.migrate(engine)
     with engine.connect() as conn:
         assert conn.execute(sa.text("select count(*) from alembic_version")).scalar() == 1
 
@@ -43,7 +44,7 @@ def test_server_defaults_match_the_declared_ones(engine):
     # compare_metadata leaves server defaults out unless asked, and with compare_server_default=True it
     # reports '' defaults as changed on SQLite whatever the DDL says; compare the reflected text instead.
     insp = sa.inspect(engine)
-    for table in cloud.db.load_tables().tables.values():
+    for table in cloud.schema.load_tables().tables.values():
         for col in insp.get_columns(table.name):
             declared = table.c[col["name"]].server_default
             if declared is None:
@@ -58,7 +59,7 @@ def test_server_defaults_match_the_declared_ones(engine):
 def test_check_constraints_match_the_declared_ones(engine):
     # compare_metadata does not look at CHECK constraints at all.
     insp = sa.inspect(engine)
-    for table in cloud.db.load_tables().tables.values():
+    for table in cloud.schema.load_tables().tables.values():
         declared = {c.name: str(c.sqltext) for c in table.constraints if isinstance(c, sa.CheckConstraint)}
         reflected = {c["name"]: c["sqltext"] for c in insp.get_check_constraints(table.name)}
         assert reflected == declared, table.name
@@ -69,9 +70,9 @@ def test_a_database_with_rows_upgrades_from_the_first_revision(db_url):
     means tables rebuilt under foreign keys that point at them."""
     from alembic import command
 
-    eng = cloud.db.make_engine(db_url)
+    eng = cloud.core.db.make_engine(db_url)
     try:
-        cfg = cloud.db.alembic_config(db_url)
+        cfg = cloud.core.db.alembic_config(db_url)
         with eng.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "0001")
@@ -81,7 +82,7 @@ def test_a_database_with_rows_upgrades_from_the_first_revision(db_url):
             conn.execute(sa.text("INSERT INTO products (sku, name) VALUES ('cola', 'Cola')"))
             conn.execute(sa.text("INSERT INTO slots (machine_id, slot, product_id, price, currency, capacity, count) "
                                  "VALUES ('m1', 'A1', 1, 350, 'CNY', 10, 7)"))
-        cloud.db.migrate(eng)
+        cloud.core.db.migrate(eng)
         with eng.connect() as conn:
             assert conn.execute(sa.text("SELECT slot, count FROM slots WHERE machine_id = 'm1'")).all() == [("A1", 7)]
             assert conn.execute(sa.text("SELECT name, secret FROM machines")).all() == [("Lobby", "sixteen-chars-secret")]

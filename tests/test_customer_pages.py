@@ -4,8 +4,9 @@ order stream, receipts, the error pages in both languages."""
 import json
 import time
 
-import cloud.web
-from cloud import machines, media
+import cloud.app
+from cloud.fleet import machines
+from cloud.catalog import pictures as media
 from test_web import ADMIN, buy, client, cloud_obj, customer, register, scan  # noqa: F401  (fixtures)
 from cloud_fixtures import MACHINE, SECRET, db_url  # noqa: F401  (fixture)
 from protocol import token as qrtoken
@@ -54,7 +55,7 @@ def test_the_order_stream_sends_the_settled_status_and_ends(client, customer):
     events = [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:")]
     assert [e["status"] for e in events] == ["failed"] and events[0]["settled"]
     assert "not been charged" in events[0]["text"]
-    client.cookies.delete(cloud.web.people.COOKIE)
+    client.cookies.delete(cloud.app.people.COOKIE)
     assert client.get(f"/orders/{order_id}/events").status_code == 404
 
 

@@ -8,15 +8,15 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-import cloud.db
+import cloud.core.db
 import cloud.service
-import cloud.settings
-import cloud.web
-from cloud import reports
-from cloud.db import utcnow
-from cloud.machines import products
+import cloud.core.settings
+import cloud.app
+from cloud.sales import reports
+from cloud.core.db import utcnow
+from cloud.fleet.machines import products
 from cloud.people import audit, staff
-from cloud.stock import catalog
+from cloud.catalog import products as catalog
 from cloud_fixtures import add_machine, db_url, fast_hashes, idle_cloud  # noqa: F401  (fixtures)
 
 BOOT = "bootstrap-token-for-tests"
@@ -42,7 +42,7 @@ def app(tmp_path, db_url):
         for username, role in (("mia", "manager"), ("tom", "technician"), ("sue", "supplier")):
             staff.add_staff(conn, username, role, utcnow(), staff.hash_password(PW), False,
                             supplier if role == "supplier" else None)
-    a = cloud.web.create_app(obj, BOOT, b"k" * 32)
+    a = cloud.app.create_app(obj, BOOT, b"k" * 32)
     a.state.test_ids = {**ids, "supplier": supplier, "other": other}
     yield a
     obj.engine.dispose()

@@ -8,20 +8,21 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import cloud.db
+import cloud.core.db
 import cloud.service
-import cloud.settings
-import cloud.web
-from cloud import locations, orders
+import cloud.core.settings
+import cloud.app
+from cloud.fleet import locations
+from cloud.sales import orders
 from cloud.finance import ledger, reconcile, settlement
 from cloud.finance.common import FinanceError, half_up
-from cloud.ingest import sales
+from cloud.sync.ingest import sales
 from cloud.payments import PaymentError, Wallet, account, balance, entries, post, txns
 from cloud.payments.sandbox import ops
 from cloud.people import staff
-from cloud.stock import book, catalog, purchasing
-from cloud_fixtures import (NOW, ThroughTestClient, add_customer, add_machine, add_sale, db_url, engine,  # noqa: F401
-                            idle_cloud, unbalanced_txns)
+from cloud.stock import book, purchasing
+from cloud.catalog import products as catalog
+from cloud_fixtures import (NOW, ThroughTestClient, add_customer, add_machine, add_sale, db_url, engine, idle_cloud, unbalanced_txns)
 
 BOOT = "bootstrap-token-for-tests"
 ADMIN = {"Authorization": f"Bearer {BOOT}"}
@@ -352,7 +353,7 @@ def api(tmp_path, db_url):
         customer_id = add_customer(conn)
         add_sale(conn, customer_id, "o-1", amount=350)
         add_sale_row(conn, "o-1", 350, 1)
-    with TestClient(cloud.web.create_app(obj, BOOT, b"k" * 32)) as client:
+    with TestClient(cloud.app.create_app(obj, BOOT, b"k" * 32)) as client:
         yield client, obj.engine, location_id, supplier_id
     obj.engine.dispose()
 

@@ -6,14 +6,14 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-import cloud.db
+import cloud.core.db
 import cloud.service
-import cloud.settings
-import cloud.web
-from cloud import locations, machines, planogram
-from cloud.db import utcnow
+import cloud.core.settings
+import cloud.app
+from cloud.fleet import locations, machines, planogram
+from cloud.core.db import utcnow
 from cloud.people import audit, staff
-from cloud.dashboard import fleet
+from cloud.fleet import pages as fleet
 from cloud_fixtures import MACHINE, add_machine, db_url, fast_hashes, idle_cloud  # noqa: F401  (fixtures)
 
 BOOT = "bootstrap-token-for-tests"
@@ -37,7 +37,7 @@ def cloud_obj(tmp_path, db_url):
 
 @pytest.fixture
 def client(cloud_obj):
-    with TestClient(cloud.web.create_app(cloud_obj, BOOT, b"k" * 32), follow_redirects=False) as c:
+    with TestClient(cloud.app.create_app(cloud_obj, BOOT, b"k" * 32), follow_redirects=False) as c:
         yield c
 
 
@@ -182,7 +182,7 @@ def test_a_second_cabinet_splits_the_grid_and_the_editor_offers_it(client, cloud
 
 
 def test_the_map_keeps_every_place_inside_its_margin_and_centres_a_single_one():
-    from cloud.dashboard.fleet_draw import MAP_H, MAP_MARGIN, MAP_W, project
+    from cloud.fleet.draw import MAP_H, MAP_MARGIN, MAP_W, project
 
     one = project([{"latitude": 31.2, "longitude": 121.5, "name": "A", "machines": []}])
     assert (one[0].x, one[0].y) == (MAP_W / 2, MAP_H / 2)

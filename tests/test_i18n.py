@@ -10,8 +10,8 @@ import jinja2.nodes
 import pytest
 from babel.messages.pofile import read_po
 
-from cloud import i18n
-from cloud.pages import templates
+from cloud.web import i18n
+from cloud.web.pages import templates
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "cloud")
 
@@ -42,7 +42,7 @@ def in_template(text: str):
 def messages_used() -> dict[str, str]:
     found = {}
     for path in sorted(glob.glob(os.path.join(ROOT, "**", "*.py"), recursive=True)
-                       + glob.glob(os.path.join(ROOT, "templates", "*.html"))):
+                       + glob.glob(os.path.join(ROOT, "*", "templates", "*.html"))):
         with open(path, encoding="utf-8") as f:
             text = f.read()
         for message, context in (in_template(text) if path.endswith(".html") else in_python(text)):
@@ -56,7 +56,7 @@ def test_every_message_on_a_page_has_its_chinese_text():
     assert "Take your product!" in used and i18n.key("Order", "purchase") in used
     zh = i18n.catalog("zh-CN")
     missing = sorted(f"{where}: {m!r}" for m, where in used.items() if m not in zh)
-    assert not missing, "no zh_CN translation in cloud/locale/zh_CN/*.po for:\n" + "\n".join(missing)
+    assert not missing, "no zh_CN translation in cloud/web/locale/zh_CN/*.po for:\n" + "\n".join(missing)
 
 
 def test_no_message_is_translated_two_ways():
@@ -124,7 +124,7 @@ def test_a_message_missing_from_the_catalog_shows_in_english_with_its_fields():
 
 def test_names_made_in_code_have_their_chinese_text():
     """Words a page looks up by a code (a purchase order's state) rather than writing them out."""
-    from cloud.dashboard.stock import STATUS_NAMES
+    from cloud.stock.pages import STATUS_NAMES
 
     zh = i18n.catalog("zh-CN")
     assert not [n for n in STATUS_NAMES.values() if i18n.key(n, "purchase") not in zh]

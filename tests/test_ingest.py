@@ -5,12 +5,12 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from cloud import ingest, orders
-from cloud.ingest import Rejected, sales, store_batch, stored_events
-from cloud.machines import machines
+from cloud.sync import ingest
+from cloud.sales import orders
+from cloud.sync.ingest import Rejected, sales, store_batch, stored_events
+from cloud.fleet.machines import machines
 from cloud.payments import Wallet, account, balance, txns
-from cloud_fixtures import (MACHINE, NOW, Chain, add_customer, add_machine, engine,  # noqa: F401
-                            slot_row, unbalanced_txns)
+from cloud_fixtures import MACHINE, NOW, Chain, add_customer, add_machine, engine, slot_row, unbalanced_txns
 from protocol.messages import GENESIS_HASH, Event, EventBatch
 
 W = Wallet()

@@ -5,19 +5,19 @@ import time
 import pytest
 import sqlalchemy as sa
 
-import cloud.db
+import cloud.core.db
 import cloud.service
-import cloud.settings
-from cloud.ingest import events
+import cloud.core.settings
+from cloud.sync.ingest import events
 from cloud_fixtures import Chain, add_machine
 
 
 @pytest.fixture
 def cloud_obj(tmp_path):
-    settings = cloud.settings.Settings(var=str(tmp_path), db=f"sqlite:///{tmp_path}/c.db",
+    settings = cloud.core.settings.Settings(var=str(tmp_path), db=f"sqlite:///{tmp_path}/c.db",
                                        broker="127.0.0.1:1").resolve()
     obj = cloud.service.Cloud(settings)  # never started: the bus refuses to publish, nothing else runs
-    cloud.db.migrate(obj.engine)
+    cloud.core.db.migrate(obj.engine)
     with obj.engine.begin() as conn:
         add_machine(conn, "m-1")
         add_machine(conn, "m-2")

@@ -8,11 +8,11 @@ import sqlalchemy as sa
 from alembic import command
 from fastapi.testclient import TestClient
 
-import cloud.db
+import cloud.core.db
 import cloud.service
-import cloud.settings
-import cloud.web
-from cloud import machines
+import cloud.core.settings
+import cloud.app
+from cloud.fleet import machines
 from cloud_fixtures import NOW, db_url, engine, idle_cloud  # noqa: F401  (fixtures)
 from protocol import token as qrtoken
 from protocol.messages import utcnow
@@ -90,8 +90,8 @@ def test_bad_rotations_are_refused_and_change_nothing(engine, machine_id, overla
 
 
 def test_machines_made_before_the_migration_get_a_broker_password_each(db_url):
-    eng = cloud.db.make_engine(db_url)
-    cfg = cloud.db.alembic_config(eng.url.render_as_string(hide_password=False))
+    eng = cloud.core.db.make_engine(db_url)
+    cfg = cloud.core.db.alembic_config(eng.url.render_as_string(hide_password=False))
     with eng.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0001")
@@ -99,7 +99,7 @@ def test_machines_made_before_the_migration_get_a_broker_password_each(db_url):
         for machine_id in ("old-1", "old-2"):
             conn.execute(sa.text("INSERT INTO machines (id, name, secret, created_at) VALUES (:i, :i, :s, :t)"),
                          {"i": machine_id, "s": "s" * 32, "t": NOW.isoformat()})
-    cloud.db.migrate(eng)
+    cloud.core.db.migrate(eng)
     with eng.connect() as conn:
         passwords = [machines.credentials(conn, m, NOW).mqtt_password for m in ("old-1", "old-2")]
     eng.dispose()
@@ -109,7 +109,7 @@ def test_machines_made_before_the_migration_get_a_broker_password_each(db_url):
 @pytest.fixture
 def web(tmp_path, db_url):
     obj = idle_cloud(tmp_path, db_url)
-    with TestClient(cloud.web.create_app(obj, "admintoken", b"k" * 32), follow_redirects=False) as c:
+    with TestClient(cloud.app.create_app(obj, "admintoken", b"k" * 32), follow_redirects=False) as c:
         c.headers["Authorization"] = "Bearer admintoken"
         yield c, obj
     obj.engine.dispose()

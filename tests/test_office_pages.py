@@ -6,12 +6,12 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-import cloud.db
+import cloud.core.db
 import cloud.service
-import cloud.settings
-import cloud.web
-from cloud import locations
-from cloud.db import utcnow
+import cloud.core.settings
+import cloud.app
+from cloud.fleet import locations
+from cloud.core.db import utcnow
 from cloud.people import audit, staff
 from cloud_fixtures import add_customer, add_machine, add_sale, db_url, fast_hashes, idle_cloud  # noqa: F401  (fixtures)
 
@@ -33,7 +33,7 @@ def cloud_obj(tmp_path, db_url):
 
 @pytest.fixture
 def app(cloud_obj):
-    return cloud.web.create_app(cloud_obj, BOOT, b"k" * 32)
+    return cloud.app.create_app(cloud_obj, BOOT, b"k" * 32)
 
 
 @pytest.fixture

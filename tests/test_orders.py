@@ -5,8 +5,9 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from cloud import machines, orders
-from cloud.orders import OrderError
+from cloud.fleet import machines
+from cloud.sales import orders
+from cloud.sales.orders import OrderError
 from cloud.payments import Wallet, txns
 from cloud_fixtures import MACHINE, NOW, add_customer, add_machine, engine  # noqa: F401
 from protocol.messages import Status
@@ -173,7 +174,7 @@ def confirmed_order(engine, customer, pay, key="key-s"):
 
 
 def test_a_sandbox_order_is_captured_or_voided_at_the_sandbox_by_the_ledger(sandbox_shop):
-    from cloud import ingest
+    from cloud.sync import ingest
     from cloud.payments.sandbox import ops
     from cloud_fixtures import Chain
 

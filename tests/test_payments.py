@@ -12,8 +12,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from cloud import payments
-from cloud.payments import (MAX_TOPUP, IdempotencyConflict, NotRefundable, PaymentError, Sandbox, Wallet, account,
-                            balance, entries, post, txns)
+from cloud.payments import (MAX_TOPUP, IdempotencyConflict, NotRefundable, PaymentError, Sandbox, Wallet, account, balance, entries, post, txns)
 from cloud.payments.sandbox import ops
 from cloud.payments.wallet import declines
 from cloud.payments.webhook import Event, parse

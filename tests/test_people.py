@@ -14,17 +14,18 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import cloud.cli
-import cloud.db
+import cloud.core.db
 import cloud.service
-import cloud.settings
-import cloud.web
-from cloud import locations, machines, planogram
-from cloud.ca import FleetCA
-from cloud.db import utcnow
+import cloud.core.settings
+import cloud.app
+from cloud.fleet import locations, machines, planogram
+from cloud.provisioning.ca import FleetCA
+from cloud.core.db import utcnow
 from cloud.people import audit, auth, staff
 from cloud.finance import ledger, settlement
 from cloud.payments import txns
-from cloud.stock import book, catalog, picking, purchasing, takes
+from cloud.stock import book, picking, purchasing, takes
+from cloud.catalog import products as catalog
 from cloud_fixtures import MACHINE, ThroughTestClient, add_customer, add_machine, add_sale, db_url  # noqa: F401  (fixture)
 
 BOOT = "bootstrap-token-for-tests"
@@ -41,10 +42,10 @@ def fast_hashes(monkeypatch):
 
 @pytest.fixture
 def cloud_obj(tmp_path, db_url):
-    settings_ = cloud.settings.Settings(var=str(tmp_path), db=db_url, broker="127.0.0.1:1").resolve()
+    settings_ = cloud.core.settings.Settings(var=str(tmp_path), db=db_url, broker="127.0.0.1:1").resolve()
     obj = cloud.service.Cloud(settings_)  # never started: no broker, no threads
     obj.ca = FleetCA(str(tmp_path / "ca"))  # as a cloud started with --broker-files keeps one
-    cloud.db.migrate(obj.engine)
+    cloud.core.db.migrate(obj.engine)
     with obj.engine.begin() as conn:
         add_machine(conn)
         locations.add(conn, "Lobby", now=utcnow())  # location 1, for the matrix's PUT .../location
@@ -60,7 +61,7 @@ def engine(cloud_obj):
 
 @pytest.fixture
 def app(cloud_obj):
-    return cloud.web.create_app(cloud_obj, BOOT, b"k" * 32)
+    return cloud.app.create_app(cloud_obj, BOOT, b"k" * 32)
 
 
 @pytest.fixture
@@ -326,9 +327,9 @@ def test_the_bootstrap_token_belongs_to_a_built_in_administrator(client, engine)
 def test_starting_again_with_the_same_token_changes_nothing_and_a_new_token_replaces_the_old(cloud_obj, client,
                                                                                            engine):
     before = (rows(engine, staff.staff), rows(engine, auth.api_tokens), len(audit_rows(engine)))
-    cloud.web.create_app(cloud_obj, BOOT, b"k" * 32)
+    cloud.app.create_app(cloud_obj, BOOT, b"k" * 32)
     assert (rows(engine, staff.staff), rows(engine, auth.api_tokens), len(audit_rows(engine))) == before
-    app2 = cloud.web.create_app(cloud_obj, "a-new-bootstrap-token", b"k" * 32)
+    app2 = cloud.app.create_app(cloud_obj, "a-new-bootstrap-token", b"k" * 32)
     with TestClient(app2) as c2:
         assert c2.get("/api/v1/me", headers=ADMIN).status_code == 401
         assert c2.get("/api/v1/me", headers=bearer("a-new-bootstrap-token")).json()["username"] == "admin"
@@ -339,7 +340,7 @@ def test_a_revoked_bootstrap_token_stays_revoked_after_a_restart(cloud_obj, clie
     (boot,) = client.get("/api/v1/tokens", headers=ADMIN).json()
     assert boot["name"] == "bootstrap" and boot["prefix"] == ""  # nothing of a hand-made token is shown
     assert client.delete(f"/api/v1/tokens/{boot['id']}", headers=ADMIN).status_code == 200
-    with TestClient(cloud.web.create_app(cloud_obj, BOOT, b"k" * 32)) as c2:
+    with TestClient(cloud.app.create_app(cloud_obj, BOOT, b"k" * 32)) as c2:
         assert c2.get("/api/v1/me", headers=ADMIN).status_code == 401
 
 

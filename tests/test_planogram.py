@@ -13,19 +13,18 @@ from alembic import command
 from fastapi.testclient import TestClient
 
 import cloud.cli
-import cloud.db
+import cloud.core.db
 import cloud.service
-import cloud.settings
-import cloud.web
-from cloud import alerts, locations, machines, planogram
-from cloud.alerts import Limits, Readings
-from cloud.ingest import store_batch
-from cloud.machines import FleetError, NoSuchMachine
+import cloud.core.settings
+import cloud.app
+from cloud.fleet import alerts, locations, machines, planogram
+from cloud.fleet.alerts import Limits, Readings
+from cloud.sync.ingest import store_batch
+from cloud.fleet.machines import FleetError, NoSuchMachine
 from cloud.people import audit
-from cloud.planogram import PlanogramSlot
+from cloud.fleet.planogram import PlanogramSlot
 from cloud.payments import Wallet
-from cloud_fixtures import (MACHINE, NOW, Chain, ThroughTestClient, add_machine, db_url, engine,  # noqa: F401
-                            slot_row, slot_spec)
+from cloud_fixtures import MACHINE, NOW, Chain, ThroughTestClient, add_machine, db_url, engine, slot_row, slot_spec
 from protocol import ProtocolError, topics
 from protocol.messages import (MAX_CONFIG_SLOTS, MAX_PAYLOAD_BYTES, MAX_PRICE, Config, ConfigSlot, Event, Status,
                                Telemetry, decode)
@@ -362,10 +361,10 @@ def test_data_not_synced_while_the_cloud_makes_no_progress(fleet):
 
 
 def test_the_limits_are_checked_when_the_cloud_starts(tmp_path):
-    settings = cloud.settings.parse(["--var", str(tmp_path), "--alert-temp-min", "9", "--alert-temp-max", "3"])
+    settings = cloud.core.settings.parse(["--var", str(tmp_path), "--alert-temp-min", "9", "--alert-temp-max", "3"])
     with pytest.raises(SystemExit, match="alert temperatures must be"):
         cloud.service.Cloud(settings)
-    assert cloud.settings.parse(["--var", str(tmp_path)]).alert_offline_s == Limits().offline_s
+    assert cloud.core.settings.parse(["--var", str(tmp_path)]).alert_offline_s == Limits().offline_s
 
 
 # -- the Config message --------------------------------------------------------------------------------
@@ -425,9 +424,9 @@ def test_config_rejects_malformed_payloads_with_a_reason(data, fragments):
 # -- migration of a fleet that had slots before planograms -----------------------------------------------
 
 def test_the_migration_gives_every_machine_a_cabinet_and_its_slots_as_version_1(db_url):
-    engine = cloud.db.make_engine(db_url)
+    engine = cloud.core.db.make_engine(db_url)
     try:
-        cfg = cloud.db.alembic_config(db_url)
+        cfg = cloud.core.db.alembic_config(db_url)
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "0003")
@@ -464,11 +463,11 @@ def test_the_migration_gives_every_machine_a_cabinet_and_its_slots_as_version_1(
 
 @pytest.fixture
 def cloud_obj(tmp_path, db_url):
-    settings = cloud.settings.Settings(var=str(tmp_path), db=db_url, broker="127.0.0.1:1").resolve()
+    settings = cloud.core.settings.Settings(var=str(tmp_path), db=db_url, broker="127.0.0.1:1").resolve()
     obj = cloud.service.Cloud(settings)  # never started: no broker, no threads
     obj.published = []
     obj.bus.publish = lambda machine_id, kind, payload: obj.published.append((machine_id, kind, payload)) or True
-    cloud.db.migrate(obj.engine)
+    cloud.core.db.migrate(obj.engine)
     with obj.engine.begin() as conn:
         add_machine(conn)
     yield obj
@@ -477,7 +476,7 @@ def cloud_obj(tmp_path, db_url):
 
 @pytest.fixture
 def client(cloud_obj):
-    with TestClient(cloud.web.create_app(cloud_obj, BOOT, b"k" * 32)) as c:
+    with TestClient(cloud.app.create_app(cloud_obj, BOOT, b"k" * 32)) as c:
         yield c
 
 

@@ -9,11 +9,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 import cloud.cli
-import cloud.db
+import cloud.core.db
 import cloud.service
-import cloud.settings
-import cloud.web
-from cloud import i18n, media
+import cloud.core.settings
+import cloud.app
+from cloud.web import i18n
+from cloud.catalog import pictures as media
 from cloud.finance import ledger
 from cloud_fixtures import NOW, ThroughTestClient, add_customer, add_sale, db_url, idle_cloud  # noqa: F401  (fixtures)
 from test_finance import add_sale_row, world
@@ -36,7 +37,7 @@ def printed(tmp_path, db_url):
         add_sale_row(conn, "o-1", 350, 1)
         received_po(conn, supplier_id, product(conn, "cola", 120), 5, 120, "grn-1", NOW.date() + timedelta(days=30))
         ledger.catch_up(conn, NOW)
-    app = cloud.web.create_app(obj, BOOT, b"k" * 32)
+    app = cloud.app.create_app(obj, BOOT, b"k" * 32)
     app.state.people.clock = lambda: NOW
     with TestClient(app) as client:
         for rule in ({"kind": "percent_gross", "percent": "10"}, {"kind": "per_item", "amount": 50},

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from cloud.provision import build_wheel
+from cloud.provisioning.cli import build_wheel
 from controller.config import parse
 from fleet_fixtures import SecuredCloud, require_tool
 

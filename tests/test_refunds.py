@@ -8,16 +8,15 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 import cloud.cli
-import cloud.db
+import cloud.core.db
 import cloud.service
-import cloud.settings
-import cloud.web
-from cloud import orders
-from cloud.db import utcnow
+import cloud.core.settings
+import cloud.app
+from cloud.sales import orders
+from cloud.core.db import utcnow
 from cloud.payments import Payments, Sandbox, txns
 from cloud.people import audit, auth, staff
-from cloud_fixtures import (NOW, FakeSandbox, ThroughTestClient, add_customer, add_machine, add_sale,  # noqa: F401
-                            db_url, idle_cloud, unbalanced_txns)
+from cloud_fixtures import (NOW, FakeSandbox, ThroughTestClient, add_customer, add_machine, add_sale, db_url, idle_cloud, unbalanced_txns)
 
 BOOT = "admintoken"
 
@@ -34,7 +33,7 @@ def cloud_obj(tmp_path, db_url):
 
 @pytest.fixture
 def client(cloud_obj):
-    with TestClient(cloud.web.create_app(cloud_obj, BOOT, b"k" * 32), follow_redirects=False) as c:
+    with TestClient(cloud.app.create_app(cloud_obj, BOOT, b"k" * 32), follow_redirects=False) as c:
         yield c
 
 
@@ -154,7 +153,7 @@ def test_a_sandbox_sale_is_refunded_at_the_sandbox(cloud_obj, manager):
     sandbox.deliver_due(cloud_obj.engine, clock=lambda: NOW)
     sandbox.start(cloud_obj.engine)
     try:
-        with TestClient(cloud.web.create_app(cloud_obj, BOOT, b"k" * 32)) as client:
+        with TestClient(cloud.app.create_app(cloud_obj, BOOT, b"k" * 32)) as client:
             r = refund(client, manager[0], amount=120)
     finally:
         sandbox.stop()

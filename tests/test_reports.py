@@ -10,18 +10,19 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-import cloud.db
+import cloud.core.db
 import cloud.service
-import cloud.settings
-import cloud.web
-from cloud import ingest, locations, reports
-from cloud.db import bulk_insert, utcnow
-from cloud.ingest import SALE_COLUMNS, sales, store_batch
-from cloud.machines import products
+import cloud.core.settings
+import cloud.app
+from cloud.sync import ingest
+from cloud.fleet import locations
+from cloud.sales import reports
+from cloud.core.db import bulk_insert, utcnow
+from cloud.sync.ingest import SALE_COLUMNS, sales, store_batch
+from cloud.fleet.machines import products
 from cloud.payments import Wallet
 from cloud.people import auth, staff
-from cloud_fixtures import (MACHINE, NOW, Chain, ThroughTestClient, add_machine, db_url, engine,  # noqa: F401
-                            idle_cloud, slot_spec)
+from cloud_fixtures import MACHINE, NOW, Chain, ThroughTestClient, add_machine, db_url, engine, idle_cloud, slot_spec
 
 START = datetime(2026, 10, 20, tzinfo=timezone.utc)
 ZONES = (None, "Asia/Shanghai", "America/New_York", "Asia/Kolkata")
@@ -145,9 +146,9 @@ def test_the_rollup_follows_ingest_and_a_redelivered_batch_counts_once(engine):
 def test_the_migration_fills_the_rollups_from_the_sales_already_stored(db_url):
     from alembic import command
 
-    eng = cloud.db.make_engine(db_url)
+    eng = cloud.core.db.make_engine(db_url)
     try:
-        cfg = cloud.db.alembic_config(db_url)
+        cfg = cloud.core.db.alembic_config(db_url)
         with eng.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "0006")
@@ -156,7 +157,7 @@ def test_the_migration_fills_the_rollups_from_the_sales_already_stored(db_url):
             bulk_insert(conn, sales, SALE_COLUMNS, [
                 (MACHINE, i, (START + timedelta(hours=7 * i)).isoformat(), f"o-{i}", "A1", 1, 350, "CNY")
                 for i in range(1, 201)])
-        cloud.db.migrate(eng)
+        cloud.core.db.migrate(eng)
         got, _ = report(eng, "day", "2026-10-01", "2027-01-01", "Asia/Shanghai")
         assert got == expected(eng, "day", "2026-10-01", "2027-01-01", "Asia/Shanghai")
         assert sum(n for n, _ in got.values()) == 200
@@ -168,7 +169,7 @@ def test_the_migration_fills_the_rollups_from_the_sales_already_stored(db_url):
 def client(tmp_path, db_url):
     obj = idle_cloud(tmp_path, db_url)
     seed(obj.engine, 300)
-    with TestClient(cloud.web.create_app(obj, "boot-token-reports", b"k" * 32)) as c:
+    with TestClient(cloud.app.create_app(obj, "boot-token-reports", b"k" * 32)) as c:
         c.engine = obj.engine
         yield c
     obj.engine.dispose()

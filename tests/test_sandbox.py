@@ -12,18 +12,18 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-import cloud.db
+import cloud.core.db
 import cloud.service
-import cloud.settings
-import cloud.web
-from cloud import orders, people
-from cloud.db import utcnow
+import cloud.core.settings
+import cloud.app
+from cloud.sales import orders
+from cloud import people
+from cloud.core.db import utcnow
 from cloud.payments import Payments, Sandbox, txns, webhook_events
 from cloud.payments.sandbox import Unreachable, ops
 from cloud.payments.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookRefused, parse, sign, verify
-from cloud.sandbox_provider import Books
-from cloud_fixtures import (MACHINE, NOW, FakeSandbox, add_customer, add_machine, db_url, idle_cloud,  # noqa: F401
-                            slot_spec, unbalanced_txns)
+from cloud.payments.sandbox_server import Books
+from cloud_fixtures import (MACHINE, NOW, FakeSandbox, add_customer, add_machine, db_url, idle_cloud, slot_spec, unbalanced_txns)
 
 SECRET = "webhook-secret-for-tests"
 HOOK = "/api/v1/payments/webhook/sandbox"
@@ -89,8 +89,8 @@ def test_the_sandbox_declines_amounts_ending_in_13_and_answers_each_key_once():
 
 @pytest.fixture
 def engine(db_url):
-    eng = cloud.db.make_engine(db_url)
-    cloud.db.migrate(eng)
+    eng = cloud.core.db.make_engine(db_url)
+    cloud.core.db.migrate(eng)
     with eng.begin() as conn:
         add_machine(conn, specs=[slot_spec("A1", 350), slot_spec("A2", 313, "gum", "Gum")])
         add_customer(conn, phone="+8613800000001", topup=0, method="sandbox")
@@ -243,14 +243,14 @@ def test_an_order_not_confirmed_in_time_is_declined_and_its_unsent_authorisation
 
 @pytest.fixture
 def cloud_obj(tmp_path, db_url, fake):
-    settings = cloud.settings.Settings(var=str(tmp_path), db=db_url, broker="127.0.0.1:1",
+    settings = cloud.core.settings.Settings(var=str(tmp_path), db=db_url, broker="127.0.0.1:1",
                                        sandbox_url="http://sandbox.test", sandbox_secret=SECRET).resolve()
     obj = cloud.service.Cloud(settings)  # never started: no broker, no threads
     obj.provider.stop()
     obj.provider = Payments(sandbox=Sandbox(fake.client(), settings.sandbox_confirm_timeout_s))
     obj.sent = []
     obj.send_vend = lambda order: obj.sent.append(order.id)
-    cloud.db.migrate(obj.engine)
+    cloud.core.db.migrate(obj.engine)
     with obj.engine.begin() as conn:
         add_machine(conn, specs=[slot_spec("A1", 350), slot_spec("A2", 313, "gum", "Gum")])
         add_customer(conn, phone="+8613800000001", topup=0, method="sandbox")
@@ -260,7 +260,7 @@ def cloud_obj(tmp_path, db_url, fake):
 
 @pytest.fixture
 def client(cloud_obj):
-    with TestClient(cloud.web.create_app(cloud_obj, "admintoken", b"k" * 32), follow_redirects=False) as c:
+    with TestClient(cloud.app.create_app(cloud_obj, "admintoken", b"k" * 32), follow_redirects=False) as c:
         yield c
 
 
@@ -397,7 +397,7 @@ def test_a_confirmation_after_the_order_gave_up_releases_the_hold(client, cloud_
 
 def test_without_a_sandbox_the_webhook_is_404(tmp_path, db_url):
     obj = idle_cloud(tmp_path, db_url)
-    with TestClient(cloud.web.create_app(obj, "admintoken", b"k" * 32)) as c:
+    with TestClient(cloud.app.create_app(obj, "admintoken", b"k" * 32)) as c:
         assert c.post(HOOK, content=b"{}").status_code == 404
     obj.engine.dispose()
 
@@ -416,24 +416,24 @@ def test_without_a_sandbox_the_webhook_is_404(tmp_path, db_url):
 ])
 def test_wrong_sandbox_settings_are_refused_naming_the_option(argv, message):
     with pytest.raises(SystemExit) as info:
-        cloud.settings.parse(argv)
+        cloud.core.settings.parse(argv)
     assert message in str(info.value)
 
 
 def test_a_bad_number_in_the_environment_gets_argparse_s_error_not_a_traceback(monkeypatch, capsys):
     monkeypatch.setenv("VEND_SANDBOX_RETRIES", "many")
     with pytest.raises(SystemExit):
-        cloud.settings.parse([])
+        cloud.core.settings.parse([])
     assert "--sandbox-retries: invalid int value: 'many'" in capsys.readouterr().err
 
 
 def test_good_sandbox_settings_make_a_cloud_with_both_providers(monkeypatch):
     monkeypatch.setenv("VEND_SANDBOX_SECRET", SECRET)
-    s = cloud.settings.parse(["--sandbox-url", "http://127.0.0.1:9000/", "--sandbox-timeout", "2.5"])
+    s = cloud.core.settings.parse(["--sandbox-url", "http://127.0.0.1:9000/", "--sandbox-timeout", "2.5"])
     pay = Payments.from_settings(s)
     assert pay.methods == ("wallet", "sandbox") and pay.sandbox.client.http.timeout.read == 2.5
     pay.stop()
-    assert Payments.from_settings(cloud.settings.parse([])).methods == ("wallet",)
+    assert Payments.from_settings(cloud.core.settings.parse([])).methods == ("wallet",)
 
 
 def test_the_client_gives_up_after_its_retries_and_says_why():

@@ -13,19 +13,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cloud.cli
-import cloud.db
+import cloud.core.db
 import cloud.service
-import cloud.settings
-import cloud.web
-from cloud import machines
-from cloud.ingest import store_batch
+import cloud.core.settings
+import cloud.app
+from cloud.fleet import machines
+from cloud.sync.ingest import store_batch
 from cloud.payments import Wallet
 from cloud.people import audit, auth, staff
-from cloud.stock import book, catalog, picking, purchasing, takes
+from cloud.stock import book, picking, purchasing, takes
+from cloud.catalog import products as catalog
 from cloud.stock.book import WAREHOUSE, Place
 from cloud.stock.common import StockError
-from cloud_fixtures import (NOW, Chain, ThroughTestClient, add_machine, db_url, fast_hashes, idle_cloud,  # noqa: F401
-                            slot_spec)
+from cloud_fixtures import NOW, Chain, ThroughTestClient, add_machine, db_url, fast_hashes, idle_cloud, slot_spec
 
 BOOT = "bootstrap-token-for-stock-tests"
 TODAY = NOW.date()
@@ -46,7 +46,7 @@ def engine(cloud_obj):
 
 @pytest.fixture
 def app(cloud_obj):
-    application = cloud.web.create_app(cloud_obj, BOOT, b"k" * 32)
+    application = cloud.app.create_app(cloud_obj, BOOT, b"k" * 32)
     application.state.people.clock = lambda: NOW  # the API's clock: the day the fixtures are dated
     return application
 

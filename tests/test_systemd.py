@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from cloud import brokerfiles, cloudinit
+from cloud.provisioning import brokerfiles, cloudinit
 from controller.config import SCHEMA
 from fleet_fixtures import require_tool
 

@@ -1,4 +1,4 @@
-"""What a customer and a manager see over HTTP (cloud/web.py), plus cloud/money.py formatting and parsing."""
+"""What a customer and a manager see over HTTP (cloud/web.py), plus cloud/core/money.py formatting and parsing."""
 
 import time
 
@@ -6,12 +6,14 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-import cloud.db
+import cloud.core.db
 import cloud.service
-import cloud.settings
-import cloud.web
-from cloud import machines, orders, people
-from cloud.money import format_money, parse_amount
+import cloud.core.settings
+import cloud.app
+from cloud.fleet import machines
+from cloud.sales import orders
+from cloud import people
+from cloud.core.money import format_money, parse_amount
 from cloud.payments import txns
 from cloud_fixtures import MACHINE, NOW, SECRET, add_machine, db_url, idle_cloud  # noqa: F401  (fixtures)
 from protocol import token as qrtoken
@@ -31,7 +33,7 @@ def cloud_obj(tmp_path, db_url):
 
 @pytest.fixture
 def client(cloud_obj):
-    app = cloud.web.create_app(cloud_obj, "admintoken", b"k" * 32)
+    app = cloud.app.create_app(cloud_obj, "admintoken", b"k" * 32)
     with TestClient(app, follow_redirects=False) as c:
         yield c
 
@@ -66,7 +68,7 @@ def test_a_valid_scan_redirects_a_new_phone_to_registration_and_sets_the_visit_c
     r = scan(client)
     assert r.status_code == 303
     assert r.headers["location"] == "/register?next=/m/m-1"
-    assert cloud.web.VISIT_COOKIE in r.cookies
+    assert cloud.app.VISIT_COOKIE in r.cookies
 
 
 def test_a_registered_phone_goes_straight_to_the_menu(client, customer):
@@ -79,13 +81,13 @@ def test_a_registered_phone_goes_straight_to_the_menu(client, customer):
 def test_an_expired_token_gives_410(client):
     r = scan(client, at=time.time() - 3600)
     assert r.status_code == 410 and "expired" in r.text
-    assert cloud.web.VISIT_COOKIE not in r.cookies
+    assert cloud.app.VISIT_COOKIE not in r.cookies
 
 
 def test_a_token_signed_with_the_wrong_secret_gives_400(client):
     r = scan(client, secret=b"x" * 32)
     assert r.status_code == 400 and "not recognised" in r.text
-    assert cloud.web.VISIT_COOKIE not in r.cookies
+    assert cloud.app.VISIT_COOKIE not in r.cookies
 
 
 def test_a_token_for_an_unknown_machine_gives_400(client):
@@ -200,7 +202,7 @@ def test_buying_with_too_little_money_is_declined_and_charges_nothing(client, cl
 
 
 def test_buying_without_a_scan_gives_403(client, cloud_obj, customer):
-    client.cookies.delete(cloud.web.VISIT_COOKIE)
+    client.cookies.delete(cloud.app.VISIT_COOKIE)
     r = buy(client)
     assert r.status_code == 403 and count(cloud_obj, orders.orders) == 0
 

@@ -8,7 +8,7 @@ import json
 import sys
 from urllib.parse import quote, urlencode
 
-from ..money import format_money
+from cloud.core.money import format_money
 
 COMMANDS = ("journal", "settlement", "reconcile")
 

@@ -6,8 +6,8 @@ import calendar
 import re
 from datetime import date
 
-from .. import fields
-from ..fields import FieldError
+from cloud.core import fields
+from cloud.core.fields import FieldError
 
 MAX_AMOUNT = 10**12  # minor units: past this it is a typing mistake
 KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,100}\Z")

@@ -1,7 +1,7 @@
 """The general journal's finance side: goods received and cost of goods sold from the stock book, supplier
 payments, account balances and the trial balance.
 
-Everything posts through ``cloud.payments.journal.post``, which refuses legs that do not sum to zero in each
+Everything posts through ``cloud.accounts.journal.post``, which refuses legs that do not sum to zero in each
 currency, under a key, so that posting again moves nothing:
 
 | what                  | key                                   | legs (credit positive)                          |
@@ -26,10 +26,11 @@ from datetime import date, datetime, time, timezone
 
 import sqlalchemy as sa
 
-from ..db import UTCDateTime, metadata
-from ..payments.journal import DEBIT_KINDS, account, accounts, entries, post, txns
-from ..stock import book, catalog, purchasing
-from .common import FinanceError, amount_of, currency_of, day_of, key_of, text_of
+from cloud.core.db import UTCDateTime, metadata
+from cloud.accounts.journal import DEBIT_KINDS, account, accounts, entries, post, txns
+from cloud.stock import book, purchasing
+from cloud.catalog import products as catalog
+from cloud.finance.common import FinanceError, amount_of, currency_of, day_of, key_of, text_of
 
 supplier_payments = sa.Table(
     "supplier_payments", metadata,
@@ -83,7 +84,7 @@ def pay_supplier(conn: sa.Connection, supplier_id: int, key, amount, currency, p
                  now: datetime, user_id: int | None = None) -> tuple[dict, bool]:
     """A payment to a supplier (it lowers what we owe them): (the payment, whether it was made now). The
     same key with the same payment again changes nothing; with another, FinanceError 409."""
-    from ..people import staff
+    from cloud.people import staff
 
     if staff.get_supplier(conn, supplier_id) is None:
         raise FinanceError("supplier_id", f"no supplier {supplier_id}", 404)
@@ -119,7 +120,7 @@ def public_payment(row) -> dict:
 
 def supplier_statement(conn: sa.Connection, supplier_id: int, start: date, end: date, currency: str) -> dict:
     """Purchases received and payments in [start, end] (inclusive), with the balance owed before and after."""
-    from ..people import staff
+    from cloud.people import staff
 
     supplier = staff.get_supplier(conn, supplier_id)
     if supplier is None:

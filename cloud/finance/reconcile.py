@@ -23,10 +23,10 @@ from datetime import date, timedelta
 
 import sqlalchemy as sa
 
-from ..ingest import sales
-from ..payments.journal import accounts, entries, txns
-from ..payments.sandbox import ops
-from .ledger import bounds
+from cloud.sync.ingest import sales
+from cloud.accounts.journal import accounts, entries, txns
+from cloud.payments.sandbox import ops
+from cloud.finance.ledger import bounds
 
 KINDS = ("captured_not_sold", "sold_not_captured", "amounts_differ", "captured_twice", "sold_twice",
          "refunded_more_than_captured", "provider_not_in_journal", "journal_not_at_provider")

@@ -12,12 +12,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, StrictInt
 
-from .. import people
-from ..pages import printable
-from ..people import Caller, require
-from ..people.auth import Gate, gate
-from . import ledger, reconcile, settlement
-from .common import FinanceError, currency_of, month_span, period_of, span
+from cloud import people
+from cloud.web.pages import printable
+from cloud.people import Caller, require
+from cloud.people.auth import Gate, gate
+from cloud.finance import ledger, reconcile, settlement
+from cloud.finance.common import FinanceError, currency_of, month_span, period_of, span
 
 router = APIRouter(prefix="/api/v1", tags=["finance"])
 

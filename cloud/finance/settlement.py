@@ -31,14 +31,15 @@ from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 
-from .. import locations
-from ..db import UTCDateTime, metadata
-from ..ingest import sales
-from ..machines import FleetError
-from ..payments.journal import account, accounts, entries, post, txns
-from ..stock import book, catalog
-from .common import FinanceError, amount_of, currency_of, half_up, period_name, span
-from .ledger import bounds, catch_up
+from cloud.fleet import locations
+from cloud.core.db import UTCDateTime, metadata
+from cloud.sync.ingest import sales
+from cloud.fleet.machines import FleetError
+from cloud.accounts.journal import account, accounts, entries, post, txns
+from cloud.stock import book
+from cloud.catalog import products as catalog
+from cloud.finance.common import FinanceError, amount_of, currency_of, half_up, period_name, span
+from cloud.finance.ledger import bounds, catch_up
 
 PERCENT_GROSS, PERCENT_PROFIT, FLAT_MONTHLY, PER_ITEM = "percent_gross", "percent_profit", "flat_monthly", "per_item"
 KINDS = (PERCENT_GROSS, PERCENT_PROFIT, FLAT_MONTHLY, PER_ITEM)

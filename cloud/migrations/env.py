@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from cloud.db import load_tables
+from cloud.schema import load_tables
 
 config = context.config
 target_metadata = load_tables()

@@ -8,12 +8,11 @@ provider that hands each call to the one the order was placed with.
 
 from __future__ import annotations
 
-from .journal import (BOUNDARY, IdempotencyConflict, PaymentError, account, accounts, accounts_of, balance,
-                      entries, find_account, post, txns)
-from .provider import NotRefundable, Outcome, Payable, Provider
-from .sandbox import Sandbox, SandboxClient
-from .wallet import MAX_TOPUP, Wallet
-from .webhook import webhook_events
+from cloud.accounts.journal import (BOUNDARY, IdempotencyConflict, PaymentError, account, accounts, accounts_of, balance, entries, find_account, post, txns)
+from cloud.payments.provider import NotRefundable, Outcome, Payable, Provider
+from cloud.payments.sandbox import Sandbox, SandboxClient
+from cloud.payments.wallet import MAX_TOPUP, Wallet
+from cloud.payments.webhook import webhook_events
 
 __all__ = [
     "BOUNDARY", "MAX_TOPUP", "IdempotencyConflict", "NotRefundable", "Outcome", "Payable", "PaymentError",

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import sqlalchemy as sa
 
-from .journal import PaymentError
+from cloud.accounts.journal import PaymentError
 
 
 class Payable(Protocol):

@@ -15,12 +15,13 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
-from .. import orders, people
-from ..db import utcnow
-from ..money import parse_amount
-from ..people import Caller, require
-from . import webhook
-from .journal import IdempotencyConflict, PaymentError
+from cloud.sales import orders
+from cloud import people
+from cloud.core.db import utcnow
+from cloud.core.money import parse_amount
+from cloud.people import Caller, require
+from cloud.payments import webhook
+from cloud.accounts.journal import IdempotencyConflict, PaymentError
 
 log = logging.getLogger(__name__)
 

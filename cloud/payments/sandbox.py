@@ -21,10 +21,10 @@ from datetime import datetime, timedelta
 import httpx
 import sqlalchemy as sa
 
-from ..db import UTCDateTime, bulk_insert, db_value, insert_ignore, metadata, utcnow
-from .journal import IdempotencyConflict, PaymentError, account, post
-from .provider import Outcome, Payable, Provider, check_amount, refund_amount
-from .webhook import Event
+from cloud.core.db import UTCDateTime, bulk_insert, db_value, insert_ignore, metadata, utcnow
+from cloud.accounts.journal import IdempotencyConflict, PaymentError, account, post
+from cloud.payments.provider import Outcome, Payable, Provider, check_amount, refund_amount
+from cloud.payments.webhook import Event
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,9 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from ..db import UTCDateTime, bulk_insert, db_value, metadata
-from .journal import (IdempotencyConflict, PaymentError, account, accounts, accounts_of, balance, entries,
-                      find_account, moved, order_txns, post, txns)
-from .provider import Outcome, Payable, Provider, check_amount, refund_amount
+from cloud.core.db import UTCDateTime, bulk_insert, db_value, metadata
+from cloud.accounts.journal import (IdempotencyConflict, PaymentError, account, accounts, accounts_of, balance, entries, find_account, moved, order_txns, post, txns)
+from cloud.payments.provider import Outcome, Payable, Provider, check_amount, refund_amount
 
 log = logging.getLogger(__name__)
 

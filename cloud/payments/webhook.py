@@ -17,7 +17,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from ..db import UTCDateTime, insert_ignore, metadata
+from cloud.core.db import UTCDateTime, insert_ignore, metadata
 
 TIMESTAMP_HEADER = "X-Sandbox-Timestamp"
 SIGNATURE_HEADER = "X-Sandbox-Signature"

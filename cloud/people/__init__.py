@@ -29,12 +29,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from ..db import utcnow
-from . import audit, auth, staff
-from .auth import SESSION_COOKIE, Caller, Gate, require
-from .customers import (COOKIE, PAYMENT_METHODS, PHONE_RE, CookieSigner, RegistrationError, by_phone,
-                        clean_name, clean_phone, customers, get, new_secret, register)
-from .staff import ADMINISTRATOR, MANAGER, ROLES, SUPPLIER, TECHNICIAN, PeopleError
+from cloud.core.db import utcnow
+from cloud.people import audit, auth, staff
+from cloud.people.auth import SESSION_COOKIE, Caller, Gate, require
+from cloud.people.customers import (COOKIE, PAYMENT_METHODS, PHONE_RE, CookieSigner, RegistrationError, by_phone, clean_name, clean_phone, customers, get, new_secret, register)
+from cloud.people.staff import ADMINISTRATOR, MANAGER, ROLES, SUPPLIER, TECHNICIAN, PeopleError
 
 OWN_ACCOUNT = ROLES
 FLEET_READERS = (ADMINISTRATOR, MANAGER, TECHNICIAN)
@@ -70,7 +69,7 @@ __all__ = [
 def install(app: FastAPI, engine: sa.Engine, cookie_secret: bytes, admin_token: str, public_url: str = "") -> Gate:
     """Wire people into the app: the gate the dependencies read, the built-in administrator behind the
     bootstrap token, and the routes. The database must be migrated already."""
-    from . import routes
+    from cloud.people import routes
 
     g = Gate(engine, cookie_secret, public_url)
     app.state.people = g

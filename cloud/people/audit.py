@@ -12,7 +12,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from ..db import UTCDateTime, metadata
+from cloud.core.db import UTCDateTime, metadata
 
 audit_log = sa.Table(
     "audit_log", metadata,

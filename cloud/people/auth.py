@@ -20,10 +20,10 @@ import sqlalchemy as sa
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
-from ..db import UTCDateTime, metadata, utcnow
-from . import audit, staff
-from .customers import CookieSigner
-from .staff import ADMINISTRATOR, ROLES
+from cloud.core.db import UTCDateTime, metadata, utcnow
+from cloud.people import audit, staff
+from cloud.people.customers import CookieSigner
+from cloud.people.staff import ADMINISTRATOR, ROLES
 
 SESSION_COOKIE = "vend_staff"
 SESSION_TTL = timedelta(hours=12)

@@ -16,7 +16,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from ..db import UTCDateTime, metadata
+from cloud.core.db import UTCDateTime, metadata
 
 customers = sa.Table(
     "customers", metadata,

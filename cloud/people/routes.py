@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, StrictBool
 
-from ..pages import page, safe_next, translator
-from . import audit, auth, staff
-from .auth import Caller, Gate, gate, require
-from .staff import ADMINISTRATOR, MANAGER, SUPPLIER, PeopleError
+from cloud.web.pages import page, safe_next, translator
+from cloud.people import audit, auth, staff
+from cloud.people.auth import Caller, Gate, gate, require
+from cloud.people.staff import ADMINISTRATOR, MANAGER, SUPPLIER, PeopleError
 
 router = APIRouter(prefix="/api/v1", tags=["people"])
 pages = APIRouter(include_in_schema=False)
@@ -369,7 +369,7 @@ def login_submit(request: Request, username: str = Form(""), password: str = For
 
 
 def _account_page(request: Request, g: Gate, caller: Caller, status_code: int = 200, error: str = ""):
-    from ..dashboard import nav_for
+    from cloud.web.dashboard import nav_for
 
     return page(request, "staff_account.html", status_code, me=caller, account=me_of(g, caller),
                 nav=nav_for(caller) if not caller.must_change_password else [], active=request.url.path,

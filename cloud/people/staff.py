@@ -19,7 +19,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from zxcvbn import zxcvbn
 
-from ..db import UTCDateTime, metadata
+from cloud.core.db import UTCDateTime, metadata
 
 ADMINISTRATOR, MANAGER, TECHNICIAN, SUPPLIER = "administrator", "manager", "technician", "supplier"
 ROLES = (ADMINISTRATOR, MANAGER, TECHNICIAN, SUPPLIER)

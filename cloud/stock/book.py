@@ -26,9 +26,9 @@ from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 
-from ..db import UTCDateTime, bulk_insert, insert_ignore, metadata
-from .catalog import get_product
-from .common import StockError, lock_product, lock_products
+from cloud.core.db import UTCDateTime, bulk_insert, insert_ignore, metadata
+from cloud.catalog.products import get_product
+from cloud.stock.common import StockError, lock_product, lock_products
 
 log = logging.getLogger(__name__)
 
@@ -419,7 +419,7 @@ def _close_other_products(conn, op, place: Place, product_id: int, now: datetime
 
 def warehouse(conn: sa.Connection, today: date) -> list[dict]:
     """Every described product: quantity, value and average unit cost in the warehouse, with its lots."""
-    from .catalog import list_products
+    from cloud.catalog.products import list_products
 
     m = movements
     sums = {r[0]: (int(r[1]), int(r[2])) for r in conn.execute(

@@ -8,7 +8,7 @@ import json
 import sys
 from urllib.parse import quote, urlencode
 
-from ..money import format_money, parse_amount
+from cloud.core.money import format_money, parse_amount
 
 COMMANDS = ("products", "purchase-orders", "stock", "pick-list")
 # The cloud's limit on a picture (cloud/media.py): checked here too, so a big file is refused before it is sent.

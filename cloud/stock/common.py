@@ -6,9 +6,9 @@ from datetime import date
 
 import sqlalchemy as sa
 
-from .. import fields
-from ..fields import FieldError
-from ..machines import products
+from cloud.core import fields
+from cloud.core.fields import FieldError
+from cloud.fleet.machines import products
 
 MAX_QUANTITY = 1_000_000  # units in one line or one movement: past this it is a typing mistake
 MAX_AMOUNT = 10**12  # minor units in one price or cost: past this it is a typing mistake

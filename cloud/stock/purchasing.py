@@ -19,12 +19,12 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from ..db import UTCDateTime, metadata
-from ..machines import products
-from ..people import staff
-from . import book
-from .catalog import described
-from .common import StockError, amount, currency, day, lock_products, quantity, text
+from cloud.core.db import UTCDateTime, metadata
+from cloud.fleet.machines import products
+from cloud.people import staff
+from cloud.stock import book
+from cloud.catalog.products import described
+from cloud.stock.common import StockError, amount, currency, day, lock_products, quantity, text
 
 DRAFT, SENT, PARTLY, RECEIVED, CANCELLED = "draft", "sent", "partly_received", "received", "cancelled"
 STATUSES = (DRAFT, SENT, PARTLY, RECEIVED, CANCELLED)

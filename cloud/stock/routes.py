@@ -9,12 +9,13 @@ from datetime import date, datetime, timezone
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt
 
-from .. import people
-from ..pages import printable
-from ..people import Caller, require
-from ..people.auth import Gate, gate
-from . import book, catalog, picking, purchasing, takes
-from .common import StockError
+from cloud import people
+from cloud.web.pages import printable
+from cloud.people import Caller, require
+from cloud.people.auth import Gate, gate
+from cloud.stock import book, picking, purchasing, takes
+from cloud.catalog import products as catalog
+from cloud.stock.common import StockError
 
 router = APIRouter(prefix="/api/v1", tags=["stock"])
 

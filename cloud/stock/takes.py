@@ -9,10 +9,10 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from ..db import UTCDateTime, metadata
-from . import book
-from .catalog import described
-from .common import StockError, lock_product, lock_products, text, whole
+from cloud.core.db import UTCDateTime, metadata
+from cloud.stock import book
+from cloud.catalog.products import described
+from cloud.stock.common import StockError, lock_product, lock_products, text, whole
 
 MAX_LINES = 2000
 

@@ -48,7 +48,7 @@ def on_result(results: list):
 
 
 def captures(cloud, order_id: str) -> int:
-    return cloud.db("SELECT COUNT(*) FROM txns WHERE kind = 'capture' AND order_id = ?", (order_id,))[0][0]
+    return cloud.core.db("SELECT COUNT(*) FROM txns WHERE kind = 'capture' AND order_id = ?", (order_id,))[0][0]
 
 
 def test_purchase_is_captured_once(cloud, machines, customer):

@@ -7,7 +7,7 @@ Revises:
 from alembic import op
 import sqlalchemy as sa
 
-from cloud.db import UTCDateTime
+from cloud.core.db import UTCDateTime
 
 
 revision = '0001'

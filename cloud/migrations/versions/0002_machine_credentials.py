@@ -9,7 +9,7 @@ import secrets
 from alembic import op
 import sqlalchemy as sa
 
-from cloud.db import UTCDateTime
+from cloud.core.db import UTCDateTime
 
 
 revision = '0002'

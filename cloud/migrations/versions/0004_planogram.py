@@ -12,7 +12,7 @@ Revises: 0003
 from alembic import op
 import sqlalchemy as sa
 
-from cloud.db import UTCDateTime
+from cloud.core.db import UTCDateTime
 
 
 revision = '0004'

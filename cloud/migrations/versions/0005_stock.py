@@ -8,7 +8,7 @@ Revises: 0004
 from alembic import op
 import sqlalchemy as sa
 
-from cloud.db import UTCDateTime
+from cloud.core.db import UTCDateTime
 
 
 revision = '0005'

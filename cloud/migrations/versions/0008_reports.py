@@ -46,7 +46,7 @@ def upgrade() -> None:
     )
     # The sales already stored: the same arithmetic ingest does per batch (cloud/reports.py rollup_rows),
     # over the whole table, in raw SQL that reads only the sales columns this revision knows.
-    from cloud.reports import backfill
+    from cloud.sales.reports import backfill
 
     backfill(op.get_bind())
 

@@ -1,0 +1,158 @@
+"""The cloud's settings: command-line options, each with an environment variable and a default."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+@dataclass
+class Settings:
+    var: str = "var/cloud"
+    db: str = ""
+    broker: str = "embedded"
+    broker_port: int = 1883
+    mqtt_protocol: str = ""
+    client_id: str = "vend-cloud-1"
+    http: str = "127.0.0.1:8000"
+    public_url: str = ""
+    token_ttl_s: float = 60.0
+    token_skew_s: float = 30.0
+    vend_timeout_s: float = 30.0
+    expiry_grace_s: float = 10.0
+    shared_ingest: bool = True
+    broker_files: str = ""
+    broker_ports: str = "1883,8883,8884"
+    broker_pid_file: str = ""
+    machine_broker: str = ""
+    # Alert limits (cloud/alerts.py); their checks are there too.
+    alert_offline_s: float = 600.0
+    alert_failed_vends: int = 3
+    alert_failed_window_s: float = 3600.0
+    alert_temp_min_c: float = 0.0
+    alert_temp_max_c: float = 30.0
+    alert_temp_for_s: float = 600.0
+    alert_door_open_s: float = 900.0
+    alert_unsynced_s: float = 900.0
+    sandbox_url: str = ""
+    sandbox_secret: str = ""
+    sandbox_timeout_s: float = 5.0
+    sandbox_retries: int = 2
+    sandbox_tolerance_s: float = 300.0
+    sandbox_confirm_timeout_s: float = 60.0
+
+    def resolve(self) -> "Settings":
+        self.check_sandbox()
+        if not self.db:
+            self.db = f"sqlite:///{os.path.abspath(os.path.join(self.var, 'cloud.core.db'))}"
+        if not self.mqtt_protocol:
+            self.mqtt_protocol = "3.1.1" if self.broker == "embedded" else "5"
+        if not self.public_url:
+            self.public_url = f"http://{self.http}"
+        if self.mqtt_protocol != "5":
+            self.shared_ingest = False  # shared subscriptions are an MQTT 5 feature
+        return self
+
+    def check_sandbox(self) -> None:
+        """The sandbox provider's settings, refused with the option that is wrong and why."""
+        for option, value, low, high in (("--sandbox-timeout", self.sandbox_timeout_s, 0.1, 60),
+                                         ("--sandbox-retries", self.sandbox_retries, 0, 10),
+                                         ("--sandbox-tolerance", self.sandbox_tolerance_s, 1, 3600),
+                                         ("--sandbox-confirm-timeout", self.sandbox_confirm_timeout_s, 1, 3600)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+                raise SystemExit(f"{option} {value!r}: must be from {low} to {high}")
+        if not self.sandbox_url:
+            return
+        parts = urlsplit(self.sandbox_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise SystemExit(f"--sandbox-url {self.sandbox_url!r}: use http(s)://HOST:PORT of the sandbox provider")
+        if len(self.sandbox_secret) < 16:
+            raise SystemExit("--sandbox-url is set, so the sandbox's webhook secret is needed: set VEND_SANDBOX_SECRET "
+                             "(or --sandbox-secret) to the secret the sandbox signs with, at least 16 characters")
+
+    @property
+    def broker_address(self) -> tuple[str, int]:
+        if self.broker == "embedded":
+            return "127.0.0.1", self.broker_port
+        host, _, port = self.broker.rpartition(":")
+        if not host or not port.isdigit():
+            raise SystemExit(f"--broker {self.broker!r}: use 'embedded' or HOST:PORT")
+        return host, int(port)
+
+    @property
+    def http_address(self) -> tuple[str, int]:
+        host, _, port = self.http.rpartition(":")
+        if not host or not port.isdigit():
+            raise SystemExit(f"--http {self.http!r}: use HOST:PORT")
+        return host, int(port)
+
+
+OPTIONS = [
+    # (option, attribute, type, help)
+    ("--var", "var", str, "folder for the database and secrets"),
+    ("--db", "db", str, "database URL (default: SQLite under --var); postgresql+psycopg://... for PostgreSQL"),
+    ("--broker", "broker", str, "'embedded' (amqtt, in this process) or HOST:PORT of Mosquitto"),
+    ("--broker-port", "broker_port", int, "port of the embedded broker"),
+    ("--mqtt-protocol", "mqtt_protocol", str, "5 or 3.1.1 (default: 3.1.1 for embedded, else 5)"),
+    ("--client-id", "client_id", str, "MQTT client id of this cloud process (unique per process)"),
+    ("--http", "http", str, "HOST:PORT to serve the web pages and API on"),
+    ("--public-url", "public_url", str, "the URL customers' phones reach this cloud at"),
+    ("--vend-timeout", "vend_timeout_s", float, "seconds a machine has to start a vend"),
+    ("--expiry-grace", "expiry_grace_s", float, "seconds past a vend's expiry before the cloud voids it"),
+    ("--token-ttl", "token_ttl_s", float, "seconds a QR token is accepted after its window starts"),
+    ("--broker-files", "broker_files", str, "folder where the cloud writes the production Mosquitto's config, "
+     "password file, ACL and TLS files (e.g. /var/lib/vend-broker); empty: the broker is not managed"),
+    ("--broker-ports", "broker_ports", str, "the generated config's listeners: LOCAL,PASSWORD,CERTIFICATE "
+     "(the cloud's on 127.0.0.1, machines with a password over TLS, machines with a certificate)"),
+    ("--broker-pid-file", "broker_pid_file", str, "Mosquitto's pid file, to signal it after a change (else "
+     "vend-broker-reload.path reloads it)"),
+    ("--machine-broker", "machine_broker", str, "the host name machines reach the broker at; also the "
+     "name in the broker's certificate"),
+    ("--alert-offline", "alert_offline_s", float, "seconds without a word from a machine before it is an alert"),
+    ("--alert-failed-vends", "alert_failed_vends", int, "failed vends on one slot within --alert-failed-window "
+     "that make an alert"),
+    ("--alert-failed-window", "alert_failed_window_s", float, "seconds the failed vends are counted over"),
+    ("--alert-temp-min", "alert_temp_min_c", float, "lowest temperature (C) that is not an alert"),
+    ("--alert-temp-max", "alert_temp_max_c", float, "highest temperature (C) that is not an alert"),
+    ("--alert-temp-for", "alert_temp_for_s", float, "seconds out of range before a temperature is an alert"),
+    ("--alert-door-open", "alert_door_open_s", float, "seconds a door may stay open before it is an alert"),
+    ("--alert-unsynced", "alert_unsynced_s", float, "seconds a machine's ledger may be ahead of the cloud with "
+     "no progress before it is an alert"),
+    ("--sandbox-url", "sandbox_url", str, "base URL of the sandbox payment provider (python -m "
+     "cloud.payments.sandbox_server); empty: customers pay by wallet only"),
+    ("--sandbox-secret", "sandbox_secret", str, "the secret the sandbox signs its webhooks with (prefer the "
+     "environment variable: a command line is visible to every user)"),
+    ("--sandbox-timeout", "sandbox_timeout_s", float, "seconds to wait for the sandbox on each request (0.1-60)"),
+    ("--sandbox-retries", "sandbox_retries", int, "retries of a sandbox request that got no answer (0-10)"),
+    ("--sandbox-tolerance", "sandbox_tolerance_s", float, "seconds a signed webhook stays valid: older ones are "
+     "refused as replays (1-3600)"),
+    ("--sandbox-confirm-timeout", "sandbox_confirm_timeout_s", float, "seconds an order waits for the sandbox to "
+     "confirm its authorisation before it is declined (1-3600)"),
+]
+
+
+def read_or_create(path: str, make) -> str:
+    """A secret kept in a file of mode 0600, made on first start."""
+    if not os.path.exists(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(make() + "\n")
+    with open(path) as f:
+        return f.read().strip()
+
+
+def parse(argv: list[str] | None = None) -> Settings:
+    defaults = Settings()
+    parser = argparse.ArgumentParser(prog="vend-cloud", description="The vending fleet's cloud service.")
+    for option, attr, typ, help_text in OPTIONS:
+        env = "VEND_" + attr.upper()
+        # A string default goes through ``type`` like a command-line value: a bad environment variable gets
+        # argparse's clear error naming the option instead of a traceback.
+        parser.add_argument(option, dest=attr, type=typ, default=os.environ.get(env, getattr(defaults, attr)),
+                            help=f"{help_text} (env {env})")
+    parser.add_argument("--no-shared-ingest", dest="shared_ingest", action="store_false",
+                        help="subscribe to events without an MQTT 5 shared subscription")
+    return Settings(**vars(parser.parse_args(argv))).resolve()

@@ -1,0 +1,349 @@
+"""Dashboard: the office's pages: settlement with site owners, reconciliation, staff and suppliers, and the
+audit trail. Every change goes through the function its API route calls, so it writes the same audit row."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from urllib.parse import urlencode
+
+from babel.numbers import get_currency_precision
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from cloud.fleet import locations
+from cloud import people
+from cloud.finance import reconcile, settlement
+from cloud.finance.common import FinanceError, currency_of, month_span, span
+from cloud.finance.routes import record_posting, record_rule
+from cloud.web.pages import translator
+from cloud.people import audit, auth
+from cloud.people import staff as accounts
+from cloud.people.auth import Caller, Gate, gate
+from cloud.people.routes import create_person, create_supplier, update_person
+from cloud.people.staff import PeopleError
+from cloud.web.dashboard import dash
+from cloud.web.dashboard import staff as allowed
+
+router = APIRouter(include_in_schema=False)
+
+def _(message: str) -> str:
+    """Marks a message for the catalog (gettext's ``N_``): translated where it is shown, in the reader's language."""
+    return message
+
+
+KIND_LABELS = {settlement.PERCENT_GROSS: _("Percent of gross"), settlement.PERCENT_PROFIT: _("Percent of profit"),
+               settlement.FLAT_MONTHLY: _("Flat monthly fee"), settlement.PER_ITEM: _("Per item sold")}
+MISMATCH_LABELS = {
+    "captured_not_sold": _("Money taken, no sale in any ledger"),
+    "sold_not_captured": _("Sold, no money taken"),
+    "amounts_differ": _("Sale and payment amounts differ"),
+    "captured_twice": _("Money taken twice"),
+    "sold_twice": _("Sold twice"),
+    "refunded_more_than_captured": _("Refunded more than was taken"),
+    "provider_not_in_journal": _("Taken at the provider, not in the journal"),
+    "journal_not_at_provider": _("In the journal, never confirmed by the provider"),
+}
+assert set(MISMATCH_LABELS) == set(reconcile.KINDS) and set(KIND_LABELS) == set(settlement.KINDS)
+FIELD_LABELS = {"kind": _("Kind"), "percent": _("Percent"), "amount": _("Amount"), "currency": _("Currency"),
+                "valid_from": _("Valid from"), "valid_to": _("Valid to"), "location_id": _("Location"),
+                "month": _("Month"), "from": _("From"), "to": _("To"), "name": _("Name"), "contact": _("Contact"),
+                "email": _("Email"), "phone": _("Phone"), "address": _("Address")}
+DONE = {"rule": _("The rule is added."), "posted": _("The statement is posted."),
+        "already": _("This statement was posted before: nothing changed.")}
+
+
+def this_month(g: Gate) -> str:
+    return g.now().astimezone(timezone.utc).strftime("%Y-%m")
+
+
+def finance_error(_, e: FinanceError) -> dict[str, str]:
+    """A finance error as {field: text for people}: the field's label and the problem. The services write
+    problems in English; the common ones have their translation in the catalog, the rest stay English."""
+    problem = str(e).split(": ", 1)[1] if ": " in str(e) else str(e)
+    return {e.field: _("{field}: {problem}", field=_(FIELD_LABELS.get(e.field, e.field)), problem=_(problem))}
+
+
+def minor_units(text: str, currency: str) -> int:
+    """An amount typed in the currency's major unit ('12.50') as minor units (1250)."""
+    try:
+        d = Decimal(text.strip().replace(",", ""))
+    except InvalidOperation:
+        raise FinanceError("amount", "must be an amount like 12.50") from None
+    if not d.is_finite() or d < 0:
+        raise FinanceError("amount", "must be an amount like 12.50")
+    minor = d.scaleb(get_currency_precision(currency))
+    if minor != minor.to_integral_value():
+        raise FinanceError("amount", "has more decimals than the currency has")
+    return int(minor)
+
+
+def utc(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def back(path: str, **query) -> RedirectResponse:
+    return RedirectResponse(path + "?" + urlencode({k: v for k, v in query.items() if v}), status_code=303)
+
+
+# -- settlements -------------------------------------------------------------------------------------
+
+def _settlements(request: Request, caller: Caller, g: Gate, month: str, currency: str, status_code: int = 200,
+                 errors: dict | None = None, form: dict | None = None, done: str = ""):
+    _ = translator(request)
+    errors = dict(errors or {})
+    try:
+        start, end = month_span(month)
+    except FinanceError as e:
+        errors.update(finance_error(_, e))
+        month, status_code = this_month(g), 422
+        start, end = month_span(month)
+    try:
+        currency = currency_of(currency.strip().upper())
+    except FinanceError as e:
+        errors.update(finance_error(_, e))
+        currency, status_code = "CNY", 422
+    rows = []
+    with g.engine.begin() as conn:
+        for loc in locations.list_locations(conn):
+            rows.append({"location": loc, "rules": settlement.rules(conn, loc["id"]),
+                         "s": settlement.statement(conn, loc["id"], start, end, currency, g.now())})
+    return dash(request, caller, "dash_settle.html", status_code, rows=rows, month=month, currency=currency,
+                errors=errors, form=form or {}, notice=_(DONE[done]) if done in DONE else "", kinds=KIND_LABELS,
+                can_edit=caller.role in people.FINANCE_EDITORS, post_key=secrets.token_hex(8))
+
+
+@router.get("/staff/settlements", response_class=HTMLResponse)
+def settlements_page(request: Request, month: str = "", currency: str = "CNY", done: str = "",
+                     caller: Caller = Depends(allowed(*people.FINANCE_READERS)), g: Gate = Depends(gate)):
+    return _settlements(request, caller, g, month or this_month(g), currency, done=done)
+
+
+@router.post("/staff/settlements/rules", response_class=HTMLResponse)
+def add_rule(request: Request, location_id: str = Form(""), kind: str = Form(""), percent: str = Form(""),
+             amount: str = Form(""), currency: str = Form("CNY"), valid_from: str = Form(""),
+             valid_to: str = Form(""), month: str = Form(""),
+             caller: Caller = Depends(allowed(*people.FINANCE_EDITORS)), g: Gate = Depends(gate)):
+    _ = translator(request)
+    form = {"location_id": location_id, "kind": kind, "percent": percent, "amount": amount, "currency": currency,
+            "valid_from": valid_from, "valid_to": valid_to}
+    try:
+        if not location_id.isdigit():
+            raise FinanceError("location_id", "choose a location")
+        body = {"kind": kind, "currency": currency.strip().upper(), "valid_from": valid_from.strip() or None,
+                "valid_to": valid_to.strip() or None}
+        if kind in settlement.PERCENT_KINDS:
+            body["percent"] = percent.strip()
+        elif kind in settlement.KINDS:
+            body["amount"] = minor_units(amount, currency_of(body["currency"]))
+        if body["valid_from"] is None:
+            raise FinanceError("valid_from", "is needed: a date like 2026-11-30")
+        record_rule(g, caller, int(location_id), body)
+    except FinanceError as e:
+        return _settlements(request, caller, g, month or this_month(g), currency or "CNY",
+                            e.status if e.status != 404 else 422, finance_error(_, e), form)
+    return back("/staff/settlements", month=month, currency=currency.strip().upper(), done="rule")
+
+
+@router.post("/staff/settlements/post", response_class=HTMLResponse)
+def post_statement(request: Request, location_id: int = Form(...), month: str = Form(...),
+                   currency: str = Form("CNY"), key: str = Form(""),
+                   caller: Caller = Depends(allowed(*people.FINANCE_EDITORS)), g: Gate = Depends(gate)):
+    """Posting is once per location, month and currency, so a form sent twice (the key is only a nonce
+    from the page) posts once and answers 'posted before' the second time."""
+    _ = translator(request)
+    try:
+        _s, made = record_posting(g, caller, location_id, month, currency)
+    except FinanceError as e:
+        return _settlements(request, caller, g, this_month(g), "CNY", 422, finance_error(_, e))
+    return back("/staff/settlements", month=month, currency=currency, done="posted" if made else "already")
+
+
+# -- reconciliation ----------------------------------------------------------------------------------
+
+@router.get("/staff/reconcile", response_class=HTMLResponse)
+def reconcile_page(request: Request, start: str = "", end: str = "",
+                   caller: Caller = Depends(allowed(*people.FINANCE_READERS)), g: Gate = Depends(gate)):
+    _ = translator(request)
+    errors, status_code = {}, 200
+    default = month_span(this_month(g))
+    try:
+        lo, hi = span(start or default[0].isoformat(), end or default[1].isoformat(), "from", "to")
+    except FinanceError as e:
+        errors, status_code = finance_error(_, e), 422
+        lo, hi = default
+    with g.engine.connect() as conn:
+        report = reconcile.reconcile(conn, lo, hi)
+    by_kind = {k: [m for m in report["mismatches"] if m["kind"] == k] for k in reconcile.KINDS}
+    return dash(request, caller, "dash_reconcile.html", status_code, report=report, by_kind=by_kind,
+                labels=MISMATCH_LABELS, errors=errors, start=start or lo.isoformat(),
+                end=end or hi.isoformat())
+
+
+# -- people ------------------------------------------------------------------------------------------
+
+def people_error(_, e: PeopleError) -> dict[str, str]:
+    """A people error as {field: text for people}, by what the service's message is about."""
+    text = str(e)
+    if text.startswith("username:"):
+        return {"username":
+                _("Username: 2 to 40 lower-case letters, digits, '.', '_' or '-', first a letter or digit.")}
+    if text.startswith("username "):
+        return {"username": _("Username: this name is taken.")}
+    if text.startswith("role"):
+        return {"role": _("Role: choose one of the roles.")}
+    if "supplier_id" in text or text.startswith("no supplier"):
+        return {"supplier_id": _("Supplier: a supplier account needs its supplier, other roles have none.")}
+    if text.startswith("password"):
+        return {"password": _("Password: {problem}", problem=text.split(" ", 1)[1].lstrip(": "))}
+    if text.startswith("this is the last active administrator"):
+        return {"": _("This is the last active administrator: make another one first.")}
+    if text.startswith("supplier lead_time_days"):
+        return {"lead_time_days": _("Lead time: a whole number of days from 0 to 365.")}
+    if text.startswith("supplier email"):
+        return {"email": _("Email: an address like orders@example.com.")}
+    if text.startswith("supplier name") or text.startswith("a supplier named"):
+        return {"name": _("Name: 1 to 80 printable characters, not the name of another supplier.")}
+    if text.startswith("supplier "):
+        field = text.split(" ", 2)[1].rstrip(":")
+        return {field: _("{field}: too long or not printable.", field=_(FIELD_LABELS.get(field, field)))}
+    return {"": text}
+
+
+def _people(request: Request, caller: Caller, g: Gate, status_code: int = 200, errors: dict | None = None,
+            form: dict | None = None, notice: str = "", one_time: dict | None = None):
+    with g.engine.begin() as conn:
+        staff_rows = [accounts.public(r) for r in accounts.list_staff(conn)]
+        suppliers = [accounts.supplier_public(r) for r in accounts.list_suppliers(conn)]
+        last = auth.last_sign_ins(conn)
+    return dash(request, caller, "dash_people.html", status_code, staff=staff_rows, suppliers=suppliers,
+                last=last, roles=people.ROLES, errors=errors or {}, form=form or {}, notice=notice,
+                one_time=one_time, supplier_names={s["id"]: s["name"] for s in suppliers})
+
+
+@router.get("/staff/people", response_class=HTMLResponse)
+def people_page(request: Request, done: str = "", caller: Caller = Depends(allowed(*people.PEOPLE_ADMINS)),
+                g: Gate = Depends(gate)):
+    _ = translator(request)
+    return _people(request, caller, g, notice=_("The change is saved.") if done else "")
+
+
+@router.post("/staff/people", response_class=HTMLResponse)
+def add_person(request: Request, username: str = Form(""), role: str = Form(""), password: str = Form(""),
+               supplier_id: str = Form(""), caller: Caller = Depends(allowed(*people.PEOPLE_ADMINS)),
+               g: Gate = Depends(gate)):
+    """Add a staff member; without a password the page shows their one-time password, this once only."""
+    _ = translator(request)
+    form = {"username": username, "role": role, "supplier_id": supplier_id}
+    try:
+        person, one_time = create_person(g, caller, username, role, password or None,
+                                         int(supplier_id) if supplier_id.isdigit() else None)
+    except PeopleError as e:
+        return _people(request, caller, g, e.status, people_error(_, e), form)
+    return _people(request, caller, g, 201, notice=_("{username} is added.", username=person["username"]),
+                   one_time={"username": person["username"], "password": one_time} if one_time else None)
+
+
+CHANGES = ("role", "disable", "enable", "reset")
+
+
+def _person(conn, user_id: int):
+    row = accounts.get(conn, user_id)
+    return None if row is None else accounts.public(row)
+
+
+@router.get("/staff/people/{user_id}", response_class=HTMLResponse)
+def person_page(request: Request, user_id: int, caller: Caller = Depends(allowed(*people.PEOPLE_ADMINS)),
+                g: Gate = Depends(gate)):
+    _ = translator(request)
+    with g.engine.begin() as conn:
+        person = _person(conn, user_id)
+        suppliers = [accounts.supplier_public(r) for r in accounts.list_suppliers(conn)]
+    if person is None:
+        return dash(request, caller, "dash_problem.html", 404, title=_("No such person"),
+                    message=_("There is no staff member {id}.", id=user_id))
+    return dash(request, caller, "dash_people_person.html", person=person, roles=people.ROLES,
+                suppliers=suppliers, errors={})
+
+
+@router.post("/staff/people/{user_id}", response_class=HTMLResponse)
+def change_person(request: Request, user_id: int, change: str = Form(""), role: str = Form(""),
+                  supplier_id: str = Form(""), confirmed: str = Form(""),
+                  caller: Caller = Depends(allowed(*people.PEOPLE_ADMINS)), g: Gate = Depends(gate)):
+    """A change asks first (a page that says what will happen) and is made when that page is sent."""
+    _ = translator(request)
+    with g.engine.begin() as conn:
+        person = _person(conn, user_id)
+        suppliers = [accounts.supplier_public(r) for r in accounts.list_suppliers(conn)]
+    if person is None or change not in CHANGES:
+        return dash(request, caller, "dash_problem.html", 404, title=_("No such person"),
+                    message=_("There is no staff member {id}.", id=user_id))
+    supplier = int(supplier_id) if supplier_id.isdigit() else None
+    if confirmed != "yes":
+        return dash(request, caller, "dash_people_confirm.html", person=person, change=change, role=role,
+                    supplier_id=supplier_id, supplier_names={s["id"]: s["name"] for s in suppliers})
+    changes = {"role": {"role": role, "supplier_id": supplier}, "disable": {"disabled": True},
+               "enable": {"disabled": False}, "reset": {}}[change]
+    try:
+        person, _diff, one_time = update_person(g, caller, user_id, changes, reset_password=change == "reset")
+    except PeopleError as e:
+        return dash(request, caller, "dash_people_person.html", e.status, person=person, roles=people.ROLES,
+                    suppliers=suppliers, errors=people_error(_, e))
+    if one_time:
+        return _people(request, caller, g, notice=_("The password of {username} is reset.",
+                                                    username=person["username"]),
+                       one_time={"username": person["username"], "password": one_time})
+    return back("/staff/people", done="1")
+
+
+# -- suppliers ---------------------------------------------------------------------------------------
+
+def _suppliers(request: Request, caller: Caller, g: Gate, status_code: int = 200, errors: dict | None = None,
+               form: dict | None = None, notice: str = ""):
+    with g.engine.begin() as conn:
+        suppliers = [accounts.supplier_public(r) for r in accounts.list_suppliers(conn)]
+    return dash(request, caller, "dash_people_suppliers.html", status_code, suppliers=suppliers,
+                errors=errors or {}, form=form or {}, notice=notice)
+
+
+@router.get("/staff/suppliers", response_class=HTMLResponse)
+def suppliers_page(request: Request, done: str = "", caller: Caller = Depends(allowed(*people.SUPPLIER_EDITORS)),
+                   g: Gate = Depends(gate)):
+    _ = translator(request)
+    return _suppliers(request, caller, g, notice=_("The supplier is added.") if done else "")
+
+
+@router.post("/staff/suppliers", response_class=HTMLResponse)
+def add_supplier(request: Request, name: str = Form(""), contact: str = Form(""), email: str = Form(""),
+                 phone: str = Form(""), address: str = Form(""), lead_time_days: str = Form(""),
+                 caller: Caller = Depends(allowed(*people.SUPPLIER_EDITORS)), g: Gate = Depends(gate)):
+    _ = translator(request)
+    form = {"name": name, "contact": contact, "email": email, "phone": phone, "address": address,
+            "lead_time_days": lead_time_days}
+    try:
+        lead = lead_time_days.strip()
+        if lead and not lead.isdigit():
+            raise PeopleError("supplier lead_time_days: a whole number of days from 0 to 365")
+        create_supplier(g, caller, name, contact, email=email, phone=phone, address=address,
+                        lead_time_days=int(lead) if lead else None)
+    except PeopleError as e:
+        return _suppliers(request, caller, g, e.status, people_error(_, e), form)
+    return back("/staff/suppliers", done="1")
+
+
+# -- the audit trail ---------------------------------------------------------------------------------
+
+@router.get("/staff/audit", response_class=HTMLResponse)
+def audit_page(request: Request, user: str = "", action: str = "",
+               caller: Caller = Depends(allowed(*people.PEOPLE_ADMINS)), g: Gate = Depends(gate)):
+    with g.engine.begin() as conn:
+        rows = audit.query(conn, int(user) if user.isdigit() else None, action or None, limit=100)
+        actions = audit.actions(conn)
+        names = {r.id: r.username for r in accounts.list_staff(conn)}
+    for r in rows:
+        r["at"] = utc(datetime.fromisoformat(r["at"]))
+        r["change"] = json.dumps(r["change"], ensure_ascii=False, sort_keys=True)
+    return dash(request, caller, "dash_people_audit.html", rows=rows, actions=actions, names=names, user=user,
+                action=action)

@@ -1,0 +1,230 @@
+"""Alerts: what about the fleet needs a person now, computed by one function, ``compute``, from the
+machines' state, a few facts the ingest keeps, and each machine's newest temperature.
+
+| alert          | raised when                                                                          |
+| -------------- | ------------------------------------------------------------------------------------ |
+| offline        | no word from the machine (status, events) for longer than ``offline_s``              |
+| vend_failures  | ``failed_vends`` or more failed vends on one slot within ``failed_window_s``         |
+| temperature    | the newest reading has been outside ``temp_min_c``..``temp_max_c`` for ``temp_for_s`` |
+| door_open      | the ledger's last door event is ``door.opened``, older than ``door_open_s``          |
+| not_synced     | the machine's ledger head is ahead of the cloud's, with no progress for ``unsynced_s`` |
+
+Times come from the machine's ledger where its clock was synchronised, and from the cloud's clock
+otherwise (a Pi without a real-time clock can wake up in 1970). The limits are cloud settings
+(``--alert-*``), read once at start.
+
+Temperatures are kept in memory, not in a table: telemetry is QoS 0 and frequent, and a row written per
+reading would cost more than the alert is worth. Every cloud process subscribes to all telemetry (the
+ingest's shared subscription covers events only), so each one knows every machine's newest reading; a
+process that has just started knows none until the machines' next readings, a minute at most.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from protocol.messages import Status, parse_time
+
+from cloud.core.db import UTCDateTime, bulk_insert, db_value, metadata
+from cloud.fleet.machines import get as get_machine, list_machines, machines
+
+vend_failures = sa.Table(
+    "vend_failures", metadata,
+    sa.Column("machine_id", sa.String(32), sa.ForeignKey("machines.id"), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("slot", sa.String(3), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Index("vend_failures_by_time", "at"),
+)
+
+# What the alerts need that no other table keeps: since when the door has been open, and since when the
+# machine has had events the cloud lacks (with the first of them, to tell progress from none).
+machine_watch = sa.Table(
+    "machine_watch", metadata,
+    sa.Column("machine_id", sa.String(32), sa.ForeignKey("machines.id"), primary_key=True),
+    sa.Column("door_open_since", UTCDateTime, nullable=True),
+    sa.Column("unsynced_since", UTCDateTime, nullable=True),
+    sa.Column("unsynced_seq", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+KINDS = ("offline", "vend_failures", "temperature", "door_open", "not_synced")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """When each alert is raised; from the cloud's settings, with their defaults here."""
+
+    offline_s: float = 600.0
+    failed_vends: int = 3
+    failed_window_s: float = 3600.0
+    temp_min_c: float = 0.0
+    temp_max_c: float = 30.0
+    temp_for_s: float = 600.0
+    door_open_s: float = 900.0
+    unsynced_s: float = 900.0
+
+    def __post_init__(self):
+        for name in ("offline_s", "failed_window_s", "temp_for_s", "door_open_s", "unsynced_s"):
+            if not 0 <= getattr(self, name) <= 365 * 86400:
+                raise ValueError(f"alert limit {name} must be 0 to a year in seconds, got {getattr(self, name)}")
+        if not 1 <= self.failed_vends <= 1000:
+            raise ValueError(f"alert limit failed_vends must be 1-1000, got {self.failed_vends}")
+        if not -60 <= self.temp_min_c < self.temp_max_c <= 100:
+            raise ValueError(f"alert temperatures must be -60 <= min < max <= 100, got {self.temp_min_c} "
+                             f"and {self.temp_max_c}")
+
+    @classmethod
+    def from_settings(cls, settings) -> "Limits":
+        return cls(**{name: getattr(settings, f"alert_{name}") for name in cls.__dataclass_fields__})
+
+
+@dataclass
+class Reading:
+    temperature_c: float
+    at: datetime
+    out_since: datetime | None  # when the readings went out of range and stayed out; None while in range
+
+
+class Readings:
+    """Each machine's newest temperature, fed by the telemetry the cloud receives."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._by_machine: dict[str, Reading] = {}
+
+    def note(self, machine_id: str, temperature_c: float | None, at: datetime) -> None:
+        if temperature_c is None:
+            return
+        out = not self.limits.temp_min_c <= temperature_c <= self.limits.temp_max_c
+        with self._lock:
+            before = self._by_machine.get(machine_id)
+            since = (before.out_since if before and before.out_since else at) if out else None
+            self._by_machine[machine_id] = Reading(temperature_c, at, since)
+
+    def snapshot(self) -> dict[str, Reading]:
+        with self._lock:
+            return dict(self._by_machine)
+
+
+@dataclass(frozen=True)
+class Alert:
+    machine_id: str
+    kind: str
+    since: datetime
+    detail: str
+    slot: str | None = None
+    value: float | int | None = None
+
+    def public(self) -> dict:
+        return {"machine_id": self.machine_id, "kind": self.kind, "slot": self.slot,
+                "since": self.since.isoformat(), "detail": self.detail, "value": self.value}
+
+
+def _ago(delta: timedelta) -> str:
+    s = int(delta.total_seconds())
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    if s < 172800:
+        return f"{s // 3600} h"
+    return f"{s // 86400} days"
+
+
+def compute(conn: sa.Connection, now: datetime, limits: Limits, readings: dict[str, Reading],
+            machine_id: str | None = None) -> list[Alert]:
+    """Every alert of the fleet (or of one machine) at ``now``, by machine, kind and slot."""
+    if machine_id is not None:
+        rows = [get_machine(conn, machine_id)]
+    else:
+        rows = list_machines(conn)
+    watch_q = sa.select(machine_watch)
+    fail_q = (sa.select(vend_failures.c.machine_id, vend_failures.c.slot, sa.func.count().label("n"),
+                        sa.func.min(vend_failures.c.at).label("first"))
+              .where(vend_failures.c.at > now - timedelta(seconds=limits.failed_window_s))
+              .group_by(vend_failures.c.machine_id, vend_failures.c.slot)
+              .having(sa.func.count() >= limits.failed_vends))
+    if machine_id is not None:
+        watch_q = watch_q.where(machine_watch.c.machine_id == machine_id)
+        fail_q = fail_q.where(vend_failures.c.machine_id == machine_id)
+    watch = {r.machine_id: r for r in conn.execute(watch_q)}
+    alerts: list[Alert] = []
+    for f in conn.execute(fail_q):
+        alerts.append(Alert(f.machine_id, "vend_failures", f.first,
+                            f"{f.n} failed vends on slot {f.slot} in the last {_ago(timedelta(seconds=limits.failed_window_s))}",
+                            slot=f.slot, value=f.n))
+    for m in rows:
+        seen = m.last_seen or m.created_at
+        if now - seen > timedelta(seconds=limits.offline_s):
+            said = "offline" if not m.online else "silent"
+            alerts.append(Alert(m.id, "offline", seen, f"{said} for {_ago(now - seen)}"
+                                + ("" if m.last_seen else " (never connected)")))
+        w = watch.get(m.id)
+        if w is not None and w.door_open_since is not None \
+                and now - w.door_open_since > timedelta(seconds=limits.door_open_s):
+            alerts.append(Alert(m.id, "door_open", w.door_open_since, f"door open for {_ago(now - w.door_open_since)}"))
+        if w is not None and w.unsynced_since is not None and m.machine_head > m.cloud_head \
+                and m.cloud_head < w.unsynced_seq and now - w.unsynced_since > timedelta(seconds=limits.unsynced_s):
+            behind = m.machine_head - m.cloud_head
+            alerts.append(Alert(m.id, "not_synced", w.unsynced_since,
+                                f"{behind} events on the machine not in the cloud; none stored for "
+                                f"{_ago(now - w.unsynced_since)}", value=behind))
+        r = readings.get(m.id)
+        # A reading older than the offline limit is no news about now: the offline alert says it instead.
+        if r is not None and r.out_since is not None and now - r.at <= timedelta(seconds=limits.offline_s) \
+                and now - r.out_since >= timedelta(seconds=limits.temp_for_s):
+            alerts.append(Alert(m.id, "temperature", r.out_since,
+                                f"{r.temperature_c:.1f} C, outside {limits.temp_min_c:g}..{limits.temp_max_c:g} C "
+                                f"for {_ago(now - r.out_since)}", value=r.temperature_c))
+    alerts.sort(key=lambda a: (a.machine_id, KINDS.index(a.kind), a.slot or ""))
+    return alerts
+
+
+def _when(e, now: datetime) -> datetime:
+    """When an event happened: its own time if the machine's clock was synchronised, else ``now``."""
+    return parse_time(e.ts, "ts") if e.clock_synced else now
+
+
+def _watch(conn: sa.Connection, machine_id: str, **values) -> None:
+    updated = conn.execute(machine_watch.update().where(machine_watch.c.machine_id == machine_id)
+                           .values(**values)).rowcount
+    if not updated:
+        conn.execute(machine_watch.insert().values(machine_id=machine_id, **values))
+
+
+def project(conn: sa.Connection, machine_id: str, fresh: list, now: datetime) -> None:
+    """Failed vends and the door's state from a batch of ledger events; no statement when it has none."""
+    failed, door = [], None
+    for e in fresh:
+        if e.kind == "vend.failed":
+            failed.append(e)
+        elif e.kind == "door.opened" or e.kind == "door.closed":
+            door = e
+    if failed:
+        at = vend_failures.c.at
+        bulk_insert(conn, vend_failures, ("machine_id", "seq", "slot", "at"),
+                    [(machine_id, e.seq, e.data["slot"], db_value(conn, at, _when(e, now))) for e in failed])
+    if door is not None:
+        _watch(conn, machine_id, door_open_since=_when(door, now) if door.kind == "door.opened" else None)
+
+
+def note_status(conn: sa.Connection, machine_id: str, status: Status, now: datetime) -> None:
+    """Keep since when a machine has had events the cloud lacks: the clock starts when a status first shows
+    the machine ahead, and starts again whenever the cloud has stored the event it was waiting for."""
+    if not status.ledger_head:
+        return  # a last will carries no head
+    row = conn.execute(sa.select(machines.c.cloud_head, machine_watch.c.unsynced_since, machine_watch.c.unsynced_seq)
+                       .select_from(machines.outerjoin(machine_watch, machine_watch.c.machine_id == machines.c.id))
+                       .where(machines.c.id == machine_id)).first()
+    if row is None:
+        return
+    if status.ledger_head <= row.cloud_head:
+        if row.unsynced_since is not None:
+            _watch(conn, machine_id, unsynced_since=None, unsynced_seq=0)
+    elif row.unsynced_since is None or row.cloud_head >= row.unsynced_seq:
+        _watch(conn, machine_id, unsynced_since=now, unsynced_seq=row.cloud_head + 1)

@@ -1,0 +1,145 @@
+"""``vendctl locations``, ``vendctl planogram`` and ``vendctl alerts``: the fleet's places, what each
+machine's slots hold, and what needs a person; tables for people, ``--json`` for scripts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+
+COMMANDS = ("locations", "planogram", "alerts")
+CSV_COLUMNS = ("slot", "sku", "price", "currency", "capacity", "par_level")
+STATE_TEXT = {"applied": "applied", "pending": "PENDING: the machine has not applied it yet",
+              "rejected": "REJECTED by the machine", "none": "no planogram yet"}
+
+
+def add_parsers(sub) -> None:
+    loc = sub.add_parser("locations", help="where machines stand: list, add, put a machine at one")
+    loc.add_argument("--json", action="store_true")
+    lsub = loc.add_subparsers(dest="action")
+    add = lsub.add_parser("add", help="a new location")
+    add.add_argument("name")
+    add.add_argument("--address", default="")
+    add.add_argument("--lat", type=float, help="latitude in degrees, -90 to 90 (with --lon)")
+    add.add_argument("--lon", type=float, help="longitude in degrees, -180 to 180 (with --lat)")
+    add.add_argument("--json", action="store_true")
+    place = lsub.add_parser("place", help="put a machine at a location (--none: at none)")
+    place.add_argument("machine")
+    place.add_argument("location", nargs="?", type=int, help="the location's id")
+    place.add_argument("--none", action="store_true", help="the machine stands nowhere (in the warehouse)")
+    place.add_argument("--json", action="store_true")
+    p = sub.add_parser("planogram", help="a machine's planogram: desired against applied version, its slots; "
+                       "--set makes a new version")
+    p.add_argument("machine")
+    p.add_argument("--set", metavar="FILE", help="a new version from FILE.csv (columns: "
+                   f"{','.join(CSV_COLUMNS)}[,cabinet]; price like 3.50) or FILE.json (the API's slots, price "
+                   "in minor units)")
+    p.add_argument("--note", default="", help="why, for the version list (with --set)")
+    p.add_argument("--version", type=int, help="show this version instead of the newest")
+    p.add_argument("--history", action="store_true", help="list every version")
+    p.add_argument("--json", action="store_true")
+    a = sub.add_parser("alerts", help="what needs a person: offline, failed vends, temperature, door, sync")
+    a.add_argument("--machine", help="only this machine's")
+    a.add_argument("--json", action="store_true")
+
+
+def read_slots(path: str, error) -> list[dict]:
+    """The slots of a planogram file, CSV or JSON; ``error`` (an exception class) names the line at fault."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise error(f"cannot read {path}: {e.strerror}") from None
+    if path.lower().endswith(".json"):
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise error(f"{path}: not valid JSON ({e})") from None
+        slots = data.get("slots") if isinstance(data, dict) else data
+        if not isinstance(slots, list):
+            raise error(f"{path}: expected a list of slots, or an object with \"slots\"")
+        return slots
+    if not path.lower().endswith(".csv"):
+        raise error(f"{path}: use a .csv or a .json file")
+    from cloud.core.money import parse_amount
+
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise error(f"{path}: missing column {missing[0]!r}; the header is {','.join(CSV_COLUMNS)}[,cabinet]")
+    slots = []
+    for row in reader:
+        where = f"{path} line {reader.line_num}"
+        try:
+            price = row["price"].strip()
+            slot = {"slot": row["slot"].strip(), "sku": row["sku"].strip(), "currency": row["currency"].strip(),
+                    "price": 0 if price in ("0", "0.0", "0.00") else parse_amount(price, row["currency"].strip()),
+                    "capacity": int(row["capacity"]), "par_level": int(row["par_level"])}
+            if (row.get("cabinet") or "").strip():
+                slot["cabinet"] = int(row["cabinet"])
+        except (ValueError, AttributeError) as e:
+            raise error(f"{where}: {e}") from None
+        slots.append(slot)
+    return slots
+
+
+def run(args, client, error) -> None:
+    """Carry out one of COMMANDS through the cloud's API."""
+    from cloud.cli import money, table
+
+    def show(result, text: str) -> None:
+        print(json.dumps(result, indent=2) if args.json else text)
+
+    if args.command == "locations" and args.action == "add":
+        body = {"name": args.name, "address": args.address}
+        if args.lat is not None or args.lon is not None:
+            body.update(latitude=args.lat, longitude=args.lon)
+        r = client.call("POST", "/api/v1/locations", body)
+        show(r, f"location {r['id']} {r['name']!r} added")
+    elif args.command == "locations" and args.action == "place":
+        if (args.location is None) != args.none:
+            raise error("give a location id, or --none")
+        r = client.call("PUT", f"/api/v1/machines/{args.machine}/location", {"location_id": args.location})
+        where = f"location {r['location_id']}" if r["location_id"] is not None else "no location"
+        show(r, f"machine {r['machine']} is at {where}" + ("" if r["changed"] else " (unchanged)"))
+    elif args.command == "locations":
+        rows = client.call("GET", "/api/v1/locations")
+        for r in rows:
+            r["where"] = "" if r["latitude"] is None else f"{r['latitude']:.5f}, {r['longitude']:.5f}"
+            r["at"] = " ".join(r["machines"])
+        show(rows, table(rows, [("id", "ID"), ("name", "NAME"), ("address", "ADDRESS"), ("where", "LAT, LON"),
+                                ("at", "MACHINES")]))
+    elif args.command == "planogram" and args.history:
+        rows = client.call("GET", f"/api/v1/machines/{args.machine}/planogram/versions")
+        show(rows, table(rows, [("version", "VERSION"), ("created_at", "MADE (UTC)"), ("created_by", "BY"),
+                                ("slots", "SLOTS"), ("note", "NOTE")]))
+    elif args.command == "planogram" and args.set:
+        slots = read_slots(args.set, error)
+        r = client.call("POST", f"/api/v1/machines/{args.machine}/planogram", {"slots": slots, "note": args.note})
+        sent = "sent to the machine" if r["published"] else \
+            "NOT sent yet (broker unreachable): it goes out when the machine next reports"
+        show(r, f"machine {r['machine']}: planogram version {r['version']} made ({r['slots']} slots), {sent}")
+    elif args.command == "planogram":
+        query = f"?version={args.version}" if args.version is not None else ""
+        r = client.call("GET", f"/api/v1/machines/{args.machine}/planogram{query}")
+        head = (f"machine {r['machine']}: desired version {r['desired_version']}, applied version "
+                f"{r['applied_version']}" + (f" at {r['applied_at']}" if r["applied_at"] else "")
+                + f" - {STATE_TEXT[r['state']]}")
+        if r["state"] == "rejected":
+            head += f": {r['rejected_reason']}"
+        if r["version"] != r["desired_version"]:
+            head += f"\nshowing version {r['version']}"
+        for s in r["slots"]:
+            s["price_text"] = money(s["price"], s["currency"])
+        show(r, head + "\n" + table(r["slots"], [("slot", "SLOT"), ("cabinet", "CABINET"), ("sku", "SKU"),
+                                                 ("name", "PRODUCT"), ("price_text", "PRICE"),
+                                                 ("capacity", "CAPACITY"), ("par_level", "PAR")]))
+    elif args.command == "alerts":
+        path = f"/api/v1/machines/{args.machine}/alerts" if args.machine else "/api/v1/alerts"
+        rows = client.call("GET", path)
+        text = table(rows, [("machine_id", "MACHINE"), ("kind", "ALERT"), ("slot", "SLOT"), ("since", "SINCE (UTC)"),
+                            ("detail", "DETAIL")]) if rows else "no alerts"
+        show(rows, text)
+    else:
+        print(f"vendctl: unknown command {args.command}", file=sys.stderr)

@@ -1,0 +1,341 @@
+"""Machines, their cabinets, their slots and the products in them; online state from each machine's
+retained status.
+
+The ``slots`` table is what the cloud sells from: the newest planogram version of each machine
+(``cloud/planogram.py`` writes it), with the counts the machine's ledger reports. A slot that a newer
+version leaves out stays, with its count, but out of the planogram and so off the menu.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from protocol.messages import CURRENCY_RE, GENESIS_HASH, SLOT_RE, Status
+from protocol.topics import check_machine_id
+
+from cloud.provisioning.brokerfiles import BrokerUser, password_username
+from cloud.core.db import UTCDateTime, metadata, utcnow
+
+MAX_OVERLAP = timedelta(days=30)
+
+machines = sa.Table(
+    "machines", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(80), nullable=False),
+    sa.Column("location", sa.String(200), nullable=False, server_default=""),
+    sa.Column("secret", sa.String(128), nullable=False),
+    # The broker password of user "{id}.{mqtt_generation}". Kept readable, like the QR secret: the cloud
+    # writes both onto the machine's SD card when it is provisioned.
+    sa.Column("mqtt_password", sa.String(64), nullable=False),
+    sa.Column("mqtt_generation", sa.Integer, nullable=False, server_default="1"),
+    # During a rotation's overlap the previous QR secret and broker password work too, until prev_until.
+    sa.Column("prev_secret", sa.String(128), nullable=True),
+    sa.Column("prev_mqtt_password", sa.String(64), nullable=True),
+    sa.Column("prev_until", UTCDateTime, nullable=True),
+    sa.Column("online", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("last_seen", UTCDateTime, nullable=True),
+    sa.Column("firmware", sa.String(40), nullable=False, server_default=""),
+    sa.Column("boot", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("machine_head", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("cloud_head", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("cloud_head_hash", sa.String(64), nullable=False, server_default=GENESIS_HASH),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+products = sa.Table(
+    "products", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sku", sa.String(40), nullable=False, unique=True),
+    sa.Column("name", sa.String(80), nullable=False),
+)
+
+# A machine has one cabinet or more (a snack tower beside a chilled one); each slot is in one of them, and
+# the slot code stays unique across the whole machine, since the code is what a vend command names.
+cabinets = sa.Table(
+    "cabinets", metadata,
+    sa.Column("machine_id", sa.String(32), sa.ForeignKey("machines.id"), primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(40), nullable=False, server_default=""),
+)
+
+slots = sa.Table(
+    "slots", metadata,
+    sa.Column("machine_id", sa.String(32), sa.ForeignKey("machines.id"), primary_key=True),
+    sa.Column("slot", sa.String(3), primary_key=True),
+    sa.Column("product_id", sa.Integer, sa.ForeignKey("products.id"), nullable=False),
+    sa.Column("price", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("capacity", sa.Integer, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("flagged", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("cabinet", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("par_level", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("in_planogram", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.ForeignKeyConstraint(["machine_id", "cabinet"], ["cabinets.machine_id", "cabinets.number"],
+                            name="slot_in_cabinet"),
+    sa.CheckConstraint("price >= 0", name="price_not_negative"),
+    sa.CheckConstraint("count >= 0", name="count_not_negative"),
+    sa.CheckConstraint("par_level >= 0", name="par_not_negative"),
+    sa.CheckConstraint("par_level <= capacity", name="par_within_capacity"),
+)
+
+
+class FleetError(ValueError):
+    """A request about machines, slots or products that cannot be done as asked."""
+
+
+class NoSuchMachine(FleetError):
+    """A machine id the cloud does not know."""
+
+
+@dataclass(frozen=True)
+class SlotSpec:
+    """One slot as ``PUT /api/v1/machines/{id}/slots`` gives it: the product by SKU and name (made if new).
+    ``par_level`` and ``cabinet`` may be left out: the slot keeps the ones it has (0 and 1 for a new one)."""
+
+    slot: str
+    sku: str
+    name: str
+    price: int
+    currency: str
+    capacity: int
+    par_level: int | None = None
+    cabinet: int | None = None
+
+    @classmethod
+    def from_obj(cls, obj: dict) -> "SlotSpec":
+        if not isinstance(obj, dict):
+            raise FleetError("each slot must be an object")
+        for key, typ in (("slot", str), ("sku", str), ("name", str), ("price", int), ("currency", str),
+                         ("capacity", int)):
+            if key not in obj:
+                raise FleetError(f"slot {obj.get('slot', '?')}: missing {key!r}")
+            if not isinstance(obj[key], typ) or isinstance(obj[key], bool):
+                raise FleetError(f"slot {obj.get('slot', '?')}: {key!r} must be {typ.__name__}")
+        for key in ("par_level", "cabinet"):
+            if obj.get(key) is not None and (not isinstance(obj[key], int) or isinstance(obj[key], bool)):
+                raise FleetError(f"slot {obj.get('slot', '?')}: {key!r} must be int")
+        spec = cls(obj["slot"], obj["sku"], obj["name"], obj["price"], obj["currency"], obj["capacity"],
+                   obj.get("par_level"), obj.get("cabinet"))
+        if not SLOT_RE.match(spec.slot):
+            raise FleetError(f"slot {spec.slot!r} is not a slot code like A1")
+        if not isinstance(spec.price, int) or isinstance(spec.price, bool) or spec.price < 0:
+            raise FleetError(f"slot {spec.slot}: price must be a whole number of minor units >= 0")
+        if not CURRENCY_RE.match(spec.currency):
+            raise FleetError(f"slot {spec.slot}: currency {spec.currency!r} is not an ISO 4217 code")
+        if not isinstance(spec.capacity, int) or not 1 <= spec.capacity <= 1000:
+            raise FleetError(f"slot {spec.slot}: capacity must be 1-1000")
+        if not spec.sku or not spec.name or len(spec.sku) > 40 or len(spec.name) > 80:
+            raise FleetError(f"slot {spec.slot}: sku and name must be 1-40 and 1-80 characters")
+        if spec.par_level is not None and not 0 <= spec.par_level <= spec.capacity:
+            raise FleetError(f"slot {spec.slot}: par_level {spec.par_level} must be 0 to the capacity {spec.capacity}")
+        return spec
+
+
+def add_machine(conn: sa.Connection, machine_id: str, name: str, location: str, now: datetime,
+                secret: str | None = None) -> str:
+    """Create a machine and return its QR secret."""
+    if not all(isinstance(v, str) for v in (machine_id, name, location)) or not isinstance(secret, (str, type(None))):
+        raise FleetError("id, name, location and secret must be text")
+    try:
+        check_machine_id(machine_id)
+    except ValueError as e:
+        raise FleetError(str(e)) from None
+    if conn.execute(sa.select(machines.c.id).where(machines.c.id == machine_id)).first():
+        raise FleetError(f"machine {machine_id} exists already")
+    secret = secret or secrets.token_urlsafe(32)
+    if len(secret) < 16:
+        raise FleetError("a machine secret must be at least 16 characters")
+    conn.execute(machines.insert().values(id=machine_id, name=name or machine_id, location=location,
+                                          secret=secret, mqtt_password=new_password(), created_at=now))
+    conn.execute(cabinets.insert().values(machine_id=machine_id, number=1, name="main"))
+    return secret
+
+
+MAX_CABINETS = 20
+
+
+def add_cabinet(conn: sa.Connection, machine_id: str, number: int, name: str) -> None:
+    """Give a machine another cabinet; FleetError naming the field if it cannot be."""
+    get(conn, machine_id)
+    if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= MAX_CABINETS:
+        raise FleetError(f"number must be a whole number 1-{MAX_CABINETS}, got {number!r}")
+    if not isinstance(name, str) or len(name) > 40:
+        raise FleetError("name must be text of at most 40 characters")
+    if conn.execute(sa.select(cabinets.c.number).where(cabinets.c.machine_id == machine_id,
+                                                       cabinets.c.number == number)).first():
+        raise FleetError(f"machine {machine_id} has a cabinet {number} already")
+    conn.execute(cabinets.insert().values(machine_id=machine_id, number=number, name=name.strip()))
+
+
+def cabinets_of(conn: sa.Connection, machine_id: str) -> list:
+    """A machine's cabinets, by number."""
+    return list(conn.execute(sa.select(cabinets.c.number, cabinets.c.name).where(cabinets.c.machine_id == machine_id)
+                             .order_by(cabinets.c.number)))
+
+
+def new_password() -> str:
+    """A broker password: 192 random bits."""
+    return secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a machine needs to sell and to reach the broker; the previous ones too while they still work."""
+
+    machine_id: str
+    secret: str
+    mqtt_username: str
+    mqtt_password: str
+    previous_username: str | None = None
+    previous_until: datetime | None = None
+
+    def public(self) -> dict:
+        """The parts that are not secret."""
+        return {"id": self.machine_id, "mqtt_username": self.mqtt_username,
+                "previous_username": self.previous_username,
+                "previous_valid_until": self.previous_until.isoformat() if self.previous_until else None}
+
+
+def _credentials(row, now: datetime | None = None) -> Credentials:
+    overlap = row.prev_until is not None and (now is None or row.prev_until > now)
+    return Credentials(row.id, row.secret, password_username(row.id, row.mqtt_generation), row.mqtt_password,
+                       password_username(row.id, row.mqtt_generation - 1) if overlap else None,
+                       row.prev_until if overlap else None)
+
+
+def credentials(conn: sa.Connection, machine_id: str, now: datetime) -> Credentials:
+    """A machine's current QR secret and broker password; FleetError if there is no such machine."""
+    return _credentials(get(conn, machine_id), now)
+
+
+def rotate(conn: sa.Connection, machine_id: str, now: datetime, overlap: timedelta) -> Credentials:
+    """Give a machine a new QR secret and broker password; the old ones keep working for ``overlap``, so the
+    machine sells on while it takes up the new ones. ``overlap`` 0 ends the old ones now (a leaked secret)."""
+    if not timedelta(0) <= overlap <= MAX_OVERLAP:
+        raise FleetError(f"the overlap must be between 0 and {MAX_OVERLAP.days} days")
+    row = conn.execute(sa.select(machines).where(machines.c.id == machine_id).with_for_update()).first()
+    if row is None:
+        raise NoSuchMachine(f"no machine {machine_id!r}")
+    if overlap and row.prev_until is not None and row.prev_until > now:
+        # A second rotation now would end the oldest secret early, and the machine may still be using it.
+        raise FleetError(f"machine {machine_id} is still changing over from its last rotation: the previous "
+                         f"secret works until {row.prev_until.isoformat()}; rotate after that, or with "
+                         "overlap 0 to end every old secret at once")
+    values = dict(secret=secrets.token_urlsafe(32), mqtt_password=new_password(),
+                  mqtt_generation=row.mqtt_generation + 1)
+    if overlap:
+        values.update(prev_secret=row.secret, prev_mqtt_password=row.mqtt_password, prev_until=now + overlap)
+    else:
+        values.update(prev_secret=None, prev_mqtt_password=None, prev_until=None)
+    conn.execute(machines.update().where(machines.c.id == machine_id).values(**values))
+    return credentials(conn, machine_id, now)
+
+
+def expire_rotations(conn: sa.Connection, now: datetime) -> int:
+    """Forget previous secrets whose overlap is over; how many machines that was (their broker users go)."""
+    return conn.execute(machines.update().where(machines.c.prev_until <= now)
+                        .values(prev_secret=None, prev_mqtt_password=None, prev_until=None)).rowcount
+
+
+def broker_users(conn: sa.Connection, now: datetime) -> tuple[list[BrokerUser], list[str]]:
+    """Every machine's broker users (the previous one too during an overlap), and every machine id."""
+    users, ids = [], []
+    for row in conn.execute(sa.select(machines).order_by(machines.c.id)):
+        ids.append(row.id)
+        users.append(BrokerUser(password_username(row.id, row.mqtt_generation), row.mqtt_password, row.id))
+        if row.prev_mqtt_password and row.prev_until is not None and row.prev_until > now:
+            users.append(BrokerUser(password_username(row.id, row.mqtt_generation - 1), row.prev_mqtt_password,
+                                    row.id))
+    return users, ids
+
+
+def set_slots(conn: sa.Connection, machine_id: str, specs: list[SlotSpec], now: datetime | None = None,
+              user_id: int | None = None) -> int:
+    """Set what some slots hold and at what price, making products that are new: a new planogram version
+    with these slots changed and the others as they were. Counts stay as the machine's ledger says.
+    Returns the new version."""
+    from cloud.fleet import planogram  # planogram builds on this module's tables
+
+    get(conn, machine_id)
+    for spec in specs:
+        if conn.execute(sa.select(products.c.id).where(products.c.sku == spec.sku)).scalar() is None:
+            conn.execute(products.insert().values(sku=spec.sku, name=spec.name))
+    return planogram.merge(conn, machine_id, specs, now or utcnow(), user_id)
+
+
+def write_slots(conn: sa.Connection, machine_id: str, wanted: list[dict]) -> None:
+    """Make the ``slots`` table hold exactly ``wanted`` (dicts of slot, product_id, price, currency,
+    capacity, par_level, cabinet) as the machine's planogram; any other slot leaves it, keeping its count."""
+    for values in wanted:
+        values = dict(values, in_planogram=True)
+        slot = values.pop("slot")
+        updated = conn.execute(slots.update().where(slots.c.machine_id == machine_id, slots.c.slot == slot)
+                               .values(**values)).rowcount
+        if not updated:
+            conn.execute(slots.insert().values(machine_id=machine_id, slot=slot, **values))
+    conn.execute(slots.update().where(slots.c.machine_id == machine_id,
+                                      slots.c.slot.not_in([w["slot"] for w in wanted]))
+                 .values(in_planogram=False))
+
+
+def get(conn: sa.Connection, machine_id: str):
+    row = conn.execute(sa.select(machines).where(machines.c.id == machine_id)).first()
+    if row is None:
+        raise NoSuchMachine(f"no machine {machine_id!r}")
+    return row
+
+
+def secrets_of(conn: sa.Connection, machine_id: str, now: datetime) -> list[bytes]:
+    """The QR secrets a machine's tokens may be signed with now: its current one, and during a rotation's
+    overlap the previous one; empty for an unknown machine."""
+    row = conn.execute(sa.select(machines.c.secret, machines.c.prev_secret, machines.c.prev_until)
+                       .where(machines.c.id == machine_id)).first()
+    if row is None:
+        return []
+    if row.prev_secret and row.prev_until is not None and row.prev_until > now:
+        return [row.secret.encode(), row.prev_secret.encode()]
+    return [row.secret.encode()]
+
+
+def _menu_query(machine_id: str):
+    return (sa.select(slots.c.slot, slots.c.price, slots.c.currency, slots.c.count, slots.c.flagged,
+                      slots.c.capacity, slots.c.par_level, slots.c.cabinet, products.c.name, products.c.sku,
+                      products.c.id.label("product_id"))
+            .join(products, products.c.id == slots.c.product_id)
+            .where(slots.c.machine_id == machine_id, slots.c.in_planogram).order_by(slots.c.slot))
+
+
+def menu(conn: sa.Connection, machine_id: str) -> list:
+    """The machine's slots with product, price and what is left, in slot order."""
+    return list(conn.execute(_menu_query(machine_id)))
+
+
+def fills(conn: sa.Connection) -> dict[str, tuple[int, int]]:
+    """Every machine's fill in one query: {machine id: (items in its slots, their capacity)}."""
+    q = (sa.select(slots.c.machine_id, sa.func.sum(slots.c.count), sa.func.sum(slots.c.capacity))
+         .where(slots.c.in_planogram).group_by(slots.c.machine_id))
+    return {m: (int(n or 0), int(c or 0)) for m, n, c in conn.execute(q)}
+
+
+def slot_for_sale(conn: sa.Connection, machine_id: str, slot: str):
+    """One slot as ``menu`` shows it, or None."""
+    return conn.execute(_menu_query(machine_id).where(slots.c.slot == slot)).first()
+
+
+def list_machines(conn: sa.Connection) -> list:
+    return list(conn.execute(sa.select(machines).order_by(machines.c.id)))
+
+
+def apply_status(conn: sa.Connection, machine_id: str, status: Status, now: datetime) -> bool:
+    """Record a machine's retained status; False if the machine is unknown."""
+    values = dict(online=status.online, last_seen=now)
+    if status.online:
+        values.update(firmware=status.firmware[:40], machine_head=status.ledger_head, boot=status.boot)
+    elif status.ledger_head:
+        values.update(machine_head=status.ledger_head)
+    return conn.execute(machines.update().where(machines.c.id == machine_id).values(**values)).rowcount > 0

@@ -1,0 +1,303 @@
+"""Dashboard: the fleet (every machine with its state, alerts, today's sales, fill and a map) and one
+machine (its screen as the cloud renders it, its slots, ledger events, config and the planogram editor).
+
+The editor makes a new planogram version exactly as ``PUT /api/v1/machines/{id}/slots`` does (the same
+``SlotSpec`` checks, ``machines.set_slots``, the same audit row, then ``publish_config``), and one version
+per form: the form's key goes into the audit row, and a second submit of the same form finds it there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import secrets
+import time
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response
+
+from protocol import token as qrtoken
+from protocol.messages import CURRENCY_RE, SLOT_RE
+
+from cloud.fleet import alerts, locations, machines, planogram
+from cloud.sync import ingest
+from cloud.sales import orders, reports
+from cloud import people
+from cloud.core.db import utcnow
+from cloud.core.money import EXPONENT, parse_amount
+from cloud.web.pages import translator
+from cloud.people import audit, auth
+from cloud.web.dashboard import dash, staff
+from cloud.fleet.draw import MAP_H, MAP_W, project, screen_svg
+
+router = APIRouter(include_in_schema=False)
+READ = Depends(staff(*people.FLEET_READERS))
+EDIT = Depends(staff(*people.FLEET_EDITORS))
+EVENTS_SHOWN = 50
+SCREEN_ROTATE_S = 5.0  # the controller's default [screen] rotate_s; the cloud does not know a machine's own
+FORM_FIELDS = ("slot", "sku", "name", "price", "currency", "capacity", "par", "cabinet")
+ALERT_NAMES = {"offline": "Offline", "vend_failures": "Failed vends", "temperature": "Temperature",
+               "door_open": "Door open", "not_synced": "Not synced"}
+
+
+def the_cloud(request: Request):
+    return request.app.state.cloud
+
+
+def _fill(slots) -> tuple[int, int]:
+    return sum(s.count for s in slots), sum(s.capacity for s in slots)
+
+
+def _sales_today(conn: sa.Connection, now: datetime, machine_id: str | None = None) -> dict[str, list]:
+    """{machine id: [(currency, count, amount)]} of the sales since midnight UTC, read from the reports'
+    rollups as every report is (never a GROUP BY over the sales themselves)."""
+    today = now.astimezone(timezone.utc).date()
+    q = reports.Query(conn, "machine", today.isoformat(), (today + timedelta(days=1)).isoformat(), "UTC",
+                      machine=machine_id, today=today)
+    out: dict[str, list] = {}
+    for r in reports.sales_report(conn, q)["rows"]:
+        out.setdefault(r["key"], []).append((r["currency"], r["count"], r["amount"]))
+    return out
+
+
+@router.get("/staff")
+def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_cloud)):
+    """Every machine: where, online, alerts, today's sales, how full; and the map of the known places."""
+    now = utcnow()
+    with cloud.engine.connect() as conn:
+        rows = machines.list_machines(conn)
+        sites = locations.by_machine(conn)
+        found = alerts.compute(conn, now, cloud.alert_limits, cloud.readings.snapshot())
+        sold = _sales_today(conn, now)
+        fills = machines.fills(conn)
+        places = locations.list_locations(conn)
+    by_machine: dict[str, list] = {}
+    for a in found:
+        by_machine.setdefault(a.machine_id, []).append(a)
+    names = {m.id: m.name for m in rows}
+    mapped = [dict(p, machines=[(i, names.get(i, i)) for i in p["machines"]]) for p in places
+              if p["latitude"] is not None]
+    placed = {i for p in mapped for i, _ in p["machines"]}
+    fleet = [{"m": m, "site": sites.get(m.id, {}).get("name") or m.location, "alerts": by_machine.get(m.id, []),
+              "sold": sold.get(m.id, []), "fill": fills.get(m.id, (0, 0))} for m in rows]
+    return dash(request, caller, "dash_fleet.html", fleet=fleet, dots=project(mapped), map_w=MAP_W, map_h=MAP_H,
+                unplaced=sum(1 for m in rows if m.id not in placed), alert_names=ALERT_NAMES)
+
+
+# -- one machine ---------------------------------------------------------------------------------------
+
+def _current_vend(conn: sa.Connection, machine_id: str):
+    """The order the machine is vending now, if any (read-only: orders has no query for it)."""
+    o = orders.orders
+    return conn.execute(sa.select(o.c.slot, o.c.status).where(o.c.machine_id == machine_id, o.c.status == "vending")
+                        .order_by(o.c.updated_at.desc()).limit(1)).first()
+
+
+def _recent_events(conn: sa.Connection, machine_id: str) -> list[dict]:
+    e = ingest.events
+    rows = conn.execute(sa.select(e.c.seq, e.c.ts, e.c.kind, e.c.data).where(e.c.machine_id == machine_id)
+                        .order_by(e.c.seq.desc()).limit(EVENTS_SHOWN))
+    return [{"seq": r.seq, "ts": _time(r.ts), "kind": r.kind, "data": _short(r.data)} for r in rows]
+
+
+def _time(ts: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(ts)
+    except ValueError:
+        return None
+
+
+def _short(data: str, limit: int = 80) -> str:
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return data[:limit]
+    text = ", ".join(f"{k}={v}" for k, v in obj.items()) if isinstance(obj, dict) else str(obj)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def state_line(machine, vend, menu) -> str:
+    """The screen's state line from what the cloud knows (the machine draws its own from its own state)."""
+    if not machine.online:
+        return "Offline - reconnecting"
+    if vend is not None:
+        item = next((s for s in menu if s.slot == vend.slot), None)
+        return f"Dropping {item.name if item else 'your product'} from {vend.slot}..."
+    flagged = [s.slot for s in menu if s.flagged]
+    return "Ready" + (f" (out of service: {' '.join(flagged)})" if flagged else "")
+
+
+def _editor_rows(menu) -> list[dict]:
+    return [{"slot": s.slot, "sku": s.sku, "name": s.name, "price": _major(s.price, s.currency),
+             "currency": s.currency, "capacity": str(s.capacity), "par": str(s.par_level),
+             "cabinet": str(s.cabinet), "count": s.count} for s in menu]
+
+
+def _major(amount: int, currency: str) -> str:
+    """An amount as a person types it (3.50), without a currency sign or grouping."""
+    exp = EXPONENT.get(currency, 2)
+    major, minor = divmod(amount, 10**exp)
+    return f"{major}.{minor:0{exp}d}" if exp else str(major)
+
+
+def machine_page(request: Request, caller: auth.Caller, cloud, machine_id: str, status_code: int = 200,
+                 form: list[dict] | None = None, errors: dict | None = None, saved: str = ""):
+    _ = translator(request)
+    now = utcnow()
+    try:
+        with cloud.engine.connect() as conn:
+            m = machines.get(conn, machine_id)
+            menu = machines.menu(conn, machine_id)
+            where = locations.location_of(conn, machine_id)
+            site = locations.get(conn, where) if where is not None else None
+            cabinets = machines.cabinets_of(conn, machine_id)
+            config = planogram.status(conn, machine_id)
+            found = alerts.compute(conn, now, cloud.alert_limits, cloud.readings.snapshot(), machine_id)
+            events = _recent_events(conn, machine_id)
+            sold = _sales_today(conn, now, machine_id).get(machine_id, [])
+    except machines.NoSuchMachine:
+        return dash(request, caller, "dash_problem.html", 404, title=_("Unknown machine"),
+                    message=_("There is no machine {id}.", id=machine_id))
+    default_currency = menu[0].currency if menu else "CNY"
+    rows = form if form is not None else _editor_rows(menu)
+    if form is None:
+        rows.append({"slot": "", "sku": "", "name": "", "price": "", "currency": default_currency, "capacity": "",
+                     "par": "", "cabinet": str(cabinets[0].number if cabinets else 1), "count": None})
+    applied_at = datetime.fromisoformat(config["applied_at"]) if config["applied_at"] else None
+    grid = [(c, [s for s in menu if s.cabinet == c.number]) for c in cabinets]
+    return dash(request, caller, "dash_machine.html", status_code, m=m, site=site, grid=grid,
+                many_cabinets=len(cabinets) > 1, cabinets=cabinets, config=config, applied_at=applied_at, alerts=found,
+                alert_names=ALERT_NAMES, events=events, sold=sold, fill=_fill(menu), rows=rows,
+                errors=errors or {}, key=secrets.token_urlsafe(16),
+                can_edit=caller.role in people.FLEET_EDITORS, saved=saved)
+
+
+@router.get("/staff/machines/{machine_id}")
+def machine_view(request: Request, machine_id: str, saved: str = "", caller: auth.Caller = READ,
+                 cloud=Depends(the_cloud)):
+    return machine_page(request, caller, cloud, machine_id, saved=saved if saved.isdigit() else "")
+
+
+@router.get("/staff/machines/{machine_id}/screen.svg")
+def machine_screen(request: Request, machine_id: str, caller: auth.Caller = READ, cloud=Depends(the_cloud)):
+    """The machine's screen as the cloud draws it: the QR is a real token signed with the machine's secret."""
+    _ = translator(request)
+    with cloud.engine.connect() as conn:
+        try:
+            m = machines.get(conn, machine_id)
+        except machines.NoSuchMachine:
+            return Response(status_code=404)
+        vend = _current_vend(conn, machine_id)
+        menu = machines.menu(conn, machine_id)
+    token = qrtoken.make(m.id, m.secret.encode(), time.time(), SCREEN_ROTATE_S, qrtoken.MIRROR_NONCE)
+    url = f"{cloud.settings.public_url.rstrip('/')}/q/{token}"
+    svg = screen_svg(m.name, url, state_line(m, vend, menu), _("Screen of {name}", name=m.name))
+    return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
+
+
+# -- the planogram editor --------------------------------------------------------------------------------
+
+def _whole(text: str) -> int | None:
+    text = (text or "").strip()
+    return int(text) if re.fullmatch(r"[0-9]{1,7}", text) else None
+
+
+def read_form(form, _) -> tuple[list[dict], list[machines.SlotSpec], dict]:
+    """The editor's rows as typed, the slot specs they make, and {field name: error} for what is wrong.
+    A row left wholly blank (the spare row for a new slot) is no slot."""
+    rows, specs, errors = [], [], {}
+    count = _whole(form.get("rows", "")) or 0
+    for i in range(min(count, planogram.MAX_CONFIG_SLOTS + 1)):
+        row = {f: str(form.get(f"{f}-{i}", "")).strip() for f in FORM_FIELDS}
+        row["count"] = None
+        rows.append(row)
+        if not any(row[f] for f in ("slot", "sku", "name", "price", "capacity", "par")):
+            continue
+
+        wrong = {}
+        if not SLOT_RE.match(row["slot"]):
+            wrong["slot"] = _("A slot code is a capital letter and 1-2 digits, like A1.")
+        if not 1 <= len(row["sku"]) <= 40:
+            wrong["sku"] = _("The SKU must be 1-40 characters.")
+        if not 1 <= len(row["name"]) <= 80:
+            wrong["name"] = _("The name must be 1-80 characters.")
+        if not CURRENCY_RE.match(row["currency"]):
+            wrong["currency"] = _("A currency is a three-letter code like CNY.")
+        price = None
+        try:
+            price = parse_amount(row["price"], row["currency"]) if CURRENCY_RE.match(row["currency"]) else None
+        except ValueError:
+            wrong["price"] = _("Write the price like 3.50: a number above zero, at most two decimals.")
+        capacity = _whole(row["capacity"])
+        if capacity is None or not 1 <= capacity <= 1000:
+            wrong["capacity"] = _("The capacity must be a whole number from 1 to 1000.")
+        par = _whole(row["par"]) if row["par"] else None
+        if row["par"] and (par is None or (capacity is not None and par > capacity)):
+            wrong["par"] = _("The par level must be a whole number from 0 to the capacity.")
+        cabinet = _whole(row["cabinet"]) if row["cabinet"] else None
+        if row["cabinet"] and not cabinet:
+            wrong["cabinet"] = _("Choose a cabinet.")
+        if wrong:
+            errors.update({f"{field}-{i}": message for field, message in wrong.items()})
+            continue
+        try:
+            specs.append(machines.SlotSpec.from_obj({"slot": row["slot"], "sku": row["sku"], "name": row["name"],
+                                                     "price": price, "currency": row["currency"],
+                                                     "capacity": capacity, "par_level": par, "cabinet": cabinet}))
+        except machines.FleetError as e:
+            errors[f"slot-{i}"] = str(e)
+    seen: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        if row["slot"] and row["slot"] in seen and f"slot-{i}" not in errors:
+            errors[f"slot-{i}"] = _("Slot {slot} is in the form twice.", slot=row["slot"])
+        seen.setdefault(row["slot"], i)
+    if not specs and not errors:
+        errors["form"] = _("Give at least one slot.")
+    return rows, specs, errors
+
+
+def _done_by_form(conn: sa.Connection, machine_id: str, key: str) -> int | None:
+    """The version a form with this key made already, if it did (a second submit of the same form)."""
+    for row in audit.query(conn, action="machine.slots", object_kind="machine", object_id=machine_id, limit=50):
+        if row["change"].get("form_key") == key:
+            return row["change"].get("version")
+    return None
+
+
+@router.post("/staff/machines/{machine_id}/slots")
+async def machine_edit(request: Request, machine_id: str, caller: auth.Caller = EDIT, cloud=Depends(the_cloud)):
+    """Save the planogram editor: one new version (as the API makes it), sent to the machine."""
+    _ = translator(request)
+    form = await request.form()
+    key = str(form.get("key", ""))
+    rows, specs, errors = read_form(form, _)
+    if not re.fullmatch(r"[A-Za-z0-9_-]{8,64}", key):
+        errors["form"] = _("The form was incomplete: reload the page and try again.")
+    if errors:
+        return machine_page(request, caller, cloud, machine_id, 422, form=rows, errors=errors)
+    try:
+        with cloud.engine.begin() as conn:
+            lock = sa.select(machines.machines.c.id).where(machines.machines.c.id == machine_id)
+            # Two submits of one form at once: the second waits here, then finds the first's audit row.
+            if conn.dialect.name == "postgresql":
+                lock = lock.with_for_update()
+            if conn.execute(lock).first() is None:
+                raise machines.NoSuchMachine(machine_id)
+            version = _done_by_form(conn, machine_id, key)
+            if version is None:
+                now = utcnow()
+                version = machines.set_slots(conn, machine_id, specs, now, caller.user_id)
+                audit.record(conn, caller, "machine.slots", "machine", machine_id,
+                             {"slots": [dataclasses.asdict(s) for s in specs], "version": version, "form_key": key},
+                             now)
+    except machines.NoSuchMachine:
+        return dash(request, caller, "dash_problem.html", 404, title=_("Unknown machine"),
+                    message=_("There is no machine {id}.", id=machine_id))
+    except machines.FleetError as e:
+        return machine_page(request, caller, cloud, machine_id, 422, form=rows,
+                            errors={"form": _("The planogram was not saved: {reason}", reason=str(e))})
+    cloud.publish_config(machine_id)
+    return RedirectResponse(f"/staff/machines/{machine_id}?saved={version}#planogram", status_code=303)

@@ -1,0 +1,181 @@
+"""``vendctl provision``: make a Raspberry Pi OS card (an image file, or a card's mounted boot partition) into
+one machine's card: its secrets from the cloud, its wiring from the technician's hardware file, the
+controller wheel, and the cloud-init files that set it all up on first boot.
+
+Everything is checked and rendered before the first byte is written; a bad option, an unknown machine or
+a boot partition that cannot be written stops it with the card as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+from cloud.provisioning.cloudinit import (AFTER_FIRST_BOOT, BOOT_FOLDER, Card, CardError, Wifi, check_hardware, check_hostname, meta_data, network_config, user_data, user_data_after_first_boot)
+from cloud.provisioning.sdcard import DirTarget, ImageTarget, TargetError
+
+SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# What the wheel is built from: the packages and what setup.cfg names (README for the description, the unit).
+SOURCE_PARTS = ("setup.cfg", "pyproject.toml", "README.md", "protocol", "hw", "controller", "cloud", "systemd")
+UNIT_IN_WHEEL = "share/vend-fleet/systemd/vend-controller.service"
+
+
+def add_arguments(sub) -> None:
+    """The ``provision`` subcommand's options."""
+    p = sub.add_parser("provision", help="write one machine's first-boot files onto a Raspberry Pi OS card",
+                       description=__doc__)
+    p.add_argument("--machine", required=True, help="the machine's id in the cloud (vendctl machines add)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--image", help="a Raspberry Pi OS .img file, written in place (no root, no mount)")
+    where.add_argument("--boot-dir", help="the boot partition (bootfs) of a card already written and mounted")
+    p.add_argument("--hardware", required=True, metavar="FILE",
+                   help="the machine's wiring: an INI file with [hardware], [gpio], [serial], [thermometer], [screen]")
+    p.add_argument("--hostname", help="the machine's host name (default: vend-ID)")
+    p.add_argument("--wifi-ssid", help="the Wi-Fi network to join (Ethernet works without)")
+    p.add_argument("--wifi-password", help="its WPA2 passphrase")
+    p.add_argument("--wifi-country", help="two-letter country code, needed for Wi-Fi (GB, DE, CN, US...)")
+    p.add_argument("--auth", choices=("password", "certificate"), default="password",
+                   help="log in to the broker with a password (default) or a client certificate from the fleet CA")
+    p.add_argument("--broker", help="HOST[:PORT] machines reach the broker at (default: what the cloud says)")
+    p.add_argument("--read-only-root", action="store_true",
+                   help="run from a read-only root (overlay in RAM); the ledger gets its own partition")
+    p.add_argument("--ssh-key", metavar="FILE", help="a public key for the default user's SSH login")
+    p.add_argument("--wheel", metavar="FILE", help="the controller wheel (default: built from this source tree)")
+    p.add_argument("--show-secrets", action="store_true", help="print the machine's QR secret and broker password")
+
+
+def run(args, client, error) -> int:
+    """Provision one card; ``error`` is the exception class vendctl reports to the user."""
+    try:
+        return _run(args, client, error)
+    except (CardError, TargetError) as e:
+        raise error(f"{e}. Nothing was written.") from None
+
+
+def _read(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise CardError(f"{what} {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise CardError(f"{what} {path} is not a text file") from None
+
+
+def _run(args, client, error) -> int:
+    wifi_args = (args.wifi_ssid, args.wifi_password, args.wifi_country)
+    wifi = None
+    if any(a is not None for a in wifi_args):
+        if any(a is None for a in wifi_args):
+            raise CardError("Wi-Fi needs all three of --wifi-ssid, --wifi-password and --wifi-country")
+        wifi = Wifi(*wifi_args).check()
+    hostname = check_hostname(args.hostname or f"vend-{args.machine}"[:63])
+    hardware = check_hardware(_read(args.hardware, "--hardware"), args.hardware)
+    ssh_keys = tuple(line.strip() for line in _read(args.ssh_key, "--ssh-key").splitlines()
+                     if line.strip()) if args.ssh_key else ()
+    if args.ssh_key and not all(k.startswith(("ssh-", "ecdsa-", "sk-")) for k in ssh_keys):
+        raise CardError(f"--ssh-key {args.ssh_key}: not an OpenSSH public key (the .pub file)")
+    target = ImageTarget(args.image) if args.image else DirTarget(args.boot_dir)
+    target.check()
+
+    try:
+        creds = client.call("GET", f"/api/v1/machines/{args.machine}/credentials")
+    except error as e:
+        if " 404 " in str(e):
+            raise CardError(f"no machine {args.machine!r} in the cloud at {client.url}: create it first with "
+                            f"vendctl machines add {args.machine}") from None
+        raise
+    mqtt = creds["mqtt"]
+    host, port = _broker(args.broker, mqtt)
+    cert = key = ""
+    if args.auth == "certificate":
+        issued = client.call("POST", f"/api/v1/machines/{args.machine}/certificate")
+        cert, key, port = issued["cert_pem"], issued["key_pem"], port or issued["port"]
+    port = port or mqtt["port"]
+    with tempfile.TemporaryDirectory(prefix="vend-wheel-") as tmp:
+        wheel = args.wheel or build_wheel(tmp)
+        check_wheel(wheel)
+        with open(wheel, "rb") as f:
+            wheel_bytes = f.read()
+    card = Card(machine_id=args.machine, name=creds["name"], secret=creds["secret"], cloud_url=creds["cloud_url"],
+                mqtt_host=host, mqtt_port=port, hardware=hardware, hostname=hostname,
+                wheel=os.path.basename(wheel), instance_id=f"vend-{args.machine}-{secrets.token_hex(4)}",
+                mqtt_username="" if cert else mqtt["username"], mqtt_password="" if cert else mqtt["password"],
+                tls=mqtt["tls"], ca_pem=mqtt["ca_pem"], cert_pem=cert, key_pem=key, wifi=wifi,
+                read_only_root=args.read_only_root, ssh_keys=ssh_keys)
+    files = {"user-data": user_data(card).encode(), "network-config": network_config(card).encode(),
+             "meta-data": meta_data(card).encode(),
+             f"{BOOT_FOLDER}/{AFTER_FIRST_BOOT}": user_data_after_first_boot(card).encode(),
+             f"{BOOT_FOLDER}/{card.wheel}": wheel_bytes}
+    target.write(files)
+    _summary(card, target, args.show_secrets)
+    return 0
+
+
+def _broker(option: str | None, mqtt: dict) -> tuple[str, int | None]:
+    """The broker's host, and its port if --broker gave one (else the listener for the way of logging in)."""
+    if option:
+        host, _, port = option.partition(":")
+        if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+            raise CardError(f"--broker {option!r}: use HOST or HOST:PORT")
+        return host, int(port) if port else None
+    if not mqtt["host"]:
+        raise CardError("the cloud does not say where machines reach the broker: start vend-cloud with "
+                        "--machine-broker HOST, or pass --broker HOST[:PORT]")
+    return mqtt["host"], None
+
+
+def build_wheel(dest: str) -> str:
+    """Build the vend-fleet wheel from a clean copy of this source tree (no stale build/ folder in it)."""
+    if not os.path.exists(os.path.join(SOURCE_ROOT, "setup.cfg")):
+        raise CardError("this vendctl is not running from a source tree: pass --wheel FILE "
+                        "(made with: pip wheel --no-deps -w dist .)")
+    src = os.path.join(dest, "src")
+    os.makedirs(src)
+    for part in SOURCE_PARTS:
+        path = os.path.join(SOURCE_ROOT, part)
+        if os.path.isdir(path):
+            shutil.copytree(path, os.path.join(src, part), ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(path, src)
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dest, src],
+                         capture_output=True, text=True)
+    wheels = [n for n in os.listdir(dest) if n.endswith(".whl")]
+    if out.returncode != 0 or len(wheels) != 1:
+        raise CardError(f"building the controller wheel failed: {out.stderr.strip()[-500:]}")
+    return os.path.join(dest, wheels[0])
+
+
+def check_wheel(path: str) -> None:
+    """A vend-fleet wheel with the controller and its unit in it."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+    except (OSError, zipfile.BadZipFile) as e:
+        raise CardError(f"--wheel {path}: not a wheel ({e})") from None
+    if "controller/__main__.py" not in names or not any(n.endswith(UNIT_IN_WHEEL) for n in names):
+        raise CardError(f"--wheel {path}: not a vend-fleet wheel with the controller and its systemd unit")
+
+
+def _summary(card: Card, target, show_secrets: bool) -> None:
+    auth = "client certificate" if card.cert_pem else (f"user {card.mqtt_username}" if card.mqtt_username
+                                                       else "no login")
+    wifi = f'Wi-Fi "{card.wifi.ssid}" ({card.wifi.country}) and Ethernet' if card.wifi else "Ethernet (DHCP)"
+    print(f"provisioned {target.describe()} for machine {card.machine_id}")
+    print(f"  host name {card.hostname}; network: {wifi}")
+    print(f"  broker {card.mqtt_host}:{card.mqtt_port}, {auth}, {'TLS with the fleet CA' if card.tls else 'no TLS'}")
+    print(f"  root file system: {'read-only (overlay), ledger on its own partition' if card.read_only_root else 'writable'}")
+    print(f"  files: user-data, network-config, meta-data, {BOOT_FOLDER}/{card.wheel}")
+    if show_secrets:
+        print(f"QR secret: {card.secret}")
+        if card.mqtt_password:
+            print(f"broker password: {card.mqtt_password}")
+    else:
+        print("  the QR secret and broker credentials are on the card, not shown (--show-secrets shows them)")
+    print("next: write it to the card, put the card in the machine and power on; the first boot installs the "
+          f"controller (a few minutes), then `vendctl machines` shows {card.machine_id} online")

@@ -1,0 +1,248 @@
+"""Orders: one customer, one slot, one payment; settled only by what the machine's ledger says.
+
+An order is authorised before the machine is asked to vend; with an external provider it waits in
+``authorising`` until the provider's webhook confirms (``confirm``), and is declined if no word comes before
+its deadline. The machine's ledger events move it on:
+``vend.succeeded`` captures, ``vend.failed``, ``vend.unknown`` and ``command.rejected`` void, and an
+order whose command expired without a word from the machine is voided by the sweeper. Every transition is
+a conditional update in the same transaction as the money it moves, so no order is captured and voided.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from protocol.messages import Command, format_time
+
+from cloud.fleet import machines
+from cloud import people
+from cloud.core.db import UTCDateTime, metadata
+from cloud.payments import Outcome, PaymentError, Provider
+
+log = logging.getLogger(__name__)
+
+orders = sa.Table(
+    "orders", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("customer_id", sa.Integer, sa.ForeignKey("customers.id"), nullable=False),
+    sa.Column("idem_key", sa.String(64), nullable=False),
+    sa.Column("machine_id", sa.String(32), sa.ForeignKey("machines.id"), nullable=False),
+    sa.Column("slot", sa.String(3), nullable=False),
+    sa.Column("product_id", sa.Integer, sa.ForeignKey("products.id"), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("provider", sa.String(20), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("reason", sa.String(200), nullable=False, server_default=""),
+    sa.Column("cmd_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("customer_id", "idem_key", name="one_order_per_key"),
+    sa.Index("orders_open", "status", "expires_at"),
+)
+
+WAITING = "authorising"  # for the provider to confirm the authorisation; no command sent yet
+OPEN = ("authorised", "vending")
+SETTLED = ("declined", "succeeded", "failed", "unknown", "rejected", "expired", "dropped_unpaid")
+
+
+class OrderError(ValueError):
+    """An order that cannot be placed; ``code`` says which page the customer should see."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def get(conn: sa.Connection, order_id: str):
+    return conn.execute(sa.select(orders).where(orders.c.id == order_id)).first()
+
+
+def place(conn: sa.Connection, provider: Provider, customer_id: int, machine_id: str, slot: str, idem_key: str,
+          now: datetime, vend_timeout_s: float):
+    """Create and authorise an order with the customer's payment method (or return the one this key made
+    before). An authorisation the provider confirms later leaves the order ``authorising``."""
+    existing = conn.execute(sa.select(orders).where(orders.c.customer_id == customer_id,
+                                                    orders.c.idem_key == idem_key)).first()
+    if existing is not None:
+        return existing, False
+    customer = people.get(conn, customer_id)
+    if customer is None:
+        raise OrderError("unknown_customer", f"There is no customer {customer_id}.")
+    try:
+        provider = provider.choose(customer.payment_method)
+    except PaymentError:
+        raise OrderError("payment_unavailable", f"Paying by {customer.payment_method} is not available right now.") \
+            from None
+    machine = machines.get(conn, machine_id)
+    item = machines.slot_for_sale(conn, machine_id, slot)
+    if item is None:
+        raise OrderError("unknown_slot", f"Machine {machine.name} has no slot {slot}.")
+    if item.flagged:
+        raise OrderError("out_of_service", f"Slot {slot} is out of service.")
+    if item.count <= 0:
+        raise OrderError("sold_out", f"{item.name} in slot {slot} is sold out.")
+    if not machine.online:
+        raise OrderError("offline", f"Machine {machine.name} is offline right now.")
+    order_id = "o" + secrets.token_hex(10)
+    conn.execute(orders.insert().values(
+        id=order_id, customer_id=customer_id, idem_key=idem_key, machine_id=machine_id, slot=slot,
+        product_id=item.product_id, amount=item.price, currency=item.currency, provider=provider.name,
+        status="created", cmd_id=f"v-{order_id}", created_at=now,
+        expires_at=now + timedelta(seconds=vend_timeout_s), updated_at=now))
+    order = get(conn, order_id)
+    outcome = provider.authorise(conn, order, order_id, now)
+    status, reason = ("authorised", "") if outcome.ok else ("declined", outcome.reason)
+    values = dict(status=status, reason=reason, updated_at=now)
+    if outcome.ok and outcome.pending:
+        # The order's deadline is first the provider's: no word by then, and it is declined.
+        values.update(status=WAITING, expires_at=now + timedelta(seconds=provider.confirm_timeout_s))
+    conn.execute(orders.update().where(orders.c.id == order_id).values(**values))
+    return get(conn, order_id), True
+
+
+def confirm(conn: sa.Connection, order_id: str, ok: bool, reason: str, now: datetime, vend_timeout_s: float):
+    """The provider's word on an authorisation it was asked for: the order if it moved (to ``authorised``,
+    to be vended now, or to ``declined``), else None (it stopped waiting, or never did)."""
+    values = dict(status="authorised", reason="", expires_at=now + timedelta(seconds=vend_timeout_s)) if ok else \
+        dict(status="declined", reason=(reason or "declined by the payment provider")[:200])
+    moved = conn.execute(orders.update().where(orders.c.id == order_id, orders.c.status == WAITING)
+                         .values(updated_at=now, **values)).rowcount
+    return get(conn, order_id) if moved else None
+
+
+REFUNDABLE = ("succeeded",)
+
+
+def refund(conn: sa.Connection, provider: Provider, order_id: str, amount: int | None, key: str,
+           now: datetime) -> tuple[object, Outcome]:
+    """Refund part or all of a sale through its provider, idempotent under ``key``; (order, outcome)."""
+    query = sa.select(orders).where(orders.c.id == order_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()  # one refund of an order at a time
+    order = conn.execute(query).first()
+    if order is None:
+        raise OrderError("unknown_order", f"There is no order {order_id}.")
+    if order.status not in REFUNDABLE:
+        raise OrderError("not_captured", f"Order {order_id} is {order.status}: only a sale whose product dropped "
+                                         "was charged, so only that can be refunded.")
+    return order, provider.refund(conn, order, amount, key, now)
+
+
+def vend_command(order) -> Command:
+    return Command(order.cmd_id, "vend", format_time(order.created_at), format_time(order.expires_at),
+                   {"order_id": order.id, "slot": order.slot})
+
+
+def move(conn, order_id: str, machine_id: str, from_states: tuple, to: str, now: datetime, reason: str = ""):
+    """Move an order between states if it is in one of ``from_states``; return the order if it moved."""
+    moved = conn.execute(orders.update().where(
+        orders.c.id == order_id, orders.c.machine_id == machine_id, orders.c.status.in_(from_states))
+        .values(status=to, reason=reason[:200], updated_at=now)).rowcount
+    return get(conn, order_id) if moved else None
+
+
+OUTCOMES = {
+    # event kind -> (new status, capture?)
+    "vend.succeeded": ("succeeded", True),
+    "vend.failed": ("failed", False),
+    "vend.unknown": ("unknown", False),
+    "command.rejected": ("rejected", False),
+}
+EVENT_KINDS = ("vend.started", *OUTCOMES)
+
+
+class StaleOrders(RuntimeError):
+    """An order changed under us (another process settled it first); the caller retries."""
+
+
+def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: list, now: datetime) -> dict:
+    """Move the orders named by a batch of the machine's ledger events, and settle their money.
+
+    Works on the whole batch at once: one read of the orders, one conditional update, one settlement,
+    whatever the batch size. Returns {order_id: order} of the orders this batch captured.
+    """
+    ids = sorted({e.data["order_id"] for e in events if isinstance(e.data.get("order_id"), str)})
+    if not ids:
+        return {}
+    o = orders.c
+    rows = {r.id: r for r in conn.execute(
+        sa.select(o.id, o.status, o.customer_id, o.amount, o.currency, o.product_id, o.provider)
+        .where(o.id.in_(ids), o.machine_id == machine_id))}
+    state = {order_id: row.status for order_id, row in rows.items()}
+    reasons: dict[str, str] = {}
+    capture, void, strangers = [], [], []
+    for e in events:
+        order_id = e.data.get("order_id")
+        if order_id is None:
+            continue  # a command.rejected that names no order: a refused planogram, say
+        current = state.get(order_id)
+        if current is None:
+            strangers.append(order_id)
+            continue
+        if e.kind == "vend.started":
+            if current == "authorised":
+                state[order_id] = "vending"
+            continue
+        status, captures = OUTCOMES[e.kind]
+        if current in OPEN:
+            state[order_id] = status
+            reasons[order_id] = str(e.data.get("reason", ""))[:200]
+            (capture if captures else void).append(order_id)
+        elif captures and current == "expired":
+            # The machine dropped after the cloud gave up and voided: the customer keeps product and money.
+            state[order_id] = "dropped_unpaid"
+            log.error("machine %s dropped order %s after it was voided; not charged", machine_id, order_id)
+    if strangers:
+        log.warning("machine %s: %d events name orders this cloud never sent it (first: %s)", machine_id,
+                    len(strangers), strangers[0])
+    changed = [(order_id, rows[order_id].status, new) for order_id, new in state.items() if new != rows[order_id].status]
+    if not changed:
+        return {}
+    # One conditional update per kind of move (nearly always just authorised -> succeeded).
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for order_id, old, new in changed:
+        groups.setdefault((old, new, reasons.get(order_id, "")), []).append(order_id)
+    for (old, new, reason), group in groups.items():
+        for i in range(0, len(group), 1000):
+            chunk = group[i:i + 1000]
+            # coalesce() keeps SQLite's planner off the (status, expires_at) index, which it would otherwise
+            # prefer to the primary key and then scan every open order of the fleet.
+            moved = conn.execute(orders.update().where(o.id.in_(chunk), sa.func.coalesce(o.status, "") == old)
+                                 .values(status=new, reason=reason, updated_at=now)).rowcount
+            if moved != len(chunk):
+                raise StaleOrders(machine_id)
+    provider.settle(conn, [(rows[i], "capture") for i in capture] + [(rows[i], "void") for i in void], now)
+    return {i: rows[i] for i in capture}
+
+
+def expire_due(conn: sa.Connection, provider: Provider, now: datetime, grace_s: float) -> int:
+    """Void orders whose vend command expired with no word from the machine, and decline those whose
+    provider never confirmed the authorisation; return how many."""
+    grace = timedelta(seconds=grace_s)
+    due = conn.execute(sa.select(orders.c.id, orders.c.machine_id, orders.c.status, orders.c.expires_at).where(
+        orders.c.status.in_(("authorised", WAITING)), orders.c.expires_at < now)).all()
+    expired = 0
+    for order_id, machine_id, status, expires_at in due:
+        if status == WAITING:
+            order = move(conn, order_id, machine_id, (WAITING,), "declined", now,
+                         "the payment provider did not confirm in time")
+        elif expires_at < now - grace:
+            order = move(conn, order_id, machine_id, ("authorised",), "expired", now,
+                         "the machine did not answer in time")
+        else:
+            continue
+        if order is not None:
+            provider.void(conn, order, order.id, now)
+            expired += 1
+    return expired
+
+
+def for_customer(conn: sa.Connection, customer_id: int, limit: int = 20) -> list:
+    return list(conn.execute(sa.select(orders).where(orders.c.customer_id == customer_id)
+                             .order_by(orders.c.created_at.desc()).limit(limit)))

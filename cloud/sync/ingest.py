@@ -1,0 +1,179 @@
+"""Ingest of machine ledgers: store each event once, in order, with its projections, then ack.
+
+A batch is applied only where it continues the machine's stored chain: events at or below the stored head
+are redeliveries and change nothing; a batch that starts past ``head + 1`` is a gap, stored not at all, and
+answered with a resend request. The head moves by a conditional update, so two cloud processes sharing the
+ingest never both apply the same events: the loser rolls back and sees them as redeliveries.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from protocol.messages import EventBatch, compact_json
+
+from cloud.fleet import alerts, planogram
+from cloud.sales import orders, reports
+from cloud.core.db import bulk_insert, metadata
+from cloud.fleet.machines import machines, slots
+from cloud.payments import Provider
+from cloud.stock import book as inventory
+
+log = logging.getLogger(__name__)
+
+events = sa.Table(
+    "events", metadata,
+    sa.Column("machine_id", sa.String(32), sa.ForeignKey("machines.id"), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("ts", sa.String(40), nullable=False),
+    sa.Column("boot", sa.Integer, nullable=False),
+    sa.Column("clock_synced", sa.Boolean, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sqlite_with_rowid=False,  # one B-tree keyed by (machine, seq) instead of a rowid table plus an index
+)
+
+sales = sa.Table(
+    "sales", metadata,
+    sa.Column("machine_id", sa.String(32), sa.ForeignKey("machines.id"), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("ts", sa.String(40), nullable=False),
+    sa.Column("order_id", sa.String(64), nullable=False),
+    sa.Column("slot", sa.String(3), nullable=False),
+    sa.Column("product_id", sa.Integer, nullable=True),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Index("sales_by_time", "ts"),
+    sqlite_with_rowid=False,
+)
+
+
+EVENT_COLUMNS = ("machine_id", "seq", "ts", "boot", "clock_synced", "kind", "data", "prev_hash", "hash")
+SALE_COLUMNS = ("machine_id", "seq", "ts", "order_id", "slot", "product_id", "amount", "currency")
+
+
+class Rejected(ValueError):
+    """A batch that must not be stored: unknown machine, broken chain."""
+
+
+class Conflict(RuntimeError):
+    """Another process moved this machine's head first; retry the batch."""
+
+
+@dataclass
+class Result:
+    head: int
+    stored: int = 0
+    resend_from: int | None = None
+
+
+class Stats:
+    """Counters a person can read at /api/v1/ingest: what was stored, what was refused and why."""
+
+    def __init__(self):
+        self.counts: Counter = Counter()
+        self.last_rejections: list[tuple[str, str]] = []
+
+    def reject(self, topic: str, reason: str) -> None:
+        self.counts["rejected"] += 1
+        self.last_rejections = (self.last_rejections + [(topic, reason)])[-20:]
+        log.warning("rejected message on %s: %s", topic, reason)
+
+
+def store_batch(conn: sa.Connection, provider: Provider, machine_id: str, batch: EventBatch,
+                now: datetime) -> Result:
+    """Apply one batch in the caller's transaction; see the module docstring for the rules."""
+    query = sa.select(machines.c.cloud_head, machines.c.cloud_head_hash).where(machines.c.id == machine_id)
+    if conn.dialect.name == "postgresql":
+        # Another cloud process storing this machine's batch waits here until it commits, then sees the
+        # new head (SQLite's BEGIN IMMEDIATE already lets one writer in at a time).
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        raise Rejected(f"unknown machine {machine_id!r}")
+    head, head_hash = row
+    fresh = [e for e in batch.events if e.seq > head]
+    if not fresh:
+        return Result(head)
+    if fresh[0].seq != head + 1:
+        return Result(head, resend_from=head + 1)
+    if fresh[0].prev_hash != head_hash:
+        raise Rejected(f"hash chain broken at seq {fresh[0].seq}: it does not follow the stored seq {head}")
+    _insert_events(conn, machine_id, fresh)
+    _project(conn, provider, machine_id, fresh, now)
+    last = fresh[-1]
+    moved = conn.execute(machines.update().where(machines.c.id == machine_id, machines.c.cloud_head == head)
+                         .values(cloud_head=last.seq, cloud_head_hash=last.hash, last_seen=now)).rowcount
+    if not moved:
+        raise Conflict(machine_id)
+    return Result(last.seq, stored=len(fresh))
+
+
+def _insert_events(conn: sa.Connection, machine_id: str, fresh: list) -> None:
+    bulk_insert(conn, events, EVENT_COLUMNS, [
+        (machine_id, e.seq, e.ts, e.boot, e.clock_synced, e.kind, e.data_json or compact_json(e.data),
+         e.prev_hash, e.hash)
+        for e in fresh])
+
+
+def _project(conn: sa.Connection, provider: Provider, machine_id: str, fresh: list, now: datetime) -> None:
+    """Sales, slot stock and orders from the events just stored: a few statements per batch, not per event."""
+    stock = {r.slot: r for r in conn.execute(sa.select(slots.c.slot, slots.c.count, slots.c.flagged, slots.c.currency,
+                                                       slots.c.product_id).where(slots.c.machine_id == machine_id))}
+    counts = {slot: [r.count, r.flagged] for slot, r in stock.items()}
+    changed: set[str] = set()
+    sold, order_events, counted = [], [], []
+    for e in fresh:
+        d = e.data
+        if e.kind in orders.EVENT_KINDS:
+            order_events.append(e)
+        slot = counts.get(d.get("slot"))
+        if e.kind == "vend.succeeded":
+            sold.append(e)
+            if slot is not None and slot[0] > 0:
+                slot[0] -= 1
+        elif e.kind in ("restock", "stock.adjusted") and slot is not None:
+            # A technician's count is the truth about a slot, and a restock means it was looked at.
+            counted.append(inventory.Count(e.seq, e.kind, d["slot"], stock[d["slot"]].product_id, slot[0], d["count"],
+                                           d.get("reason", "")))
+            slot[0], slot[1] = d["count"], False
+        elif e.kind == "vend.failed" and slot is not None:
+            slot[1] = True
+        else:
+            continue
+        if slot is not None:
+            changed.add(d["slot"])
+    if changed:
+        conn.execute(slots.update().where(slots.c.machine_id == machine_id, slots.c.slot == sa.bindparam("b_slot"))
+                     .values(count=sa.bindparam("b_count"), flagged=sa.bindparam("b_flagged")),
+                     [{"b_slot": s, "b_count": counts[s][0], "b_flagged": counts[s][1]} for s in sorted(changed)])
+    if counted:  # booked into the stock book by the sweeper, off the ingest path
+        inventory.queue_counts(conn, machine_id, counted)
+    try:
+        captured = orders.follow(conn, provider, machine_id, order_events, now)
+    except orders.StaleOrders:
+        raise Conflict(machine_id) from None
+    if sold:
+        rows = []
+        for e in sold:
+            order, slot = captured.get(e.data["order_id"]), stock.get(e.data["slot"])
+            # The amount is money this sale took: 0 for a drop the cloud had already voided.
+            amount = order.amount if order else 0
+            currency = order.currency if order else (slot.currency if slot else "XXX")
+            product = order.product_id if order else (slot.product_id if slot else None)
+            rows.append((machine_id, e.seq, e.ts, e.data["order_id"], e.data["slot"], product, amount, currency))
+        bulk_insert(conn, sales, SALE_COLUMNS, rows)
+        reports.project(conn, rows)
+    planogram.project(conn, machine_id, fresh, now)
+    alerts.project(conn, machine_id, fresh, now)
+
+
+def stored_events(conn: sa.Connection, machine_id: str) -> list:
+    return list(conn.execute(sa.select(events).where(events.c.machine_id == machine_id).order_by(events.c.seq)))
