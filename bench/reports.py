@@ -4,7 +4,7 @@ functions (and once through HTTP), against the baseline of the same report as a 
 
 The data goes straight into the database (bulk inserts; COPY on PostgreSQL): more sales by day than by
 night, four products per machine out of thirty, twenty locations. The rollups are filled by the
-migration's backfill path (``cloud.reports.backfill``), which does per table what ingest does per batch.
+migration's backfill path (``cloud.sales.reports.backfill``), which does per table what ingest does per batch.
 
     python bench/reports.py                      # SQLite in a scratch folder
     python bench/reports.py --postgres postgresql+psycopg://vend:vend@127.0.0.1:5432/vend
@@ -29,8 +29,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import sqlalchemy as sa  # noqa: E402
 
-from cloud import db, reports  # noqa: E402
-from cloud.ingest import SALE_COLUMNS  # noqa: E402
+from cloud.core import db
+from cloud.sales import reports  # noqa: E402
+from cloud.sales.records import SALE_COLUMNS  # noqa: E402
 
 YEAR = 2026
 TZ = "Asia/Shanghai"
@@ -40,9 +41,9 @@ PROFILE = [1, 1, 1, 1, 1, 2, 4, 8, 12, 10, 9, 12, 16, 14, 10, 9, 10, 12, 14, 12,
 
 def generate(engine: sa.Engine, machines: int, count: int, seed: int) -> dict:
     """Machines, products, slots, locations and ``count`` sales over YEAR; returns the ids it chose."""
-    from cloud.locations import locations, machine_locations
-    from cloud.machines import cabinets, products, slots
-    from cloud.machines import machines as machines_t
+    from cloud.fleet.locations import locations, machine_locations
+    from cloud.fleet.machines import cabinets, products, slots
+    from cloud.fleet.machines import machines as machines_t
 
     rng = random.Random(seed)
     now = datetime(YEAR, 1, 1, tzinfo=timezone.utc)
@@ -190,19 +191,19 @@ def http_overhead(engine: sa.Engine, args, machine: str) -> dict:
     from fastapi.testclient import TestClient
 
     import cloud.service
-    import cloud.settings
-    import cloud.web
+    import cloud.core.settings
+    import cloud.app
 
     var = tempfile.mkdtemp(prefix="vend-bench-http-")
     try:
-        settings = cloud.settings.Settings(var=var, db=engine.url.render_as_string(hide_password=False),
+        settings = cloud.core.settings.Settings(var=var, db=engine.url.render_as_string(hide_password=False),
                                            broker="127.0.0.1:1").resolve()
         obj = cloud.service.Cloud(settings)
         path = "/api/v1/reports/sales?by=machine&from=2026-01-01&to=2027-01-01&tz=" + TZ
         pages = {"fleet": "/staff", "machine": f"/staff/machines/{machine}", "stock": "/staff/stock",
                  "sales, 30 days (the default)": "/staff/sales",
                  "sales, a year": f"/staff/sales?from=2026-01-01&to=2026-12-31&tz={TZ}"}
-        with TestClient(cloud.web.create_app(obj, "bench-token", b"k" * 32)) as client:
+        with TestClient(cloud.app.create_app(obj, "bench-token", b"k" * 32)) as client:
             headers = {"Authorization": "Bearer bench-token"}
             times, r = timed(lambda: client.get(path, headers=headers), args.repeat)
             assert r.status_code == 200, r.text
@@ -237,7 +238,7 @@ def main() -> int:
             conn.exec_driver_sql(f"CREATE DATABASE {name}")
         url = args.postgres.rsplit("/", 1)[0] + "/" + name
     else:
-        url = f"sqlite:///{work}/cloud.db"
+        url = f"sqlite:///{work}/cloud.core.db"
     engine = db.make_engine(url)
     try:
         db.migrate(engine)

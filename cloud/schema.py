@@ -4,16 +4,31 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+# Each import declares that module's tables on the one metadata.
+import cloud.accounts.journal
+import cloud.catalog.products
+import cloud.finance.ledger
+import cloud.finance.settlement
+import cloud.fleet.alerts
+import cloud.fleet.ledger
+import cloud.fleet.locations
+import cloud.fleet.machines
+import cloud.fleet.planogram
+import cloud.payments.sandbox
+import cloud.payments.wallet
+import cloud.payments.webhook
+import cloud.people.audit
+import cloud.people.auth
+import cloud.people.customers
+import cloud.people.staff
+import cloud.sales.orders
+import cloud.sales.records
+import cloud.sales.reports
+import cloud.stock.book
+import cloud.stock.picking
+import cloud.stock.purchasing
+import cloud.stock.takes  # noqa: F401
 from cloud.core.db import metadata
-from cloud.finance import ledger, settlement  # noqa: F401  (each import declares that module's tables)
-from cloud.fleet import alerts, locations, machines, planogram  # noqa: F401
-from cloud.payments import sandbox, wallet, webhook  # noqa: F401
-from cloud.people import audit, auth, customers, staff  # noqa: F401
-from cloud.sales import orders, reports  # noqa: F401
-from cloud.stock import book, picking, purchasing, takes  # noqa: F401
-from cloud.accounts import journal  # noqa: F401
-from cloud.catalog import products  # noqa: F401
-from cloud.sync import ingest  # noqa: F401
 
 
 def load_tables() -> sa.MetaData:

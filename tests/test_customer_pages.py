@@ -5,6 +5,8 @@ import json
 import time
 
 import cloud.app
+import cloud.people
+import cloud.sales.shop
 from cloud.fleet import machines
 from cloud.catalog import pictures as media
 from test_web import ADMIN, buy, client, cloud_obj, customer, register, scan  # noqa: F401  (fixtures)
@@ -55,7 +57,7 @@ def test_the_order_stream_sends_the_settled_status_and_ends(client, customer):
     events = [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:")]
     assert [e["status"] for e in events] == ["failed"] and events[0]["settled"]
     assert "not been charged" in events[0]["text"]
-    client.cookies.delete(cloud.app.people.COOKIE)
+    client.cookies.delete(cloud.people.COOKIE)
     assert client.get(f"/orders/{order_id}/events").status_code == 404
 
 

@@ -14,7 +14,7 @@ import cloud.core.settings
 import cloud.app
 from cloud.sales import reports
 from cloud.core.db import utcnow
-from cloud.fleet.machines import products
+from cloud.catalog.products import products
 from cloud.people import audit, staff
 from cloud.catalog import products as catalog
 from cloud_fixtures import add_machine, db_url, fast_hashes, idle_cloud  # noqa: F401  (fixtures)

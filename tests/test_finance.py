@@ -16,7 +16,7 @@ from cloud.fleet import locations
 from cloud.sales import orders
 from cloud.finance import ledger, reconcile, settlement
 from cloud.finance.common import FinanceError, half_up
-from cloud.sync.ingest import sales
+from cloud.sales.records import sales
 from cloud.payments import PaymentError, Wallet, account, balance, entries, post, txns
 from cloud.payments.sandbox import ops
 from cloud.people import staff

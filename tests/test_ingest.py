@@ -7,7 +7,9 @@ import sqlalchemy as sa
 
 from cloud.sync import ingest
 from cloud.sales import orders
-from cloud.sync.ingest import Rejected, sales, store_batch, stored_events
+from cloud.fleet.ledger import events
+from cloud.sales.records import sales
+from cloud.sync.ingest import Rejected, store_batch, stored_events
 from cloud.fleet.machines import machines
 from cloud.payments import Wallet, account, balance, txns
 from cloud_fixtures import MACHINE, NOW, Chain, add_customer, add_machine, engine, slot_row, unbalanced_txns
@@ -83,7 +85,7 @@ def test_the_same_batch_again_stores_nothing_and_returns_the_same_head(world):
     store(engine, chain.batch(1))
     again = store(engine, chain.batch(1))
     assert (again.head, again.stored, again.resend_from) == (3, 0, None)
-    assert count(engine, ingest.events) == 3
+    assert count(engine, events) == 3
 
 
 def test_a_batch_overlapping_the_head_stores_only_the_new_events(world):
@@ -102,7 +104,7 @@ def test_a_batch_past_head_plus_one_is_a_gap_stored_not_at_all(world):
     result = store(engine, chain.batch(4, 6))
     assert (result.head, result.stored, result.resend_from) == (2, 0, 3)
     assert head(engine) == (2, chain.events[1].hash)
-    assert count(engine, ingest.events) == 2
+    assert count(engine, events) == 2
 
 
 def test_a_batch_that_does_not_follow_the_stored_hash_is_rejected_naming_the_seq(world):
@@ -113,7 +115,7 @@ def test_a_batch_that_does_not_follow_the_stored_hash_is_rejected_naming_the_seq
     with pytest.raises(Rejected, match="seq 2"):
         store(engine, EventBatch((forged,)))
     assert head(engine) == (1, chain.events[0].hash)
-    assert count(engine, ingest.events) == 1
+    assert count(engine, events) == 1
 
 
 def test_a_first_batch_that_does_not_start_from_genesis_is_rejected(world):
@@ -128,7 +130,7 @@ def test_an_unknown_machine_is_rejected(world):
     engine, _, _ = world
     with pytest.raises(Rejected, match="unknown machine"):
         store(engine, doors(1).batch(1), machine="nobody")
-    assert count(engine, ingest.events) == 0
+    assert count(engine, events) == 0
 
 
 def test_restock_sets_the_slot_count_and_clears_the_flag(world):

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 import cloud.core.db
 import cloud.service
 import cloud.core.settings
-from cloud.sync.ingest import events
+from cloud.fleet.ledger import events
 from cloud_fixtures import Chain, add_machine
 
 

@@ -18,8 +18,9 @@ from cloud.sync import ingest
 from cloud.fleet import locations
 from cloud.sales import reports
 from cloud.core.db import bulk_insert, utcnow
-from cloud.sync.ingest import SALE_COLUMNS, sales, store_batch
-from cloud.fleet.machines import products
+from cloud.sales.records import SALE_COLUMNS, sales
+from cloud.sync.ingest import store_batch
+from cloud.catalog.products import products
 from cloud.payments import Wallet
 from cloud.people import auth, staff
 from cloud_fixtures import MACHINE, NOW, Chain, ThroughTestClient, add_machine, db_url, engine, idle_cloud, slot_spec

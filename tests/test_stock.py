@@ -24,7 +24,7 @@ from cloud.people import audit, auth, staff
 from cloud.stock import book, picking, purchasing, takes
 from cloud.catalog import products as catalog
 from cloud.stock.book import WAREHOUSE, Place
-from cloud.stock.common import StockError
+from cloud.catalog.common import StockError
 from cloud_fixtures import NOW, Chain, ThroughTestClient, add_machine, db_url, fast_hashes, idle_cloud, slot_spec
 
 BOOT = "bootstrap-token-for-stock-tests"

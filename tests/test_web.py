@@ -10,6 +10,7 @@ import cloud.core.db
 import cloud.service
 import cloud.core.settings
 import cloud.app
+import cloud.sales.shop
 from cloud.fleet import machines
 from cloud.sales import orders
 from cloud import people
@@ -68,7 +69,7 @@ def test_a_valid_scan_redirects_a_new_phone_to_registration_and_sets_the_visit_c
     r = scan(client)
     assert r.status_code == 303
     assert r.headers["location"] == "/register?next=/m/m-1"
-    assert cloud.app.VISIT_COOKIE in r.cookies
+    assert cloud.sales.shop.VISIT_COOKIE in r.cookies
 
 
 def test_a_registered_phone_goes_straight_to_the_menu(client, customer):
@@ -81,13 +82,13 @@ def test_a_registered_phone_goes_straight_to_the_menu(client, customer):
 def test_an_expired_token_gives_410(client):
     r = scan(client, at=time.time() - 3600)
     assert r.status_code == 410 and "expired" in r.text
-    assert cloud.app.VISIT_COOKIE not in r.cookies
+    assert cloud.sales.shop.VISIT_COOKIE not in r.cookies
 
 
 def test_a_token_signed_with_the_wrong_secret_gives_400(client):
     r = scan(client, secret=b"x" * 32)
     assert r.status_code == 400 and "not recognised" in r.text
-    assert cloud.app.VISIT_COOKIE not in r.cookies
+    assert cloud.sales.shop.VISIT_COOKIE not in r.cookies
 
 
 def test_a_token_for_an_unknown_machine_gives_400(client):
@@ -202,7 +203,7 @@ def test_buying_with_too_little_money_is_declined_and_charges_nothing(client, cl
 
 
 def test_buying_without_a_scan_gives_403(client, cloud_obj, customer):
-    client.cookies.delete(cloud.app.VISIT_COOKIE)
+    client.cookies.delete(cloud.sales.shop.VISIT_COOKIE)
     r = buy(client)
     assert r.status_code == 403 and count(cloud_obj, orders.orders) == 0
 

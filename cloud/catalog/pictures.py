@@ -10,16 +10,6 @@ import html
 import os
 import re
 
-import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from starlette.concurrency import run_in_threadpool
-
-from protocol.messages import utcnow
-
-from cloud import people
-from cloud.fleet.machines import products
-from cloud.people import require
-
 MAX_BYTES = 512 * 1024
 # What the first bytes of a file say it is: nothing else is believed (not the name, not Content-Type).
 MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpg"))
@@ -28,7 +18,6 @@ SKU_RE = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 # A day in the phone's cache, then a cheap 304 when the ETag still matches.
 CACHE = "public, max-age=86400"
 
-router = APIRouter()
 
 
 def kind_of(data: bytes) -> str | None:
@@ -90,44 +79,3 @@ def picture(var: str, sku: str, name: str) -> tuple[bytes, str]:
         return f.read(), TYPES[path.rsplit(".", 1)[-1]]
 
 
-def product_name(request: Request, sku: str) -> str | None:
-    with request.app.state.cloud.engine.connect() as conn:
-        return conn.execute(sa.select(products.c.name).where(products.c.sku == sku)).scalar()
-
-
-@router.get("/media/products/{sku}", include_in_schema=False)
-def serve(request: Request, sku: str):
-    name = product_name(request, sku) if SKU_RE.fullmatch(sku) else None
-    if name is None:
-        return Response(status_code=404)
-    data, media_type = picture(request.app.state.cloud.settings.var, sku, name)
-    etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
-    headers = {"Cache-Control": CACHE, "ETag": etag}
-    if etag in request.headers.get("if-none-match", ""):
-        return Response(status_code=304, headers=headers)
-    return Response(data, media_type=media_type, headers=headers)
-
-
-def keep(cloud, caller: people.Caller, sku: str, data: bytes) -> None:
-    store(cloud.settings.var, sku, data)
-    with cloud.engine.begin() as conn:
-        people.audit.record(conn, caller, "product.picture", "product", sku, {"bytes": len(data)}, utcnow())
-
-
-@router.put("/api/v1/products/{sku}/picture", tags=["stock"])
-async def upload(request: Request, sku: str, caller: people.Caller = Depends(require(*people.STOCK_EDITORS))):
-    """The product's picture for the customers' menu: the body is the file, PNG, JPEG or WebP, 512 KB at most."""
-    if not SKU_RE.fullmatch(sku) or await run_in_threadpool(product_name, request, sku) is None:
-        raise HTTPException(404, f"no product {sku}")
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > MAX_BYTES:
-            raise HTTPException(422, f"picture: at most {MAX_BYTES // 1024} KB")
-    data = bytes(data)
-    if not data:
-        raise HTTPException(422, "picture: the request body is empty; send the file itself")
-    if kind_of(data) is None:
-        raise HTTPException(422, "picture: not a PNG, JPEG or WebP file (judged by its first bytes)")
-    await run_in_threadpool(keep, request.app.state.cloud, caller, sku, data)
-    return {"sku": sku, "bytes": len(data), "type": TYPES[kind_of(data)], "url": f"/media/products/{sku}"}

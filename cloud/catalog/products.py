@@ -13,8 +13,14 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from cloud.core.db import UTCDateTime, metadata
-from cloud.fleet.machines import products
-from cloud.stock.common import StockError, amount, currency, lock_product, text, whole
+from cloud.catalog.common import StockError, amount, currency, text, whole
+
+products = sa.Table(
+    "products", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sku", sa.String(40), nullable=False, unique=True),
+    sa.Column("name", sa.String(80), nullable=False),
+)
 
 product_details = sa.Table(
     "product_details", metadata,
@@ -167,3 +173,21 @@ def public(row) -> dict:
     return {"id": row.id, "sku": row.sku, "name": row.name, "barcode": row.barcode, "cost": row.cost,
             "price": row.price, "currency": row.currency, "shelf_life_days": row.shelf_life_days,
             "reorder_level": row.reorder_level if row.reorder_level is not None else 0}
+
+
+def lock_products(conn: sa.Connection, product_ids) -> None:
+    """Serialise stock changes of these products across cloud processes (PostgreSQL: row locks until commit,
+    taken in id order so that two operations on the same products never wait for each other in a circle;
+    SQLite: BEGIN IMMEDIATE already lets one writer in at a time); StockError 404 for a product not there."""
+    ids = sorted(set(product_ids))
+    query = sa.select(products.c.id).where(products.c.id.in_(ids)).order_by(products.c.id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    found = set(conn.execute(query).scalars())
+    for product_id in ids:
+        if product_id not in found:
+            raise StockError("product_id", f"no product {product_id}", 404)
+
+
+def lock_product(conn: sa.Connection, product_id: int) -> None:
+    lock_products(conn, [product_id])

@@ -3,7 +3,6 @@ audit trail. Every change goes through the function its API route calls, so it w
 
 from __future__ import annotations
 
-import json
 import secrets
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -17,17 +16,15 @@ from cloud.fleet import locations
 from cloud import people
 from cloud.finance import reconcile, settlement
 from cloud.finance.common import FinanceError, currency_of, month_span, span
-from cloud.finance.routes import record_posting, record_rule
+from cloud.finance.posting import record_posting, record_rule
 from cloud.web.pages import translator
-from cloud.people import audit, auth
-from cloud.people import staff as accounts
 from cloud.people.auth import Caller, Gate, gate
-from cloud.people.routes import create_person, create_supplier, update_person
-from cloud.people.staff import PeopleError
-from cloud.web.dashboard import dash
-from cloud.web.dashboard import staff as allowed
+from cloud.web.dashboard import add_page, dash
+from cloud.people.auth import staff_only as allowed
 
 router = APIRouter(include_in_schema=False)
+add_page("/staff/settlements", "Settlements", people.FINANCE_READERS, order=60)
+add_page("/staff/reconcile", "Reconciliation", people.FINANCE_READERS, order=70)
 
 def _(message: str) -> str:
     """Marks a message for the catalog (gettext's ``N_``): translated where it is shown, in the reader's language."""
@@ -182,168 +179,10 @@ def reconcile_page(request: Request, start: str = "", end: str = "",
                 end=end or hi.isoformat())
 
 
-# -- people ------------------------------------------------------------------------------------------
-
-def people_error(_, e: PeopleError) -> dict[str, str]:
-    """A people error as {field: text for people}, by what the service's message is about."""
-    text = str(e)
-    if text.startswith("username:"):
-        return {"username":
-                _("Username: 2 to 40 lower-case letters, digits, '.', '_' or '-', first a letter or digit.")}
-    if text.startswith("username "):
-        return {"username": _("Username: this name is taken.")}
-    if text.startswith("role"):
-        return {"role": _("Role: choose one of the roles.")}
-    if "supplier_id" in text or text.startswith("no supplier"):
-        return {"supplier_id": _("Supplier: a supplier account needs its supplier, other roles have none.")}
-    if text.startswith("password"):
-        return {"password": _("Password: {problem}", problem=text.split(" ", 1)[1].lstrip(": "))}
-    if text.startswith("this is the last active administrator"):
-        return {"": _("This is the last active administrator: make another one first.")}
-    if text.startswith("supplier lead_time_days"):
-        return {"lead_time_days": _("Lead time: a whole number of days from 0 to 365.")}
-    if text.startswith("supplier email"):
-        return {"email": _("Email: an address like orders@example.com.")}
-    if text.startswith("supplier name") or text.startswith("a supplier named"):
-        return {"name": _("Name: 1 to 80 printable characters, not the name of another supplier.")}
-    if text.startswith("supplier "):
-        field = text.split(" ", 2)[1].rstrip(":")
-        return {field: _("{field}: too long or not printable.", field=_(FIELD_LABELS.get(field, field)))}
-    return {"": text}
 
 
-def _people(request: Request, caller: Caller, g: Gate, status_code: int = 200, errors: dict | None = None,
-            form: dict | None = None, notice: str = "", one_time: dict | None = None):
-    with g.engine.begin() as conn:
-        staff_rows = [accounts.public(r) for r in accounts.list_staff(conn)]
-        suppliers = [accounts.supplier_public(r) for r in accounts.list_suppliers(conn)]
-        last = auth.last_sign_ins(conn)
-    return dash(request, caller, "dash_people.html", status_code, staff=staff_rows, suppliers=suppliers,
-                last=last, roles=people.ROLES, errors=errors or {}, form=form or {}, notice=notice,
-                one_time=one_time, supplier_names={s["id"]: s["name"] for s in suppliers})
 
 
-@router.get("/staff/people", response_class=HTMLResponse)
-def people_page(request: Request, done: str = "", caller: Caller = Depends(allowed(*people.PEOPLE_ADMINS)),
-                g: Gate = Depends(gate)):
-    _ = translator(request)
-    return _people(request, caller, g, notice=_("The change is saved.") if done else "")
 
 
-@router.post("/staff/people", response_class=HTMLResponse)
-def add_person(request: Request, username: str = Form(""), role: str = Form(""), password: str = Form(""),
-               supplier_id: str = Form(""), caller: Caller = Depends(allowed(*people.PEOPLE_ADMINS)),
-               g: Gate = Depends(gate)):
-    """Add a staff member; without a password the page shows their one-time password, this once only."""
-    _ = translator(request)
-    form = {"username": username, "role": role, "supplier_id": supplier_id}
-    try:
-        person, one_time = create_person(g, caller, username, role, password or None,
-                                         int(supplier_id) if supplier_id.isdigit() else None)
-    except PeopleError as e:
-        return _people(request, caller, g, e.status, people_error(_, e), form)
-    return _people(request, caller, g, 201, notice=_("{username} is added.", username=person["username"]),
-                   one_time={"username": person["username"], "password": one_time} if one_time else None)
 
-
-CHANGES = ("role", "disable", "enable", "reset")
-
-
-def _person(conn, user_id: int):
-    row = accounts.get(conn, user_id)
-    return None if row is None else accounts.public(row)
-
-
-@router.get("/staff/people/{user_id}", response_class=HTMLResponse)
-def person_page(request: Request, user_id: int, caller: Caller = Depends(allowed(*people.PEOPLE_ADMINS)),
-                g: Gate = Depends(gate)):
-    _ = translator(request)
-    with g.engine.begin() as conn:
-        person = _person(conn, user_id)
-        suppliers = [accounts.supplier_public(r) for r in accounts.list_suppliers(conn)]
-    if person is None:
-        return dash(request, caller, "dash_problem.html", 404, title=_("No such person"),
-                    message=_("There is no staff member {id}.", id=user_id))
-    return dash(request, caller, "dash_people_person.html", person=person, roles=people.ROLES,
-                suppliers=suppliers, errors={})
-
-
-@router.post("/staff/people/{user_id}", response_class=HTMLResponse)
-def change_person(request: Request, user_id: int, change: str = Form(""), role: str = Form(""),
-                  supplier_id: str = Form(""), confirmed: str = Form(""),
-                  caller: Caller = Depends(allowed(*people.PEOPLE_ADMINS)), g: Gate = Depends(gate)):
-    """A change asks first (a page that says what will happen) and is made when that page is sent."""
-    _ = translator(request)
-    with g.engine.begin() as conn:
-        person = _person(conn, user_id)
-        suppliers = [accounts.supplier_public(r) for r in accounts.list_suppliers(conn)]
-    if person is None or change not in CHANGES:
-        return dash(request, caller, "dash_problem.html", 404, title=_("No such person"),
-                    message=_("There is no staff member {id}.", id=user_id))
-    supplier = int(supplier_id) if supplier_id.isdigit() else None
-    if confirmed != "yes":
-        return dash(request, caller, "dash_people_confirm.html", person=person, change=change, role=role,
-                    supplier_id=supplier_id, supplier_names={s["id"]: s["name"] for s in suppliers})
-    changes = {"role": {"role": role, "supplier_id": supplier}, "disable": {"disabled": True},
-               "enable": {"disabled": False}, "reset": {}}[change]
-    try:
-        person, _diff, one_time = update_person(g, caller, user_id, changes, reset_password=change == "reset")
-    except PeopleError as e:
-        return dash(request, caller, "dash_people_person.html", e.status, person=person, roles=people.ROLES,
-                    suppliers=suppliers, errors=people_error(_, e))
-    if one_time:
-        return _people(request, caller, g, notice=_("The password of {username} is reset.",
-                                                    username=person["username"]),
-                       one_time={"username": person["username"], "password": one_time})
-    return back("/staff/people", done="1")
-
-
-# -- suppliers ---------------------------------------------------------------------------------------
-
-def _suppliers(request: Request, caller: Caller, g: Gate, status_code: int = 200, errors: dict | None = None,
-               form: dict | None = None, notice: str = ""):
-    with g.engine.begin() as conn:
-        suppliers = [accounts.supplier_public(r) for r in accounts.list_suppliers(conn)]
-    return dash(request, caller, "dash_people_suppliers.html", status_code, suppliers=suppliers,
-                errors=errors or {}, form=form or {}, notice=notice)
-
-
-@router.get("/staff/suppliers", response_class=HTMLResponse)
-def suppliers_page(request: Request, done: str = "", caller: Caller = Depends(allowed(*people.SUPPLIER_EDITORS)),
-                   g: Gate = Depends(gate)):
-    _ = translator(request)
-    return _suppliers(request, caller, g, notice=_("The supplier is added.") if done else "")
-
-
-@router.post("/staff/suppliers", response_class=HTMLResponse)
-def add_supplier(request: Request, name: str = Form(""), contact: str = Form(""), email: str = Form(""),
-                 phone: str = Form(""), address: str = Form(""), lead_time_days: str = Form(""),
-                 caller: Caller = Depends(allowed(*people.SUPPLIER_EDITORS)), g: Gate = Depends(gate)):
-    _ = translator(request)
-    form = {"name": name, "contact": contact, "email": email, "phone": phone, "address": address,
-            "lead_time_days": lead_time_days}
-    try:
-        lead = lead_time_days.strip()
-        if lead and not lead.isdigit():
-            raise PeopleError("supplier lead_time_days: a whole number of days from 0 to 365")
-        create_supplier(g, caller, name, contact, email=email, phone=phone, address=address,
-                        lead_time_days=int(lead) if lead else None)
-    except PeopleError as e:
-        return _suppliers(request, caller, g, e.status, people_error(_, e), form)
-    return back("/staff/suppliers", done="1")
-
-
-# -- the audit trail ---------------------------------------------------------------------------------
-
-@router.get("/staff/audit", response_class=HTMLResponse)
-def audit_page(request: Request, user: str = "", action: str = "",
-               caller: Caller = Depends(allowed(*people.PEOPLE_ADMINS)), g: Gate = Depends(gate)):
-    with g.engine.begin() as conn:
-        rows = audit.query(conn, int(user) if user.isdigit() else None, action or None, limit=100)
-        actions = audit.actions(conn)
-        names = {r.id: r.username for r in accounts.list_staff(conn)}
-    for r in rows:
-        r["at"] = utc(datetime.fromisoformat(r["at"]))
-        r["change"] = json.dumps(r["change"], ensure_ascii=False, sort_keys=True)
-    return dash(request, caller, "dash_people_audit.html", rows=rows, actions=actions, names=names, user=user,
-                action=action)

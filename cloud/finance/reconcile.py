@@ -23,7 +23,7 @@ from datetime import date, timedelta
 
 import sqlalchemy as sa
 
-from cloud.sync.ingest import sales
+from cloud.sales.records import sales
 from cloud.accounts.journal import accounts, entries, txns
 from cloud.payments.sandbox import ops
 from cloud.finance.ledger import bounds

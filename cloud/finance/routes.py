@@ -17,7 +17,9 @@ from cloud.web.pages import printable
 from cloud.people import Caller, require
 from cloud.people.auth import Gate, gate
 from cloud.finance import ledger, reconcile, settlement
-from cloud.finance.common import FinanceError, currency_of, month_span, period_of, span
+from cloud.finance.common import FinanceError, currency_of, month_span, span
+
+from cloud.finance.posting import record_posting, record_rule, statement_for
 
 router = APIRouter(prefix="/api/v1", tags=["finance"])
 
@@ -32,8 +34,6 @@ class Payment(Body):
     currency: str = "CNY"
     paid_on: date
     reference: str = ""
-
-
 
 
 def this_month(g: Gate) -> tuple[date, date]:
@@ -152,15 +152,6 @@ def list_rules(location_id: int, caller: Caller = Depends(require(*people.FINANC
         raise e.http() from None
 
 
-def record_rule(g: Gate, caller: Caller, location_id: int, body: dict) -> dict:
-    """Add a settlement rule and its audit row in one transaction; FinanceError naming the field."""
-    now = g.now()
-    with g.engine.begin() as conn:
-        rule = settlement.add_rule(conn, location_id, body, now, caller.user_id)
-        people.audit.record(conn, caller, "settlement.rule.add", "location", location_id, rule, now)
-    return rule
-
-
 @router.post("/locations/{location_id}/settlement-rules", status_code=201)
 def add_rule(location_id: int, body: dict, caller: Caller = Depends(require(*people.FINANCE_EDITORS)),
              g: Gate = Depends(gate)):
@@ -173,12 +164,6 @@ def add_rule(location_id: int, body: dict, caller: Caller = Depends(require(*peo
         raise e.http() from None
 
 
-def _statement(g: Gate, location_id: int, period: str, currency: str) -> dict:
-    start, end = period_of(period)
-    with g.engine.begin() as conn:
-        return settlement.statement(conn, location_id, start, end, currency, g.now())
-
-
 @router.get("/locations/{location_id}/statements/{period}")
 def location_statement(request: Request, location_id: int, period: str, currency: str = "CNY",
                        format: str = Query("json", pattern="^(json|csv|html)$"),
@@ -187,7 +172,7 @@ def location_statement(request: Request, location_id: int, period: str, currency
     refunds, cost of goods sold, each rule's commission and the total due; ``format`` csv or html (A4, in
     the reader's language or the one ``lang`` names)."""
     try:
-        s = _statement(g, location_id, period, currency)
+        s = statement_for(g, location_id, period, currency)
     except FinanceError as e:
         raise e.http() from None
     name = f"statement-{location_id}-{s['period']}-{s['currency']}"
@@ -199,18 +184,6 @@ def location_statement(request: Request, location_id: int, period: str, currency
     if format == "html":
         return printable(request, "statement.html", s=s)
     return s
-
-
-def record_posting(g: Gate, caller: Caller, location_id: int, period: str, currency: str) -> tuple[dict, bool]:
-    """Post a statement once (audited when posted now): (the statement, whether it was posted now)."""
-    now = g.now()
-    start, end = period_of(period)
-    with g.engine.begin() as conn:
-        s, made = settlement.post_statement(conn, location_id, start, end, currency, now, caller.user_id)
-        if made:
-            people.audit.record(conn, caller, "statement.post", "location", location_id,
-                                {"period": s["period"], "currency": s["currency"], "total": s["total_due"]}, now)
-    return s, made
 
 
 @router.post("/locations/{location_id}/statements/{period}/post")

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from cloud.fleet import locations
 from cloud.core.db import UTCDateTime, metadata
-from cloud.sync.ingest import sales
+from cloud.sales.records import sales
 from cloud.fleet.machines import FleetError
 from cloud.accounts.journal import account, accounts, entries, post, txns
 from cloud.stock import book

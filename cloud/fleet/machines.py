@@ -18,6 +18,7 @@ from protocol.messages import CURRENCY_RE, GENESIS_HASH, SLOT_RE, Status
 from protocol.topics import check_machine_id
 
 from cloud.provisioning.brokerfiles import BrokerUser, password_username
+from cloud.catalog.products import products
 from cloud.core.db import UTCDateTime, metadata, utcnow
 
 MAX_OVERLAP = timedelta(days=30)
@@ -44,13 +45,6 @@ machines = sa.Table(
     sa.Column("cloud_head", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("cloud_head_hash", sa.String(64), nullable=False, server_default=GENESIS_HASH),
     sa.Column("created_at", UTCDateTime, nullable=False),
-)
-
-products = sa.Table(
-    "products", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("sku", sa.String(40), nullable=False, unique=True),
-    sa.Column("name", sa.String(80), nullable=False),
 )
 
 # A machine has one cabinet or more (a snack tower beside a chilled one); each slot is in one of them, and

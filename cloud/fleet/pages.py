@@ -23,19 +23,21 @@ from protocol import token as qrtoken
 from protocol.messages import CURRENCY_RE, SLOT_RE
 
 from cloud.fleet import alerts, locations, machines, planogram
-from cloud.sync import ingest
+from cloud.fleet import ledger
 from cloud.sales import orders, reports
 from cloud import people
 from cloud.core.db import utcnow
 from cloud.core.money import EXPONENT, parse_amount
 from cloud.web.pages import translator
 from cloud.people import audit, auth
-from cloud.web.dashboard import dash, staff
+from cloud.web.dashboard import add_page, dash
+from cloud.people.auth import staff_only
 from cloud.fleet.draw import MAP_H, MAP_W, project, screen_svg
 
 router = APIRouter(include_in_schema=False)
-READ = Depends(staff(*people.FLEET_READERS))
-EDIT = Depends(staff(*people.FLEET_EDITORS))
+add_page("/staff", "Fleet", people.FLEET_READERS, order=10)
+READ = Depends(staff_only(*people.FLEET_READERS))
+EDIT = Depends(staff_only(*people.FLEET_EDITORS))
 EVENTS_SHOWN = 50
 SCREEN_ROTATE_S = 5.0  # the controller's default [screen] rotate_s; the cloud does not know a machine's own
 FORM_FIELDS = ("slot", "sku", "name", "price", "currency", "capacity", "par", "cabinet")
@@ -97,9 +99,7 @@ def _current_vend(conn: sa.Connection, machine_id: str):
 
 
 def _recent_events(conn: sa.Connection, machine_id: str) -> list[dict]:
-    e = ingest.events
-    rows = conn.execute(sa.select(e.c.seq, e.c.ts, e.c.kind, e.c.data).where(e.c.machine_id == machine_id)
-                        .order_by(e.c.seq.desc()).limit(EVENTS_SHOWN))
+    rows = ledger.recent(conn, machine_id, EVENTS_SHOWN)
     return [{"seq": r.seq, "ts": _time(r.ts), "kind": r.kind, "data": _short(r.data)} for r in rows]
 
 

@@ -6,9 +6,19 @@ for fleet editors, and every change writes its audit row in the change's own tra
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from datetime import timedelta
+from typing import Protocol
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Request
+
+from protocol import ProtocolError
+from protocol import token as qrtoken
+from cloud.core.settings import Settings
+from cloud.provisioning.brokerfiles import BrokerFiles
+from cloud.provisioning.ca import FleetCA
 
 from cloud.fleet import alerts, locations, machines, planogram
 from cloud import people
@@ -22,8 +32,25 @@ READ = [Depends(require(*people.FLEET_READERS))]
 EDIT = require(*people.FLEET_EDITORS)
 
 
-def the_cloud(request: Request):
-    """The running ``cloud.service.Cloud`` (engine, bus, settings, readings)."""
+class FleetCloud(Protocol):
+    """What the fleet's routes ask of the running cloud (``cloud.service.Cloud`` is one)."""
+
+    engine: sa.Engine
+    settings: Settings
+    alert_limits: alerts.Limits
+    readings: alerts.Readings
+    broker_files: BrokerFiles | None
+    ca: FleetCA | None
+
+    def publish_config(self, machine_id: str) -> bool: ...
+
+    def refresh_broker(self) -> str | None: ...
+
+    def tell_credentials_changed(self, machine_id: str) -> None: ...
+
+
+def the_cloud(request: Request) -> FleetCloud:
+    """The running cloud, as the fleet's routes see it."""
     return request.app.state.cloud
 
 
@@ -35,14 +62,14 @@ def refused(e: machines.FleetError) -> HTTPException:
 # -- locations ---------------------------------------------------------------------------------------
 
 @router.get("/locations", dependencies=READ)
-def list_locations(cloud=Depends(the_cloud)):
+def list_locations(cloud: FleetCloud = Depends(the_cloud)):
     """Every location, with the machines standing at it."""
     with cloud.engine.connect() as conn:
         return locations.list_locations(conn)
 
 
 @router.post("/locations", status_code=201)
-def add_location(body: dict, caller: Caller = Depends(EDIT), cloud=Depends(the_cloud)):
+def add_location(body: dict, caller: Caller = Depends(EDIT), cloud: FleetCloud = Depends(the_cloud)):
     """A new location: name, address, and latitude and longitude in degrees (both or neither)."""
     unknown = sorted(set(body) - {"name", "address", "latitude", "longitude"})
     if unknown:
@@ -62,7 +89,7 @@ def add_location(body: dict, caller: Caller = Depends(EDIT), cloud=Depends(the_c
 
 
 @router.put("/machines/{machine_id}/location")
-def place_machine(machine_id: str, body: dict, caller: Caller = Depends(EDIT), cloud=Depends(the_cloud)):
+def place_machine(machine_id: str, body: dict, caller: Caller = Depends(EDIT), cloud: FleetCloud = Depends(the_cloud)):
     """Put a machine at a location: ``{"location_id": 3}``, or ``null`` for none."""
     if set(body) != {"location_id"}:
         raise HTTPException(422, "the body is {\"location_id\": ID or null}")
@@ -81,7 +108,7 @@ def place_machine(machine_id: str, body: dict, caller: Caller = Depends(EDIT), c
 # -- one machine -------------------------------------------------------------------------------------
 
 @router.get("/machines/{machine_id}", dependencies=READ)
-def machine_detail(machine_id: str, cloud=Depends(the_cloud)):
+def machine_detail(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
     """A machine: where it stands, its cabinets, status, planogram desired against applied, its alerts."""
     try:
         with cloud.engine.connect() as conn:
@@ -100,7 +127,7 @@ def machine_detail(machine_id: str, cloud=Depends(the_cloud)):
 
 
 @router.post("/machines/{machine_id}/cabinets", status_code=201)
-def add_cabinet(machine_id: str, body: dict, caller: Caller = Depends(EDIT), cloud=Depends(the_cloud)):
+def add_cabinet(machine_id: str, body: dict, caller: Caller = Depends(EDIT), cloud: FleetCloud = Depends(the_cloud)):
     """Another cabinet for a machine: ``{"number": 2, "name": "chilled"}``."""
     try:
         with cloud.engine.begin() as conn:
@@ -116,7 +143,7 @@ def add_cabinet(machine_id: str, body: dict, caller: Caller = Depends(EDIT), clo
 # -- planograms --------------------------------------------------------------------------------------
 
 @router.get("/machines/{machine_id}/planogram", dependencies=READ)
-def get_planogram(machine_id: str, version: int | None = None, cloud=Depends(the_cloud)):
+def get_planogram(machine_id: str, version: int | None = None, cloud: FleetCloud = Depends(the_cloud)):
     """A planogram version's slots (the newest by default), and the machine's desired against applied."""
     try:
         with cloud.engine.connect() as conn:
@@ -131,7 +158,7 @@ def get_planogram(machine_id: str, version: int | None = None, cloud=Depends(the
 
 
 @router.post("/machines/{machine_id}/planogram", status_code=201)
-def set_planogram(machine_id: str, body: dict, caller: Caller = Depends(EDIT), cloud=Depends(the_cloud)):
+def set_planogram(machine_id: str, body: dict, caller: Caller = Depends(EDIT), cloud: FleetCloud = Depends(the_cloud)):
     """A new planogram version, whole: ``{"slots": [{slot, sku, price, currency, capacity, par_level,
     cabinet}], "note": "..."}``; sent to the machine at once, retained, so it arrives even after a stop."""
     try:
@@ -150,7 +177,7 @@ def set_planogram(machine_id: str, body: dict, caller: Caller = Depends(EDIT), c
 
 
 @router.get("/machines/{machine_id}/planogram/versions", dependencies=READ)
-def planogram_versions(machine_id: str, cloud=Depends(the_cloud)):
+def planogram_versions(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
     """Every planogram version of a machine, newest first; who made each is in the audit trail too."""
     try:
         with cloud.engine.connect() as conn:
@@ -162,7 +189,7 @@ def planogram_versions(machine_id: str, cloud=Depends(the_cloud)):
 # -- alerts ------------------------------------------------------------------------------------------
 
 @router.get("/alerts", dependencies=READ)
-def fleet_alerts(cloud=Depends(the_cloud)):
+def fleet_alerts(cloud: FleetCloud = Depends(the_cloud)):
     """Every alert of the fleet now, by machine."""
     with cloud.engine.connect() as conn:
         found = alerts.compute(conn, utcnow(), cloud.alert_limits, cloud.readings.snapshot())
@@ -170,7 +197,7 @@ def fleet_alerts(cloud=Depends(the_cloud)):
 
 
 @router.get("/machines/{machine_id}/alerts", dependencies=READ)
-def machine_alerts(machine_id: str, cloud=Depends(the_cloud)):
+def machine_alerts(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
     """One machine's alerts now."""
     try:
         with cloud.engine.connect() as conn:
@@ -178,3 +205,152 @@ def machine_alerts(machine_id: str, cloud=Depends(the_cloud)):
     except machines.FleetError as e:
         raise refused(e) from None
     return [a.public() for a in found]
+
+
+# -- machines: add, secrets, credentials, slots ------------------------------------------------------
+
+@router.get("/machines", dependencies=[Depends(require(*people.FLEET_READERS))])
+def api_machines(cloud: FleetCloud = Depends(the_cloud)):
+    with cloud.engine.connect() as conn:
+        rows = machines.list_machines(conn)
+        configs = planogram.statuses(conn)
+        sites = locations.by_machine(conn)
+    none = planogram.status_of_none()
+    return [{"id": m.id, "name": m.name, "location": m.location, "online": m.online,
+             "last_seen": m.last_seen.isoformat() if m.last_seen else None, "firmware": m.firmware,
+             "machine_head": m.machine_head, "cloud_head": m.cloud_head,
+             "location_id": sites.get(m.id, {}).get("id"), "location_name": sites.get(m.id, {}).get("name"),
+             "planogram": configs.get(m.id, none)} for m in rows]
+
+def broker_note(cloud: "FleetCloud") -> str | None:
+    """Rewrite the broker's users after a change; what happened, for the caller to see."""
+    try:
+        return cloud.refresh_broker()
+    except OSError as e:
+        log.error("could not rewrite the broker's files: %s", e)
+        return f"broker files NOT rewritten: {e}"
+
+def fleet_error(e: machines.FleetError) -> HTTPException:
+    return HTTPException(404 if isinstance(e, machines.NoSuchMachine) else 422, str(e))
+
+@router.post("/machines", status_code=201)
+def api_add_machine(body: dict, caller: Caller = Depends(require(*people.FLEET_EDITORS)),
+                    cloud: FleetCloud = Depends(the_cloud)):
+    try:
+        with cloud.engine.begin() as conn:
+            now = utcnow()
+            secret = machines.add_machine(conn, body.get("id", ""), body.get("name", ""),
+                                          body.get("location", ""), now, body.get("secret"))
+            creds = machines.credentials(conn, body["id"], now)
+            people.audit.record(conn, caller, "machine.add", "machine", body["id"],
+                                {"name": body.get("name", ""), "location": body.get("location", "")}, now)
+    except machines.FleetError as e:
+        raise refused(e) from None
+    return {"id": body["id"], "secret": secret, "mqtt_username": creds.mqtt_username,
+            "mqtt_password": creds.mqtt_password, "broker": broker_note(cloud)}
+
+@router.post("/machines/{machine_id}/rotate-secret")
+def api_rotate_secret(machine_id: str, body: dict, caller: Caller = Depends(require(*people.SECRET_ADMINS)),
+                      cloud: FleetCloud = Depends(the_cloud)):
+    overlap = body.get("overlap_s", 24 * 3600)
+    longest = machines.MAX_OVERLAP.total_seconds()
+    if not isinstance(overlap, (int, float)) or isinstance(overlap, bool) or not 0 <= overlap <= longest:
+        raise HTTPException(422, f"overlap_s must be a number of seconds from 0 to {longest:.0f}")
+    try:
+        with cloud.engine.begin() as conn:
+            now = utcnow()
+            creds = machines.rotate(conn, machine_id, now, timedelta(seconds=overlap))
+            people.audit.record(conn, caller, "machine.rotate_secret", "machine", machine_id,
+                                {"overlap_s": overlap}, now)
+    except machines.FleetError as e:
+        raise refused(e) from None
+    log.info("machine %s: secret rotated (previous valid until %s)", machine_id, creds.previous_until)
+    cloud.tell_credentials_changed(machine_id)
+    return {**creds.public(), "secret": creds.secret, "mqtt_password": creds.mqtt_password,
+            "broker": broker_note(cloud)}
+
+@router.get("/machine/credentials")
+def api_machine_fetches_credentials(request: Request, cloud: FleetCloud = Depends(the_cloud)):
+    """A machine, signing with its secret (the previous one too, during a rotation's overlap), takes up
+    its current QR secret and broker login, so a rotation never stops it selling."""
+    header = request.headers.get("authorization", "")
+    try:
+        with cloud.engine.connect() as conn:
+            now = utcnow()
+            machine_id = qrtoken.request_machine(header)
+            qrtoken.verify_request(header, machines.secrets_of(conn, machine_id, now), now.timestamp(),
+                                   "credentials")
+            creds = machines.credentials(conn, machine_id, now)
+    except (ProtocolError, machines.FleetError) as e:
+        # The same answer for an unknown machine and a bad signature: nothing to learn by asking.
+        log.warning("refused a machine's credentials request: %s", e)
+        raise HTTPException(401, "not a machine of this cloud, or a bad or stale signature",
+                            headers={"WWW-Authenticate": "VendMachine"}) from None
+    log.info("machine %s fetched its credentials", machine_id)
+    return {"id": machine_id, "secret": creds.secret, "mqtt_username": creds.mqtt_username,
+            "mqtt_password": creds.mqtt_password}
+
+@router.get("/machines/{machine_id}/credentials")
+def api_credentials(machine_id: str, caller: Caller = Depends(require(*people.PROVISIONERS)),
+                    cloud: FleetCloud = Depends(the_cloud)):
+    """What an SD card needs: the QR secret, the cloud's address, and how to reach the broker."""
+    try:
+        with cloud.engine.begin() as conn:
+            now = utcnow()
+            creds = machines.credentials(conn, machine_id, now)
+            name = machines.get(conn, machine_id).name
+            # Reading a machine's secrets is worth a trace: who wrote which card, when.
+            people.audit.record(conn, caller, "machine.credentials_read", "machine", machine_id, {}, now)
+    except machines.FleetError as e:
+        raise refused(e) from None
+    files = cloud.broker_files
+    mqtt = {"host": cloud.settings.machine_broker, "username": "", "password": "", "tls": False, "ca_pem": "",
+            "port": cloud.settings.broker_address[1], "certificate_port": None}
+    if files is not None:
+        mqtt.update(username=creds.mqtt_username, password=creds.mqtt_password, tls=True,
+                    ca_pem=cloud.ca.ensure().cert_pem, port=files.ports.password,
+                    certificate_port=files.ports.certificate)
+    return {"id": machine_id, "name": name, "secret": creds.secret, "cloud_url": cloud.settings.public_url,
+            "mqtt": mqtt}
+
+@router.post("/machines/{machine_id}/certificate")
+def api_certificate(machine_id: str, caller: Caller = Depends(require(*people.PROVISIONERS)),
+                    cloud: FleetCloud = Depends(the_cloud)):
+    """A new client certificate and key for a machine, signed by the fleet CA (the key is not kept)."""
+    try:
+        with cloud.engine.begin() as conn:
+            machines.get(conn, machine_id)
+            if cloud.ca is None:
+                raise HTTPException(409, "this cloud keeps no CA: start it with --broker-files")
+            cert, key = cloud.ca.ensure().issue_client(machine_id)
+            people.audit.record(conn, caller, "machine.certificate", "machine", machine_id, {}, utcnow())
+    except machines.FleetError as e:
+        raise refused(e) from None
+    log.info("machine %s: client certificate issued", machine_id)
+    return {"id": machine_id, "cert_pem": cert, "key_pem": key, "ca_pem": cloud.ca.cert_pem,
+            "port": cloud.broker_files.ports.certificate if cloud.broker_files else None}
+
+@router.put("/machines/{machine_id}/slots")
+def api_set_slots(machine_id: str, body: list[dict], caller: Caller = Depends(require(*people.FLEET_EDITORS)),
+                  cloud: FleetCloud = Depends(the_cloud)):
+    """Change some slots: a new planogram version with these slots changed, sent to the machine."""
+    try:
+        specs = [machines.SlotSpec.from_obj(item) for item in body]
+        with cloud.engine.begin() as conn:
+            now = utcnow()
+            version = machines.set_slots(conn, machine_id, specs, now, caller.user_id)
+            people.audit.record(conn, caller, "machine.slots", "machine", machine_id,
+                                {"slots": [dataclasses.asdict(s) for s in specs], "version": version}, now)
+    except machines.FleetError as e:
+        raise HTTPException(422, str(e)) from None
+    return {"machine": machine_id, "slots": len(specs), "version": version,
+            "published": cloud.publish_config(machine_id)}
+
+@router.get("/machines/{machine_id}/slots", dependencies=[Depends(require(*people.FLEET_READERS))])
+def api_slots(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
+    with cloud.engine.connect() as conn:
+        return [{"slot": r.slot, "sku": r.sku, "name": r.name, "price": r.price, "currency": r.currency,
+                 "count": r.count, "capacity": r.capacity, "par_level": r.par_level, "cabinet": r.cabinet,
+                 "flagged": r.flagged}
+                for r in machines.menu(conn, machine_id)]
+

@@ -31,6 +31,7 @@ declines = sa.Table(
 )
 
 MAX_TOPUP = 1_000_00  # minor units
+DEMO_CURRENCY = "CNY"  # the currency the customer's pages show the wallet and the menu in
 
 
 class Wallet(Provider):

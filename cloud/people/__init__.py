@@ -26,10 +26,7 @@ stays true in one place.
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from fastapi import FastAPI
 
-from cloud.core.db import utcnow
 from cloud.people import audit, auth, staff
 from cloud.people.auth import SESSION_COOKIE, Caller, Gate, require
 from cloud.people.customers import (COOKIE, PAYMENT_METHODS, PHONE_RE, CookieSigner, RegistrationError, by_phone, clean_name, clean_phone, customers, get, new_secret, register)
@@ -62,25 +59,5 @@ __all__ = [
     "REFUNDERS", "SECRET_ADMINS", "ROLES", "SALES_READERS", "SESSION_COOKIE", "STOCK_EDITORS", "STOCK_READERS",
     "SUPPLIER", "SUPPLIER_EDITORS", "TECHNICIAN", "WALLET_READERS", "Caller", "CookieSigner", "Gate",
     "PeopleError", "RegistrationError", "audit", "auth", "by_phone", "clean_name", "clean_phone",
-    "customers", "get", "install", "new_secret", "register", "require", "staff",
+    "customers", "get", "new_secret", "register", "require", "staff",
 ]
-
-
-def install(app: FastAPI, engine: sa.Engine, cookie_secret: bytes, admin_token: str, public_url: str = "") -> Gate:
-    """Wire people into the app: the gate the dependencies read, the built-in administrator behind the
-    bootstrap token, and the routes. The database must be migrated already."""
-    from cloud.people import routes
-
-    g = Gate(engine, cookie_secret, public_url)
-    app.state.people = g
-    if admin_token:
-        try:
-            with engine.begin() as conn:
-                auth.bootstrap(conn, admin_token, utcnow())
-        except sa.exc.IntegrityError:
-            # Another cloud process starting at the same moment made them first; now they exist.
-            with engine.begin() as conn:
-                auth.bootstrap(conn, admin_token, utcnow())
-    app.include_router(routes.router)
-    app.include_router(routes.pages)
-    return g

@@ -22,7 +22,8 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 
 from cloud.core.db import UTCDateTime, metadata, utcnow
 from cloud.people import audit, staff
-from cloud.people.customers import CookieSigner
+from cloud.people import customers
+from cloud.people.customers import COOKIE, CookieSigner
 from cloud.people.staff import ADMINISTRATOR, ROLES
 
 SESSION_COOKIE = "vend_staff"
@@ -197,6 +198,8 @@ class Gate:
         self.engine = engine
         # A key of its own, so that no other cookie the cloud signs can pass for a session.
         self.signer = CookieSigner(hmac.new(cookie_secret, b"staff-session", hashlib.sha256).digest())
+        # The customer's cookie (their phone's key to their account) and the scan's visit cookie.
+        self.customer_signer = CookieSigner(cookie_secret)
         self.public_url = public_url
         self.secure = public_url.startswith("https:")
         self.clock = utcnow
@@ -218,6 +221,16 @@ class Gate:
 
 def gate(request: Request) -> Gate:
     return request.app.state.people
+
+
+def current_customer(request: Request):
+    """The customer whose signed cookie this phone carries, or None."""
+    g = gate(request)
+    value = g.customer_signer.unsign(request.cookies.get(COOKIE))
+    if value is None or not value.isdigit():
+        return None
+    with g.engine.connect() as conn:
+        return customers.get(conn, int(value))
 
 
 bearer = HTTPBearer(auto_error=False, description="an API token (`vendctl tokens create`), or the "
@@ -291,3 +304,42 @@ def login(g: Gate, username, password) -> LoginResult:
         audit.record(conn, _caller(state.user, "session", session_id), "session.login", "staff", state.user.id,
                      {"session": session_id}, now)
     return LoginResult(state.user, secret, None)
+
+
+# -- the dashboard's check ------------------------------------------------------------------------------
+
+@dataclass
+class SignInNeeded(Exception):
+    """A dashboard page asked for without a session: the app sends the browser to sign in."""
+
+    next: str
+
+
+@dataclass
+class NotAllowed(Exception):
+    """A dashboard page asked for by a role it is not for: the app shows a page saying so."""
+
+    roles: tuple[str, ...]
+    role: str
+
+
+@dataclass
+class PasswordChangeNeeded(Exception):
+    """The caller signed in with a one-time password and must choose their own first."""
+
+
+def staff_only(*roles: str):
+    """A dependency for a dashboard page: the signed-in ``Caller`` with one of ``roles`` (none: any staff)."""
+    allowed = roles or ROLES
+
+    def dependency(request: Request) -> Caller:
+        caller = identify(request)
+        if caller is None:
+            raise SignInNeeded(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+        if caller.must_change_password:
+            raise PasswordChangeNeeded()
+        if caller.role not in allowed:
+            raise NotAllowed(tuple(allowed), caller.role)
+        return caller
+
+    return dependency

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, StrictBool
 
+from cloud.web.dashboard import nav_for
 from cloud.web.pages import page, safe_next, translator
 from cloud.people import audit, auth, staff
+from cloud.people.admin import create_person, create_supplier, update_person
 from cloud.people.auth import Caller, Gate, gate, require
 from cloud.people.staff import ADMINISTRATOR, MANAGER, SUPPLIER, PeopleError
 
@@ -192,26 +193,6 @@ def people(caller: Caller = Depends(require(ADMINISTRATOR)), g: Gate = Depends(g
         return [staff.public(r) for r in staff.list_staff(conn)]
 
 
-def create_person(g: Gate, caller: Caller, username, role, password, supplier_id) -> tuple[dict, str | None]:
-    """Add a staff account and its audit row: (the account, its one-time password when none was given).
-    PeopleError for anything wrong, a taken username included (409)."""
-    username = staff.clean_username(username)
-    if role not in staff.ROLES:
-        raise PeopleError(f"role must be one of: {', '.join(staff.ROLES)}")
-    one_time = staff.one_time_password() if password is None else None
-    password_hash = staff.hash_password(one_time or staff.check_password(password, username))
-    now = g.now()
-    try:
-        with g.engine.begin() as conn:
-            user_id = staff.add_staff(conn, username, role, now, password_hash, one_time is not None, supplier_id)
-            audit.record(conn, caller, "people.add", "staff", user_id,
-                         {"username": username, "role": role, "supplier_id": supplier_id}, now)
-            row = staff.get(conn, user_id)
-    except sa.exc.IntegrityError:
-        raise PeopleError(f"username {username!r} is taken", 409) from None
-    return staff.public(row), one_time
-
-
 @router.post("/people", status_code=201)
 def add_person(body: NewStaff, caller: Caller = Depends(require(ADMINISTRATOR)), g: Gate = Depends(gate)):
     """A new staff account. Without a password, a one-time password is returned (once) and must be
@@ -221,27 +202,6 @@ def add_person(body: NewStaff, caller: Caller = Depends(require(ADMINISTRATOR)),
     except PeopleError as e:
         raise refused(e) from None
     return {**person, **({"one_time_password": one_time} if one_time else {})}
-
-
-def update_person(g: Gate, caller: Caller, user_id: int, changes: dict,
-                  reset_password: bool = False) -> tuple[dict, dict, str | None]:
-    """Change a staff account (role, supplier_id, disabled) and audit it; a disabled account's sessions and
-    tokens end at once, a reset gives a new one-time password and ends its sessions: (the account, the
-    change as {field: [old, new]}, the one-time password if reset). PeopleError for anything wrong."""
-    one_time = staff.one_time_password() if reset_password else None
-    if one_time:
-        changes = {**changes, "password_hash": staff.hash_password(one_time), "must_change_password": True}
-    now = g.now()
-    with g.engine.begin() as conn:
-        diff = staff.update_staff(conn, user_id, changes)
-        if diff.get("disabled") == [False, True]:
-            auth.revoke_all(conn, user_id, now)
-        elif one_time:
-            auth.revoke_all(conn, user_id, now, tokens=False)
-        if diff:
-            audit.record(conn, caller, "people.change", "staff", user_id, diff, now)
-        row = staff.get(conn, user_id)
-    return staff.public(row), diff, one_time
 
 
 @router.patch("/people/{user_id}")
@@ -266,18 +226,6 @@ def suppliers(caller: Caller = Depends(require(ADMINISTRATOR, MANAGER)), g: Gate
     """Every supplier."""
     with g.engine.begin() as conn:
         return [staff.supplier_public(r) for r in staff.list_suppliers(conn)]
-
-
-def create_supplier(g: Gate, caller: Caller, name, contact="", **details) -> dict:
-    """Add a supplier (``details``: email, phone, address, lead_time_days) and its audit row; PeopleError
-    naming the field for anything wrong."""
-    now = g.now()
-    with g.engine.begin() as conn:
-        supplier_id = staff.add_supplier(conn, name, contact, now, **details)
-        row = staff.supplier_public(staff.get_supplier(conn, supplier_id))
-        audit.record(conn, caller, "supplier.add", "supplier", supplier_id,
-                     {k: v for k, v in row.items() if k not in ("id", "created_at")}, now)
-    return row
 
 
 @router.post("/suppliers", status_code=201)
@@ -369,8 +317,6 @@ def login_submit(request: Request, username: str = Form(""), password: str = For
 
 
 def _account_page(request: Request, g: Gate, caller: Caller, status_code: int = 200, error: str = ""):
-    from cloud.web.dashboard import nav_for
-
     return page(request, "staff_account.html", status_code, me=caller, account=me_of(g, caller),
                 nav=nav_for(caller) if not caller.must_change_password else [], active=request.url.path,
                 error=error)

@@ -246,3 +246,20 @@ def expire_due(conn: sa.Connection, provider: Provider, now: datetime, grace_s: 
 def for_customer(conn: sa.Connection, customer_id: int, limit: int = 20) -> list:
     return list(conn.execute(sa.select(orders).where(orders.c.customer_id == customer_id)
                              .order_by(orders.c.created_at.desc()).limit(limit)))
+
+
+def status_text(_, status: str) -> str:
+    """What the order page says in each state: what the machine is doing, and whether money moved."""
+    return {
+        "created": _("Placing your order..."),
+        "authorising": _("Waiting for your payment to be confirmed..."),
+        "authorised": _("Paid. Waiting for the machine..."),
+        "vending": _("The machine is dropping your product..."),
+        "succeeded": _("Take your product!"),
+        "failed": _("The product did not drop. You have not been charged."),
+        "unknown": _("The machine restarted during your purchase. You have not been charged."),
+        "rejected": _("The machine could not serve this order. You have not been charged."),
+        "expired": _("The machine did not answer in time. You have not been charged."),
+        "declined": _("Payment declined. You have not been charged."),
+        "dropped_unpaid": _("Take your product! (not charged)"),
+    }.get(status, status)

@@ -16,9 +16,11 @@ from cloud.people import Caller
 from cloud.people.auth import Gate, gate
 from cloud.web.pages import translator
 from cloud.web import charts
-from cloud.web.dashboard import dash, staff
+from cloud.web.dashboard import add_page, dash
+from cloud.people.auth import staff_only
 
 router = APIRouter(include_in_schema=False)
+add_page("/staff/sales", "Sales", people.SALES_READERS, order=20)
 
 ZONES = ("UTC", "Asia/Shanghai", "Asia/Hong_Kong", "Asia/Singapore", "Asia/Tokyo", "Europe/London",
          "Europe/Berlin", "America/New_York", "America/Los_Angeles")
@@ -102,7 +104,7 @@ def _charts(_, lang: str, results: dict, start: date, end: date) -> list[dict]:
 
 
 @router.get("/staff/sales")
-def sales_page(request: Request, caller: Caller = Depends(staff(*people.SALES_READERS)), g: Gate = Depends(gate)):
+def sales_page(request: Request, caller: Caller = Depends(staff_only(*people.SALES_READERS)), g: Gate = Depends(gate)):
     """The period form and, for a good period, the totals and the four charts."""
     _ = translator(request)
     q = request.query_params

@@ -30,14 +30,10 @@ from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi import Query as Query_
 
-from cloud import people
 from cloud.core.db import metadata
 from cloud.fleet.locations import locations, machine_locations
 from cloud.fleet.machines import machines, products, slots
-from cloud.people import require
 
 HOUR_S = 3600
 SPANS = (384, 24, 1)  # bucket sizes in hours, biggest first: 16 days, a day, an hour
@@ -424,40 +420,3 @@ def stock_report(conn: sa.Connection, machine: str | None = None, location: int 
             "summary": {"slots": len(rows), "empty": sum(1 for r in rows if r["count"] == 0),
                         "below_quarter": sum(1 for r in rows if r["fill"] < 0.25),
                         "units": units, "capacity": room, "fill": round(units / room, 3) if room else 0.0}}
-
-
-# -- the API ------------------------------------------------------------------------------------------
-
-router = APIRouter(prefix="/api/v1", tags=["reports"])
-
-
-def _engine(request: Request) -> sa.Engine:
-    return request.app.state.cloud.engine
-
-
-def _refused(e: ReportError) -> HTTPException:
-    return HTTPException(e.status, str(e))
-
-
-@router.get("/reports/sales", dependencies=[Depends(require(*people.SALES_READERS))])
-def api_sales(by: str = "day", start: str | None = Query_(None, alias="from"), to: str | None = None,
-              tz: str | None = None, machine: str | None = None, location: str | None = None,
-              product: str | None = None, engine: sa.Engine = Depends(_engine)):
-    """Sales by day, machine, product, location or hour of day, per currency, over [from, to) in local days
-    of ``tz`` (UTC by default); count and amount in minor units."""
-    try:
-        with engine.connect() as conn:
-            return sales_report(conn, Query(conn, by, start, to, tz, machine, location, product))
-    except ReportError as e:
-        raise _refused(e) from None
-
-
-@router.get("/reports/stock", dependencies=[Depends(require(*people.FLEET_READERS))])
-def api_stock(machine: str | None = None, location: str | None = None, product: str | None = None,
-              engine: sa.Engine = Depends(_engine)):
-    """Every slot across the fleet with its count, capacity and fill level, emptiest first."""
-    try:
-        with engine.connect() as conn:
-            return stock_report(conn, machine, location, product)
-    except ReportError as e:
-        raise _refused(e) from None

@@ -28,7 +28,8 @@ import sqlalchemy as sa
 
 from cloud.core.db import UTCDateTime, bulk_insert, insert_ignore, metadata
 from cloud.catalog.products import get_product
-from cloud.stock.common import StockError, lock_product, lock_products
+from cloud.catalog.common import StockError
+from cloud.catalog.products import lock_product, lock_products
 
 log = logging.getLogger(__name__)
 

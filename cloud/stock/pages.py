@@ -21,12 +21,16 @@ from cloud.people.auth import Gate, gate
 from cloud.web.pages import translator
 from cloud.stock import book, picking, purchasing
 from cloud.catalog import products as catalog
-from cloud.stock.common import StockError
-from cloud.stock.routes import own_supplier, record_confirmation, today_of
+from cloud.catalog.common import StockError
+from cloud.stock.office import own_supplier, record_confirmation, today_of
 from cloud.web import charts
-from cloud.web.dashboard import dash, staff
+from cloud.web.dashboard import add_page, dash
+from cloud.people.auth import staff_only
 
 router = APIRouter(include_in_schema=False)
+add_page("/staff/stock", "Stock", people.STOCK_READERS, order=30)
+add_page("/staff/pick-lists", "Pick lists", people.PICKERS, order=40)
+add_page("/staff/purchase-orders", "Purchase orders", people.PO_READERS, order=50)
 # What a purchase order's state is called on the page (the code stays in the class, for styling and tests).
 STATUS_NAMES = {purchasing.DRAFT: "Draft", purchasing.SENT: "Sent", purchasing.PARTLY: "Partly received",
                 purchasing.RECEIVED: "Received", purchasing.CANCELLED: "Cancelled"}
@@ -34,7 +38,7 @@ LINES = 5  # empty line rows on the new-order form; a row left empty is skipped
 
 
 @router.get("/staff/stock")
-def stock_page(request: Request, caller: Caller = Depends(staff(*people.STOCK_READERS)), g: Gate = Depends(gate)):
+def stock_page(request: Request, caller: Caller = Depends(staff_only(*people.STOCK_READERS)), g: Gate = Depends(gate)):
     """The warehouse valued at cost with its lots, the alerts, and how full each machine is."""
     _ = translator(request)
     today = today_of(g)
@@ -62,7 +66,7 @@ def stock_page(request: Request, caller: Caller = Depends(staff(*people.STOCK_RE
 
 @router.get("/staff/pick-lists")
 def pick_lists_page(request: Request, route: str = "", machine: str = "",
-                    caller: Caller = Depends(staff(*people.PICKERS)), g: Gate = Depends(gate)):
+                    caller: Caller = Depends(staff_only(*people.PICKERS)), g: Gate = Depends(gate)):
     """Choose a route or a machine; see what to pick, with a link to the page to print."""
     _ = translator(request)
     error = field = None
@@ -109,13 +113,13 @@ def _orders_page(request: Request, caller: Caller, g: Gate, status_code: int = 2
 
 
 @router.get("/staff/purchase-orders")
-def orders_page(request: Request, caller: Caller = Depends(staff(*people.PO_READERS)), g: Gate = Depends(gate)):
+def orders_page(request: Request, caller: Caller = Depends(staff_only(*people.PO_READERS)), g: Gate = Depends(gate)):
     """Purchase orders, newest first (a supplier: its own), and the form for a new one."""
     return _orders_page(request, caller, g)
 
 
 @router.post("/staff/purchase-orders")
-async def create_order(request: Request, caller: Caller = Depends(staff(*people.STOCK_EDITORS)),
+async def create_order(request: Request, caller: Caller = Depends(staff_only(*people.STOCK_EDITORS)),
                        g: Gate = Depends(gate)):
     """A draft order from the form; bad input: the form again with the field named and the values kept."""
     _ = translator(request)
@@ -207,7 +211,7 @@ def _order_page(request: Request, caller: Caller, g: Gate, po_id: int, status_co
 
 
 @router.get("/staff/purchase-orders/{po_id}")
-def order_page(request: Request, po_id: int, done: str = "", caller: Caller = Depends(staff(*people.PO_READERS)),
+def order_page(request: Request, po_id: int, done: str = "", caller: Caller = Depends(staff_only(*people.PO_READERS)),
                g: Gate = Depends(gate)):
     """One order: its lines, what came, and the buttons for the steps it may take next."""
     return _order_page(request, caller, g, po_id, done=done)
@@ -231,7 +235,7 @@ def _step(request: Request, caller: Caller, g: Gate, po_id: int, action: str, ch
 
 
 @router.post("/staff/purchase-orders/{po_id}/send")
-def send_order(request: Request, po_id: int, caller: Caller = Depends(staff(*people.STOCK_EDITORS)),
+def send_order(request: Request, po_id: int, caller: Caller = Depends(staff_only(*people.STOCK_EDITORS)),
                g: Gate = Depends(gate)):
     return _step(request, caller, g, po_id, "po.send", {}, lambda conn, now: purchasing.send(conn, po_id, now),
                  "sent")
@@ -239,14 +243,14 @@ def send_order(request: Request, po_id: int, caller: Caller = Depends(staff(*peo
 
 @router.post("/staff/purchase-orders/{po_id}/cancel")
 def cancel_order(request: Request, po_id: int, reason: str = Form(""),
-                 caller: Caller = Depends(staff(*people.STOCK_EDITORS)), g: Gate = Depends(gate)):
+                 caller: Caller = Depends(staff_only(*people.STOCK_EDITORS)), g: Gate = Depends(gate)):
     return _step(request, caller, g, po_id, "po.cancel", {"reason": reason},
                  lambda conn, now: purchasing.cancel(conn, po_id, reason, now), "cancelled")
 
 
 @router.post("/staff/purchase-orders/{po_id}/confirm")
 def confirm_order(request: Request, po_id: int, expected_on: str = Form(""),
-                  caller: Caller = Depends(staff(*people.PO_CONFIRMERS)), g: Gate = Depends(gate)):
+                  caller: Caller = Depends(staff_only(*people.PO_CONFIRMERS)), g: Gate = Depends(gate)):
     _ = translator(request)
     expected = expected_on.strip() or None
     now = g.now()
@@ -259,7 +263,7 @@ def confirm_order(request: Request, po_id: int, expected_on: str = Form(""),
 
 
 @router.post("/staff/purchase-orders/{po_id}/receive")
-async def receive_order(request: Request, po_id: int, caller: Caller = Depends(staff(*people.STOCK_EDITORS)),
+async def receive_order(request: Request, po_id: int, caller: Caller = Depends(staff_only(*people.STOCK_EDITORS)),
                         g: Gate = Depends(gate)):
     """Goods received once per the form's key: reloading or sending the form twice receives them once."""
     _ = translator(request)

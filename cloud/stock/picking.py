@@ -15,7 +15,7 @@ from cloud.fleet import machines
 from cloud.core.db import UTCDateTime, metadata
 from cloud.stock import book
 from cloud.catalog.products import list_products
-from cloud.stock.common import StockError, text
+from cloud.catalog.common import StockError, text
 
 MAX_STOPS = 200
 

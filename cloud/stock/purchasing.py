@@ -20,11 +20,12 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from cloud.core.db import UTCDateTime, metadata
-from cloud.fleet.machines import products
+from cloud.catalog.products import products
 from cloud.people import staff
 from cloud.stock import book
 from cloud.catalog.products import described
-from cloud.stock.common import StockError, amount, currency, day, lock_products, quantity, text
+from cloud.catalog.common import StockError, amount, currency, day, quantity, text
+from cloud.catalog.products import lock_products
 
 DRAFT, SENT, PARTLY, RECEIVED, CANCELLED = "draft", "sent", "partly_received", "received", "cancelled"
 STATUSES = (DRAFT, SENT, PARTLY, RECEIVED, CANCELLED)

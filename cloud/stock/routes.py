@@ -15,7 +15,9 @@ from cloud.people import Caller, require
 from cloud.people.auth import Gate, gate
 from cloud.stock import book, picking, purchasing, takes
 from cloud.catalog import products as catalog
-from cloud.stock.common import StockError
+from cloud.catalog.common import StockError
+
+from cloud.stock.office import own_supplier, record_confirmation, today_of
 
 router = APIRouter(prefix="/api/v1", tags=["stock"])
 
@@ -86,19 +88,8 @@ class RouteChange(Body):
     machines: list[str] | None = None
 
 
-
-
-def today_of(g: Gate) -> date:
-    return g.now().astimezone(timezone.utc).date()
-
-
 def as_utc(t: datetime | None) -> datetime | None:
     return None if t is None else t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t
-
-
-def own_supplier(caller: Caller) -> int | None:
-    """The supplier a supplier's account acts for (it sees only that supplier's orders); None for staff."""
-    return caller.supplier_id if caller.role == SUPPLIER else None
 
 
 # -- products ----------------------------------------------------------------------------------------
@@ -219,16 +210,6 @@ def cancel_order(po_id: int, body: Cancel, caller: Caller = Depends(require(*peo
     """Cancel an order not yet received in full (a partly received one is closed short), with a reason."""
     return _transition(g, caller, po_id, "po.cancel", {"reason": body.reason},
                        lambda conn, now: purchasing.cancel(conn, po_id, body.reason, now))
-
-
-def record_confirmation(conn, caller: Caller, po_id: int, now, expected_on) -> bool:
-    """Confirm a sent order (``expected_on``: a date, its ISO text, or None) and audit it when that changed
-    something; the API and the dashboard both confirm through here."""
-    changed = purchasing.confirm(conn, po_id, now, caller.user_id, expected_on, own_supplier(caller))
-    if changed:
-        promised = date.fromisoformat(str(expected_on)) if expected_on is not None else None
-        people.audit.record(conn, caller, "po.confirm", "purchase_order", po_id, {"expected_on": promised}, now)
-    return changed
 
 
 @router.post("/purchase-orders/{po_id}/confirm")

@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from cloud.core.db import UTCDateTime, metadata
 from cloud.stock import book
 from cloud.catalog.products import described
-from cloud.stock.common import StockError, lock_product, lock_products, text, whole
+from cloud.catalog.common import StockError, text, whole
+from cloud.catalog.products import lock_product, lock_products
 
 MAX_LINES = 2000
 

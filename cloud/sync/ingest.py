@@ -19,44 +19,15 @@ from protocol.messages import EventBatch, compact_json
 
 from cloud.fleet import alerts, planogram
 from cloud.sales import orders, reports
-from cloud.core.db import bulk_insert, metadata
+from cloud.core.db import bulk_insert
+from cloud.fleet.ledger import EVENT_COLUMNS, events
+from cloud.sales.records import SALE_COLUMNS, sales
 from cloud.fleet.machines import machines, slots
 from cloud.payments import Provider
 from cloud.stock import book as inventory
 
 log = logging.getLogger(__name__)
 
-events = sa.Table(
-    "events", metadata,
-    sa.Column("machine_id", sa.String(32), sa.ForeignKey("machines.id"), primary_key=True),
-    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("ts", sa.String(40), nullable=False),
-    sa.Column("boot", sa.Integer, nullable=False),
-    sa.Column("clock_synced", sa.Boolean, nullable=False),
-    sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("data", sa.Text, nullable=False),
-    sa.Column("prev_hash", sa.String(64), nullable=False),
-    sa.Column("hash", sa.String(64), nullable=False),
-    sqlite_with_rowid=False,  # one B-tree keyed by (machine, seq) instead of a rowid table plus an index
-)
-
-sales = sa.Table(
-    "sales", metadata,
-    sa.Column("machine_id", sa.String(32), sa.ForeignKey("machines.id"), primary_key=True),
-    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("ts", sa.String(40), nullable=False),
-    sa.Column("order_id", sa.String(64), nullable=False),
-    sa.Column("slot", sa.String(3), nullable=False),
-    sa.Column("product_id", sa.Integer, nullable=True),
-    sa.Column("amount", sa.BigInteger, nullable=False),
-    sa.Column("currency", sa.String(3), nullable=False),
-    sa.Index("sales_by_time", "ts"),
-    sqlite_with_rowid=False,
-)
-
-
-EVENT_COLUMNS = ("machine_id", "seq", "ts", "boot", "clock_synced", "kind", "data", "prev_hash", "hash")
-SALE_COLUMNS = ("machine_id", "seq", "ts", "order_id", "slot", "product_id", "amount", "currency")
 
 
 class Rejected(ValueError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -33,6 +34,16 @@ with open(os.path.join(HERE, "static", "style.css"), encoding="utf-8") as _f:
 
 def page(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
     return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def problem(request: Request, status_code: int, title: str, message: str, action: tuple | None = None):
+    """A page that says what went wrong and what to do next (``action``: a link's label and target)."""
+    return page(request, "problem.html", status_code, title=title, message=message, action=action)
+
+
+def valid_form_key(key: str) -> bool:
+    """The idempotency key a form carries: what makes a double tap one order or one top-up."""
+    return bool(re.fullmatch(r"[A-Za-z0-9_-]{8,64}", key or ""))
 
 
 def safe_next(target: str) -> str:

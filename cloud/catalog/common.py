@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from datetime import date
 
-import sqlalchemy as sa
 
 from cloud.core import fields
 from cloud.core.fields import FieldError
-from cloud.fleet.machines import products
 
 MAX_QUANTITY = 1_000_000  # units in one line or one movement: past this it is a typing mistake
 MAX_AMOUNT = 10**12  # minor units in one price or cost: past this it is a typing mistake
@@ -52,19 +50,3 @@ def day(value, field: str) -> date | None:
     return fields.day(value, field, StockError, "2024-05-31")
 
 
-def lock_products(conn: sa.Connection, product_ids) -> None:
-    """Serialise stock changes of these products across cloud processes (PostgreSQL: row locks until commit,
-    taken in id order so that two operations on the same products never wait for each other in a circle;
-    SQLite: BEGIN IMMEDIATE already lets one writer in at a time); StockError 404 for a product not there."""
-    ids = sorted(set(product_ids))
-    query = sa.select(products.c.id).where(products.c.id.in_(ids)).order_by(products.c.id)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    found = set(conn.execute(query).scalars())
-    for product_id in ids:
-        if product_id not in found:
-            raise StockError("product_id", f"no product {product_id}", 404)
-
-
-def lock_product(conn: sa.Connection, product_id: int) -> None:
-    lock_products(conn, [product_id])

@@ -1,0 +1,91 @@
+"""The customer's wallet: its balance, its history with what each payment bought, and the top-up form."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Protocol
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from protocol.messages import utcnow
+from cloud.core.money import parse_amount
+from cloud.payments import IdempotencyConflict, Payments, PaymentError
+from cloud.payments.wallet import DEMO_CURRENCY, MAX_TOPUP
+from cloud.people import auth
+from cloud.sales import receipts
+from cloud.web import i18n
+from cloud.web.pages import page, safe_next, translator, valid_form_key
+
+router = APIRouter(include_in_schema=False)
+
+
+class WalletDesk(Protocol):
+    """What the wallet's pages ask of the running cloud (``cloud.service.Cloud`` is one)."""
+
+    engine: sa.Engine
+    provider: Payments
+
+
+def the_cloud(request: Request) -> WalletDesk:
+    return request.app.state.cloud
+
+
+def wallet_page(cloud: "WalletDesk", request: Request, customer, next: str, error: str = "", status_code: int = 200,
+                amount: str = "20"):
+    with cloud.engine.connect() as conn:
+        balance = cloud.provider.balance(conn, customer.id, DEMO_CURRENCY)
+        history = cloud.provider.history(conn, customer.id, DEMO_CURRENCY)
+        bought = receipts.products_of(conn, [row.order_id for row in history if row.order_id])
+    return page(request, "wallet.html", status_code, customer=customer, balance=balance, history=history,
+                bought=bought, currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16),
+                next=safe_next(next) if next else "", error=error, amount=amount)
+
+# -- customer pages -----------------------------------------------------------------------------
+
+
+
+@router.get("/wallet", response_class=HTMLResponse)
+def wallet(request: Request, next: str = "", cloud: WalletDesk = Depends(the_cloud)):
+    customer = auth.current_customer(request)
+    if customer is None:
+        return RedirectResponse("/register?next=/wallet", status_code=303)
+    return wallet_page(cloud, request, customer, next)
+
+@router.get("/wallet/topup")
+def topup_again(next: str = ""):
+    return RedirectResponse(f"/wallet?next={safe_next(next)}" if next else "/wallet", status_code=303)
+
+@router.post("/wallet/topup", response_class=HTMLResponse)
+def topup(request: Request, amount: str = Form(""), key: str = Form(""), next: str = Form(""),
+          cloud: WalletDesk = Depends(the_cloud)):
+    _ = translator(request)
+    customer = auth.current_customer(request)
+    if customer is None:
+        return RedirectResponse("/register?next=/wallet", status_code=303)
+    lang = i18n.language_of(request)
+    try:
+        if not valid_form_key(key):
+            raise PaymentError(_("The form was incomplete: reload the page."))
+        try:
+            minor = parse_amount(amount, DEMO_CURRENCY)
+        except ValueError:
+            raise PaymentError(_("Amount: “{amount}” is not an amount more than zero: write it like 10 or "
+                                 "10.50.", amount=amount)) from None
+        if minor > MAX_TOPUP:
+            raise PaymentError(_("Amount: a top-up is {most} at most.",
+                                 most=i18n.money(MAX_TOPUP, DEMO_CURRENCY, lang)))
+        with cloud.engine.begin() as conn:
+            cloud.provider.topup(conn, customer.id, minor, DEMO_CURRENCY, f"{customer.id}:{key}", utcnow())
+    except IdempotencyConflict:
+        # An old form (the back button) sent again with another amount: its top-up was done already.
+        return wallet_page(cloud, request, customer, next, status_code=409, amount=amount, error=_(
+            "That top-up was done already, for another amount. Nothing more was added: check the balance, then "
+            "top up again here."))
+    except PaymentError as e:
+        return wallet_page(cloud, request, customer, next, error=str(e), status_code=422, amount=amount)
+    return RedirectResponse(safe_next(next) if next else "/wallet", status_code=303)
+
+# -- API ----------------------------------------------------------------------------------------
+

@@ -1,0 +1,36 @@
+"""Sales: one row per product dropped, written from the machine's ``vend.succeeded`` as its ledger is stored."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from cloud.core.db import metadata
+
+sales = sa.Table(
+    "sales", metadata,
+    sa.Column("machine_id", sa.String(32), sa.ForeignKey("machines.id"), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("ts", sa.String(40), nullable=False),
+    sa.Column("order_id", sa.String(64), nullable=False),
+    sa.Column("slot", sa.String(3), nullable=False),
+    sa.Column("product_id", sa.Integer, nullable=True),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Index("sales_by_time", "ts"),
+    sqlite_with_rowid=False,
+)
+
+SALE_COLUMNS = ("machine_id", "seq", "ts", "order_id", "slot", "product_id", "amount", "currency")
+
+
+def recent(conn: sa.Connection, machine: str | None, limit: int) -> dict:
+    """The newest ``limit`` sales (of one machine, or all), and the totals per currency."""
+    q = sa.select(sales).order_by(sales.c.ts.desc(), sales.c.seq.desc()).limit(limit)
+    totals = sa.select(sales.c.currency, sa.func.count(), sa.func.sum(sales.c.amount)).group_by(sales.c.currency)
+    if machine:
+        q, totals = q.where(sales.c.machine_id == machine), totals.where(sales.c.machine_id == machine)
+    rows = conn.execute(q).all()
+    sums = conn.execute(totals).all()
+    return {"sales": [{"machine_id": r.machine_id, "seq": r.seq, "ts": r.ts, "order_id": r.order_id,
+                       "slot": r.slot, "amount": r.amount, "currency": r.currency} for r in rows],
+            "totals": [{"currency": c, "count": n, "amount": int(a)} for c, n, a in sums]}
