@@ -156,6 +156,10 @@ class Hardware:
         self.wiring: list[tuple[str, str]] = []  # (device, where it is connected), for the technician
         self.closed = False
 
+    def describe(self) -> str:
+        """What the technician's tool prints after the backend's name: the pin library, the port."""
+        return ""
+
     def inputs(self) -> dict[str, str]:
         """The live state of every input, in words, for the technician's tool."""
         return {"door": "open" if self.door.is_open else "shut"}

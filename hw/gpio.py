@@ -375,6 +375,10 @@ class GpioHardware(Hardware):
 
     bank: MotorBank
     factory: object
+    pin_library: str = ""
+
+    def describe(self) -> str:
+        return f" (pin library {self.pin_library})"
 
     def inputs(self) -> dict[str, str]:
         live = {"drop sensor": "beam broken" if self.drop_sensor.is_active else "clear"}
@@ -413,6 +417,7 @@ def open_backend(cfg) -> Hardware:
                             closers=(bank, factory))
     hardware.bank = bank
     hardware.factory = factory
+    hardware.pin_library = gpio.pin_library
     hardware.wiring = [*bank.wiring, ("drop sensor", f"GPIO{gpio.drop_pin} "
                                                      f"(active {'low' if gpio.drop_active_low else 'high'})")]
     if gpio.door_pin:

@@ -529,6 +529,9 @@ class BoardHardware(Hardware):
 
     board: SerialBoard
 
+    def describe(self) -> str:
+        return f" (port {self.board.port})"
+
     def inputs(self) -> dict[str, str]:
         status = self.board.read_status()
         return {"door": "open" if status.inputs & INPUT_DOOR_OPEN else "shut",
