@@ -112,10 +112,19 @@ class ServiceSettings(Settings, section="service"):
     socket: str = key("str", "/run/vend/control.sock")
 
 
-# The INI file's sections in the order a person reads them: the controller's, then the hardware's.
-SECTIONS: tuple[type[Settings], ...] = (MachineSettings, CloudSettings, MqttSettings, LedgerSettings, VendSettings,
-                                        ScreenSettings, *hw.config_sections(), ServiceSettings)
-SCHEMA: dict[str, dict[str, Key]] = {cls.SECTION: cls.schema() for cls in SECTIONS}
+def sections() -> tuple[type[Settings], ...]:
+    """The INI file's sections in the order a person reads them: the controller's, then the hardware's as
+    the backend registry has them now."""
+    return (MachineSettings, CloudSettings, MqttSettings, LedgerSettings, VendSettings, ScreenSettings,
+            *hw.config_sections(), ServiceSettings)
+
+
+def schema() -> dict[str, dict[str, Key]]:
+    """{section: {key: Key}} for every section a config file may have."""
+    return {cls.SECTION: cls.schema() for cls in sections()}
+
+
+SCHEMA = schema()  # the sections of the backends this build ships, for tools and docs
 
 
 class Config(Mapping):
@@ -187,15 +196,16 @@ def parse(text: str, path: str = "<string>") -> Config:
         parser.read_string(text, source=path)
     except configparser.Error as e:
         raise ConfigError(f"{path}: {e}") from None
+    known = schema()
     for section in parser.sections():
-        if section not in SCHEMA:
-            raise ConfigError(f"{path}: unknown section [{section}]; known: {', '.join(SCHEMA)}")
+        if section not in known:
+            raise ConfigError(f"{path}: unknown section [{section}]; known: {', '.join(known)}")
         for name in parser[section]:
-            if name not in SCHEMA[section]:
+            if name not in known[section]:
                 raise ConfigError(
-                    f"{path}: unknown key {name!r} in [{section}]; known: {', '.join(SCHEMA[section])}")
-    sections: dict[str, Settings] = {}
-    for cls in SECTIONS:
+                    f"{path}: unknown key {name!r} in [{section}]; known: {', '.join(known[section])}")
+    values_of: dict[str, Settings] = {}
+    for cls in sections():
         section, values = cls.SECTION, {}
         for name, spec in cls.schema().items():
             where = f"{path}: [{section}] {name}"
@@ -203,9 +213,9 @@ def parse(text: str, path: str = "<string>") -> Config:
                 values[name] = convert(spec, parser[section][name], where)
             elif spec.default is REQUIRED:
                 raise ConfigError(f"{where} is required")
-        sections[section] = cls(**values)
-    cfg = Config(sections, path)
-    for settings in sections.values():
+        values_of[section] = cls(**values)
+    cfg = Config(values_of, path)
+    for settings in values_of.values():
         settings.check(cfg, path)
     hw.check_backend_config(cfg, path)
     return cfg
