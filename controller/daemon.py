@@ -219,28 +219,33 @@ class Controller:
 
     @handle.register
     def on_wake(self, item: Wake) -> None:
-        pass
+        """Nothing to do: the loop looks at its stop flag next."""
 
     @handle.register
     def on_drop(self, item: Drop) -> None:
+        """A product fell: the vend in progress succeeded, or it is an unexpected drop."""
         self.execute(self.vend.drop_seen(item.t))
 
     @handle.register
     def on_door(self, item: DoorChanged) -> None:
+        """The door is a fact for the ledger; an open door also refuses vends (``refusal``)."""
         self.record("door.opened" if item.is_open else "door.closed", {})
 
     @handle.register
     def on_fault(self, item: HardwareFault) -> None:
+        """A driver's fault, recorded and sent."""
         self.record("fault", {"code": item.code, "detail": f"{item.device}: {item.what}", "device": item.device})
         self.pump()
 
     @handle.register
     def on_service_button(self, item: ServiceButtonPressed) -> None:
+        """Enter or leave the service screen."""
         self.service_mode.toggle(self.monotonic())
         self.pump()
 
     @handle.register
     def on_connected(self, item: Connected) -> None:
+        """Online again: check the credentials, say the status, send everything unacked again."""
         self.credentials.wake()
         batches = self.sync.connected(self.monotonic())
         self.publish_status()
@@ -248,6 +253,7 @@ class Controller:
 
     @handle.register
     def on_disconnected(self, item: Disconnected) -> None:
+        """Offline: selling goes on; the events wait in the ledger."""
         log.warning("disconnected from broker: %s", item.reason)
 
     @handle.register
@@ -293,6 +299,7 @@ class Controller:
 
     @handle.register
     def on_mqtt_message(self, item: MqttMessage) -> None:
+        """Decode and check a message from the broker; a bad one is logged, counted and dropped."""
         try:
             machine_id, kind = topics.parse(item.topic)
             if machine_id != self.machine_id or kind not in ("ack", "cmd", "config"):
