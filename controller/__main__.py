@@ -16,6 +16,7 @@ from .config import DEFAULT_PATH, ConfigError, load
 
 
 def service_request(path: str, request: dict) -> dict:
+    """Send one request to the running daemon's service socket and return its answer."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(15)
         try:
@@ -27,6 +28,7 @@ def service_request(path: str, request: dict) -> dict:
 
 
 def parse_counts(items: list[str]) -> dict[str, int]:
+    """``A1=8 A2=6`` as {slot: count}."""
     counts = {}
     for item in items:
         slot, sep, count = item.partition("=")
@@ -37,6 +39,7 @@ def parse_counts(items: list[str]) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the daemon, check a config, or talk to the running daemon; the exit status says how it went."""
     parser = argparse.ArgumentParser(prog="vend-controller", description=__doc__)
     parser.add_argument("--config", default=DEFAULT_PATH, help=f"config file (default {DEFAULT_PATH})")
     sub = parser.add_subparsers(dest="command")
@@ -53,13 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vend-controller: {e}", file=sys.stderr)
         return 2
     if args.command == "check":
-        print(f"{args.config}: ok (machine {cfg['machine']['id']}, {len(cfg['hardware']['slots'])} slots)")
+        print(f"{args.config}: ok (machine {cfg.machine.id}, {len(cfg.hardware.slots)} slots)")
         return 0
     if args.command == "service":
         request = {"op": args.op}
         if args.op == "restock":
             request["counts"] = parse_counts(args.counts)
-        answer = service_request(cfg["service"]["socket"], request)
+        answer = service_request(cfg.service.socket, request)
         print(json.dumps(answer, indent=2))
         return 0 if answer.get("ok") else 1
 

@@ -1,59 +1,64 @@
 """The controller daemon: one main loop that owns the ledger, the motors and the vend state machine.
 
 Everything that happens (a message from the broker, a drop, the door, a technician's request) arrives in
-one inbox; the main loop handles it and writes the facts to the ledger before acting on them. Start in
-order: ledger, hardware, screen, link, service socket. Stop in reverse with the motors off first.
+one inbox as a typed message (``controller/inbox.py``); the main loop handles it and writes the facts to the
+ledger before acting on them. The duties it hands off are plain parts: the vend state machine
+(``vend.py``), the publish window and resends (``sync.py``), the screen (``screen.py``), the background
+readers (``watchers.py``) and the technician's socket (``service.py``). Start in order: ledger, hardware,
+screen, link, service socket, readers. Stop in reverse with the motors off first.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import os
 import queue
-import socket
 import threading
 import time
-import urllib.request
 from datetime import datetime, timezone
 
 from hw import Hardware, HardwareError, open_hardware
+from hw.w1 import ThermometerSettings
 from protocol import ProtocolError, topics
-from protocol import token as qrtoken
 from protocol.messages import (Ack, Command, CommandResult, Config, EventBatch, Status, Telemetry, decode,
                                parse_time)
 
 from . import __version__
+from .config import Config as ControllerConfig
 from .config import credentials_path, write_credentials
+from .inbox import (Connected, CredentialsFetched, Disconnected, DoorChanged, Drop, HardwareFault, MqttMessage,
+                    ServiceButtonPressed, ServiceRequest, Temperature, Wake)
 from .ledger import Ledger
 from .link import Link
 from .screen import Screen
 from .sdnotify import Notifier
+from .service import ServiceMode, ServiceSocket, restock_counts
+from .sync import Sync
 from .vend import Busy, Finished, Record, RunMotor, StopMotor, VendStateMachine
+from .watchers import CredentialsFetcher, ThermometerReader
 
 log = logging.getLogger(__name__)
 
 STATUS_EVERY_S = 30.0
 STATUS_MIN_GAP_S = 2.0
-SERVICE_SCREEN_S = 120.0  # the service button shows the machine's state on its screen this long
 
 
 class Controller:
     """The daemon's state and its main loop; ``run`` returns when ``stop`` is called."""
 
-    def __init__(self, cfg: dict, hardware: Hardware | None = None, *, monotonic=time.monotonic,
+    def __init__(self, cfg: ControllerConfig, hardware: Hardware | None = None, *, monotonic=time.monotonic,
                  wallclock=time.time):
         self.cfg = cfg
-        self.machine_id = cfg["machine"]["id"]
+        self.machine_id = cfg.machine.id
         self.monotonic = monotonic
         self.wallclock = wallclock
         self.inbox: queue.Queue = queue.Queue()
-        self.ledger = Ledger(cfg["ledger"]["path"])
+        self.ledger = Ledger(cfg.ledger.path)
         self.hardware = hardware
-        self.vend = VendStateMachine(cfg["vend"]["drop_timeout_s"], cfg["vend"]["turns"])
-        self.clock_offset: float | None = None  # cloud clock minus ours, from the last ack
-        self.sent_upto = 0
-        self.last_progress = 0.0
+        self.vend = VendStateMachine(cfg.vend.drop_timeout_s, cfg.vend.turns)
+        self.sync = Sync(self.ledger, batch_size=cfg.mqtt.batch_size, window=cfg.mqtt.window,
+                         resend_after_s=cfg.mqtt.resend_after_s)
         self.next_status = 0.0
         self.status_head = 0
         self.rejected_messages = 0
@@ -62,8 +67,10 @@ class Controller:
         self.link: Link | None = None
         self.screen: Screen | None = None
         self._service: ServiceSocket | None = None
-        self.service_until = 0.0
-        self._credentials_wake = threading.Event()
+        self.service_mode = ServiceMode()
+        self.credentials = CredentialsFetcher(self.machine_id, cfg.cloud.url, cfg.cloud.credentials_check_s,
+                                              self.inbox, self._stopping, lambda: self.cfg.machine.secret,
+                                              self.cloud_now)
         self.temperature_c: float | None = None
         self.thermometer_failing = False
         self.planogram = self.ledger.planogram()
@@ -74,103 +81,54 @@ class Controller:
 
     def cloud_now(self) -> float:
         """Our best idea of the cloud's clock: a Pi has no RTC, the cloud's ack carries the truth."""
-        return self.wallclock() + (self.clock_offset or 0.0)
+        return self.sync.cloud_now(self.wallclock())
 
     def now_dt(self) -> datetime:
+        """The cloud's clock as a UTC datetime, for the ledger's timestamps."""
         return datetime.fromtimestamp(self.cloud_now(), timezone.utc)
 
     def record(self, kind: str, data: dict):
-        event = self.ledger.append(kind, data, self.now_dt(), self.clock_offset is not None)
+        """Append one fact to the ledger, durably, before anything acts on it or reports it."""
+        event = self.ledger.append(kind, data, self.now_dt(), self.sync.clock_synced)
         log.info("ledger %d %s %s", event.seq, kind, json.dumps(data, separators=(",", ":")))
         return event
 
     # -- start and stop -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Bring the parts up in order: ledger, hardware (motors off), screen, link, service socket, readers."""
         cfg = self.cfg
         self.ledger.start_boot()
         interrupted = self.ledger.interrupted_vend()
         if self.hardware is None:
             self.hardware = open_hardware(cfg)
         self.hardware.all_motors_off()
-        self.record("boot", {"firmware": __version__, "slots": list(cfg["hardware"]["slots"])})
+        self.record("boot", {"firmware": __version__, "slots": list(cfg.hardware.slots)})
         if interrupted is not None:
             log.warning("vend of order %s was interrupted by a restart", interrupted.data["order_id"])
             self.execute(VendStateMachine.recover(interrupted))
-        self.hardware.drop_sensor.when_drop = lambda t: self.inbox.put(("drop", t))
-        self.hardware.door.when_changed = lambda is_open, t: self.inbox.put(("door", is_open, t))
-        self.hardware.faults.listener = lambda code, device, what, t: self.inbox.put(("fault", code, device, what))
-        if self.hardware.service_button is not None:
-            self.hardware.service_button.when_pressed = lambda t: self.inbox.put(("service_button", t))
-        self.screen = Screen(self.hardware.display, self.machine_id, cfg["machine"]["name"],
-                             cfg["machine"]["secret"].encode(), cfg["cloud"]["url"], cfg["screen"]["rotate_s"],
-                             cfg["screen"]["url_file"])
+        self._listen_to_hardware()
+        self.screen = Screen(self.hardware.display, self.machine_id, cfg.machine.name, cfg.machine.secret.encode(),
+                             cfg.cloud.url, cfg.screen.rotate_s, cfg.screen.url_file)
         self.screen.refresh(self.cloud_now(), "Connecting...")
-        self.link = Link(cfg["mqtt"], self.machine_id, self.inbox)
+        self.link = Link(cfg.mqtt, self.machine_id, self.inbox)
         self.link.start()
-        self._service = ServiceSocket(cfg["service"]["socket"], self.inbox)
+        self._service = ServiceSocket(cfg.service.socket, self.inbox)
         self._service.start()
         if self.hardware.thermometer is not None:
-            threading.Thread(target=self._read_thermometer, name="thermometer", daemon=True).start()
-        threading.Thread(target=self._watch_credentials, name="credentials", daemon=True).start()
+            ThermometerReader(self.hardware.thermometer, cfg.section(ThermometerSettings).read_every_s, self.inbox,
+                              self._stopping).start()
+        self.credentials.start()
         self.notifier.notify("READY=1\nSTATUS=selling")
 
-    def _read_thermometer(self) -> None:
-        """The thermometer's own thread: a DS18B20 read blocks for 750 ms, far too long for the main loop."""
-        every = self.cfg["thermometer"]["read_every_s"]
-        while not self._stopping.is_set():
-            try:
-                self.inbox.put(("temperature", self.hardware.thermometer.read_c(), ""))
-            except HardwareError as e:
-                self.inbox.put(("temperature", None, str(e)))
-            self._stopping.wait(every)
-
-    def _watch_credentials(self) -> None:
-        """Its own thread: ask the cloud for this machine's secrets now and then (a slow or absent cloud must
-        never hold up the main loop), and at once when woken (on connect, or when the cloud says so)."""
-        every = self.cfg["cloud"]["credentials_check_s"]
-        url = self.cfg["cloud"]["url"].rstrip("/") + "/api/v1/machine/credentials"
-        while not self._stopping.is_set():
-            self._credentials_wake.wait(every)
-            self._credentials_wake.clear()
-            if self._stopping.is_set():
-                return
-            header = qrtoken.sign_request(self.machine_id, self.cfg["machine"]["secret"].encode(), self.cloud_now(),
-                                          "credentials")
-            request = urllib.request.Request(url, headers={"Authorization": header})
-            try:
-                with urllib.request.urlopen(request, timeout=15) as response:
-                    answer = json.loads(response.read())
-                fetched = {k: answer[k] for k in ("secret", "mqtt_username", "mqtt_password")}
-                if not all(isinstance(v, str) for v in fetched.values()):
-                    raise ValueError("not text")
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                log.warning("could not fetch credentials from %s: %s", url, e)
-                continue
-            self.inbox.put(("credentials", fetched))
-
-    def on_credentials(self, fetched: dict) -> None:
-        """Take up rotated secrets: keep them on disk first, then sign QR codes and log in with them."""
-        mqtt = self.cfg["mqtt"]
-        login_changes = bool(mqtt["username"]) and (fetched["mqtt_username"], fetched["mqtt_password"]) != (
-            mqtt["username"], mqtt["password"])
-        if fetched["secret"] == self.cfg["machine"]["secret"] and not login_changes:
-            return
-        if len(fetched["secret"]) < 16:
-            log.error("the cloud sent a secret of %d characters; keeping the current one", len(fetched["secret"]))
-            return
-        username, password = ((fetched["mqtt_username"], fetched["mqtt_password"]) if mqtt["username"]
-                              else ("", ""))
-        write_credentials(credentials_path(self.cfg), fetched["secret"], username, password)
-        self.cfg["machine"]["secret"] = fetched["secret"]
-        self.screen.secret = fetched["secret"].encode()
-        self.screen.next_nonce()
-        log.info("took up a rotated QR secret%s", " and broker login " + username if login_changes else "")
-        if login_changes:
-            mqtt["username"], mqtt["password"] = username, password
-            self.link.close()
-            self.link = Link(mqtt, self.machine_id, self.inbox)
-            self.link.start()
+    def _listen_to_hardware(self) -> None:
+        """The drivers' threads only put what they saw in the inbox."""
+        put, hardware = self.inbox.put, self.hardware
+        hardware.drop_sensor.when_drop = lambda t: put(Drop(t))
+        hardware.door.when_changed = lambda is_open, t: put(DoorChanged(is_open, t))
+        hardware.faults.listener = lambda code, device, what, t: put(HardwareFault(code, device, what))
+        if hardware.service_button is not None:
+            hardware.service_button.when_pressed = lambda t: put(ServiceButtonPressed(t))
 
     def safe_state(self) -> None:
         """Every motor output off; callable from a signal handler or at exit, any number of times."""
@@ -178,9 +136,10 @@ class Controller:
             self.hardware.all_motors_off()
 
     def stop(self) -> None:
+        """Ask the main loop to end; safe from a signal handler."""
         self._stopping.set()
-        self._credentials_wake.set()
-        self.inbox.put(("wake",))
+        self.credentials.wake()
+        self.inbox.put(Wake())
 
     def shutdown(self) -> None:
         """Safe state first: motors off, then the ledger closed, then "offline" said, then close."""
@@ -223,15 +182,17 @@ class Controller:
 
     # -- the loop's work -----------------------------------------------------------------------------
 
+    @property
+    def online(self) -> bool:
+        """Whether the link to the broker is up."""
+        return self.link is not None and self.link.connected
+
     def tick(self, now: float) -> None:
+        """Time passes: the vend's timer, a waiting planogram, resends, the status and the screen."""
         self.execute(self.vend.timer_fired(now))
         self.apply_pending_config()
-        if self.link is not None and self.link.connected:
-            if self.sent_upto > self.ledger.acked and now - self.last_progress > self.cfg["mqtt"]["resend_after_s"]:
-                log.warning("no ack for %d s; resending from %d", now - self.last_progress, self.ledger.acked + 1)
-                self.sent_upto = self.ledger.acked
-                self.last_progress = now
-                self.pump()
+        if self.online:
+            self.publish(self.sync.tick(now))
             # A changed head is told within STATUS_MIN_GAP_S; an unchanged one every STATUS_EVERY_S.
             if now >= self.next_status or (self.ledger.head != self.status_head
                                            and now >= self.next_status - STATUS_EVERY_S + STATUS_MIN_GAP_S):
@@ -239,96 +200,114 @@ class Controller:
         if not self.vend.busy:
             self.screen.refresh(self.cloud_now(), self.status_line())
 
-    def on_temperature(self, value: float | None, error: str) -> None:
+    def status_line(self) -> str:
+        """The screen's line under the QR: ready, offline, or the service screen's state of the machine."""
+        if self.service_mode.active(self.monotonic()):
+            online = "online" if self.online else "OFFLINE"
+            temperature = "" if self.temperature_c is None else f", {self.temperature_c:.1f} C"
+            flagged = [s for s in self.hardware.motors if self.ledger.slot(s)[1]]
+            return (f"Service: {online}, ledger {self.ledger.head}/{self.ledger.acked} acked{temperature}"
+                    + (f", out of service: {' '.join(flagged)}" if flagged else ""))
+        if not self.online:
+            return "Offline - reconnecting"
+        return "Ready"
+
+    @functools.singledispatchmethod
+    def handle(self, item) -> None:
+        """Handle one message from the inbox, by its type."""
+        raise TypeError(f"no handler for {type(item).__name__} in the inbox")
+
+    @handle.register
+    def on_wake(self, item: Wake) -> None:
+        """Nothing to do: the loop looks at its stop flag next."""
+
+    @handle.register
+    def on_drop(self, item: Drop) -> None:
+        """A product fell: the vend in progress succeeded, or it is an unexpected drop."""
+        self.execute(self.vend.drop_seen(item.t))
+
+    @handle.register
+    def on_door(self, item: DoorChanged) -> None:
+        """The door is a fact for the ledger; an open door also refuses vends (``refusal``)."""
+        self.record("door.opened" if item.is_open else "door.closed", {})
+
+    @handle.register
+    def on_fault(self, item: HardwareFault) -> None:
+        """A driver's fault, recorded and sent."""
+        self.record("fault", {"code": item.code, "detail": f"{item.device}: {item.what}", "device": item.device})
+        self.pump()
+
+    @handle.register
+    def on_service_button(self, item: ServiceButtonPressed) -> None:
+        """Enter or leave the service screen."""
+        self.service_mode.toggle(self.monotonic())
+        self.pump()
+
+    @handle.register
+    def on_connected(self, item: Connected) -> None:
+        """Online again: check the credentials, say the status, send everything unacked again."""
+        self.credentials.wake()
+        batches = self.sync.connected(self.monotonic())
+        self.publish_status()
+        self.publish(batches)
+
+    @handle.register
+    def on_disconnected(self, item: Disconnected) -> None:
+        """Offline: selling goes on; the events wait in the ledger."""
+        log.warning("disconnected from broker: %s", item.reason)
+
+    @handle.register
+    def on_temperature(self, item: Temperature) -> None:
         """A reading from the thermometer's thread: a failing sensor is one fault per streak, never a number."""
-        self.temperature_c = value
+        value = self.temperature_c = item.value
         if value is None:
             if not self.thermometer_failing:
                 self.thermometer_failing = True
-                self.record("fault", {"code": "thermometer.read", "detail": error, "device": "thermometer"})
+                self.record("fault", {"code": "thermometer.read", "detail": item.error, "device": "thermometer"})
                 self.pump()
             return
         if self.thermometer_failing:
             self.thermometer_failing = False
             log.info("thermometer reads again: %.2f C", value)
-        if self.link is not None and self.link.connected and -60 <= value <= 100:
+        if self.online and -60 <= value <= 100:
             self.link.publish("telemetry", Telemetry(temperature_c=value,
                                                      door_open=self.hardware.door.is_open).encode())
 
-    def status_line(self) -> str:
-        if self.service_until and self.monotonic() < self.service_until:
-            online = "online" if self.link is not None and self.link.connected else "OFFLINE"
-            temperature = "" if self.temperature_c is None else f", {self.temperature_c:.1f} C"
-            flagged = [s for s in self.hardware.motors if self.ledger.slot(s)[1]]
-            return (f"Service: {online}, ledger {self.ledger.head}/{self.ledger.acked} acked{temperature}"
-                    + (f", out of service: {' '.join(flagged)}" if flagged else ""))
-        self.service_until = 0.0
-        if self.link is None or not self.link.connected:
-            return "Offline - reconnecting"
-        return "Ready"
-
-    def handle(self, item: tuple) -> None:
-        kind = item[0]
-        if kind == "message":
-            self.on_message(item[1], item[2])
-        elif kind == "drop":
-            self.execute(self.vend.drop_seen(item[1]))
-        elif kind == "door":
-            self.record("door.opened" if item[1] else "door.closed", {})
-        elif kind == "fault":
-            _, code, device, what = item
-            self.record("fault", {"code": code, "detail": f"{device}: {what}", "device": device})
-            self.pump()
-        elif kind == "credentials":
-            self.on_credentials(item[1])
-        elif kind == "temperature":
-            self.on_temperature(item[1], item[2])
-        elif kind == "service_button":
-            self.service_until = 0.0 if self.service_until else self.monotonic() + SERVICE_SCREEN_S
-            self.pump()
-        elif kind == "connected":
-            log.info("connected to broker; resending from %d", self.ledger.acked + 1)
-            self._credentials_wake.set()
-            self.sent_upto = self.ledger.acked
-            self.last_progress = self.monotonic()
-            self.publish_status()
-            self.pump()
-        elif kind == "disconnected":
-            log.warning("disconnected from broker: %s", item[1])
-        elif kind == "service":
-            self.on_service(item[1], item[2])
-
-    def publish_status(self) -> None:
-        status = Status(online=True, firmware=__version__, ledger_head=self.ledger.head,
-                        planogram_version=self.ledger.planogram_version, boot=self.ledger.boot_number)
-        self.link.publish("status", status.encode(), retain=True)
-        self.status_head = self.ledger.head
-        self.next_status = self.monotonic() + STATUS_EVERY_S
-
-    def pump(self) -> None:
-        """Publish unacknowledged events in order, keeping at most ``window`` batches in flight."""
-        if self.link is None or not self.link.connected:
+    @handle.register
+    def on_credentials(self, item: CredentialsFetched) -> None:
+        """Take up rotated secrets: keep them on disk first, then sign QR codes and log in with them."""
+        fetched, mqtt, machine = item.fetched, self.cfg.mqtt, self.cfg.machine
+        login_changes = bool(mqtt.username) and (fetched["mqtt_username"], fetched["mqtt_password"]) != (
+            mqtt.username, mqtt.password)
+        if fetched["secret"] == machine.secret and not login_changes:
             return
-        mq = self.cfg["mqtt"]
-        limit = mq["window"] * mq["batch_size"]
-        acked = self.ledger.acked
-        if self.sent_upto <= acked:
-            self.last_progress = self.monotonic()
-        while self.sent_upto < self.ledger.head and self.sent_upto - acked < limit:
-            events = self.ledger.read(self.sent_upto + 1, mq["batch_size"])
-            if not events or not self.link.publish("events", EventBatch(tuple(events)).encode()):
-                return
-            self.sent_upto = events[-1].seq
+        if len(fetched["secret"]) < 16:
+            log.error("the cloud sent a secret of %d characters; keeping the current one", len(fetched["secret"]))
+            return
+        username, password = ((fetched["mqtt_username"], fetched["mqtt_password"]) if mqtt.username
+                              else ("", ""))
+        write_credentials(credentials_path(self.cfg), fetched["secret"], username, password)
+        machine.secret = fetched["secret"]
+        self.screen.secret = fetched["secret"].encode()
+        self.screen.next_nonce()
+        log.info("took up a rotated QR secret%s", " and broker login " + username if login_changes else "")
+        if login_changes:
+            mqtt.username, mqtt.password = username, password
+            self.link.close()
+            self.link = Link(mqtt, self.machine_id, self.inbox)
+            self.link.start()
 
-    def on_message(self, topic: str, payload: bytes) -> None:
+    @handle.register
+    def on_mqtt_message(self, item: MqttMessage) -> None:
+        """Decode and check a message from the broker; a bad one is logged, counted and dropped."""
         try:
-            machine_id, kind = topics.parse(topic)
+            machine_id, kind = topics.parse(item.topic)
             if machine_id != self.machine_id or kind not in ("ack", "cmd", "config"):
-                raise ProtocolError(f"topic {topic!r} is not for this machine")
-            message = decode(kind, payload)
+                raise ProtocolError(f"topic {item.topic!r} is not for this machine")
+            message = decode(kind, item.payload)
         except ProtocolError as e:
             self.rejected_messages += 1
-            log.warning("dropped message on %s: %s", topic, e)
+            log.warning("dropped message on %s: %s", item.topic, e)
             return
         if kind == "ack":
             self.on_ack(message)
@@ -337,14 +316,65 @@ class Controller:
         else:
             self.on_command(message)
 
-    def on_ack(self, ack: Ack) -> None:
-        self.clock_offset = parse_time(ack.cloud_time, "cloud_time").timestamp() - self.wallclock()
-        if ack.seq > self.ledger.head:
-            log.error("cloud acks seq %d but the ledger ends at %d: is this the right ledger?", ack.seq,
-                      self.ledger.head)
-        if self.ledger.set_acked(ack.seq):
-            self.last_progress = self.monotonic()
+    @handle.register
+    def on_service(self, item: ServiceRequest) -> None:
+        """A technician's request from the local socket."""
+        try:
+            item.reply.put(self.service_answer(item.request))
+        except ValueError as e:
+            item.reply.put({"ok": False, "error": str(e)})
+
+    def service_answer(self, request: dict) -> dict:
+        """The answer to a technician's status or restock request; ValueError for a bad one."""
+        op = request.get("op")
+        if op == "status":
+            return {"ok": True, "machine": self.machine_id, "head": self.ledger.head,
+                    "acked": self.ledger.acked, "online": self.online,
+                    "rejected_messages": self.rejected_messages,
+                    "url": self.screen.url,
+                    "planogram": {"version": self.ledger.planogram_version,
+                                  "waiting": self.pending_config.version if self.pending_config else None,
+                                  "ignored": self.ignored_configs,
+                                  "slots": {s: [p.product, p.price, p.currency, p.capacity, p.par]
+                                            for s, p in sorted(self.planogram.items())}},
+                    "slots": {s: dict(zip(("count", "flagged"), self.ledger.slot(s)))
+                              for s in self.hardware.motors}}
+        if op == "restock":
+            counts = restock_counts(request, self.hardware.motors)
+            for slot, count in counts.items():
+                self.record("restock", {"slot": slot, "count": count})
             self.pump()
+            return {"ok": True, "head": self.ledger.head}
+        raise ValueError(f"unknown operation {op!r}; use status or restock")
+
+    # -- sync ------------------------------------------------------------------------------------------
+
+    def publish_status(self) -> None:
+        """The retained status: online, firmware, ledger head, planogram version."""
+        status = Status(online=True, firmware=__version__, ledger_head=self.ledger.head,
+                        planogram_version=self.ledger.planogram_version, boot=self.ledger.boot_number)
+        self.link.publish("status", status.encode(), retain=True)
+        self.status_head = self.ledger.head
+        self.next_status = self.monotonic() + STATUS_EVERY_S
+
+    def publish(self, batches: list[EventBatch]) -> None:
+        """Hand the sync's batches to the link in order; the first one not taken (and all after it) waits."""
+        for batch in batches:
+            if not (self.online and self.link.publish("events", batch.encode())):
+                self.sync.not_sent(batch)
+                return
+
+    def pump(self) -> None:
+        """Publish unacknowledged events in order, within the sync's window, when online."""
+        if self.online:
+            self.publish(self.sync.due(self.monotonic()))
+
+    def on_ack(self, ack: Ack) -> None:
+        """The cloud's ack: move the mark, learn its clock, and send what the window now allows."""
+        cloud_time = parse_time(ack.cloud_time, "cloud_time").timestamp()
+        self.publish(self.sync.ack(ack.seq, cloud_time, self.monotonic(), self.wallclock()))
+
+    # -- planograms and commands -----------------------------------------------------------------------
 
     def on_config(self, config: Config) -> None:
         """A planogram from the cloud. The broker keeps the newest one and hands it over on every connect,
@@ -377,20 +407,19 @@ class Controller:
         if self.pending_config is None or self.vend.busy:
             return
         config, self.pending_config = self.pending_config, None
-        event = self.ledger.apply_planogram(config.version, config.slots, self.now_dt(), self.clock_offset is not None)
+        event = self.ledger.apply_planogram(config.version, config.slots, self.now_dt(), self.sync.clock_synced)
         self.planogram = self.ledger.planogram()
         log.info("ledger %d config.applied: planogram version %d, %d slots", event.seq, config.version,
                  len(config.slots))
         self.pump()
 
     def on_command(self, cmd: Command) -> None:
+        """A command from the cloud: fetch credentials, resend from a seq, or vend (at most once per id)."""
         if cmd.kind == "credentials":
-            self._credentials_wake.set()
+            self.credentials.wake()
             return
         if cmd.kind == "resend":
-            # The cloud found a gap; it may even ask for events it once acked (a restored backup).
-            self.sent_upto = min(self.sent_upto, cmd.args["from_seq"] - 1)
-            self.pump()
+            self.publish(self.sync.resend_from(cmd.args["from_seq"], self.monotonic()))
             return
         seen = self.ledger.command(cmd.id)
         if seen is not None:
@@ -437,7 +466,8 @@ class Controller:
         return ""
 
     def publish_result(self, result: CommandResult) -> None:
-        if self.link is not None and self.link.connected:
+        """Tell the cloud a command's outcome, when online (a redelivered command is answered again)."""
+        if self.online:
             self.link.publish("cmd/result", result.encode())
 
     def execute(self, actions: list) -> None:
@@ -465,92 +495,3 @@ class Controller:
         except Exception:
             self.hardware.all_motors_off()
             raise
-
-    def on_service(self, request: dict, reply: queue.Queue) -> None:
-        """A technician's request from the local socket."""
-        try:
-            op = request.get("op")
-            if op == "status":
-                reply.put({"ok": True, "machine": self.machine_id, "head": self.ledger.head,
-                           "acked": self.ledger.acked, "online": bool(self.link and self.link.connected),
-                           "rejected_messages": self.rejected_messages,
-                           "url": self.screen.url,
-                           "planogram": {"version": self.ledger.planogram_version,
-                                         "waiting": self.pending_config.version if self.pending_config else None,
-                                         "ignored": self.ignored_configs,
-                                         "slots": {s: [p.product, p.price, p.currency, p.capacity, p.par]
-                                                   for s, p in sorted(self.planogram.items())}},
-                           "slots": {s: dict(zip(("count", "flagged"), self.ledger.slot(s)))
-                                     for s in self.hardware.motors}})
-            elif op == "restock":
-                counts = request.get("counts")
-                if not isinstance(counts, dict) or not counts:
-                    raise ValueError("restock needs counts, like A1=8")
-                for slot, count in counts.items():
-                    if slot not in self.hardware.motors:
-                        raise ValueError(f"no slot {slot!r} on this machine")
-                    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 1000:
-                        raise ValueError(f"count for {slot} must be a whole number 0-1000, got {count!r}")
-                for slot, count in counts.items():
-                    self.record("restock", {"slot": slot, "count": count})
-                self.pump()
-                reply.put({"ok": True, "head": self.ledger.head})
-            else:
-                raise ValueError(f"unknown operation {op!r}; use status or restock")
-        except ValueError as e:
-            reply.put({"ok": False, "error": str(e)})
-
-
-class ServiceSocket:
-    """A Unix socket for the technician's tool on the machine; one JSON line each way."""
-
-    def __init__(self, path: str, inbox: queue.Queue):
-        self.path = path
-        self.inbox = inbox
-        self.sock: socket.socket | None = None
-
-    def start(self) -> None:
-        if os.path.dirname(self.path):
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        if os.path.exists(self.path):
-            os.unlink(self.path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(self.path)
-        os.chmod(self.path, 0o660)
-        self.sock.listen(4)
-        threading.Thread(target=self._serve, name="service-socket", daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(10)
-                try:
-                    line = conn.makefile("rb").readline(65536)
-                    request = json.loads(line)
-                    if not isinstance(request, dict):
-                        raise ValueError("request must be a JSON object")
-                except (ValueError, OSError) as e:
-                    conn.sendall(json.dumps({"ok": False, "error": f"bad request: {e}"}).encode() + b"\n")
-                    continue
-                reply: queue.Queue = queue.Queue()
-                self.inbox.put(("service", request, reply))
-                try:
-                    answer = reply.get(timeout=10)
-                except queue.Empty:
-                    answer = {"ok": False, "error": "controller did not answer"}
-                try:
-                    conn.sendall(json.dumps(answer).encode() + b"\n")
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass

@@ -14,7 +14,7 @@ import time
 
 from hw import Hardware, HardwareError, open_hardware
 
-from .config import DEFAULT_PATH, ConfigError, load
+from .config import DEFAULT_PATH, Config, ConfigError, load
 
 TEST_URL = "https://example.com/vend-test-qr"
 
@@ -33,17 +33,17 @@ def daemon_running(socket_path: str) -> bool:
     return True
 
 
-def open_for_bench(cfg: dict) -> Hardware:
-    if daemon_running(cfg["service"]["socket"]):
+def open_for_bench(cfg: Config) -> Hardware:
+    """The machine's hardware for the bench tool, unless the daemon owns it."""
+    if daemon_running(cfg.service.socket):
         raise ToolError("vend-controller is running and owns the hardware; stop it first: "
                         "sudo systemctl stop vend-controller (and start it again when done)")
     return open_hardware(cfg)
 
 
-def show_pins(hardware: Hardware, cfg: dict, out) -> int:
-    backend = cfg["hardware"]["backend"]
-    print(f"backend: {backend}" + (f" (pin library {cfg['gpio']['pin_library']})" if backend == "gpio" else "")
-          + (f" (port {cfg['serial']['port']})" if backend == "serial" else ""), file=out)
+def show_pins(hardware: Hardware, cfg: Config, out) -> int:
+    """The backend, its wiring and the live state of every input."""
+    print(f"backend: {cfg.hardware.backend}{hardware.describe()}", file=out)
     if hardware.wiring:
         width = max(len(name) for name, _ in hardware.wiring)
         print("wiring:", file=out)
@@ -149,7 +149,7 @@ def test_pattern(size: tuple[int, int]):
     return image
 
 
-def screen_test(hardware: Hardware, cfg: dict, seconds: float, out) -> int:
+def screen_test(hardware: Hardware, cfg: Config, seconds: float, out) -> int:
     from .screen import Screen
 
     display = hardware.display
@@ -158,8 +158,8 @@ def screen_test(hardware: Hardware, cfg: dict, seconds: float, out) -> int:
           flush=True)
     display.show(test_pattern(display.size))
     time.sleep(seconds)
-    screen = Screen(display, cfg["machine"]["id"], cfg["machine"]["name"], b"test-only-secret", "https://example.com",
-                    cfg["screen"]["rotate_s"])
+    screen = Screen(display, cfg.machine.id, cfg.machine.name, b"test-only-secret", "https://example.com",
+                    cfg.screen.rotate_s)
     image = screen.render(TEST_URL, "Screen test")
     display.show(image)
     print(f"test QR shown: a phone should read {TEST_URL}", file=out)
@@ -207,7 +207,7 @@ def main(args, out=None) -> int:
         if args.hw_command == "pins":
             return show_pins(hardware, cfg, out)
         if args.hw_command == "run":
-            timeout = args.timeout if args.timeout is not None else cfg["vend"]["drop_timeout_s"]
+            timeout = args.timeout if args.timeout is not None else cfg.vend.drop_timeout_s
             return run_slot(hardware, args.slot, timeout, out)
         if args.hw_command == "watch":
             return watch(hardware, args.seconds, out)

@@ -17,48 +17,52 @@ from protocol import topics
 from protocol.messages import Status
 from protocol.mqtt import connect_async, make_client
 
+from .inbox import Connected, Disconnected, MqttMessage
+
 log = logging.getLogger(__name__)
 
 
 class Link:
-    def __init__(self, settings: dict, machine_id: str, inbox: queue.Queue):
+    """The MQTT connection of one machine: subscribes to its ack, cmd and config topics; publishes for it."""
+
+    def __init__(self, settings, machine_id: str, inbox: queue.Queue):
         self.settings = settings
         self.machine_id = machine_id
         self.inbox = inbox
         self.connected = False
-        self.client = make_client(machine_id, settings["protocol"], persistent=True)
+        self.client = make_client(machine_id, settings.protocol, persistent=True)
         self.client.will_set(topics.topic(machine_id, "status"), Status(online=False).encode(), qos=1, retain=True)
-        if settings["username"]:
-            self.client.username_pw_set(settings["username"], settings["password"] or None)
-        if settings["tls"]:
-            self.client.tls_set(ca_certs=settings["ca_file"] or None, certfile=settings["cert_file"] or None,
-                                keyfile=settings["key_file"] or None, cert_reqs=ssl.CERT_REQUIRED)
+        if settings.username:
+            self.client.username_pw_set(settings.username, settings.password or None)
+        if settings.tls:
+            self.client.tls_set(ca_certs=settings.ca_file or None, certfile=settings.cert_file or None,
+                                keyfile=settings.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
 
     def start(self) -> None:
         s = self.settings
-        connect_async(self.client, s["host"], s["port"], s["keepalive_s"], persistent=True)
+        connect_async(self.client, s.host, s.port, s.keepalive_s, persistent=True)
         self.client.loop_start()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("broker %s:%s refused the connection: %s", self.settings["host"], self.settings["port"],
+            log.error("broker %s:%s refused the connection: %s", self.settings.host, self.settings.port,
                       reason_code)
             return
         # config is retained: the broker hands over the newest planogram on every subscribe, so a machine
         # that was off while it changed gets it here.
         client.subscribe([(topics.topic(self.machine_id, kind), 1) for kind in ("ack", "cmd", "config")])
         self.connected = True
-        self.inbox.put(("connected",))
+        self.inbox.put(Connected())
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected = False
-        self.inbox.put(("disconnected", str(reason_code)))
+        self.inbox.put(Disconnected(str(reason_code)))
 
     def _on_message(self, client, userdata, message) -> None:
-        self.inbox.put(("message", message.topic, message.payload))
+        self.inbox.put(MqttMessage(message.topic, message.payload))
 
     def publish(self, kind: str, payload: bytes, *, retain: bool = False) -> bool:
         """Hand one message to paho; False if it was not accepted (not connected, queue full)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Callable
 
@@ -54,19 +55,41 @@ class Motor(Device):
 
 
 class DropSensor(Device):
-    """The light curtain or piezo under the slots that sees a product fall."""
+    """The light curtain or piezo under the slots that sees a product fall.
+
+    The events are written here once for every backend (gpiozero's ``EventsMixin`` does the same for its
+    input devices): a backend calls ``drop_seen(t)`` from its own thread, and this base hands the drop to
+    ``when_drop`` and wakes ``wait_for_drop``. A subclass calls ``super().__init__()``.
+    """
 
     when_drop: DropListener | None = None
 
+    def __init__(self):
+        self._dropped = threading.Event()
+
+    def drop_seen(self, t: float) -> None:
+        """A product fell past the sensor at monotonic time ``t``; for the backend that watches the sensor."""
+        self._dropped.set()
+        listener = self.when_drop
+        if listener is not None:
+            listener(t)
+
     def wait_for_drop(self, timeout: float) -> bool:
         """Block until a drop or the timeout; for a technician's test, never on the vend path."""
-        raise NotImplementedError
+        self._dropped.clear()
+        return self._dropped.wait(timeout)
 
 
 class Door(Device):
-    """The service door's switch."""
+    """The service door's switch; a backend calls ``changed`` and this base tells ``when_changed``."""
 
     when_changed: DoorListener | None = None
+
+    def changed(self, is_open: bool, t: float) -> None:
+        """The door opened or closed at monotonic time ``t``; for the backend that watches the switch."""
+        listener = self.when_changed
+        if listener is not None:
+            listener(is_open, t)
 
     @property
     def is_open(self) -> bool:
@@ -77,6 +100,12 @@ class ServiceButton(Device):
     """The technician's button inside the door; pressing it enters or leaves service mode."""
 
     when_pressed: Callable[[float], None] | None = None
+
+    def pressed(self, t: float) -> None:
+        """The button went down at monotonic time ``t``; for the backend that watches it."""
+        listener = self.when_pressed
+        if listener is not None:
+            listener(t)
 
 
 class Thermometer(Device):
@@ -126,6 +155,10 @@ class Hardware:
         self._closers = closers  # backend-wide things closed last: a serial port, a pin factory
         self.wiring: list[tuple[str, str]] = []  # (device, where it is connected), for the technician
         self.closed = False
+
+    def describe(self) -> str:
+        """What the technician's tool prints after the backend's name: the pin library, the port."""
+        return ""
 
     def inputs(self) -> dict[str, str]:
         """The live state of every input, in words, for the technician's tool."""

@@ -1,7 +1,8 @@
 """A simulated motor board that speaks hw/SERIAL_PROTOCOL.md on a pty, for tests and for a person at a desk.
 
 It models the board, not the calls: RUN starts a turn, the product falls ``drop_delay_s`` into it and the
-cam closes ``turn_s`` into it, unless the motor jams (the spiral sticks, the cam never closes, the board ends
+cam closes ``turn_s`` into it (the slots' physics are ``hw/physics.py``, shared with the other simulators),
+unless the motor jams (the spiral sticks, the cam never closes, the board ends
 the turn on its time limit), is empty (the turn completes, nothing falls) or drops two. Line faults come on
 demand: garbage bytes, a damaged CRC, requests left unanswered, report acknowledgements lost, a restart in
 the middle of a turn. ``runs`` counts how many times each motor really started.
@@ -32,11 +33,11 @@ from .board_protocol import (ACK, BAD_LENGTH, BAD_MOTOR, BOOT, BOOT_CHANGED, BUS
                              PROTOCOL_VERSION, REPORT_ACK, REPORT_BODY, REQUEST_BODY, RESET, RUN, STATUS, STOP,
                              TURN, UNKNOWN_COMMAND, Frame, FrameReader, ProtocolError, ack, age_ms, encode, nak,
                              pack, unpack)
+from .physics import DOUBLE_DROP_GAP_S, FAULTS, Slot, Turn
 
 log = logging.getLogger(__name__)
 
-MODES = ("ok", "jam", "empty", "double")
-DOUBLE_DROP_GAP_S = 0.05
+MODES = ("ok", *FAULTS)
 CACHE_SIZE = 16
 REPORT_QUEUE_SIZE = 16
 # A start byte, a plausible length, then noise: the driver must discard a would-be frame and resynchronise.
@@ -56,7 +57,8 @@ class BoardSim:
         self.turn_s = turn_s if turn_s is not None else drop_delay_s + 2 * DOUBLE_DROP_GAP_S
         self.turn_limit_s = turn_limit_s
         self.report_resend_s = report_resend_s
-        self.modes = {motor: "ok" for motor in range(motors)}
+        self._slots = {motor: Slot(None, drop_delay_s) for motor in range(motors)}
+        self._physics: Turn | None = None  # the turn the spiral is making, while the motor has power
         for motor, mode in (modes or {}).items():
             self.set_mode(motor, mode)
         self.door_open = door_open
@@ -120,7 +122,13 @@ class BoardSim:
         if not 0 <= motor < self.motors:
             raise ValueError(f"motor {motor}; the board has motors 0-{self.motors - 1}")
         with self._lock:
-            self.modes[motor] = mode
+            self._slots[motor].fault = None if mode == "ok" else mode
+
+    @property
+    def modes(self) -> dict[int, str]:
+        """Each motor's mode: ok, jam, empty or double."""
+        with self._lock:
+            return {motor: slot.fault or "ok" for motor, slot in self._slots.items()}
 
     def garbage(self, data: bytes = GARBAGE) -> None:
         """Write bytes that are no frame, between two frames."""
@@ -302,7 +310,7 @@ class BoardSim:
                 self._end_turn(END_STOPPED, now)
             return ACK, ack(STOP)
         # RESET: idle, without restarting; nothing of the host's previous session survives it.
-        self._cut_turn()
+        self._cut_turn(now)
         self._reports.clear()
         self._report_sent_at = None
         self._cache.clear()
@@ -313,16 +321,14 @@ class BoardSim:
         self.running = motor
         self._turn = (self._turn + 1) & 0xFFFF
         self._turn_started = now
-        mode = self.modes[motor]
-        if mode in ("ok", "double"):
-            self._turn_timers.append(self._at(now + self.drop_delay_s, self._drop))
-        if mode == "double":
-            self._turn_timers.append(self._at(now + self.drop_delay_s + DOUBLE_DROP_GAP_S, self._drop))
+        self._physics = turn = self._slots[motor].turn(now, self.turn_s)
+        for drop in turn.drops:
+            self._turn_timers.append(self._at(drop, self._drop))
         # A jammed spiral never brings the cam round; a turn longer than the limit also ends on the limit.
-        if mode == "jam" or self.turn_s >= self.turn_limit_s:
+        if turn.home is None or self.turn_s >= self.turn_limit_s:
             self._turn_timers.append(self._at(now + self.turn_limit_s, lambda t: self._end_turn(END_TIME_LIMIT, t)))
         else:
-            self._turn_timers.append(self._at(now + self.turn_s, lambda t: self._end_turn(END_CAM, t)))
+            self._turn_timers.append(self._at(turn.home, lambda t: self._end_turn(END_CAM, t)))
         if self._reset_in_turn:
             self._reset_in_turn = False
             self._turn_timers.append(self._at(now + self.drop_delay_s / 2,
@@ -335,20 +341,24 @@ class BoardSim:
         motor = self.running
         if motor is None:
             return
-        self._cut_turn()
+        self._cut_turn(now)
         duration = min(0xFFFF, int((now - self._turn_started) * 1000))
         self._report(TURN, (motor, end, self._turn, duration), now)
 
-    def _cut_turn(self) -> None:
-        """Motor off; a product not yet pushed over the edge stays on the spiral."""
+    def _cut_turn(self, now: float) -> None:
+        """Motor off; a product not yet pushed over the edge stays on the spiral (``hw/physics.py``)."""
         self.running = None
         for entry in self._turn_timers:
             entry[3] = False
         self._turn_timers.clear()
+        if self._physics is not None:
+            for drop in self._physics.drops_after_cut(now):
+                self._at(drop, self._drop)
+            self._physics = None
 
     def _reset(self, cause: int, now: float) -> None:
         was = NO_MOTOR if self.running is None else self.running
-        self._cut_turn()
+        self._cut_turn(now)
         self.frames.clear()
         # The duplicate cache and the number of the motor that was turning live in RAM that start-up does
         # not clear (hw/SERIAL_PROTOCOL.md); everything else starts over.

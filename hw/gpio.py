@@ -16,12 +16,102 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import threading
 import time
+from dataclasses import dataclass
+
+from protocol.messages import SLOT_RE
 
 from .base import Door, DropSensor, Faults, Hardware, HardwareError, Motor, ServiceButton
+from .settings import ConfigError, Key, Settings, field_of, key
 
 log = logging.getLogger(__name__)
+
+# BCM numbers of the GPIO lines on the 40-pin header of every Raspberry Pi since the B+.
+BCM_LO, BCM_HI = 2, 27
+# Until a program claims them, GPIO 0-8 are pulled up and 9-27 pulled down (BCM2835 datasheet, table 6-31;
+# the same on the Pi 5's RP1). A motor output must rest at "off" while the Pi boots.
+PULLED_UP_AT_RESET = range(0, 9)
+PIN = Key("int", 0, 0, BCM_HI, what=f"a BCM GPIO number {BCM_LO}-{BCM_HI}, or 0 for none")
+
+
+@dataclass(kw_only=True, eq=False)
+class GpioSettings(Settings, section="gpio"):
+    """[gpio]: the pin library and the pin map of the machine on the Pi's header."""
+
+    # rpigpio on a Pi 1-4, lgpio on a Pi 5. mock is gpiozero's MockFactory with a simulated machine
+    # wired to its pins (physics from [sim]): for tests and benchmarks, never a default.
+    pin_library: str = key("choice", "", choices=("", "rpigpio", "lgpio", "mock"))
+    motor_wiring: str = key("choice", "matrix", choices=("matrix", "direct"))
+    motor_rows: dict[str, int] = key("map", {}, BCM_LO, BCM_HI, pattern=re.compile(r"^[A-Z]\Z"),
+                                     what="row letter:pin pairs like A:5 B:6")
+    motor_columns: dict[str, int] = key("map", {}, BCM_LO, BCM_HI, pattern=re.compile(r"^[0-9]{1,2}\Z"),
+                                        what="column number:pin pairs like 1:12 2:16")
+    motor_pins: dict[str, int] = key("map", {}, BCM_LO, BCM_HI, pattern=SLOT_RE,
+                                     what="slot:pin pairs like A1:17 A2:27")
+    motor_active_high: bool = key("bool", True)
+    cam_pin: int = field_of(PIN)  # the spiral's cam switch, closed once per turn; 0: turns end on turn_limit_s only
+    turn_limit_s: float = key("float", 4.0, 0.2, 30.0)
+    drop_pin: int = field_of(PIN)
+    drop_active_low: bool = key("bool", True)
+    drop_bounce_ms: float = key("float", 1.0, 0.0, 100.0)
+    door_pin: int = field_of(PIN)
+    service_pin: int = field_of(PIN)
+
+
+SETTINGS = (GpioSettings,)
+
+
+def check_config(cfg, path: str) -> None:
+    """The GPIO pin map: a pin library named, every slot wired, no pin used twice, the drop sensor there."""
+    gpio = cfg.section(GpioSettings)
+    where = f"{path}: [gpio]"
+    if not gpio.pin_library:
+        raise ConfigError(f"{where} pin_library is required for backend gpio: rpigpio on a Raspberry Pi 1-4, "
+                          "lgpio on a Pi 5")
+    uses: dict[int, str] = {}
+
+    def use(pin: int, what: str, motor: bool = False) -> None:
+        if pin < BCM_LO:
+            raise ConfigError(f"{where} {what}: GPIO {pin} is not usable; use BCM {BCM_LO}-{BCM_HI}")
+        if pin in uses:
+            raise ConfigError(f"{where}: GPIO {pin} is used twice: by {uses[pin]} and by {what}")
+        uses[pin] = what
+        if motor and (pin in PULLED_UP_AT_RESET) == gpio.motor_active_high:
+            good = "9-27" if gpio.motor_active_high else f"{BCM_LO}-8"
+            raise ConfigError(
+                f"{where} {what}: GPIO {pin} is pulled {'up' if pin in PULLED_UP_AT_RESET else 'down'} at power-on, "
+                f"so a motor wired active-{'high' if gpio.motor_active_high else 'low'} to it would turn while "
+                f"the Pi boots; use GPIO {good} for motor outputs, or change motor_active_high")
+
+    slots = cfg.hardware.slots
+    if gpio.motor_wiring == "matrix":
+        rows, columns = gpio.motor_rows, gpio.motor_columns
+        for slot in slots:
+            if slot[0] not in rows:
+                raise ConfigError(f"{where} motor_rows: slot {slot} has no row {slot[0]}")
+            if slot[1:] not in columns:
+                raise ConfigError(f"{where} motor_columns: slot {slot} has no column {slot[1:]}")
+        for name, pin in rows.items():
+            use(pin, f"motor_rows {name}", motor=True)
+        for name, pin in columns.items():
+            use(pin, f"motor_columns {name}", motor=True)
+    else:
+        missing = [slot for slot in slots if slot not in gpio.motor_pins]
+        if missing:
+            raise ConfigError(f"{where} motor_pins: no pin for slot {', '.join(missing)}")
+        extra = sorted(set(gpio.motor_pins) - set(slots))
+        if extra:
+            raise ConfigError(f"{where} motor_pins: {', '.join(extra)} not in [hardware] slots")
+        for slot, pin in gpio.motor_pins.items():
+            use(pin, f"motor_pins {slot}", motor=True)
+    if not gpio.drop_pin:
+        raise ConfigError(f"{where} drop_pin is required: the pin of the drop sensor")
+    for name in ("cam_pin", "drop_pin", "door_pin", "service_pin"):
+        if getattr(gpio, name):
+            use(getattr(gpio, name), name)
+
 
 PIN_LIBRARIES = {
     # name: (gpiozero factory module, class, what to install when it is missing)
@@ -72,12 +162,12 @@ def _device(factory, what: str, make):
 class MotorBank:
     """Every motor output and the shared cam switch; owns the rule that at most one motor turns."""
 
-    def __init__(self, factory, cfg: dict, faults: Faults):
+    def __init__(self, factory, cfg, faults: Faults):
         from gpiozero import DigitalInputDevice, DigitalOutputDevice
 
-        gpio = cfg["gpio"]
+        gpio = cfg.section(GpioSettings)
         self.faults = faults
-        self.turn_limit_s = gpio["turn_limit_s"]
+        self.turn_limit_s = gpio.turn_limit_s
         self._lock = threading.RLock()
         self._running: str | None = None
         self._leaving_home = False  # the cam has opened since the motor started: its next close ends the turn
@@ -90,34 +180,34 @@ class MotorBank:
 
         def output(name: str, pin: int):
             self.outputs[name] = _device(factory, f"{name} (GPIO{pin})", lambda: DigitalOutputDevice(
-                pin, active_high=gpio["motor_active_high"], initial_value=False, pin_factory=factory))
+                pin, active_high=gpio.motor_active_high, initial_value=False, pin_factory=factory))
             return self.outputs[name]
 
-        slots = cfg["hardware"]["slots"]
-        if gpio["motor_wiring"] == "matrix":
-            for row, pin in gpio["motor_rows"].items():
+        slots = cfg.hardware.slots
+        if gpio.motor_wiring == "matrix":
+            for row, pin in gpio.motor_rows.items():
                 output(f"row {row}", pin)
-            for column, pin in gpio["motor_columns"].items():
+            for column, pin in gpio.motor_columns.items():
                 output(f"column {column}", pin)
             for slot in slots:
                 row, column = slot[0], slot[1:]
                 # Column (the low side) first, row last: the motor gets power on the last switch.
                 self._slot_outputs[slot] = (self.outputs[f"column {column}"], self.outputs[f"row {row}"])
-                self.wiring.append((f"motor {slot}", f"row {row} GPIO{gpio['motor_rows'][row]} + column "
-                                                     f"{column} GPIO{gpio['motor_columns'][column]}"))
+                self.wiring.append((f"motor {slot}", f"row {row} GPIO{gpio.motor_rows[row]} + column "
+                                                     f"{column} GPIO{gpio.motor_columns[column]}"))
         else:
             for slot in slots:
-                pin = gpio["motor_pins"][slot]
+                pin = gpio.motor_pins[slot]
                 self._slot_outputs[slot] = (output(f"motor {slot}", pin),)
                 self.wiring.append((f"motor {slot}", f"GPIO{pin}"))
         self.cam = None
-        if gpio["cam_pin"]:
+        if gpio.cam_pin:
             # The cam switch closes to ground; a few ms of debounce, as a lever switch chatters.
-            self.cam = _device(factory, f"cam_pin (GPIO{gpio['cam_pin']})", lambda: DigitalInputDevice(
-                gpio["cam_pin"], pull_up=True, bounce_time=0.005, pin_factory=factory))
+            self.cam = _device(factory, f"cam_pin (GPIO{gpio.cam_pin})", lambda: DigitalInputDevice(
+                gpio.cam_pin, pull_up=True, bounce_time=0.005, pin_factory=factory))
             self.cam.when_deactivated = self._cam_opened
             self.cam.when_activated = self._cam_closed
-            self.wiring.append(("cam switch", f"GPIO{gpio['cam_pin']} (closes to ground once per turn)"))
+            self.wiring.append(("cam switch", f"GPIO{gpio.cam_pin} (closes to ground once per turn)"))
 
     @property
     def running(self) -> str | None:
@@ -224,19 +314,8 @@ class GpioDropSensor(DropSensor):
         # An IR curtain's open-collector output pulls low while the beam is broken: pull-up, active low.
         self.device = _device(factory, f"drop_pin (GPIO{pin})", lambda: DigitalInputDevice(
             pin, pull_up=active_low, bounce_time=bounce_ms / 1000 or None, pin_factory=factory))
-        self._event = threading.Event()
-        self.device.when_activated = self._activated
-
-    def _activated(self) -> None:
-        t = time.monotonic()
-        self._event.set()
-        listener = self.when_drop
-        if listener is not None:
-            listener(t)
-
-    def wait_for_drop(self, timeout: float) -> bool:
-        self._event.clear()
-        return self._event.wait(timeout)
+        super().__init__()
+        self.device.when_activated = lambda: self.drop_seen(time.monotonic())
 
     @property
     def is_active(self) -> bool:
@@ -256,13 +335,8 @@ class GpioDoor(Door):
         # Inputs are DigitalInputDevice, not Button: a Button's hold thread makes close() wait up to 1 s.
         self.device = _device(factory, f"door_pin (GPIO{pin})", lambda: DigitalInputDevice(
             pin, pull_up=True, bounce_time=0.05, pin_factory=factory))
-        self.device.when_deactivated = lambda: self._changed(True)
-        self.device.when_activated = lambda: self._changed(False)
-
-    def _changed(self, is_open: bool) -> None:
-        listener = self.when_changed
-        if listener is not None:
-            listener(is_open, time.monotonic())
+        self.device.when_deactivated = lambda: self.changed(True, time.monotonic())
+        self.device.when_activated = lambda: self.changed(False, time.monotonic())
 
     @property
     def is_open(self) -> bool:
@@ -286,12 +360,7 @@ class GpioServiceButton(ServiceButton):
 
         self.device = _device(factory, f"service_pin (GPIO{pin})", lambda: DigitalInputDevice(
             pin, pull_up=True, bounce_time=0.05, pin_factory=factory))
-        self.device.when_activated = self._pressed
-
-    def _pressed(self) -> None:
-        listener = self.when_pressed
-        if listener is not None:
-            listener(time.monotonic())
+        self.device.when_activated = lambda: self.pressed(time.monotonic())
 
     @property
     def is_pressed(self) -> bool:
@@ -306,6 +375,10 @@ class GpioHardware(Hardware):
 
     bank: MotorBank
     factory: object
+    pin_library: str = ""
+
+    def describe(self) -> str:
+        return f" (pin library {self.pin_library})"
 
     def inputs(self) -> dict[str, str]:
         live = {"drop sensor": "beam broken" if self.drop_sensor.is_active else "clear"}
@@ -319,21 +392,21 @@ class GpioHardware(Hardware):
         return live
 
 
-def open_backend(cfg: dict) -> Hardware:
+def open_backend(cfg) -> Hardware:
     """The machine on the Pi's header as ``[gpio]`` maps it (the map was checked when the config loaded)."""
-    gpio = cfg["gpio"]
-    factory = _pin_factory(gpio["pin_library"])
+    gpio = cfg.section(GpioSettings)
+    factory = _pin_factory(gpio.pin_library)
     faults = Faults()
     opened: list = []
     try:
         bank = MotorBank(factory, cfg, faults)
         opened.append(bank)
-        motors = {slot: GpioMotor(slot, bank) for slot in cfg["hardware"]["slots"]}
-        drop = GpioDropSensor(factory, gpio["drop_pin"], gpio["drop_active_low"], gpio["drop_bounce_ms"])
+        motors = {slot: GpioMotor(slot, bank) for slot in cfg.hardware.slots}
+        drop = GpioDropSensor(factory, gpio.drop_pin, gpio.drop_active_low, gpio.drop_bounce_ms)
         opened.append(drop)
-        door = GpioDoor(factory, gpio["door_pin"]) if gpio["door_pin"] else NoDoor()
+        door = GpioDoor(factory, gpio.door_pin) if gpio.door_pin else NoDoor()
         opened.append(door)
-        button = GpioServiceButton(factory, gpio["service_pin"]) if gpio["service_pin"] else None
+        button = GpioServiceButton(factory, gpio.service_pin) if gpio.service_pin else None
     except BaseException:
         for device in reversed(opened):
             device.close()
@@ -344,12 +417,13 @@ def open_backend(cfg: dict) -> Hardware:
                             closers=(bank, factory))
     hardware.bank = bank
     hardware.factory = factory
-    hardware.wiring = [*bank.wiring, ("drop sensor", f"GPIO{gpio['drop_pin']} "
-                                                     f"(active {'low' if gpio['drop_active_low'] else 'high'})")]
-    if gpio["door_pin"]:
-        hardware.wiring.append(("door switch", f"GPIO{gpio['door_pin']} (closed to ground = door shut)"))
-    if gpio["service_pin"]:
-        hardware.wiring.append(("service button", f"GPIO{gpio['service_pin']} (closes to ground)"))
-    if gpio["pin_library"] == "mock":
+    hardware.pin_library = gpio.pin_library
+    hardware.wiring = [*bank.wiring, ("drop sensor", f"GPIO{gpio.drop_pin} "
+                                                     f"(active {'low' if gpio.drop_active_low else 'high'})")]
+    if gpio.door_pin:
+        hardware.wiring.append(("door switch", f"GPIO{gpio.door_pin} (closed to ground = door shut)"))
+    if gpio.service_pin:
+        hardware.wiring.append(("service button", f"GPIO{gpio.service_pin} (closes to ground)"))
+    if gpio.pin_library == "mock":
         factory.wire(hardware, cfg)
     return hardware

@@ -4,21 +4,26 @@ It models the machine, not the calls: when a slot's motor outputs are energised,
 the cam switch opens as it leaves home and closes one turn later; the product falls past the drop sensor
 (a pulse of a few ms) partway through the turn, unless ``[sim]`` says that slot jams (the spiral is stuck:
 no drop, and the cam never comes home), is empty (a full turn, nothing falls) or drops two. Cutting the
-motor's power stops the spiral where it is.
+motor's power stops the spiral where it is. What falls and when is the slots' physics (``hw/physics.py``),
+shared with the other simulators; this file only turns it into pin edges.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from gpiozero.pins.mock import MockFactory, MockPin
+
+from .gpio import GpioSettings
+from .physics import Slot, Timers, Turn, slots_from
+from .sim import SimSettings
 
 log = logging.getLogger(__name__)
 
 PULSE_S = 0.004  # a piezo's pulse: shorter than anything a polling loop would catch
 CAM_LEAVES_S = 0.02
-DOUBLE_GAP_S = 0.05
 
 
 class WatchedPin(MockPin):
@@ -38,41 +43,45 @@ class SimulatedFactory(MockFactory):
         super().__init__(pin_class=WatchedPin)
         self._lock = threading.Lock()
         self._motors: dict[str, tuple] = {}  # slot -> the output pins that must all be on to power it
+        self._slots: dict[str, Slot] = {}
         self._active_high = True
         self._turning: str | None = None
-        self._timers: list[threading.Timer] = []
-        self.turns: dict[str, int] = {}
+        self._turn: Turn | None = None
+        self._timers = Timers()
         self.drops = 0
         self.wired = False
+
+    @property
+    def turns(self) -> dict[str, int]:
+        """How many times each slot's motor started."""
+        return {slot: physics.turns for slot, physics in self._slots.items()}
 
     def gpio(self, number: int) -> MockPin:
         return self.pin(f"GPIO{number}")
 
-    def wire(self, hardware, cfg: dict) -> None:
+    def wire(self, hardware, cfg) -> None:
         """Connect the simulated machine to the pins the config maps, at rest: cam home, door shut."""
-        gpio, sim = cfg["gpio"], cfg["sim"]
-        self._active_high = gpio["motor_active_high"]
-        for slot in cfg["hardware"]["slots"]:
-            if gpio["motor_wiring"] == "matrix":
-                pins = (gpio["motor_rows"][slot[0]], gpio["motor_columns"][slot[1:]])
+        gpio, sim = cfg.section(GpioSettings), cfg.section(SimSettings)
+        self._active_high = gpio.motor_active_high
+        for slot in cfg.hardware.slots:
+            if gpio.motor_wiring == "matrix":
+                pins = (gpio.motor_rows[slot[0]], gpio.motor_columns[slot[1:]])
             else:
-                pins = (gpio["motor_pins"][slot],)
+                pins = (gpio.motor_pins[slot],)
             self._motors[slot] = tuple(self.gpio(p) for p in pins)
-            self.turns[slot] = 0
-        self._faults = {slot: fault for fault in ("jam", "empty", "double") for slot in sim[fault]}
-        self._drop_delay = sim["drop_delay_s"]
-        self._turn_s = max(self._drop_delay * 1.5, CAM_LEAVES_S * 2)
-        self._drop_pin = self.gpio(gpio["drop_pin"])
-        self._drop_active_low = gpio["drop_active_low"]
-        self._cam_pin = self.gpio(gpio["cam_pin"]) if gpio["cam_pin"] else None
+        self._slots = slots_from(sim, cfg.hardware.slots)
+        self._turn_s = max(sim.drop_delay_s * 1.5, CAM_LEAVES_S * 2)
+        self._drop_pin = self.gpio(gpio.drop_pin)
+        self._drop_active_low = gpio.drop_active_low
+        self._cam_pin = self.gpio(gpio.cam_pin) if gpio.cam_pin else None
         if self._cam_pin is not None:
             self._cam_pin.drive_low()
-        if gpio["door_pin"]:
-            self.gpio(gpio["door_pin"]).drive_low()
+        if gpio.door_pin:
+            self.gpio(gpio.door_pin).drive_low()
         self.wired = True
 
-    def set_door(self, cfg: dict, is_open: bool) -> None:
-        pin = self.gpio(cfg["gpio"]["door_pin"])
+    def set_door(self, cfg, is_open: bool) -> None:
+        pin = self.gpio(cfg.section(GpioSettings).door_pin)
         pin.drive_high() if is_open else pin.drive_low()
 
     def output_changed(self) -> None:
@@ -86,36 +95,27 @@ class SimulatedFactory(MockFactory):
                 log.error("simulated machine: motors %s powered at once", ", ".join(powered))
             if slot == self._turning:
                 return
-            self._cancel()
+            now = time.monotonic()
+            self._timers.cancel()
+            if self._turn is not None:
+                # Power cut: the spiral stops where it is; a product stuck to one that fell still falls.
+                self._pulses(self._turn.drops_after_cut(now), now)
+                self._turn = None
             self._turning = slot
             if slot is None:
                 return
-            self.turns[slot] += 1
-            fault = self._faults.get(slot)
+            self._turn = turn = self._slots[slot].turn(now, self._turn_s)
             if self._cam_pin is not None:
-                self._after(CAM_LEAVES_S, self._cam_pin.drive_high)
-                if fault != "jam":
-                    self._after(self._turn_s, self._cam_pin.drive_low)
-            if fault not in ("jam", "empty"):
-                self._after(self._drop_delay, lambda: self._pulse(fault == "double"))
+                self._timers.after(CAM_LEAVES_S, self._cam_pin.drive_high)
+                if turn.home is not None:
+                    self._timers.after(turn.home - now, self._cam_pin.drive_low)
+            self._pulses(turn.drops, now)
 
-    def _after(self, delay: float, fn) -> None:
-        timer = threading.Timer(delay, fn)
-        timer.daemon = True
-        self._timers.append(timer)
-        timer.start()
+    def _pulses(self, drops: tuple[float, ...], now: float) -> None:
+        for drop in drops:
+            self._timers.after(drop - now, self._pulse)
 
-    def _cancel(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
-
-    def _pulse(self, another: bool = False) -> None:
-        if another:
-            # Two products stuck together fall together, whatever the motor does next.
-            timer = threading.Timer(DOUBLE_GAP_S, self._pulse)
-            timer.daemon = True
-            timer.start()
+    def _pulse(self) -> None:
         self.drops += 1
         pin = self._drop_pin
         if self._drop_active_low:
@@ -129,6 +129,7 @@ class SimulatedFactory(MockFactory):
 
     def close(self) -> None:
         with self._lock:
-            self._cancel()
+            self._timers.cancel()
+            self._turn = None
             self.wired = False
         super().close()

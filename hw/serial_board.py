@@ -14,14 +14,18 @@ import queue
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import serial
+
+from protocol.messages import SLOT_RE
 
 from .base import Device, Door, DropSensor, Faults, Hardware, HardwareError, Motor
 from .board_protocol import (ACK, ACK_BODY, BOOT, BOOT_CHANGED, CAUSES, DOOR, DROP, END_STOPPED, END_TIME_LIMIT,
                              ENDS, INPUT_BEAM_BLOCKED, INPUT_DOOR_OPEN, NAK, NAK_BODY, NAMES, NO_MOTOR, PROTOCOL_VERSION, REASONS,
                              REPORT_ACK, REPORT_BODY, REPORTS, REQUEST_BODY, RESET, RUN, STATUS, STOP, TURN,
                              Frame, FrameReader, ProtocolError, Status, encode, pack, unpack)
+from .settings import ConfigError, Settings, key
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,32 @@ DEVICE = "motor board"
 READ_TICK_S = 0.02  # the reader wakes this often with no bytes, to notice a stalled frame and a close
 BAD_FRAME_FAULT_EVERY_S = 60.0  # a noisy cable would otherwise fill the ledger with one fault per frame
 WRITE_TIMEOUT_S = 1.0
+
+
+@dataclass(kw_only=True, eq=False)
+class SerialSettings(Settings, section="serial"):
+    """[serial]: the motor board's port and line, and which board motor turns which slot."""
+
+    port: str = key("str", "/dev/ttyAMA0")  # or a pyserial URL (loop://, rfc2217://)
+    baud: int = key("int", 115200, 1200, 3000000)
+    timeout_ms: int = key("int", 200, 10, 5000)
+    retries: int = key("int", 3, 0, 10)
+    motors: dict[str, int] = key("map", {}, 0, 255, pattern=SLOT_RE,
+                                 what="slot:board motor number pairs like A1:0 A2:1 (default: slots in order)")
+
+
+SETTINGS = (SerialSettings,)
+
+
+def check_config(cfg, path: str) -> None:
+    """The motor map, when one is given: every slot once, no board motor twice."""
+    motors = cfg.section(SerialSettings).motors
+    unmapped = set(motors) ^ set(cfg.hardware.slots)
+    if motors and unmapped:
+        raise ConfigError(f"{path}: [serial] motors must map exactly the slots in [hardware] slots; "
+                          f"differs on {', '.join(sorted(unmapped))}")
+    if len(set(motors.values())) != len(motors):
+        raise ConfigError(f"{path}: [serial] motors: a board motor number is used for two slots")
 
 
 class NoAnswer(HardwareError):
@@ -58,21 +88,7 @@ def open_port(port: str, baud: int) -> serial.SerialBase:
 
 
 class BoardDropSensor(DropSensor):
-    """The drop sensor the board watches; fires on each DROP report."""
-
-    def __init__(self):
-        self._event = threading.Event()
-
-    def fire(self, t: float) -> None:
-        """A drop at monotonic time ``t``; called on the board's delivery thread."""
-        self._event.set()
-        listener = self.when_drop
-        if listener is not None:
-            listener(t)
-
-    def wait_for_drop(self, timeout: float) -> bool:
-        self._event.clear()
-        return self._event.wait(timeout)
+    """The drop sensor the board watches: each DROP report is a ``drop_seen``, on the board's delivery thread."""
 
 
 class BoardDoor(Door):
@@ -88,9 +104,7 @@ class BoardDoor(Door):
     def changed(self, is_open: bool, t: float) -> None:
         """The door opened or closed at monotonic time ``t``; called on the board's delivery thread."""
         self._open = is_open
-        listener = self.when_changed
-        if listener is not None:
-            listener(is_open, t)
+        super().changed(is_open, t)
 
     @property
     def is_open(self) -> bool:
@@ -423,7 +437,7 @@ class SerialBoard(Device):
                 return
             self._last_report = frame.id
         if frame.cmd == DROP:
-            self._deliver(lambda: self.drop_sensor.fire(t))
+            self._deliver(lambda: self.drop_sensor.drop_seen(t))
         elif frame.cmd == TURN:
             self._on_turn(*fields[1:])
         elif frame.cmd == DOOR:
@@ -492,13 +506,13 @@ class SerialBoard(Device):
                 log.exception("a motor board listener failed")
 
 
-def open_backend(cfg: dict) -> Hardware:
+def open_backend(cfg) -> Hardware:
     """The motors of ``[hardware] slots`` on the board at ``[serial] port``, with its drop sensor and door."""
-    settings, slots = cfg["serial"], cfg["hardware"]["slots"]
-    numbers = settings["motors"] or {slot: i for i, slot in enumerate(slots)}
+    settings, slots = cfg.section(SerialSettings), cfg.hardware.slots
+    numbers = settings.motors or {slot: i for i, slot in enumerate(slots)}
     faults = Faults()
-    board = SerialBoard(settings["port"], baud=settings["baud"], timeout_s=settings["timeout_ms"] / 1000,
-                        retries=settings["retries"], faults=faults,
+    board = SerialBoard(settings.port, baud=settings.baud, timeout_s=settings.timeout_ms / 1000,
+                        retries=settings.retries, faults=faults,
                         names={number: slot for slot, number in numbers.items()})
     motors = {slot: BoardMotor(slot, board, numbers[slot]) for slot in slots}
     hardware = BoardHardware(motors, board.drop_sensor, board.door, None, faults=faults, closers=(board,))
@@ -514,6 +528,9 @@ class BoardHardware(Hardware):
     """The board's devices, with its live inputs (a STATUS request) for the technician's tool."""
 
     board: SerialBoard
+
+    def describe(self) -> str:
+        return f" (port {self.board.port})"
 
     def inputs(self) -> dict[str, str]:
         status = self.board.read_status()

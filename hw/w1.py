@@ -13,7 +13,10 @@ import logging
 import os
 import re
 
+from dataclasses import dataclass
+
 from .base import HardwareError, Thermometer
+from .settings import Settings, key
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,24 @@ _TEMP_LINE_RE = re.compile(_SCRATCHPAD + r"t=(-?[0-9]+)\Z")
 POWER_ON_MILLIDEGREES = 85000
 CHECK_BUS = ("check that config.txt has dtoverlay=w1-gpio (and the pin it names), the 4.7 kΩ pull-up "
              "between the data line and 3.3 V, and the sensor's wiring")
+
+
+@dataclass(kw_only=True, eq=False)
+class ThermometerSettings(Settings, section="thermometer"):
+    """[thermometer]: the cabinet's DS18B20, by its 1-wire id; none when the id is empty."""
+
+    w1_id: str = key("str", "", pattern=re.compile(r"^$|^[0-9a-f]{2}-[0-9a-f]{12}\Z"),
+                     what="a 1-wire id like 28-0316a2794eff, or empty for none")
+    w1_dir: str = key("str", "/sys/bus/w1/devices")
+    read_every_s: float = key("float", 60.0, 5.0, 3600.0)
+
+
+SETTINGS = (ThermometerSettings,)
+
+
+def open_thermometer(settings: ThermometerSettings) -> W1Thermometer | None:
+    """The configured thermometer, or None when ``[thermometer] w1_id`` is empty."""
+    return W1Thermometer(settings.w1_id, settings.w1_dir) if settings.w1_id else None
 
 
 class W1Thermometer(Thermometer):

@@ -6,7 +6,7 @@ import sys
 import threading
 
 import pytest
-from tools import need
+from tests.tools import need
 
 from cloud import cli
 from controller import hwtool

@@ -5,7 +5,7 @@ import os
 import subprocess
 
 import pytest
-from tools import need
+from tests.tools import need
 import qrcode
 from PIL import Image, ImageChops
 

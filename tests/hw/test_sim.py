@@ -5,7 +5,7 @@ import threading
 import time
 
 import pytest
-from tools import need
+from tests.tools import need
 from PIL import Image
 
 import hw

@@ -12,6 +12,7 @@ import sqlite_utils
 
 from controller.config import parse
 from controller.daemon import Controller
+from controller.inbox import MqttMessage, ServiceRequest
 from controller.ledger import Ledger, LedgerError, migrations
 from hw import open_hardware
 from protocol import topics
@@ -103,7 +104,7 @@ def config(version, *codes, price=350) -> Config:
 
 def deliver(c, message, machine="pm-1"):
     payload = message.encode() if hasattr(message, "encode") else message
-    c.handle(("message", topics.topic(machine, "config"), payload))
+    c.handle(MqttMessage(topics.topic(machine, "config"), payload))
 
 
 def kinds(c):
@@ -258,7 +259,7 @@ def test_the_service_status_shows_the_planogram(controller):
     deliver(controller, config(2, "A1"))
     deliver(controller, config(1))
     reply = queue.Queue()
-    controller.on_service({"op": "status"}, reply)
+    controller.handle(ServiceRequest({"op": "status"}, reply))
     answer = reply.get_nowait()
     assert answer["planogram"] == {"version": 2, "waiting": None, "ignored": 1,
                                    "slots": {"A1": ["Cola A1", 350, "CNY", 10, 8]}}

@@ -1,0 +1,114 @@
+"""Unit tests for controller/sync.py: the publish window, acks, resends and the cloud's clock, on a fake clock."""
+
+import logging
+from datetime import datetime, timezone
+
+import pytest
+
+from controller.ledger import Ledger
+from controller.sync import Sync
+from protocol.messages import EventBatch
+
+BATCH, WINDOW, RESEND_S = 2, 3, 10.0
+T0 = 1000.0  # monotonic seconds
+WALL = 1_700_000_000.0
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    ledger = Ledger(str(tmp_path / "ledger.db"))
+    yield ledger
+    ledger.close()
+
+
+def fill(ledger, n):
+    for i in range(n):
+        ledger.append("restock", {"slot": "A1", "count": i}, datetime.now(timezone.utc), True)
+
+
+def make(ledger) -> Sync:
+    return Sync(ledger, batch_size=BATCH, window=WINDOW, resend_after_s=RESEND_S)
+
+
+def seqs(batches: list[EventBatch]) -> list[list[int]]:
+    return [[e.seq for e in b.events] for b in batches]
+
+
+def test_connecting_sends_at_most_a_window_of_batches_in_order(ledger):
+    fill(ledger, 10)
+    sync = make(ledger)
+    assert seqs(sync.connected(T0)) == [[1, 2], [3, 4], [5, 6]]
+    assert sync.sent_upto == 6
+    assert sync.due(T0 + 1) == []  # the window is full until an ack comes
+
+
+def test_an_ack_moves_the_mark_and_opens_the_window(ledger):
+    fill(ledger, 10)
+    sync = make(ledger)
+    sync.connected(T0)
+    assert seqs(sync.ack(4, WALL, T0 + 1, WALL)) == [[7, 8], [9, 10]]
+    assert ledger.acked == 4
+    assert sync.last_progress == T0 + 1
+
+
+def test_an_ack_that_moves_nothing_sends_nothing(ledger):
+    fill(ledger, 4)
+    sync = make(ledger)
+    sync.connected(T0)
+    sync.ack(2, WALL, T0 + 1, WALL)
+    assert sync.ack(2, WALL, T0 + 2, WALL) == []
+    assert sync.last_progress == T0 + 1
+
+
+def test_no_ack_within_the_timeout_resends_from_the_mark(ledger):
+    fill(ledger, 4)
+    sync = make(ledger)
+    sync.connected(T0)
+    sync.ack(2, WALL, T0, WALL)
+    assert sync.tick(T0 + RESEND_S) == []  # not yet: the timeout must pass
+    assert seqs(sync.tick(T0 + RESEND_S + 0.1)) == [[3, 4]]
+    assert sync.tick(T0 + RESEND_S + 0.2) == []  # the timer starts again from the resend
+
+
+def test_nothing_in_flight_means_no_resend(ledger):
+    fill(ledger, 2)
+    sync = make(ledger)
+    sync.connected(T0)
+    sync.ack(2, WALL, T0, WALL)
+    assert sync.tick(T0 + 10 * RESEND_S) == []
+
+
+def test_the_cloud_can_ask_to_resend_from_any_seq_even_acked_ones(ledger):
+    fill(ledger, 6)
+    sync = make(ledger)
+    sync.connected(T0)
+    sync.ack(6, WALL, T0, WALL)
+    assert seqs(sync.resend_from(3, T0 + 1)) == [[3, 4], [5, 6]]
+    assert ledger.acked == 6  # the mark never goes back
+
+
+def test_an_ack_beyond_the_ledger_head_is_logged_and_stops_at_the_head(ledger, caplog):
+    fill(ledger, 3)
+    sync = make(ledger)
+    sync.connected(T0)
+    with caplog.at_level(logging.ERROR, logger="controller.sync"):
+        sync.ack(99, WALL, T0 + 1, WALL)
+    assert "cloud acks seq 99 but the ledger ends at 3" in caplog.text
+    assert ledger.acked == 3
+
+
+def test_a_batch_the_link_did_not_take_is_due_again(ledger):
+    fill(ledger, 6)
+    sync = make(ledger)
+    batches = sync.connected(T0)
+    sync.not_sent(batches[1])  # the link refused [3, 4], so [5, 6] was never offered either
+    assert sync.sent_upto == 2
+    assert seqs(sync.due(T0 + 1)) == [[3, 4], [5, 6]]
+
+
+def test_each_ack_tells_the_cloud_clock(ledger):
+    sync = make(ledger)
+    assert not sync.clock_synced and sync.cloud_now(WALL) == WALL
+    sync.ack(0, WALL + 3600, T0, WALL)  # a Pi that booted an hour behind
+    assert sync.clock_synced
+    assert sync.cloud_now(WALL + 5) == WALL + 3605
