@@ -24,6 +24,7 @@ demo: $(VENV)/.demo
 	$(BIN)/python -m cloud.demo
 
 test: $(VENV)/.test
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.test

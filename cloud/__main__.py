@@ -7,7 +7,11 @@ import os
 import secrets
 import sys
 
+import uvicorn
+
+from cloud.app import create_app
 from cloud.core import settings as settings_mod
+from cloud.service import Cloud
 from cloud.core.settings import read_or_create
 
 
@@ -19,11 +23,6 @@ def main(argv: list[str] | None = None) -> int:
     admin_token = os.environ.get("VEND_ADMIN_TOKEN") or read_or_create(
         os.path.join(settings.var, "admin-token"), lambda: secrets.token_urlsafe(32))
     cookie_secret = read_or_create(os.path.join(settings.var, "cookie-secret"), lambda: secrets.token_hex(32))
-
-    import uvicorn
-
-    from cloud.service import Cloud
-    from cloud.app import create_app
 
     cloud = Cloud(settings)
     cloud.start()

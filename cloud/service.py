@@ -176,7 +176,7 @@ class Cloud:
             self.broker_files.write_tls(self.ca, self.broker_names())
             log.info("broker files in %s: %s", self.broker_files.folder, self.refresh_broker())
         if self.settings.broker == "embedded":
-            from cloud.sync.broker import EmbeddedBroker
+            from cloud.sync.broker import EmbeddedBroker  # amqtt: loaded only when the demo embeds the broker
 
             self.broker = EmbeddedBroker(*self.settings.broker_address)
             self.broker.start()

@@ -8,6 +8,8 @@ the planogram made but nobody has described yet is listed with its details empty
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -99,6 +101,11 @@ def add_product(conn: sa.Connection, sku, name, cost, price, currency_, now: dat
     return product_id
 
 
+# Who may hold a product in stock (the stock book registers itself): a product's currency cannot change
+# while its stock is valued in the old one. A list filled from above, so the catalogue imports no stock.
+STOCK_HOLDERS: list[Callable[[sa.Connection, int], bool]] = []
+
+
 def update_product(conn: sa.Connection, product_id: int, changes: dict, now: datetime) -> dict:
     """Change a product's name or details; {field: [old, new]} of what changed. A product the planogram
     made gets its details here (cost, price and currency all needed then). The currency cannot change
@@ -113,9 +120,7 @@ def update_product(conn: sa.Connection, product_id: int, changes: dict, now: dat
             raise StockError(missing[0], "needed: this product has no details yet")
     _barcode_free(conn, values.get("barcode"), product_id)
     if "currency" in values and row.currency is not None and values["currency"] != row.currency:
-        from cloud.stock.book import on_hand_anywhere
-
-        if on_hand_anywhere(conn, product_id):
+        if any(held(conn, product_id) for held in STOCK_HOLDERS):
             raise StockError("currency", "cannot change while the product is in stock: its value is in "
                                          f"{row.currency}", 409)
     diff = {k: [getattr(row, k), v] for k, v in values.items() if getattr(row, k) != v}

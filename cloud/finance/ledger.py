@@ -26,6 +26,7 @@ from datetime import date, datetime, time, timezone
 
 import sqlalchemy as sa
 
+from cloud.people import staff
 from cloud.core.db import UTCDateTime, metadata
 from cloud.accounts.journal import DEBIT_KINDS, account, accounts, entries, post, txns
 from cloud.stock import book, purchasing
@@ -84,8 +85,6 @@ def pay_supplier(conn: sa.Connection, supplier_id: int, key, amount, currency, p
                  now: datetime, user_id: int | None = None) -> tuple[dict, bool]:
     """A payment to a supplier (it lowers what we owe them): (the payment, whether it was made now). The
     same key with the same payment again changes nothing; with another, FinanceError 409."""
-    from cloud.people import staff
-
     if staff.get_supplier(conn, supplier_id) is None:
         raise FinanceError("supplier_id", f"no supplier {supplier_id}", 404)
     key = key_of(key)
@@ -120,8 +119,6 @@ def public_payment(row) -> dict:
 
 def supplier_statement(conn: sa.Connection, supplier_id: int, start: date, end: date, currency: str) -> dict:
     """Purchases received and payments in [start, end] (inclusive), with the balance owed before and after."""
-    from cloud.people import staff
-
     supplier = staff.get_supplier(conn, supplier_id)
     if supplier is None:
         raise FinanceError("supplier_id", f"no supplier {supplier_id}", 404)

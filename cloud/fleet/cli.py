@@ -3,6 +3,9 @@ machine's slots hold, and what needs a person; tables for people, ``--json`` for
 
 from __future__ import annotations
 
+from cloud.core.client import money, table
+from cloud.core.money import parse_amount
+
 import csv
 import io
 import json
@@ -62,8 +65,6 @@ def read_slots(path: str, error) -> list[dict]:
         return slots
     if not path.lower().endswith(".csv"):
         raise error(f"{path}: use a .csv or a .json file")
-    from cloud.core.money import parse_amount
-
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
@@ -86,8 +87,6 @@ def read_slots(path: str, error) -> list[dict]:
 
 def run(args, client, error) -> None:
     """Carry out one of COMMANDS through the cloud's API."""
-    from cloud.cli import money, table
-
     def show(result, text: str) -> None:
         print(json.dumps(result, indent=2) if args.json else text)
 

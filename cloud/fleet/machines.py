@@ -19,7 +19,7 @@ from protocol.topics import check_machine_id
 
 from cloud.provisioning.brokerfiles import BrokerUser, password_username
 from cloud.catalog.products import products
-from cloud.core.db import UTCDateTime, metadata, utcnow
+from cloud.core.db import UTCDateTime, metadata
 
 MAX_OVERLAP = timedelta(days=30)
 
@@ -246,20 +246,6 @@ def broker_users(conn: sa.Connection, now: datetime) -> tuple[list[BrokerUser], 
             users.append(BrokerUser(password_username(row.id, row.mqtt_generation - 1), row.prev_mqtt_password,
                                     row.id))
     return users, ids
-
-
-def set_slots(conn: sa.Connection, machine_id: str, specs: list[SlotSpec], now: datetime | None = None,
-              user_id: int | None = None) -> int:
-    """Set what some slots hold and at what price, making products that are new: a new planogram version
-    with these slots changed and the others as they were. Counts stay as the machine's ledger says.
-    Returns the new version."""
-    from cloud.fleet import planogram  # planogram builds on this module's tables
-
-    get(conn, machine_id)
-    for spec in specs:
-        if conn.execute(sa.select(products.c.id).where(products.c.sku == spec.sku)).scalar() is None:
-            conn.execute(products.insert().values(sku=spec.sku, name=spec.name))
-    return planogram.merge(conn, machine_id, specs, now or utcnow(), user_id)
 
 
 def write_slots(conn: sa.Connection, machine_id: str, wanted: list[dict]) -> None:

@@ -21,7 +21,7 @@ from protocol import ProtocolError
 from protocol.messages import (CURRENCY_RE, MAX_CAPACITY, MAX_CONFIG_SLOTS, MAX_PRICE, SLOT_RE, Config, ConfigSlot,
                                parse_time)
 
-from cloud.core.db import UTCDateTime, metadata
+from cloud.core.db import UTCDateTime, metadata, utcnow
 from cloud.fleet.machines import FleetError, NoSuchMachine, SlotSpec, cabinets, get, machines, products, write_slots
 
 log = logging.getLogger(__name__)
@@ -344,3 +344,15 @@ def slot_dict(r) -> dict:
 def audit_change(version: int, slots: list[PlanogramSlot], note: str) -> dict:
     """What the audit trail keeps of a new version: all of it (it is small, and it is the change)."""
     return {"version": version, "note": note, "slots": [asdict(s) for s in slots]}
+
+
+def set_slots(conn: sa.Connection, machine_id: str, specs: list[SlotSpec], now: datetime | None = None,
+              user_id: int | None = None) -> int:
+    """Set what some slots hold and at what price, making products that are new: a new planogram version
+    with these slots changed and the others as they were. Counts stay as the machine's ledger says.
+    Returns the new version."""
+    get(conn, machine_id)
+    for spec in specs:
+        if conn.execute(sa.select(products.c.id).where(products.c.sku == spec.sku)).scalar() is None:
+            conn.execute(products.insert().values(sku=spec.sku, name=spec.name))
+    return merge(conn, machine_id, specs, now or utcnow(), user_id)

@@ -3,6 +3,8 @@ people, ``--json`` for scripts."""
 
 from __future__ import annotations
 
+from cloud.core.client import money, table
+
 import json
 from urllib.parse import urlencode
 
@@ -30,8 +32,6 @@ def add_parsers(sub) -> None:
 
 def run(args, client, error) -> None:
     """Carry out ``vendctl report ...`` through the cloud's API."""
-    from cloud.cli import money, table
-
     filters = {k: getattr(args, k) for k in ("machine", "location", "product") if getattr(args, k)}
     if args.report == "stock":
         r = client.call("GET", "/api/v1/reports/stock" + ("?" + urlencode(filters) if filters else ""))

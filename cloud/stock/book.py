@@ -27,9 +27,9 @@ from datetime import date, datetime, timedelta
 import sqlalchemy as sa
 
 from cloud.core.db import UTCDateTime, bulk_insert, insert_ignore, metadata
-from cloud.catalog.products import get_product
+from cloud.catalog import products as catalog
 from cloud.catalog.common import StockError
-from cloud.catalog.products import lock_product, lock_products
+from cloud.catalog.products import get_product, list_products, lock_product, lock_products
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,9 @@ def on_hand_anywhere(conn: sa.Connection, product_id: int) -> bool:
     b = balances
     return conn.execute(sa.select(b.c.product_id).where(b.c.product_id == product_id, b.c.quantity != 0)
                         .limit(1)).first() is not None
+
+
+catalog.STOCK_HOLDERS.append(on_hand_anywhere)
 
 
 def _add_to_balances(conn: sa.Connection, rows: list[dict]) -> None:
@@ -420,8 +423,6 @@ def _close_other_products(conn, op, place: Place, product_id: int, now: datetime
 
 def warehouse(conn: sa.Connection, today: date) -> list[dict]:
     """Every described product: quantity, value and average unit cost in the warehouse, with its lots."""
-    from cloud.catalog.products import list_products
-
     m = movements
     sums = {r[0]: (int(r[1]), int(r[2])) for r in conn.execute(
         sa.select(m.c.product_id, sa.func.sum(m.c.quantity), sa.func.sum(m.c.value))

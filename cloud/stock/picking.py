@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from cloud.fleet import machines
 from cloud.core.db import UTCDateTime, metadata
 from cloud.stock import book
+from cloud.stock.purchasing import due_by_product
 from cloud.catalog.products import list_products
 from cloud.catalog.common import StockError, text
 
@@ -181,8 +182,6 @@ def alerts(conn: sa.Connection, today: date, slot_fraction: float = 0.25, expiry
         raise StockError("slot_fraction", "must be more than 0 and at most 1")
     if not isinstance(expiry_days, int) or isinstance(expiry_days, bool) or not 0 <= expiry_days <= 3650:
         raise StockError("expiry_days", "must be a whole number of days from 0 to 3650")
-    from cloud.stock.purchasing import due_by_product
-
     low_slots = []
     for m in machines.list_machines(conn):
         par = par_levels(conn, m.id)
