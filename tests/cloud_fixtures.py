@@ -21,7 +21,7 @@ import cloud.cli
 import cloud.core.db
 import cloud.service
 import cloud.core.settings
-from cloud.fleet import machines
+from cloud.fleet import machines, planogram
 from cloud import people
 from cloud.fleet.machines import SlotSpec
 from cloud.payments import Wallet, entries
@@ -131,7 +131,7 @@ def add_machine(conn, machine_id=MACHINE, specs=None, online=True, counts=None) 
     """A machine with slots (A1 cola 3.50, A2 water 2.00 by default), online and stocked if asked."""
     machines.add_machine(conn, machine_id, f"Machine {machine_id}", "lobby", NOW, secret=SECRET)
     specs = specs if specs is not None else [slot_spec(), slot_spec("A2", 200, "water", "Water")]
-    machines.set_slots(conn, machine_id, specs)
+    planogram.set_slots(conn, machine_id, specs)
     for slot, count in (counts if counts is not None else {s.slot: 5 for s in specs}).items():
         conn.execute(machines.slots.update().where(machines.slots.c.machine_id == machine_id,
                                                    machines.slots.c.slot == slot).values(count=count))

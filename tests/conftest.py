@@ -1,13 +1,8 @@
 """Session-wide test settings: say which broker and which databases the tests run against."""
 
-import os
-import sys
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "e2e"))
-
-from cloud_fixtures import db_url, engine, postgres_reachable  # noqa: E402,F401  (fixtures for every module)
-from harness import broker_kind  # noqa: E402
-from tools import missing  # noqa: E402
+from tests.cloud_fixtures import db_url, engine, postgres_reachable  # noqa: F401  (fixtures for every module)
+from tests.e2e.harness import broker_kind
+from tests.tools import missing  # the one tests.tools every test's need() adds to
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -18,8 +18,8 @@ import httpx
 
 import paho.mqtt.client as mqtt
 
-from harness import Proc, free_port, tail, wait_until
-from tools import need
+from tests.e2e.harness import Proc, free_port, tail, wait_until
+from tests.tools import need
 
 from cloud.provisioning.brokerfiles import CLOUD_USER, BrokerFiles, BrokerUser, Ports
 from cloud.provisioning.ca import FleetCA

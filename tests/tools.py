@@ -5,9 +5,12 @@ skipped with the package to install, and the report header lists what was missin
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
 
 import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]  # the repository's root, whatever folder a test is in
 
 PACKAGES = {  # tool -> the Debian package that has it
     "zbarimg": "zbar-tools", "mosquitto": "mosquitto", "mosquitto_passwd": "mosquitto", "sfdisk": "fdisk",

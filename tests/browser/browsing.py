@@ -4,7 +4,9 @@ the README names, so a person can look at them) after checking it, scan a machin
 import os
 import re
 
-SHOTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "test-artifacts", "screenshots")
+from tests.tools import REPO
+
+SHOTS = str(REPO / "test-artifacts" / "screenshots")
 
 # Every form field a person can fill has a label, every picture a text, every button and link a name, and
 # the page a language and a title: checked on every page a test keeps a screenshot of.

@@ -1,21 +1,16 @@
 """Browser fixtures: Debian's Chromium driven by Playwright, against real processes (a broker, the cloud,
 simulated machines), on SQLite. The helpers the tests call (``shot``, ``sign_in``, ...) are in
-``browsing.py``: a module of its own name, since ``tests/e2e`` has a conftest too.
+``tests/browser/browsing.py``.
 
 Without /usr/bin/chromium or Playwright these tests skip; with VEND_REQUIRE_BROWSER=1 (set by .ci/run)
 they fail instead.
 """
 
 import os
-import sys
 
 import pytest
 
-HERE = os.path.dirname(__file__)
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "e2e"))
-sys.path.insert(0, os.path.dirname(HERE))
-
-from harness import Cloud, Machine, running_broker  # noqa: E402
+from tests.e2e.harness import Cloud, Machine, running_broker
 
 CHROMIUM = os.environ.get("VEND_CHROMIUM", "/usr/bin/chromium")
 PHONE = {"viewport": {"width": 360, "height": 740}, "device_scale_factor": 2, "is_mobile": True,

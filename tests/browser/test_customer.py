@@ -9,8 +9,8 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from browsing import scan_url, shot
-from harness import Machine, wait_until
+from tests.browser.browsing import scan_url, shot
+from tests.e2e.harness import Machine, wait_until
 from protocol import token as qrtoken
 
 LANDING_LIMIT = 100 * 1024

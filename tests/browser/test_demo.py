@@ -10,10 +10,11 @@ import time
 
 import pytest
 
-from browsing import shot
-from harness import free_port
+from tests.browser.browsing import shot
+from tests.e2e.harness import free_port
+from tests.tools import REPO
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+ROOT = str(REPO)
 
 
 @pytest.fixture(scope="module")

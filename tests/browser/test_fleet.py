@@ -6,9 +6,9 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from browsing import STAFF_PASSWORD, add_staff, shot, sign_in
+from tests.browser.browsing import STAFF_PASSWORD, add_staff, shot, sign_in
 
-from harness import wait_until
+from tests.e2e.harness import wait_until
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The language: chosen from the browser's, switchable by a link on every page, kept for next time."""
 
-from browsing import shot
+from tests.browser.browsing import shot
 
 
 def test_the_browser_language_picks_the_page_language_and_the_link_switches_it(cloud, new_page):

@@ -5,8 +5,8 @@ rule), its printable statement, and the reconciliation, in Chinese."""
 import re
 from datetime import datetime, timezone
 
-from browsing import add_staff, shot, sign_in
-from harness import Customer, wait_until
+from tests.browser.browsing import add_staff, shot, sign_in
+from tests.e2e.harness import Customer, wait_until
 
 
 def a_sale_at_a_location_with_a_rule(cloud, machine) -> int:

@@ -5,8 +5,8 @@ import itertools
 import re
 
 import pytest
-from browsing import add_staff, shot, sign_in
-from harness import Customer, wait_until
+from tests.browser.browsing import add_staff, shot, sign_in
+from tests.e2e.harness import Customer, wait_until
 
 _phones = itertools.count(13900000001)
 

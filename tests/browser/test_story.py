@@ -4,7 +4,7 @@ dashboard, the slot's count one lower, and the sales chart changed."""
 
 import re
 
-from browsing import add_staff, scan_url, shot, sign_in
+from tests.browser.browsing import add_staff, scan_url, shot, sign_in
 
 
 def slot_count(desk, cloud, machine_id: str, slot: str) -> str:

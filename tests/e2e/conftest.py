@@ -6,15 +6,10 @@ runs twice: with the cloud on SQLite, and on a fresh PostgreSQL database when th
 VEND_POSTGRES_URL answers (with VEND_REQUIRE_POSTGRES=1 an unreachable server fails the run).
 """
 
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from cloud_fixtures import fresh_postgres  # noqa: E402
-from harness import Cloud, Machine, running_broker  # noqa: E402
+from tests.cloud_fixtures import fresh_postgres
+from tests.e2e.harness import Cloud, Machine, running_broker
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -186,7 +186,7 @@ class Cloud:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = "e2e-admin-token"
-        self.db_path = os.path.join(self.var, "cloud.core.db")
+        self.db_path = os.path.join(self.var, "cloud.db")
         self.db_url = db_url or f"sqlite:///{self.db_path}"
         self.proc = Proc([sys.executable, "-m", "cloud", "--var", self.var, "--http", f"127.0.0.1:{self.port}",
                           "--broker", f"127.0.0.1:{broker.port}", "--mqtt-protocol", broker.protocol,

@@ -3,7 +3,7 @@
 import time
 from datetime import datetime, timezone
 
-from harness import Customer, wait_until
+from tests.e2e.harness import Customer, wait_until
 
 from protocol import token as qrtoken
 from protocol.messages import GENESIS_HASH, Event, EventBatch
@@ -14,7 +14,7 @@ def ingest_counts(cloud) -> dict:
 
 
 def event_rows(cloud) -> int:
-    return cloud.core.db("SELECT COUNT(*) FROM events")[0][0]
+    return cloud.db("SELECT COUNT(*) FROM events")[0][0]
 
 
 def test_malformed_messages_on_every_topic_are_counted_and_dropped(broker, cloud, machines):
@@ -53,7 +53,7 @@ def test_malformed_messages_on_every_topic_are_counted_and_dropped(broker, cloud
                      "unknown machine 'ghost'", "machine id", "must be bool", "exploded", "temperature_c"):
         assert expected in reasons, f"{expected!r} not in {reasons}"
     assert event_rows(cloud) == rows_before
-    assert cloud.core.db("SELECT COUNT(*) FROM machines WHERE id = 'ghost'")[0][0] == 0
+    assert cloud.db("SELECT COUNT(*) FROM machines WHERE id = 'ghost'")[0][0] == 0
     # The consumer is still running: the machine's next fact arrives.
     assert m1.request({"op": "restock", "counts": {"B1": 7}})["ok"]
     wait_until(m1.synced, 20, "a good event after the bad ones")
@@ -93,7 +93,7 @@ def test_nonsense_in_the_registration_form_writes_nothing(cloud, machines):
     m1, _ = machines
     phone = Customer(cloud, "", "")
     phone.scan(m1)
-    customers = cloud.core.db("SELECT COUNT(*) FROM customers")[0][0]
+    customers = cloud.db("SELECT COUNT(*) FROM customers")[0][0]
     for name, number, field_error in [("", "+8613700000000", "name of 1 to 80"), ("Bob", "call me", "phone number"),
                                       ("x" * 200, "+8613700000000", "name of 1 to 80"),
                                       ("Bob", "1" * 40, "phone number")]:
@@ -103,5 +103,5 @@ def test_nonsense_in_the_registration_form_writes_nothing(cloud, machines):
     r = phone.http.post("/register", data={"name": "Bob", "phone": "+8613700000000", "payment_method": "cash",
                                            "next": "/m/m1"})
     assert r.status_code == 422 and "payment method" in r.text
-    assert cloud.core.db("SELECT COUNT(*) FROM customers")[0][0] == customers
+    assert cloud.db("SELECT COUNT(*) FROM customers")[0][0] == customers
     assert "vend_customer" not in phone.http.cookies

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 
-from harness import Machine, wait_until
+from tests.e2e.harness import Machine, wait_until
 
 
 def test_controller_notifies_systemd_pings_the_watchdog_and_stops_cleanly(broker, cloud, tmp_path):

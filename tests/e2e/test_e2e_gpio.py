@@ -9,7 +9,7 @@ import json
 import time
 
 import pytest
-from harness import Customer, Machine, wait_until
+from tests.e2e.harness import Customer, Machine, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_gpio_machine_sells_and_a_jam_is_a_fault_not_a_charge(cloud, gpio_machin
     assert [f["device"] for f in faults] == ["motor B2", "motor B2"]
     assert "cam switch" in faults[0]["detail"]
     wait_until(m.synced, 20, "the faults to reach the cloud")
-    in_cloud = cloud.core.db("SELECT data FROM events WHERE machine_id = ? AND kind = 'fault'", ("g1",))
+    in_cloud = cloud.db("SELECT data FROM events WHERE machine_id = ? AND kind = 'fault'", ("g1",))
     assert [json.loads(d)["code"] for d, in in_cloud] == ["motor.time_limit", "motor.time_limit"]
 
 

@@ -4,7 +4,7 @@ while it changed gets it on restart; an older version, a malformed config and a 
 machine lacks change nothing on the machine."""
 
 import pytest
-from harness import PRODUCTS, Machine, wait_until
+from tests.e2e.harness import PRODUCTS, Machine, wait_until
 
 from protocol import topics
 from protocol.messages import Config, ConfigSlot

@@ -10,7 +10,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from harness import Customer, wait_until
+from tests.e2e.harness import Customer, wait_until
 
 from protocol import topics
 from protocol.messages import Command, CommandResult, format_time
@@ -48,7 +48,7 @@ def on_result(results: list):
 
 
 def captures(cloud, order_id: str) -> int:
-    return cloud.core.db("SELECT COUNT(*) FROM txns WHERE kind = 'capture' AND order_id = ?", (order_id,))[0][0]
+    return cloud.db("SELECT COUNT(*) FROM txns WHERE kind = 'capture' AND order_id = ?", (order_id,))[0][0]
 
 
 def test_purchase_is_captured_once(cloud, machines, customer):

@@ -11,7 +11,7 @@ import time
 
 import httpx
 import pytest
-from harness import Cloud, Customer, Machine, SandboxProvider, free_port, wait_until
+from tests.e2e.harness import Cloud, Customer, Machine, SandboxProvider, free_port, wait_until
 
 SECRET = "e2e-sandbox-webhook-secret"
 HOOK = "/api/v1/payments/webhook/sandbox"
@@ -103,9 +103,9 @@ def test_the_sandbox_confirms_by_webhook_then_the_machine_drops_and_the_capture_
     assert [o["key"] for o in payment["operations"]] == [f"authorise:{order_id}", f"capture:{order_id}"]
     assert [e["delivered"] for e in sandbox.events(order_id)] == [True]
     assert [e["order_id"] for e in machine.events_of("vend.started")].count(order_id) == 1
-    assert cloud.core.db("SELECT op, status FROM sandbox_ops WHERE order_id = ? ORDER BY id", (order_id,)) == [
+    assert cloud.db("SELECT op, status FROM sandbox_ops WHERE order_id = ? ORDER BY id", (order_id,)) == [
         ("authorise", "succeeded"), ("capture", "succeeded")]
-    assert cloud.core.db("SELECT kind FROM txns WHERE order_id = ?", (order_id,)) == [("capture",)]
+    assert cloud.db("SELECT kind FROM txns WHERE order_id = ?", (order_id,)) == [("capture",)]
     sales = cloud.api("GET", "/api/v1/sales?machine=s1")["sales"]
     assert [s["amount"] for s in sales if s["order_id"] == order_id] == [350]
 
@@ -120,7 +120,7 @@ def test_a_declined_amount_leaves_the_order_declined_and_nothing_captured(cloud,
     payment = sandbox.payment(order_id)
     assert payment["status"] == "declined" and [o["op"] for o in payment["operations"]] == ["authorise"]
     assert not [e for e in machine.events_of("vend.started") if e["order_id"] == order_id]
-    assert cloud.core.db("SELECT COUNT(*) FROM txns WHERE order_id = ?", (order_id,)) == [(0,)]
+    assert cloud.db("SELECT COUNT(*) FROM txns WHERE order_id = ?", (order_id,)) == [(0,)]
 
 
 def test_a_replayed_or_forged_webhook_changes_nothing(cloud, sandbox, sale):
@@ -137,7 +137,7 @@ def test_a_replayed_or_forged_webhook_changes_nothing(cloud, sandbox, sale):
     counts = wait_until(lambda: (c := cloud.api("GET", "/api/v1/health")["counts"]).get("webhook_duplicates", 0)
                         >= before.get("webhook_duplicates", 0) + 2 and c, 10, "the resent webhook")
     assert counts["webhook_refused_signature"] == before.get("webhook_refused_signature", 0) + 1
-    assert cloud.core.db("SELECT status FROM orders WHERE id = ?", (order_id,)) == [("succeeded",)]
+    assert cloud.db("SELECT status FROM orders WHERE id = ?", (order_id,)) == [("succeeded",)]
     assert len(sandbox.operations(order_id, "capture")) == 1
 
 

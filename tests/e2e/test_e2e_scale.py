@@ -3,7 +3,7 @@
 import threading
 
 import pytest
-from harness import PRODUCTS, Cloud, wait_until
+from tests.e2e.harness import PRODUCTS, Cloud, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_two_cloud_processes_share_one_machines_stream_in_order(cloud, second_cl
     assert m1.head() - start == 400
     wait_until(m1.synced, 60, "both cloud processes together to catch up")
     on_machine = [(seq, h) for seq, _kind, _data, h in m1.ledger()]
-    assert cloud.core.db("SELECT seq, hash FROM events WHERE machine_id = 'm1' ORDER BY seq") == on_machine
+    assert cloud.db("SELECT seq, hash FROM events WHERE machine_id = 'm1' ORDER BY seq") == on_machine
     after = [c.api("GET", "/api/v1/ingest")["counts"].get("events", 0) for c in (cloud, second_cloud)]
     shares = [a - b for a, b in zip(after, before)]
     assert sum(shares) == 400  # every event stored exactly once, by one process or the other

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from harness import Customer, Machine
+from tests.e2e.harness import Customer, Machine
 
 # The slots A1 A2 B1 B2 are the board's motors 0-3, in order; motor 3 (B2) is jammed.
 BOARD = ["--motors", "4", "--jam", "3", "--drop-delay", "0.2", "--turn-limit", "0.6", "--garbage-every", "0.5"]

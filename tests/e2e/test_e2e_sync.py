@@ -3,7 +3,7 @@
 import threading
 import time
 
-from harness import PRODUCTS, wait_until
+from tests.e2e.harness import PRODUCTS, wait_until
 
 
 def test_broker_restart_in_the_middle_of_500_events(broker, cloud, machines):
@@ -31,7 +31,7 @@ def test_broker_restart_in_the_middle_of_500_events(broker, cloud, machines):
     wait_until(m1.synced, 90, "the cloud to catch up with the machine's ledger")
 
     on_machine = [(seq, h) for seq, _kind, _data, h in m1.ledger()]
-    in_cloud = cloud.core.db("SELECT seq, hash FROM events WHERE machine_id = 'm1' ORDER BY seq")
+    in_cloud = cloud.db("SELECT seq, hash FROM events WHERE machine_id = 'm1' ORDER BY seq")
     assert in_cloud == on_machine  # row by row: same events, same order, no gap, no duplicate
     assert cloud.machine("m1")["online"] is True
     # The machine's acked mark caught up too: it will not send these again.

@@ -1,0 +1,98 @@
+"""The customer's pages over HTTP beyond the plain purchase (tests/cloud/sales/test_web.py): product pictures, the live
+order stream, receipts, the error pages in both languages."""
+
+import json
+import time
+
+import cloud.app
+import cloud.people
+import cloud.sales.shop
+from cloud.fleet import machines
+from cloud.catalog import pictures as media
+from tests.cloud.sales.test_web import ADMIN, buy, client, cloud_obj, customer, register, scan  # noqa: F401  (fixtures)
+from tests.cloud_fixtures import MACHINE, SECRET, db_url  # noqa: F401  (fixture)
+from protocol import token as qrtoken
+from tests.cloud.people.test_people import PNG_1PX
+
+ZH = {"Accept-Language": "zh-CN,zh;q=0.9"}
+
+
+def test_a_product_without_a_picture_gets_its_initial_on_its_own_colour_cached_by_etag(client):
+    r = client.get("/media/products/cola")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+    assert ">C</text>" in r.text and "max-age" in r.headers["cache-control"]
+    again = client.get("/media/products/cola", headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    assert client.get("/media/products/nope").status_code == 404
+
+
+def test_a_manager_uploads_a_picture_checked_by_its_bytes(client, cloud_obj):
+    r = client.put("/api/v1/products/cola/picture", content=PNG_1PX, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    shown = client.get("/media/products/cola")
+    assert shown.headers["content-type"] == "image/png" and shown.content == PNG_1PX
+    assert media.stored(cloud_obj.settings.var, "cola").endswith("cola.png")
+    fake = client.put("/api/v1/products/cola/picture", content=b"<svg>not a photo</svg>", headers=ADMIN)
+    assert fake.status_code == 422 and "PNG, JPEG or WebP" in fake.json()["error"]
+    big = client.put("/api/v1/products/cola/picture", content=PNG_1PX + b"\0" * media.MAX_BYTES, headers=ADMIN)
+    assert big.status_code == 422 and "512 KB" in big.json()["error"]
+    assert client.put("/api/v1/products/nope/picture", content=PNG_1PX, headers=ADMIN).status_code == 404
+    assert client.get("/media/products/cola").content == PNG_1PX, "a refused upload leaves the picture"
+
+
+def test_the_menu_shows_pictures_stock_and_sold_out_in_words_in_chinese(client, cloud_obj, customer):
+    with cloud_obj.engine.begin() as conn:
+        conn.execute(machines.slots.update().where(machines.slots.c.slot == "A1").values(count=0))
+    r = client.get("/m/m-1", headers=ZH)
+    assert r.status_code == 200
+    assert '<img src="/media/products/' in r.text and 'loading="lazy"' in r.text
+    assert "已售罄" in r.text and "购买" in r.text
+
+
+def test_the_order_stream_sends_the_settled_status_and_ends(client, customer):
+    client.post("/wallet/topup", data=dict(amount="10", key="topup-key-1"))
+    order_id = buy(client).headers["location"].rsplit("/", 1)[1]  # failed at once: no broker
+    r = client.get(f"/orders/{order_id}/events")
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:")]
+    assert [e["status"] for e in events] == ["failed"] and events[0]["settled"]
+    assert "not been charged" in events[0]["text"]
+    client.cookies.delete(cloud.people.COOKIE)
+    assert client.get(f"/orders/{order_id}/events").status_code == 404
+
+
+def test_the_receipt_names_machine_product_amount_and_status(client, customer):
+    client.post("/wallet/topup", data=dict(amount="10", key="topup-key-1"))
+    order_id = buy(client).headers["location"].rsplit("/", 1)[1]
+    r = client.get(f"/orders/{order_id}/receipt")
+    assert r.status_code == 200
+    for shown in ("Machine m-1", "Cola", "CN¥3.50", "Wallet", "not been charged", order_id):
+        assert shown in r.text
+    zh = client.get(f"/orders/{order_id}/receipt", headers=ZH).text
+    assert "收据" in zh and "支付方式" in zh
+
+
+def test_someone_elses_order_and_receipt_look_like_no_order(client, customer):
+    client.post("/wallet/topup", data=dict(amount="10", key="topup-key-1"))
+    order_id = buy(client).headers["location"].rsplit("/", 1)[1]
+    client.cookies.clear()
+    scan(client)
+    register(client, name="Bob", phone="+86 138 0000 0002")
+    for path in (f"/orders/{order_id}", f"/orders/{order_id}/receipt"):
+        assert client.get(path).status_code == 404
+
+
+def test_an_unknown_machine_says_so(client, customer):
+    r = client.get("/m/ghost", headers=ZH)
+    assert r.status_code == 404 and "未知的售货机" in r.text
+
+
+def test_a_bad_topup_keeps_what_was_typed_and_names_the_field(client, customer):
+    r = client.post("/wallet/topup", data=dict(amount="12,5", key="topup-key-1"))
+    assert r.status_code == 422 and 'value="12,5"' in r.text and "Amount:" in r.text
+
+
+def test_an_expired_code_says_what_to_do_in_chinese(client):
+    r = client.get(f"/q/{qrtoken.make(MACHINE, SECRET.encode(), time.time() - 3600, 5)}", headers=ZH)
+    assert r.status_code == 410 and "二维码已过期" in r.text and "请扫描" in r.text
+

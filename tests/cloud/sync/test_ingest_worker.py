@@ -1,0 +1,99 @@
+"""The cloud's ingest worker: one drained group of messages, applied together, and what one bad one does."""
+
+import time
+
+import pytest
+import sqlalchemy as sa
+
+import cloud.core.db
+import cloud.service
+import cloud.core.settings
+from cloud.fleet.ledger import events
+from tests.cloud_fixtures import Chain, add_machine
+
+
+@pytest.fixture
+def cloud_obj(tmp_path):
+    settings = cloud.core.settings.Settings(var=str(tmp_path), db=f"sqlite:///{tmp_path}/c.db",
+                                       broker="127.0.0.1:1").resolve()
+    obj = cloud.service.Cloud(settings)  # never started: the bus refuses to publish, nothing else runs
+    cloud.core.db.migrate(obj.engine)
+    with obj.engine.begin() as conn:
+        add_machine(conn, "m-1")
+        add_machine(conn, "m-2")
+    yield obj
+    obj.engine.dispose()
+
+
+def stored(cloud_obj, machine_id):
+    with cloud_obj.engine.connect() as conn:
+        return [seq for (seq,) in conn.execute(sa.select(events.c.seq).where(events.c.machine_id == machine_id)
+                                                 .order_by(events.c.seq))]
+
+
+def restocks(n):
+    chain = Chain()
+    for i in range(n):
+        chain.add("restock", slot="A1", count=i)
+    return chain
+
+
+def test_consecutive_batches_of_a_machine_in_one_group_are_stored_in_order(cloud_obj):
+    chain = restocks(6)
+    items = [("vend/v1/m-1/events", chain.batch(1, 2).encode()), ("vend/v1/m-1/events", chain.batch(3, 4).encode()),
+             ("vend/v1/m-1/events", chain.batch(5, 6).encode())]
+    cloud_obj.apply_all(items)
+    assert stored(cloud_obj, "m-1") == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_batch_that_skips_ahead_is_not_stored(cloud_obj):
+    chain = restocks(4)
+    cloud_obj.apply_all([("vend/v1/m-1/events", chain.batch(3, 4).encode())])
+    assert stored(cloud_obj, "m-1") == []
+
+
+def test_a_batch_that_overtook_its_predecessor_waits_for_it_and_is_stored_once(cloud_obj):
+    # What a shared subscription does when two cloud processes take turns with one machine's batches.
+    chain = restocks(6)
+    cloud_obj.apply_all([("vend/v1/m-1/events", chain.batch(5, 6).encode()),
+                         ("vend/v1/m-1/events", chain.batch(3, 4).encode())])
+    assert stored(cloud_obj, "m-1") == []
+    cloud_obj.apply_all([("vend/v1/m-1/events", chain.batch(1, 2).encode())])
+    assert stored(cloud_obj, "m-1") == [1, 2, 3, 4, 5, 6]
+    assert cloud_obj.stats.counts["gaps"] == 0
+
+
+def test_a_gap_that_lasts_is_given_up_on_and_counted(cloud_obj):
+    chain = restocks(4)
+    cloud_obj.apply_all([("vend/v1/m-1/events", chain.batch(3, 4).encode())])
+    time.sleep(cloud.service.PARK_S + 0.1)
+    cloud_obj.apply_all([])
+    assert cloud_obj.stats.counts["gaps"] == 1  # and the machine was asked to resend from seq 1
+    assert not cloud_obj._parked
+    assert stored(cloud_obj, "m-1") == []
+
+
+def test_a_message_the_database_refuses_does_not_hold_up_the_others(cloud_obj):
+    # Stand-in for a storage failure that only one machine's rows meet (a full tablespace, a bad row).
+    with cloud_obj.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TRIGGER refuse_m2 BEFORE INSERT ON events WHEN NEW.machine_id = 'm-2' "
+                             "BEGIN SELECT RAISE(ABORT, 'storage refused the row'); END")
+    good, bad = restocks(2), restocks(2)
+    cloud_obj.apply_all([("vend/v1/m-2/events", bad.batch(1).encode()),
+                         ("vend/v1/m-1/events", good.batch(1).encode())])
+    assert stored(cloud_obj, "m-1") == [1, 2]
+    assert stored(cloud_obj, "m-2") == []
+    assert cloud_obj.stats.counts["rejected"] == 1
+    topic, reason = cloud_obj.stats.last_rejections[-1]
+    assert topic == "vend/v1/m-2/events" and "storage refused the row" in reason
+
+
+def test_a_batch_far_ahead_is_not_kept_forever_while_others_make_progress(cloud_obj, monkeypatch):
+    monkeypatch.setattr(cloud.service, "PARK_MAX_S", 0.2)
+    chain = restocks(8)
+    cloud_obj.apply_all([("vend/v1/m-1/events", chain.batch(7, 8).encode())])
+    cloud_obj.apply_all([("vend/v1/m-1/events", chain.batch(1, 2).encode())])  # progress, seq 3-6 still missing
+    time.sleep(0.3)
+    cloud_obj.apply_all([("vend/v1/m-1/events", chain.batch(3, 4).encode())])  # more progress
+    assert cloud_obj.stats.counts["gaps"] == 1 and not cloud_obj._parked
+    assert stored(cloud_obj, "m-1") == [1, 2, 3, 4]
