@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, SkipValidation, model_validator
+from pydantic_core import PydanticCustomError
 
 from protocol import ProtocolError
 from protocol import token as qrtoken
@@ -54,6 +56,98 @@ def the_cloud(request: Request) -> FleetCloud:
     return request.app.state.cloud
 
 
+# -- request bodies ----------------------------------------------------------------------------------
+# A field the fleet's functions check themselves is ``SkipValidation``: its type is in the schema, and the
+# function's own check, with its message naming the field, decides (as when the bodies were dicts).
+
+class Body(BaseModel):
+    """A request body: an unknown field is refused (422)."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: How an unknown field is refused, ``{field}`` naming it; None: pydantic's own words.
+    unknown: ClassVar[str | None] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_fields(cls, data: Any) -> Any:
+        if cls.unknown is not None and isinstance(data, dict):
+            extra = sorted(set(data) - set(cls.model_fields))
+            if extra:
+                raise PydanticCustomError("extra_forbidden", "{message}",
+                                          {"message": cls.unknown.format(field=repr(extra[0]))})
+        return data
+
+
+def given(body: BaseModel) -> dict:
+    """The fields the caller sent, as the dict the fleet's functions read (a field left out stays out)."""
+    return {k: getattr(body, k) for k in body.model_fields_set}
+
+
+class NewLocation(Body):
+    unknown = "unknown field {field}: a location has name, address, latitude, longitude"
+
+    name: SkipValidation[str | None] = None
+    address: SkipValidation[str] = ""
+    # Degrees, both or neither.
+    latitude: SkipValidation[float | None] = None
+    longitude: SkipValidation[float | None] = None
+
+
+class Placement(Body):
+    location_id: SkipValidation[int | None]  # None: at no location
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_location_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and set(data) != {"location_id"}:
+            raise PydanticCustomError("placement", "{message}", {"message": 'the body is {"location_id": ID or null}'})
+        return data
+
+
+class NewCabinet(Body):
+    number: SkipValidation[int | None] = None
+    name: SkipValidation[str] = ""
+
+
+class NewPlanogram(Body):
+    unknown = "unknown field {field}: a planogram has slots and note"
+
+    # Slot objects: slot, sku, price, currency, capacity, par_level, cabinet (``planogram.parse`` checks them).
+    slots: SkipValidation[list[dict] | None] = None
+    note: SkipValidation[str] = ""
+
+
+class NewMachine(Body):
+    id: SkipValidation[str] = ""
+    name: SkipValidation[str] = ""
+    location: SkipValidation[str] = ""
+    secret: SkipValidation[str | None] = None  # none: one is made
+
+
+class Rotation(Body):
+    overlap_s: SkipValidation[float] = 24 * 3600  # how long the previous secret keeps working
+
+
+class SlotChange(Body):
+    """One slot of ``PUT .../slots``; ``machines.SlotSpec.from_obj`` checks it, naming what is missing."""
+
+    slot: SkipValidation[str | None] = None
+    sku: SkipValidation[str | None] = None
+    name: SkipValidation[str | None] = None
+    price: SkipValidation[int | None] = None
+    currency: SkipValidation[str | None] = None
+    capacity: SkipValidation[int | None] = None
+    par_level: SkipValidation[int | None] = None
+    cabinet: SkipValidation[int | None] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object(cls, data: Any) -> Any:
+        if not isinstance(data, (dict, SlotChange)):
+            raise PydanticCustomError("model_type", "each slot must be an object")
+        return data
+
+
 def refused(e: machines.FleetError) -> HTTPException:
     missing = isinstance(e, (machines.NoSuchMachine, locations.NoSuchLocation))
     return HTTPException(404 if missing else 422, str(e))
@@ -69,16 +163,12 @@ def list_locations(cloud: FleetCloud = Depends(the_cloud)):
 
 
 @router.post("/locations", status_code=201)
-def add_location(body: dict, caller: Caller = Depends(EDIT), cloud: FleetCloud = Depends(the_cloud)):
+def add_location(body: NewLocation, caller: Caller = Depends(EDIT), cloud: FleetCloud = Depends(the_cloud)):
     """A new location: name, address, and latitude and longitude in degrees (both or neither)."""
-    unknown = sorted(set(body) - {"name", "address", "latitude", "longitude"})
-    if unknown:
-        raise HTTPException(422, f"unknown field {unknown[0]!r}: a location has name, address, latitude, longitude")
     try:
         with cloud.engine.begin() as conn:
             now = utcnow()
-            location_id = locations.add(conn, body.get("name"), body.get("address", ""), body.get("latitude"),
-                                        body.get("longitude"), now=now)
+            location_id = locations.add(conn, body.name, body.address, body.latitude, body.longitude, now=now)
             row = locations.get(conn, location_id)
             people.audit.record(conn, caller, "location.add", "location", location_id,
                                 {k: v for k, v in locations.public(row).items() if k not in ("id", "created_at")},
@@ -89,20 +179,20 @@ def add_location(body: dict, caller: Caller = Depends(EDIT), cloud: FleetCloud =
 
 
 @router.put("/machines/{machine_id}/location")
-def place_machine(machine_id: str, body: dict, caller: Caller = Depends(EDIT), cloud: FleetCloud = Depends(the_cloud)):
+def place_machine(machine_id: str, body: Placement, caller: Caller = Depends(EDIT),
+                  cloud: FleetCloud = Depends(the_cloud)):
     """Put a machine at a location: ``{"location_id": 3}``, or ``null`` for none."""
-    if set(body) != {"location_id"}:
-        raise HTTPException(422, "the body is {\"location_id\": ID or null}")
+    location_id = body.location_id
     try:
         with cloud.engine.begin() as conn:
             now = utcnow()
-            before = locations.place(conn, machine_id, body["location_id"], now)
-            if before != body["location_id"]:
+            before = locations.place(conn, machine_id, location_id, now)
+            if before != location_id:
                 people.audit.record(conn, caller, "machine.location", "machine", machine_id,
-                                    {"location_id": [before, body["location_id"]]}, now)
+                                    {"location_id": [before, location_id]}, now)
     except machines.FleetError as e:
         raise refused(e) from None
-    return {"machine": machine_id, "location_id": body["location_id"], "changed": before != body["location_id"]}
+    return {"machine": machine_id, "location_id": location_id, "changed": before != location_id}
 
 
 # -- one machine -------------------------------------------------------------------------------------
@@ -127,17 +217,18 @@ def machine_detail(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
 
 
 @router.post("/machines/{machine_id}/cabinets", status_code=201)
-def add_cabinet(machine_id: str, body: dict, caller: Caller = Depends(EDIT), cloud: FleetCloud = Depends(the_cloud)):
+def add_cabinet(machine_id: str, body: NewCabinet, caller: Caller = Depends(EDIT),
+                cloud: FleetCloud = Depends(the_cloud)):
     """Another cabinet for a machine: ``{"number": 2, "name": "chilled"}``."""
     try:
         with cloud.engine.begin() as conn:
             now = utcnow()
-            machines.add_cabinet(conn, machine_id, body.get("number"), body.get("name", ""))
+            machines.add_cabinet(conn, machine_id, body.number, body.name)
             people.audit.record(conn, caller, "machine.cabinet", "machine", machine_id,
-                                {"number": body.get("number"), "name": body.get("name", "")}, now)
+                                {"number": body.number, "name": body.name}, now)
     except machines.FleetError as e:
         raise refused(e) from None
-    return {"machine": machine_id, "number": body["number"], "name": body.get("name", "").strip()}
+    return {"machine": machine_id, "number": body.number, "name": body.name.strip()}
 
 
 # -- planograms --------------------------------------------------------------------------------------
@@ -158,11 +249,12 @@ def get_planogram(machine_id: str, version: int | None = None, cloud: FleetCloud
 
 
 @router.post("/machines/{machine_id}/planogram", status_code=201)
-def set_planogram(machine_id: str, body: dict, caller: Caller = Depends(EDIT), cloud: FleetCloud = Depends(the_cloud)):
+def set_planogram(machine_id: str, body: NewPlanogram, caller: Caller = Depends(EDIT),
+                  cloud: FleetCloud = Depends(the_cloud)):
     """A new planogram version, whole: ``{"slots": [{slot, sku, price, currency, capacity, par_level,
     cabinet}], "note": "..."}``; sent to the machine at once, retained, so it arrives even after a stop."""
     try:
-        slots, note = planogram.parse(body)
+        slots, note = planogram.parse(given(body))
         with cloud.engine.begin() as conn:
             now = utcnow()
             version = planogram.create(conn, machine_id, slots, now, caller.user_id, note)
@@ -234,25 +326,24 @@ def fleet_error(e: machines.FleetError) -> HTTPException:
     return HTTPException(404 if isinstance(e, machines.NoSuchMachine) else 422, str(e))
 
 @router.post("/machines", status_code=201)
-def api_add_machine(body: dict, caller: Caller = Depends(require(*people.FLEET_EDITORS)),
+def api_add_machine(body: NewMachine, caller: Caller = Depends(require(*people.FLEET_EDITORS)),
                     cloud: FleetCloud = Depends(the_cloud)):
     try:
         with cloud.engine.begin() as conn:
             now = utcnow()
-            secret = machines.add_machine(conn, body.get("id", ""), body.get("name", ""),
-                                          body.get("location", ""), now, body.get("secret"))
-            creds = machines.credentials(conn, body["id"], now)
-            people.audit.record(conn, caller, "machine.add", "machine", body["id"],
-                                {"name": body.get("name", ""), "location": body.get("location", "")}, now)
+            secret = machines.add_machine(conn, body.id, body.name, body.location, now, body.secret)
+            creds = machines.credentials(conn, body.id, now)
+            people.audit.record(conn, caller, "machine.add", "machine", body.id,
+                                {"name": body.name, "location": body.location}, now)
     except machines.FleetError as e:
         raise refused(e) from None
-    return {"id": body["id"], "secret": secret, "mqtt_username": creds.mqtt_username,
+    return {"id": body.id, "secret": secret, "mqtt_username": creds.mqtt_username,
             "mqtt_password": creds.mqtt_password, "broker": broker_note(cloud)}
 
 @router.post("/machines/{machine_id}/rotate-secret")
-def api_rotate_secret(machine_id: str, body: dict, caller: Caller = Depends(require(*people.SECRET_ADMINS)),
+def api_rotate_secret(machine_id: str, body: Rotation, caller: Caller = Depends(require(*people.SECRET_ADMINS)),
                       cloud: FleetCloud = Depends(the_cloud)):
-    overlap = body.get("overlap_s", 24 * 3600)
+    overlap = body.overlap_s
     longest = machines.MAX_OVERLAP.total_seconds()
     if not isinstance(overlap, (int, float)) or isinstance(overlap, bool) or not 0 <= overlap <= longest:
         raise HTTPException(422, f"overlap_s must be a number of seconds from 0 to {longest:.0f}")
@@ -331,14 +422,14 @@ def api_certificate(machine_id: str, caller: Caller = Depends(require(*people.PR
             "port": cloud.broker_files.ports.certificate if cloud.broker_files else None}
 
 @router.put("/machines/{machine_id}/slots")
-def api_set_slots(machine_id: str, body: list[dict], caller: Caller = Depends(require(*people.FLEET_EDITORS)),
+def api_set_slots(machine_id: str, body: list[SlotChange], caller: Caller = Depends(require(*people.FLEET_EDITORS)),
                   cloud: FleetCloud = Depends(the_cloud)):
     """Change some slots: a new planogram version with these slots changed, sent to the machine."""
     try:
-        specs = [machines.SlotSpec.from_obj(item) for item in body]
+        specs = [machines.SlotSpec.from_obj(given(item)) for item in body]
         with cloud.engine.begin() as conn:
             now = utcnow()
-            version = machines.set_slots(conn, machine_id, specs, now, caller.user_id)
+            version = planogram.set_slots(conn, machine_id, specs, now, caller.user_id)
             people.audit.record(conn, caller, "machine.slots", "machine", machine_id,
                                 {"slots": [dataclasses.asdict(s) for s in specs], "version": version}, now)
     except machines.FleetError as e:
