@@ -7,10 +7,12 @@ from __future__ import annotations
 import csv
 import io
 from datetime import date, timezone
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, StrictInt
+from pydantic import BaseModel, ConfigDict, SkipValidation, StrictInt, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from cloud import people
 from cloud.web.pages import printable
@@ -34,6 +36,30 @@ class Payment(Body):
     currency: str = "CNY"
     paid_on: date
     reference: str = ""
+
+
+class Rule(Body):
+    """A settlement rule. ``settlement.add_rule`` checks every field and names the one that is wrong, as it
+    did when the body was a dict: the types are the schema's, ``SkipValidation`` leaves the check to it."""
+
+    kind: SkipValidation[str | None] = None  # percent_gross | percent_profit | flat_monthly | per_item
+    percent: SkipValidation[float | str | None] = None  # 0-100, two decimals: 12.5 or "12.50"
+    amount: SkipValidation[int | None] = None  # minor units
+    currency: SkipValidation[str] = "CNY"
+    valid_from: SkipValidation[str | None] = None  # a date like 2026-11-01
+    valid_to: SkipValidation[str | None] = None  # inclusive; none: open
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_fields(cls, data: Any) -> Any:
+        """An unknown field in the settlement functions' words: "{field}: is not a settlement rule field"."""
+        if isinstance(data, dict):
+            extra = sorted(set(data) - set(cls.model_fields))
+            if extra:
+                raise ValidationError.from_exception_data(cls.__name__, [InitErrorDetails(
+                    type=PydanticCustomError("extra_forbidden", "is not a settlement rule field"),
+                    loc=(extra[0],), input=data[extra[0]])])
+        return data
 
 
 def this_month(g: Gate) -> tuple[date, date]:
@@ -153,13 +179,14 @@ def list_rules(location_id: int, caller: Caller = Depends(require(*people.FINANC
 
 
 @router.post("/locations/{location_id}/settlement-rules", status_code=201)
-def add_rule(location_id: int, body: dict, caller: Caller = Depends(require(*people.FINANCE_EDITORS)),
+def add_rule(location_id: int, body: Rule, caller: Caller = Depends(require(*people.FINANCE_EDITORS)),
              g: Gate = Depends(gate)):
     """A settlement rule: {kind: percent_gross | percent_profit | flat_monthly | per_item, percent (0-100,
     two decimals) or amount (minor units), currency, valid_from, valid_to (inclusive, optional)}. A rule
     overlapping another of the same kind is refused (409)."""
     try:
-        return record_rule(g, caller, location_id, body)
+        # Only the fields sent: a percent rule given an amount (or the other way round) is refused.
+        return record_rule(g, caller, location_id, {k: getattr(body, k) for k in body.model_fields_set})
     except FinanceError as e:
         raise e.http() from None
 
