@@ -109,7 +109,7 @@ def seed_orders(db_url: str, machine_ids: list[str], sales: int) -> None:
     now = datetime.now(timezone.utc)
     with engine.begin() as conn:
         for n, machine_id in enumerate(machine_ids):
-            customer = people.register(conn, f"Bench {n}", f"+86139{n:08d}", "wallet", now)
+            customer = people.register(conn, f"Bench {n}", f"+86139{n:08d}", "wallet", now, methods=("wallet",))
             wallet = payments.account(conn, "wallet", customer, "CNY")
             hold = payments.account(conn, "hold", customer, "CNY")
             clearing = payments.account(conn, "topup_clearing", 0, "CNY")

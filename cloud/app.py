@@ -58,7 +58,7 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
         bootstrap(cloud.engine, admin_token)
     for router in ROUTERS:
         app.include_router(router)
-    payment_routes.install(app, cloud)
+    app.include_router(payment_routes.router)
     for exc, handler in people_pages.HANDLERS.items():
         app.add_exception_handler(exc, handler)
     app.add_exception_handler(HTTPException, http_error)

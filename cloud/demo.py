@@ -129,7 +129,7 @@ def main() -> int:
     os.makedirs(os.path.join(VAR, "cloud"), exist_ok=True)
     env = {**os.environ, "VEND_SANDBOX_SECRET": read_or_create(os.path.join(VAR, "cloud", "sandbox-secret"),
                                                                lambda: secrets.token_urlsafe(24))}
-    sandbox = subprocess.Popen([sys.executable, "-m", "cloud.payments.sandbox_server", "--port", str(SANDBOX_PORT),
+    sandbox = subprocess.Popen([sys.executable, "-m", "cloud.payments.sandbox", "--port", str(SANDBOX_PORT),
                                 "--webhook", f"http://{HTTP}/api/v1/payments/webhook/sandbox"], env=env,
                                stdout=open(os.path.join(VAR, "sandbox.log"), "a"), stderr=subprocess.STDOUT,
                                start_new_session=True)

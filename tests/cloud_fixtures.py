@@ -24,7 +24,7 @@ import cloud.core.settings
 from cloud.fleet import machines, planogram
 from cloud import people
 from cloud.fleet.machines import SlotSpec
-from cloud.payments import Wallet, entries
+from cloud.payments import REGISTRY, Wallet, entries
 from protocol.messages import GENESIS_HASH, Event, EventBatch, Status
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -140,7 +140,7 @@ def add_machine(conn, machine_id=MACHINE, specs=None, online=True, counts=None) 
 
 
 def add_customer(conn, phone="+8613800000001", topup=1000, name="Ann", method="wallet") -> int:
-    customer_id = people.register(conn, name, phone, method, NOW)
+    customer_id = people.register(conn, name, phone, method, NOW, methods=REGISTRY.names)
     if topup:
         Wallet().topup(conn, customer_id, topup, "CNY", f"seed-{customer_id}", NOW)
     return customer_id
@@ -202,7 +202,7 @@ class FakeSandbox:
     request fail to connect, as an unreachable provider's would."""
 
     def __init__(self, decline=("13",)):
-        from cloud.payments.sandbox_server import Books
+        from cloud.payments.sandbox.server import Books
 
         self.books = Books(decline, 0.0)
         self.down = False

@@ -3,8 +3,9 @@
 Every movement of money is one transaction of legs that sum to zero in each currency, stored under a unique
 key: the same key twice moves money once, and the same key with other legs is refused. Signs: credit is
 positive, so a positive leg increases what the operator owes or earned (a wallet, revenue, a payable).
-Money enters from outside through boundary accounts (``topup_clearing``, and one per external provider,
-e.g. ``sandbox``: what that provider owes us), which therefore run negative; so do the debit-side accounts
+Money enters from outside through boundary accounts (one per payment provider: what that provider owes us,
+or what customers paid in), which therefore run negative; this module does not know their names: each
+provider adds its own with ``add_boundary`` (``cloud/payments/registry.py``). So do the debit-side accounts
 finance adds (``DEBIT_KINDS``: inventory, cost of goods sold, ...; see ``cloud/finance/``). The owner
 column (``customer_id``) is a customer for wallets, a supplier for ``supplier_payable``, a location for
 ``commission_payable``, and 0 for the operator's own accounts.
@@ -22,7 +23,7 @@ from cloud.core.db import UTCDateTime, insert_ignore, metadata
 accounts = sa.Table(
     "accounts", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("kind", sa.String(20), nullable=False),  # wallet, hold, revenue, topup_clearing, sandbox
+    sa.Column("kind", sa.String(20), nullable=False),  # e.g. wallet, hold, revenue, a provider's boundary
     sa.Column("customer_id", sa.Integer, nullable=False),  # 0 for the operator's own accounts
     sa.Column("currency", sa.String(3), nullable=False),
     sa.UniqueConstraint("kind", "customer_id", "currency", name="one_account_per_owner"),
@@ -45,9 +46,21 @@ entries = sa.Table(
     sa.Column("amount", sa.BigInteger, nullable=False),
 )
 
-BOUNDARY = ("topup_clearing", "sandbox")  # where money comes in from outside: these run negative
-# Accounts whose natural balance is a debit (negative here): assets and expenses finance posts to.
-DEBIT_KINDS = BOUNDARY + ("inventory", "cogs", "stock_adjustment", "commission_expense", "bank")
+# Where money comes in from outside (these run negative): filled by the payment providers, through
+# ``add_boundary``, as ``cloud.payments`` registers them.
+BOUNDARY: list[str] = []
+# Accounts whose natural balance is a debit (negative here): the boundary accounts, and the assets and
+# expenses finance posts to.
+DEBIT_KINDS: list[str] = ["inventory", "cogs", "stock_adjustment", "commission_expense", "bank"]
+
+
+def add_boundary(kind: str) -> None:
+    """Make ``kind`` a boundary account: money from outside comes in through it, so it runs negative."""
+    if len(kind) > 20:
+        raise ValueError(f"an account kind is at most 20 characters, not {kind!r}")
+    for kinds in (BOUNDARY, DEBIT_KINDS):
+        if kind not in kinds:
+            kinds.append(kind)
 
 
 class PaymentError(ValueError):

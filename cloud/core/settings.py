@@ -122,7 +122,7 @@ OPTIONS = [
     ("--alert-unsynced", "alert_unsynced_s", float, "seconds a machine's ledger may be ahead of the cloud with "
      "no progress before it is an alert"),
     ("--sandbox-url", "sandbox_url", str, "base URL of the sandbox payment provider (python -m "
-     "cloud.payments.sandbox_server); empty: customers pay by wallet only"),
+     "cloud.payments.sandbox); empty: customers pay by wallet only"),
     ("--sandbox-secret", "sandbox_secret", str, "the secret the sandbox signs its webhooks with (prefer the "
      "environment variable: a command line is visible to every user)"),
     ("--sandbox-timeout", "sandbox_timeout_s", float, "seconds to wait for the sandbox on each request (0.1-60)"),

@@ -2,8 +2,9 @@
 holds, for a period; every order where they disagree is listed with the kind of mismatch.
 
 The orders looked at are those sold in the period (``sales`` rows with an amount above zero, by the
-ledger's timestamp) and those captured in the period (journal captures, and for the sandbox the captures it
-confirmed in ``sandbox_ops``), wherever the other side of each falls in time. Kinds (``KINDS``):
+ledger's timestamp) and those captured in the period (journal captures, and the captures each provider
+that keeps its own record confirmed: its ``ProviderSpec.reported``, see ``cloud/payments/registry.py``),
+wherever the other side of each falls in time. Kinds (``KINDS``):
 
 - ``captured_not_sold``: money taken for an order no ledger reports as sold;
 - ``sold_not_captured``: a ledger sale the journal has no capture for;
@@ -11,9 +12,10 @@ confirmed in ``sandbox_ops``), wherever the other side of each falls in time. Ki
 - ``captured_twice``: more than one capture of one order in the journal;
 - ``sold_twice``: more than one ledger sale of one order;
 - ``refunded_more_than_captured``: refunds in the journal exceed what was captured;
-- ``provider_not_in_journal``: the sandbox confirmed a capture the journal does not hold (or holds
+- ``provider_not_in_journal``: a provider confirmed a capture the journal does not hold (or holds
   another amount of);
-- ``journal_not_at_provider``: the journal holds a sandbox capture the sandbox never confirmed.
+- ``journal_not_at_provider``: the journal holds a provider's capture (keyed ``{provider}:...``) the
+  provider never confirmed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import sqlalchemy as sa
 
 from cloud.sales.records import sales
 from cloud.accounts.journal import accounts, entries, txns
-from cloud.payments.sandbox import ops
+from cloud.payments.registry import REGISTRY
 from cloud.finance.ledger import bounds
 
 KINDS = ("captured_not_sold", "sold_not_captured", "amounts_differ", "captured_twice", "sold_twice",
@@ -56,17 +58,19 @@ def reconcile(conn: sa.Connection, start: date, end: date) -> dict:
     legs = {(r.key, r.order_id): r for r in _revenue_legs(conn, sa.and_(txns.c.kind == "capture",
                                                                         txns.c.created_at >= lo,
                                                                         txns.c.created_at < hi))}
-    provider = {r.key: r for r in conn.execute(sa.select(ops).where(
-        ops.c.op == "capture", ops.c.status == "succeeded", ops.c.updated_at >= lo, ops.c.updated_at < hi))}
+    # What each provider that keeps its own record says it captured: (provider, its key) -> row.
+    reporting = [spec for spec in REGISTRY if spec.reported is not None]
+    provider = {(spec.name, r.key): r for spec in reporting for r in spec.reported(conn, lo, hi, None)}
+    name_of = {}
     orders = set(sold) | {o for _, o in legs} | {r.order_id for r in provider.values()}
     ordered = sorted(orders)
     # The other side of each order, wherever it falls in time.
     for part in _chunks(ordered):
         for r in _revenue_legs(conn, txns.c.order_id.in_(part)):
             legs[(r.key, r.order_id)] = r
-        for r in conn.execute(sa.select(ops).where(ops.c.order_id.in_(part), ops.c.op == "capture",
-                                                   ops.c.status == "succeeded")):
-            provider[r.key] = r
+        for spec in reporting:
+            for r in spec.reported(conn, None, None, part):
+                provider[(spec.name, r.key)] = r
         missing = [o for o in part if o not in sold]
         if missing:
             for r in conn.execute(sa.select(s.c.order_id, s.c.amount, s.c.currency, s.c.machine_id)
@@ -74,7 +78,7 @@ def reconcile(conn: sa.Connection, start: date, end: date) -> dict:
                 sold[r.order_id].append(r)
     captures: dict[str, list] = defaultdict(list)
     refunds: dict[str, int] = defaultdict(int)
-    sandbox_in_journal: dict[str, int] = defaultdict(int)
+    in_journal: dict[str, int] = defaultdict(int)  # an order's captures posted by a reporting provider
     # An order is in one currency; the sale says which, else the journal's revenue account, else the provider.
     currency_of: dict[str, str] = {r.order_id: r.currency for r in provider.values() if getattr(r, "currency", None)}
     currency_of.update({order_id: r.currency for (_, order_id), r in legs.items()})
@@ -82,13 +86,16 @@ def reconcile(conn: sa.Connection, start: date, end: date) -> dict:
     for (key, order_id), r in legs.items():
         if r.kind == "capture":
             captures[order_id].append(r.amount)
-            if key.startswith("sandbox:"):
-                sandbox_in_journal[order_id] += r.amount
+            name = key.split(":", 1)[0]
+            if any(spec.name == name for spec in reporting):
+                in_journal[order_id] += r.amount
+                name_of[order_id] = name
         else:
             refunds[order_id] += -r.amount
     at_provider: dict[str, int] = defaultdict(int)
-    for r in provider.values():
+    for (name, _), r in provider.items():
         at_provider[r.order_id] += r.amount
+        name_of[r.order_id] = name
     mismatches = []
     totals = {"sold": 0, "captured": 0, "refunded": 0, "orders": len(ordered)}
     by_currency: dict[str, dict] = {}
@@ -122,12 +129,13 @@ def reconcile(conn: sa.Connection, start: date, end: date) -> dict:
             flag("amounts_differ", f"sold for {sum(sold_amounts)}, captured {captured}")
         if refunded > captured:
             flag("refunded_more_than_captured", f"refunded {refunded} of {captured} captured")
-        if order_id in at_provider and at_provider[order_id] != sandbox_in_journal.get(order_id, 0):
-            flag("provider_not_in_journal", f"the sandbox captured {at_provider[order_id]}, the journal holds "
-                                            f"{sandbox_in_journal.get(order_id, 0)}")
-        if sandbox_in_journal.get(order_id) and order_id not in at_provider:
-            flag("journal_not_at_provider", f"the journal holds a sandbox capture of {sandbox_in_journal[order_id]} "
-                                            "the sandbox never confirmed")
+        name = name_of.get(order_id, "")
+        if order_id in at_provider and at_provider[order_id] != in_journal.get(order_id, 0):
+            flag("provider_not_in_journal", f"the {name} captured {at_provider[order_id]}, the journal holds "
+                                            f"{in_journal.get(order_id, 0)}")
+        if in_journal.get(order_id) and order_id not in at_provider:
+            flag("journal_not_at_provider", f"the journal holds a {name} capture of {in_journal[order_id]} "
+                                            f"the {name} never confirmed")
     counts = {k: sum(1 for m in mismatches if m["kind"] == k) for k in KINDS}
     # ``totals`` adds all currencies together (right for a fleet selling in one); ``by_currency`` keeps them apart.
     return {"from": start.isoformat(), "to": end.isoformat(), "totals": totals,

@@ -1,8 +1,9 @@
-"""Payments: the provider interface (``provider.py``), the embedded wallet (``wallet.py``), the sandbox
-external provider (``sandbox.py``) with its signed webhooks (``webhook.py``), the double-entry journal they
-post to (``journal.py``), and the staff and webhook routes (``routes.py``).
+"""Payments: the provider interface (``provider.py``), the providers registered by name
+(``registry.py``; each a package or module of its own: ``wallet.py``, ``sandbox/``), signed webhooks
+(``webhook.py``), the double-entry journal they post to (``cloud/accounts/journal.py``), and the staff
+and webhook routes (``routes.py``).
 
-``Payments`` is what the rest of the cloud holds: every provider this cloud has, by name. It is itself a
+``Payments`` is what the rest of the cloud holds: every registered provider, by name. It is itself a
 provider that hands each call to the one the order was placed with.
 """
 
@@ -10,38 +11,59 @@ from __future__ import annotations
 
 from cloud.accounts.journal import (BOUNDARY, IdempotencyConflict, PaymentError, account, accounts, accounts_of, balance, entries, find_account, post, txns)
 from cloud.payments.provider import NotRefundable, Outcome, Payable, Provider
+from cloud.payments.registry import REGISTRY, ProviderSpec
 from cloud.payments.sandbox import Sandbox, SandboxClient
 from cloud.payments.wallet import MAX_TOPUP, Wallet
 from cloud.payments.webhook import webhook_events
 
 __all__ = [
-    "BOUNDARY", "MAX_TOPUP", "IdempotencyConflict", "NotRefundable", "Outcome", "Payable", "PaymentError",
-    "Payments", "Provider", "Sandbox", "SandboxClient", "Wallet", "account", "accounts", "accounts_of", "balance",
-    "entries", "find_account", "post", "txns", "webhook_events",
+    "BOUNDARY", "MAX_TOPUP", "REGISTRY", "IdempotencyConflict", "NotRefundable", "Outcome", "Payable",
+    "PaymentError", "Payments", "Provider", "ProviderSpec", "Sandbox", "SandboxClient", "Wallet", "account",
+    "accounts", "accounts_of", "balance", "entries", "find_account", "post", "txns", "webhook_events",
 ]
 
 
 class Payments(Provider):
-    """The wallet, and the sandbox when one is configured; each order's calls go to the order's provider."""
+    """Every registered provider; those configured are offered to new orders, the rest still finish the
+    orders placed while they were. Each order's calls go to the order's provider."""
 
     name = "payments"
 
-    def __init__(self, wallet: Wallet | None = None, sandbox: Sandbox | None = None):
-        self.wallet = wallet or Wallet()
-        self.sandbox = sandbox
-        # What new orders may use; ``of`` also finds the sandbox for orders placed while it was configured:
-        # their captures and voids queue up until it is again, instead of stopping the ingest.
-        self.providers: dict[str, Provider] = {p.name: p for p in (self.wallet, sandbox) if p is not None}
-        self._all = {**self.providers, "sandbox": sandbox or Sandbox(None)}
+    def __init__(self, **configured: Provider):
+        """``configured``: providers by name (e.g. ``sandbox=Sandbox(client)``); a registered provider not
+        given is offered if it needs no settings (the wallet), else kept idle."""
+        unknown = set(configured) - set(REGISTRY.names)
+        if unknown:
+            raise ValueError(f"no payment provider registered as {', '.join(sorted(unknown))}")
+        self.providers: dict[str, Provider] = {}  # what new orders may use
+        self._all: dict[str, Provider] = {}
+        for spec in REGISTRY:
+            provider = configured.get(spec.name)
+            if provider is None:
+                provider = spec.build(None, None)
+                if spec.offered(None):
+                    self.providers[spec.name] = provider
+            else:
+                self.providers[spec.name] = provider
+            self._all[spec.name] = provider
+        # The wallet's own pages (balance, history, top-up) need the wallet, whichever name it has.
+        self._wallet = next(p for p in self._all.values() if isinstance(p, Wallet))
 
     @classmethod
     def from_settings(cls, settings, counts=None) -> "Payments":
-        """The providers ``settings`` configure; ``counts`` is where the sandbox's worker counts what went
-        wrong (the cloud's, shown at /api/v1/health)."""
-        if not settings.sandbox_url:
-            return cls()
-        client = SandboxClient(settings.sandbox_url, settings.sandbox_timeout_s, settings.sandbox_retries)
-        return cls(sandbox=Sandbox(client, settings.sandbox_confirm_timeout_s, counts))
+        """The providers ``settings`` configure; ``counts`` is where their workers count what went wrong
+        (the cloud's, shown at /api/v1/health)."""
+        return cls(**{spec.name: spec.build(settings, counts) for spec in REGISTRY if spec.offered(settings)})
+
+    def __getattr__(self, name: str):
+        """A provider by name (``payments.wallet``), None when it is registered but not configured."""
+        if name.startswith("_") or name not in REGISTRY.names:
+            raise AttributeError(name)
+        return self.providers.get(name)
+
+    def configured(self, name: str) -> Provider | None:
+        """The provider ``name`` if this cloud is configured for it."""
+        return self.providers.get(name)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -85,24 +107,27 @@ class Payments(Provider):
     # The wallet's own calls, for the customer's pages.
 
     def balance(self, conn, customer_id: int, currency: str) -> int:
-        return self.wallet.balance(conn, customer_id, currency)
+        return self._wallet.balance(conn, customer_id, currency)
 
     def history(self, conn, customer_id: int, currency: str, limit: int = 50) -> list:
-        return self.wallet.history(conn, customer_id, currency, limit)
+        return self._wallet.history(conn, customer_id, currency, limit)
 
     def topup(self, conn, customer_id: int, amount: int, currency: str, key: str, now) -> Outcome:
-        return self.wallet.topup(conn, customer_id, amount, currency, key, now)
+        return self._wallet.topup(conn, customer_id, amount, currency, key, now)
 
-    # The sandbox's worker, started and stopped with the cloud.
+    # The configured providers' workers (those that have one), started and stopped with the cloud.
+
+    def _workers(self):
+        return [p for p in self.providers.values() if hasattr(p, "start")]
 
     def start(self, engine) -> None:
-        if self.sandbox is not None:
-            self.sandbox.start(engine)
+        for provider in self._workers():
+            provider.start(engine)
 
     def kick(self) -> None:
-        if self.sandbox is not None:
-            self.sandbox.kick()
+        for provider in self._workers():
+            provider.kick()
 
     def stop(self) -> None:
-        if self.sandbox is not None:
-            self.sandbox.stop()
+        for provider in reversed(self._workers()):
+            provider.stop()

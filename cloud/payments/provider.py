@@ -1,6 +1,6 @@
 """What every payment provider does: authorise, capture, void and refund, each idempotent under a key.
 
-The contract, which tests/test_payments.py checks for every provider:
+The contract, which tests/cloud/payments/test_payments.py checks for every registered provider:
 
 - the same key twice returns the first result and moves nothing (``Outcome.created`` is False);
 - the same key with different arguments raises IdempotencyConflict, and moves nothing;
@@ -102,6 +102,16 @@ class Provider(abc.ABC):
         (order, "capture" | "void")."""
         for order, action in items:
             (self.capture if action == "capture" else self.void)(conn, order, order.id, now)
+
+    def answer(self, engine: sa.Engine, key: str) -> str | None:
+        """For a provider that answers a ``pending`` refund soon (not by webhook): wait for that answer and
+        give the request's status; None when there is nothing to wait for."""
+        return None
+
+    # A provider that confirms authorisations by signed notification (its ``ProviderSpec.webhook``) also
+    # has ``confirm(conn, event, now) -> bool`` (record its word on an authorisation; False if it names
+    # none that is waiting) and ``void_late(conn, order, event_id, now)`` (release an authorisation
+    # confirmed after its order stopped waiting); see ``cloud/payments/sandbox/provider.py``.
 
     def choose(self, method: str) -> "Provider":
         """The provider for a customer's payment method."""

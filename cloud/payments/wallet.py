@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from cloud.core.db import UTCDateTime, bulk_insert, db_value, metadata
 from cloud.accounts.journal import (IdempotencyConflict, PaymentError, account, accounts, accounts_of, balance, entries, find_account, moved, order_txns, post, txns)
+from cloud.payments.registry import ProviderSpec
 from cloud.payments.provider import Outcome, Payable, Provider, check_amount, refund_amount
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,15 @@ declines = sa.Table(
 )
 
 MAX_TOPUP = 1_000_00  # minor units
+NAME = "wallet"  # how customers choose it, and the registry knows it
+BOUNDARY = "topup_clearing"  # the journal account top-ups come in through
 DEMO_CURRENCY = "CNY"  # the currency the customer's pages show the wallet and the menu in
 
 
 class Wallet(Provider):
     """The embedded stored-value wallet, kept as double-entry accounts."""
 
-    name = "wallet"
+    name = NAME
 
     def _accounts(self, conn, customer_id: int, currency: str) -> tuple[int, int]:
         return account(conn, "wallet", customer_id, currency), account(conn, "hold", customer_id, currency)
@@ -54,7 +57,7 @@ class Wallet(Provider):
         if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= MAX_TOPUP:
             raise PaymentError(f"a top-up must be between 1 and {MAX_TOPUP} minor units")
         wallet = account(conn, "wallet", customer_id, currency)
-        clearing = account(conn, "topup_clearing", 0, currency)
+        clearing = account(conn, BOUNDARY, 0, currency)
         created = post(conn, f"topup:{key}", "topup", [(wallet, amount), (clearing, -amount)], now)
         return Outcome(True, created=created, amount=amount)
 
@@ -185,3 +188,10 @@ class Wallet(Provider):
              .order_by(txns.c.id.desc()).limit(limit))
         return list(conn.execute(q))
 
+
+def build(settings=None, counts=None) -> Wallet:
+    """The wallet needs no settings: every cloud offers it."""
+    return Wallet()
+
+
+PROVIDER = ProviderSpec(name=NAME, boundary=BOUNDARY, build=build)

@@ -12,6 +12,7 @@ import hmac
 import re
 import secrets
 import unicodedata
+from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -28,7 +29,6 @@ customers = sa.Table(
 )
 
 PHONE_RE = re.compile(r"^\+?[0-9]{6,15}\Z")
-PAYMENT_METHODS = ("wallet", "sandbox")  # what each cloud offers of them: payments.Payments.methods
 COOKIE = "vend_customer"
 
 
@@ -56,11 +56,16 @@ def clean_phone(raw: str) -> str:
     return phone
 
 
-def register(conn: sa.Connection, name: str, phone: str, payment_method: str, now: datetime) -> int:
-    """Create a customer; raise RegistrationError on bad input or a phone number already registered."""
+def register(conn: sa.Connection, name: str, phone: str, payment_method: str, now: datetime, *,
+             methods: Sequence[str]) -> int:
+    """Create a customer; raise RegistrationError on bad input or a phone number already registered.
+
+    ``methods`` are the payment methods this cloud offers (``cloud.payments.Payments.methods``: the
+    providers registered in ``cloud/payments/registry.py`` that are configured).
+    """
     name, phone = clean_name(name), clean_phone(phone)
-    if payment_method not in PAYMENT_METHODS:
-        raise RegistrationError("payment_method", f"Choose a payment method: {', '.join(PAYMENT_METHODS)}.")
+    if payment_method not in methods:
+        raise RegistrationError("payment_method", f"Choose a payment method: {', '.join(methods)}.")
     existing = conn.execute(sa.select(customers.c.id).where(customers.c.phone == phone)).scalar()
     if existing is not None:
         # Knowing a phone number must not open someone's wallet. Logging in again from another phone

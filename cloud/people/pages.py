@@ -268,13 +268,12 @@ def registration_message(_, e: people.RegistrationError, methods: list[str]) -> 
 
 @router.post("/register", response_class=HTMLResponse)
 def register(request: Request, name: str = Form(""), phone: str = Form(""),
-             payment_method: str = Form("wallet"), next: str = Form("/"), cloud: CustomerDesk = Depends(the_cloud)):
+             payment_method: str = Form(""), next: str = Form("/"), cloud: CustomerDesk = Depends(the_cloud)):
     _ = translator(request)
+    payment_method = payment_method or cloud.provider.methods[0]  # none chosen: the cloud's first offer
     try:
-        if payment_method not in cloud.provider.methods:
-            raise people.RegistrationError("payment_method", "no such payment method")
         with cloud.engine.begin() as conn:
-            customer_id = people.register(conn, name, phone, payment_method, utcnow())
+            customer_id = people.register(conn, name, phone, payment_method, utcnow(), methods=cloud.provider.methods)
     except people.RegistrationError as e:
         cloud.stats.counts["bad_registrations"] += 1
         return page(request, "register.html", 422, next=safe_next(next),

@@ -235,13 +235,13 @@ class Cloud:
 
 
 class SandboxProvider:
-    """The sandbox payment provider (python -m cloud.payments.sandbox_server) as its own process."""
+    """The sandbox payment provider (python -m cloud.payments.sandbox) as its own process."""
 
     def __init__(self, workdir: str, webhook_url: str, secret: str, delay: float = 1.0, decline: str = "13",
                  port: int | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = Proc([sys.executable, "-m", "cloud.payments.sandbox_server", "--port", str(self.port), "--webhook",
+        self.proc = Proc([sys.executable, "-m", "cloud.payments.sandbox", "--port", str(self.port), "--webhook",
                           webhook_url, "--delay", str(delay), "--decline", decline],
                          os.path.join(workdir, f"sandbox-{self.port}.log"), {"VEND_SANDBOX_SECRET": secret})
 

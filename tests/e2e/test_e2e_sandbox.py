@@ -1,6 +1,6 @@
 """A customer pays through the sandbox provider, a separate HTTP service that confirms by signed webhook,
 and buys from a simulated machine; a manager refunds through vendctl. All real processes: the broker,
-`vend-cloud`, `python -m cloud.payments.sandbox_server` and a `vend-controller`."""
+`vend-cloud`, `python -m cloud.payments.sandbox` and a `vend-controller`."""
 
 import itertools
 import json

@@ -1,4 +1,4 @@
-"""The sandbox external provider (cloud/payments/sandbox.py, webhook.py, routes.py; cloud/sandbox_provider.py):
+"""The sandbox external provider (cloud/payments/sandbox/, webhook.py, routes.py):
 the worker that sends queued requests over HTTP, the signed webhook as the cloud receives it, and an order
 that waits in ``authorising`` until the provider's word."""
 
@@ -22,7 +22,7 @@ from cloud.core.db import utcnow
 from cloud.payments import Payments, Sandbox, txns, webhook_events
 from cloud.payments.sandbox import Unreachable, ops
 from cloud.payments.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookRefused, parse, sign, verify
-from cloud.payments.sandbox_server import Books
+from cloud.payments.sandbox.server import Books
 from tests.cloud_fixtures import (MACHINE, NOW, FakeSandbox, add_customer, add_machine, db_url, idle_cloud, slot_spec, unbalanced_txns)
 
 SECRET = "webhook-secret-for-tests"

@@ -1,4 +1,4 @@
-"""``python -m cloud.payments.sandbox_server``: a stand-in for an external payment provider (WeChat Pay, Alipay,
+"""``python -m cloud.payments.sandbox``: a stand-in for an external payment provider (WeChat Pay, Alipay,
 Stripe), run as its own small HTTP service so the cloud's flow of a real provider is exercised end to end.
 
 It behaves, not just answers: an authorisation is answered ``pending`` at once and decided then (amounts
@@ -258,7 +258,7 @@ def make_handler(books: Books, notifier: Notifier):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cloud.payments.sandbox_server", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m cloud.payments.sandbox", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
@@ -298,6 +298,3 @@ def main(argv: list[str] | None = None) -> int:
         server.server_close()
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

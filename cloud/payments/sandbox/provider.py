@@ -5,8 +5,9 @@ A call in the order flow never waits for the network: it writes the request into
 caller's transaction (an outbox, which is also this provider's idempotency record), and a worker thread
 sends it afterwards, with timeouts, retries and the row's key as the ``Idempotency-Key``, so a request
 sent twice (a retry after a lost reply, two cloud processes) takes effect once. The sandbox confirms an
-authorisation later, through the signed webhook (``webhook.py``); captures, voids and refunds it answers
-at once, and what it confirmed is posted to the journal against the ``sandbox`` boundary account.
+authorisation later, through the signed webhook (``cloud/payments/webhook.py``); captures, voids and
+refunds it answers at once, and what it confirmed is posted to the journal against its boundary account
+(``BOUNDARY``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ LEASE_S = 60.0  # a request claimed by a worker that died is sent again after th
 POLL_S = 1.0  # for requests queued by another cloud process, or due again; this one's own kick the worker
 MAX_BACKOFF_S = 300.0
 FINAL = ("succeeded", "declined", "failed", "cancelled")
+NAME = "sandbox"  # how customers choose it, and the registry knows it
+BOUNDARY = "sandbox"  # the journal account of what the sandbox owes us
 
 
 class Unreachable(RuntimeError):
@@ -110,7 +113,7 @@ def request_of(op) -> tuple[str, dict]:
 class Sandbox(Provider):
     """The sandbox external provider: requests queued in the caller's transaction, sent by a worker."""
 
-    name = "sandbox"
+    name = NAME
 
     def __init__(self, client: SandboxClient | None, confirm_timeout_s: float = 60.0, counts: Counter | None = None):
         self.client = client
@@ -264,9 +267,9 @@ class Sandbox(Provider):
             self.counts["sandbox_refused"] += 1
             log.error("sandbox refused %s %s for order %s: %d %s", op.op, op.key, op.order_id, reply.code, text)
         elif op.op in ("capture", "refund") and status == "succeeded":
-            outside, revenue = account(conn, "sandbox", 0, op.currency), account(conn, "revenue", 0, op.currency)
+            outside, revenue = account(conn, BOUNDARY, 0, op.currency), account(conn, "revenue", 0, op.currency)
             legs = [(outside, -op.amount), (revenue, op.amount)]
-            post(conn, f"sandbox:{op.key}", op.op, legs if op.op == "capture" else [(a, -m) for a, m in legs], now,
+            post(conn, f"{NAME}:{op.key}", op.op, legs if op.op == "capture" else [(a, -m) for a, m in legs], now,
                  op.order_id)
 
     def start(self, engine: sa.Engine) -> None:
@@ -299,6 +302,20 @@ class Sandbox(Provider):
         if self.client is not None:
             self.client.close()
 
+    @property
+    def answer_timeout_s(self) -> float:
+        """How long a refund waits for the sandbox's answer: every try of the client, and a second to spare."""
+        return (self.client.http.timeout.read or 5.0) * (self.client.retries + 1) + 1
+
+    def answer(self, engine: sa.Engine, key: str) -> str | None:
+        """The status of the request under ``key`` once the sandbox answered it (or "pending" if it has
+        not within ``answer_timeout_s``); None when no sandbox is configured to answer."""
+        if self.client is None:
+            return None
+        self.kick()
+        row = self.wait(engine, key, self.answer_timeout_s)
+        return None if row is None else {"queued": "pending"}.get(row.status, row.status)
+
     def wait(self, engine: sa.Engine, key: str, timeout_s: float):
         """The queued request under ``key`` once it is final, or as it is after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
@@ -317,3 +334,16 @@ def outcome_of(row) -> Outcome:
     if row.status == "succeeded":
         return Outcome(True, row.reason, created=False, amount=row.amount)
     return Outcome(False, row.reason or row.status, created=False, amount=row.amount)
+
+
+def reported(conn: sa.Connection, lo: datetime | None = None, hi: datetime | None = None,
+             order_ids: list[str] | None = None) -> list:
+    """The captures the sandbox confirmed (key, order_id, amount, currency): those confirmed in [lo, hi),
+    or those of ``order_ids``; what reconciliation holds the journal against."""
+    q = sa.select(ops.c.key, ops.c.order_id, ops.c.amount, ops.c.currency).where(
+        ops.c.op == "capture", ops.c.status == "succeeded")
+    if order_ids is not None:
+        q = q.where(ops.c.order_id.in_(order_ids))
+    if lo is not None:
+        q = q.where(ops.c.updated_at >= lo, ops.c.updated_at < hi)
+    return conn.execute(q).all()
