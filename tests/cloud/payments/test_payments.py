@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from cloud import payments
-from cloud.payments import (MAX_TOPUP, IdempotencyConflict, NotRefundable, PaymentError, Sandbox, Wallet, account, balance, entries, post, txns)
+from cloud.payments import (MAX_TOPUP, REGISTRY, IdempotencyConflict, NotRefundable, PaymentError, Sandbox, Wallet, account, balance, entries, post, txns)
 from cloud.payments.sandbox import ops
 from cloud.payments.wallet import declines
 from cloud.payments.webhook import Event, parse
@@ -246,9 +246,18 @@ class SandboxWorld:
         return self.fake.books.payments[o.id]["refunded"]
 
 
-@pytest.fixture(params=["wallet", "sandbox"])
+# Each registered provider's world: how its calls are delivered and its confirmations played. A provider
+# added to cloud/payments/registry.py needs one here, or test_every_registered_provider_has_a_world fails.
+WORLDS = {"wallet": WalletWorld, "sandbox": SandboxWorld}
+
+
+def test_every_registered_provider_has_a_world():
+    assert set(REGISTRY.names) == set(WORLDS), "add a world for each provider in cloud/payments/registry.py"
+
+
+@pytest.fixture(params=REGISTRY.names)
 def world(request, engine):
-    return (WalletWorld if request.param == "wallet" else SandboxWorld)(engine)
+    return WORLDS[request.param](engine)
 
 
 def call(world, step, o, *args):
