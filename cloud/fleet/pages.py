@@ -289,7 +289,7 @@ async def machine_edit(request: Request, machine_id: str, caller: auth.Caller = 
             version = _done_by_form(conn, machine_id, key)
             if version is None:
                 now = utcnow()
-                version = machines.set_slots(conn, machine_id, specs, now, caller.user_id)
+                version = planogram.set_slots(conn, machine_id, specs, now, caller.user_id)
                 audit.record(conn, caller, "machine.slots", "machine", machine_id,
                              {"slots": [dataclasses.asdict(s) for s in specs], "version": version, "form_key": key},
                              now)
