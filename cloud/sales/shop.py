@@ -25,7 +25,7 @@ from protocol.messages import utcnow
 from cloud.core.settings import Settings
 from cloud.fleet import machines
 from cloud.payments import Payments
-from cloud.payments.wallet import DEMO_CURRENCY
+from cloud.payments.wallet import DEMO_CURRENCY, NAME as WALLET
 from cloud.people import auth
 from cloud.people.auth import gate
 from cloud.sales import orders, receipts
@@ -161,7 +161,7 @@ def cannot_buy(cloud: "ShopCloud", request: Request, e: orders.OrderError, machi
 def declined(cloud: "ShopCloud", request: Request, order, customer):
     _ = translator(request)
     back = f"/m/{order.machine_id}"
-    if order.provider != "wallet":
+    if order.provider != WALLET:  # only the wallet declines for want of a balance the customer can top up
         return problem(request, 402, _("Payment declined"),
                        _("The payment provider declined this payment. You have not been charged. Try again, or "
                          "choose another way to pay."), (_("Back to the menu"), back))
