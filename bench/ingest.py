@@ -244,18 +244,18 @@ def run(args, broker, cloud, clouds) -> None:
     elapsed = time.perf_counter() - start
     cloud_cpu = sum(cpu_seconds(c.proc.proc.pid) for c in clouds) - cloud_cpu
     broker_cpu = cpu_seconds(broker.proc.proc.pid) - broker_cpu
-    stored = cloud.core.db("SELECT COUNT(*) FROM events")[0][0]
-    captured = cloud.core.db("SELECT COUNT(*) FROM txns WHERE kind = 'capture'")[0][0]
+    stored = cloud.db("SELECT COUNT(*) FROM events")[0][0]
+    captured = cloud.db("SELECT COUNT(*) FROM txns WHERE kind = 'capture'")[0][0]
     for sim in sims:
         sim.client.loop_stop()
         sim.client.disconnect()
     # Restock counts are booked into the stock book by the cloud's sweeper, behind the acks: how far behind.
-    pending_at_end = cloud.core.db("SELECT COUNT(*) FROM stock_counts_pending")[0][0]
+    pending_at_end = cloud.db("SELECT COUNT(*) FROM stock_counts_pending")[0][0]
     waited = time.perf_counter()
-    while cloud.core.db("SELECT COUNT(*) FROM stock_counts_pending")[0][0] and time.perf_counter() - waited < args.timeout:
+    while cloud.db("SELECT COUNT(*) FROM stock_counts_pending")[0][0] and time.perf_counter() - waited < args.timeout:
         time.sleep(0.5)
     stock_booked_after = time.perf_counter() - waited
-    restocks = cloud.core.db("SELECT COUNT(*) FROM events WHERE kind = 'restock'")[0][0]
+    restocks = cloud.db("SELECT COUNT(*) FROM events WHERE kind = 'restock'")[0][0]
     raw = raw_rate(broker, sample_payload, 2000)
     print(json.dumps({
         "benchmark": "ingest",

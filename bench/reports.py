@@ -238,7 +238,7 @@ def main() -> int:
             conn.exec_driver_sql(f"CREATE DATABASE {name}")
         url = args.postgres.rsplit("/", 1)[0] + "/" + name
     else:
-        url = f"sqlite:///{work}/cloud.core.db"
+        url = f"sqlite:///{work}/cloud.db"
     engine = db.make_engine(url)
     try:
         db.migrate(engine)

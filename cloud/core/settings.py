@@ -47,7 +47,7 @@ class Settings:
     def resolve(self) -> "Settings":
         self.check_sandbox()
         if not self.db:
-            self.db = f"sqlite:///{os.path.abspath(os.path.join(self.var, 'cloud.core.db'))}"
+            self.db = f"sqlite:///{os.path.abspath(os.path.join(self.var, 'cloud.db'))}"
         if not self.mqtt_protocol:
             self.mqtt_protocol = "3.1.1" if self.broker == "embedded" else "5"
         if not self.public_url:
