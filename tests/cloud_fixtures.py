@@ -197,7 +197,7 @@ class Chain:
 
 
 class FakeSandbox:
-    """The sandbox service's own books (cloud/sandbox_provider.py) behind httpx's MockTransport: the cloud's
+    """The sandbox service's own books (cloud/payments/sandbox/server.py) behind httpx's MockTransport: the cloud's
     real HTTP client and the sandbox's real rules, without a socket or a thread. ``down`` makes every
     request fail to connect, as an unreachable provider's would."""
 

@@ -1,6 +1,6 @@
 """The product catalogue: SKU, barcode, name, cost, list price, currency, shelf life and reorder level.
 
-The ``products`` rows themselves (id, SKU, name) are declared in ``cloud/machines.py``, because a planogram
+The ``products`` rows themselves (id, SKU, name) are declared in ``cloud/fleet/machines.py``, because a planogram
 names products by SKU and makes one it has not seen; this module keeps the rest of what is known about
 each in ``product_details``, one row per product, made when the product is first described here. A product
 the planogram made but nobody has described yet is listed with its details empty (cost 0, no currency).

@@ -28,7 +28,7 @@ class Settings:
     broker_ports: str = "1883,8883,8884"
     broker_pid_file: str = ""
     machine_broker: str = ""
-    # Alert limits (cloud/alerts.py); their checks are there too.
+    # Alert limits (cloud/fleet/alerts.py); their checks are there too.
     alert_offline_s: float = 600.0
     alert_failed_vends: int = 3
     alert_failed_window_s: float = 3600.0

@@ -11,7 +11,7 @@ statements, and reconciliation of provider captures against ledger sales and the
 | ``routes``      | the HTTP API                                                                 |
 | ``cli``         | ``vendctl journal``, ``settlement``, ``reconcile``                            |
 
-The journal itself (accounts, transactions, ``post``) is ``cloud/payments/journal.py``: there is one.
+The journal itself (accounts, transactions, ``post``) is ``cloud/accounts/journal.py``: there is one.
 
 Who may call what (a wrong role gets 403 and nothing changes):
 

@@ -2,7 +2,7 @@
 retained status.
 
 The ``slots`` table is what the cloud sells from: the newest planogram version of each machine
-(``cloud/planogram.py`` writes it), with the counts the machine's ledger reports. A slot that a newer
+(``cloud/fleet/planogram.py`` writes it), with the counts the machine's ledger reports. A slot that a newer
 version leaves out stays, with its count, but out of the planogram and so off the menu.
 """
 

@@ -22,7 +22,7 @@ Who may call what (a wrong role gets 403 and nothing changes):
 | read the warehouse, its value, movements, stock takes           | yes   | yes     | no         | no       |
 | read purchase orders; confirm a sent one                        | yes   | yes     | no         | its own  |
 
-The machines' side comes in through ``book.ledger_counts``, which ``cloud/ingest.py`` calls with the restock
+The machines' side comes in through ``book.ledger_counts``, which ``cloud/sync/ingest.py`` calls with the restock
 and stock.adjusted events of a batch, inside the batch's transaction. The package imports nothing itself,
 so that ``vendctl`` (``cli``) loads without the cloud's web and database libraries.
 """

@@ -11,7 +11,7 @@ from urllib.parse import quote, urlencode
 from cloud.core.money import format_money, parse_amount
 
 COMMANDS = ("products", "purchase-orders", "stock", "pick-list")
-# The cloud's limit on a picture (cloud/media.py): checked here too, so a big file is refused before it is sent.
+# The cloud's limit on a picture (cloud/catalog/pictures.py): checked here too, so a big file is refused before it is sent.
 PICTURE_MAX_BYTES = 512 * 1024
 
 

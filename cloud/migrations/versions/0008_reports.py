@@ -44,7 +44,7 @@ def upgrade() -> None:
     sa.Column('amount', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
-    # The sales already stored: the same arithmetic ingest does per batch (cloud/reports.py rollup_rows),
+    # The sales already stored: the same arithmetic ingest does per batch (cloud/sales/reports.py rollup_rows),
     # over the whole table, in raw SQL that reads only the sales columns this revision knows.
     from cloud.sales.reports import backfill
 

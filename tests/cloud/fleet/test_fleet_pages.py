@@ -1,4 +1,4 @@
-"""The fleet pages of the dashboard (cloud/dashboard/fleet.py): who may see and change what, the fleet's
+"""The fleet pages of the dashboard (cloud/fleet/pages.py): who may see and change what, the fleet's
 figures, the screen mirror, and the planogram editor's errors and its one version per form."""
 
 import re

@@ -1,5 +1,5 @@
-"""Planograms, locations, cabinets and alerts in the cloud (cloud/planogram.py, cloud/locations.py,
-cloud/alerts.py, cloud/fleet_routes.py, vendctl), on SQLite and PostgreSQL; and the Config message."""
+"""Planograms, locations, cabinets and alerts in the cloud (cloud/fleet/planogram.py, cloud/fleet/locations.py,
+cloud/fleet/alerts.py, cloud/fleet/routes.py, vendctl), on SQLite and PostgreSQL; and the Config message."""
 
 import io
 import json

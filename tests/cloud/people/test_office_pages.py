@@ -1,4 +1,4 @@
-"""The office pages of the dashboard (cloud/dashboard/office.py): settlements, reconciliation, people,
+"""The office pages of the dashboard (cloud/people/pages.py and cloud/finance/pages.py): settlements, reconciliation, people,
 suppliers and the audit trail; who may open them, the errors a form shows, and the audit rows they write."""
 
 import re

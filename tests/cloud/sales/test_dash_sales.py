@@ -1,4 +1,4 @@
-"""The dashboard's sales, stock, pick-list and purchase-order pages (cloud/dashboard/sales.py, stock.py):
+"""The dashboard's sales, stock, pick-list and purchase-order pages (cloud/sales/pages.py, stock.py):
 who may see them, what they show, and a form with nonsense in it coming back with the field named."""
 
 import re

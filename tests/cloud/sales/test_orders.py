@@ -1,4 +1,4 @@
-"""Placing orders (cloud/orders.py place): idempotency under (customer, idem_key), and refusals."""
+"""Placing orders (cloud/sales/orders.py place): idempotency under (customer, idem_key), and refusals."""
 
 from datetime import timedelta
 

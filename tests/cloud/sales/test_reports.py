@@ -1,4 +1,4 @@
-"""Manager reports (cloud/reports.py): every report equals a plain grouping of ``sales``, the rollups stay
+"""Manager reports (cloud/sales/reports.py): every report equals a plain grouping of ``sales``, the rollups stay
 right through ingest and the migration's backfill, roles, and bad input."""
 
 import random

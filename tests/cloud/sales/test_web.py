@@ -1,4 +1,4 @@
-"""What a customer and a manager see over HTTP (cloud/web.py), plus cloud/core/money.py formatting and parsing."""
+"""What a customer and a manager see over HTTP (cloud/sales/shop.py), plus cloud/core/money.py formatting and parsing."""
 
 import time
 

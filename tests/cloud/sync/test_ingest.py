@@ -1,4 +1,4 @@
-"""Ingest of machine ledgers (cloud/ingest.py) and the order settlement it drives (cloud/orders.py)."""
+"""Ingest of machine ledgers (cloud/sync/ingest.py) and the order settlement it drives (cloud/sales/orders.py)."""
 
 from datetime import timedelta
 

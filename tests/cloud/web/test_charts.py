@@ -1,4 +1,4 @@
-"""The dashboard's SVG charts (cloud/dashboard/charts.py): nice ticks, and bars a reader can trust."""
+"""The dashboard's SVG charts (cloud/web/charts.py): nice ticks, and bars a reader can trust."""
 
 import xml.etree.ElementTree as ET
 
