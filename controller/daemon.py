@@ -62,6 +62,7 @@ class Controller:
         self.next_status = 0.0
         self.status_head = 0
         self.rejected_messages = 0
+        self.last_rejected: dict[str, bytes] = {}  # topic -> the last payload refused on it
         self.notifier = Notifier()
         self._stopping = threading.Event()
         self.link: Link | None = None
@@ -307,7 +308,10 @@ class Controller:
             message = decode(kind, item.payload)
         except ProtocolError as e:
             self.rejected_messages += 1
-            log.warning("dropped message on %s: %s", item.topic, e)
+            # A retained message comes back on every connect: the same bad payload is logged once per topic.
+            if self.last_rejected.get(item.topic) != item.payload:
+                self.last_rejected[item.topic] = item.payload
+                log.warning("dropped message on %s: %s", item.topic, e)
             return
         if kind == "ack":
             self.on_ack(message)

@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import PROTOCOL_VERSION, ProtocolError
+from .payload import MAX_DEPTH, MAX_PAYLOAD_BYTES, load_json  # noqa: F401 - part of this module's interface
 
-MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_BATCH_EVENTS = 1000
 GENESIS_HASH = "0" * 64
 MAX_SLOT_COUNT = 100_000  # more than any slot holds; keeps a count inside every database's integer
@@ -112,24 +112,6 @@ def _ident(obj: dict, key: str, where: str) -> str:
     if not ID_RE.match(value):
         raise ProtocolError(f"{where}: field {key!r} {value!r} is not an id (1-64 of A-Z a-z 0-9 _ . : -)")
     return value
-
-
-def load_json(payload: bytes | str, where: str) -> dict:
-    """Decode one payload into a dict, checking size, JSON and the protocol version."""
-    if isinstance(payload, str):
-        payload = payload.encode("utf-8", "surrogatepass")
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise ProtocolError(f"{where}: payload of {len(payload)} bytes is over the {MAX_PAYLOAD_BYTES} limit")
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ProtocolError(f"{where}: not valid JSON ({e})") from None
-    if not isinstance(obj, dict):
-        raise ProtocolError(f"{where}: payload must be a JSON object, got {type(obj).__name__}")
-    v = obj.get("v")
-    if v != PROTOCOL_VERSION:
-        raise ProtocolError(f"{where}: protocol version {v!r} is not supported (this side speaks {PROTOCOL_VERSION})")
-    return obj
 
 
 def dump_json(obj: dict) -> bytes:
@@ -503,4 +485,9 @@ def decode(kind: str, payload: bytes):
         decoder = DECODERS[kind]
     except KeyError:
         raise ProtocolError(f"no message type for topic kind {kind!r}") from None
-    return decoder(payload)
+    try:
+        return decoder(payload)
+    except RecursionError:
+        # load_json bounds the nesting, so this is a guard for a checker that recurses: a bad message,
+        # never a crash of the consumer.
+        raise ProtocolError(f"{kind}: nested too deep") from None

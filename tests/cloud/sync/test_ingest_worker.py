@@ -97,3 +97,16 @@ def test_a_batch_far_ahead_is_not_kept_forever_while_others_make_progress(cloud_
     cloud_obj.apply_all([("vend/v1/m-1/events", chain.batch(3, 4).encode())])  # more progress
     assert cloud_obj.stats.counts["gaps"] == 1 and not cloud_obj._parked
     assert stored(cloud_obj, "m-1") == [1, 2, 3, 4]
+
+
+def test_a_deeply_nested_message_is_rejected_once_and_the_rest_of_the_group_is_stored(cloud_obj):
+    # json.loads raised RecursionError on 5000 levels: not a ProtocolError, so the whole group's transaction
+    # was thrown away and the message came back through the one-by-one path.
+    good = restocks(2)
+    cloud_obj.apply_all([("vend/v1/m-2/events", b"[" * 5000),
+                         ("vend/v1/m-2/status", b'{"v":1,"online":' + b"[" * 5000),
+                         ("vend/v1/m-1/events", good.batch(1).encode())])
+    assert stored(cloud_obj, "m-1") == [1, 2]
+    assert cloud_obj.stats.counts["rejected"] == 2
+    assert [topic for topic, _ in cloud_obj.stats.last_rejections] == ["vend/v1/m-2/events", "vend/v1/m-2/status"]
+    assert all("deep" in reason for _, reason in cloud_obj.stats.last_rejections)
