@@ -59,9 +59,9 @@ def merge_batches(decoded: list[tuple]) -> list[tuple]:
             i = open_batch[machine_id]
             prev = merged[i][3]
             last, first = prev.events[-1], message.events[0]
-            if (first.seq == last.seq + 1 and first.prev_hash == last.hash
+            if (first.seq == last.seq + 1 and first.prev_hash == last.hash and prev.ledger == message.ledger
                     and len(prev.events) + len(message.events) <= MERGE_MAX_EVENTS):
-                merged[i] = (topic, machine_id, kind, EventBatch(prev.events + message.events))
+                merged[i] = (topic, machine_id, kind, EventBatch(prev.events + message.events, prev.ledger))
                 continue
         if kind == "events":
             open_batch[machine_id] = len(merged)

@@ -26,7 +26,8 @@ CLOCK_STEP_S = 1.0
 
 
 class Sync:
-    """The publish window over one ledger (anything with ``head``, ``acked``, ``set_acked`` and ``read``)."""
+    """The publish window over one ledger (anything with ``head``, ``acked``, ``set_acked``, ``read`` and
+    ``ledger_id``)."""
 
     def __init__(self, ledger, *, batch_size: int, window: int, resend_after_s: float):
         self.ledger = ledger
@@ -119,7 +120,7 @@ class Sync:
             events = self.ledger.read(self.sent_upto + 1, self.batch_size)
             if not events:
                 break
-            batches.append(EventBatch(tuple(events)))
+            batches.append(EventBatch(tuple(events), self.ledger.ledger_id))
             self.sent_upto = events[-1].seq
         return batches
 

@@ -250,13 +250,20 @@ def check_event_data(kind: str, data: dict, where: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class EventBatch:
-    """Consecutive ledger events, in sequence order, each chained to the one before."""
+    """Consecutive ledger events, in sequence order, each chained to the one before, and the id of the
+    ledger they come from: a machine given a new card starts a new ledger at seq 1, and the cloud must
+    not take its events for redeliveries of the old one's. A batch from a controller older than ledger ids
+    has none ("")."""
 
     events: tuple[Event, ...]
+    ledger: str = ""
 
     @classmethod
     def decode(cls, payload: bytes) -> "EventBatch":
         obj = load_json(payload, "events")
+        ledger = _get(obj, "ledger", str, "events", optional=True) or ""
+        if ledger and not ID_RE.match(ledger):
+            raise ProtocolError(f"events: ledger {ledger[:80]!r} is not an id (1-64 of A-Z a-z 0-9 _ . : -)")
         raw = _get(obj, "events", list, "events")
         if not raw:
             raise ProtocolError("events: empty batch")
@@ -268,10 +275,11 @@ class EventBatch:
                 raise ProtocolError(f"events: seq {b.seq} follows {a.seq}; a batch must be consecutive")
             if b.prev_hash != a.hash:
                 raise ProtocolError(f"events: hash chain broken between seq {a.seq} and {b.seq}")
-        return cls(events)
+        return cls(events, ledger)
 
     def encode(self) -> bytes:
-        return dump_json({"events": [e.to_obj() for e in self.events]})
+        ledger = {"ledger": self.ledger} if self.ledger else {}
+        return dump_json({**ledger, "events": [e.to_obj() for e in self.events]})
 
 
 @dataclass(frozen=True, slots=True)

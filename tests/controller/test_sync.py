@@ -131,3 +131,20 @@ def test_a_step_before_any_ack_is_left_to_the_wall_clock(ledger):
     sync = make(ledger)
     assert sync.check_clock(WALL + 3600, T0) == 0
     assert sync.cloud_now(WALL + 3600, T0) == WALL + 3600
+
+
+def test_every_batch_carries_the_ledgers_id_made_once_at_creation(tmp_path):
+    first = Ledger(str(tmp_path / "a.db"))
+    fill(first, 3)
+    ident = first.ledger_id
+    first.close()
+    first = Ledger(str(tmp_path / "a.db"))  # reopened: the same ledger, the same id
+    second = Ledger(str(tmp_path / "b.db"))  # a new card: a new ledger
+    try:
+        assert first.ledger_id == ident and second.ledger_id != ident and len(ident) == 32
+        batches = make(first).connected(T0)
+        assert {b.ledger for b in batches} == {ident}
+        assert EventBatch.decode(batches[0].encode()).ledger == ident
+    finally:
+        first.close()
+        second.close()

@@ -81,3 +81,16 @@ def test_any_depth_decodes_or_raises_protocol_error(kind, depth, opener, closed)
     body = opener * depth + "1" + (closer * depth if closed else "")
     _check(kind, f'{{"v":1,"events":{body}}}'.encode())
     _check(kind, body.encode())
+
+
+def test_an_events_batch_without_a_ledger_id_still_decodes_and_a_bad_id_is_refused():
+    # Controllers from before ledger ids send none: the cloud treats such a batch as the ledger it follows.
+    from tests.cloud_fixtures import Chain
+
+    chain = Chain()
+    chain.add("door.opened")
+    obj = json.loads(chain.batch(1).encode())
+    assert "ledger" not in obj and decode("events", json.dumps(obj).encode()).ledger == ""
+    obj["ledger"] = "not an id!"
+    with pytest.raises(ProtocolError, match="ledger"):
+        decode("events", json.dumps(obj).encode())
