@@ -110,12 +110,14 @@ def main(argv: list[str] | None = None) -> int:
                 for r in rows:
                     r["online"] = "yes" if r["online"] else "no"
                     r["behind"] = r["machine_head"] - r["cloud_head"]
+                    r["ledgers"] = f"replaced {r['ledger_changes']}x" if r.get("ledger_changes") else ""
                     p = r["planogram"]
                     r["config"] = "" if p["state"] == "none" else f"v{p['desired_version']} {p['state']}" + (
                         "" if p["state"] == "applied" else f" (has v{p['applied_version']})")
                 print(table(rows, [("id", "ID"), ("name", "NAME"), ("location_name", "LOCATION"), ("online", "ONLINE"),
                                    ("last_seen", "LAST SEEN"), ("machine_head", "LEDGER HEAD"),
-                                   ("cloud_head", "IN CLOUD"), ("behind", "BEHIND"), ("config", "PLANOGRAM")]))
+                                   ("cloud_head", "IN CLOUD"), ("behind", "BEHIND"), ("ledgers", "LEDGER"),
+                                   ("config", "PLANOGRAM")]))
         elif args.command == "provision":
             return provision.run(args, client, CliError)
         elif args.command == "sales":

@@ -59,9 +59,9 @@ def merge_batches(decoded: list[tuple]) -> list[tuple]:
             i = open_batch[machine_id]
             prev = merged[i][3]
             last, first = prev.events[-1], message.events[0]
-            if (first.seq == last.seq + 1 and first.prev_hash == last.hash
+            if (first.seq == last.seq + 1 and first.prev_hash == last.hash and prev.ledger == message.ledger
                     and len(prev.events) + len(message.events) <= MERGE_MAX_EVENTS):
-                merged[i] = (topic, machine_id, kind, EventBatch(prev.events + message.events))
+                merged[i] = (topic, machine_id, kind, EventBatch(prev.events + message.events, prev.ledger))
                 continue
         if kind == "events":
             open_batch[machine_id] = len(merged)
@@ -254,6 +254,7 @@ class Cloud:
         acks: dict[str, int] = {}
         resends: dict[str, int] = {}
         configs: dict = {}
+        heartbeats: set[str] = set()  # machines whose status earned an ack of the clock alone
         now = utcnow()
         decoded = []
         for topic, payload in items:
@@ -280,6 +281,7 @@ class Cloud:
                             continue
                         alerts.note_status(conn, machine_id, message, now)
                         if message.online:
+                            heartbeats.add(machine_id)
                             config = planogram.wanted_by(conn, machine_id, message.planogram_version)
                             if config is not None:
                                 configs[machine_id] = (config, message.planogram_version)
@@ -295,6 +297,11 @@ class Cloud:
         cloud_time = format_time(utcnow())
         for machine_id, seq in acks.items():
             self.bus.publish(machine_id, "ack", Ack(seq, cloud_time).encode())
+        # An idle machine writes no events and so earns no ack, but its clock may be stepped under it (NTP);
+        # every status it sends (on connect, on a new head, every 30 s) is answered with the cloud's clock.
+        # Seq 0 says nothing about events, so it can never move or confuse the machine's acked mark.
+        for machine_id in heartbeats - acks.keys():
+            self.bus.publish(machine_id, "ack", Ack(0, cloud_time).encode())
         for machine_id, from_seq in resends.items():
             self.request_resend(machine_id, from_seq)
         for machine_id, (config, reported) in configs.items():

@@ -33,7 +33,7 @@ from .ledger import Ledger
 from .link import Link
 from .screen import Screen
 from .sdnotify import Notifier
-from .service import ServiceMode, ServiceSocket, restock_counts
+from .service import ServiceMode, ServiceSocket, answer
 from .sync import Sync
 from .vend import Busy, Finished, Record, RunMotor, StopMotor, VendStateMachine
 from .watchers import CredentialsFetcher, ThermometerReader
@@ -62,6 +62,7 @@ class Controller:
         self.next_status = 0.0
         self.status_head = 0
         self.rejected_messages = 0
+        self.last_rejected: dict[str, bytes] = {}  # topic -> the last payload refused on it
         self.notifier = Notifier()
         self._stopping = threading.Event()
         self.link: Link | None = None
@@ -81,7 +82,7 @@ class Controller:
 
     def cloud_now(self) -> float:
         """Our best idea of the cloud's clock: a Pi has no RTC, the cloud's ack carries the truth."""
-        return self.sync.cloud_now(self.wallclock())
+        return self.sync.cloud_now(self.wallclock(), self.monotonic())
 
     def now_dt(self) -> datetime:
         """The cloud's clock as a UTC datetime, for the ledger's timestamps."""
@@ -190,6 +191,7 @@ class Controller:
     def tick(self, now: float) -> None:
         """Time passes: the vend's timer, a waiting planogram, resends, the status and the screen."""
         self.execute(self.vend.timer_fired(now))
+        self.sync.check_clock(self.wallclock(), now)
         self.apply_pending_config()
         if self.online:
             self.publish(self.sync.tick(now))
@@ -307,7 +309,10 @@ class Controller:
             message = decode(kind, item.payload)
         except ProtocolError as e:
             self.rejected_messages += 1
-            log.warning("dropped message on %s: %s", item.topic, e)
+            # A retained message comes back on every connect: the same bad payload is logged once per topic.
+            if self.last_rejected.get(item.topic) != item.payload:
+                self.last_rejected[item.topic] = item.payload
+                log.warning("dropped message on %s: %s", item.topic, e)
             return
         if kind == "ack":
             self.on_ack(message)
@@ -320,32 +325,9 @@ class Controller:
     def on_service(self, item: ServiceRequest) -> None:
         """A technician's request from the local socket."""
         try:
-            item.reply.put(self.service_answer(item.request))
+            item.reply.put(answer(self, item.request))
         except ValueError as e:
             item.reply.put({"ok": False, "error": str(e)})
-
-    def service_answer(self, request: dict) -> dict:
-        """The answer to a technician's status or restock request; ValueError for a bad one."""
-        op = request.get("op")
-        if op == "status":
-            return {"ok": True, "machine": self.machine_id, "head": self.ledger.head,
-                    "acked": self.ledger.acked, "online": self.online,
-                    "rejected_messages": self.rejected_messages,
-                    "url": self.screen.url,
-                    "planogram": {"version": self.ledger.planogram_version,
-                                  "waiting": self.pending_config.version if self.pending_config else None,
-                                  "ignored": self.ignored_configs,
-                                  "slots": {s: [p.product, p.price, p.currency, p.capacity, p.par]
-                                            for s, p in sorted(self.planogram.items())}},
-                    "slots": {s: dict(zip(("count", "flagged"), self.ledger.slot(s)))
-                              for s in self.hardware.motors}}
-        if op == "restock":
-            counts = restock_counts(request, self.hardware.motors)
-            for slot, count in counts.items():
-                self.record("restock", {"slot": slot, "count": count})
-            self.pump()
-            return {"ok": True, "head": self.ledger.head}
-        raise ValueError(f"unknown operation {op!r}; use status or restock")
 
     # -- sync ------------------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 from datetime import datetime
 
 import sqlite_utils
@@ -51,6 +52,14 @@ def _m0003(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO meta VALUES ('planogram_version', 0)")
 
 
+@migrations(name="0004_ledger_id")
+def _m0004(db: sqlite_utils.Database) -> None:
+    # The ledger's identity, random, made once with the file: every batch carries it, so the cloud tells a
+    # new ledger (a new card, starting again at seq 1) from redeliveries of the one it has stored.
+    db.execute("CREATE TABLE identity (ledger_id TEXT NOT NULL)")
+    db.execute("INSERT INTO identity VALUES (?)", [secrets.token_hex(16)])
+
+
 class LedgerError(RuntimeError):
     """The ledger on disk is not what it should be (a broken chain, a gap)."""
 
@@ -69,6 +78,7 @@ class Ledger:
         row = self.db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         self.head, self.head_hash = row if row else (0, GENESIS_HASH)
         self.boot_number = self._meta("boot_count")
+        self.ledger_id: str = self.db.execute("SELECT ledger_id FROM identity").fetchone()[0]
 
     def close(self) -> None:
         self.db.close()

@@ -98,3 +98,27 @@ class ServiceSocket:
                 os.unlink(self.path)
             except OSError:
                 pass
+
+
+def answer(c, request: dict) -> dict:
+    """The answer to a technician's status or restock request to controller ``c``; ValueError for a bad one."""
+    op = request.get("op")
+    if op == "status":
+        return {"ok": True, "machine": c.machine_id, "head": c.ledger.head,
+                "acked": c.ledger.acked, "online": c.online,
+                "rejected_messages": c.rejected_messages,
+                "url": c.screen.url,
+                "planogram": {"version": c.ledger.planogram_version,
+                              "waiting": c.pending_config.version if c.pending_config else None,
+                              "ignored": c.ignored_configs,
+                              "slots": {s: [p.product, p.price, p.currency, p.capacity, p.par]
+                                        for s, p in sorted(c.planogram.items())}},
+                "slots": {s: dict(zip(("count", "flagged"), c.ledger.slot(s)))
+                          for s in c.hardware.motors}}
+    if op == "restock":
+        counts = restock_counts(request, c.hardware.motors)
+        for slot, count in counts.items():
+            c.record("restock", {"slot": slot, "count": count})
+        c.pump()
+        return {"ok": True, "head": c.ledger.head}
+    raise ValueError(f"unknown operation {op!r}; use status or restock")

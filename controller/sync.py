@@ -6,7 +6,10 @@ MQTT client: the daemon publishes what it returns and says which batch was not a
 ``window`` batches in flight (paho refuses QoS 1 publishes past 65,535 in flight and otherwise queues
 without limit), trusts only the cloud's own ack (the broker's PUBACK does not mean the cloud stored the
 events), resends from the acked mark when no ack comes for ``resend_after_s``, and learns the cloud's clock
-from every ack: a Pi has no real-time clock.
+from every ack: a Pi has no real-time clock. The cloud also acks each status (seq 0, the clock alone), so an
+idle machine hears the time too. Between acks the wall clock may be stepped (NTP after a boot without a
+real-time clock): a step is seen against the monotonic clock and the offset re-based, so the cloud's time
+as the machine sees it does not jump with it.
 """
 
 from __future__ import annotations
@@ -17,9 +20,14 @@ from protocol.messages import EventBatch
 
 log = logging.getLogger(__name__)
 
+# The wall clock moving this far from the monotonic clock since the last ack is a step, not slewing
+# (NTP slews at most 0.5 ms a second).
+CLOCK_STEP_S = 1.0
+
 
 class Sync:
-    """The publish window over one ledger (anything with ``head``, ``acked``, ``set_acked`` and ``read``)."""
+    """The publish window over one ledger (anything with ``head``, ``acked``, ``set_acked``, ``read`` and
+    ``ledger_id``)."""
 
     def __init__(self, ledger, *, batch_size: int, window: int, resend_after_s: float):
         self.ledger = ledger
@@ -28,16 +36,46 @@ class Sync:
         self.resend_after_s = resend_after_s
         self.sent_upto = 0  # the last seq handed out to publish; above the acked mark while batches are in flight
         self.last_progress = 0.0  # when the acked mark last moved, or when nothing was in flight
-        self.clock_offset: float | None = None  # the cloud's clock minus ours, from the last ack
+        # (the cloud's clock minus our wall clock, our wall clock minus the monotonic clock), both as of
+        # the last ack or step; one tuple, replaced whole, because other threads read it (cloud_now).
+        self._clock: tuple[float, float] | None = None
 
     @property
     def clock_synced(self) -> bool:
         """Whether an ack has told us the cloud's clock since the start."""
-        return self.clock_offset is not None
+        return self._clock is not None
 
-    def cloud_now(self, wallclock: float) -> float:
-        """Our best idea of the cloud's clock, given our own wall clock."""
-        return wallclock + (self.clock_offset or 0.0)
+    @property
+    def clock_offset(self) -> float | None:
+        """The cloud's clock minus our wall clock, from the last ack; None before the first."""
+        return self._clock[0] if self._clock else None
+
+    def _step(self, wallclock: float, monotonic: float) -> float:
+        """How far the wall clock was stepped since the offset was learned; 0 when it was not."""
+        if self._clock is None:
+            return 0.0
+        step = (wallclock - monotonic) - self._clock[1]
+        return step if abs(step) > CLOCK_STEP_S else 0.0
+
+    def cloud_now(self, wallclock: float, monotonic: float) -> float:
+        """Our best idea of the cloud's clock, given our own clocks; a wall-clock step does not move it.
+        Reads only: safe from any thread."""
+        if self._clock is None:
+            return wallclock  # nothing learned from the cloud: the wall clock, stepped or not, is all we have
+        return wallclock + self._clock[0] - self._step(wallclock, monotonic)
+
+    def check_clock(self, wallclock: float, monotonic: float) -> float:
+        """Re-base the offset if the wall clock was stepped since the last ack; returns the step (0: none)."""
+        step = self._step(wallclock, monotonic)
+        if step:
+            offset, wall_minus_mono = self._clock
+            self._clock = (offset - step, wall_minus_mono + step)
+            log.warning("wall clock stepped by %+.1f s; the cloud's clock is kept from the last ack", step)
+        return step
+
+    def heard(self, cloud_time: float, wallclock: float, monotonic: float) -> None:
+        """A message from the cloud said its clock read ``cloud_time`` (our clocks then)."""
+        self._clock = (cloud_time - wallclock, wallclock - monotonic)
 
     def connected(self, now: float) -> list[EventBatch]:
         """A new connection: whatever was in flight may be lost, so everything unacked goes again."""
@@ -48,7 +86,7 @@ class Sync:
 
     def ack(self, seq: int, cloud_time: float, now: float, wallclock: float) -> list[EventBatch]:
         """The cloud stored every event up to ``seq`` and its clock read ``cloud_time`` (our wall clock then)."""
-        self.clock_offset = cloud_time - wallclock
+        self.heard(cloud_time, wallclock, now)
         if seq > self.ledger.head:
             log.error("cloud acks seq %d but the ledger ends at %d: is this the right ledger?", seq, self.ledger.head)
         if not self.ledger.set_acked(seq):
@@ -82,7 +120,7 @@ class Sync:
             events = self.ledger.read(self.sent_upto + 1, self.batch_size)
             if not events:
                 break
-            batches.append(EventBatch(tuple(events)))
+            batches.append(EventBatch(tuple(events), self.ledger.ledger_id))
             self.sent_upto = events[-1].seq
         return batches
 

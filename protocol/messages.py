@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import PROTOCOL_VERSION, ProtocolError
+from .payload import MAX_DEPTH, MAX_PAYLOAD_BYTES, load_json  # noqa: F401 - part of this module's interface
 
-MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_BATCH_EVENTS = 1000
 GENESIS_HASH = "0" * 64
 MAX_SLOT_COUNT = 100_000  # more than any slot holds; keeps a count inside every database's integer
@@ -112,24 +112,6 @@ def _ident(obj: dict, key: str, where: str) -> str:
     if not ID_RE.match(value):
         raise ProtocolError(f"{where}: field {key!r} {value!r} is not an id (1-64 of A-Z a-z 0-9 _ . : -)")
     return value
-
-
-def load_json(payload: bytes | str, where: str) -> dict:
-    """Decode one payload into a dict, checking size, JSON and the protocol version."""
-    if isinstance(payload, str):
-        payload = payload.encode("utf-8", "surrogatepass")
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise ProtocolError(f"{where}: payload of {len(payload)} bytes is over the {MAX_PAYLOAD_BYTES} limit")
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ProtocolError(f"{where}: not valid JSON ({e})") from None
-    if not isinstance(obj, dict):
-        raise ProtocolError(f"{where}: payload must be a JSON object, got {type(obj).__name__}")
-    v = obj.get("v")
-    if v != PROTOCOL_VERSION:
-        raise ProtocolError(f"{where}: protocol version {v!r} is not supported (this side speaks {PROTOCOL_VERSION})")
-    return obj
 
 
 def dump_json(obj: dict) -> bytes:
@@ -268,13 +250,20 @@ def check_event_data(kind: str, data: dict, where: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class EventBatch:
-    """Consecutive ledger events, in sequence order, each chained to the one before."""
+    """Consecutive ledger events, in sequence order, each chained to the one before, and the id of the
+    ledger they come from: a machine given a new card starts a new ledger at seq 1, and the cloud must
+    not take its events for redeliveries of the old one's. A batch from a controller older than ledger ids
+    has none ("")."""
 
     events: tuple[Event, ...]
+    ledger: str = ""
 
     @classmethod
     def decode(cls, payload: bytes) -> "EventBatch":
         obj = load_json(payload, "events")
+        ledger = _get(obj, "ledger", str, "events", optional=True) or ""
+        if ledger and not ID_RE.match(ledger):
+            raise ProtocolError(f"events: ledger {ledger[:80]!r} is not an id (1-64 of A-Z a-z 0-9 _ . : -)")
         raw = _get(obj, "events", list, "events")
         if not raw:
             raise ProtocolError("events: empty batch")
@@ -286,10 +275,11 @@ class EventBatch:
                 raise ProtocolError(f"events: seq {b.seq} follows {a.seq}; a batch must be consecutive")
             if b.prev_hash != a.hash:
                 raise ProtocolError(f"events: hash chain broken between seq {a.seq} and {b.seq}")
-        return cls(events)
+        return cls(events, ledger)
 
     def encode(self) -> bytes:
-        return dump_json({"events": [e.to_obj() for e in self.events]})
+        ledger = {"ledger": self.ledger} if self.ledger else {}
+        return dump_json({**ledger, "events": [e.to_obj() for e in self.events]})
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,4 +493,9 @@ def decode(kind: str, payload: bytes):
         decoder = DECODERS[kind]
     except KeyError:
         raise ProtocolError(f"no message type for topic kind {kind!r}") from None
-    return decoder(payload)
+    try:
+        return decoder(payload)
+    except RecursionError:
+        # load_json bounds the nesting, so this is a guard for a checker that recurses: a bad message,
+        # never a crash of the consumer.
+        raise ProtocolError(f"{kind}: nested too deep") from None

@@ -44,6 +44,10 @@ machines = sa.Table(
     sa.Column("machine_head", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("cloud_head", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("cloud_head_hash", sa.String(64), nullable=False, server_default=GENESIS_HASH),
+    # The ledger the cloud follows ('' until a controller that sends ledger ids is heard): cloud_head is in
+    # its numbering, and its seq n is stored as events seq ledger_base + n (cloud/fleet/ledger.py).
+    sa.Column("ledger_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("ledger_base", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 

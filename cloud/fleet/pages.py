@@ -157,6 +157,7 @@ def machine_page(request: Request, caller: auth.Caller, cloud, machine_id: str, 
             config = planogram.status(conn, machine_id)
             found = alerts.compute(conn, now, cloud.alert_limits, cloud.readings.snapshot(), machine_id)
             events = _recent_events(conn, machine_id)
+            changes = ledger.changes(conn, machine_id)
             sold = _sales_today(conn, now, machine_id).get(machine_id, [])
     except machines.NoSuchMachine:
         return dash(request, caller, "dash_problem.html", 404, title=_("Unknown machine"),
@@ -170,7 +171,7 @@ def machine_page(request: Request, caller: auth.Caller, cloud, machine_id: str, 
     grid = [(c, [s for s in menu if s.cabinet == c.number]) for c in cabinets]
     return dash(request, caller, "dash_machine.html", status_code, m=m, site=site, grid=grid,
                 many_cabinets=len(cabinets) > 1, cabinets=cabinets, config=config, applied_at=applied_at, alerts=found,
-                alert_names=ALERT_NAMES, events=events, sold=sold, fill=_fill(menu), rows=rows,
+                alert_names=ALERT_NAMES, events=events, ledger_changes=changes, sold=sold, fill=_fill(menu), rows=rows,
                 errors=errors or {}, key=secrets.token_urlsafe(16),
                 can_edit=caller.role in people.FLEET_EDITORS, saved=saved)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from datetime import timedelta
 from typing import Any, ClassVar, Protocol
 
@@ -22,7 +23,7 @@ from cloud.core.settings import Settings
 from cloud.provisioning.brokerfiles import BrokerFiles
 from cloud.provisioning.ca import FleetCA
 
-from cloud.fleet import alerts, locations, machines, planogram
+from cloud.fleet import alerts, ledger, locations, machines, planogram
 from cloud import people
 from cloud.core.db import utcnow
 from cloud.people import Caller, require
@@ -208,12 +209,20 @@ def machine_detail(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
             cabinets = [{"number": c.number, "name": c.name} for c in machines.cabinets_of(conn, machine_id)]
             config = planogram.status(conn, machine_id)
             found = alerts.compute(conn, utcnow(), cloud.alert_limits, cloud.readings.snapshot(), machine_id)
+            changes = ledger.changes(conn, machine_id)
     except machines.FleetError as e:
         raise refused(e) from None
     return {"id": m.id, "name": m.name, "location": location, "cabinets": cabinets, "online": m.online,
             "last_seen": m.last_seen.isoformat() if m.last_seen else None, "firmware": m.firmware,
             "machine_head": m.machine_head, "cloud_head": m.cloud_head, "planogram": config,
-            "alerts": [a.public() for a in found]}
+            "alerts": [a.public() for a in found], "ledger_id": m.ledger_id,
+            "ledger_changes": [ledger_change(c) for c in changes]}
+
+
+def ledger_change(c) -> dict:
+    """One ledger change of a machine, as the API shows it."""
+    return {"number": c.number, "at": c.at.isoformat(), "old_ledger": c.old_ledger, "old_head": c.old_head,
+            "new_ledger": c.new_ledger, "stored_from_seq": c.base + 1}
 
 
 @router.post("/machines/{machine_id}/cabinets", status_code=201)
@@ -294,6 +303,7 @@ def machine_alerts(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
     try:
         with cloud.engine.connect() as conn:
             found = alerts.compute(conn, utcnow(), cloud.alert_limits, cloud.readings.snapshot(), machine_id)
+            changes = ledger.changes(conn, machine_id)
     except machines.FleetError as e:
         raise refused(e) from None
     return [a.public() for a in found]
@@ -307,10 +317,11 @@ def api_machines(cloud: FleetCloud = Depends(the_cloud)):
         rows = machines.list_machines(conn)
         configs = planogram.statuses(conn)
         sites = locations.by_machine(conn)
+        changed = Counter(c.machine_id for c in ledger.changes(conn))
     none = planogram.status_of_none()
     return [{"id": m.id, "name": m.name, "location": m.location, "online": m.online,
              "last_seen": m.last_seen.isoformat() if m.last_seen else None, "firmware": m.firmware,
-             "machine_head": m.machine_head, "cloud_head": m.cloud_head,
+             "machine_head": m.machine_head, "cloud_head": m.cloud_head, "ledger_changes": changed[m.id],
              "location_id": sites.get(m.id, {}).get("id"), "location_name": sites.get(m.id, {}).get("name"),
              "planogram": configs.get(m.id, none)} for m in rows]
 

@@ -1,25 +1,31 @@
 """Ingest of machine ledgers: store each event once, in order, with its projections, then ack.
 
 A batch is applied only where it continues the machine's stored chain: events at or below the stored head
-are redeliveries and change nothing; a batch that starts past ``head + 1`` is a gap, stored not at all, and
-answered with a resend request. The head moves by a conditional update, so two cloud processes sharing the
-ingest never both apply the same events: the loser rolls back and sees them as redeliveries.
+are redeliveries and change nothing, once their hashes are found equal to the stored ones (a batch whose
+hashes differ is refused, never acked); a batch that starts past ``head + 1`` is a gap, stored not at all,
+and answered with a resend request. The head moves by a conditional update, so two cloud processes sharing
+the ingest never both apply the same events: the loser rolls back and sees them as redeliveries.
+
+Each batch names its ledger. A new ledger id for a machine (a new card) is a ledger change: recorded for a
+person to see, the head starts over at 0 in the new ledger's numbering, and its events are stored after the
+old ledger's (``cloud/fleet/ledger.py``). A batch from a ledger the machine has left is refused.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import sqlalchemy as sa
 
-from protocol.messages import EventBatch, compact_json
+from protocol.messages import GENESIS_HASH, EventBatch, compact_json
 
 from cloud.fleet import alerts, planogram
 from cloud.sales import orders, reports
 from cloud.core.db import bulk_insert
+from cloud.fleet import ledger as ledgers
 from cloud.fleet.ledger import EVENT_COLUMNS, events
 from cloud.sales.records import SALE_COLUMNS, sales
 from cloud.fleet.machines import machines, slots
@@ -61,7 +67,8 @@ class Stats:
 def store_batch(conn: sa.Connection, provider: Provider, machine_id: str, batch: EventBatch,
                 now: datetime) -> Result:
     """Apply one batch in the caller's transaction; see the module docstring for the rules."""
-    query = sa.select(machines.c.cloud_head, machines.c.cloud_head_hash).where(machines.c.id == machine_id)
+    query = (sa.select(machines.c.cloud_head, machines.c.cloud_head_hash, machines.c.ledger_id,
+                       machines.c.ledger_base).where(machines.c.id == machine_id))
     if conn.dialect.name == "postgresql":
         # Another cloud process storing this machine's batch waits here until it commits, then sees the
         # new head (SQLite's BEGIN IMMEDIATE already lets one writer in at a time).
@@ -69,7 +76,22 @@ def store_batch(conn: sa.Connection, provider: Provider, machine_id: str, batch:
     row = conn.execute(query).first()
     if row is None:
         raise Rejected(f"unknown machine {machine_id!r}")
-    head, head_hash = row
+    head, head_hash, current, base = row
+    ledger = batch.ledger or current  # a controller older than ledger ids: the ledger the cloud follows
+    same, differs = _continues(conn, machine_id, batch, head, head_hash, base)
+    if ledger != current:
+        if current and ledgers.replaced(conn, machine_id, ledger):
+            raise Rejected(f"events from ledger {ledger}, which this machine replaced with {current}")
+        if not current and head and same is None:
+            return Result(head, resend_from=head + 1)  # nothing to compare yet: the next event will tell
+        if current or (head and same is False):
+            head, head_hash, base = _change_ledger(conn, machine_id, current, head, ledger, base, now)
+            same = None
+        elif not conn.execute(machines.update().where(machines.c.id == machine_id, machines.c.ledger_id == "")
+                              .values(ledger_id=ledger)).rowcount:
+            raise Conflict(machine_id)
+    if same is False:
+        raise Rejected(differs)
     fresh = [e for e in batch.events if e.seq > head]
     if not fresh:
         return Result(head)
@@ -77,14 +99,52 @@ def store_batch(conn: sa.Connection, provider: Provider, machine_id: str, batch:
         return Result(head, resend_from=head + 1)
     if fresh[0].prev_hash != head_hash:
         raise Rejected(f"hash chain broken at seq {fresh[0].seq}: it does not follow the stored seq {head}")
+    last = fresh[-1]
+    if base:  # a replacing ledger: stored after the ledgers before it, so every key stays (machine, seq)
+        fresh = [replace(e, seq=base + e.seq) for e in fresh]
     _insert_events(conn, machine_id, fresh)
     _project(conn, provider, machine_id, fresh, now)
-    last = fresh[-1]
     moved = conn.execute(machines.update().where(machines.c.id == machine_id, machines.c.cloud_head == head)
                          .values(cloud_head=last.seq, cloud_head_hash=last.hash, last_seen=now)).rowcount
     if not moved:
         raise Conflict(machine_id)
     return Result(last.seq, stored=len(fresh))
+
+
+def _continues(conn: sa.Connection, machine_id: str, batch: EventBatch, head: int, head_hash: str,
+               base: int) -> tuple[bool | None, str]:
+    """Whether the batch agrees with what is stored: its events at or below the head have the stored
+    hashes, and one at head + 1 follows the head (None: it has neither, it starts past head + 1); if not,
+    what differs."""
+    first, last = batch.events[0].seq, batch.events[-1].seq
+    verdict = None
+    if first <= head:
+        stored = ledgers.stored_hashes(conn, machine_id, base + first, base + min(last, head))
+        for e in batch.events[:head - first + 1]:
+            if stored.get(base + e.seq, e.hash) != e.hash:
+                return False, (f"seq {e.seq} differs from the stored event of that seq (head {head}): another "
+                               f"ledger's events, or a changed one; not stored, not acked")
+        verdict = True
+    if first <= head + 1 <= last and batch.events[head - first + 1].prev_hash != head_hash:
+        return False, f"hash chain broken at seq {head + 1}: it does not follow the stored seq {head}"
+    return (True if first <= head + 1 <= last else verdict), ""
+
+
+def _change_ledger(conn: sa.Connection, machine_id: str, old: str, head: int, new: str, base: int,
+                   now: datetime) -> tuple[int, str, int]:
+    """Follow the machine's new ledger from its start, keeping the old one's events; the change is logged
+    and kept for a person to see. Returns the new (head, head hash, base)."""
+    new_base = base + head
+    moved = conn.execute(machines.update().where(machines.c.id == machine_id, machines.c.ledger_id == old,
+                                                 machines.c.cloud_head == head)
+                         .values(ledger_id=new, ledger_base=new_base, cloud_head=0, cloud_head_hash=GENESIS_HASH)
+                         ).rowcount
+    if not moved:
+        raise Conflict(machine_id)
+    ledgers.record_change(conn, machine_id, old, head, new, new_base, now)
+    log.warning("machine %s has a new ledger %s (was %s, stored to its seq %d): its events are kept from "
+                "seq %d on", machine_id, new, old or "(no id)", head, new_base + 1)
+    return 0, GENESIS_HASH, new_base
 
 
 def _insert_events(conn: sa.Connection, machine_id: str, fresh: list) -> None:

@@ -60,6 +60,7 @@ class Screen:
         self.lines = []
 
     def refresh(self, now, status):
+        self.now = now
         self.lines.append(status)
 
     def next_nonce(self):

@@ -108,7 +108,43 @@ def test_a_batch_the_link_did_not_take_is_due_again(ledger):
 
 def test_each_ack_tells_the_cloud_clock(ledger):
     sync = make(ledger)
-    assert not sync.clock_synced and sync.cloud_now(WALL) == WALL
+    assert not sync.clock_synced and sync.cloud_now(WALL, T0) == WALL
     sync.ack(0, WALL + 3600, T0, WALL)  # a Pi that booted an hour behind
     assert sync.clock_synced
-    assert sync.cloud_now(WALL + 5) == WALL + 3605
+    assert sync.cloud_now(WALL + 5, T0 + 5) == WALL + 3605
+
+
+def test_a_wall_clock_step_with_no_ack_since_does_not_move_the_cloud_clock(ledger):
+    # Booted an hour behind; an ack taught the offset; then NTP stepped the wall clock right on an idle
+    # machine, so no ack came to correct the offset: the QR codes were an hour in the future.
+    sync = make(ledger)
+    sync.ack(0, WALL + 3600, T0, WALL)
+    assert sync.cloud_now(WALL + 3600 + 10, T0 + 10) == WALL + 3610  # seen before the loop notices the step
+    assert sync.check_clock(WALL + 3610, T0 + 10) == 3600
+    assert sync.cloud_now(WALL + 3620, T0 + 20) == WALL + 3620
+    assert sync.check_clock(WALL + 3620.2, T0 + 20) == 0  # slewing is not a step
+    sync.ack(0, WALL + 3700, T0 + 100, WALL + 3700)  # the next ack agrees with the corrected clock
+    assert sync.cloud_now(WALL + 3705, T0 + 105) == WALL + 3705
+
+
+def test_a_step_before_any_ack_is_left_to_the_wall_clock(ledger):
+    sync = make(ledger)
+    assert sync.check_clock(WALL + 3600, T0) == 0
+    assert sync.cloud_now(WALL + 3600, T0) == WALL + 3600
+
+
+def test_every_batch_carries_the_ledgers_id_made_once_at_creation(tmp_path):
+    first = Ledger(str(tmp_path / "a.db"))
+    fill(first, 3)
+    ident = first.ledger_id
+    first.close()
+    first = Ledger(str(tmp_path / "a.db"))  # reopened: the same ledger, the same id
+    second = Ledger(str(tmp_path / "b.db"))  # a new card: a new ledger
+    try:
+        assert first.ledger_id == ident and second.ledger_id != ident and len(ident) == 32
+        batches = make(first).connected(T0)
+        assert {b.ledger for b in batches} == {ident}
+        assert EventBatch.decode(batches[0].encode()).ledger == ident
+    finally:
+        first.close()
+        second.close()

@@ -75,6 +75,41 @@ def test_garbage_to_a_machine_is_dropped_and_it_keeps_working(broker, cloud, mac
     wait_until(m1.synced, 20, "the machine to keep syncing")
 
 
+def test_deep_nesting_on_every_topic_and_a_retained_poison_config_do_not_stop_the_machine(broker, cloud, machines):
+    # 5000 levels of "[" raised RecursionError in json.loads, which killed the controller; a retained config
+    # of that shape killed it again on every restart until someone cleared the retained message.
+    m1, _ = machines
+    topic = "vend/v1/m1/config"
+    retained: list[bytes] = []
+    client = broker.client("e2e-poison")
+    client.on_message = lambda c, u, msg: retained.append(msg.payload)
+    client.subscribe(topic, qos=1)
+    wait_until(lambda: retained, 10, "the cloud's retained planogram")
+    client.unsubscribe(topic)
+    before = m1.request({"op": "status"})["rejected_messages"]
+    poison = b"[" * 5000
+    for kind in ("cmd", "ack"):
+        client.publish(f"vend/v1/m1/{kind}", poison, qos=1).wait_for_publish(5)
+    client.publish(topic, poison, qos=1, retain=True).wait_for_publish(5)
+    try:
+        wait_until(lambda: m1.request({"op": "status"})["rejected_messages"] - before == 3, 10,
+                   "the machine to drop three poison messages")
+        m1.proc.stop()
+        m1.start()  # the broker hands the poison config over again on connect
+        wait_until(lambda: m1.request({"op": "status"})["rejected_messages"] >= 1, 10,
+                   "the restarted machine to drop the retained poison")
+        assert m1.proc.alive()
+        assert m1.request({"op": "restock", "counts": {"B1": 9}})["ok"]
+        wait_until(m1.synced, 20, "the machine to keep syncing")
+    finally:
+        client.publish(topic, retained[0], qos=1, retain=True).wait_for_publish(5)
+        client.loop_stop()
+        client.disconnect()
+    with open(m1.proc.log_path) as f:
+        log = f.read()
+    assert log.count("dropped message on vend/v1/m1/config") == 2  # once per run of the process, not per connect
+
+
 def test_expired_and_forged_qr_tokens_are_refused(cloud, machines):
     m1, _ = machines
     phone = Customer(cloud, "Q", "+8613900000000")

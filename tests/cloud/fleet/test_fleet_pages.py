@@ -191,3 +191,24 @@ def test_the_map_keeps_every_place_inside_its_margin_and_centres_a_single_one():
     assert all(MAP_MARGIN <= d.x <= MAP_W - MAP_MARGIN and MAP_MARGIN <= d.y <= MAP_H - MAP_MARGIN for d in many)
     north, south = many[1], many[2]
     assert north.y < south.y and north.x > south.x, "north is up, east is right"
+
+
+def test_a_replaced_ledger_shows_on_the_machine_page_and_in_the_api(client, cloud_obj):
+    import dataclasses
+
+    from cloud.sync.ingest import store_batch
+    from tests.cloud_fixtures import Chain
+
+    old, new = Chain(), Chain()
+    for chain in (old, old, new):
+        chain.add("door.opened")
+    with cloud_obj.engine.begin() as conn:
+        store_batch(conn, cloud_obj.provider, MACHINE, dataclasses.replace(old.batch(1), ledger="a" * 32), utcnow())
+        store_batch(conn, cloud_obj.provider, MACHINE, dataclasses.replace(new.batch(1), ledger="b" * 32), utcnow())
+    sign_in(client, "mia")
+    assert "New ledger bbbbbbbb since" in client.get(f"/staff/machines/{MACHINE}").text
+    detail = client.get(f"/api/v1/machines/{MACHINE}").json()
+    assert detail["ledger_id"] == "b" * 32
+    assert [(c["old_ledger"], c["old_head"], c["stored_from_seq"]) for c in detail["ledger_changes"]] == [
+        ("a" * 32, 2, 3)]
+    assert {m["id"]: m["ledger_changes"] for m in client.get("/api/v1/machines").json()} == {MACHINE: 1, "m-2": 0}

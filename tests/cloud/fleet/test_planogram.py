@@ -26,7 +26,7 @@ from cloud.fleet.planogram import PlanogramSlot
 from cloud.payments import Wallet
 from tests.cloud_fixtures import MACHINE, NOW, Chain, ThroughTestClient, add_machine, db_url, engine, slot_row, slot_spec
 from protocol import ProtocolError, topics
-from protocol.messages import (MAX_CONFIG_SLOTS, MAX_PAYLOAD_BYTES, MAX_PRICE, Config, ConfigSlot, Event, Status,
+from protocol.messages import (MAX_CONFIG_SLOTS, MAX_PAYLOAD_BYTES, MAX_PRICE, Ack, Config, ConfigSlot, Event, Status,
                                Telemetry, decode)
 
 BOOT = "bootstrap-token-for-planogram-tests"
@@ -642,7 +642,8 @@ def test_the_cloud_sends_the_newest_version_again_to_a_machine_online_without_it
     cloud_obj.apply([(status_topic, Status(online=True, firmware="1", ledger_head=0, planogram_version=2).encode()),
                      (topics.topic(MACHINE, "telemetry"), Telemetry(temperature_c=4.5).encode()),
                      (topics.topic(MACHINE, "config"), Config(2, (ConfigSlot("A1", "x", 1, "CNY", 1, 0),)).encode())])
-    assert [k for _, k, _ in cloud_obj.published] == []
+    # No config again; only the ack of the cloud's clock that answers every online status (seq 0).
+    assert [(k, Ack.decode(p).seq) for _, k, p in cloud_obj.published] == [("ack", 0)]
     assert cloud_obj.readings.snapshot()[MACHINE].temperature_c == 4.5
     assert cloud_obj.stats.counts["rejected"] == 0
 

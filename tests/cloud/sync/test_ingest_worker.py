@@ -9,6 +9,7 @@ import cloud.core.db
 import cloud.service
 import cloud.core.settings
 from cloud.fleet.ledger import events
+from protocol.messages import Ack, Status, parse_time, utcnow
 from tests.cloud_fixtures import Chain, add_machine
 
 
@@ -97,3 +98,28 @@ def test_a_batch_far_ahead_is_not_kept_forever_while_others_make_progress(cloud_
     cloud_obj.apply_all([("vend/v1/m-1/events", chain.batch(3, 4).encode())])  # more progress
     assert cloud_obj.stats.counts["gaps"] == 1 and not cloud_obj._parked
     assert stored(cloud_obj, "m-1") == [1, 2, 3, 4]
+
+
+def test_a_deeply_nested_message_is_rejected_once_and_the_rest_of_the_group_is_stored(cloud_obj):
+    # json.loads raised RecursionError on 5000 levels: not a ProtocolError, so the whole group's transaction
+    # was thrown away and the message came back through the one-by-one path.
+    good = restocks(2)
+    cloud_obj.apply_all([("vend/v1/m-2/events", b"[" * 5000),
+                         ("vend/v1/m-2/status", b'{"v":1,"online":' + b"[" * 5000),
+                         ("vend/v1/m-1/events", good.batch(1).encode())])
+    assert stored(cloud_obj, "m-1") == [1, 2]
+    assert cloud_obj.stats.counts["rejected"] == 2
+    assert [topic for topic, _ in cloud_obj.stats.last_rejections] == ["vend/v1/m-2/events", "vend/v1/m-2/status"]
+    assert all("deep" in reason for _, reason in cloud_obj.stats.last_rejections)
+
+
+def test_an_online_status_is_answered_with_the_cloud_clock(cloud_obj, monkeypatch):
+    # An idle machine writes no events, so it got no ack and never learned of a clock correction.
+    sent = []
+    monkeypatch.setattr(cloud_obj.bus, "publish", lambda m, kind, payload: sent.append((m, kind, payload)) or True)
+    before = utcnow()
+    cloud_obj.apply_all([("vend/v1/m-1/status", Status(online=True, ledger_head=4).encode()),
+                         ("vend/v1/m-2/status", Status(online=False).encode())])
+    acks = [(m, Ack.decode(p)) for m, kind, p in sent if kind == "ack"]
+    assert [(m, a.seq) for m, a in acks] == [("m-1", 0)]  # seq 0: the clock alone, no claim about events
+    assert before <= parse_time(acks[0][1].cloud_time, "cloud_time") <= utcnow()
