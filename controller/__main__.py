@@ -8,8 +8,10 @@ import json
 import logging
 import signal
 import socket
+import subprocess
 import sys
 
+import hw
 from hw import HardwareError
 
 from .config import DEFAULT_PATH, ConfigError, load
@@ -38,6 +40,34 @@ def parse_counts(items: list[str]) -> dict[str, int]:
     return counts
 
 
+def safe_pins(cfg) -> int:
+    """Drive every motor output off with the system's own pin tool; 0 if every command worked.
+
+    The daemon switches its motors off on SIGTERM and on the way out, but a SIGKILL, the OOM killer or a
+    watchdog abort leaves the outputs where they were: the unit runs this as ExecStopPost, after any end."""
+    try:
+        commands = hw.safe_commands(cfg)
+    except HardwareError as e:
+        print(f"vend-controller safe-pins: {e}", file=sys.stderr)
+        return 1
+    if not commands:
+        print(f"backend {cfg.hardware.backend}: no GPIO outputs, nothing to drive")
+        return 0
+    failed = 0
+    for what, argv in commands:  # every pin is tried, whatever happened to the one before
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=5)
+            error = done.stderr.strip() or f"exit status {done.returncode}" if done.returncode else ""
+        except (OSError, subprocess.TimeoutExpired) as e:
+            error = str(e)
+        if error:
+            failed += 1
+            print(f"vend-controller safe-pins: {what}: {' '.join(argv)} failed: {error}", file=sys.stderr)
+        else:
+            print(f"{what}: {' '.join(argv)}")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the daemon, check a config, or talk to the running daemon; the exit status says how it went."""
     parser = argparse.ArgumentParser(prog="vend-controller", description=__doc__)
@@ -45,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="run the daemon (the default)")
     sub.add_parser("check", help="check the config and exit")
+    sub.add_parser("safe-pins", help="drive every motor output off with the system's pin tool (pinctrl), from "
+                                     "outside the daemon: the unit's ExecStopPost, after a crash")
     service = sub.add_parser("service", help="talk to the running daemon, as a technician")
     service.add_argument("op", choices=("status", "restock"))
     service.add_argument("counts", nargs="*", help="for restock: slot=count, e.g. A1=8 A2=6")
@@ -58,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         print(f"{args.config}: ok (machine {cfg.machine.id}, {len(cfg.hardware.slots)} slots)")
         return 0
+    if args.command == "safe-pins":
+        return safe_pins(cfg)
     if args.command == "service":
         request = {"op": args.op}
         if args.op == "restock":

@@ -4,7 +4,7 @@ The controller's own sections are declared here; each hardware backend declares 
 (``hw/sim.py``'s ``SimSettings``, ``hw/gpio.py``'s ``GpioSettings``, ...), collected through the backend
 registry (``hw.config_sections``). The declarations are also the list of defaults. An unknown section or key,
 a value of the wrong type or out of bounds, or a missing required key is a ConfigError that names the file,
-the section and the key.
+the section and the key. Text after " ;" or " #" on a line is a comment (``ini_parser``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from hw.settings import REQUIRED, ConfigError, Key, Settings, convert, key
 from protocol.topics import MACHINE_ID_RE
 
 __all__ = ["DEFAULT_PATH", "SCHEMA", "Config", "ConfigError", "Key", "apply_credentials", "credentials_path",
-           "load", "parse", "write_credentials"]
+           "ini_parser", "load", "parse", "write_credentials"]
 
 DEFAULT_PATH = "/etc/vend/controller.ini"
 S = TypeVar("S", bound=Settings)
@@ -183,15 +183,23 @@ class Config(Mapping):
         return self._sections["hardware"]
 
 
-def _parser() -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
+# " ; comment" and " # comment" after a value are comments, as in the docs' example hardware file; a "#" or
+# ";" with no whitespace before it stays in the value ("Kiosk#3"). Whole-line comments are configparser's own.
+INLINE_COMMENT_PREFIXES = (";", "#")
+
+
+def ini_parser() -> configparser.ConfigParser:
+    """The parser for every INI file of the controller (and the cloud's check of a technician's hardware file):
+    no interpolation, case-sensitive keys, inline comments after whitespace stripped."""
+    parser = configparser.ConfigParser(interpolation=None, default_section="\0none",
+                                       inline_comment_prefixes=INLINE_COMMENT_PREFIXES)
     parser.optionxform = str  # keys are case-sensitive: a typo in case is still a typo
     return parser
 
 
 def parse(text: str, path: str = "<string>") -> Config:
     """Parse config text into a ``Config`` with every default filled in and every check passed."""
-    parser = _parser()
+    parser = ini_parser()
     try:
         parser.read_string(text, source=path)
     except configparser.Error as e:
@@ -243,7 +251,7 @@ def load(path: str = DEFAULT_PATH) -> Config:
 
 def apply_credentials(cfg: Config, path: str) -> bool:
     """Override the secret and the broker login with those in ``path``, if it exists; True if it did."""
-    parser = _parser()
+    parser = ini_parser()
     try:
         with open(path, encoding="utf-8") as f:
             parser.read_file(f, source=path)

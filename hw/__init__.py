@@ -17,13 +17,16 @@ from .w1 import ThermometerSettings, open_thermometer
 
 __all__ = ["Display", "Door", "DropSensor", "Faults", "Hardware", "HardwareError", "Motor", "ServiceButton",
            "Thermometer", "BACKENDS", "HardwareSettings", "check_backend_config", "config_sections",
-           "open_display", "open_hardware"]
+           "open_display", "open_hardware", "reserved_pins", "safe_commands"]
 
 # The backend registry: name -> the module that implements it. Each such module has
 #   SETTINGS            the Settings classes of the INI sections it reads (its own keys and defaults);
 #   open_backend(cfg)   its Hardware, built from the controller's whole parsed config;
 #   check_config(cfg, path), optionally: checks that apply only when it is the configured backend;
-#   DEFAULT_DISPLAY, optionally: "png" for a simulator (the default is the framebuffer of a real screen).
+#   DEFAULT_DISPLAY, optionally: "png" for a simulator (the default is the framebuffer of a real screen);
+#   reserved_pins(cfg), optionally: {header pin: why} for a bus the backend takes (the UART); devices too;
+#   safe_commands(cfg), optionally: [(what, argv)] that put its outputs off from outside the controller's
+#                       process, for `vend-controller safe-pins` after a crash.
 # Nothing else in the code names a backend: this table is where a new one is added.
 BACKENDS = {
     "sim": "hw.sim",
@@ -69,6 +72,24 @@ def check_backend_config(cfg, path: str) -> None:
     check = getattr(_module(cfg.hardware.backend), "check_config", None)
     if check is not None:
         check(cfg, path)
+
+
+def reserved_pins(cfg) -> dict[int, str]:
+    """Header pins that the configured backend and the devices take for a bus of their own (1-wire, the UART),
+    each with why; a backend's pin map must keep off them."""
+    taken: dict[int, str] = {}
+    for module in (_module(cfg.hardware.backend), *map(importlib.import_module, DEVICES)):
+        hook = getattr(module, "reserved_pins", None)
+        if hook is not None:
+            taken.update(hook(cfg))
+    return taken
+
+
+def safe_commands(cfg) -> list[tuple[str, list[str]]]:
+    """(what, argv) of the system commands that put the configured backend's outputs off from outside the
+    controller's process; empty for a backend whose outputs stop by themselves (a board's own time limit)."""
+    make = getattr(_module(cfg.hardware.backend), "safe_commands", None)
+    return make(cfg) if make is not None else []
 
 
 def open_hardware(cfg) -> Hardware:

@@ -17,9 +17,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import re
+import shutil
 import threading
 import time
 from dataclasses import dataclass
+
+import hw
 
 from protocol.messages import SLOT_RE
 
@@ -71,10 +74,13 @@ def check_config(cfg, path: str) -> None:
         raise ConfigError(f"{where} pin_library is required for backend gpio: rpigpio on a Raspberry Pi 1-4, "
                           "lgpio on a Pi 5")
     uses: dict[int, str] = {}
+    reserved = hw.reserved_pins(cfg)
 
     def use(pin: int, what: str, motor: bool = False) -> None:
         if pin < BCM_LO:
             raise ConfigError(f"{where} {what}: GPIO {pin} is not usable; use BCM {BCM_LO}-{BCM_HI}")
+        if pin in reserved:
+            raise ConfigError(f"{where} {what}: GPIO {pin} is taken by {reserved[pin]}; use another pin")
         if pin in uses:
             raise ConfigError(f"{where}: GPIO {pin} is used twice: by {uses[pin]} and by {what}")
         uses[pin] = what
@@ -111,6 +117,32 @@ def check_config(cfg, path: str) -> None:
     for name in ("cam_pin", "drop_pin", "door_pin", "service_pin"):
         if getattr(gpio, name):
             use(getattr(gpio, name), name)
+
+
+def motor_outputs(gpio: GpioSettings) -> list[tuple[str, int]]:
+    """(config key, pin) of every motor output: rows (the high side) before columns, as ``MotorBank`` cuts them."""
+    if gpio.motor_wiring == "matrix":
+        return ([(f"motor_rows {row}", pin) for row, pin in gpio.motor_rows.items()]
+                + [(f"motor_columns {column}", pin) for column, pin in gpio.motor_columns.items()])
+    return [(f"motor_pins {slot}", pin) for slot, pin in gpio.motor_pins.items()]
+
+
+# The system's own pin tools, which write the GPIO registers directly, need no pin library and leave the pin an
+# output at the level set: pinctrl (raspi-utils, Raspberry Pi OS Bookworm and later, every Pi including the
+# 5), raspi-gpio on older releases (Pi 1-4). Both take "set <pin> op dl|dh".
+PIN_TOOLS = ("pinctrl", "raspi-gpio")
+
+
+def safe_commands(cfg) -> list[tuple[str, list[str]]]:
+    """The commands that drive every motor output to off (low, or high for active-low drivers), for
+    ``vend-controller safe-pins`` after the daemon died without switching them off (SIGKILL, OOM, watchdog)."""
+    gpio = cfg.section(GpioSettings)
+    tool = next((name for name in PIN_TOOLS if shutil.which(name)), None)
+    if tool is None:
+        raise HardwareError("neither pinctrl nor raspi-gpio is installed: sudo apt install raspi-utils "
+                            "(pinctrl); the motor outputs could not be driven off")
+    level = "dl" if gpio.motor_active_high else "dh"
+    return [(f"GPIO {pin} ({what})", [tool, "set", str(pin), "op", level]) for what, pin in motor_outputs(gpio)]
 
 
 PIN_LIBRARIES = {

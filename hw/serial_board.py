@@ -48,6 +48,16 @@ class SerialSettings(Settings, section="serial"):
 
 
 SETTINGS = (SerialSettings,)
+# The Pi's header UART (TXD GPIO 14, RXD GPIO 15) under its names; a USB adapter takes no header pin.
+HEADER_UARTS = ("/dev/serial0", "/dev/ttyAMA0", "/dev/ttyS0")
+
+
+def reserved_pins(cfg) -> dict[int, str]:
+    """The header pins the motor board's line takes when it is on the Pi's own UART, and why."""
+    port = cfg.section(SerialSettings).port
+    if port not in HEADER_UARTS:
+        return {}
+    return {14: f"the UART's TXD ([serial] port {port})", 15: f"the UART's RXD ([serial] port {port})"}
 
 
 def check_config(cfg, path: str) -> None:

@@ -42,6 +42,15 @@ class ThermometerSettings(Settings, section="thermometer"):
 
 
 SETTINGS = (ThermometerSettings,)
+# The data line of the kernel's w1-gpio overlay (dtoverlay=w1-gpio without gpiopin=).
+W1_GPIO = 4
+
+
+def reserved_pins(cfg) -> dict[int, str]:
+    """The header pin the 1-wire bus takes while a thermometer is configured, and why."""
+    if not cfg.section(ThermometerSettings).w1_id:
+        return {}
+    return {W1_GPIO: f"the 1-wire bus of [thermometer] w1_id (dtoverlay=w1-gpio uses GPIO {W1_GPIO})"}
 
 
 def open_thermometer(settings: ThermometerSettings) -> W1Thermometer | None:

@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 
 import httpx
 
@@ -72,10 +73,18 @@ class Probe:
         return info
 
     def publish_refused(self, topic: str, payload: bytes) -> bool:
-        """Publish where this client may not; True once Mosquitto has thrown the client out for it (what it
-        does after a refused publish), so the message was handled and dropped before anything sent later."""
-        self.client.publish(topic, payload, qos=1)
-        return self.disconnected.wait(10)
+        """Publish where this client may not; True once Mosquitto has refused it, so the message was handled
+        and dropped before anything sent later. With per-listener settings Mosquitto 2.0 answers an MQTT 5
+        client with a PUBACK saying "Not authorized"; with global ones it closed the connection."""
+        refused: set[int] = set()
+        self.client.on_publish = lambda c, u, mid, reason, props: reason.is_failure and refused.add(mid)
+        info = self.client.publish(topic, payload, qos=1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if info.mid in refused or self.disconnected.is_set():
+                return True
+            time.sleep(0.02)
+        return False
 
     def received(self, until_topic: str, timeout: float = 10) -> list[tuple[str, bytes]]:
         """Everything received up to and including the first message on ``until_topic`` (a marker sent

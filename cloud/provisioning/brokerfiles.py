@@ -28,9 +28,12 @@ log = logging.getLogger(__name__)
 CLOUD_USER = "vend_cloud"  # "_" is not allowed in a machine id, so no machine certificate can take this name
 HASH_ITERATIONS = 101  # what mosquitto_passwd 2.0 uses for its $7$ (PBKDF2-SHA512) hashes
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}\Z")
-CONFIG, PASSWD, ACL, CA, SERVER_CERT, SERVER_KEY = ("mosquitto.conf", "passwd", "acl", "ca.crt", "server.crt",
-                                                    "server.key")
+CONFIG, PASSWD, CLOUD_PASSWD, ACL, CA, SERVER_CERT, SERVER_KEY = (
+    "mosquitto.conf", "passwd", "passwd-cloud", "acl", "ca.crt", "server.crt", "server.key")
 RELOAD_REQUEST = "reload-request"
+# The bound on each client's queue of QoS 1 messages, in payload bytes (the reasoning is in config_text).
+QUEUED_BYTES = 128 << 20
+QUEUED_MESSAGES = 1_000_000
 
 
 def password_username(machine_id: str, generation: int) -> str:
@@ -113,18 +116,23 @@ def config_text(folder: str, ports: Ports) -> str:
 # Link it into /etc/mosquitto/conf.d/; Debian's mosquitto.conf keeps its pid file, log and persistence
 # location.
 
-# One password file and one ACL for every listener: a machine is the same user whichever way it comes in.
-per_listener_settings false
-allow_anonymous false
-password_file {folder}/{PASSWD}
-acl_file {folder}/{ACL}
+# Each listener has its own logins: the cloud's all-topics user is in {CLOUD_PASSWD}, read only by the
+# loopback listener, so its password is useless from outside even if it leaks; machines are in {PASSWD},
+# read only by the machine listeners. The ACL is the same file everywhere.
+per_listener_settings true
 
-# Mosquitto's default max_queued_messages (1000) silently drops QoS 1 messages queued for a slow or
-# offline client: a cloud restarting while machines drain their ledgers would lose events at the broker,
-# and a machine's queued commands could vanish. 0 is no limit. The queues stay bounded all the same:
-# each machine keeps at most [mqtt] window batches of [mqtt] batch_size events unacknowledged.
-max_queued_messages 0
-max_queued_bytes 0
+# Queues are bounded. Every QoS 1 message a machine sends the cloud is either retained (status), or kept in
+# the machine's ledger and resent from its acknowledged mark every [mqtt] resend_after_s until the cloud
+# acknowledges it (events), or a reading that the next one replaces (telemetry): a message dropped here
+# costs a resend, never a sale. What the bound is for is the cloud's persistent session during an outage:
+# a fleet of 1,000 machines sends about 30 KB of status and events per machine and hour (a status every
+# 30 s, some 30 events), so {QUEUED_BYTES >> 20} MiB holds about 4 hours of it; the resent copies of a
+# machine's unacknowledged window fill it sooner, and once it is full the broker drops new messages
+# (without an error) instead of growing until the server runs out of memory. The message count bounds
+# Mosquitto's own bookkeeping, a few hundred bytes a message beyond the payload. Mosquitto's default
+# (1000 messages) silently dropped bursts to a connected but busy cloud, hence these larger figures.
+max_queued_messages {QUEUED_MESSAGES}
+max_queued_bytes {QUEUED_BYTES}
 # QoS 1 messages in flight to one client before it must acknowledge them (Mosquitto's default).
 max_inflight_messages 20
 # Four times the largest valid message (256 KiB): a bigger packet is an attack or a bug, and is refused
@@ -139,15 +147,27 @@ persistent_client_expiration 14d
 # A vend command is one small packet: send it now rather than wait to fill a segment.
 set_tcp_nodelay true
 
-# The cloud on this host: the loopback only, so plain MQTT is enough.
+# The cloud on this host: the loopback only, so plain MQTT is enough; only the cloud's login works here.
 listener {ports.local} 127.0.0.1
+allow_anonymous false
+password_file {folder}/{CLOUD_PASSWD}
+acl_file {folder}/{ACL}
 
-# Machines with a user name and password, over TLS with the fleet CA's server certificate.
+# Machines with a user name and password, over TLS with the fleet CA's server certificate. The client id
+# is replaced by the user name, so no login can take another client's id (the cloud's, or another
+# machine's) and have the broker close that client's connection.
 listener {ports.password}
+allow_anonymous false
+password_file {folder}/{PASSWD}
+acl_file {folder}/{ACL}
+use_username_as_clientid true
 {tls}
 # Machines with their own certificate from the fleet CA. The certificate's CN (the machine id) is the user
-# name, so the ACL applies to it; no password is asked for or accepted.
+# name, so the ACL applies to it, and the client id; no password is asked for or accepted.
 listener {ports.certificate}
+allow_anonymous false
+acl_file {folder}/{ACL}
+use_username_as_clientid true
 {tls}require_certificate true
 use_identity_as_username true
 """
@@ -206,7 +226,9 @@ class BrokerFiles:
         os.makedirs(self.folder, exist_ok=True)
         with self._lock():
             users, machine_ids = source()
-            write_atomically(self.path(PASSWD), passwd_text(users).encode(), 0o640)
+            write_atomically(self.path(PASSWD), passwd_text([u for u in users if u.machine_id]).encode(), 0o640)
+            write_atomically(self.path(CLOUD_PASSWD), passwd_text([u for u in users if not u.machine_id]).encode(),
+                             0o640)
             write_atomically(self.path(ACL), acl_text(users, machine_ids).encode(), 0o640)
             return self.reload()
 

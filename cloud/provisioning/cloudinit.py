@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from controller.config import ConfigError, parse
+from controller.config import ConfigError, ini_parser, parse
 
 SERVICE_USER = "vend"
 SERVICE_GROUPS = ("gpio", "dialout", "video")  # GPIO lines, the serial motor board, the framebuffer
@@ -90,7 +90,7 @@ def check_hostname(name: str) -> str:
 
 def check_hardware(text: str, path: str) -> str:
     """The technician's hardware file: only the sections that describe the machine's wiring."""
-    parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
+    parser = ini_parser()  # the controller's own reading, inline comments and all
     try:
         parser.read_string(text, source=path)
     except configparser.Error as e:
@@ -123,9 +123,13 @@ def controller_ini(card: Card) -> str:
         "[ledger]", f"path = {LEDGER_DIR}/ledger.db", "",
     ]) + "\n" + card.hardware.strip() + "\n"
     try:
-        parse(text, "controller.ini (from the cloud and --hardware)")
+        cfg = parse(text, "controller.ini (from the cloud and --hardware)")
     except ConfigError as e:
         raise CardError(str(e)) from None
+    if cfg.machine.name != card.name:
+        # " ;" and " #" start a comment in the controller's INI files: the machine would show a cut name.
+        raise CardError(f"the machine's name {card.name!r} would read back as {cfg.machine.name!r} on the "
+                        "machine (' ;' and ' #' start a comment in controller.ini); rename the machine")
     return text
 
 

@@ -6,6 +6,9 @@ jam, whose stuck spiral is a fault in the ledger that reaches the cloud.
 """
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -105,3 +108,34 @@ def test_the_cabinet_temperature_is_sent_and_a_failing_sensor_is_a_fault(broker,
         write_reading(w1_dir, 4125)
         client.loop_stop()
         client.disconnect()
+
+
+def test_after_a_kill_9_mid_turn_safe_pins_drives_exactly_the_motor_outputs_off(cloud, broker, tmp_path):
+    """What the unit's ExecStopPost does after a SIGKILL. The mock pins live in the killed process, so the
+    check is what ``safe-pins`` asks the system's pin tool to do: a pinctrl stand-in records it."""
+    m = Machine(cloud, broker, str(tmp_path), "g-kill", backend="gpio", jam="B2", turn_limit=20)
+    m.start()
+    m.stock()
+    customer = Customer(cloud, "Kill Customer", "+8613900000078")
+    customer.scan(m)
+    assert customer.register("/m/g-kill").status_code == 303
+    assert customer.topup("20").status_code == 303
+    order_of(customer.buy(m, "B2"))  # the jammed spiral: its motor turns until turn_limit_s (20 s)
+    wait_until(lambda: m.events_of("vend.started"), 20, "the vend to start")
+    time.sleep(0.3)  # vend.started is written before the motor starts (controller/vend.py)
+    assert m.proc.alive()
+    m.proc.kill()  # SIGKILL: no handler runs, the daemon's own safe state never happens
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "pinctrl").write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/pinctrl.calls\n')
+    (tools / "pinctrl").chmod(0o755)
+    env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}"}
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "controller", "--config", m.config, "safe-pins"],
+                         capture_output=True, text=True, env=env, timeout=30)
+    took = time.monotonic() - started
+    assert out.returncode == 0, out.stderr
+    # harness.GPIO_MOCK: rows A:9 B:10, columns 1:11 2:12; rows first, inputs (cam, drop, door) untouched.
+    assert (tmp_path / "pinctrl.calls").read_text().splitlines() == [
+        "set 9 op dl", "set 10 op dl", "set 11 op dl", "set 12 op dl"]
+    assert took < 5, f"safe-pins took {took:.2f} s"  # about 0.3 s here; a loose bound on a shared machine

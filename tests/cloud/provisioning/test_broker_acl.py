@@ -3,10 +3,15 @@
 import os
 import ssl
 import subprocess
+import threading
+import time
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-from cloud.provisioning.brokerfiles import BrokerUser, mosquitto_hash, password_username
+from cloud.provisioning.brokerfiles import CLOUD_USER, QUEUED_BYTES, BrokerUser, mosquitto_hash, password_username
 from tests.fleet_fixtures import SecuredBroker, cloud_user, require_tool
 
 A, B = "m-a", "m-b"
@@ -24,10 +29,14 @@ def broker(tmp_path_factory):
 
 @pytest.fixture
 def clients(broker):
+    """Clients as they log in: the cloud on its own loopback listener, anyone else on the machines' password
+    listener (TLS with the fleet CA), unless a test names the port."""
     made = []
 
-    def make(*args, **kwargs):
-        made.append(broker.client(*args, **kwargs))
+    def make(client_id, username=None, password=None, **kwargs):
+        if "port" not in kwargs and username != CLOUD_USER:
+            kwargs.update(port=broker.ports.password, ca=broker.files.path("ca.crt"))
+        made.append(broker.client(client_id, username, password, **kwargs))
         return made[-1]
 
     yield make
@@ -129,3 +138,87 @@ def test_the_files_mosquitto_reads_are_not_world_readable(broker):
         assert os.stat(broker.files.path(name)).st_mode & 0o777 == 0o640, name
     assert os.stat(broker.ca.key_path).st_mode & 0o777 == 0o600
     assert PW_A not in open(broker.files.path("passwd")).read()
+
+
+def test_a_machine_login_cannot_take_the_clouds_client_id(broker, clients, tmp_path):
+    cloud = clients("cloud", CLOUD_USER, PW_CLOUD)
+    cloud.subscribe("vend/v1/+/events")
+    # Each machine listener makes the login's user name its client id, whatever id the client asked for.
+    a = clients("cloud", USER_A, PW_A)
+    assert a.accepted
+    cert, key = broker.ca.issue_client(B)
+    (tmp_path / "b.crt").write_text(cert)
+    (tmp_path / "b.key").write_text(key)
+    b = clients("cloud", port=broker.ports.certificate, ca=broker.files.path("ca.crt"),
+                cert=(str(tmp_path / "b.crt"), str(tmp_path / "b.key")))
+    assert b.accepted
+    a.publish(f"vend/v1/{A}/events", b"a")
+    b.publish(f"vend/v1/{B}/events", b"b")
+    # Had either login taken the id "cloud", the broker would have closed the cloud's connection and
+    # nothing more would reach it.
+    assert cloud.received(f"vend/v1/{B}/events") == [(f"vend/v1/{A}/events", b"a"), (f"vend/v1/{B}/events", b"b")]
+    assert not cloud.disconnected.is_set()
+    assert not a.disconnected.is_set() and not b.disconnected.is_set()
+
+
+def test_the_clouds_login_is_refused_on_the_machine_listener(broker, clients):
+    outside = clients("cloud-from-outside", CLOUD_USER, PW_CLOUD, port=broker.ports.password,
+                      ca=broker.files.path("ca.crt"))
+    assert not outside.accepted
+    assert outside.connack.getName() in ("Bad user name or password", "Not authorized")
+    assert clients("cloud", CLOUD_USER, PW_CLOUD).accepted  # on its own loopback listener
+
+
+def test_a_machines_login_is_refused_on_the_clouds_listener(broker, clients):
+    assert not clients(A, USER_A, PW_A, port=broker.ports.local).accepted
+
+
+class Session:
+    """The cloud's persistent MQTT 5 session, as cloud/service.py keeps it: QoS 1, an hour's expiry."""
+
+    def __init__(self, broker, client_id: str):
+        self.broker, self.client_id = broker, client_id
+        self.got: list[bytes] = []
+        self.connected = threading.Event()
+
+    def connect(self, clean: bool) -> mqtt.Client:
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
+        c.username_pw_set(CLOUD_USER, PW_CLOUD)
+        c.on_connect = lambda *args: self.connected.set()
+        c.on_message = lambda cl, u, m: self.got.append(m.payload)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.connected.clear()
+        c.connect("127.0.0.1", self.broker.ports.local, 30, clean_start=clean, properties=props)
+        c.loop_start()
+        assert self.connected.wait(10)
+        return c
+
+
+def test_the_queue_for_an_offline_cloud_is_bounded(broker, clients):
+    session = Session(broker, "cloud-queue")
+    c = session.connect(clean=True)
+    c.subscribe(f"vend/v1/{A}/telemetry", qos=1)
+    time.sleep(0.3)
+    c.disconnect()
+    c.loop_stop()
+    a = clients(A, USER_A, PW_A)
+    size = 64 * 1024
+    count = QUEUED_BYTES // size + 100  # 100 messages more than the bound holds
+    for i in range(count):
+        a.client.publish(f"vend/v1/{A}/telemetry", i.to_bytes(4, "big") + bytes(size - 4), qos=1)
+    a.publish(f"vend/v1/{A}/telemetry", b"last").wait_for_publish(60)
+    c = session.connect(clean=False)
+    deadline = time.monotonic() + 60
+    previous = -1
+    while time.monotonic() < deadline:  # until nothing more arrives for a second
+        time.sleep(1)
+        if len(session.got) == previous:
+            break
+        previous = len(session.got)
+    c.disconnect()
+    c.loop_stop()
+    kept = [int.from_bytes(p[:4], "big") for p in session.got]
+    # The first messages are kept in order, up to the bound (plus the 20 in flight); the rest were dropped.
+    assert kept == list(range(len(kept)))
+    assert QUEUED_BYTES // size <= len(kept) <= QUEUED_BYTES // size + 21, len(kept)

@@ -80,3 +80,12 @@ def test_the_reload_path_unit_watches_what_the_cloud_rewrites():
 def test_every_unit_says_why_it_exists(name):
     with open(os.path.join(UNITS_DIR, name)) as f:
         assert f.readline().startswith("# ")
+
+
+def test_the_controller_unit_drives_the_motor_outputs_off_after_any_end():
+    # ExecStopPost runs after every end of the main process: a clean stop, a SIGKILL, the OOM killer, a
+    # watchdog abort, a failed start. The daemon's own safe state covers only the first.
+    svc = unit("vend-controller.service")["Service"]
+    assert svc["ExecStopPost"] == f"/opt/vend/bin/vend-controller --config {cloudinit.CONFIG_PATH} safe-pins"
+    # pinctrl writes /dev/gpiomem (group gpio) as the service user: no privilege the daemon lacks.
+    assert "gpio" in svc["SupplementaryGroups"].split() and "PrivateDevices" not in svc
