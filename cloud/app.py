@@ -51,10 +51,10 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     ``admin_token`` (<var>/admin-token) acts as, every domain's routes and pages."""
     app = FastAPI(title="Vending fleet cloud", version="1", docs_url="/api/docs", openapi_url="/api/v1/openapi.json")
     app.mount("/static", StaticFiles(directory=os.path.join(pages.HERE, "static")), name="static")
-    app.add_middleware(bodies.RefuseLoneSurrogates)
-    app.add_middleware(pages.SecurityHeaders, exempt=(app.docs_url, "/api/redoc"))
     app.state.cloud = cloud
     app.state.people = auth.Gate(cloud.engine, cookie_secret, cloud.settings.public_url)
+    app.add_middleware(bodies.RefuseLoneSurrogates)
+    app.add_middleware(pages.SecurityHeaders, exempt=(app.docs_url, "/api/redoc"), https=app.state.people.secure)
     if admin_token:
         bootstrap(cloud.engine, admin_token)
     for router in ROUTERS:

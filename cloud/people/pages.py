@@ -282,6 +282,6 @@ def register(request: Request, name: str = Form(""), phone: str = Form(""),
                     methods=cloud.provider.methods)
     response = RedirectResponse(safe_next(next), status_code=303)
     response.set_cookie(people.COOKIE, gate(request).customer_signer.sign(str(customer_id)), max_age=3 * 365 * 86400,
-                        httponly=True, samesite="lax")
+                        httponly=True, samesite="lax", secure=gate(request).secure)
     return response
 

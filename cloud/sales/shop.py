@@ -114,7 +114,7 @@ def landing(request: Request, tok: str, cloud: ShopCloud = Depends(the_cloud)):
         target = f"/register?next={target}"
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(VISIT_COOKIE, gate(request).customer_signer.sign(f"{machine_id}|{int(time.time()) + VISIT_S}"),
-                        max_age=VISIT_S, httponly=True, samesite="lax")
+                        max_age=VISIT_S, httponly=True, samesite="lax", secure=gate(request).secure)
     return response
 
 
