@@ -134,7 +134,7 @@ def menu(request: Request, machine_id: str, cloud: ShopCloud = Depends(the_cloud
         items = machines.menu(conn, machine_id)
         balance = cloud.provider.balance(conn, customer.id, DEMO_CURRENCY)
     return page(request, "menu.html", machine=machine, items=items, customer=customer, balance=balance,
-                currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16))
+                currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16), demo_topups=cloud.settings.demo_topups)
 
 def cannot_buy(cloud: "ShopCloud", request: Request, e: orders.OrderError, machine_id: str, slot: str):
     """Why this order could not be placed, and what to do instead."""
@@ -168,12 +168,16 @@ def declined(cloud: "ShopCloud", request: Request, order, customer):
     with cloud.engine.connect() as conn:
         balance = cloud.provider.balance(conn, customer.id, order.currency)
         item = machines.slot_for_sale(conn, order.machine_id, order.slot)
+    amounts = dict(balance=i18n.money(balance, order.currency, i18n.language_of(request)),
+                   product=item.name if item else order.slot,
+                   price=i18n.money(order.amount, order.currency, i18n.language_of(request)))
+    if not cloud.settings.demo_topups:  # no top-up form on this cloud: do not send the customer to one
+        return problem(request, 402, _("Payment declined"),
+                       _("Your wallet holds {balance}, and {product} costs {price}. You have not been charged.",
+                         **amounts), (_("Back to the menu"), back))
     return problem(request, 402, _("Payment declined"),
                    _("Your wallet holds {balance}, and {product} costs {price}. You have not been charged. Top up "
-                     "your wallet, then buy again.",
-                     balance=i18n.money(balance, order.currency, i18n.language_of(request)),
-                     product=item.name if item else order.slot,
-                     price=i18n.money(order.amount, order.currency, i18n.language_of(request))),
+                     "your wallet, then buy again.", **amounts),
                    (_("Top up"), f"/wallet?next={back}"))
 
 @router.get("/m/{machine_id}/buy")

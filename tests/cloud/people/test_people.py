@@ -191,6 +191,8 @@ MATRIX = [
     ("POST", "/api/v1/orders/o-sold/refund", lambda r: {"reason": f"goodwill, {r}", "key": f"refund-{r}",
                                                         "amount": 1}, txns, {A, M}),
     ("GET", "/api/v1/customers/1/wallet", None, None, {A, M}),
+    ("POST", "/api/v1/customers/1/wallet/credit", lambda r: {"amount": 100, "reason": f"goodwill, {r}",
+                                                             "key": f"credit-{r}"}, txns, {A}),
     # finance: {period} is a month of each role's own (a statement is posted once per location and period).
     ("GET", "/api/v1/finance/journal", None, None, {A, M}),
     ("GET", "/api/v1/finance/trial-balance", None, None, {A, M}),
