@@ -46,6 +46,9 @@ class Settings:
     # The wallet's free top-up form: demo money, for the demo with its sandbox only. Off, the wallet gets money
     # only through a provider or an administrator's credit (POST /api/v1/customers/{id}/wallet/credit).
     demo_topups: bool = False
+    # Rate limits (cloud/web/limits.py, which has the defaults): NAME=COUNT/SECONDS or NAME=off, comma-separated.
+    rate_limits: str = ""
+    trusted_proxy: str = ""  # proxies whose X-Forwarded-For names the client, comma-separated addresses
 
     def resolve(self) -> "Settings":
         self.check_sandbox()
@@ -134,6 +137,11 @@ OPTIONS = [
      "refused as replays (1-3600)"),
     ("--sandbox-confirm-timeout", "sandbox_confirm_timeout_s", float, "seconds an order waits for the sandbox to "
      "confirm its authorisation before it is declined (1-3600)"),
+    ("--rate-limits", "rate_limits", str, "change the rate limits, per process: NAME=COUNT/SECONDS or NAME=off, "
+     "comma-separated (landing_address, register_address, register_phone, login_address, login_username, "
+     "otp_address, otp_phone, topup_address, topup_phone); 'off' turns them all off"),
+    ("--trusted-proxy", "trusted_proxy", str, "addresses of the reverse proxies in front of the cloud, "
+     "comma-separated: only from these is X-Forwarded-For believed to name the client"),
 ]
 
 

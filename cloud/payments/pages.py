@@ -19,6 +19,7 @@ from cloud.payments.wallet import DEMO_CURRENCY, MAX_TOPUP
 from cloud.people import auth
 from cloud.sales import receipts
 from cloud.web import i18n
+from cloud.web.limits import guard
 from cloud.web.pages import page, problem, safe_next, translator, valid_form_key
 
 router = APIRouter(include_in_schema=False)
@@ -74,6 +75,7 @@ def topup(request: Request, amount: str = Form(""), key: str = Form(""), next: s
     customer = auth.current_customer(request)
     if customer is None:
         return RedirectResponse("/register?next=/wallet", status_code=303)
+    guard(request, "topup", phone=customer.phone)
     lang = i18n.language_of(request)
     try:
         if not valid_form_key(key):

@@ -31,6 +31,7 @@ from cloud.people.auth import gate
 from cloud.sales import orders, receipts
 from cloud.sync.ingest import Stats
 from cloud.web import i18n
+from cloud.web.limits import guard
 from cloud.web.pages import page, problem, translator, valid_form_key
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def home(request: Request, cloud: ShopCloud = Depends(the_cloud)):
 @router.get("/q/{tok}", response_class=HTMLResponse)
 def landing(request: Request, tok: str, cloud: ShopCloud = Depends(the_cloud)):
     _ = translator(request)
+    guard(request, "landing")
     try:
         machine_id = qrtoken.machine_of(tok)
         with cloud.engine.connect() as conn:

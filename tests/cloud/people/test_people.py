@@ -18,6 +18,7 @@ import cloud.core.db
 import cloud.service
 import cloud.core.settings
 import cloud.app
+from cloud.web import limits
 from cloud.fleet import locations, machines, planogram
 from cloud.provisioning.ca import FleetCA
 from cloud.core.db import utcnow
@@ -710,6 +711,9 @@ PASSWORDS = st.one_of(ANY_TEXT, st.text(alphabet=st.characters(exclude_categorie
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(password=PASSWORDS, n=st.integers(0, 10**9))
 def test_any_string_as_a_password_is_taken_or_refused_with_a_message(client, password, n):
+    # Sixty sign-ins from one address within a second: this test is about passwords, not the rate limits
+    # (tests/cloud/web/test_limits.py), so each example starts with fresh buckets.
+    client.app.state.limiter = limits.Limiter.from_settings(client.app.state.cloud.settings)
     body = json.dumps({"username": f"u{n}", "role": T, "password": password})  # escapes lone surrogates
     r = client.post("/api/v1/people", content=body, headers={**ADMIN, "Content-Type": "application/json"})
     event(str(r.status_code))
