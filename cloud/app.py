@@ -33,7 +33,7 @@ from cloud.sales import shop
 from cloud.stock import pages as stock_pages
 from cloud.stock import routes as stock_routes
 from cloud.sync import routes as sync_routes
-from cloud.web import pages
+from cloud.web import bodies, limits, pages
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,11 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     ``admin_token`` (<var>/admin-token) acts as, every domain's routes and pages."""
     app = FastAPI(title="Vending fleet cloud", version="1", docs_url="/api/docs", openapi_url="/api/v1/openapi.json")
     app.mount("/static", StaticFiles(directory=os.path.join(pages.HERE, "static")), name="static")
-    app.add_middleware(pages.SecurityHeaders, exempt=(app.docs_url, "/api/redoc"))
     app.state.cloud = cloud
     app.state.people = auth.Gate(cloud.engine, cookie_secret, cloud.settings.public_url)
+    app.state.limiter = limits.Limiter.from_settings(cloud.settings)  # per process: see cloud/web/limits.py
+    app.add_middleware(bodies.RefuseLoneSurrogates)
+    app.add_middleware(pages.SecurityHeaders, exempt=(app.docs_url, "/api/redoc"), https=app.state.people.secure)
     if admin_token:
         bootstrap(cloud.engine, admin_token)
     for router in ROUTERS:
@@ -61,6 +63,7 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     app.include_router(payment_routes.router)
     for exc, handler in people_pages.HANDLERS.items():
         app.add_exception_handler(exc, handler)
+    app.add_exception_handler(limits.RateLimited, limits.too_many)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     return app

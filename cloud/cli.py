@@ -260,10 +260,18 @@ def add_payments_parsers(sub) -> None:
     r.add_argument("--key", help="the refund's idempotency key: the same key again refunds once (default: a "
                    "new one, printed so a retry can reuse it)")
     r.add_argument("--json", action="store_true")
-    w = sub.add_parser("wallet", help="a customer's wallet: balance and history (managers)")
-    w.add_argument("customer", help="the customer id, or the phone number with its +")
+    w = sub.add_parser("wallet", help="a customer's wallet: balance and history (managers); 'wallet credit "
+                       "CUSTOMER AMOUNT --reason ...' grants money (administrators)",
+                       usage="vendctl wallet CUSTOMER [--currency C] [--limit N] [--json]\n"
+                             "       vendctl wallet credit CUSTOMER AMOUNT --reason WHY [--key K] [--currency C] [--json]")
+    w.add_argument("words", nargs="+", metavar="CUSTOMER",
+                   help="the customer id, or the phone number with its +; or: credit CUSTOMER AMOUNT (AMOUNT as "
+                   "written in the currency, e.g. 20.00)")
     w.add_argument("--currency", default="CNY")
     w.add_argument("--limit", type=int, default=20)
+    w.add_argument("--reason", help="why the credit: kept in the audit trail")
+    w.add_argument("--key", help="the credit's idempotency key: the same key again credits once (default: a new one, "
+                   "printed so a retry can reuse it)")
     w.add_argument("--json", action="store_true")
 
 
@@ -288,9 +296,13 @@ def payments_command(args, client: Client) -> None:
               f"{money(r['captured'], currency)} captured (key {key})")
         if r["status"] == "failed":
             raise CliError(f"the provider refused the refund of order {r['order_id']}")
+    elif args.words[0] == "credit":
+        wallet_credit(args, client)
     else:
+        if len(args.words) != 1:
+            raise CliError("vendctl wallet CUSTOMER, or vendctl wallet credit CUSTOMER AMOUNT --reason WHY")
         query = urlencode({"currency": args.currency, "limit": args.limit})
-        r = client.call("GET", f"/api/v1/customers/{quote(args.customer, safe='')}/wallet?{query}")
+        r = client.call("GET", f"/api/v1/customers/{quote(args.words[0], safe='')}/wallet?{query}")
         if args.json:
             print(json.dumps(r, indent=2))
             return
@@ -300,6 +312,25 @@ def payments_command(args, client: Client) -> None:
         for h in r["history"]:
             h["amount"] = money(h["amount"], r["currency"])
         print(table(r["history"], [("at", "AT (UTC)"), ("kind", "WHAT"), ("order_id", "ORDER"), ("amount", "AMOUNT")]))
+
+
+def wallet_credit(args, client: Client) -> None:
+    """``vendctl wallet credit CUSTOMER AMOUNT --reason WHY``: an administrator grants money, audited."""
+    import secrets
+    from urllib.parse import quote
+
+    if len(args.words) != 3 or not args.reason:
+        raise CliError("vendctl wallet credit CUSTOMER AMOUNT --reason WHY (AMOUNT as written, e.g. 20.00)")
+    customer, amount = args.words[1], args.words[2]
+    key = args.key or "cli-" + secrets.token_urlsafe(12)
+    r = client.call("POST", f"/api/v1/customers/{quote(customer, safe='')}/wallet/credit",
+                    {"amount": amount, "currency": args.currency, "reason": args.reason, "key": key})
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return
+    done = f"credited {money(r['amount'], r['currency'])}" if r["created"] else \
+        f"this credit was made before (key {key}); nothing more moved"
+    print(f"customer {r['customer_id']}: {done}; balance {money(r['balance'], r['currency'])} (key {key})")
 
 
 if __name__ == "__main__":

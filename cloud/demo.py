@@ -135,7 +135,9 @@ def main() -> int:
                                start_new_session=True)
     cloud = subprocess.Popen([sys.executable, "-m", "cloud", "--var", os.path.join(VAR, "cloud"), "--http", HTTP,
                               "--broker", "embedded", "--broker-port", str(BROKER_PORT), "--public-url", PUBLIC_URL,
-                              "--sandbox-url", f"http://127.0.0.1:{SANDBOX_PORT}"], env=env,
+                              "--sandbox-url", f"http://127.0.0.1:{SANDBOX_PORT}",
+                              # The demo's customers fill their wallets with play money; no other cloud may.
+                              "--demo-topups"], env=env,
                              stdout=cloud_log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(f"http://{HTTP}/api/v1/health", 60, cloud)

@@ -105,10 +105,10 @@ def fast_hashes(monkeypatch):
     monkeypatch.setattr(people.staff, "hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
-def idle_cloud(var, db_url: str) -> "cloud.service.Cloud":
+def idle_cloud(var, db_url: str, **options) -> "cloud.service.Cloud":
     """A migrated cloud that is never started: no broker, no threads. Its routes work; publishing finds no
-    broker and says so."""
-    settings = cloud.core.settings.Settings(var=str(var), db=db_url, broker="127.0.0.1:1").resolve()
+    broker and says so. ``options``: other settings (``demo_topups=True`` for the demo's top-up form)."""
+    settings = cloud.core.settings.Settings(var=str(var), db=db_url, broker="127.0.0.1:1", **options).resolve()
     obj = cloud.service.Cloud(settings)
     cloud.core.db.migrate(obj.engine)
     return obj

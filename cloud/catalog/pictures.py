@@ -4,7 +4,6 @@ slow line fetches each picture once."""
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import html
 import os
@@ -34,11 +33,18 @@ def folder(var: str) -> str:
     return os.path.join(var, "media", "products")
 
 
+STORED = ("png", "jpg", "webp")  # what an upload is kept as: ``{sku}.{ext}``
+
+
+def candidates(var: str, sku: str) -> list[str]:
+    """Every path this SKU's picture may have, by exact name: never a pattern made of the SKU, which would
+    match another SKU that shares its prefix ("pic" and "pic.x")."""
+    return [os.path.join(folder(var), f"{sku}.{ext}") for ext in STORED]
+
+
 def stored(var: str, sku: str) -> str | None:
     """The uploaded picture's path for this SKU, or None."""
-    found = [p for p in glob.glob(os.path.join(folder(var), glob.escape(sku) + ".*"))
-             if p.rsplit(".", 1)[-1] in ("png", "jpg", "webp")]
-    return found[0] if found else None
+    return next((p for p in candidates(var, sku) if os.path.isfile(p)), None)
 
 
 def store(var: str, sku: str, data: bytes) -> str:
@@ -50,8 +56,8 @@ def store(var: str, sku: str, data: bytes) -> str:
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
-    for old in glob.glob(os.path.join(folder(var), glob.escape(sku) + ".*")):
-        if old != path and not old.endswith(".part"):
+    for old in candidates(var, sku):
+        if old != path and os.path.exists(old):
             os.remove(old)
     return path
 

@@ -43,6 +43,12 @@ class Settings:
     sandbox_retries: int = 2
     sandbox_tolerance_s: float = 300.0
     sandbox_confirm_timeout_s: float = 60.0
+    # The wallet's free top-up form: demo money, for the demo with its sandbox only. Off, the wallet gets money
+    # only through a provider or an administrator's credit (POST /api/v1/customers/{id}/wallet/credit).
+    demo_topups: bool = False
+    # Rate limits (cloud/web/limits.py, which has the defaults): NAME=COUNT/SECONDS or NAME=off, comma-separated.
+    rate_limits: str = ""
+    trusted_proxy: str = ""  # proxies whose X-Forwarded-For names the client, comma-separated addresses
 
     def resolve(self) -> "Settings":
         self.check_sandbox()
@@ -131,6 +137,11 @@ OPTIONS = [
      "refused as replays (1-3600)"),
     ("--sandbox-confirm-timeout", "sandbox_confirm_timeout_s", float, "seconds an order waits for the sandbox to "
      "confirm its authorisation before it is declined (1-3600)"),
+    ("--rate-limits", "rate_limits", str, "change the rate limits, per process: NAME=COUNT/SECONDS or NAME=off, "
+     "comma-separated (landing_address, register_address, register_phone, login_address, login_username, "
+     "otp_address, otp_phone, topup_address, topup_phone); 'off' turns them all off"),
+    ("--trusted-proxy", "trusted_proxy", str, "addresses of the reverse proxies in front of the cloud, "
+     "comma-separated: only from these is X-Forwarded-For believed to name the client"),
 ]
 
 
@@ -153,6 +164,10 @@ def parse(argv: list[str] | None = None) -> Settings:
         # argparse's clear error naming the option instead of a traceback.
         parser.add_argument(option, dest=attr, type=typ, default=os.environ.get(env, getattr(defaults, attr)),
                             help=f"{help_text} (env {env})")
+    parser.add_argument("--demo-topups", dest="demo_topups", action="store_true",
+                        default=os.environ.get("VEND_DEMO_TOPUPS", "") in ("1", "true", "yes"),
+                        help="offer customers a free top-up form for demo money (make demo sets it; never on a "
+                        "cloud that sells for real: goods would be free) (env VEND_DEMO_TOPUPS=1)")
     parser.add_argument("--no-shared-ingest", dest="shared_ingest", action="store_false",
                         help="subscribe to events without an MQTT 5 shared subscription")
     return Settings(**vars(parser.parse_args(argv))).resolve()

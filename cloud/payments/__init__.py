@@ -115,6 +115,9 @@ class Payments(Provider):
     def topup(self, conn, customer_id: int, amount: int, currency: str, key: str, now) -> Outcome:
         return self._wallet.topup(conn, customer_id, amount, currency, key, now)
 
+    def credit(self, conn, customer_id: int, amount: int, currency: str, key: str, now) -> Outcome:
+        return self._wallet.credit(conn, customer_id, amount, currency, key, now)
+
     # The configured providers' workers (those that have one), started and stopped with the cloud.
 
     def _workers(self):

@@ -1,4 +1,6 @@
-"""The customer's wallet: its balance, its history with what each payment bought, and the top-up form."""
+"""The customer's wallet: its balance, its history with what each payment bought, and, only on the demo's
+cloud (``--demo-topups``), a form that tops it up with free demo money. Anywhere else money comes in only
+through a payment provider or an administrator's credit, and ``POST /wallet/topup`` is not there (404)."""
 
 from __future__ import annotations
 
@@ -11,12 +13,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from protocol.messages import utcnow
 from cloud.core.money import parse_amount
+from cloud.core.settings import Settings
 from cloud.payments import IdempotencyConflict, Payments, PaymentError
 from cloud.payments.wallet import DEMO_CURRENCY, MAX_TOPUP
 from cloud.people import auth
 from cloud.sales import receipts
 from cloud.web import i18n
-from cloud.web.pages import page, safe_next, translator, valid_form_key
+from cloud.web.limits import guard
+from cloud.web.pages import page, problem, safe_next, translator, valid_form_key
 
 router = APIRouter(include_in_schema=False)
 
@@ -25,6 +29,7 @@ class WalletDesk(Protocol):
     """What the wallet's pages ask of the running cloud (``cloud.service.Cloud`` is one)."""
 
     engine: sa.Engine
+    settings: Settings
     provider: Payments
 
 
@@ -40,6 +45,7 @@ def wallet_page(cloud: "WalletDesk", request: Request, customer, next: str, erro
         bought = receipts.products_of(conn, [row.order_id for row in history if row.order_id])
     return page(request, "wallet.html", status_code, customer=customer, balance=balance, history=history,
                 bought=bought, currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16),
+                demo_topups=cloud.settings.demo_topups,
                 next=safe_next(next) if next else "", error=error, amount=amount)
 
 # -- customer pages -----------------------------------------------------------------------------
@@ -61,9 +67,15 @@ def topup_again(next: str = ""):
 def topup(request: Request, amount: str = Form(""), key: str = Form(""), next: str = Form(""),
           cloud: WalletDesk = Depends(the_cloud)):
     _ = translator(request)
+    if not cloud.settings.demo_topups:
+        # Free money would make the goods free: only the demo's cloud offers it.
+        return problem(request, 404, _("No top-ups here"),
+                       _("A wallet cannot be topped up from this page. Nothing was added. Pay another way, or "
+                         "ask the operator."), (_("Wallet"), "/wallet"))
     customer = auth.current_customer(request)
     if customer is None:
         return RedirectResponse("/register?next=/wallet", status_code=303)
+    guard(request, "topup", phone=customer.phone)
     lang = i18n.language_of(request)
     try:
         if not valid_form_key(key):

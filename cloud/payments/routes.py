@@ -11,7 +11,7 @@ import logging
 import re
 import unicodedata
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -24,7 +24,7 @@ from cloud.core.db import utcnow
 from cloud.core.money import parse_amount
 from cloud.people import Caller, require
 from cloud.core.settings import Settings
-from cloud.payments import Payments, webhook
+from cloud.payments import MAX_TOPUP, Payments, webhook
 from cloud.payments.registry import REGISTRY
 from cloud.sync.ingest import Stats
 from cloud.accounts.journal import IdempotencyConflict, PaymentError
@@ -113,6 +113,19 @@ def refund(order_id: str, body: RefundBody, caller: Caller = Depends(require(*pe
             "refunded": refunded}
 
 
+def find_customer(conn, customer: str):
+    """The customer named by id or by phone number with its +; 422 or 404 otherwise."""
+    if customer.isdigit() and len(customer) <= 9:
+        row = people.get(conn, int(customer))
+    elif customer.startswith("+"):
+        row = people.by_phone(conn, customer)
+    else:
+        raise HTTPException(422, "customer: an id, or a phone number starting with +")
+    if row is None:
+        raise HTTPException(404, f"no customer {customer}")
+    return row
+
+
 @router.get("/api/v1/customers/{customer}/wallet")
 def wallet(customer: str, currency: str = "CNY", limit: int = Query(50, ge=1, le=1000),
            caller: Caller = Depends(require(*people.WALLET_READERS)), cloud: PaymentsCloud = Depends(the_cloud)):
@@ -120,14 +133,7 @@ def wallet(customer: str, currency: str = "CNY", limit: int = Query(50, ge=1, le
     if not CURRENCY_RE.match(currency):
         raise HTTPException(422, "currency: three capital letters, e.g. CNY")
     with cloud.engine.connect() as conn:
-        if customer.isdigit() and len(customer) <= 9:
-            row = people.get(conn, int(customer))
-        elif customer.startswith("+"):
-            row = people.by_phone(conn, customer)
-        else:
-            raise HTTPException(422, "customer: an id, or a phone number starting with +")
-        if row is None:
-            raise HTTPException(404, f"no customer {customer}")
+        row = find_customer(conn, customer)
         balance = cloud.provider.balance(conn, row.id, currency)
         history = cloud.provider.history(conn, row.id, currency, limit)
     return {"customer": {"id": row.id, "name": row.name, "phone": row.phone,
@@ -135,6 +141,58 @@ def wallet(customer: str, currency: str = "CNY", limit: int = Query(50, ge=1, le
             "currency": currency, "balance": balance,
             "history": [{"at": h.created_at.isoformat(), "kind": h.kind, "order_id": h.order_id,
                          "amount": h.amount} for h in history]}
+
+
+class CreditBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: StrictStr
+    key: StrictStr
+    # Minor units (2000), or the amount as written in the currency ("20.00"); checked by ``credit_amount``.
+    amount: Any
+    currency: StrictStr = "CNY"
+
+
+def credit_amount(amount, currency: str) -> int:
+    """A credit's amount in minor units, more than zero and at most MAX_TOPUP; 422 naming the field."""
+    if isinstance(amount, str):
+        try:
+            amount = parse_amount(amount, currency)
+        except ValueError:
+            amount = None
+    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= MAX_TOPUP:
+        raise HTTPException(422, f"amount: a whole number of minor units from 1 to {MAX_TOPUP} (2000), or the amount "
+                                 "as written in the currency (\"20.00\")")
+    return amount
+
+
+@router.post("/api/v1/customers/{customer}/wallet/credit")
+def credit(customer: str, body: CreditBody, caller: Caller = Depends(require(*people.WALLET_CREDITORS)),
+           cloud: PaymentsCloud = Depends(the_cloud)):
+    """Grant a customer money in their wallet (goodwill, a payment taken outside, a correction), with a
+    reason, in the audit trail; posted to the journal like a top-up. The same ``key`` again credits once."""
+    reason = clean_reason(body.reason)
+    if not KEY_RE.match(body.key):
+        raise HTTPException(422, "key: 8 to 64 letters, digits, - or _ (the same key makes a retry safe)")
+    if not CURRENCY_RE.match(body.currency):
+        raise HTTPException(422, "currency: three capital letters, e.g. CNY")
+    amount = credit_amount(body.amount, body.currency)
+    now = utcnow()
+    try:
+        with cloud.engine.begin() as conn:
+            row = find_customer(conn, customer)
+            outcome = cloud.provider.credit(conn, row.id, amount, body.currency, body.key, now)
+            if outcome.created:
+                people.audit.record(conn, caller, "wallet.credit", "customer", row.id, {
+                    "amount": amount, "currency": body.currency, "reason": reason, "key": body.key}, now)
+            balance = cloud.provider.balance(conn, row.id, body.currency)
+    except IdempotencyConflict as e:
+        raise HTTPException(409, f"key: used before for another credit ({e})") from None
+    if outcome.created:
+        log.info("customer %s: wallet credit of %d %s by %s (%s)", row.id, amount, body.currency, caller.username,
+                 reason)
+    return {"customer_id": row.id, "amount": amount, "currency": body.currency, "key": body.key,
+            "created": outcome.created, "balance": balance}
 
 
 def add_webhook(name: str) -> None:

@@ -61,6 +61,16 @@ class Wallet(Provider):
         created = post(conn, f"topup:{key}", "topup", [(wallet, amount), (clearing, -amount)], now)
         return Outcome(True, created=created, amount=amount)
 
+    def credit(self, conn, customer_id: int, amount: int, currency: str, key: str, now: datetime) -> Outcome:
+        """Money an administrator grants (goodwill, a refund made outside, a correction), posted like a
+        top-up through the wallet's boundary account, once per ``key``."""
+        if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= MAX_TOPUP:
+            raise PaymentError(f"a credit must be between 1 and {MAX_TOPUP} minor units")
+        wallet = account(conn, "wallet", customer_id, currency)
+        clearing = account(conn, BOUNDARY, 0, currency)
+        created = post(conn, f"credit:{key}", "credit", [(wallet, amount), (clearing, -amount)], now)
+        return Outcome(True, created=created, amount=amount)
+
     # -- the provider interface ----------------------------------------------------------------------
 
     def authorise(self, conn, order: Payable, key: str, now: datetime) -> Outcome:

@@ -38,6 +38,7 @@ SALES_READERS = (ADMINISTRATOR, MANAGER)
 FLEET_EDITORS = (ADMINISTRATOR, MANAGER)
 SUPPLIER_EDITORS = (ADMINISTRATOR, MANAGER)
 PEOPLE_ADMINS = (ADMINISTRATOR,)
+WALLET_CREDITORS = (ADMINISTRATOR,)  # grant a customer money in their wallet, with a reason
 SECRET_ADMINS = (ADMINISTRATOR,)  # rotate a machine's secrets
 PROVISIONERS = (ADMINISTRATOR, TECHNICIAN)  # read a machine's secrets to write its SD card
 STOCK_EDITORS = (ADMINISTRATOR, MANAGER)  # products, purchase orders, receipts, stock takes, routes
@@ -57,7 +58,7 @@ __all__ = [
     "FLEET_READERS", "MANAGER", "OWN_ACCOUNT", "SUPPLIER_STATEMENT_READERS",
     "PEOPLE_ADMINS", "PHONE_RE", "PICKERS", "PO_CONFIRMERS", "PO_READERS", "PROVISIONERS",
     "REFUNDERS", "SECRET_ADMINS", "ROLES", "SALES_READERS", "SESSION_COOKIE", "STOCK_EDITORS", "STOCK_READERS",
-    "SUPPLIER", "SUPPLIER_EDITORS", "TECHNICIAN", "WALLET_READERS", "Caller", "CookieSigner", "Gate",
+    "SUPPLIER", "SUPPLIER_EDITORS", "TECHNICIAN", "WALLET_CREDITORS", "WALLET_READERS", "Caller", "CookieSigner", "Gate",
     "PeopleError", "RegistrationError", "audit", "auth", "by_phone", "clean_name", "clean_phone",
     "customers", "get", "new_secret", "register", "require", "staff",
 ]

@@ -22,6 +22,7 @@ from cloud.people.auth import Caller, Gate, gate
 from cloud.people.auth import staff_only as allowed
 from cloud.people.staff import PeopleError
 from cloud.web.dashboard import add_page, dash
+from cloud.web.limits import guard
 from cloud.web.pages import page, safe_next, translator
 
 router = APIRouter(include_in_schema=False)
@@ -270,6 +271,8 @@ def registration_message(_, e: people.RegistrationError, methods: list[str]) -> 
 def register(request: Request, name: str = Form(""), phone: str = Form(""),
              payment_method: str = Form(""), next: str = Form("/"), cloud: CustomerDesk = Depends(the_cloud)):
     _ = translator(request)
+    # Per phone by its digits alone: "+86 138..." and "+86-138..." are one number.
+    guard(request, "register", phone="".join(ch for ch in phone if ch.isdigit())[:20])
     payment_method = payment_method or cloud.provider.methods[0]  # none chosen: the cloud's first offer
     try:
         with cloud.engine.begin() as conn:
@@ -282,6 +285,6 @@ def register(request: Request, name: str = Form(""), phone: str = Form(""),
                     methods=cloud.provider.methods)
     response = RedirectResponse(safe_next(next), status_code=303)
     response.set_cookie(people.COOKIE, gate(request).customer_signer.sign(str(customer_id)), max_age=3 * 365 * 86400,
-                        httponly=True, samesite="lax")
+                        httponly=True, samesite="lax", secure=gate(request).secure)
     return response
 

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, StrictBool
 
 from cloud.web.dashboard import nav_for
+from cloud.web.limits import guard
 from cloud.web.pages import page, safe_next, translator
 from cloud.people import audit, auth, staff
 from cloud.people.admin import create_person, create_supplier, update_person
@@ -90,8 +91,9 @@ def me_of(g: Gate, caller: Caller) -> dict:
 # -- the caller's own account ------------------------------------------------------------------------
 
 @router.post("/login")
-def login(body: LoginBody, g: Gate = Depends(gate)):
+def login(request: Request, body: LoginBody, g: Gate = Depends(gate)):
     """Sign in with a username and password; the answer sets the session cookie for the web."""
+    guard(request, "login", username=body.username.strip().lower()[:80])
     result = auth.login(g, body.username, body.password)
     if result.locked_for is not None:
         wait = max(1, int(result.locked_for.total_seconds()) + 1)
@@ -305,6 +307,7 @@ def login_form(request: Request, next: str = "/staff"):
 def login_submit(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/staff"),
                  g: Gate = Depends(gate)):
     _ = translator(request)
+    guard(request, "login", username=username.strip().lower()[:80])
     result = auth.login(g, username, password)
     if result.user is None:
         locked = result.locked_for is not None

@@ -197,9 +197,13 @@ def zone(tz: str | None) -> ZoneInfo | timezone:
     if not tz or tz == "UTC":
         return timezone.utc
     try:
+        # The name becomes a file name under the zone database: a very long one raises OSError ("File name
+        # too long"), not ZoneInfoNotFoundError; IANA names are short, so anything long is no zone.
+        if len(tz) > 64:
+            raise ValueError(tz)
         return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ReportError("tz", f"unknown time zone {tz!r}; use an IANA name like Asia/Shanghai or UTC") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ReportError("tz", f"unknown time zone {tz[:64]!r}; use an IANA name like Asia/Shanghai or UTC") from None
 
 
 def parse_day(text, param: str) -> date:

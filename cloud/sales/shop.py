@@ -31,6 +31,7 @@ from cloud.people.auth import gate
 from cloud.sales import orders, receipts
 from cloud.sync.ingest import Stats
 from cloud.web import i18n
+from cloud.web.limits import guard
 from cloud.web.pages import page, problem, translator, valid_form_key
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def home(request: Request, cloud: ShopCloud = Depends(the_cloud)):
 @router.get("/q/{tok}", response_class=HTMLResponse)
 def landing(request: Request, tok: str, cloud: ShopCloud = Depends(the_cloud)):
     _ = translator(request)
+    guard(request, "landing")
     try:
         machine_id = qrtoken.machine_of(tok)
         with cloud.engine.connect() as conn:
@@ -114,7 +116,7 @@ def landing(request: Request, tok: str, cloud: ShopCloud = Depends(the_cloud)):
         target = f"/register?next={target}"
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(VISIT_COOKIE, gate(request).customer_signer.sign(f"{machine_id}|{int(time.time()) + VISIT_S}"),
-                        max_age=VISIT_S, httponly=True, samesite="lax")
+                        max_age=VISIT_S, httponly=True, samesite="lax", secure=gate(request).secure)
     return response
 
 
@@ -134,7 +136,7 @@ def menu(request: Request, machine_id: str, cloud: ShopCloud = Depends(the_cloud
         items = machines.menu(conn, machine_id)
         balance = cloud.provider.balance(conn, customer.id, DEMO_CURRENCY)
     return page(request, "menu.html", machine=machine, items=items, customer=customer, balance=balance,
-                currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16))
+                currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16), demo_topups=cloud.settings.demo_topups)
 
 def cannot_buy(cloud: "ShopCloud", request: Request, e: orders.OrderError, machine_id: str, slot: str):
     """Why this order could not be placed, and what to do instead."""
@@ -168,12 +170,16 @@ def declined(cloud: "ShopCloud", request: Request, order, customer):
     with cloud.engine.connect() as conn:
         balance = cloud.provider.balance(conn, customer.id, order.currency)
         item = machines.slot_for_sale(conn, order.machine_id, order.slot)
+    amounts = dict(balance=i18n.money(balance, order.currency, i18n.language_of(request)),
+                   product=item.name if item else order.slot,
+                   price=i18n.money(order.amount, order.currency, i18n.language_of(request)))
+    if not cloud.settings.demo_topups:  # no top-up form on this cloud: do not send the customer to one
+        return problem(request, 402, _("Payment declined"),
+                       _("Your wallet holds {balance}, and {product} costs {price}. You have not been charged.",
+                         **amounts), (_("Back to the menu"), back))
     return problem(request, 402, _("Payment declined"),
                    _("Your wallet holds {balance}, and {product} costs {price}. You have not been charged. Top up "
-                     "your wallet, then buy again.",
-                     balance=i18n.money(balance, order.currency, i18n.language_of(request)),
-                     product=item.name if item else order.slot,
-                     price=i18n.money(order.amount, order.currency, i18n.language_of(request))),
+                     "your wallet, then buy again.", **amounts),
                    (_("Top up"), f"/wallet?next={back}"))
 
 @router.get("/m/{machine_id}/buy")

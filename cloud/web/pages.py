@@ -86,14 +86,29 @@ HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-
            (b"x-frame-options", b"DENY")]
 
 
+HSTS = (b"strict-transport-security", b"max-age=31536000")
+
+
+def secure_cookie(header: bytes) -> bytes:
+    """A Set-Cookie value with the Secure attribute: the browser then sends it only over https."""
+    attributes = [a.strip().lower() for a in header.split(b";")[1:]]
+    return header if b"secure" in attributes else header + b"; Secure"
+
+
 class SecurityHeaders:
     """ASGI middleware (not Starlette's BaseHTTPMiddleware, which would hold back the order page's event
     stream): the headers above on every response, and the content policy on every HTML page except
-    ``exempt`` (FastAPI's API docs page, which loads its viewer from a CDN)."""
+    ``exempt`` (FastAPI's API docs page, which loads its viewer from a CDN).
 
-    def __init__(self, app, exempt: tuple[str, ...] = ()):
+    With ``https`` (the public URL is https: ``Gate.secure``) every cookie any route sets is made Secure
+    here, in one place, so no cookie added later can forget it (the customer cookie is a three-year key to
+    the wallet), and every response asks the browser to use https for a year (HSTS). Not under http: the
+    demo on a laptop would then lose its cookies, and HSTS over http means nothing."""
+
+    def __init__(self, app, exempt: tuple[str, ...] = (), https: bool = False):
         self.app = app
         self.exempt = exempt
+        self.https = https
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -107,6 +122,10 @@ class SecurityHeaders:
                 html = any(k.lower() == b"content-type" and v.startswith(b"text/html") for k, v in headers)
                 if html and scope["path"] not in self.exempt and b"content-security-policy" not in present:
                     headers.append((b"content-security-policy", CSP.encode()))
+                if self.https:
+                    headers = [(k, secure_cookie(v) if k.lower() == b"set-cookie" else v) for k, v in headers]
+                    if HSTS[0] not in present:
+                        headers.append(HSTS)
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -181,7 +181,10 @@ def running_broker(workdir: str):
 
 class Cloud:
     def __init__(self, broker: Broker, workdir: str, vend_timeout: float = 8, grace: float = 2,
-                 var: str | None = None, db_url: str = "", extra: tuple[str, ...] = (), env: dict | None = None):
+                 var: str | None = None, db_url: str = "", extra: tuple[str, ...] = (), env: dict | None = None,
+                 demo_topups: bool = True):
+        """``demo_topups``: the harness's customers fill their wallets as the demo's do, with the free
+        top-up form (``--demo-topups``)."""
         self.var = var or os.path.join(workdir, "cloud")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -191,7 +194,8 @@ class Cloud:
         self.proc = Proc([sys.executable, "-m", "cloud", "--var", self.var, "--http", f"127.0.0.1:{self.port}",
                           "--broker", f"127.0.0.1:{broker.port}", "--mqtt-protocol", broker.protocol,
                           "--vend-timeout", str(vend_timeout), "--expiry-grace", str(grace),
-                          "--client-id", f"cloud-{self.port}", "--db", self.db_url, *extra],
+                          "--client-id", f"cloud-{self.port}", "--db", self.db_url,
+                          *(("--demo-topups",) if demo_topups else ()), *extra],
                          os.path.join(workdir, f"cloud-{self.port}.log"), env)
         os.environ["VEND_ADMIN_TOKEN"] = self.token
 

@@ -220,3 +220,91 @@ def test_vendctl_refund_and_wallet(vendctl, cloud_obj):
     assert [h["kind"] for h in json.loads(out)["history"]] == ["refund", "refund", "authorise", "topup"]
     code, _, err = vendctl("wallet", "77")
     assert code == 1 and "404" in err
+
+
+# -- 12 #5: an administrator's credit, the only free money outside the demo ----------------------------------
+
+@pytest.fixture
+def admin_of(cloud_obj):
+    """API token headers of a staff member of ``role``, and their user id."""
+    def make(role, name=None):
+        with cloud_obj.engine.begin() as conn:
+            user_id = staff.add_staff(conn, name or f"{role[:4]}-x", role, utcnow(), None, False, None)
+            return {"Authorization": f"Bearer {auth.new_token(conn, user_id, 'test', utcnow())[1]}"}, user_id
+    return make
+
+
+def credit(client, headers, customer="1", **body):
+    return client.post(f"/api/v1/customers/{customer}/wallet/credit",
+                       json={"amount": "20.00", "reason": "machine kept the coin", "key": "credit-0001", **body},
+                       headers=headers)
+
+
+def test_an_administrator_credits_a_wallet_once_per_key_with_an_audit_row(client, cloud_obj, admin_of):
+    headers, user_id = admin_of("administrator")
+    r = credit(client, headers)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"customer_id": 1, "amount": 2000, "currency": "CNY", "key": "credit-0001", "created": True,
+                        "balance": 650 + 2000}
+    again = credit(client, headers)
+    assert again.status_code == 200 and again.json()["created"] is False and again.json()["balance"] == 2650
+    assert credit(client, headers, customer="+8613800000001", amount=500).status_code == 409, \
+        "the same key for another amount is refused"
+    with cloud_obj.engine.connect() as conn:
+        assert unbalanced_txns(conn) == []
+        assert [h.kind for h in cloud_obj.provider.history(conn, 1, "CNY")][:1] == ["credit"]
+        rows = audit.query(conn, action="wallet.credit")
+    assert [(a["user_id"], a["object_kind"], a["object_id"], a["change"]) for a in rows] == [
+        (user_id, "customer", "1", {"amount": 2000, "currency": "CNY", "reason": "machine kept the coin",
+                                    "key": "credit-0001"})]
+
+
+@pytest.mark.parametrize("role", ["manager", "technician"])
+def test_only_an_administrator_may_credit(client, cloud_obj, admin_of, role):
+    headers, _ = admin_of(role)
+    before = books(cloud_obj)
+    assert credit(client, headers).status_code == 403
+    assert credit(client, {}).status_code == 401
+    assert books(cloud_obj) == before
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"amount": -500}, "amount"), ({"amount": "-5"}, "amount"), ({"amount": 0}, "amount"), ({"amount": 12.5}, "amount"),
+    ({"amount": "12.345"}, "amount"), ({"amount": "lots"}, "amount"), ({"amount": True}, "amount"),
+    ({"amount": 10_000_000}, "amount"), ({"reason": ""}, "reason"), ({"reason": "   "}, "reason"),
+    ({"reason": None}, "reason"), ({"key": "short"}, "key"), ({"currency": "yuan"}, "currency")])
+def test_a_bad_credit_is_422_naming_the_field_and_moves_nothing(client, cloud_obj, admin_of, body, field):
+    headers, _ = admin_of("administrator")
+    before = books(cloud_obj)
+    r = credit(client, headers, **body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"].startswith(f"{field}"), r.json()
+    assert books(cloud_obj) == before
+
+
+def test_a_credit_without_a_reason_or_for_no_customer_is_refused(client, cloud_obj, admin_of):
+    headers, _ = admin_of("administrator")
+    r = client.post("/api/v1/customers/1/wallet/credit", json={"amount": 100, "key": "credit-0002"}, headers=headers)
+    assert r.status_code == 422 and r.json()["error"].startswith("reason")
+    assert credit(client, headers, customer="77").status_code == 404
+    assert credit(client, headers, customer="ann").status_code == 422
+
+
+def test_vendctl_wallet_credit(client, cloud_obj, admin_of, monkeypatch, capsys):
+    headers, _ = admin_of("administrator")
+
+    def run(*argv):
+        monkeypatch.setattr(cloud.cli.Client, "from_env", classmethod(lambda cls: ThroughTestClient(client, headers)))
+        code = cloud.cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = run("wallet", "credit", "+8613800000001", "5.00", "--reason", "goodwill", "--key", "cli-credit-1")
+    assert code == 0, err
+    assert out.strip() == "customer 1: credited ¥5.00; balance ¥11.50 (key cli-credit-1)"
+    code, out, _ = run("wallet", "credit", "1", "5.00", "--reason", "goodwill", "--key", "cli-credit-1")
+    assert code == 0 and "made before (key cli-credit-1)" in out and "balance ¥11.50" in out
+    code, _, err = run("wallet", "credit", "1", "5.00")
+    assert code == 1 and "--reason" in err
+    code, out, _ = run("wallet", "1", "--json")
+    assert json.loads(out)["history"][0]["kind"] == "credit"

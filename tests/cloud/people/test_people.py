@@ -18,6 +18,7 @@ import cloud.core.db
 import cloud.service
 import cloud.core.settings
 import cloud.app
+from cloud.web import limits
 from cloud.fleet import locations, machines, planogram
 from cloud.provisioning.ca import FleetCA
 from cloud.core.db import utcnow
@@ -191,6 +192,8 @@ MATRIX = [
     ("POST", "/api/v1/orders/o-sold/refund", lambda r: {"reason": f"goodwill, {r}", "key": f"refund-{r}",
                                                         "amount": 1}, txns, {A, M}),
     ("GET", "/api/v1/customers/1/wallet", None, None, {A, M}),
+    ("POST", "/api/v1/customers/1/wallet/credit", lambda r: {"amount": 100, "reason": f"goodwill, {r}",
+                                                             "key": f"credit-{r}"}, txns, {A}),
     # finance: {period} is a month of each role's own (a statement is posted once per location and period).
     ("GET", "/api/v1/finance/journal", None, None, {A, M}),
     ("GET", "/api/v1/finance/trial-balance", None, None, {A, M}),
@@ -708,6 +711,9 @@ PASSWORDS = st.one_of(ANY_TEXT, st.text(alphabet=st.characters(exclude_categorie
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(password=PASSWORDS, n=st.integers(0, 10**9))
 def test_any_string_as_a_password_is_taken_or_refused_with_a_message(client, password, n):
+    # Sixty sign-ins from one address within a second: this test is about passwords, not the rate limits
+    # (tests/cloud/web/test_limits.py), so each example starts with fresh buckets.
+    client.app.state.limiter = limits.Limiter.from_settings(client.app.state.cloud.settings)
     body = json.dumps({"username": f"u{n}", "role": T, "password": password})  # escapes lone surrogates
     r = client.post("/api/v1/people", content=body, headers={**ADMIN, "Content-Type": "application/json"})
     event(str(r.status_code))

@@ -96,3 +96,22 @@ def test_an_expired_code_says_what_to_do_in_chinese(client):
     r = client.get(f"/q/{qrtoken.make(MACHINE, SECRET.encode(), time.time() - 3600, 5)}", headers=ZH)
     assert r.status_code == 410 and "二维码已过期" in r.text and "请扫描" in r.text
 
+
+
+def test_pictures_of_skus_sharing_a_prefix_stay_apart(client, cloud_obj):
+    """13 #9: a picture is found by its exact name, so "pic.x"'s upload is not "pic"'s picture, and "pic"'s
+    upload does not delete it."""
+    from cloud.catalog import products as catalog
+    from tests.cloud_fixtures import NOW
+
+    with cloud_obj.engine.begin() as conn:
+        for sku in ("pic", "pic.x"):
+            catalog.add_product(conn, sku, sku.upper(), 100, 200, "CNY", NOW)
+    assert client.put("/api/v1/products/pic.x/picture", content=PNG_1PX, headers=ADMIN).status_code == 200
+    shown = client.get("/media/products/pic")
+    assert shown.headers["content-type"].startswith("image/svg+xml"), "pic.x's picture served for pic"
+    jpeg = b"\xff\xd8\xff\xe0" + b"\0" * 16
+    assert client.put("/api/v1/products/pic/picture", content=jpeg, headers=ADMIN).status_code == 200
+    assert client.get("/media/products/pic").content == jpeg
+    assert client.get("/media/products/pic.x").content == PNG_1PX, "pic's upload deleted pic.x's picture"
+    assert media.stored(cloud_obj.settings.var, "pic").endswith("pic.jpg")

@@ -101,6 +101,7 @@ def test_chinese_readers_see_yuan_in_their_own_format(app):
     ({"to": "2026-13-01"}, "to", "is not a date"),
     ({"from": "2026-05-02", "to": "2026-05-01"}, "to", "must not be before"),
     ({"tz": "Mars/Olympus"}, "tz", "Time zone"),
+    ({"tz": "A" * 300}, "tz", "Time zone"),
     ({"machine": "nope"}, "machine", "Machine: there is no such one"),
 ])
 def test_a_bad_period_comes_back_with_the_field_named_and_the_values_kept(manager, params, field, text):

@@ -25,7 +25,8 @@ ADMIN = {"Authorization": "Bearer admintoken"}
 
 @pytest.fixture
 def cloud_obj(tmp_path, db_url):
-    obj = idle_cloud(tmp_path, db_url)
+    """The demo's cloud: its customers top up their wallets with the free form (--demo-topups)."""
+    obj = idle_cloud(tmp_path, db_url, demo_topups=True)
     with obj.engine.begin() as conn:
         add_machine(conn)
     yield obj
@@ -280,3 +281,52 @@ def test_pages_load_nothing_from_elsewhere_and_cannot_be_framed(client):
     api = client.get("/api/v1/health")
     assert api.headers["x-content-type-options"] == "nosniff" and "content-security-policy" not in api.headers
     assert "content-security-policy" not in client.get("/api/docs").headers, "the API docs load their viewer"
+
+
+# -- 12 #5: the free top-up form is the demo's only -----------------------------------------------------------
+
+@pytest.fixture
+def selling_client(tmp_path, db_url):
+    """A cloud that sells for real: started without --demo-topups."""
+    obj = idle_cloud(tmp_path, db_url)
+    with obj.engine.begin() as conn:
+        add_machine(conn)
+    with TestClient(cloud.app.create_app(obj, "admintoken", b"k" * 32), follow_redirects=False) as c:
+        c.cloud = obj
+        yield c
+    obj.engine.dispose()
+
+
+def test_without_demo_topups_the_wallet_has_no_form_and_a_topup_moves_nothing(selling_client):
+    c = selling_client
+    scan(c)
+    assert register(c).status_code == 303
+    customer_id = int(c.cookies[people.COOKIE].rsplit(".", 1)[0])
+    page = c.get("/wallet")
+    assert page.status_code == 200 and "Balance:" in page.text and "History" in page.text
+    assert 'action="/wallet/topup"' not in page.text and "demo" not in page.text.lower()
+    assert ">Top up<" not in c.get("/m/m-1").text
+    r = c.post("/wallet/topup", data=dict(amount="20000", key="topup-key-1"))
+    assert r.status_code == 404 and "No top-ups here" in r.text
+    assert count(c.cloud, txns) == 0 and balance(c.cloud, customer_id) == 0
+    zh = c.post("/wallet/topup", data=dict(amount="20", key="topup-key-2"), headers={"Accept-Language": "zh-CN"})
+    assert zh.status_code == 404 and "此处不能充值" in zh.text
+
+
+def test_with_demo_topups_the_wallet_says_it_is_a_demo_and_offers_the_form(client, cloud_obj, customer):
+    page = client.get("/wallet")
+    assert 'action="/wallet/topup"' in page.text and "This is a demo" in page.text
+    assert ">Top up<" in client.get("/m/m-1").text
+    assert client.post("/wallet/topup", data=dict(amount="20", key="topup-key-1")).status_code == 303
+    assert balance(cloud_obj, customer) == 2000
+
+
+def test_the_demo_turns_demo_topups_on_and_a_plain_cloud_has_them_off(monkeypatch):
+    import cloud.demo
+    import inspect
+
+    assert cloud.core.settings.parse([]).demo_topups is False
+    assert cloud.core.settings.parse(["--demo-topups"]).demo_topups is True
+    monkeypatch.setenv("VEND_DEMO_TOPUPS", "1")
+    assert cloud.core.settings.parse([]).demo_topups is True
+    assert '"--demo-topups"' in inspect.getsource(cloud.demo.main)
