@@ -386,15 +386,16 @@ class Cloud:
                         machine_id)
 
     def send_vend(self, order) -> None:
-        """Ask the machine to vend an authorised order; void it at once if the broker will not take it."""
-        if self.bus.publish(order.machine_id, "cmd", orders.vend_command(order).encode()):
-            return
-        now = utcnow()
-        with self.engine.begin() as conn:
-            failed = orders.move(conn, order.id, order.machine_id, ("authorised",), "failed", now,
-                                 "the machine could not be reached")
-            if failed is not None:
-                self.provider.void(conn, failed, failed.id, now)
+        """Ask the machine to vend an authorised order.
+
+        A publish paho does not accept leaves the order authorised: paho keeps a QoS 1 message it could not
+        send ("not connected") in its session and sends it on reconnect, so the machine may still vend it.
+        Voiding now gave that product away (issue 13). The machine refuses the command past its expiry,
+        and the sweeper (``orders.expire_due``) voids the order then, as it does any unanswered order.
+        """
+        if not self.bus.publish(order.machine_id, "cmd", orders.vend_command(order).encode()):
+            log.warning("order %s: the vend command is not with the broker yet; the order stays authorised "
+                        "until it expires at %s", order.id, format_time(order.expires_at))
 
     def book_stock(self) -> None:
         """Book restock counts into the stock book. A count costs a dozen statements, so while machines'

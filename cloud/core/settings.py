@@ -37,6 +37,7 @@ class Settings:
     alert_temp_for_s: float = 600.0
     alert_door_open_s: float = 900.0
     alert_unsynced_s: float = 900.0
+    alert_incident_window_s: float = 86400.0
     sandbox_url: str = ""
     sandbox_secret: str = ""
     sandbox_timeout_s: float = 5.0
@@ -127,6 +128,8 @@ OPTIONS = [
     ("--alert-door-open", "alert_door_open_s", float, "seconds a door may stay open before it is an alert"),
     ("--alert-unsynced", "alert_unsynced_s", float, "seconds a machine's ledger may be ahead of the cloud with "
      "no progress before it is an alert"),
+    ("--alert-incident-window", "alert_incident_window_s", float, "seconds a drop no order paid for (or one "
+     "naming an order the machine was never sent) stays an alert"),
     ("--sandbox-url", "sandbox_url", str, "base URL of the sandbox payment provider (python -m "
      "cloud.payments.sandbox); empty: customers pay by wallet only"),
     ("--sandbox-secret", "sandbox_secret", str, "the secret the sandbox signs its webhooks with (prefer the "

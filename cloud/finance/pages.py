@@ -42,6 +42,8 @@ MISMATCH_LABELS = {
     "refunded_more_than_captured": _("Refunded more than was taken"),
     "provider_not_in_journal": _("Taken at the provider, not in the journal"),
     "journal_not_at_provider": _("In the journal, never confirmed by the provider"),
+    "dropped_not_charged": _("Dropped after the order was closed, not charged"),
+    "sold_no_such_order": _("Sold, no such order for this machine"),
 }
 assert set(MISMATCH_LABELS) == set(reconcile.KINDS) and set(KIND_LABELS) == set(settlement.KINDS)
 FIELD_LABELS = {"kind": _("Kind"), "percent": _("Percent"), "amount": _("Amount"), "currency": _("Currency"),

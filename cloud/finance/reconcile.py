@@ -15,7 +15,14 @@ wherever the other side of each falls in time. Kinds (``KINDS``):
 - ``provider_not_in_journal``: a provider confirmed a capture the journal does not hold (or holds
   another amount of);
 - ``journal_not_at_provider``: the journal holds a provider's capture (keyed ``{provider}:...``) the
-  provider never confirmed.
+  provider never confirmed;
+- ``dropped_not_charged``: a ledger sale of a product that dropped for an order already closed (voided,
+  expired, declined...), which its provider could not charge afresh (the sale's incident ``dropped_unpaid``);
+- ``sold_no_such_order``: a ledger sale naming an order the machine was never sent: another machine's, or
+  none (the sale's incident ``no_such_order``).
+
+The last two come from the sales rows the ingest marked (``orders.INCIDENTS``), by the ledger's timestamp;
+they are sales of 0, which the money comparison above never sees.
 """
 
 from __future__ import annotations
@@ -31,7 +38,10 @@ from cloud.payments.registry import REGISTRY
 from cloud.finance.ledger import bounds
 
 KINDS = ("captured_not_sold", "sold_not_captured", "amounts_differ", "captured_twice", "sold_twice",
-         "refunded_more_than_captured", "provider_not_in_journal", "journal_not_at_provider")
+         "refunded_more_than_captured", "provider_not_in_journal", "journal_not_at_provider", "dropped_not_charged",
+         "sold_no_such_order")
+# A sale's incident -> the mismatch it is (a drop charged afresh is not one: its sale and capture agree).
+INCIDENT_KINDS = {"dropped_unpaid": "dropped_not_charged", "no_such_order": "sold_no_such_order"}
 CHUNK = 500
 
 
@@ -45,6 +55,26 @@ def _revenue_legs(conn, where) -> list:
                         .join(entries, entries.c.txn_id == txns.c.id)
                         .join(accounts, accounts.c.id == entries.c.account_id)
                         .where(accounts.c.kind == "revenue", txns.c.kind.in_(("capture", "refund")), where)).all()
+
+
+def _incidents(conn, start: date, end: date, captures: dict, refunds: dict, currency_of: dict) -> list[dict]:
+    """The period's sales the ingest marked as drops no order paid for."""
+    s = sales
+    found = []
+    for r in conn.execute(sa.select(s.c.machine_id, s.c.seq, s.c.order_id, s.c.slot, s.c.amount, s.c.currency,
+                                    s.c.incident)
+                          .where(s.c.incident.in_(INCIDENT_KINDS), s.c.ts >= start.isoformat(),
+                                 s.c.ts < (end + timedelta(days=1)).isoformat())
+                          .order_by(s.c.ts, s.c.machine_id, s.c.seq)):
+        if r.incident == "dropped_unpaid":
+            why = f"machine {r.machine_id} dropped slot {r.slot} (seq {r.seq}) after the order was closed; not charged"
+        else:
+            why = f"machine {r.machine_id} sold slot {r.slot} (seq {r.seq}) naming an order it was never sent"
+        found.append({"kind": INCIDENT_KINDS[r.incident], "order_id": r.order_id,
+                      "currency": currency_of.get(r.order_id, r.currency), "sold": r.amount,
+                      "captured": sum(captures.get(r.order_id, [])), "refunded": refunds.get(r.order_id, 0),
+                      "provider_captured": None, "detail": why})
+    return found
 
 
 def reconcile(conn: sa.Connection, start: date, end: date) -> dict:
@@ -136,6 +166,7 @@ def reconcile(conn: sa.Connection, start: date, end: date) -> dict:
         if in_journal.get(order_id) and order_id not in at_provider:
             flag("journal_not_at_provider", f"the journal holds a {name} capture of {in_journal[order_id]} "
                                             f"the {name} never confirmed")
+    mismatches += _incidents(conn, start, end, captures, refunds, currency_of)
     counts = {k: sum(1 for m in mismatches if m["kind"] == k) for k in KINDS}
     # ``totals`` adds all currencies together (right for a fleet selling in one); ``by_currency`` keeps them apart.
     return {"from": start.isoformat(), "to": end.isoformat(), "totals": totals,

@@ -8,6 +8,8 @@ machines' state, a few facts the ingest keeps, and each machine's newest tempera
 | temperature    | the newest reading has been outside ``temp_min_c``..``temp_max_c`` for ``temp_for_s`` |
 | door_open      | the ledger's last door event is ``door.opened``, older than ``door_open_s``          |
 | not_synced     | the machine's ledger head is ahead of the cloud's, with no progress for ``unsynced_s`` |
+| late_drop      | a product dropped for an order already closed, within ``incident_window_s``           |
+| unknown_order  | a sale naming an order the machine was never sent, within ``incident_window_s``       |
 
 Times come from the machine's ledger where its clock was synchronised, and from the cloud's clock
 otherwise (a Pi without a real-time clock can wake up in 1970). The limits are cloud settings
@@ -51,7 +53,21 @@ machine_watch = sa.Table(
     sa.Column("unsynced_seq", sa.BigInteger, nullable=False, server_default="0"),
 )
 
-KINDS = ("offline", "vend_failures", "temperature", "door_open", "not_synced")
+# Drops the cloud did not sell, as the ingest classed them (``cloud/sales/orders.py``: INCIDENTS): the
+# alert each one raises.
+vend_incidents = sa.Table(
+    "vend_incidents", metadata,
+    sa.Column("machine_id", sa.String(32), sa.ForeignKey("machines.id"), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("order_id", sa.String(64), nullable=False),
+    sa.Column("slot", sa.String(3), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Index("vend_incidents_by_time", "at"),
+)
+INCIDENT_ALERTS = {"dropped_unpaid": "late_drop", "dropped_charged": "late_drop", "no_such_order": "unknown_order"}
+
+KINDS = ("offline", "vend_failures", "temperature", "door_open", "not_synced", "late_drop", "unknown_order")
 
 
 @dataclass(frozen=True)
@@ -66,9 +82,10 @@ class Limits:
     temp_for_s: float = 600.0
     door_open_s: float = 900.0
     unsynced_s: float = 900.0
+    incident_window_s: float = 86400.0
 
     def __post_init__(self):
-        for name in ("offline_s", "failed_window_s", "temp_for_s", "door_open_s", "unsynced_s"):
+        for name in ("offline_s", "failed_window_s", "temp_for_s", "door_open_s", "unsynced_s", "incident_window_s"):
             if not 0 <= getattr(self, name) <= 365 * 86400:
                 raise ValueError(f"alert limit {name} must be 0 to a year in seconds, got {getattr(self, name)}")
         if not 1 <= self.failed_vends <= 1000:
@@ -152,8 +169,14 @@ def compute(conn: sa.Connection, now: datetime, limits: Limits, readings: dict[s
     if machine_id is not None:
         watch_q = watch_q.where(machine_watch.c.machine_id == machine_id)
         fail_q = fail_q.where(vend_failures.c.machine_id == machine_id)
+    incident_q = (sa.select(vend_incidents.c.machine_id, vend_incidents.c.kind, vend_incidents.c.order_id,
+                            vend_incidents.c.at)
+                  .where(vend_incidents.c.at > now - timedelta(seconds=limits.incident_window_s))
+                  .order_by(vend_incidents.c.at))
+    if machine_id is not None:
+        incident_q = incident_q.where(vend_incidents.c.machine_id == machine_id)
     watch = {r.machine_id: r for r in conn.execute(watch_q)}
-    alerts: list[Alert] = []
+    alerts: list[Alert] = _incident_alerts(conn.execute(incident_q).all(), limits)
     for f in conn.execute(fail_q):
         alerts.append(Alert(f.machine_id, "vend_failures", f.first,
                             f"{f.n} failed vends on slot {f.slot} in the last {_ago(timedelta(seconds=limits.failed_window_s))}",
@@ -183,6 +206,33 @@ def compute(conn: sa.Connection, now: datetime, limits: Limits, readings: dict[s
                                 f"for {_ago(now - r.out_since)}", value=r.temperature_c))
     alerts.sort(key=lambda a: (a.machine_id, KINDS.index(a.kind), a.slot or ""))
     return alerts
+
+
+def _incident_alerts(rows: list, limits: Limits) -> list[Alert]:
+    """One alert per machine and kind for the incidents in the window (rows oldest first)."""
+    found: dict[tuple[str, str], list] = {}
+    for r in rows:
+        found.setdefault((r.machine_id, INCIDENT_ALERTS.get(r.kind, "late_drop")), []).append(r)
+    window = _ago(timedelta(seconds=limits.incident_window_s))
+    alerts = []
+    for (machine_id, kind), group in found.items():
+        newest = group[-1].order_id
+        if kind == "late_drop":
+            unpaid = sum(1 for r in group if r.kind == "dropped_unpaid")
+            detail = (f"{len(group)} products dropped for orders already closed in the last {window}, "
+                      f"{unpaid} not charged (newest: order {newest})")
+        else:
+            detail = f"{len(group)} sales naming orders this machine was never sent in the last {window} (newest: {newest})"
+        alerts.append(Alert(machine_id, kind, group[0].at, detail, value=len(group)))
+    return alerts
+
+
+def note_incidents(conn: sa.Connection, machine_id: str, incidents: list, now: datetime) -> None:
+    """Keep the drops the cloud did not sell, (event, incident) pairs from the ingest, for ``compute``."""
+    at = vend_incidents.c.at
+    bulk_insert(conn, vend_incidents, ("machine_id", "seq", "kind", "order_id", "slot", "at"),
+                [(machine_id, e.seq, kind, str(e.data.get("order_id", ""))[:64], str(e.data.get("slot", ""))[:3],
+                  db_value(conn, at, _when(e, now))) for e, kind in incidents])
 
 
 def _when(e, now: datetime) -> datetime:

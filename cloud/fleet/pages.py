@@ -42,7 +42,8 @@ EVENTS_SHOWN = 50
 SCREEN_ROTATE_S = 5.0  # the controller's default [screen] rotate_s; the cloud does not know a machine's own
 FORM_FIELDS = ("slot", "sku", "name", "price", "currency", "capacity", "par", "cabinet")
 ALERT_NAMES = {"offline": "Offline", "vend_failures": "Failed vends", "temperature": "Temperature",
-               "door_open": "Door open", "not_synced": "Not synced"}
+               "door_open": "Door open", "not_synced": "Not synced", "late_drop": "Dropped, order closed",
+               "unknown_order": "Sold, no such order"}
 
 
 def the_cloud(request: Request):

@@ -91,6 +91,9 @@ class Payments(Provider):
     def void(self, conn, order, key, now) -> Outcome:
         return self.of(order).void(conn, order, key, now)
 
+    def charge(self, conn, order, key, now) -> Outcome:
+        return self.of(order).charge(conn, order, key, now)
+
     def refund(self, conn, order, amount, key, now) -> Outcome:
         return self.of(order).refund(conn, order, amount, key, now)
 

@@ -97,6 +97,14 @@ class Provider(abc.ABC):
     def refunded(self, conn: sa.Connection, order: Payable) -> tuple[int, int]:
         """(captured, refunded so far) of an order."""
 
+    def charge(self, conn: sa.Connection, order: Payable, key: str, now: datetime) -> Outcome:
+        """Take ``order.amount`` afresh, under ``key``, for an order whose hold was released (or never
+        made) but whose product dropped anyway: a machine that vended a command the cloud had given up on.
+
+        Only a provider that can take money without the customer at hand does it; the default answers
+        "not charged", and the order stays ``dropped_unpaid`` for a person to settle."""
+        return Outcome(False, f"paying by {self.name} cannot be charged again without the customer")
+
     def settle(self, conn: sa.Connection, items: list[tuple[Payable, str]], now: datetime) -> None:
         """Capture or void many orders, each under its order id as the key; ``items`` are
         (order, "capture" | "void")."""

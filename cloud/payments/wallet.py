@@ -128,6 +128,42 @@ class Wallet(Provider):
         created = post(conn, full_key, "void", [(hold, -order.amount), (wallet, order.amount)], now, order.id)
         return Outcome(True, created=created, amount=order.amount)
 
+    def charge(self, conn, order: Payable, key: str, now: datetime) -> Outcome:
+        """A fresh authorisation and capture of ``order.amount`` under ``key`` (``authorise:{key}``,
+        ``capture:{key}``), for an order whose first hold was released but whose product dropped.
+
+        The wallet can: the money is in the customer's own account here. Refused (as a decline, kept under
+        ``charge:{key}`` so the same key answers the same) when the wallet no longer holds enough; a
+        PaymentError when the order was captured already or still holds its first authorisation (that one
+        is to be captured, not a second one taken)."""
+        check_amount(order.amount)
+        auth_key, capture_key, decline_key = f"authorise:{key}", f"capture:{key}", f"charge:{key}"
+        if conn.execute(sa.select(txns.c.id).where(txns.c.key == capture_key)).first() is not None:
+            return Outcome(True, created=False, amount=order.amount)
+        declined = conn.execute(sa.select(declines).where(declines.c.key == decline_key)).first()
+        if declined is not None:
+            if declined.order_id != order.id:
+                raise IdempotencyConflict(f"key {decline_key} was used for order {declined.order_id}")
+            return Outcome(False, declined.reason, created=False)
+        self._once(conn, order, ("capture",), capture_key, "charge")
+        before = order_txns(conn, order.id, ("authorise", "void"))
+        if sum(1 for t in before if t.kind == "authorise") > sum(1 for t in before if t.kind == "void"):
+            raise PaymentError(f"order {order.id} still holds its authorisation: capture it, do not charge again")
+        wallet, hold = self._accounts(conn, order.customer_id, order.currency)
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(accounts.c.id).where(accounts.c.id == wallet).with_for_update())
+        available = balance(conn, wallet)
+        if available < order.amount:
+            reason = f"not enough in the wallet ({available} < {order.amount})"
+            conn.execute(declines.insert().values(key=decline_key, order_id=order.id, customer_id=order.customer_id,
+                                                  amount=order.amount, currency=order.currency, reason=reason,
+                                                  created_at=now))
+            return Outcome(False, reason)
+        revenue = account(conn, "revenue", 0, order.currency)
+        post(conn, auth_key, "authorise", [(wallet, -order.amount), (hold, order.amount)], now, order.id)
+        post(conn, capture_key, "capture", [(hold, -order.amount), (revenue, order.amount)], now, order.id)
+        return Outcome(True, amount=order.amount)
+
     def refunded(self, conn, order: Payable) -> tuple[int, int]:
         revenue = find_account(conn, "revenue", 0, order.currency)
         if revenue is None:

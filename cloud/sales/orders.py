@@ -6,12 +6,18 @@ its deadline. The machine's ledger events move it on:
 ``vend.succeeded`` captures, ``vend.failed``, ``vend.unknown`` and ``command.rejected`` void, and an
 order whose command expired without a word from the machine is voided by the sweeper. Every transition is
 a conditional update in the same transaction as the money it moves, so no order is captured and voided.
+
+A command is voided only when the machine can no longer run it (it refuses a command past its expiry):
+never while it may still arrive. Should the machine drop a product for an order that is closed all the
+same, the order becomes ``dropped_unpaid``, an incident the alerts and reconciliation show, and its
+provider is asked to charge afresh (``dropped_charged`` when it did).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -48,7 +54,7 @@ orders = sa.Table(
 
 WAITING = "authorising"  # for the provider to confirm the authorisation; no command sent yet
 OPEN = ("authorised", "vending")
-SETTLED = ("declined", "succeeded", "failed", "unknown", "rejected", "expired", "dropped_unpaid")
+SETTLED = ("declined", "succeeded", "failed", "unknown", "rejected", "expired", "dropped_unpaid", "dropped_charged")
 
 
 class OrderError(ValueError):
@@ -116,7 +122,7 @@ def confirm(conn: sa.Connection, order_id: str, ok: bool, reason: str, now: date
     return get(conn, order_id) if moved else None
 
 
-REFUNDABLE = ("succeeded",)
+REFUNDABLE = ("succeeded", "dropped_charged")
 
 
 def refund(conn: sa.Connection, provider: Provider, order_id: str, amount: int | None, key: str,
@@ -161,11 +167,41 @@ class StaleOrders(RuntimeError):
     """An order changed under us (another process settled it first); the caller retries."""
 
 
+# What a ``vend.succeeded`` that is not a plain sale is (the sales row keeps it, reconciliation and the
+# alerts show it): a drop for an order no longer open, charged afresh or not; a drop naming an order this
+# cloud never sent this machine.
+DROPPED_UNPAID = "dropped_unpaid"
+DROPPED_CHARGED = "dropped_charged"
+NO_SUCH_ORDER = "no_such_order"
+INCIDENTS = (DROPPED_UNPAID, DROPPED_CHARGED, NO_SUCH_ORDER)
+CAPTURED = ("succeeded", DROPPED_CHARGED)
+
+
+@dataclass(frozen=True)
+class Sold:
+    """What one ``vend.succeeded`` came to: its order (None: none of this machine's), the money it took
+    (0 if none), and the incident when it was not a plain sale."""
+
+    order: object | None
+    amount: int
+    incident: str = ""
+
+
+def late_charge_key(order_id: str) -> str:
+    """The idempotency key of the fresh charge for a product that dropped after its order was closed: one
+    per order, so a drop stored twice (two cloud processes, a retried transaction) charges once."""
+    return f"{order_id}:dropped"
+
+
 def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: list, now: datetime) -> dict:
     """Move the orders named by a batch of the machine's ledger events, and settle their money.
 
     Works on the whole batch at once: one read of the orders, one conditional update, one settlement,
-    whatever the batch size. Returns {order_id: order} of the orders this batch captured.
+    whatever the batch size. Returns {seq: Sold} for every ``vend.succeeded`` of the batch.
+
+    A ``vend.succeeded`` for an order that is not open (voided, failed, expired, rejected, declined...) is
+    a product the machine gave away: the order becomes ``dropped_unpaid``, an incident, and the customer's
+    provider is asked to charge afresh (``Provider.charge``; the wallet can, ``dropped_charged``).
     """
     ids = sorted({e.data["order_id"] for e in events if isinstance(e.data.get("order_id"), str)})
     if not ids:
@@ -176,7 +212,8 @@ def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: lis
         .where(o.id.in_(ids), o.machine_id == machine_id))}
     state = {order_id: row.status for order_id, row in rows.items()}
     reasons: dict[str, str] = {}
-    capture, void, strangers = [], [], []
+    capture, void, strangers, late = [], [], [], []
+    sold: dict[int, Sold] = {}
     for e in events:
         order_id = e.data.get("order_id")
         if order_id is None:
@@ -184,6 +221,8 @@ def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: lis
         current = state.get(order_id)
         if current is None:
             strangers.append(order_id)
+            if e.kind == "vend.succeeded":
+                sold[e.seq] = Sold(None, 0, NO_SUCH_ORDER)
             continue
         if e.kind == "vend.started":
             if current == "authorised":
@@ -194,16 +233,26 @@ def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: lis
             state[order_id] = status
             reasons[order_id] = str(e.data.get("reason", ""))[:200]
             (capture if captures else void).append(order_id)
-        elif captures and current == "expired":
-            # The machine dropped after the cloud gave up and voided: the customer keeps product and money.
-            state[order_id] = "dropped_unpaid"
-            log.error("machine %s dropped order %s after it was voided; not charged", machine_id, order_id)
+            if captures:
+                sold[e.seq] = Sold(rows[order_id], rows[order_id].amount)
+        elif captures and current in CAPTURED + (DROPPED_UNPAID,):
+            # A second drop for one order (the machine runs a command once, so a faulty or forged ledger):
+            # the order was charged once at most, and this product is not paid for.
+            sold[e.seq] = Sold(rows[order_id], 0, DROPPED_UNPAID)
+            log.error("machine %s dropped order %s again (it is %s); the second product is not paid for",
+                      machine_id, order_id, current)
+        elif captures:
+            # The machine dropped after the cloud had closed the order (voided its hold, or never held):
+            # paho delivered a command the cloud had given up on, or the machine's clock let a stale one by.
+            state[order_id] = DROPPED_UNPAID
+            reasons[order_id] = f"dropped after the order was {current}"[:200]
+            late.append((e.seq, order_id))
+            log.error("machine %s dropped order %s after it was %s; charging it afresh", machine_id, order_id,
+                      current)
     if strangers:
-        log.warning("machine %s: %d events name orders this cloud never sent it (first: %s)", machine_id,
-                    len(strangers), strangers[0])
+        log.error("machine %s: %d events name orders this cloud never sent it (first: %s)", machine_id,
+                  len(strangers), strangers[0])
     changed = [(order_id, rows[order_id].status, new) for order_id, new in state.items() if new != rows[order_id].status]
-    if not changed:
-        return {}
     # One conditional update per kind of move (nearly always just authorised -> succeeded).
     groups: dict[tuple[str, str, str], list[str]] = {}
     for order_id, old, new in changed:
@@ -217,8 +266,32 @@ def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: lis
                                  .values(status=new, reason=reason, updated_at=now)).rowcount
             if moved != len(chunk):
                 raise StaleOrders(machine_id)
-    provider.settle(conn, [(rows[i], "capture") for i in capture] + [(rows[i], "void") for i in void], now)
-    return {i: rows[i] for i in capture}
+    if capture or void:
+        provider.settle(conn, [(rows[i], "capture") for i in capture] + [(rows[i], "void") for i in void], now)
+    for seq, order_id in late:
+        sold[seq] = _charge_dropped(conn, provider, machine_id, rows[order_id], now)
+    return sold
+
+
+def _charge_dropped(conn: sa.Connection, provider: Provider, machine_id: str, order, now: datetime) -> Sold:
+    """Ask the order's provider for a fresh charge of a product that dropped after the order was closed;
+    the order stays ``dropped_unpaid`` (its reason says why) unless the money was taken."""
+    try:
+        outcome = provider.charge(conn, order, late_charge_key(order.id), now)
+    except PaymentError as e:
+        outcome = Outcome(False, str(e))
+    if outcome.ok and not outcome.pending:
+        move(conn, order.id, machine_id, (DROPPED_UNPAID,), DROPPED_CHARGED, now,
+             "dropped after the order was closed; charged afresh")
+        log.warning("order %s: charged %d %s afresh for the product machine %s dropped", order.id, order.amount,
+                    order.currency, machine_id)
+        return Sold(order, order.amount, DROPPED_CHARGED)
+    why = "a charge was asked for, not confirmed yet" if outcome.ok else outcome.reason
+    conn.execute(orders.update().where(orders.c.id == order.id, orders.c.status == DROPPED_UNPAID)
+                 .values(reason=f"dropped after the order was closed; not charged: {why}"[:200], updated_at=now))
+    log.error("order %s: product dropped on machine %s after the order was closed, not charged: %s", order.id,
+              machine_id, why)
+    return Sold(order, 0, DROPPED_UNPAID)
 
 
 def expire_due(conn: sa.Connection, provider: Provider, now: datetime, grace_s: float) -> int:
@@ -261,5 +334,8 @@ def status_text(_, status: str) -> str:
         "rejected": _("The machine could not serve this order. You have not been charged."),
         "expired": _("The machine did not answer in time. You have not been charged."),
         "declined": _("Payment declined. You have not been charged."),
-        "dropped_unpaid": _("Take your product! (not charged)"),
+        "dropped_unpaid": _("Your product dropped after this order had been called off. You have not been "
+                            "charged for it; the operator has been told."),
+        "dropped_charged": _("Take your product! It dropped after this order had been called off, so you "
+                             "have been charged for it now."),
     }.get(status, status)

@@ -1,4 +1,9 @@
-"""Sales: one row per product dropped, written from the machine's ``vend.succeeded`` as its ledger is stored."""
+"""Sales: one row per product dropped, written from the machine's ``vend.succeeded`` as its ledger is stored.
+
+A drop that was not a plain sale keeps its incident (``orders.INCIDENTS``): dropped for an order already
+closed (``dropped_unpaid``, or ``dropped_charged`` once charged afresh), or naming no order of this machine
+(``no_such_order``); reconciliation lists the unpaid ones.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +21,13 @@ sales = sa.Table(
     sa.Column("product_id", sa.Integer, nullable=True),
     sa.Column("amount", sa.BigInteger, nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("incident", sa.String(20), nullable=False, server_default=""),  # "" for a plain sale
     sa.Index("sales_by_time", "ts"),
     sqlite_with_rowid=False,
 )
 
 SALE_COLUMNS = ("machine_id", "seq", "ts", "order_id", "slot", "product_id", "amount", "currency")
+INCIDENT_COLUMNS = SALE_COLUMNS + ("incident",)  # what ingest writes; the reports read SALE_COLUMNS' first eight
 
 
 def recent(conn: sa.Connection, machine: str | None, limit: int) -> dict:
@@ -32,5 +39,5 @@ def recent(conn: sa.Connection, machine: str | None, limit: int) -> dict:
     rows = conn.execute(q).all()
     sums = conn.execute(totals).all()
     return {"sales": [{"machine_id": r.machine_id, "seq": r.seq, "ts": r.ts, "order_id": r.order_id,
-                       "slot": r.slot, "amount": r.amount, "currency": r.currency} for r in rows],
+                       "slot": r.slot, "amount": r.amount, "currency": r.currency, "incident": r.incident} for r in rows],
             "totals": [{"currency": c, "count": n, "amount": int(a)} for c, n, a in sums]}

@@ -27,7 +27,7 @@ from cloud.sales import orders, reports
 from cloud.core.db import bulk_insert
 from cloud.fleet import ledger as ledgers
 from cloud.fleet.ledger import EVENT_COLUMNS, events
-from cloud.sales.records import SALE_COLUMNS, sales
+from cloud.sales.records import INCIDENT_COLUMNS, sales
 from cloud.fleet.machines import machines, slots
 from cloud.payments import Provider
 from cloud.stock import book as inventory
@@ -168,6 +168,9 @@ def _project(conn: sa.Connection, provider: Provider, machine_id: str, fresh: li
         slot = counts.get(d.get("slot"))
         if e.kind == "vend.succeeded":
             sold.append(e)
+            # Every drop counts, even one no order paid for or one naming another machine's order: the
+            # product left this machine, and the count mirrors its own ledger (a restock's count would
+            # correct it anyway). The money side is the sale row's incident.
             if slot is not None and slot[0] > 0:
                 slot[0] -= 1
         elif e.kind in ("restock", "stock.adjusted") and slot is not None:
@@ -188,20 +191,27 @@ def _project(conn: sa.Connection, provider: Provider, machine_id: str, fresh: li
     if counted:  # booked into the stock book by the sweeper, off the ingest path
         inventory.queue_counts(conn, machine_id, counted)
     try:
-        captured = orders.follow(conn, provider, machine_id, order_events, now)
+        followed = orders.follow(conn, provider, machine_id, order_events, now)
     except orders.StaleOrders:
         raise Conflict(machine_id) from None
     if sold:
-        rows = []
+        rows, incidents = [], []
         for e in sold:
-            order, slot = captured.get(e.data["order_id"]), stock.get(e.data["slot"])
-            # The amount is money this sale took: 0 for a drop the cloud had already voided.
-            amount = order.amount if order else 0
+            result, slot = followed.get(e.seq), stock.get(e.data["slot"])
+            order = result.order if result else None
+            # The amount is money this sale took: 0 for a drop no order paid for (an incident, below).
+            amount = result.amount if result else 0
             currency = order.currency if order else (slot.currency if slot else "XXX")
             product = order.product_id if order else (slot.product_id if slot else None)
-            rows.append((machine_id, e.seq, e.ts, e.data["order_id"], e.data["slot"], product, amount, currency))
-        bulk_insert(conn, sales, SALE_COLUMNS, rows)
+            incident = result.incident if result else ""
+            rows.append((machine_id, e.seq, e.ts, e.data["order_id"], e.data["slot"], product, amount, currency,
+                         incident))
+            if incident:
+                incidents.append((e, incident))
+        bulk_insert(conn, sales, INCIDENT_COLUMNS, rows)
         reports.project(conn, rows)
+        if incidents:
+            alerts.note_incidents(conn, machine_id, incidents, now)
     planogram.project(conn, machine_id, fresh, now)
     alerts.project(conn, machine_id, fresh, now)
 

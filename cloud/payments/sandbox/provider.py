@@ -169,6 +169,17 @@ class Sandbox(Provider):
                      .values(status="cancelled", reason="voided before it was sent", updated_at=now))
         return self._queue(conn, "void", order, order.amount, key, now)
 
+    def charge(self, conn, order: Payable, key: str, now: datetime) -> Outcome:
+        """Not charged: a product that dropped after its order was voided stays ``dropped_unpaid``.
+
+        The sandbox names a payment by our order id, and that payment was voided; a fresh charge would be
+        a new payment under another reference, authorised asynchronously (a webhook seconds later, or a
+        decline) and then captured, a round trip the ingest's transaction cannot wait for, and one the
+        customer never approved (a real platform would ask them: an Alipay or WeChat Pay order needs
+        their confirmation). So nothing is queued; the order, the alert and reconciliation show the drop,
+        and a person settles it with the customer."""
+        return Outcome(False, "the sandbox cannot charge again after a void without the customer")
+
     def void_late(self, conn, order: Payable, event_id: str, now: datetime) -> Outcome:
         """Release an authorisation confirmed after its order stopped waiting for it."""
         return self._queue(conn, "void", order, order.amount, f"{order.id}:late:{event_id}", now)

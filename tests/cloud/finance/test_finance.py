@@ -64,9 +64,9 @@ def acct(conn, kind, owner=0, currency="CNY"):
     return balance(conn, account(conn, kind, owner, currency))
 
 
-def add_sale_row(conn, order_id, amount, seq, ts=NOW, machine="m-1"):
+def add_sale_row(conn, order_id, amount, seq, ts=NOW, machine="m-1", incident=""):
     conn.execute(sales.insert().values(machine_id=machine, seq=seq, ts=ts.isoformat(), order_id=order_id, slot="A1",
-                                       product_id=None, amount=amount, currency="CNY"))
+                                       product_id=None, amount=amount, currency="CNY", incident=incident))
 
 
 # -- the journal -------------------------------------------------------------------------------------
@@ -329,13 +329,17 @@ def test_reconciliation_lists_each_kind_of_mismatch(engine):
         add_sale_row(conn, "o-journal", 60, 8)  # the journal holds a sandbox capture the sandbox never made
         post(conn, "sandbox:capture:o-journal", "capture", [(sandbox, -60), (revenue, 60)], NOW, "o-journal")
         add_sale_row(conn, "o-later", 10, 9, NOW + timedelta(days=40))  # outside the period: not looked at
+        add_sale_row(conn, "o-late-drop", 0, 10, incident="dropped_unpaid")  # dropped after a void, not charged
+        add_sale_row(conn, "o-elsewhere", 0, 11, incident="no_such_order")  # another machine's order, or none
+        add_sale_row(conn, "o-charged-late", 0, 12, incident="dropped_charged")  # charged afresh: no mismatch
         r = reconcile.reconcile(conn, *MAY)
     found = {(m["kind"], m["order_id"]) for m in r["mismatches"]}
     assert found == {("captured_not_sold", "o-nosale"), ("sold_not_captured", "o-nocapture"),
                      ("amounts_differ", "o-differ"), ("sold_twice", "o-twice"), ("amounts_differ", "o-twice"),
                      ("captured_twice", "o-cap2"), ("amounts_differ", "o-cap2"),
                      ("refunded_more_than_captured", "o-refund"), ("provider_not_in_journal", "o-provider"),
-                     ("sold_not_captured", "o-provider"), ("journal_not_at_provider", "o-journal")}
+                     ("sold_not_captured", "o-provider"), ("journal_not_at_provider", "o-journal"),
+                     ("dropped_not_charged", "o-late-drop"), ("sold_no_such_order", "o-elsewhere")}
     assert not r["clear"] and set(r["counts"]) == set(reconcile.KINDS)
     assert {m["currency"] for m in r["mismatches"]} == {"CNY"}, "each row says its currency, from whichever side it has"
     differ = next(m for m in r["mismatches"] if m["order_id"] == "o-differ")

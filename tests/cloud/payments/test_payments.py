@@ -554,3 +554,43 @@ def test_random_sandbox_operations_keep_the_journal_equal_to_the_sandbox(steps):
 def revenue_of(eng):
     with eng.connect() as conn:
         return revenue(conn)
+
+
+def test_a_fresh_charge_after_a_void_takes_the_price_once_under_its_key(engine):
+    # A product that dropped after its order was voided (issue 13): the wallet charges it anew.
+    with engine.begin() as conn:
+        W.topup(conn, 1, 1000, "CNY", "t", NOW)
+        o = order("o1", 1, 350)
+        W.authorise(conn, o, "o1", NOW)
+        W.void(conn, o, "o1", NOW)
+        first = W.charge(conn, o, "o1:dropped", NOW)
+        again = W.charge(conn, o, "o1:dropped", NOW)
+        assert (first.ok, first.created, again.ok, again.created) == (True, True, True, False)
+        assert (W.balance(conn, 1, "CNY"), hold_of(conn, 1), revenue(conn)) == (650, 0, 350)
+        assert W.refunded(conn, o) == (350, 0)  # refundable like any sale
+        with pytest.raises(PaymentError, match="captured already"):
+            W.charge(conn, o, "o1:another-key", NOW)
+        assert unbalanced_txns(conn) == []
+
+
+def test_a_fresh_charge_is_refused_while_the_first_hold_stands_and_declined_when_short(engine):
+    with engine.begin() as conn:
+        W.topup(conn, 1, 400, "CNY", "t", NOW)
+        held = order("o1", 1, 350)
+        W.authorise(conn, held, "o1", NOW)
+        with pytest.raises(PaymentError, match="still holds"):
+            W.charge(conn, held, "o1:dropped", NOW)  # capture that one instead
+        short = order("o2", 1, 350)  # never authorised: 50 left in the wallet
+        declined = W.charge(conn, short, "o2:dropped", NOW)
+        assert not declined.ok and "not enough" in declined.reason
+        W.topup(conn, 1, 1000, "CNY", "t2", NOW)
+        assert W.charge(conn, short, "o2:dropped", NOW) == \
+            payments.Outcome(False, declined.reason, created=False)  # the key keeps its first answer
+        assert revenue(conn) == 0
+
+
+def test_the_sandbox_does_not_charge_afresh_and_queues_nothing(engine):
+    with engine.begin() as conn:
+        outcome = Sandbox(None).charge(conn, order("o1", 1, 350), "o1:dropped", NOW)
+        assert not outcome.ok and "sandbox" in outcome.reason
+        assert count(conn, ops) == 0
