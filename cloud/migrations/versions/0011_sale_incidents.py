@@ -1,8 +1,8 @@
 """sale incidents: the sales row keeps what a drop no order paid for was (dropped after its order closed,
 charged afresh or not; naming an order the machine was never sent), and the alerts keep when it happened
 
-Revision ID: 0010_sale_incidents
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 """
 
 from alembic import op
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from cloud.core.db import UTCDateTime
 
 
-revision = '0010_sale_incidents'
-down_revision = '0009'
+revision = '0011'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
