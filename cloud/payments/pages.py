@@ -13,7 +13,7 @@ from protocol.messages import utcnow
 from cloud.core.money import parse_amount
 from cloud.payments import IdempotencyConflict, Payments, PaymentError
 from cloud.payments.wallet import DEMO_CURRENCY, MAX_TOPUP
-from cloud.people import auth
+from cloud.people import auth, forms
 from cloud.sales import receipts
 from cloud.web import i18n
 from cloud.web.pages import page, safe_next, translator, valid_form_key
@@ -38,7 +38,7 @@ def wallet_page(cloud: "WalletDesk", request: Request, customer, next: str, erro
         balance = cloud.provider.balance(conn, customer.id, DEMO_CURRENCY)
         history = cloud.provider.history(conn, customer.id, DEMO_CURRENCY)
         bought = receipts.products_of(conn, [row.order_id for row in history if row.order_id])
-    return page(request, "wallet.html", status_code, customer=customer, balance=balance, history=history,
+    return forms.page(request, "wallet.html", status_code, customer=customer, balance=balance, history=history,
                 bought=bought, currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16),
                 next=safe_next(next) if next else "", error=error, amount=amount)
 
@@ -57,7 +57,7 @@ def wallet(request: Request, next: str = "", cloud: WalletDesk = Depends(the_clo
 def topup_again(next: str = ""):
     return RedirectResponse(f"/wallet?next={safe_next(next)}" if next else "/wallet", status_code=303)
 
-@router.post("/wallet/topup", response_class=HTMLResponse)
+@router.post("/wallet/topup", response_class=HTMLResponse, dependencies=[Depends(forms.guard)])
 def topup(request: Request, amount: str = Form(""), key: str = Form(""), next: str = Form(""),
           cloud: WalletDesk = Depends(the_cloud)):
     _ = translator(request)
