@@ -16,7 +16,7 @@ from cloud.payments.wallet import DEMO_CURRENCY, MAX_TOPUP
 from cloud.people import auth, forms
 from cloud.sales import receipts
 from cloud.web import i18n
-from cloud.web.pages import page, safe_next, translator, valid_form_key
+from cloud.web.pages import safe_next, translator, valid_form_key
 
 router = APIRouter(include_in_schema=False)
 

@@ -22,7 +22,7 @@ from cloud.people.auth import Caller, Gate, gate
 from cloud.people.auth import staff_only as allowed
 from cloud.people.staff import PeopleError
 from cloud.web.dashboard import add_page, dash
-from cloud.web.pages import page, safe_next, translator
+from cloud.web.pages import safe_next, translator
 
 router = APIRouter(include_in_schema=False)
 

@@ -17,8 +17,10 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from cloud import people
 from cloud.core.db import utcnow
+from cloud.core.settings import Settings
 from cloud.people import codes, senders
-from tests.cloud.sales.test_web import balance, buy, client, cloud_obj, count, customer, register, scan  # noqa: F401
+from cloud.sales import orders
+from tests.cloud.sales.test_web import balance, client, cloud_obj, count, customer, register, scan  # noqa: F401
 from tests.cloud_fixtures import db_url, form_token, post_form  # noqa: F401  (fixture)
 from tests.e2e.harness import free_port
 
@@ -64,7 +66,6 @@ def test_cross_site_buy_and_top_up_are_refused_and_change_nothing(client, cloud_
     r = client.post("/m/m-1/buy", data=dict(slot="A1", key="buy-key-0001", csrf=token), headers=headers)
     assert r.status_code == 403
     assert balance(cloud_obj, customer) == 2000 and count(cloud_obj, people.customers) == 1
-    from cloud.sales import orders
     assert count(cloud_obj, orders.orders) == 0
 
 
@@ -287,3 +288,17 @@ def test_a_secret_file_others_can_read_is_refused_without_showing_it(cloud_obj, 
 def test_a_registration_may_give_an_email_and_a_bad_one_is_named(client, cloud_obj):
     r = post_form(client, "/register", dict(name="Ann", phone=PHONE, email="not-an-address", payment_method="wallet"))
     assert r.status_code == 422 and "e-mail" in r.text.lower() and count(cloud_obj, people.customers) == 0
+
+
+@pytest.mark.parametrize("options,named", [
+    (dict(smtp_host="mail.example"), "--smtp-from"),
+    (dict(smtp_host="mail.example", smtp_from="a@b.example", smtp_security="ssl"), "--smtp-security"),
+    (dict(smtp_host="mail.example", smtp_from="a@b.example", smtp_user="u"), "--smtp-password-file"),
+    (dict(sms_url="ftp://gw.example/send"), "--sms-url"),
+    (dict(sms_url="https://gw.example/send"), "--sms-token-file"),
+    (dict(sms_timeout_s=0), "--sms-timeout"),
+])
+def test_code_sender_settings_are_checked_naming_the_option(tmp_path, options, named):
+    with pytest.raises(SystemExit) as e:
+        Settings(var=str(tmp_path), **options).resolve()
+    assert named in str(e.value)
