@@ -27,6 +27,7 @@ from cloud.payments import routes as payment_routes
 from cloud.people import auth
 from cloud.people import pages as people_pages
 from cloud.people import routes as people_routes
+from cloud.people import signin as people_signin
 from cloud.sales import pages as sales_pages
 from cloud.sales import routes as sales_routes
 from cloud.sales import shop
@@ -42,6 +43,7 @@ ROUTERS = [
     people_routes.router, people_routes.pages, fleet_routes.router, stock_routes.router, finance_routes.router,
     sales_routes.router, sync_routes.router, catalog_routes.router, pages.router,
     fleet_pages.router, sales_pages.router, stock_pages.router, finance_pages.router, people_pages.router,
+    people_signin.router,
     shop.router, payment_pages.router,
 ]
 

@@ -30,6 +30,7 @@ from cloud.sales import orders, reports
 from cloud.provisioning.brokerfiles import CLOUD_USER, BrokerFiles, BrokerUser, Ports
 from cloud.provisioning.ca import FleetCA
 from cloud.payments import Payments
+from cloud.people import senders
 from cloud.core.settings import Settings, read_or_create
 from cloud.stock import book as inventory
 
@@ -146,6 +147,7 @@ class Cloud:
             raise SystemExit(f"--alert-*: {e}") from None
         self.readings = alerts.Readings(self.alert_limits)
         self.provider = Payments.from_settings(settings, self.stats.counts)
+        self.senders = senders.configured(settings)  # how customers get a sign-in code on a new phone
         self.inbox: queue.Queue = queue.Queue()
         self.last_ingest = 0.0
         self.broker_files: BrokerFiles | None = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 import warnings
@@ -103,6 +104,31 @@ def fast_hashes(monkeypatch):
     from argon2 import PasswordHasher
 
     monkeypatch.setattr(people.staff, "hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+
+
+FORM_TOKEN = re.compile(r'name="csrf" value="([^"]*)"')
+
+
+def form_pages(path: str | None) -> list[str]:
+    """Pages that carry a customer's form, the page of the form being sent first (a menu for a purchase)."""
+    own = [path.rsplit("/", 1)[0]] if path and path.endswith("/buy") else []
+    return own + ["/register", "/wallet", "/signin"]
+
+
+def form_token(client, path: str | None = None) -> str:
+    """The anti-forgery token a customer's browser reads from any of the customer's forms (it is tied to
+    the phone's form cookie, which the page sets: cloud/people/forms.py): the form's own page, the
+    registration form's, or for a registered phone the wallet's or the sign-in page's."""
+    for page in form_pages(path):
+        match = FORM_TOKEN.search(client.get(page).text)
+        if match:
+            return match.group(1)
+    return ""
+
+
+def post_form(client, path: str, data: dict, **kw):
+    """A customer's form sent as their browser sends it: with the token from the page."""
+    return client.post(path, data={**data, "csrf": form_token(client, path)}, **kw)
 
 
 def idle_cloud(var, db_url: str, **options) -> "cloud.service.Cloud":

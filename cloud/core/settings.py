@@ -50,9 +50,21 @@ class Settings:
     # Rate limits (cloud/web/limits.py, which has the defaults): NAME=COUNT/SECONDS or NAME=off, comma-separated.
     rate_limits: str = ""
     trusted_proxy: str = ""  # proxies whose X-Forwarded-For names the client, comma-separated addresses
+    # Sign-in codes for customers on a new phone (cloud/people/senders/): e-mail, text messages, or neither.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_security: str = "starttls"
+    smtp_from: str = ""
+    smtp_user: str = ""
+    smtp_password_file: str = ""
+    smtp_timeout_s: float = 10.0
+    sms_url: str = ""
+    sms_token_file: str = ""
+    sms_timeout_s: float = 10.0
 
     def resolve(self) -> "Settings":
         self.check_sandbox()
+        self.check_senders()
         if not self.db:
             self.db = f"sqlite:///{os.path.abspath(os.path.join(self.var, 'cloud.db'))}"
         if not self.mqtt_protocol:
@@ -79,6 +91,27 @@ class Settings:
         if len(self.sandbox_secret) < 16:
             raise SystemExit("--sandbox-url is set, so the sandbox's webhook secret is needed: set VEND_SANDBOX_SECRET "
                              "(or --sandbox-secret) to the secret the sandbox signs with, at least 16 characters")
+
+    def check_senders(self) -> None:
+        """The sign-in code senders' settings; their secret files are read when the senders are made."""
+        for option, value in (("--smtp-timeout", self.smtp_timeout_s), ("--sms-timeout", self.sms_timeout_s)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.1 <= value <= 60):
+                raise SystemExit(f"{option} {value!r}: must be from 0.1 to 60")
+        if self.smtp_host:
+            if not 1 <= self.smtp_port <= 65535:
+                raise SystemExit(f"--smtp-port {self.smtp_port!r}: must be from 1 to 65535")
+            if self.smtp_security not in ("starttls", "tls", "none"):
+                raise SystemExit(f"--smtp-security {self.smtp_security!r}: use starttls, tls or none")
+            if "@" not in self.smtp_from:
+                raise SystemExit("--smtp-host is set, so --smtp-from is needed: the address codes are sent from")
+            if self.smtp_user and not self.smtp_password_file:
+                raise SystemExit("--smtp-user is set, so --smtp-password-file is needed (a file of mode 0600)")
+        if self.sms_url:
+            parts = urlsplit(self.sms_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise SystemExit(f"--sms-url {self.sms_url!r}: use the http(s) URL the gateway takes messages at")
+            if not self.sms_token_file:
+                raise SystemExit("--sms-url is set, so --sms-token-file is needed (a file of mode 0600)")
 
     @property
     def broker_address(self) -> tuple[str, int]:
@@ -145,6 +178,17 @@ OPTIONS = [
      "otp_address, otp_phone, topup_address, topup_phone); 'off' turns them all off"),
     ("--trusted-proxy", "trusted_proxy", str, "addresses of the reverse proxies in front of the cloud, "
      "comma-separated: only from these is X-Forwarded-For believed to name the client"),
+    ("--smtp-host", "smtp_host", str, "SMTP server that e-mails customers their sign-in codes; empty: no e-mail"),
+    ("--smtp-port", "smtp_port", int, "its port (587 for starttls, 465 for tls)"),
+    ("--smtp-security", "smtp_security", str, "starttls, tls, or none (a relay on this host only)"),
+    ("--smtp-from", "smtp_from", str, "the address sign-in codes are sent from"),
+    ("--smtp-user", "smtp_user", str, "the SMTP login; empty: none"),
+    ("--smtp-password-file", "smtp_password_file", str, "a file of mode 0600 holding the SMTP password"),
+    ("--smtp-timeout", "smtp_timeout_s", float, "seconds to wait for the SMTP server (0.1-60)"),
+    ("--sms-url", "sms_url", str, "an SMS gateway's URL: sign-in codes are POSTed there as JSON {to, text} "
+     "(docs/pages.md); empty: no text messages"),
+    ("--sms-token-file", "sms_token_file", str, "a file of mode 0600 holding the gateway's bearer token"),
+    ("--sms-timeout", "sms_timeout_s", float, "seconds to wait for the SMS gateway (0.1-60)"),
 ]
 
 

@@ -16,11 +16,11 @@ from cloud.core.money import parse_amount
 from cloud.core.settings import Settings
 from cloud.payments import IdempotencyConflict, Payments, PaymentError
 from cloud.payments.wallet import DEMO_CURRENCY, MAX_TOPUP
-from cloud.people import auth
+from cloud.people import auth, forms
 from cloud.sales import receipts
 from cloud.web import i18n
 from cloud.web.limits import guard
-from cloud.web.pages import page, problem, safe_next, translator, valid_form_key
+from cloud.web.pages import problem, safe_next, translator, valid_form_key
 
 router = APIRouter(include_in_schema=False)
 
@@ -43,7 +43,7 @@ def wallet_page(cloud: "WalletDesk", request: Request, customer, next: str, erro
         balance = cloud.provider.balance(conn, customer.id, DEMO_CURRENCY)
         history = cloud.provider.history(conn, customer.id, DEMO_CURRENCY)
         bought = receipts.products_of(conn, [row.order_id for row in history if row.order_id])
-    return page(request, "wallet.html", status_code, customer=customer, balance=balance, history=history,
+    return forms.page(request, "wallet.html", status_code, customer=customer, balance=balance, history=history,
                 bought=bought, currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16),
                 demo_topups=cloud.settings.demo_topups,
                 next=safe_next(next) if next else "", error=error, amount=amount)
@@ -63,7 +63,7 @@ def wallet(request: Request, next: str = "", cloud: WalletDesk = Depends(the_clo
 def topup_again(next: str = ""):
     return RedirectResponse(f"/wallet?next={safe_next(next)}" if next else "/wallet", status_code=303)
 
-@router.post("/wallet/topup", response_class=HTMLResponse)
+@router.post("/wallet/topup", response_class=HTMLResponse, dependencies=[Depends(forms.guard)])
 def topup(request: Request, amount: str = Form(""), key: str = Form(""), next: str = Form(""),
           cloud: WalletDesk = Depends(the_cloud)):
     _ = translator(request)

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 from cloud.people import audit, auth, staff
 from cloud.people.auth import SESSION_COOKIE, Caller, Gate, require
-from cloud.people.customers import (COOKIE, PHONE_RE, CookieSigner, RegistrationError, by_phone, clean_name, clean_phone, customers, get, new_secret, register)
+from cloud.people.customers import (COOKIE, PHONE_RE, AlreadyRegistered, CookieSigner, RegistrationError, by_phone, clean_email,
+                                    clean_name, clean_phone, customers, get, new_secret, register)
 from cloud.people.staff import ADMINISTRATOR, MANAGER, ROLES, SUPPLIER, TECHNICIAN, PeopleError
 
 OWN_ACCOUNT = ROLES
@@ -58,7 +59,8 @@ __all__ = [
     "FLEET_READERS", "MANAGER", "OWN_ACCOUNT", "SUPPLIER_STATEMENT_READERS",
     "PEOPLE_ADMINS", "PHONE_RE", "PICKERS", "PO_CONFIRMERS", "PO_READERS", "PROVISIONERS",
     "REFUNDERS", "SECRET_ADMINS", "ROLES", "SALES_READERS", "SESSION_COOKIE", "STOCK_EDITORS", "STOCK_READERS",
-    "SUPPLIER", "SUPPLIER_EDITORS", "TECHNICIAN", "WALLET_CREDITORS", "WALLET_READERS", "Caller", "CookieSigner", "Gate",
-    "PeopleError", "RegistrationError", "audit", "auth", "by_phone", "clean_name", "clean_phone",
+    "SUPPLIER", "SUPPLIER_EDITORS", "TECHNICIAN", "WALLET_CREDITORS", "WALLET_READERS", "AlreadyRegistered", "Caller",
+    "CookieSigner", "Gate", "PeopleError", "RegistrationError", "audit", "auth", "by_phone", "clean_email",
+    "clean_name", "clean_phone",
     "customers", "get", "new_secret", "register", "require", "staff",
 ]

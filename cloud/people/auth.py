@@ -200,6 +200,9 @@ class Gate:
         self.signer = CookieSigner(hmac.new(cookie_secret, b"staff-session", hashlib.sha256).digest())
         # The customer's cookie (their phone's key to their account) and the scan's visit cookie.
         self.customer_signer = CookieSigner(cookie_secret)
+        # Keys of their own for the customer forms' anti-forgery token and for hashing sign-in codes.
+        self.form_key = hmac.new(cookie_secret, b"customer-form", hashlib.sha256).digest()
+        self.code_key = hmac.new(cookie_secret, b"customer-code", hashlib.sha256).digest()
         self.public_url = public_url
         self.secure = public_url.startswith("https:")
         self.clock = utcnow

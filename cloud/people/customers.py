@@ -26,9 +26,12 @@ customers = sa.Table(
     sa.Column("phone", sa.String(20), nullable=False, unique=True),
     sa.Column("payment_method", sa.String(20), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # Optional: where a sign-in code for a new phone can go when no text message can be sent.
+    sa.Column("email", sa.String(254), nullable=True),
 )
 
 PHONE_RE = re.compile(r"^\+?[0-9]{6,15}\Z")
+EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}\Z")
 COOKIE = "vend_customer"
 
 
@@ -56,24 +59,41 @@ def clean_phone(raw: str) -> str:
     return phone
 
 
+def clean_email(raw: str | None) -> str | None:
+    """An optional e-mail address: None when left empty."""
+    address = (raw or "").strip()
+    if not address:
+        return None
+    if len(address) > 254 or not EMAIL_RE.match(address):
+        raise RegistrationError("email", "Please give an e-mail address like ann@example.com, or leave it empty.")
+    return address
+
+
+class AlreadyRegistered(RegistrationError):
+    """The phone number is a customer's: the caller may sign in with a code, never take the account."""
+
+    def __init__(self, customer_id: int):
+        super().__init__("phone", "This phone number is already registered.")
+        self.customer_id = customer_id
+
+
 def register(conn: sa.Connection, name: str, phone: str, payment_method: str, now: datetime, *,
-             methods: Sequence[str]) -> int:
+             methods: Sequence[str], email: str | None = None) -> int:
     """Create a customer; raise RegistrationError on bad input or a phone number already registered.
 
     ``methods`` are the payment methods this cloud offers (``cloud.payments.Payments.methods``: the
     providers registered in ``cloud/payments/registry.py`` that are configured).
     """
-    name, phone = clean_name(name), clean_phone(phone)
+    name, phone, email = clean_name(name), clean_phone(phone), clean_email(email)
     if payment_method not in methods:
         raise RegistrationError("payment_method", f"Choose a payment method: {', '.join(methods)}.")
     existing = conn.execute(sa.select(customers.c.id).where(customers.c.phone == phone)).scalar()
     if existing is not None:
-        # Knowing a phone number must not open someone's wallet. Logging in again from another phone
-        # needs a proof of the number (SMS code or password), which is not built yet.
-        raise RegistrationError("phone", "This phone number is already registered. Use the phone you "
-                                         "registered with.")
+        # Knowing a phone number must not open someone's wallet: a new phone proves it is theirs with a
+        # one-time code (cloud/people/codes.py).
+        raise AlreadyRegistered(existing)
     return conn.execute(customers.insert().values(name=name, phone=phone, payment_method=payment_method,
-                                                  created_at=now)).inserted_primary_key[0]
+                                                  email=email, created_at=now)).inserted_primary_key[0]
 
 
 def get(conn: sa.Connection, customer_id: int):

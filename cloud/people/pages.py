@@ -10,11 +10,11 @@ from datetime import datetime, timezone
 from urllib.parse import quote, urlencode
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from cloud import people
-from cloud.people import audit, auth
+from cloud.people import audit, auth, forms, signin
 from cloud.people import staff as accounts
 from cloud.people.admin import create_person, create_supplier, update_person
 from cloud.core.db import utcnow
@@ -23,7 +23,7 @@ from cloud.people.auth import staff_only as allowed
 from cloud.people.staff import PeopleError
 from cloud.web.dashboard import add_page, dash
 from cloud.web.limits import guard
-from cloud.web.pages import page, safe_next, translator
+from cloud.web.pages import safe_next, translator
 
 router = APIRouter(include_in_schema=False)
 
@@ -38,7 +38,7 @@ class Counts(Protocol):
     counts: Counter
 
 
-class CustomerDesk(Protocol):
+class CustomerDesk(signin.SignInDesk, Protocol):
     """What registration asks of the running cloud (``cloud.service.Cloud`` is one)."""
 
     engine: sa.Engine
@@ -89,7 +89,7 @@ def not_allowed(request: Request, exc: auth.NotAllowed):
 
 
 HANDLERS = {auth.SignInNeeded: sign_in_first, auth.PasswordChangeNeeded: change_password_first,
-            auth.NotAllowed: not_allowed}
+            auth.NotAllowed: not_allowed, forms.ForeignForm: forms.refused}
 
 
 def people_error(_, e: PeopleError) -> dict[str, str]:
@@ -254,37 +254,46 @@ def audit_page(request: Request, user: str = "", action: str = "",
 
 @router.get("/register", response_class=HTMLResponse)
 def register_form(request: Request, next: str = "/", cloud: CustomerDesk = Depends(the_cloud)):
-    return page(request, "register.html", next=safe_next(next), errors={}, values={},
-                methods=cloud.provider.methods)
+    if auth.current_customer(request) is not None:
+        return RedirectResponse(safe_next(next), status_code=303)  # registered already: to the account
+    return forms.page(request, "register.html", next=safe_next(next), errors={}, values={},
+                      methods=cloud.provider.methods)
 
 def registration_message(_, e: people.RegistrationError, methods: list[str]) -> str:
     """The service's complaint in the reader's language, by the field it names."""
     if e.field == "name":
         return _("Please give a name of 1 to 80 characters, without control characters.")
-    if e.field == "phone" and "already registered" in str(e):
-        return _("This phone number is already registered. Use the phone you registered with.")
     if e.field == "phone":
         return _("Please give a phone number of 6 to 15 digits, optionally starting with +.")
+    if e.field == "email":
+        return _("Please give an e-mail address like ann@example.com, or leave it empty.")
     return _("Choose a payment method: {methods}.", methods=", ".join(methods))
 
-@router.post("/register", response_class=HTMLResponse)
-def register(request: Request, name: str = Form(""), phone: str = Form(""),
-             payment_method: str = Form(""), next: str = Form("/"), cloud: CustomerDesk = Depends(the_cloud)):
+@router.post("/register", response_class=HTMLResponse, dependencies=[Depends(forms.guard)])
+def register(request: Request, background: BackgroundTasks, name: str = Form(""), phone: str = Form(""),
+             email: str = Form(""), payment_method: str = Form(""), next: str = Form("/"),
+             cloud: CustomerDesk = Depends(the_cloud)):
+    """Register a new phone. A phone that is a customer's already keeps its cookie and goes to its account;
+    a number that is someone's already gets the sign-in page's answer ("if it is registered, we sent a
+    code"), never the account."""
     _ = translator(request)
     # Per phone by its digits alone: "+86 138..." and "+86-138..." are one number.
     guard(request, "register", phone="".join(ch for ch in phone if ch.isdigit())[:20])
+    if auth.current_customer(request) is not None:
+        return RedirectResponse(safe_next(next), status_code=303)
     payment_method = payment_method or cloud.provider.methods[0]  # none chosen: the cloud's first offer
     try:
         with cloud.engine.begin() as conn:
-            customer_id = people.register(conn, name, phone, payment_method, utcnow(), methods=cloud.provider.methods)
+            customer_id = people.register(conn, name, phone, payment_method, utcnow(), methods=cloud.provider.methods,
+                                          email=email)
+    except people.AlreadyRegistered:
+        return signin.offer_code(request, cloud, phone, next, background)
     except people.RegistrationError as e:
         cloud.stats.counts["bad_registrations"] += 1
-        return page(request, "register.html", 422, next=safe_next(next),
-                    errors={e.field: registration_message(_, e, cloud.provider.methods)},
-                    values={"name": name, "phone": phone, "payment_method": payment_method},
-                    methods=cloud.provider.methods)
+        return forms.page(request, "register.html", 422, next=safe_next(next),
+                          errors={e.field: registration_message(_, e, cloud.provider.methods)},
+                          values={"name": name, "phone": phone, "email": email, "payment_method": payment_method},
+                          methods=cloud.provider.methods)
     response = RedirectResponse(safe_next(next), status_code=303)
-    response.set_cookie(people.COOKIE, gate(request).customer_signer.sign(str(customer_id)), max_age=3 * 365 * 86400,
-                        httponly=True, samesite="lax", secure=gate(request).secure)
+    signin.set_customer_cookie(response, gate(request), customer_id)
     return response
-

@@ -26,7 +26,7 @@ from cloud.core.settings import Settings
 from cloud.fleet import machines
 from cloud.payments import Payments
 from cloud.payments.wallet import DEMO_CURRENCY, NAME as WALLET
-from cloud.people import auth
+from cloud.people import auth, forms
 from cloud.people.auth import gate
 from cloud.sales import orders, receipts
 from cloud.sync.ingest import Stats
@@ -135,8 +135,8 @@ def menu(request: Request, machine_id: str, cloud: ShopCloud = Depends(the_cloud
             return not_scanned(request)
         items = machines.menu(conn, machine_id)
         balance = cloud.provider.balance(conn, customer.id, DEMO_CURRENCY)
-    return page(request, "menu.html", machine=machine, items=items, customer=customer, balance=balance,
-                currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16), demo_topups=cloud.settings.demo_topups)
+    return forms.page(request, "menu.html", machine=machine, items=items, customer=customer, balance=balance,
+                      currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16), demo_topups=cloud.settings.demo_topups)
 
 def cannot_buy(cloud: "ShopCloud", request: Request, e: orders.OrderError, machine_id: str, slot: str):
     """Why this order could not be placed, and what to do instead."""
@@ -187,7 +187,7 @@ def buy_again(machine_id: str):
     """The language link on a page a purchase answered (sold out, declined...) asks for it again by GET."""
     return RedirectResponse(f"/m/{machine_id}", status_code=303)
 
-@router.post("/m/{machine_id}/buy", response_class=HTMLResponse)
+@router.post("/m/{machine_id}/buy", response_class=HTMLResponse, dependencies=[Depends(forms.guard)])
 def buy(request: Request, machine_id: str, slot: str = Form(""), key: str = Form(""), cloud: ShopCloud = Depends(the_cloud)):
     _ = translator(request)
     customer = auth.current_customer(request)

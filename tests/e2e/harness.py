@@ -403,19 +403,30 @@ class Customer:
             url = f.read().strip()
         return self.http.get(url.replace(self.cloud.url, ""))
 
+    def post_form(self, path: str, data: dict) -> httpx.Response:
+        """A form sent as the phone's browser sends it: with the anti-forgery token its pages carry."""
+        token = ""
+        own = [path.rsplit("/", 1)[0]] if path.endswith("/buy") else []
+        for page in own + ["/register", "/wallet", "/signin"]:
+            match = re.search(r'name="csrf" value="([^"]*)"', self.http.get(page).text)
+            if match:
+                token = match.group(1)
+                break
+        return self.http.post(path, data={**data, "csrf": token})
+
     def register(self, next_path: str, method: str = "wallet") -> httpx.Response:
-        return self.http.post("/register", data={"name": self.name, "phone": self.phone,
-                                                 "payment_method": method, "next": next_path})
+        return self.post_form("/register", {"name": self.name, "phone": self.phone, "payment_method": method,
+                                            "next": next_path})
 
     def topup(self, amount: str) -> httpx.Response:
-        return self.http.post("/wallet/topup", data={"amount": amount, "key": os.urandom(8).hex()})
+        return self.post_form("/wallet/topup", {"amount": amount, "key": os.urandom(8).hex()})
 
     def balance(self) -> str:
         page = self.http.get("/wallet").text
         return re.search(r'id="balance">([^<]+)<', page).group(1)
 
     def buy(self, machine: Machine, slot: str, key: str | None = None) -> httpx.Response:
-        return self.http.post(f"/m/{machine.id}/buy", data={"slot": slot, "key": key or os.urandom(8).hex()})
+        return self.post_form(f"/m/{machine.id}/buy", {"slot": slot, "key": key or os.urandom(8).hex()})
 
     def order_status(self, order_id: str) -> dict:
         return self.http.get(f"/api/v1/orders/{order_id}").json()

@@ -132,11 +132,11 @@ def test_nonsense_in_the_registration_form_writes_nothing(cloud, machines):
     for name, number, field_error in [("", "+8613700000000", "name of 1 to 80"), ("Bob", "call me", "phone number"),
                                       ("x" * 200, "+8613700000000", "name of 1 to 80"),
                                       ("Bob", "1" * 40, "phone number")]:
-        r = phone.http.post("/register", data={"name": name, "phone": number, "payment_method": "wallet",
-                                               "next": "/m/m1"})
+        r = phone.post_form("/register", {"name": name, "phone": number, "payment_method": "wallet",
+                                          "next": "/m/m1"})
         assert r.status_code == 422 and field_error in r.text
-    r = phone.http.post("/register", data={"name": "Bob", "phone": "+8613700000000", "payment_method": "cash",
-                                           "next": "/m/m1"})
+    r = phone.post_form("/register", {"name": "Bob", "phone": "+8613700000000", "payment_method": "cash",
+                                      "next": "/m/m1"})
     assert r.status_code == 422 and "payment method" in r.text
     assert cloud.db("SELECT COUNT(*) FROM customers")[0][0] == customers
     assert "vend_customer" not in phone.http.cookies

@@ -287,15 +287,15 @@ def state(cloud_obj, order_id):
 
 
 def test_a_customer_may_register_with_the_sandbox_and_buy_with_it(client, cloud_obj):
-    from tests.cloud_fixtures import SECRET as QR_SECRET
+    from tests.cloud_fixtures import SECRET as QR_SECRET, post_form
     from protocol import token as qrtoken
 
     assert 'value="sandbox"' in client.get("/register").text
     client.get(f"/q/{qrtoken.make(MACHINE, QR_SECRET.encode(), time.time(), 5)}")
-    r = client.post("/register", data=dict(name="Bo", phone="+8613800000077", payment_method="sandbox", next="/m/m-1"))
+    r = post_form(client, "/register", dict(name="Bo", phone="+8613800000077", payment_method="sandbox", next="/m/m-1"))
     assert r.status_code == 303
     assert "Paying with the payment provider" in client.get("/m/m-1").text
-    r = client.post("/m/m-1/buy", data={"slot": "A1", "key": "buy-key-0001"})
+    r = post_form(client, "/m/m-1/buy", {"slot": "A1", "key": "buy-key-0001"})
     assert r.status_code == 303
     order_id = r.headers["location"].rsplit("/", 1)[1]
     assert client.get(f"/api/v1/orders/{order_id}").json()["status"] == "authorising"

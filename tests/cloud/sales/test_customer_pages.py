@@ -10,7 +10,7 @@ import cloud.sales.shop
 from cloud.fleet import machines
 from cloud.catalog import pictures as media
 from tests.cloud.sales.test_web import ADMIN, buy, client, cloud_obj, customer, expire, register, scan  # noqa: F401  (fixtures)
-from tests.cloud_fixtures import MACHINE, SECRET, db_url  # noqa: F401  (fixture)
+from tests.cloud_fixtures import MACHINE, SECRET, db_url, post_form  # noqa: F401  (fixture)
 from protocol import token as qrtoken
 from tests.cloud.people.test_people import PNG_1PX
 
@@ -50,7 +50,7 @@ def test_the_menu_shows_pictures_stock_and_sold_out_in_words_in_chinese(client, 
 
 
 def test_the_order_stream_sends_the_settled_status_and_ends(client, cloud_obj, customer):
-    client.post("/wallet/topup", data=dict(amount="10", key="topup-key-1"))
+    post_form(client, "/wallet/topup", dict(amount="10", key="topup-key-1"))
     order_id = buy(client).headers["location"].rsplit("/", 1)[1]
     expire(cloud_obj, order_id)  # no broker: no machine answers, and the sweeper voids it at its expiry
     r = client.get(f"/orders/{order_id}/events")
@@ -63,7 +63,7 @@ def test_the_order_stream_sends_the_settled_status_and_ends(client, cloud_obj, c
 
 
 def test_the_receipt_names_machine_product_amount_and_status(client, cloud_obj, customer):
-    client.post("/wallet/topup", data=dict(amount="10", key="topup-key-1"))
+    post_form(client, "/wallet/topup", dict(amount="10", key="topup-key-1"))
     order_id = buy(client).headers["location"].rsplit("/", 1)[1]
     expire(cloud_obj, order_id)
     r = client.get(f"/orders/{order_id}/receipt")
@@ -75,7 +75,7 @@ def test_the_receipt_names_machine_product_amount_and_status(client, cloud_obj, 
 
 
 def test_someone_elses_order_and_receipt_look_like_no_order(client, customer):
-    client.post("/wallet/topup", data=dict(amount="10", key="topup-key-1"))
+    post_form(client, "/wallet/topup", dict(amount="10", key="topup-key-1"))
     order_id = buy(client).headers["location"].rsplit("/", 1)[1]
     client.cookies.clear()
     scan(client)
@@ -90,7 +90,7 @@ def test_an_unknown_machine_says_so(client, customer):
 
 
 def test_a_bad_topup_keeps_what_was_typed_and_names_the_field(client, customer):
-    r = client.post("/wallet/topup", data=dict(amount="12,5", key="topup-key-1"))
+    r = post_form(client, "/wallet/topup", dict(amount="12,5", key="topup-key-1"))
     assert r.status_code == 422 and 'value="12,5"' in r.text and "Amount:" in r.text
 
 

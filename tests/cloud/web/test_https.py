@@ -12,6 +12,7 @@ import cloud.service
 from cloud.people import staff
 from cloud.core.db import migrate, utcnow
 from protocol import token as qrtoken
+from tests.cloud_fixtures import post_form
 from tests.cloud_fixtures import MACHINE, SECRET, add_machine, fast_hashes  # noqa: F401  (fixture)
 
 PW = "violet-tractor-harbour-91"
@@ -36,8 +37,9 @@ def every_cookie(c: TestClient) -> dict[str, list[str]]:
     for path, r in (
             ("/lang/zh-CN", c.get("/lang/zh-CN?next=/")),
             ("/q/", c.get(f"/q/{qrtoken.make(MACHINE, SECRET.encode(), time.time(), 5)}")),
-            ("/register", c.post("/register", data=dict(name="Ann", phone="+8613800000001", payment_method="wallet",
-                                                        next="/m/m-1"))),
+            ("/register form", c.get("/register?next=/m/m-1")),
+            ("/register", post_form(c, "/register", dict(name="Ann", phone="+8613800000001", payment_method="wallet",
+                                                         next="/m/m-1"))),
             ("/staff/login", c.post("/staff/login", data={"username": "mia", "password": PW, "next": "/staff"})),
             ("/api/v1/login", c.post("/api/v1/login", json={"username": "mia", "password": PW}))):
         assert r.status_code < 400, (path, r.status_code, r.text)
