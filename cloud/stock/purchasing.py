@@ -74,9 +74,14 @@ receipts = sa.Table(
 )
 
 
+MAX_ID = 2 ** 63 - 1  # the largest id a database integer holds: a larger one is no row, not an OverflowError
+
+
 def _get(conn: sa.Connection, po_id, lock: bool = False):
     if not isinstance(po_id, int) or isinstance(po_id, bool):
         raise StockError("id", "must be a whole number")
+    if not 0 < po_id <= MAX_ID:
+        raise StockError("id", f"no purchase order {po_id}", 404)
     q = sa.select(purchase_orders).where(purchase_orders.c.id == po_id)
     if lock and conn.dialect.name == "postgresql":
         q = q.with_for_update()
@@ -98,7 +103,7 @@ def create(conn: sa.Connection, supplier_id, currency_, lines: list, now: dateti
     """A draft purchase order; ``lines`` are {product_id, quantity, unit_cost (default: the product's cost)}."""
     if not isinstance(supplier_id, int) or isinstance(supplier_id, bool):
         raise StockError("supplier_id", "must be a whole number")
-    if staff.get_supplier(conn, supplier_id) is None:
+    if not 0 < supplier_id <= MAX_ID or staff.get_supplier(conn, supplier_id) is None:
         raise StockError("supplier_id", f"no supplier {supplier_id}", 404)
     currency_ = currency(currency_)
     expected_on = day(expected_on, "expected_on")
