@@ -23,7 +23,7 @@ from cloud.sync.ingest import store_batch
 from cloud.catalog.products import products
 from cloud.payments import Wallet
 from cloud.people import auth, staff
-from tests.cloud_fixtures import MACHINE, NOW, Chain, ThroughTestClient, add_machine, db_url, engine, idle_cloud, slot_spec
+from tests.cloud_fixtures import MACHINE, NOW, SECRET, Chain, ThroughTestClient, add_machine, db_url, engine, idle_cloud, slot_spec
 
 START = datetime(2026, 10, 20, tzinfo=timezone.utc)
 ZONES = (None, "Asia/Shanghai", "America/New_York", "Asia/Kolkata")
@@ -154,7 +154,14 @@ def test_the_migration_fills_the_rollups_from_the_sales_already_stored(db_url):
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "0006")
         with eng.begin() as conn:
-            add_machine(conn)
+            # The rows as the schema of 0006 has them (today's model has columns that 0006 lacks).
+            then = sa.MetaData()
+            machines_then = sa.Table("machines", then, autoload_with=conn)
+            products_then = sa.Table("products", then, autoload_with=conn)
+            row = {"id": MACHINE, "name": "Machine m-1", "secret": SECRET, "mqtt_password": "p" * 24,
+                   "created_at": NOW}
+            conn.execute(machines_then.insert().values({k: v for k, v in row.items() if k in machines_then.c}))
+            conn.execute(products_then.insert().values(id=1, sku="cola", name="Cola"))
             bulk_insert(conn, sales, SALE_COLUMNS, [
                 (MACHINE, i, (START + timedelta(hours=7 * i)).isoformat(), f"o-{i}", "A1", 1, 350, "CNY")
                 for i in range(1, 201)])
