@@ -17,7 +17,7 @@ from cloud.sales import orders
 from cloud import people
 from cloud.core.money import format_money, parse_amount
 from cloud.payments import txns
-from tests.cloud_fixtures import MACHINE, NOW, SECRET, add_machine, db_url, idle_cloud, post_form  # noqa: F401  (fixtures)
+from tests.cloud_fixtures import MACHINE, NOW, SECRET, add_machine, db_url, form_token, idle_cloud, post_form  # noqa: F401  (fixtures)
 from protocol import token as qrtoken
 from protocol.messages import Status
 
@@ -321,10 +321,14 @@ def test_without_demo_topups_the_wallet_has_no_form_and_a_topup_moves_nothing(se
     assert page.status_code == 200 and "Balance:" in page.text and "History" in page.text
     assert 'action="/wallet/topup"' not in page.text and "demo" not in page.text.lower()
     assert ">Top up<" not in c.get("/m/m-1").text
-    r = c.post("/wallet/topup", data=dict(amount="20000", key="topup-key-1"))
+    # A genuine form (its anti-forgery token from the menu's buy form), refused for what it asks.
+    csrf = form_token(c, "/m/m-1/buy")
+    assert csrf
+    r = c.post("/wallet/topup", data=dict(amount="20000", key="topup-key-1", csrf=csrf))
     assert r.status_code == 404 and "No top-ups here" in r.text
     assert count(c.cloud, txns) == 0 and balance(c.cloud, customer_id) == 0
-    zh = c.post("/wallet/topup", data=dict(amount="20", key="topup-key-2"), headers={"Accept-Language": "zh-CN"})
+    zh = c.post("/wallet/topup", data=dict(amount="20", key="topup-key-2", csrf=csrf),
+                headers={"Accept-Language": "zh-CN"})
     assert zh.status_code == 404 and "此处不能充值" in zh.text
 
 
