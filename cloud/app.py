@@ -68,6 +68,8 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     app.add_exception_handler(limits.RateLimited, limits.too_many)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(OverflowError, number_too_large)
+    app.add_exception_handler(sa.exc.DataError, number_too_large)  # PostgreSQL: a number past its column
     return app
 
 
@@ -89,4 +91,11 @@ def http_error(request: Request, exc: HTTPException):
 def invalid_request(request: Request, exc: RequestValidationError):
     where = lambda e: ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"  # noqa: E731
     return JSONResponse({"error": "; ".join(f"{where(e)}: {e.get('msg', 'invalid')}" for e in exc.errors())},
+                        status_code=422)
+
+
+def number_too_large(request: Request, exc: Exception):
+    """A number past what the database holds (SQLite binds at most 64 bits, PostgreSQL's integer columns 32):
+    the caller's mistake, and the failed statement rolled its transaction back, so nothing was written."""
+    return JSONResponse({"error": "a number in the request is too large (ids and amounts fit in 64 bits)"},
                         status_code=422)

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 
+MAX_ID = 2 ** 63 - 1  # the largest id a database integer holds: a larger one names no row
+
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")
 
 

@@ -19,7 +19,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from zxcvbn import zxcvbn
 
-from cloud.core.db import UTCDateTime, metadata
+from cloud.core.db import MAX_ID, UTCDateTime, metadata
 
 ADMINISTRATOR, MANAGER, TECHNICIAN, SUPPLIER = "administrator", "manager", "technician", "supplier"
 ROLES = (ADMINISTRATOR, MANAGER, TECHNICIAN, SUPPLIER)
@@ -209,6 +209,8 @@ def list_suppliers(conn: sa.Connection) -> list:
 
 
 def get_supplier(conn: sa.Connection, supplier_id: int):
+    if not isinstance(supplier_id, int) or not 0 < supplier_id <= MAX_ID:
+        return None  # SQLite cannot even bind an id past 64 bits: no such supplier
     return conn.execute(sa.select(suppliers).where(suppliers.c.id == supplier_id)).first()
 
 

@@ -430,6 +430,17 @@ def test_duplicate_usernames_are_refused_whatever_their_case(client):
     assert r.status_code == 409 and "taken" in r.json()["error"]
 
 
+def test_an_id_past_64_bits_is_no_supplier_and_a_number_past_them_is_refused_not_a_500(client):
+    """Found by the API fuzz: SQLite cannot bind such an int (OverflowError), which was a 500."""
+    huge = 2 ** 70
+    r = client.patch(f"/api/v1/suppliers/{huge}", json={"contact": "x"}, headers=ADMIN)
+    assert r.status_code == 404 and f"no supplier {huge}" in r.json()["error"]
+    r = client.get(f"/api/v1/suppliers/{huge}", headers=ADMIN)
+    assert r.status_code == 404
+    r = client.patch(f"/api/v1/people/{huge}", json={"role": M}, headers=ADMIN)
+    assert r.status_code in (404, 422) and r.status_code != 500
+
+
 def test_a_supplier_account_is_linked_to_a_supplier(client):
     sup = client.post("/api/v1/suppliers", json={"name": "Fresh Drinks Ltd", "contact": "+86 10 1234"},
                       headers=ADMIN).json()
