@@ -327,8 +327,13 @@ def for_customer(conn: sa.Connection, customer_id: int, limit: int = 20) -> list
                              .order_by(orders.c.created_at.desc()).limit(limit)))
 
 
-def status_text(_, status: str) -> str:
-    """What the order page says in each state: what the machine is doing, and whether money moved."""
+def status_text(_, status: str, refunded: int = 0, amount: int = 0) -> str:
+    """What the order page says in each state: what the machine is doing, and whether money moved; a
+    refunded order says so first, whatever dropped."""
+    if refunded and refunded >= amount:
+        return _("Refunded in full: this order costs you nothing in the end.")
+    if refunded:
+        return _("Partly refunded: see the receipt for what you paid in the end.")
     return {
         "created": _("Placing your order..."),
         "authorising": _("Waiting for your payment to be confirmed..."),
