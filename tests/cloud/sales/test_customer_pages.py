@@ -170,3 +170,30 @@ def test_a_refunded_order_says_refunded_not_take_your_product(client, cloud_obj,
         orders.refund(conn, cloud_obj.provider, order_id, None, "refund-rest-1", NOW)
     for page in (client.get(f"/orders/{order_id}").text, client.get(f"/orders/{order_id}/receipt").text):
         assert "Refunded in full" in page and "Take your product!" not in page
+
+
+def test_times_on_the_customers_pages_are_the_fleets_local_time_in_the_pages_language(tmp_path, db_url):
+    from zoneinfo import ZoneInfo
+
+    from fastapi.testclient import TestClient
+
+    from tests.cloud_fixtures import add_machine, idle_cloud
+
+    obj = idle_cloud(tmp_path, db_url, demo_topups=True, time_zone="Asia/Shanghai")
+    with obj.engine.begin() as conn:
+        add_machine(conn)
+    with TestClient(cloud.app.create_app(obj, "admintoken", b"k" * 32), follow_redirects=False) as c:
+        scan(c)
+        register(c)
+        post_form(c, "/wallet/topup", dict(amount="10", key="topup-key-1"))
+        order_id = buy(c).headers["location"].rsplit("/", 1)[1]
+        with obj.engine.connect() as conn:
+            created = orders.get(conn, order_id).created_at
+        local = created.astimezone(ZoneInfo("Asia/Shanghai"))
+        zh = c.get(f"/orders/{order_id}/receipt", headers=ZH).text
+        assert f"{local.hour}:{local.minute:02d}" in zh and "UTC" not in zh  # 24-hour, Beijing time
+        en = c.get(f"/orders/{order_id}/receipt").text
+        assert f"{(local.hour - 1) % 12 + 1}:{local.minute:02d}" in en and "UTC" not in en
+        wallet = c.get("/wallet", headers=ZH).text
+        assert f"{local.hour}:{local.minute:02d}" in wallet
+    obj.engine.dispose()
