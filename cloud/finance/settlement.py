@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import calendar
 from collections import defaultdict
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
@@ -262,6 +262,10 @@ def post_statement(conn: sa.Connection, location_id, start: date, end: date, cur
     found = statement(conn, location_id, start, end, currency, now)
     if found["posted"] is not None:
         return found, False
+    if end >= now.astimezone(timezone.utc).date():
+        # Sales still to come would change what is owed after it was booked.
+        raise FinanceError("period", f"{found['period']} has not ended yet: it can be posted from "
+                                     f"{(end + timedelta(days=1)).isoformat()} (UTC)", 409)
     key = f"statement:{found['location_id']}:{found['period']}:{currency}"
     expense = account(conn, "commission_expense", 0, currency)
     payable = account(conn, "commission_payable", found["location_id"], currency)

@@ -1,6 +1,6 @@
 """Finance (cloud/finance/): journal postings, settlement rules and statements, reconciliation, on both databases."""
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -167,8 +167,9 @@ def test_any_sequence_of_operations_keeps_every_account_equal_to_its_legs_and_th
             elif op == "catch_up":
                 ledger.catch_up(conn, NOW)
             else:
+                # Posted once the period is over (a period still running cannot be).
                 settlement.post_statement(conn, location_id, NOW.date(), NOW.date() + timedelta(days=x % 40), "CNY",
-                                          NOW)
+                                          NOW + timedelta(days=41))
         ledger.catch_up(conn, NOW)
         by_account: dict = {}
         for account_id, amount in conn.execute(sa.select(entries.c.account_id, entries.c.amount)):
@@ -383,6 +384,11 @@ def test_a_statement_as_json_csv_and_a_printable_page_and_posted_once(api):
     with engine.begin() as conn:
         assert acct(conn, "commission_payable", location_id) == 35 and acct(conn, "commission_expense") == -35
     assert client.get(f"/api/v1/locations/{location_id}/statements/2024-13", headers=ADMIN).status_code == 422
+    # A month still running cannot be posted: later sales would change what it owes (issue 15).
+    running = datetime.now(timezone.utc).strftime("%Y-%m")
+    r = client.post(f"/api/v1/locations/{location_id}/statements/{running}/post", headers=ADMIN)
+    assert r.status_code == 409 and "has not ended yet" in r.json()["error"], r.text
+    assert count(engine, txns) == before + 1
     r = client.get(f"/api/v1/locations/{location_id}/statements/2024-05-09..2024-05-01", headers=ADMIN)
     assert r.status_code == 422 and "wrong order" in r.json()["error"]
     assert client.get("/api/v1/locations/99/statements/2024-05", headers=ADMIN).status_code == 404
@@ -437,10 +443,12 @@ def test_vendctl_settlement_reconcile_and_journal(api, monkeypatch, capsys):
     assert cloud.cli.main(["settlement", "Station", "--month", "2024-05"]) == 0
     out = capsys.readouterr().out
     assert "1 sales" in out and "total due: ¥0.20; not posted" in out
+    assert "1 x ¥0.20" in out and "1 x 20" not in out  # the basis in money, not minor units (issue 15)
     assert cloud.cli.main(["settlement", str(location_id), "--month", "2024-05", "--csv"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "total_due,,,2024-05-01,2024-05-31,CNY,20"
     assert cloud.cli.main(["reconcile", "--from", "2024-05-01", "--to", "2024-05-31"]) == 0
-    assert "no mismatches" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "no mismatches" in out and "sold ¥3.50" in out and "minor units" not in out
     assert cloud.cli.main(["journal", "--json"]) == 0
     kinds = {a["kind"] for a in __import__("json").loads(capsys.readouterr().out)["accounts"]}
     assert {"revenue", "wallet", "topup_clearing"} <= kinds
