@@ -221,6 +221,39 @@ def test_a_statement_counts_the_locations_sales_net_of_refunds_and_its_cost_of_g
     assert s["lines"] == [] and s["total_due"] == 0 and s["period"] == "2024-05"
 
 
+def test_what_changes_a_posted_month_is_carried_once_into_the_next_statement(engine, sold_in_may):
+    # Issue 15: after a later refund the settlement page said "Commission due ¥0.69 · Posted: Yes, ¥1.13",
+    # with no adjustment anywhere. A refund counts on the day it is made, so one after posting lands in the
+    # next statement by itself; what still changes a posted month is a sale its machine reports late (a
+    # machine offline for weeks): that change is carried, once, into the next statement posted.
+    june = (date(2024, 6, 1), date(2024, 6, 30))
+    july = (date(2024, 7, 1), date(2024, 7, 31))
+    after = NOW + timedelta(days=100)
+    with engine.begin() as conn:
+        rule(conn, sold_in_may, kind="percent_gross", percent="10", valid_from="2024-01-01")
+        may, made = settlement.post_statement(conn, sold_in_may, *MAY, "CNY", after)
+        assert made and may["total_due"] == 90  # 10 % of 904
+        Wallet().refund(conn, orders.get(conn, "o-1"), 250, "r-late", NOW.replace(month=6, day=3))
+        assert settlement.statement(conn, sold_in_may, *june, "CNY", after)["refunds"] == 250
+        add_sale_row(conn, "o-late", 300, 20, NOW.replace(day=28))  # a May sale, reported in August
+        again = settlement.statement(conn, sold_in_may, *MAY, "CNY", after)
+        assert (again["posted"]["total"], again["total_due"], again["posted"]["carried"]) == (90, 120, [])
+        june_s = settlement.statement(conn, sold_in_may, *june, "CNY", after)
+        carried = [x for x in june_s["lines"] if x["kind"] == "adjustment"]
+        assert [(x["period"], x["commission"]) for x in carried] == [("2024-05", 30)]
+        assert june_s["total_due"] == 25 + 30  # June's own 10 % of (500 - 250), and May's change
+        settlement.post_statement(conn, sold_in_may, *june, "CNY", after)
+        assert settlement.statement(conn, sold_in_may, *MAY, "CNY", after)["posted"]["carried"] == \
+            [{"carried_in": "2024-06", "amount": 30}]
+        # Carried once: July has nothing of May's, and June, posted, shows what it carried.
+        assert [x for x in settlement.statement(conn, sold_in_may, *july, "CNY", after)["lines"]
+                if x["kind"] == "adjustment"] == []
+        june_posted = settlement.statement(conn, sold_in_may, *june, "CNY", after)
+        assert [(x["period"], x["commission"]) for x in june_posted["lines"] if x["kind"] == "adjustment"] == \
+            [("2024-05", 30)] and june_posted["total_due"] == june_posted["posted"]["total"] == 55
+        assert acct(conn, "commission_payable", sold_in_may) == 90 + 55
+
+
 def test_each_rule_kind_with_exact_integers_and_half_up_rounding(engine, sold_in_may):
     with engine.begin() as conn:
         rule(conn, sold_in_may, kind="percent_gross", percent="12.50", valid_from="2024-01-01")  # 904 -> 113
