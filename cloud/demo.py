@@ -135,6 +135,7 @@ def main() -> int:
                                start_new_session=True)
     cloud = subprocess.Popen([sys.executable, "-m", "cloud", "--var", os.path.join(VAR, "cloud"), "--http", HTTP,
                               "--broker", "embedded", "--broker-port", str(BROKER_PORT), "--public-url", PUBLIC_URL,
+                              "--time-zone", "Asia/Shanghai",
                               "--sandbox-url", f"http://127.0.0.1:{SANDBOX_PORT}",
                               # The demo's customers fill their wallets with play money; no other cloud may.
                               "--demo-topups"], env=env,

@@ -19,6 +19,7 @@ class Settings:
     client_id: str = "vend-cloud-1"
     http: str = "127.0.0.1:8000"
     public_url: str = ""
+    time_zone: str = "UTC"  # where the fleet sells: times on every page are in it (stored in UTC always)
     token_ttl_s: float = 60.0
     token_skew_s: float = 30.0
     vend_timeout_s: float = 30.0
@@ -65,6 +66,7 @@ class Settings:
     def resolve(self) -> "Settings":
         self.check_sandbox()
         self.check_senders()
+        self.check_time_zone()
         if not self.db:
             self.db = f"sqlite:///{os.path.abspath(os.path.join(self.var, 'cloud.db'))}"
         if not self.mqtt_protocol:
@@ -74,6 +76,15 @@ class Settings:
         if self.mqtt_protocol != "5":
             self.shared_ingest = False  # shared subscriptions are an MQTT 5 feature
         return self
+
+    def check_time_zone(self) -> None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # the standard library's; only at start
+
+        try:
+            ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise SystemExit(f"--time-zone {self.time_zone!r}: not a time zone; use an IANA name like "
+                             "Asia/Shanghai, Europe/Berlin or UTC") from None
 
     def check_sandbox(self) -> None:
         """The sandbox provider's settings, refused with the option that is wrong and why."""
@@ -140,6 +151,8 @@ OPTIONS = [
     ("--client-id", "client_id", str, "MQTT client id of this cloud process (unique per process)"),
     ("--http", "http", str, "HOST:PORT to serve the web pages and API on"),
     ("--public-url", "public_url", str, "the URL customers' phones reach this cloud at"),
+    ("--time-zone", "time_zone", str, "the IANA time zone the fleet sells in (e.g. Asia/Shanghai): pages show "
+     "times in it; the database keeps UTC"),
     ("--vend-timeout", "vend_timeout_s", float, "seconds a machine has to start a vend"),
     ("--expiry-grace", "expiry_grace_s", float, "seconds past a vend's expiry before the cloud voids it"),
     ("--token-ttl", "token_ttl_s", float, "seconds a QR token is accepted after its window starts"),

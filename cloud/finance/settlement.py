@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import calendar
 from collections import defaultdict
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
@@ -38,7 +38,7 @@ from cloud.fleet.machines import FleetError
 from cloud.accounts.journal import account, accounts, entries, post, txns
 from cloud.stock import book
 from cloud.catalog import products as catalog
-from cloud.finance.common import FinanceError, amount_of, currency_of, half_up, period_name, span
+from cloud.finance.common import FinanceError, amount_of, currency_of, half_up, period_name, period_of, span
 from cloud.finance.ledger import bounds, catch_up
 
 PERCENT_GROSS, PERCENT_PROFIT, FLAT_MONTHLY, PER_ITEM = "percent_gross", "percent_profit", "flat_monthly", "per_item"
@@ -72,6 +72,22 @@ statement_postings = sa.Table(
     sa.Column("posted_at", UTCDateTime, nullable=False),
     sa.Column("posted_by", sa.Integer, sa.ForeignKey("staff.id"), nullable=True),
 )
+
+
+# A posted statement whose figures changed afterwards (a refund of a sale in its period) is not posted again:
+# the difference is carried into the next statement posted for the location, as an adjustment line, and
+# recorded here when that statement is posted, so it is carried once.
+statement_adjustments = sa.Table(
+    "statement_adjustments", metadata,
+    sa.Column("location_id", sa.Integer, sa.ForeignKey("locations.id"), primary_key=True),
+    sa.Column("currency", sa.String(3), primary_key=True),
+    sa.Column("period", sa.String(24), primary_key=True),  # the posted period whose figure changed
+    sa.Column("carried_in", sa.String(24), primary_key=True),  # the statement that carried the difference
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+ADJUSTMENT = "adjustment"  # a statement line that is not a rule's: a posted period's change
 
 
 def location(conn: sa.Connection, location_id):
@@ -232,6 +248,25 @@ def statement(conn: sa.Connection, location_id, start: date, end: date, currency
     loc = location(conn, location_id)
     currency = currency_of(currency)
     catch_up(conn, now)
+    days, lines = rule_lines(conn, location_id, start, end, currency)
+    totals = {k: sum(x[k] for x in days.values()) for k in ("items", "gross", "refunds", "cogs")}
+    period = period_name(start, end)
+    posted = conn.execute(sa.select(statement_postings).where(
+        statement_postings.c.location_id == location_id, statement_postings.c.period == period,
+        statement_postings.c.currency == currency)).first()
+    lines += adjustment_lines(conn, location_id, currency, start, period, posted is not None)
+    return {"location_id": loc.id, "location": loc.name, "period": period, "from": start.isoformat(),
+            "to": end.isoformat(), "currency": currency, "sales_count": totals["items"], "gross": totals["gross"],
+            "refunds": totals["refunds"], "net": totals["gross"] - totals["refunds"], "cogs": totals["cogs"],
+            "profit": totals["gross"] - totals["refunds"] - totals["cogs"], "lines": lines,
+            "total_due": sum(x["commission"] for x in lines), "rounding": "each commission half up to the minor unit",
+            "posted": None if posted is None else {"total": posted.total, "at": posted.posted_at.isoformat(),
+                                                   "txn_key": posted.txn_key,
+                                                   "carried": carried_from(conn, location_id, currency, period)}}
+
+
+def rule_lines(conn: sa.Connection, location_id, start: date, end: date, currency: str) -> tuple[dict, list[dict]]:
+    """The period's daily figures and one commission line per rule that applied."""
     days = daily(conn, location_id, start, end, currency)
     r = settlement_rules
     lines = []
@@ -241,18 +276,47 @@ def statement(conn: sa.Connection, location_id, start: date, end: date, currency
         if got is not None:
             lines.append({"rule_id": rule.id, "kind": rule.kind, "basis": got[1], "from": got[2].isoformat(),
                           "to": got[3].isoformat(), "commission": got[0]})
-    totals = {k: sum(x[k] for x in days.values()) for k in ("items", "gross", "refunds", "cogs")}
-    period = period_name(start, end)
-    posted = conn.execute(sa.select(statement_postings).where(
-        statement_postings.c.location_id == location_id, statement_postings.c.period == period,
-        statement_postings.c.currency == currency)).first()
-    return {"location_id": loc.id, "location": loc.name, "period": period, "from": start.isoformat(),
-            "to": end.isoformat(), "currency": currency, "sales_count": totals["items"], "gross": totals["gross"],
-            "refunds": totals["refunds"], "net": totals["gross"] - totals["refunds"], "cogs": totals["cogs"],
-            "profit": totals["gross"] - totals["refunds"] - totals["cogs"], "lines": lines,
-            "total_due": sum(x["commission"] for x in lines), "rounding": "each commission half up to the minor unit",
-            "posted": None if posted is None else {"total": posted.total, "at": posted.posted_at.isoformat(),
-                                                   "txn_key": posted.txn_key}}
+    return days, lines
+
+
+def carried_from(conn: sa.Connection, location_id, currency: str, period: str) -> list[dict]:
+    """Where the changes to a posted period since its posting went: [{carried_in, amount}]."""
+    a = statement_adjustments
+    return [{"carried_in": r.carried_in, "amount": r.amount} for r in conn.execute(
+        sa.select(a.c.carried_in, a.c.amount).where(a.c.location_id == location_id, a.c.currency == currency,
+                                                    a.c.period == period).order_by(a.c.carried_in))]
+
+
+def adjustment_lines(conn: sa.Connection, location_id, currency: str, start: date, period: str,
+                     posted: bool) -> list[dict]:
+    """The adjustments a statement carries: once posted, those recorded with it; before, each earlier
+    posted period's change since its posting (what it owes now, less what was posted and carried before)."""
+    a, p = statement_adjustments, statement_postings
+    if posted:
+        rows = conn.execute(sa.select(a.c.period, a.c.amount).where(
+            a.c.location_id == location_id, a.c.currency == currency, a.c.carried_in == period)).all()
+        owed = {r.period: (r.amount, None, None) for r in rows}
+    else:
+        owed = {}
+        for earlier in conn.execute(sa.select(p).where(p.c.location_id == location_id, p.c.currency == currency)):
+            first, last = period_of(earlier.period)
+            if last >= start:
+                continue
+            # What it owes now: its rules over its figures as they are, and what it carried of earlier ones.
+            now_due = sum(x["commission"] for x in rule_lines(conn, location_id, first, last, currency)[1]) + \
+                sum(x["commission"] for x in adjustment_lines(conn, location_id, currency, first, earlier.period, True))
+            carried = sum(x["amount"] for x in carried_from(conn, location_id, currency, earlier.period))
+            change = now_due - earlier.total - carried
+            if change:
+                owed[earlier.period] = (change, earlier.total + carried, now_due)
+    lines = []
+    for name in sorted(owed):
+        amount, booked, now_due = owed[name]
+        first, last = period_of(name)
+        basis = f"{name}: booked {booked}, now {now_due}" if booked is not None else f"{name}"
+        lines.append({"rule_id": None, "kind": ADJUSTMENT, "basis": basis, "period": name, "from": first.isoformat(),
+                      "to": last.isoformat(), "commission": amount})
+    return lines
 
 
 def post_statement(conn: sa.Connection, location_id, start: date, end: date, currency: str, now: datetime,
@@ -262,6 +326,10 @@ def post_statement(conn: sa.Connection, location_id, start: date, end: date, cur
     found = statement(conn, location_id, start, end, currency, now)
     if found["posted"] is not None:
         return found, False
+    if end >= now.astimezone(timezone.utc).date():
+        # Sales still to come would change what is owed after it was booked.
+        raise FinanceError("period", f"{found['period']} has not ended yet: it can be posted from "
+                                     f"{(end + timedelta(days=1)).isoformat()} (UTC)", 409)
     key = f"statement:{found['location_id']}:{found['period']}:{currency}"
     expense = account(conn, "commission_expense", 0, currency)
     payable = account(conn, "commission_payable", found["location_id"], currency)
@@ -270,6 +338,11 @@ def post_statement(conn: sa.Connection, location_id, start: date, end: date, cur
     conn.execute(statement_postings.insert().values(location_id=found["location_id"], period=found["period"],
                                                     currency=currency, total=total, txn_key=key, posted_at=now,
                                                     posted_by=user_id))
+    for x in found["lines"]:
+        if x["kind"] == ADJUSTMENT:  # carried now: the next statement does not carry it again
+            conn.execute(statement_adjustments.insert().values(
+                location_id=found["location_id"], currency=currency, period=x["period"], carried_in=found["period"],
+                amount=x["commission"], created_at=now))
     found["posted"] = {"total": total, "at": now.isoformat(), "txn_key": key}
     return found, True
 

@@ -135,8 +135,12 @@ def menu(request: Request, machine_id: str, cloud: ShopCloud = Depends(the_cloud
             return not_scanned(request)
         items = machines.menu(conn, machine_id)
         balance = cloud.provider.balance(conn, customer.id, DEMO_CURRENCY)
-    return forms.page(request, "menu.html", machine=machine, items=items, customer=customer, balance=balance,
-                      currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16), demo_topups=cloud.settings.demo_topups)
+    response = forms.page(request, "menu.html", machine=machine, items=items, customer=customer, balance=balance,
+                          currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16),
+                          demo_topups=cloud.settings.demo_topups)
+    # Back to the menu must not show a cached copy whose order key was spent: each visit gets a new key.
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 def cannot_buy(cloud: "ShopCloud", request: Request, e: orders.OrderError, machine_id: str, slot: str):
     """Why this order could not be placed, and what to do instead."""
@@ -182,6 +186,13 @@ def declined(cloud: "ShopCloud", request: Request, order, customer):
                      "your wallet, then buy again.", **amounts),
                    (_("Top up"), f"/wallet?next={back}"))
 
+def already_bought(request: Request, order, machine_id: str):
+    _ = translator(request)
+    return problem(request, 409, _("Already bought"),
+                   _("This tap repeats order {id}, which is over. Nothing new was bought and nothing more was "
+                     "charged. To buy again, choose from the menu.", id=order.id),
+                   (_("Back to the menu"), f"/m/{machine_id}"))
+
 @router.get("/m/{machine_id}/buy")
 def buy_again(machine_id: str):
     """The language link on a page a purchase answered (sold out, declined...) asks for it again by GET."""
@@ -203,9 +214,15 @@ def buy(request: Request, machine_id: str, slot: str = Form(""), key: str = Form
             order, created = orders.place(conn, cloud.provider, customer.id, machine_id, slot, key, utcnow(),
                                           cloud.settings.vend_timeout_s)
     except orders.OrderError as e:
+        if e.code == "no_mandate":  # set up again (or choose another way to pay), then back to this menu
+            return RedirectResponse(f"/account/payment?why=again&next=/m/{machine_id}", status_code=303)
         return cannot_buy(cloud, request, e, machine_id, slot)
     except machines.FleetError:
         return unknown_machine(request, machine_id)
+    if not created and order.status in orders.SETTLED:
+        # An old menu's key (a copy Back kept after all, a second tap long after): that order is over, and
+        # nothing new was bought. Say so, rather than show the old order as if it were this one.
+        return already_bought(request, order, machine_id)
     if order.status == "declined":
         return declined(cloud, request, order, customer)
     if created and order.status == "authorised":
@@ -240,9 +257,10 @@ def order_page(request: Request, order_id: str, cloud: ShopCloud = Depends(the_c
         item = machines.slot_for_sale(conn, order.machine_id, order.slot)
         balance = cloud.provider.balance(conn, order.customer_id, order.currency)
         refunded = cloud.provider.refunded(conn, order)[1] if order.status in orders.REFUNDABLE else 0
+        action = cloud.provider.of(order).action_url(conn, order) if order.status == orders.WAITING else None
     return page(request, "order.html", order=order, item=item,
-                text=orders.status_text(translator(request), order.status),
-                settled=order.status in orders.SETTLED, balance=balance, refunded=refunded)
+                text=orders.status_text(translator(request), order.status, refunded, order.amount),
+                settled=order.status in orders.SETTLED, balance=balance, refunded=refunded, action=action)
 
 def order_event(cloud: "ShopCloud", request: Request, order_id: str, customer_id: int) -> dict | None:
     with cloud.engine.connect() as conn:
@@ -251,8 +269,10 @@ def order_event(cloud: "ShopCloud", request: Request, order_id: str, customer_id
             return None
         settled = order.status in orders.SETTLED
         balance = cloud.provider.balance(conn, customer_id, order.currency) if settled else None
+        # The platform asks the customer to confirm (3-D Secure, a JSAPI payment): they are standing there.
+        action = cloud.provider.of(order).action_url(conn, order) if order.status == orders.WAITING else None
     lang = i18n.language_of(request)
-    return {"status": order.status, "settled": settled,
+    return {"status": order.status, "settled": settled, "action": action,
             "text": orders.status_text(translator(request), order.status),
             "balance": i18n.money(balance, order.currency, lang) if balance is not None else None}
 
@@ -292,7 +312,8 @@ def receipt(request: Request, order_id: str, cloud: ShopCloud = Depends(the_clou
         refunds = receipts.refunds_of(conn, order.id)
     return page(request, "customer_receipt.html", order=order, machine=machine, item=item, refunds=refunds,
                 refunded=sum(r.amount for r in refunds),
-                text=orders.status_text(translator(request), order.status))
+                text=orders.status_text(translator(request), order.status, sum(r.amount for r in refunds),
+                                        order.amount))
 
 
 
@@ -301,9 +322,10 @@ def order_json(request: Request, order_id: str, cloud: ShopCloud = Depends(the_c
     customer = auth.current_customer(request)
     with cloud.engine.connect() as conn:
         order = orders.get(conn, order_id)
-    if order is None or customer is None or order.customer_id != customer.id:
-        raise HTTPException(404, "no such order")
+        if order is None or customer is None or order.customer_id != customer.id:
+            raise HTTPException(404, "no such order")
+        action = cloud.provider.of(order).action_url(conn, order) if order.status == orders.WAITING else None
     return {"id": order.id, "status": order.status, "settled": order.status in orders.SETTLED,
             "text": orders.status_text(translator(request), order.status), "amount": order.amount,
-            "currency": order.currency}
+            "currency": order.currency, "action": action}
 

@@ -114,7 +114,9 @@ def language_of(request) -> str:
 def context(request) -> dict:
     """What every page's template gets: the language, ``_``, and the switch to the other languages."""
     lang = language_of(request)
-    return {"lang": lang, "_": Translator(lang), "languages": LANGUAGES,
+    cloud = getattr(request.app.state, "cloud", None)
+    zone = getattr(getattr(cloud, "settings", None), "time_zone", "UTC") or "UTC"
+    return {"lang": lang, "_": Translator(lang), "languages": LANGUAGES, "tz": zone,
             "here": request.url.path + (f"?{request.url.query}" if request.url.query else "")}
 
 
@@ -129,6 +131,7 @@ def number_filter(ctx, value) -> str:
 
 
 @pass_context
-def when_filter(ctx, t, tz: str = "UTC") -> str:
-    return when(t, ctx.get("lang", DEFAULT), tz) if t is not None else ""
+def when_filter(ctx, t, tz: str | None = None) -> str:
+    """A moment in the reader's language, in ``tz`` or else the fleet's zone (``--time-zone``)."""
+    return when(t, ctx.get("lang", DEFAULT), tz or ctx.get("tz") or "UTC") if t is not None else ""
 

@@ -1,6 +1,6 @@
 """Finance (cloud/finance/): journal postings, settlement rules and statements, reconciliation, on both databases."""
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -18,6 +18,7 @@ from cloud.finance import ledger, reconcile, settlement
 from cloud.finance.common import FinanceError, half_up
 from cloud.sales.records import sales
 from cloud.payments import PaymentError, Wallet, account, balance, entries, post, txns
+from cloud.payments import statement
 from cloud.payments.sandbox import ops
 from cloud.people import staff
 from cloud.stock import book, purchasing
@@ -167,8 +168,9 @@ def test_any_sequence_of_operations_keeps_every_account_equal_to_its_legs_and_th
             elif op == "catch_up":
                 ledger.catch_up(conn, NOW)
             else:
+                # Posted once the period is over (a period still running cannot be).
                 settlement.post_statement(conn, location_id, NOW.date(), NOW.date() + timedelta(days=x % 40), "CNY",
-                                          NOW)
+                                          NOW + timedelta(days=41))
         ledger.catch_up(conn, NOW)
         by_account: dict = {}
         for account_id, amount in conn.execute(sa.select(entries.c.account_id, entries.c.amount)):
@@ -217,6 +219,39 @@ def test_a_statement_counts_the_locations_sales_net_of_refunds_and_its_cost_of_g
     assert (s["sales_count"], s["gross"], s["refunds"], s["net"], s["cogs"], s["profit"]) == (4, 1004, 100, 904, 300,
                                                                                               604)
     assert s["lines"] == [] and s["total_due"] == 0 and s["period"] == "2024-05"
+
+
+def test_what_changes_a_posted_month_is_carried_once_into_the_next_statement(engine, sold_in_may):
+    # Issue 15: after a later refund the settlement page said "Commission due ¥0.69 · Posted: Yes, ¥1.13",
+    # with no adjustment anywhere. A refund counts on the day it is made, so one after posting lands in the
+    # next statement by itself; what still changes a posted month is a sale its machine reports late (a
+    # machine offline for weeks): that change is carried, once, into the next statement posted.
+    june = (date(2024, 6, 1), date(2024, 6, 30))
+    july = (date(2024, 7, 1), date(2024, 7, 31))
+    after = NOW + timedelta(days=100)
+    with engine.begin() as conn:
+        rule(conn, sold_in_may, kind="percent_gross", percent="10", valid_from="2024-01-01")
+        may, made = settlement.post_statement(conn, sold_in_may, *MAY, "CNY", after)
+        assert made and may["total_due"] == 90  # 10 % of 904
+        Wallet().refund(conn, orders.get(conn, "o-1"), 250, "r-late", NOW.replace(month=6, day=3))
+        assert settlement.statement(conn, sold_in_may, *june, "CNY", after)["refunds"] == 250
+        add_sale_row(conn, "o-late", 300, 20, NOW.replace(day=28))  # a May sale, reported in August
+        again = settlement.statement(conn, sold_in_may, *MAY, "CNY", after)
+        assert (again["posted"]["total"], again["total_due"], again["posted"]["carried"]) == (90, 120, [])
+        june_s = settlement.statement(conn, sold_in_may, *june, "CNY", after)
+        carried = [x for x in june_s["lines"] if x["kind"] == "adjustment"]
+        assert [(x["period"], x["commission"]) for x in carried] == [("2024-05", 30)]
+        assert june_s["total_due"] == 25 + 30  # June's own 10 % of (500 - 250), and May's change
+        settlement.post_statement(conn, sold_in_may, *june, "CNY", after)
+        assert settlement.statement(conn, sold_in_may, *MAY, "CNY", after)["posted"]["carried"] == \
+            [{"carried_in": "2024-06", "amount": 30}]
+        # Carried once: July has nothing of May's, and June, posted, shows what it carried.
+        assert [x for x in settlement.statement(conn, sold_in_may, *july, "CNY", after)["lines"]
+                if x["kind"] == "adjustment"] == []
+        june_posted = settlement.statement(conn, sold_in_may, *june, "CNY", after)
+        assert [(x["period"], x["commission"]) for x in june_posted["lines"] if x["kind"] == "adjustment"] == \
+            [("2024-05", 30)] and june_posted["total_due"] == june_posted["posted"]["total"] == 55
+        assert acct(conn, "commission_payable", sold_in_may) == 90 + 55
 
 
 def test_each_rule_kind_with_exact_integers_and_half_up_rounding(engine, sold_in_may):
@@ -332,6 +367,15 @@ def test_reconciliation_lists_each_kind_of_mismatch(engine):
         add_sale_row(conn, "o-late-drop", 0, 10, incident="dropped_unpaid")  # dropped after a void, not charged
         add_sale_row(conn, "o-elsewhere", 0, 11, incident="no_such_order")  # another machine's order, or none
         add_sale_row(conn, "o-charged-late", 0, 12, incident="dropped_charged")  # charged afresh: no mismatch
+        add_sale_row(conn, "o-unlisted", 30, 13)  # captured and confirmed, but the statement does not list it
+        conn.execute(ops.insert().values(key="capture:o-unlisted", op="capture", order_id="o-unlisted", amount=30,
+                                         currency="CNY", status="succeeded", next_try_at=NOW, created_at=NOW,
+                                         updated_at=NOW))
+        post(conn, "sandbox:capture:o-unlisted", "capture", [(sandbox, -30), (revenue, 30)], NOW, "o-unlisted")
+        # The platform's statement: a capture the journal never had, and another amount for o-journal.
+        statement.import_statement(conn, "sandbox", "sandbox", [
+            statement.StatementLine("bt_1", "capture", "o-stmt-only", 40, "CNY", NOW),
+            statement.StatementLine("bt_2", "capture", "o-journal", 55, "CNY", NOW)], b"statement", NOW)
         r = reconcile.reconcile(conn, *MAY)
     found = {(m["kind"], m["order_id"]) for m in r["mismatches"]}
     assert found == {("captured_not_sold", "o-nosale"), ("sold_not_captured", "o-nocapture"),
@@ -339,7 +383,9 @@ def test_reconciliation_lists_each_kind_of_mismatch(engine):
                      ("captured_twice", "o-cap2"), ("amounts_differ", "o-cap2"),
                      ("refunded_more_than_captured", "o-refund"), ("provider_not_in_journal", "o-provider"),
                      ("sold_not_captured", "o-provider"), ("journal_not_at_provider", "o-journal"),
-                     ("dropped_not_charged", "o-late-drop"), ("sold_no_such_order", "o-elsewhere")}
+                     ("dropped_not_charged", "o-late-drop"), ("sold_no_such_order", "o-elsewhere"),
+                     ("statement_not_in_journal", "o-stmt-only"), ("statement_amount_differs", "o-journal"),
+                     ("journal_not_in_statement", "o-unlisted")}
     assert not r["clear"] and set(r["counts"]) == set(reconcile.KINDS)
     assert {m["currency"] for m in r["mismatches"]} == {"CNY"}, "each row says its currency, from whichever side it has"
     differ = next(m for m in r["mismatches"] if m["order_id"] == "o-differ")
@@ -383,6 +429,11 @@ def test_a_statement_as_json_csv_and_a_printable_page_and_posted_once(api):
     with engine.begin() as conn:
         assert acct(conn, "commission_payable", location_id) == 35 and acct(conn, "commission_expense") == -35
     assert client.get(f"/api/v1/locations/{location_id}/statements/2024-13", headers=ADMIN).status_code == 422
+    # A month still running cannot be posted: later sales would change what it owes (issue 15).
+    running = datetime.now(timezone.utc).strftime("%Y-%m")
+    r = client.post(f"/api/v1/locations/{location_id}/statements/{running}/post", headers=ADMIN)
+    assert r.status_code == 409 and "has not ended yet" in r.json()["error"], r.text
+    assert count(engine, txns) == before + 1
     r = client.get(f"/api/v1/locations/{location_id}/statements/2024-05-09..2024-05-01", headers=ADMIN)
     assert r.status_code == 422 and "wrong order" in r.json()["error"]
     assert client.get("/api/v1/locations/99/statements/2024-05", headers=ADMIN).status_code == 404
@@ -437,10 +488,12 @@ def test_vendctl_settlement_reconcile_and_journal(api, monkeypatch, capsys):
     assert cloud.cli.main(["settlement", "Station", "--month", "2024-05"]) == 0
     out = capsys.readouterr().out
     assert "1 sales" in out and "total due: ¥0.20; not posted" in out
+    assert "1 x ¥0.20" in out and "1 x 20" not in out  # the basis in money, not minor units (issue 15)
     assert cloud.cli.main(["settlement", str(location_id), "--month", "2024-05", "--csv"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "total_due,,,2024-05-01,2024-05-31,CNY,20"
     assert cloud.cli.main(["reconcile", "--from", "2024-05-01", "--to", "2024-05-31"]) == 0
-    assert "no mismatches" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "no mismatches" in out and "sold ¥3.50" in out and "minor units" not in out
     assert cloud.cli.main(["journal", "--json"]) == 0
     kinds = {a["kind"] for a in __import__("json").loads(capsys.readouterr().out)["accounts"]}
     assert {"revenue", "wallet", "topup_clearing"} <= kinds

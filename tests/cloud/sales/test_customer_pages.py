@@ -4,13 +4,17 @@ order stream, receipts, the error pages in both languages."""
 import json
 import time
 
+import sqlalchemy as sa
+
 import cloud.app
 import cloud.people
 import cloud.sales.shop
 from cloud.fleet import machines
 from cloud.catalog import pictures as media
+from cloud.sales import orders
+from cloud.sync import ingest
 from tests.cloud.sales.test_web import ADMIN, buy, client, cloud_obj, customer, expire, register, scan  # noqa: F401  (fixtures)
-from tests.cloud_fixtures import MACHINE, SECRET, db_url, post_form  # noqa: F401  (fixture)
+from tests.cloud_fixtures import MACHINE, NOW, SECRET, Chain, db_url, post_form  # noqa: F401  (fixture)
 from protocol import token as qrtoken
 from tests.cloud.people.test_people import PNG_1PX
 
@@ -117,3 +121,79 @@ def test_pictures_of_skus_sharing_a_prefix_stay_apart(client, cloud_obj):
     assert client.get("/media/products/pic").content == jpeg
     assert client.get("/media/products/pic.x").content == PNG_1PX, "pic's upload deleted pic.x's picture"
     assert media.stored(cloud_obj.settings.var, "pic").endswith("pic.jpg")
+
+
+def test_back_to_the_menu_gets_a_fresh_key_and_an_old_key_buys_nothing_new(client, cloud_obj, customer):
+    # Issue 15: Buy on a menu reached with Back re-sent the old key and showed "Take your product!" for the
+    # earlier order, while nothing dropped.
+    post_form(client, "/wallet/topup", dict(amount="10", key="topup-key-1"))
+    menu = client.get("/m/m-1")
+    assert menu.headers["cache-control"] == "no-store"  # Back reloads it, with a new key
+    keys = {client.get("/m/m-1").text.split('name="key" value="')[1].split('"')[0] for _ in range(2)}
+    assert len(keys) == 2
+    first = buy(client, key="menu-key-0001")
+    order_id = first.headers["location"].rsplit("/", 1)[1]
+    assert buy(client, key="menu-key-0001").headers["location"] == first.headers["location"]  # a double tap
+    expire(cloud_obj, order_id)  # that order is over (no machine answered)
+    again = buy(client, key="menu-key-0001")
+    assert again.status_code == 409 and "Already bought" in again.text and order_id in again.text
+    assert "Take your product" not in again.text and "nothing more was charged" in again.text
+    with cloud_obj.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(orders.orders)).scalar() == 1
+
+
+def test_the_wallet_history_shows_a_hold_and_its_release_never_paid_then_returned(client, cloud_obj, customer):
+    post_form(client, "/wallet/topup", dict(amount="10", key="topup-key-1"))
+    order_id = buy(client).headers["location"].rsplit("/", 1)[1]
+    held = client.get("/wallet").text
+    assert "Held for a purchase" in held and ">Paid" not in held
+    expire(cloud_obj, order_id)
+    history = client.get("/wallet").text
+    assert "Held for a purchase" in history and "Hold released: not dropped, not charged" in history
+    assert ">Paid" not in history and "Returned" not in history
+
+
+def test_a_refunded_order_says_refunded_not_take_your_product(client, cloud_obj, customer):
+    post_form(client, "/wallet/topup", dict(amount="10", key="topup-key-1"))
+    order_id = buy(client).headers["location"].rsplit("/", 1)[1]
+    chain = Chain()  # the machine's ledger: the product dropped
+    chain.add("vend.started", order_id=order_id, cmd_id=f"v-{order_id}", slot="A1")
+    chain.add("vend.succeeded", order_id=order_id, slot="A1", turns=1)
+    with cloud_obj.engine.begin() as conn:
+        ingest.store_batch(conn, cloud_obj.provider, MACHINE, chain.batch(1), NOW)
+    assert "Take your product!" in client.get(f"/orders/{order_id}").text
+    assert "Paid" in client.get("/wallet").text
+    with cloud_obj.engine.begin() as conn:
+        orders.refund(conn, cloud_obj.provider, order_id, 100, "refund-part-1", NOW)
+    assert "Partly refunded" in client.get(f"/orders/{order_id}").text
+    with cloud_obj.engine.begin() as conn:
+        orders.refund(conn, cloud_obj.provider, order_id, None, "refund-rest-1", NOW)
+    for page in (client.get(f"/orders/{order_id}").text, client.get(f"/orders/{order_id}/receipt").text):
+        assert "Refunded in full" in page and "Take your product!" not in page
+
+
+def test_times_on_the_customers_pages_are_the_fleets_local_time_in_the_pages_language(tmp_path, db_url):
+    from zoneinfo import ZoneInfo
+
+    from fastapi.testclient import TestClient
+
+    from tests.cloud_fixtures import add_machine, idle_cloud
+
+    obj = idle_cloud(tmp_path, db_url, demo_topups=True, time_zone="Asia/Shanghai")
+    with obj.engine.begin() as conn:
+        add_machine(conn)
+    with TestClient(cloud.app.create_app(obj, "admintoken", b"k" * 32), follow_redirects=False) as c:
+        scan(c)
+        register(c)
+        post_form(c, "/wallet/topup", dict(amount="10", key="topup-key-1"))
+        order_id = buy(c).headers["location"].rsplit("/", 1)[1]
+        with obj.engine.connect() as conn:
+            created = orders.get(conn, order_id).created_at
+        local = created.astimezone(ZoneInfo("Asia/Shanghai"))
+        zh = c.get(f"/orders/{order_id}/receipt", headers=ZH).text
+        assert f"{local.hour}:{local.minute:02d}" in zh and "UTC" not in zh  # 24-hour, Beijing time
+        en = c.get(f"/orders/{order_id}/receipt").text
+        assert f"{(local.hour - 1) % 12 + 1}:{local.minute:02d}" in en and "UTC" not in en
+        wallet = c.get("/wallet", headers=ZH).text
+        assert f"{local.hour}:{local.minute:02d}" in wallet
+    obj.engine.dispose()
