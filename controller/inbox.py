@@ -39,6 +39,14 @@ class Drop:
 
 
 @dataclass(frozen=True)
+class NoDrop:
+    """The machine said at monotonic time ``t`` that nothing fell for the vend in progress, and why."""
+
+    reason: str
+    t: float
+
+
+@dataclass(frozen=True)
 class DoorChanged:
     """The service door opened or closed at monotonic time ``t``."""
 

@@ -85,6 +85,15 @@ class VendStateMachine:
                 "ms": round((now - v.started_at) * 1000)}
         return [StopMotor(v.slot), Record("vend.succeeded", data), Finished(v.cmd_id, v.order_id, "succeeded")]
 
+    def not_dropped(self, now: float, reason: str) -> list:
+        """The machine says nothing fell (a VMC that reported failure, a cancelled session): fail now, no retry."""
+        v = self._vend
+        if v is None:
+            return []
+        self._vend = None
+        data = {"order_id": v.order_id, "cmd_id": v.cmd_id, "slot": v.slot, "reason": reason, "turns": v.turn}
+        return [StopMotor(v.slot), Record("vend.failed", data), Finished(v.cmd_id, v.order_id, "failed")]
+
     def timer_fired(self, now: float) -> list:
         v = self._vend
         if v is None or now < v.deadline:
