@@ -153,6 +153,7 @@ class LineReader:
         self.stall_s = stall_s
         self._buf = bytearray()
         self._since: float | None = None
+        self._skipping = False  # the rest of an overlong line, up to its end, already reported
         self.lines = 0
         self.bad_lines = 0
 
@@ -165,11 +166,14 @@ class LineReader:
             self._buf.clear()
         for byte in data:
             if byte in (0x0A, 0x0D):
+                self._skipping = False
                 if self._buf:
                     message = parse_line(bytes(self._buf), self.decimals)
                     self.lines += 1
                     out.append(self._bad(message) if isinstance(message, (Garbled, Unknown)) else message)
                     self._buf.clear()
+                continue
+            if self._skipping:
                 continue
             if not self._buf:
                 self._since = now
@@ -178,6 +182,7 @@ class LineReader:
                 out.append(self._bad(Garbled(bytes(self._buf[:60]).decode("ascii", "backslashreplace"),
                                              f"longer than {MAX_LINE} characters")))
                 self._buf.clear()
+                self._skipping = True
         return out
 
     def _bad(self, message):
@@ -336,6 +341,9 @@ class Cashless:
             if s is None:
                 log.warning("the MDB adapter reported an error: %s", message.line)
                 return []
+            if s.phase == "approved" and message.text.startswith("VEND"):
+                # c,ERR,VEND 3: the maker's word for "the product did not dispense".
+                return self._end(f"the machine reported that the vend failed ({message.line})", send_stop=False)
             return self._end(f"the MDB adapter reported an error during the vend ({message.line})")
         if isinstance(message, Ignored):
             return []
