@@ -105,7 +105,8 @@ def test_a_machine_that_reports_failure(vmc, machine):
     vmc.fail_next_vend()
     hardware.motors["A1"].vend(200)
     assert outcomes.next_outcome() == ("none", "the machine reported that the vend failed (c,VEND,FAIL)")
-    # The next customer is served as usual.
+    # The next customer is served as usual, once the machine has closed the session and enabled us again.
+    assert wait_until(lambda: hardware.refusal() == "")
     hardware.motors["A1"].vend(200)
     assert outcomes.next_outcome() == ("drop", None)
 
