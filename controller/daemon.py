@@ -129,7 +129,7 @@ class Controller:
         """The drivers' threads only put what they saw in the inbox."""
         put, hardware = self.inbox.put, self.hardware
         hardware.drop_sensor.when_drop = lambda t: put(Drop(t))
-        hardware.drop_sensor.when_no_drop = lambda reason, t: put(NoDrop(reason, t))
+        hardware.drop_sensor.when_no_drop = lambda reason, slot_ok, t: put(NoDrop(reason, slot_ok, t))
         hardware.door.when_changed = lambda is_open, t: put(DoorChanged(is_open, t))
         hardware.faults.listener = lambda code, device, what, t: put(HardwareFault(code, device, what))
         if hardware.service_button is not None:
@@ -235,7 +235,7 @@ class Controller:
     @handle.register
     def on_no_drop(self, item: NoDrop) -> None:
         """The machine says nothing fell: the vend in progress failed, for its reason."""
-        self.execute(self.vend.not_dropped(item.t, item.reason))
+        self.execute(self.vend.not_dropped(item.t, item.reason, slot_ok=item.slot_ok))
 
     @handle.register
     def on_door(self, item: DoorChanged) -> None:

@@ -71,9 +71,10 @@ class DropSensor(Device):
     """
 
     when_drop: DropListener | None = None
-    # (reason, monotonic time): the machine says for certain that nothing fell for the vend in progress (a
-    # vending machine controller that reported the vend failed); the vend ends at once, without a retry.
-    when_no_drop: Callable[[str, float], None] | None = None
+    # (reason, slot_ok, monotonic time): the machine says for certain that nothing fell for the vend in progress
+    # (a vending machine controller that reported the vend failed); the vend ends at once, without a retry.
+    # ``slot_ok``: the failure says nothing against the slot (the customer cancelled, the session timed out).
+    when_no_drop: Callable[[str, bool, float], None] | None = None
 
     def __init__(self):
         self._dropped = threading.Event()
@@ -85,11 +86,12 @@ class DropSensor(Device):
         if listener is not None:
             listener(t)
 
-    def none_dropped(self, reason: str, t: float) -> None:
-        """Nothing fell and nothing will, for ``reason``; for a backend whose machine reports its outcome."""
+    def none_dropped(self, reason: str, t: float, *, slot_ok: bool = False) -> None:
+        """Nothing fell and nothing will, for ``reason``; for a backend whose machine reports its outcome.
+        ``slot_ok`` when the reason is no fault of the slot's, which then stays in service."""
         listener = self.when_no_drop
         if listener is not None:
-            listener(reason, t)
+            listener(reason, slot_ok, t)
 
     def wait_for_drop(self, timeout: float) -> bool:
         """Block until a drop or the timeout; for a technician's test, never on the vend path."""

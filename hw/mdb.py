@@ -253,13 +253,14 @@ class MdbAdapter(Device):
                     if action.line.startswith("C,START"):
                         with self._lock:
                             self.policy.session = None
-                        self._deliver(lambda e=e: self.drop_sensor.none_dropped(str(e), time.monotonic()))
+                        self._deliver(lambda e=e: self.drop_sensor.none_dropped(str(e), time.monotonic(),
+                                                                                slot_ok=True))
             elif isinstance(action, Vended):
                 t = time.monotonic()
                 self._deliver(lambda: self.drop_sensor.drop_seen(t))
             elif isinstance(action, NotVended):
-                t, reason = time.monotonic(), action.reason
-                self._deliver(lambda: self.drop_sensor.none_dropped(reason, t))
+                t, reason, ok = time.monotonic(), action.reason, action.slot_ok
+                self._deliver(lambda: self.drop_sensor.none_dropped(reason, t, slot_ok=ok))
             elif isinstance(action, Fault):
                 self._deliver_fault(action.what, action.code)
 
@@ -288,12 +289,11 @@ class MdbAdapter(Device):
     def _port_lost(self, e: Exception) -> None:
         what = f"lost the MDB adapter's port {self.port}: {e}; is it still connected?"
         with self._lock:
-            open_session = self.policy.session is not None
-            self.policy.session = None
+            session, self.policy.session = self.policy.session, None
             self.policy.state = "INACTIVE"
         self._deliver_fault(what, "mdb.port_lost")
-        if open_session:
-            self._carry_out([NotVended(what)])
+        if session is not None:
+            self._carry_out([NotVended(what, slot_ok=session.phase != "approved")])
 
     def _deliver(self, fn) -> None:
         self._events.put(fn)

@@ -207,9 +207,11 @@ class Vended:
 
 @dataclass(frozen=True)
 class NotVended:
-    """The vend in progress ended without a product, for ``reason``."""
+    """The vend in progress ended without a product, for ``reason``; ``slot_ok`` when it ended before the machine
+    was asked to vend, so nothing speaks against the slot's spiral."""
 
     reason: str
+    slot_ok: bool = True
 
 
 @dataclass(frozen=True)
@@ -336,7 +338,7 @@ class Cashless:
             self.session = None
             if message.ok:
                 return [Vended()]
-            return [NotVended(f"the machine reported that the vend failed ({message.line})")]
+            return [NotVended(f"the machine reported that the vend failed ({message.line})", slot_ok=False)]
         if isinstance(message, AdapterError):
             if s is None:
                 log.warning("the MDB adapter reported an error: %s", message.line)
@@ -360,7 +362,8 @@ class Cashless:
         return self._end(f"denied: {reason}")
 
     def _end(self, reason: str, *extra, send_stop: bool = True) -> list:
-        slot = self.session.slot if self.session else "?"
-        self.session = None
-        log.warning("cashless session for slot %s ended unpaid: %s", slot, reason)
-        return [*((Send("C,STOP"),) if send_stop else ()), *extra, NotVended(reason)]
+        """End the session unpaid; the slot stays in service unless the machine had been asked to vend."""
+        s, self.session = self.session, None
+        log.warning("cashless session for slot %s ended unpaid: %s", s.slot if s else "?", reason)
+        slot_ok = s is None or s.phase != "approved"
+        return [*((Send("C,STOP"),) if send_stop else ()), *extra, NotVended(reason, slot_ok)]

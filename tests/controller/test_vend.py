@@ -152,3 +152,10 @@ def test_a_machine_that_says_nothing_dropped_fails_the_vend_at_once_without_a_re
                        Finished("c1", "o1", "failed")]
     assert not sm.busy and sm.timer_fired(10.0) == []
     assert sm.not_dropped(11.0, "late") == []  # no vend in progress: nothing to fail
+
+
+def test_a_failure_that_says_nothing_against_the_slot_says_so_in_the_ledger():
+    sm = VendStateMachine(drop_timeout_s=3.0, turns=1)
+    sm.start("c1", "o1", "A2", now=0.0)
+    _, record, _ = sm.not_dropped(1.0, "the session was cancelled at the machine", slot_ok=True)
+    assert record.data["slot_ok"] is True and record.data["reason"] == "the session was cancelled at the machine"

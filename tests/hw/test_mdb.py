@@ -34,9 +34,11 @@ class Outcomes:
 
     def __init__(self, hardware):
         self.items: list[tuple] = []
+        self.slot_ok: dict[str, bool] = {}  # reason -> whether the slot stays in service
         self._cond = threading.Condition()
         hardware.drop_sensor.when_drop = lambda t: self._add("drop", None)
-        hardware.drop_sensor.when_no_drop = lambda reason, t: self._add("none", reason)
+        hardware.drop_sensor.when_no_drop = lambda reason, slot_ok, t: (self.slot_ok.update({reason: slot_ok}),
+                                                                         self._add("none", reason))
         hardware.faults.listener = lambda code, device, what, t: self._add("fault", (code, what))
 
     def _add(self, *item):
@@ -97,6 +99,7 @@ def test_a_jammed_spiral_reported_by_the_machine_is_no_drop(vmc, machine):
     hardware.motors["B1"].vend(600)
     kind, reason = outcomes.next_outcome()
     assert kind == "none" and reason == "the machine reported that the vend failed (c,ERR,VEND 3)"
+    assert outcomes.slot_ok[reason] is False  # the slot goes out of service, as after a jam on our own motors
     assert vmc.dispensed == {}
 
 
@@ -130,6 +133,7 @@ def test_the_customer_cancels_at_the_machine(vmc, machine):
     vmc.cancel_next_session()
     hardware.motors["A2"].vend(350)
     assert outcomes.next_outcome() == ("none", "the session was cancelled at the machine before a selection")
+    assert outcomes.slot_ok["the session was cancelled at the machine before a selection"] is True
     assert "C,VEND,3.50" not in vmc.heard
 
 

@@ -101,7 +101,8 @@ def test_the_paid_selection_is_approved_and_its_success_is_the_drop():
 def test_a_vend_failure_ends_the_session_unpaid():
     p = session()
     p.line(parse_line(b"c,STATUS,VEND,3.50,2"), 5.0)
-    assert ended(p.line(parse_line(b"c,VEND,FAIL"), 6.0)) == "the machine reported that the vend failed (c,VEND,FAIL)"
+    actions = p.line(parse_line(b"c,VEND,FAIL"), 6.0)
+    assert actions == [NotVended("the machine reported that the vend failed (c,VEND,FAIL)", slot_ok=False)]
     p = session()
     p.line(parse_line(b"c,STATUS,VEND,3.50,2"), 5.0)
     assert "c,ERR,VEND 3" in ended(p.line(parse_line(b"c,ERR,VEND 3"), 6.0))
@@ -136,12 +137,14 @@ def test_a_vend_request_with_no_paid_session_is_denied():
 
 def test_a_cancel_a_reset_and_the_timeouts_each_end_the_session_unpaid():
     p = session()
-    assert ended(p.line(State("ENABLED"), 5.0)) == "the session was cancelled at the machine before a selection"
+    assert p.line(State("ENABLED"), 5.0) == [NotVended("the session was cancelled at the machine before a selection",
+                                                       slot_ok=True)]
     p = session()
     p.line(parse_line(b"c,STATUS,VEND,3.50,2"), 5.0)
     actions = p.line(State("INACTIVE"), 6.0)
     assert "reset or disabled the cashless device in the middle of the vend" in ended(actions)
     assert [a.code for a in actions if isinstance(a, Fault)] == ["mdb.vmc_reset"]
+    assert actions[-1].slot_ok is False  # the machine had been told to vend: its spiral is in doubt
     assert p.state == "INACTIVE"
     p = session()
     assert p.tick(60.0) == []
