@@ -23,6 +23,7 @@ import itertools
 import logging
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -431,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
                      drop_delay_s=args.drop_delay, modes=modes)
     except ValueError as e:
         parser.error(str(e))
+    # Stopped by a signal (make demo's Ctrl-C, a test's terminate), it still closes and removes its link.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with vmc:
         if args.link:
             vmc.link(args.link)
