@@ -12,9 +12,11 @@ session, a VMC reset and a silent adapter end the vend at once (``DropSensor.non
 
 from __future__ import annotations
 
+import argparse
 import errno
 import logging
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ class MdbSettings(Settings, section="mdb"):
 
     port: str = key("str", "/dev/ttyACM0")  # the MDB-USB's port; the Pi HAT's is /dev/serial0
     baud: int = key("int", 115200, 1200, 3000000)
+    line_end: str = key("choice", "lf", choices=("lf", "crlf"))  # what ends each command sent (docs/mdb.md)
     items: dict[str, int] = key("map", {}, 0, 65535, pattern=SLOT_RE,
                                 what="slot:selection pairs like A1:11 A2:12 (default: slots in order from 1)")
     decimals: int = key("int", 2, 0, 3)  # places after the point in the machine's prices (3.50)
@@ -59,6 +62,14 @@ def reserved_pins(cfg) -> dict[int, str]:
     if port not in HEADER_UARTS:
         return {}
     return {14: f"the UART's TXD ([mdb] port {port})", 15: f"the UART's RXD ([mdb] port {port})"}
+
+
+def safe_commands(cfg) -> list[tuple[str, list[str]]]:
+    """After the daemon died without closing the port (SIGKILL, OOM, watchdog): end any session it left open
+    and turn the cashless device off, so that the machine cannot vend on credit nobody is watching."""
+    s = cfg.section(MdbSettings)
+    return [("end any cashless session and turn the cashless device off",
+             [sys.executable, "-m", "hw.mdb", "--off", s.port, "--baud", str(s.baud), "--line-end", s.line_end])]
 
 
 def check_config(cfg, path: str) -> None:
@@ -132,9 +143,11 @@ class MdbAdapter(Device):
     """One MDB adapter on one port in cashless-device mode: enabled at open, one session at a time."""
 
     def __init__(self, port: str, *, baud: int = 115200, decimals: int = 2, answer_timeout_s: float = 2.0,
-                 session_timeout_s: float = 60.0, vend_timeout_s: float = 30.0, faults: Faults | None = None):
+                 session_timeout_s: float = 60.0, vend_timeout_s: float = 30.0, faults: Faults | None = None,
+                 line_end: str = "lf"):
         self.port = port
         self.baud = baud
+        self.eol = b"\r\n" if line_end == "crlf" else b"\n"
         self.faults = faults or Faults()
         self.drop_sensor = MdbDropSensor()
         self.door = MachineDoor()
@@ -237,7 +250,7 @@ class MdbAdapter(Device):
     def _write(self, line: str) -> None:
         try:
             with self._write_lock:
-                self._serial.write(line.encode("ascii") + b"\n")
+                self._serial.write(line.encode("ascii") + self.eol)
         except (serial.SerialException, OSError) as e:
             raise HardwareError(f"{self.port}: cannot write to the MDB adapter: {e}; is it still connected?") from None
         log.debug("MDB > %s", line)
@@ -349,7 +362,7 @@ def open_backend(cfg) -> Hardware:
     faults = Faults()
     adapter = MdbAdapter(settings.port, baud=settings.baud, decimals=settings.decimals,
                          answer_timeout_s=settings.answer_timeout_s, session_timeout_s=settings.session_timeout_s,
-                         vend_timeout_s=settings.vend_timeout_s, faults=faults)
+                         vend_timeout_s=settings.vend_timeout_s, faults=faults, line_end=settings.line_end)
     motors = {slot: MdbMotor(slot, adapter, items[slot]) for slot in slots}
     hardware = MdbHardware(motors, adapter.drop_sensor, adapter.door, None, faults=faults, closers=(adapter,))
     hardware.adapter = adapter
@@ -358,3 +371,26 @@ def open_backend(cfg) -> Hardware:
     hardware.wiring = [(f"slot {slot}", f"selection {items[slot]}") for slot in slots] + [
         ("MDB adapter", f"{adapter.port} at {adapter.baud} baud, cashless device {adapter.state}")]
     return hardware
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hw.mdb --off PORT``: send C,STOP and C,0 to the adapter (``vend-controller safe-pins``)."""
+    parser = argparse.ArgumentParser(prog="python -m hw.mdb", description=main.__doc__)
+    parser.add_argument("--off", required=True, metavar="PORT", help="the MDB adapter's port")
+    parser.add_argument("--baud", type=int, default=115200)
+    parser.add_argument("--line-end", choices=("lf", "crlf"), default="lf")
+    args = parser.parse_args(argv)
+    eol = b"\r\n" if args.line_end == "crlf" else b"\n"
+    try:
+        port = open_port(args.off, args.baud)
+        with port:
+            port.write(b"C,STOP" + eol + b"C,0" + eol)
+            port.flush()
+    except (HardwareError, serial.SerialException, OSError) as e:
+        print(f"python -m hw.mdb: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

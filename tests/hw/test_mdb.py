@@ -13,6 +13,7 @@ import time
 import pytest
 
 from controller.config import ConfigError, parse
+import hw
 from hw import HardwareError, open_hardware
 from hw.mdb import open_backend
 from hw.mdb_sim import VmcSim
@@ -254,6 +255,18 @@ def test_the_config_is_checked():
     assert cfg["mdb"]["items"] == {}
 
 
+def test_commands_end_in_crlf_when_the_adapter_wants_it(vmc):
+    hardware = open_backend(config(vmc.port, extra="line_end = crlf\n"))
+    outcomes = Outcomes(hardware)
+    try:
+        assert hardware.adapter.eol == b"\r\n"
+        assert wait_until(lambda: hardware.refusal() == "")
+        hardware.motors["A1"].vend(200)
+        assert outcomes.next_outcome() == ("drop", None)
+    finally:
+        hardware.close()
+
+
 def test_selections_default_to_slots_in_order(vmc):
     hardware = open_backend(config(vmc.port, items=""))
     try:
@@ -262,6 +275,18 @@ def test_selections_default_to_slots_in_order(vmc):
         assert hardware.vend_prompt("A2", "Cola") == "Paid: press 2 on the machine for Cola"
     finally:
         hardware.close()
+
+
+def test_after_a_crash_safe_pins_ends_the_session_and_turns_the_cashless_device_off(vmc):
+    cfg = config(vmc.port)
+    ((what, argv),) = hw.safe_commands(cfg)
+    assert what == "end any cashless session and turn the cashless device off"
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert wait_until(lambda: vmc.heard[-2:] == ["C,STOP", "C,0"]) and vmc.state == "INACTIVE"
+    cfg = config("/dev/nonexistent-mdb")
+    done = subprocess.run(hw.safe_commands(cfg)[0][1], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and "MDB adapter port /dev/nonexistent-mdb does not exist" in done.stderr
 
 
 def test_the_simulator_as_a_program():
