@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 DEVICE = "MDB adapter"
 READ_TICK_S = 0.05  # the reader wakes this often with no bytes, for the session's deadlines and a close
 WRITE_TIMEOUT_S = 1.0
+LOCK_WAIT_S = 1.0  # how long a stop waits for the adapter's lock (a signal handler must not wait for ever)
 OUTCOME_MARGIN_S = 5.0  # the controller's own deadline comes this long after every deadline of the session's
 
 
@@ -208,12 +209,18 @@ class MdbAdapter(Device):
         self._carry_out(actions)
 
     def stop_session(self, slot: str | None = None) -> None:
-        """End the open session (of ``slot``, or any) unpaid. Never raises."""
+        """End the open session (of ``slot``, or any) unpaid. Never raises, and never waits long: it may run in
+        a signal handler that interrupted this very thread inside the lock (the daemon's exit ends it then)."""
+        if not self._lock.acquire(timeout=LOCK_WAIT_S):
+            log.error("could not end the cashless session now: the adapter is busy; it ends when the port closes")
+            return
         try:
-            with self._lock:
-                if self.policy.session is None or (slot is not None and self.policy.session.slot != slot):
-                    return
-                actions = self.policy.stop(time.monotonic())
+            if self.policy.session is None or (slot is not None and self.policy.session.slot != slot):
+                return
+            actions = self.policy.stop(time.monotonic())
+        finally:
+            self._lock.release()
+        try:
             self._carry_out(actions)
         except Exception:
             log.exception("could not end the cashless session")
@@ -248,11 +255,14 @@ class MdbAdapter(Device):
             log.exception("could not close the MDB adapter's port %s", self.port)
 
     def _write(self, line: str) -> None:
+        if not self._write_lock.acquire(timeout=WRITE_TIMEOUT_S + LOCK_WAIT_S):
+            raise HardwareError(f"{self.port}: could not send {line} to the MDB adapter: another write is stuck")
         try:
-            with self._write_lock:
-                self._serial.write(line.encode("ascii") + self.eol)
+            self._serial.write(line.encode("ascii") + self.eol)
         except (serial.SerialException, OSError) as e:
             raise HardwareError(f"{self.port}: cannot write to the MDB adapter: {e}; is it still connected?") from None
+        finally:
+            self._write_lock.release()
         log.debug("MDB > %s", line)
 
     def _carry_out(self, actions: list) -> None:

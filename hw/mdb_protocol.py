@@ -122,7 +122,8 @@ def parse_line(raw: bytes, decimals: int = 2):
     if not line.isprintable():
         return Garbled(line[:60].encode("unicode_escape").decode("ascii"), "control characters in the line")
     parts = line.split(",")
-    if parts[0] in OTHER_ROLES:
+    if parts[0] in OTHER_ROLES or parts in (["c", "0"], ["c", "1"]):
+        # c,0 and c,1: the adapter's word back on C,0 and C,1, as Qibixx's session examples show it.
         return Ignored(line)
     if parts[0] != "c" or len(parts) < 2:
         return Garbled(line[:60], "not a line of the cashless device (they start with 'c,')")

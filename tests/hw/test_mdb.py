@@ -214,6 +214,20 @@ def test_stopping_the_vend_ends_the_session_and_the_machine_sells_nothing(vmc, m
     assert vmc.dispensed == {} and not any(line.startswith("C,VEND") for line in vmc.heard)
 
 
+def test_a_stop_from_a_signal_handler_that_interrupted_the_driver_does_not_hang(vmc, machine):
+    """SIGTERM's handler stops every motor in the main thread, which may be inside the adapter's lock."""
+    hardware, outcomes = machine
+    vmc.select_delay_s = 5
+    hardware.motors["A1"].vend(200)
+    assert wait_until(lambda: vmc.state == "IDLE")
+    started = time.monotonic()
+    with hardware.adapter._lock:  # as if the handler ran while this thread held it
+        hardware.all_motors_off()
+    assert time.monotonic() - started < 3
+    hardware.all_motors_off()  # the daemon's exit, once the handler returned: the session ends
+    assert wait_until(lambda: vmc.heard[-1] == "C,STOP")
+
+
 def test_a_refusal_until_the_machine_enables_the_cashless_device(vmc):
     vmc.enable_delay_s = 0.5
     hardware = open_backend(config(vmc.port))

@@ -35,6 +35,7 @@ def test_the_adapters_lines():
     assert parse_line(b"c,VEND,FAIL") == VendResult(False, "c,VEND,FAIL")
     assert parse_line(b"c,ERR,VEND 3") == AdapterError("VEND 3", "c,ERR,VEND 3")
     assert parse_line(b"r,ACK") == Ignored("r,ACK")
+    assert parse_line(b"c,1") == Ignored("c,1")  # the adapter's word back on C,1
     assert parse_line(b"") == Ignored("")
 
 
