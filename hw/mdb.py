@@ -211,6 +211,11 @@ class MdbAdapter(Device):
     def stop_session(self, slot: str | None = None) -> None:
         """End the open session (of ``slot``, or any) unpaid. Never raises, and never waits long: it may run in
         a signal handler that interrupted this very thread inside the lock (the daemon's exit ends it then)."""
+        # A look without the lock first, so that stopping every slot waits at most once, for the one whose
+        # session it is (an attribute read is atomic; close() ends a session this misses).
+        session = self.policy.session
+        if session is None or (slot is not None and session.slot != slot):
+            return
         if not self._lock.acquire(timeout=LOCK_WAIT_S):
             log.error("could not end the cashless session now: the adapter is busy; it ends when the port closes")
             return
