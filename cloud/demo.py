@@ -1,8 +1,10 @@
-"""``make demo``: the cloud with its embedded broker and SQLite, and three simulated machines.
+"""``make demo``: the cloud with its embedded broker and SQLite, and four simulated machines.
 
 Everything lives under ``./var``. The machines are created in the cloud through its API, as a manager
-would, and restocked through each controller's service socket, as a technician would. Ctrl-C stops the
-controllers first, then the cloud.
+would, and restocked through each controller's service socket, as a technician would. The fourth is an
+existing machine retrofitted as an MDB cashless device (``hw/mdb.py``): its vending machine controller is
+``python -m hw.mdb_sim`` on a pty, whose simulated customer presses the paid selection a moment after paying.
+Ctrl-C stops the controllers first, then the simulated VMC and the cloud.
 """
 
 from __future__ import annotations
@@ -38,14 +40,50 @@ MACHINES = [
     ("demo-2", "Station concourse", ""),
     # One machine with a jammed spiral, to show what a customer sees when nothing drops.
     ("demo-3", "Gym lobby", "B2"),
+    # An existing machine sold through its own controller over MDB (see MDB_MACHINE).
+    ("demo-4", "Office canteen", ""),
 ]
+MDB_MACHINE = "demo-4"
 # Where the demo machines stand (name, address, latitude, longitude), for the dashboard's map.
 LOCATIONS = {
     "demo-1": ("City library", "1 Library Road", 31.2304, 121.4737),
     "demo-2": ("Central station", "Station Square", 31.2495, 121.4555),
     "demo-3": ("Riverside gym", "88 Riverside Avenue", 31.2197, 121.4960),
+    "demo-4": ("Office tower", "200 Century Avenue", 31.2354, 121.5055),
 }
 MANAGER = "manager"
+
+
+def vmc_argv(home: str) -> list[str]:
+    """The MDB machine's simulated controller: its selections 1-6 are the slots in order, at the same prices,
+    on a pty reached through a symlink that the config names (the pty's own name changes every run)."""
+    items = ",".join(f"{i}={price // 100}.{price % 100:02d}" for i, (*_, price) in enumerate(PRODUCTS, 1))
+    return [sys.executable, "-m", "hw.mdb_sim", "--items", items, "--select-delay", "2",
+            "--link", os.path.join(home, "vmc.tty")]
+
+
+def hardware_ini(machine_id: str, home: str, jam: str) -> str:
+    slots = ", ".join(slot for slot, *_ in PRODUCTS)
+    if machine_id == MDB_MACHINE:
+        return f"""[hardware]
+backend = mdb
+slots = {slots}
+
+[mdb]
+port = {home}/vmc.tty
+
+[sim]
+display_path = {home}/screen.png
+"""
+    return f"""[hardware]
+backend = sim
+slots = {slots}
+
+[sim]
+drop_delay_s = 0.8
+jam = {jam}
+display_path = {home}/screen.png
+"""
 
 
 def controller_ini(machine_id: str, name: str, secret: str, jam: str) -> str:
@@ -67,16 +105,9 @@ protocol = 3.1.1
 [ledger]
 path = {home}/ledger.db
 
-[hardware]
-backend = sim
-slots = {", ".join(slot for slot, *_ in PRODUCTS)}
-
-[sim]
-drop_delay_s = 0.8
-jam = {jam}
-display_path = {home}/screen.png
-
+{hardware_ini(machine_id, home, jam)}
 [screen]
+display = png
 url_file = {home}/screen.url
 
 [service]
@@ -124,6 +155,7 @@ def demo_manager(client: Client) -> str:
 def main() -> int:
     os.makedirs(VAR, exist_ok=True)
     procs: list[subprocess.Popen] = []
+    helpers: list[subprocess.Popen] = []  # the simulated VMC: stopped after the controllers, before the cloud
     cloud_log = open(os.path.join(VAR, "cloud.log"), "a")
     # The sandbox payment provider first, so customers may choose it; the wallet stays the default.
     os.makedirs(os.path.join(VAR, "cloud"), exist_ok=True)
@@ -166,6 +198,18 @@ def main() -> int:
                 client.call("PUT", f"/api/v1/machines/{machine_id}/location", {"location_id": location["id"]})
             configs[machine_id] = config
         manager_password = demo_manager(client)
+        vmc_home = os.path.join(VAR, "machines", MDB_MACHINE)
+        if os.path.lexists(os.path.join(vmc_home, "vmc.tty")):
+            os.unlink(os.path.join(vmc_home, "vmc.tty"))  # a killed run's link to a pty that is gone
+        vmc = subprocess.Popen(vmc_argv(vmc_home), stdin=subprocess.DEVNULL,
+                               stdout=open(os.path.join(vmc_home, "vmc.log"), "a"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
+        helpers.append(vmc)
+        deadline = time.monotonic() + 15
+        while not os.path.exists(os.path.join(vmc_home, "vmc.tty")):
+            if vmc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the simulated VMC did not start; see {vmc_home}/vmc.log")
+            time.sleep(0.1)
         for machine_id, config in configs.items():
             log = open(os.path.join(VAR, "machines", machine_id, "controller.log"), "a")
             # Own sessions: Ctrl-C reaches only the demo, which stops the machines first, then the cloud.
@@ -187,7 +231,9 @@ def main() -> int:
             home = os.path.join(VAR, "machines", machine_id)
             url = open(os.path.join(home, "screen.url")).read().strip() if os.path.exists(
                 os.path.join(home, "screen.url")) else "(not drawn yet)"
-            print(f"{machine_id}  {name}{'  (slot ' + jam + ' is jammed)' if jam else ''}")
+            mdb = "  (an existing machine over MDB: after paying, the simulated customer presses the selection)"
+            print(f"{machine_id}  {name}{'  (slot ' + jam + ' is jammed)' if jam else ''}"
+                  f"{mdb if machine_id == MDB_MACHINE else ''}")
             print(f"  screen:  {home}/screen.png")
             print(f"  QR URL:  {url}")
             print(f"           (it rotates every 5 s; the current one is always in {home}/screen.url)")
@@ -196,7 +242,7 @@ def main() -> int:
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         # Even when started with SIGINT ignored (a background job of a script), Ctrl-C must stop the demo.
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        while cloud.poll() is None and sandbox.poll() is None and all(p.poll() is None for p in procs):
+        while cloud.poll() is None and sandbox.poll() is None and all(p.poll() is None for p in procs + helpers):
             time.sleep(0.5)
         print("a process exited; stopping the demo", file=sys.stderr)
         return 1
@@ -207,7 +253,7 @@ def main() -> int:
         print(f"demo: {e}", file=sys.stderr)
         return 1
     finally:
-        for proc in procs + [cloud, sandbox]:
+        for proc in procs + helpers + [cloud, sandbox]:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
             try:

@@ -28,7 +28,7 @@ from . import __version__
 from .config import Config as ControllerConfig
 from .config import credentials_path, write_credentials
 from .inbox import (Connected, CredentialsFetched, Disconnected, DoorChanged, Drop, HardwareFault, MqttMessage,
-                    ServiceButtonPressed, ServiceRequest, Temperature, Wake)
+                    NoDrop, ServiceButtonPressed, ServiceRequest, Temperature, Wake)
 from .ledger import Ledger
 from .link import Link
 from .screen import Screen
@@ -104,6 +104,9 @@ class Controller:
         if self.hardware is None:
             self.hardware = open_hardware(cfg)
         self.hardware.all_motors_off()
+        if self.hardware.turn_timeout_s is not None:
+            # A backend whose machine reports its own outcome (hw/mdb.py) says how long a vend may take.
+            self.vend = VendStateMachine(self.hardware.turn_timeout_s, self.hardware.turns or cfg.vend.turns)
         self.record("boot", {"firmware": __version__, "slots": list(cfg.hardware.slots)})
         if interrupted is not None:
             log.warning("vend of order %s was interrupted by a restart", interrupted.data["order_id"])
@@ -126,6 +129,7 @@ class Controller:
         """The drivers' threads only put what they saw in the inbox."""
         put, hardware = self.inbox.put, self.hardware
         hardware.drop_sensor.when_drop = lambda t: put(Drop(t))
+        hardware.drop_sensor.when_no_drop = lambda reason, slot_ok, t: put(NoDrop(reason, slot_ok, t))
         hardware.door.when_changed = lambda is_open, t: put(DoorChanged(is_open, t))
         hardware.faults.listener = lambda code, device, what, t: put(HardwareFault(code, device, what))
         if hardware.service_button is not None:
@@ -227,6 +231,11 @@ class Controller:
     def on_drop(self, item: Drop) -> None:
         """A product fell: the vend in progress succeeded, or it is an unexpected drop."""
         self.execute(self.vend.drop_seen(item.t))
+
+    @handle.register
+    def on_no_drop(self, item: NoDrop) -> None:
+        """The machine says nothing fell: the vend in progress failed, for its reason."""
+        self.execute(self.vend.not_dropped(item.t, item.reason, slot_ok=item.slot_ok))
 
     @handle.register
     def on_door(self, item: DoorChanged) -> None:
@@ -424,8 +433,8 @@ class Controller:
         self.execute(actions)
         # Drawn after the motor has started, so the customer at the machine sees it without delaying it.
         item = self.planogram.get(cmd.args["slot"])
-        self.screen.refresh(self.cloud_now(), f"Dropping {item.product if item else 'your product'} from "
-                                              f"{cmd.args['slot']}...")
+        self.screen.refresh(self.cloud_now(), self.hardware.vend_prompt(cmd.args["slot"],
+                                                                        item.product if item else "your product"))
 
     def refusal(self, cmd: Command) -> str:
         """Why this vend command must not run, or '' if it may."""
@@ -445,7 +454,7 @@ class Controller:
             return "busy with another vend"
         if self.hardware.door.is_open:
             return "service door is open"
-        return ""
+        return self.hardware.refusal()
 
     def publish_result(self, result: CommandResult) -> None:
         """Tell the cloud a command's outcome, when online (a redelivered command is answered again)."""
@@ -460,8 +469,9 @@ class Controller:
                     self.record(action.kind, action.data)
                     self.pump()
                 elif isinstance(action, RunMotor):
+                    item = self.planogram.get(action.slot)
                     try:
-                        self.hardware.motors[action.slot].run()
+                        self.hardware.motors[action.slot].vend(item.price if item else None)
                     except HardwareError as e:
                         # A board that refuses or does not answer: no turn, so no drop; the vend's timer
                         # makes it a retry, then a failed vend that is not charged.

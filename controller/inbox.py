@@ -39,6 +39,16 @@ class Drop:
 
 
 @dataclass(frozen=True)
+class NoDrop:
+    """The machine said at monotonic time ``t`` that nothing fell for the vend in progress, and why; ``slot_ok``
+    when that is no fault of the slot's."""
+
+    reason: str
+    slot_ok: bool
+    t: float
+
+
+@dataclass(frozen=True)
 class DoorChanged:
     """The service door opened or closed at monotonic time ``t``."""
 

@@ -156,7 +156,8 @@ class Ledger:
                 "ON CONFLICT(slot) DO UPDATE SET count = excluded.count, flagged = 0", [d["slot"], d["count"]])
         elif event.kind == "vend.succeeded":
             self.db.execute("UPDATE slots SET count = MAX(count - 1, 0) WHERE slot = ?", [d["slot"]])
-        elif event.kind == "vend.failed":
+        elif event.kind == "vend.failed" and d.get("slot_ok") is not True:
+            # slot_ok: a failure that says nothing against the slot (a cancelled cashless session) keeps it selling.
             self.db.execute("UPDATE slots SET flagged = 1 WHERE slot = ?", [d["slot"]])
         if event.kind == "vend.started":
             self.db.execute("INSERT INTO commands VALUES (?, ?, 'started', '')", [d["cmd_id"], event.seq])

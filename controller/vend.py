@@ -85,6 +85,21 @@ class VendStateMachine:
                 "ms": round((now - v.started_at) * 1000)}
         return [StopMotor(v.slot), Record("vend.succeeded", data), Finished(v.cmd_id, v.order_id, "succeeded")]
 
+    def not_dropped(self, now: float, reason: str, *, slot_ok: bool = False) -> list:
+        """The machine says nothing fell (a VMC that reported failure, a cancelled session): fail now, no retry.
+
+        ``slot_ok`` (the customer cancelled, the session timed out) goes into ``vend.failed`` so that the ledger
+        and the cloud leave the slot in service: nothing went wrong with its spiral.
+        """
+        v = self._vend
+        if v is None:
+            return []
+        self._vend = None
+        data = {"order_id": v.order_id, "cmd_id": v.cmd_id, "slot": v.slot, "reason": reason, "turns": v.turn}
+        if slot_ok:
+            data["slot_ok"] = True
+        return [StopMotor(v.slot), Record("vend.failed", data), Finished(v.cmd_id, v.order_id, "failed")]
+
     def timer_fired(self, now: float) -> list:
         v = self._vend
         if v is None or now < v.deadline:

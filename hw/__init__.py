@@ -32,6 +32,7 @@ BACKENDS = {
     "sim": "hw.sim",
     "gpio": "hw.gpio",
     "serial": "hw.serial_board",
+    "mdb": "hw.mdb",
 }
 # Devices any backend can have, each with its own section (``SETTINGS``): the 1-wire thermometer.
 DEVICES = ("hw.w1",)

@@ -45,6 +45,14 @@ class Motor(Device):
         """Start one turn; the drop sensor says whether a product fell."""
         raise NotImplementedError
 
+    def vend(self, price: int | None) -> None:
+        """Start one vend of this slot's product at ``price`` minor units (None: the slot has no price yet).
+
+        A motor turns (``run``) and ignores the price; a cashless device to a machine's own controller
+        (``hw/mdb.py``) offers the price as credit and lets the machine drop the product.
+        """
+        self.run()
+
     def stop(self) -> None:
         """Power off now. Safe to call at any time, from any thread, any number of times."""
         raise NotImplementedError
@@ -63,6 +71,10 @@ class DropSensor(Device):
     """
 
     when_drop: DropListener | None = None
+    # (reason, slot_ok, monotonic time): the machine says for certain that nothing fell for the vend in progress
+    # (a vending machine controller that reported the vend failed); the vend ends at once, without a retry.
+    # ``slot_ok``: the failure says nothing against the slot (the customer cancelled, the session timed out).
+    when_no_drop: Callable[[str, bool, float], None] | None = None
 
     def __init__(self):
         self._dropped = threading.Event()
@@ -73,6 +85,13 @@ class DropSensor(Device):
         listener = self.when_drop
         if listener is not None:
             listener(t)
+
+    def none_dropped(self, reason: str, t: float, *, slot_ok: bool = False) -> None:
+        """Nothing fell and nothing will, for ``reason``; for a backend whose machine reports its outcome.
+        ``slot_ok`` when the reason is no fault of the slot's, which then stays in service."""
+        listener = self.when_no_drop
+        if listener is not None:
+            listener(reason, slot_ok, t)
 
     def wait_for_drop(self, timeout: float) -> bool:
         """Block until a drop or the timeout; for a technician's test, never on the vend path."""
@@ -140,7 +159,15 @@ class Display(Device):
 
 
 class Hardware:
-    """The devices of one machine, owned by the controller's main loop."""
+    """The devices of one machine, owned by the controller's main loop.
+
+    ``turn_timeout_s`` and ``turns``, when a backend sets them, take the place of ``[vend] drop_timeout_s`` and
+    ``turns``: a vend through a machine's own controller waits for a person to press a selection, and is
+    never turned twice.
+    """
+
+    turn_timeout_s: float | None = None
+    turns: int | None = None
 
     def __init__(self, motors: dict[str, Motor], drop_sensor: DropSensor, door: Door, display: Display | None,
                  *, service_button: ServiceButton | None = None, thermometer: Thermometer | None = None,
@@ -163,6 +190,14 @@ class Hardware:
     def inputs(self) -> dict[str, str]:
         """The live state of every input, in words, for the technician's tool."""
         return {"door": "open" if self.door.is_open else "shut"}
+
+    def refusal(self) -> str:
+        """Why no vend can start now ('' when one can): asked before a vend command is taken."""
+        return ""
+
+    def vend_prompt(self, slot: str, product: str) -> str:
+        """What the screen says while the vend of ``product`` from ``slot`` runs."""
+        return f"Dropping {product} from {slot}..."
 
     def all_motors_off(self) -> None:
         """The safe state: every motor output off. Never raises, so it can run in any ``finally``."""

@@ -178,8 +178,8 @@ def _project(conn: sa.Connection, provider: Provider, machine_id: str, fresh: li
             counted.append(inventory.Count(e.seq, e.kind, d["slot"], stock[d["slot"]].product_id, slot[0], d["count"],
                                            d.get("reason", "")))
             slot[0], slot[1] = d["count"], False
-        elif e.kind == "vend.failed" and slot is not None:
-            slot[1] = True
+        elif e.kind == "vend.failed" and slot is not None and d.get("slot_ok") is not True:
+            slot[1] = True  # slot_ok: a cancelled or timed-out cashless session says nothing against the slot
         else:
             continue
         if slot is not None:

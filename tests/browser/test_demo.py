@@ -10,8 +10,10 @@ import time
 
 import pytest
 
+from types import SimpleNamespace
+
 from tests.browser.browsing import shot
-from tests.e2e.harness import free_port
+from tests.e2e.harness import Customer, free_port
 from tests.tools import REPO
 
 ROOT = str(REPO)
@@ -53,7 +55,7 @@ def test_the_demo_prints_the_dashboard_and_qr_urls_that_work(demo, new_page):
     desk.get_by_label("Username").fill(user)
     desk.get_by_label("Password").fill(password)
     desk.get_by_role("button", name="Sign in").click()
-    for name in ("Library, ground floor", "Station concourse", "Gym lobby"):
+    for name in ("Library, ground floor", "Station concourse", "Gym lobby", "Office canteen"):
         assert desk.get_by_text(name).first.is_visible()
     assert desk.locator("svg").first.is_visible(), "the three machines have coordinates: a map"
     shot(desk, "demo-fleet")
@@ -63,3 +65,19 @@ def test_the_demo_prints_the_dashboard_and_qr_urls_that_work(demo, new_page):
         phone.goto(f.read().strip())  # the code on the screen now, as a phone would scan it
     assert phone.get_by_label(re.compile("name", re.I)).first.is_visible(), "a first scan asks to register"
     shot(phone, "demo-register")
+
+
+def test_the_fourth_machine_is_an_existing_one_sold_over_mdb(demo):
+    """demo-4 is a machine's own controller (python -m hw.mdb_sim) with this system as its cashless device: a
+    customer pays with the QR code, the simulated customer presses the selection, the product is paid for."""
+    assert re.search(r"demo-4  Office canteen  \(an existing machine over MDB", demo["out"])
+    home = os.path.join(demo["var"], "machines", "demo-4")
+    customer = Customer(SimpleNamespace(url=demo["url"]), "Demo MDB Customer", "+8613900000123")
+    machine = SimpleNamespace(id="demo-4", url_file=os.path.join(home, "screen.url"))
+    customer.scan(machine)
+    assert customer.register("/m/demo-4").status_code == 303
+    assert customer.topup("20").status_code == 303
+    customer.scan(machine)
+    order_id = customer.buy(machine, "A2").headers["location"].rsplit("/", 1)[1]
+    assert customer.wait_settled(order_id, timeout=40)["status"] == "succeeded"
+    assert customer.balance() == "CN¥16.50"

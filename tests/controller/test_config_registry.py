@@ -10,6 +10,7 @@ import pytest
 import hw
 from controller.config import SCHEMA, ConfigError, parse
 from hw.gpio import GpioSettings
+from hw.mdb import MdbSettings
 from hw.serial_board import SerialSettings
 from hw.settings import Settings, key
 from hw.sim import SimSettings
@@ -22,9 +23,10 @@ def test_each_backends_section_is_the_one_declared_in_its_own_file():
     assert SCHEMA["sim"] == SimSettings.schema()
     assert SCHEMA["gpio"] == GpioSettings.schema()
     assert SCHEMA["serial"] == SerialSettings.schema()
+    assert SCHEMA["mdb"] == MdbSettings.schema()
     assert SCHEMA["thermometer"] == ThermometerSettings.schema()
     assert list(SCHEMA) == ["machine", "cloud", "mqtt", "ledger", "vend", "screen", "hardware", "sim", "gpio",
-                            "serial", "thermometer", "service"]
+                            "serial", "mdb", "thermometer", "service"]
 
 
 def test_sections_are_typed_objects_with_their_defaults():

@@ -125,6 +125,17 @@ def test_restock_sets_count_and_vends_change_the_slot(ledger):
     assert ledger.slot("A2") == (0, False)
 
 
+def test_a_failed_vend_that_says_the_slot_is_fine_keeps_it_selling(ledger):
+    """A cashless session cancelled at the machine (hw/mdb.py) failed before the machine was asked to vend."""
+    add(ledger, "restock", {"slot": "A1", "count": 5})
+    add(ledger, "vend.started", started("c-1"))
+    add(ledger, "vend.failed", {**outcome("vend.failed", "c-1"), "slot_ok": True})
+    assert ledger.slot("A1") == (5, False)
+    add(ledger, "vend.started", started("c-2"))
+    add(ledger, "vend.failed", {**outcome("vend.failed", "c-2"), "slot_ok": 1})  # only JSON true counts
+    assert ledger.slot("A1") == (5, True)
+
+
 def test_vend_succeeded_never_takes_a_count_below_zero(ledger):
     add(ledger, "restock", {"slot": "A1", "count": 0})
     add(ledger, "vend.succeeded", outcome("vend.succeeded"))

@@ -140,3 +140,22 @@ def test_recover_turns_an_interrupted_vend_started_into_vend_unknown():
                                                "started_seq": 7})]
     # No motor is touched when recovering.
     assert not any(isinstance(a, (RunMotor, StopMotor)) for a in actions)
+
+
+def test_a_machine_that_says_nothing_dropped_fails_the_vend_at_once_without_a_retry():
+    sm = VendStateMachine(drop_timeout_s=3.0, turns=2)
+    sm.start("c1", "o1", "A2", now=0.0)
+    actions = sm.not_dropped(1.0, "the machine reported that the vend failed (c,VEND,FAIL)")
+    assert actions == [StopMotor("A2"),
+                       Record("vend.failed", {"order_id": "o1", "cmd_id": "c1", "slot": "A2", "turns": 1,
+                                              "reason": "the machine reported that the vend failed (c,VEND,FAIL)"}),
+                       Finished("c1", "o1", "failed")]
+    assert not sm.busy and sm.timer_fired(10.0) == []
+    assert sm.not_dropped(11.0, "late") == []  # no vend in progress: nothing to fail
+
+
+def test_a_failure_that_says_nothing_against_the_slot_says_so_in_the_ledger():
+    sm = VendStateMachine(drop_timeout_s=3.0, turns=1)
+    sm.start("c1", "o1", "A2", now=0.0)
+    _, record, _ = sm.not_dropped(1.0, "the session was cancelled at the machine", slot_ok=True)
+    assert record.data["slot_ok"] is True and record.data["reason"] == "the session was cancelled at the machine"

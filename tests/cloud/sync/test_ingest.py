@@ -187,6 +187,23 @@ def test_vend_failed_voids_and_flags_the_slot(world):
     assert count(engine, sales) == 0
 
 
+def test_a_vend_failed_that_says_the_slot_is_fine_voids_and_keeps_it_selling(world):
+    """A cashless session the customer cancelled at the machine (hw/mdb.py): voided, the slot not flagged; a
+    slot_ok that is not the JSON true is not taken for one."""
+    engine, customer, order = world
+    chain = Chain()
+    vend_events(chain, order, "vend.failed", slot_ok=True)
+    store(engine, chain.batch(1))
+    assert order_of(engine, order.id).status == "failed"
+    assert order_txns(engine, order.id) == ["authorise", "void"]
+    with engine.connect() as conn:
+        assert slot_row(conn, MACHINE, "A1").flagged is False
+    chain.add("vend.failed", order_id=order.id, slot="A1", reason="x", slot_ok="yes")
+    store(engine, chain.batch(1))
+    with engine.connect() as conn:
+        assert slot_row(conn, MACHINE, "A1").flagged is True
+
+
 @pytest.mark.parametrize("kind,status", [("vend.unknown", "unknown"), ("command.rejected", "rejected")])
 def test_vend_unknown_and_command_rejected_void(world, kind, status):
     engine, customer, order = world
