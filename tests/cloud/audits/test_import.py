@@ -138,6 +138,7 @@ def test_the_real_files_import_as_baselines_and_a_later_read_of_the_jofemar_as_a
     (lambda d: d[:2000], "truncated"),
     (lambda d: b"\x00\x01garbage" * 100, "not_dex"),
     (lambda d: d.replace(b"PA2*23*8740", b"PA2*2X*8740"), "crc"),
+    (lambda d: d.replace(b"PA2*23*8740", b"PA2*2X*8740").replace(b"G85*F66D\n", b""), "fields"),
 ])
 def test_bad_files_are_refused_whole(engine, mangle, code):
     with engine.begin() as conn:
