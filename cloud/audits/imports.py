@@ -6,7 +6,7 @@ Rules, in the order an import applies them (all in the caller's one transaction:
 2. A file that is not clean is refused whole, with the reason: not DEX, a G85 CRC that does not match, a
    transaction set cut short (ST without SE), a field that does not parse, no VA1 totals. ``vendctl dex
    show`` shows what is wrong with it.
-3. The machine: the one named, or the one whose earlier audits carry the same ID101 serial. A serial the
+3. The machine: never one that reports through its own ledger (its sales would count twice). The one named, or the one whose earlier audits carry the same ID101 serial. A serial the
    fleet has never seen is refused unless the importer asks for a new machine (a legacy machine, known
    only from its audits): a typo, another operator's file or a board swapped in without a word must not
    quietly create a machine with sales.
@@ -186,6 +186,10 @@ def import_audit(conn: sa.Connection, data: bytes, filename: str, now: datetime,
     _check_clean(audit)
     serial = audit.identity.serial or audit.identity.board_serial
     machine_id = _which_machine(conn, audit, serial, machine_id, new_machine, now)
+    if conn.execute(sa.select(machines.c.cloud_head + machines.c.ledger_base).where(machines.c.id == machine_id)
+                    ).scalar():
+        raise AuditError("has_ledger", f"machine {machine_id} reports its sales through its own ledger: its audit's "
+                         "sales would be counted twice, so audits are imported only for machines without one", 409)
     if conn.dialect.name == "postgresql":  # one import per machine at a time: the seqs and the order below
         conn.execute(sa.select(machines.c.id).where(machines.c.id == machine_id).with_for_update())
     currency = (currency or audit.currency or _machine_currency(conn, machine_id) or "").upper()
@@ -208,7 +212,6 @@ def import_audit(conn: sa.Connection, data: bytes, filename: str, now: datetime,
     board = audit.identity.board_serial.strip("0")
     if prev is None:
         kind, sold = BASELINE, {}
-        notes.append("the machine's first read: its baseline, no sales")
     elif (audit.identity.serial and prev.serial and audit.identity.serial != prev.serial) or \
             (board and prev.board and board != prev.board):
         kind, sold = BOARD_SWAP, {}

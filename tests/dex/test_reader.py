@@ -5,26 +5,11 @@ The expected figures were read off the files by eye; each comment names the line
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 import dex
 from dex.crc import crc16, g85
-
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "dex")
-if not os.path.isdir(SHARED):  # a worktree beside main, or CI's clone beside shared/
-    SHARED = "/work/shared/dex"
-
-
-def path(name: str) -> str:
-    return os.path.join(SHARED, name)
-
-
-def raw(name: str) -> bytes:
-    with open(path(name), "rb") as f:
-        return f.read()
-
+from tests.dex.files import path, raw
 
 def test_crc16_is_the_arc_variant():
     assert crc16(b"123456789") == 0xBB3D  # the published check value of CRC-16/ARC

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 import cloud.app
 import cloud.cli
 from tests.cloud_fixtures import ThroughTestClient, db_url, fast_hashes, idle_cloud  # noqa: F401
-from tests.dex.test_reader import path, raw
+from tests.dex.files import path, raw
 
 BOOT = "bootstrap-token-for-audit-tests"
 ADMIN = {"Authorization": f"Bearer {BOOT}"}

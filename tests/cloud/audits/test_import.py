@@ -15,7 +15,7 @@ from cloud.sales import records, reports
 from dex.writer import SlotInfo, write
 from protocol.messages import Event, GENESIS_HASH
 from tests.cloud_fixtures import add_machine, engine, db_url, slot_spec  # noqa: F401
-from tests.dex.test_reader import raw
+from tests.dex.files import jofemar_next_day, raw
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
 NOW = datetime(2026, 11, 5, 12, 0, tzinfo=timezone.utc)  # when the files are imported
@@ -114,21 +114,10 @@ def test_an_unknown_machine_is_refused_unless_asked_for(engine):
 
 
 def test_the_real_files_import_as_baselines_and_a_later_read_of_the_jofemar_as_a_delta(engine):
-    later = raw("jofemar-sample.dex").decode()
-    # The same machine a day later: two more colas from selection 12 (one cash, one cashless), new CRC.
-    for a, b in (("ID5*20240415*150421", "ID5*20240416*090000"), ("VA1*143500*423", "VA1*144260*425"),
-                 ("CA2*128250*382", "CA2*128630*383"), ("DA2*15250*41", "DA2*15630*42"),
-                 ("PA2*23*8740*23*8740", "PA2*25*9500*25*9500"), ("PA7*12*CA*0*380*22*8360", "PA7*12*CA*0*380*23*8740"),
-                 ("PA7*12*DA*0*380*1*380", "PA7*12*DA*0*380*2*760")):
-        assert a in later
-        later = later.replace(a, b)
-    lines = later.split("\n")
-    from dex.crc import g85
-    lines[143] = "G85*" + g85(lines[1:143])
     with engine.begin() as conn:
         for name in ("animo-optime.dex", "jofemar-sample.dex"):
             assert import_audit(conn, raw(name), name, NOW, new_machine=True).audit["kind"] == "baseline"
-        r = import_audit(conn, "\n".join(lines).encode(), "jofemar-2.dex", NOW).audit
+        r = import_audit(conn, jofemar_next_day(), "jofemar-2.dex", NOW).audit
         assert (r["kind"], r["sold_count"], r["sold_value"]) == ("delta", 2, 760)
         assert sorted(x.order_id.rsplit(":", 1)[1] for x in audit_sales(conn, "dex-jof")) == ["CA", "DA"]
 
@@ -154,3 +143,12 @@ def test_the_cut_short_sielaff_is_refused_with_the_reason(engine):
     with engine.begin() as conn:
         with pytest.raises(AuditError, match="cut short"):
             import_audit(conn, raw("sielaff-siline.dex"), "sielaff.dex", NOW, new_machine=True)
+
+
+def test_a_machine_with_its_own_ledger_is_not_counted_twice(engine):
+    with engine.begin() as conn:
+        add_machine(conn)
+        conn.execute(machines.machines.update().where(machines.machines.c.id == "m-1").values(cloud_head=12))
+        with pytest.raises(AuditError, match="reports its sales through its own ledger") as e:
+            import_audit(conn, dex_file(["A1"], T0), "r1.dex", NOW, machine_id="m-1")
+    assert e.value.status == 409
