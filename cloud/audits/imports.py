@@ -36,6 +36,7 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 
 import dex
+from protocol.messages import format_time
 from cloud.core.db import UTCDateTime, metadata
 from cloud.core.money import EXPONENT
 from cloud.fleet import machines as fleet
@@ -121,7 +122,10 @@ def _counters(audit: dex.Audit, scale: int) -> dict:
         return None if c is None or c.count_init is None else [c.count_init, (c.value_init or 0) * scale]
     products = {}
     for p in audit.products:
-        lines = {x.device: pair(x.sold) for x in p.by_payment if pair(x.sold)}
+        lines: dict[str, list[int]] = {}
+        for x in p.by_payment:  # one line per device and price list (PA703): a device's lines add up
+            if pair(x.sold):
+                lines[x.device] = [a + b for a, b in zip(lines.get(x.device, [0, 0]), pair(x.sold))]
         products[p.selection] = lines or ({"?": pair(p.sold)} if pair(p.sold) else {})
     return {"paid": pair(audit.paid), "devices": {k: v for k, v in (("CA", pair(audit.cash)),
                                                                     ("DA", pair(audit.cashless)),
@@ -239,7 +243,7 @@ def import_audit(conn: sa.Connection, data: bytes, filename: str, now: datetime,
         sold_count=units, sold_value=sum(v for _, v in sold.values()), counters=json.dumps(counters),
         content=data.decode("latin-1"))).inserted_primary_key[0]
     if sold:
-        _write_sales(conn, machine_id, audit_id, sold, currency, (read_at or now).isoformat())
+        _write_sales(conn, machine_id, audit_id, sold, currency, format_time(read_at or now))
     return Imported(audit_of(conn, audit_id), True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
@@ -17,6 +18,15 @@ router = APIRouter(prefix="/api/v1", tags=["audits"])
 def store(cloud, caller: people.Caller, data: bytes, filename: str, machine: str | None, new_machine: bool,
           currency: str | None) -> dict:
     """Import in one transaction with its audit-trail row; an AuditError rolls all of it back."""
+    try:
+        return _store(cloud, caller, data, filename, machine, new_machine, currency)
+    except sa.exc.IntegrityError:
+        # The same file (or a new machine of the same id) imported by another request at the same moment:
+        # that one won, and this second try finds its audit.
+        return _store(cloud, caller, data, filename, machine, new_machine, currency)
+
+
+def _store(cloud, caller, data, filename, machine, new_machine, currency) -> dict:
     now = utcnow()
     with cloud.engine.begin() as conn:
         result = import_audit(conn, data, filename, now, machine_id=machine, new_machine=new_machine,

@@ -11,6 +11,7 @@ import cloud.app
 import cloud.cli
 from tests.cloud_fixtures import ThroughTestClient, db_url, fast_hashes, idle_cloud  # noqa: F401
 from tests.dex.files import path, raw
+from tests.dex.test_writer import ledger_with_a_day
 
 BOOT = "bootstrap-token-for-audit-tests"
 ADMIN = {"Authorization": f"Bearer {BOOT}"}
@@ -90,3 +91,14 @@ def test_vendctl_dex_import(vendctl, tmp_path):
     assert code == 0 and "already imported: nothing changed" in out
     code, out, err = vendctl("dex", "import", "--new-machine", path("sielaff-siline.dex"))
     assert code == 1 and "truncated" in err and "cut short" in err
+
+
+def test_vendctl_dex_write_makes_an_audit_of_a_ledger_file(tmp_path, capsys):
+    ledger_with_a_day(tmp_path / "ledger.db").close()
+    out = tmp_path / "m-7.dex"
+    assert cloud.cli.main(["dex", "write", "--ledger", str(tmp_path / "ledger.db"), "--machine", "m-7",
+                           "--out", str(out)]) == 0
+    assert cloud.cli.main(["dex", "show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "matched" in shown and "paid vends (VA1): 5 for €11.10 since initialisation" in shown
+    assert cloud.cli.main(["dex", "write", "--ledger", str(tmp_path / "none.db"), "--machine", "m-7"]) == 1
