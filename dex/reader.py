@@ -64,6 +64,8 @@ def read(data: bytes, name: str = "") -> Audit:
     where = name or "the file"
     if len(data) > MAX_BYTES:
         raise DexError(f"{where}: {len(data):,} bytes is too big for a DEX audit (at most {MAX_BYTES:,})")
+    # A DOS-era link or a memory dump may end the file with Ctrl-Z (0x1A) or NUL padding: not content.
+    data = data.rstrip(b"\x1a\x00")
     if not data.strip():
         raise DexError(f"{where}: the file is empty")
     binary = next((i for i, b in enumerate(data) if b < 32 and b not in (9, 10, 13)), None)

@@ -97,6 +97,11 @@ def test_crlf_trailing_spaces_and_caret_separators_read_the_same():
         assert a.product("29").sold.value_init == 16770
 
 
+def test_a_ctrl_z_or_nul_padding_at_the_end_is_not_content():
+    a = dex.read(raw("jofemar-sample.dex") + b"\x1a" + b"\x00" * 64)
+    assert a.crc == "matched" and a.problems == [] and a.paid.count_init == 423
+
+
 def test_no_envelope_at_all_is_read_and_said():
     text = "\n".join(l for l in raw("jofemar-sample.dex").decode().split("\n")
                      if not l.startswith(("DXS", "ST*", "SE*", "DXE", "G85")))
