@@ -40,6 +40,10 @@ def test_a_manager_imports_a_legacy_machine_s_reads(cloud, desk, tmp_path):
     # The legacy machine is in the fleet, and its two sales in the sales API.
     desk.goto(cloud.url + "/staff")
     assert "dex-jof" in desk.locator("table.fleet").inner_text()
+    desk.get_by_role("link", name="DEX JOF").click()
+    desk.get_by_role("link", name="DEX audits of this machine").click()
+    desk.wait_for_load_state()
+    assert desk.locator("tbody tr").count() == 2 and desk.get_by_label("Machine (leave").input_value() == "dex-jof"
     sales = cloud.api("GET", "/api/v1/sales?machine=dex-jof")
     assert sales["totals"] == [{"currency": "EUR", "count": 2, "amount": 760}]
     assert {s["source"] for s in sales["sales"]} == {"audit"}
