@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from cloud.audits import cli as dex_cli
 from cloud.core.client import CliError, Client, duration, hide_secrets, money, print_broker, table
 from cloud.finance import cli as finance_cli
 from cloud.fleet import cli as fleetcli
@@ -56,9 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     reportcli.add_parsers(sub)
     add_payments_parsers(sub)
     hwtool.add_parser(sub)
+    dex_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     if args.command == "hw":
         return hwtool.main(args)
+    if args.command == "dex" and args.action in dex_cli.LOCAL:
+        return dex_cli.run_local(args)
 
     try:
         client = Client.from_env()
@@ -72,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             finance_cli.run(args, client, CliError, table)
         elif args.command in reportcli.COMMANDS:
             reportcli.run(args, client, CliError)
+        elif args.command == "dex":
+            dex_cli.run(args, client, CliError)
         elif args.command in PAYMENTS_COMMANDS:
             payments_command(args, client)
         elif args.command == "machines" and args.action == "add":

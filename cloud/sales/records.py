@@ -26,6 +26,11 @@ sales = sa.Table(
     sqlite_with_rowid=False,
 )
 
+# Sales read off a machine's EVA-DTS audit (cloud/audits/imports.py), not its ledger: their order id is
+# "audit:{audit id}:{selection}:{payment device}" and their seq is negative. They took money no provider of
+# ours captured (coins, another cashless system), so reconciliation leaves them out.
+AUDIT_PREFIX = "audit:"
+
 SALE_COLUMNS = ("machine_id", "seq", "ts", "order_id", "slot", "product_id", "amount", "currency")
 INCIDENT_COLUMNS = SALE_COLUMNS + ("incident",)  # what ingest writes; the reports read SALE_COLUMNS' first eight
 
@@ -39,5 +44,6 @@ def recent(conn: sa.Connection, machine: str | None, limit: int) -> dict:
     rows = conn.execute(q).all()
     sums = conn.execute(totals).all()
     return {"sales": [{"machine_id": r.machine_id, "seq": r.seq, "ts": r.ts, "order_id": r.order_id,
-                       "slot": r.slot, "amount": r.amount, "currency": r.currency, "incident": r.incident} for r in rows],
+                       "slot": r.slot, "amount": r.amount, "currency": r.currency, "incident": r.incident,
+                       "source": "audit" if r.order_id.startswith(AUDIT_PREFIX) else "ledger"} for r in rows],
             "totals": [{"currency": c, "count": n, "amount": int(a)} for c, n, a in sums]}
