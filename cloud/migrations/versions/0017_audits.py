@@ -1,7 +1,7 @@
 """audits: EVA-DTS (DEX) files imported per machine, each read compared with the one before it
 
 Revision ID: 0017
-Revises: 0012
+Revises: 0019
 """
 
 from alembic import op
@@ -11,7 +11,7 @@ from cloud.core.db import UTCDateTime
 
 
 revision = '0017'
-down_revision = '0012'
+down_revision = '0019'
 branch_labels = None
 depends_on = None
 
