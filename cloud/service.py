@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 DRAIN_MAX = 256  # messages applied in one transaction at most
 RESEND_DEBOUNCE_S = 2.0
+LATE_CHARGE_CHECK_S = 10.0  # how often the sweeper looks for late drops whose fresh charge was taken
 PARK_S = 2.0  # how long a batch that arrived before its predecessor waits with no progress on that machine
 PARK_MAX_S = 30.0
 PARK_RETRY_S = 0.05
@@ -430,10 +431,14 @@ class Cloud:
 
     def _sweep_loop(self) -> None:
         broker_stale = False
+        next_late_check = 0.0
         while not self._stop.wait(1.0):
             try:
                 with self.engine.begin() as conn:
                     orders.expire_due(conn, self.provider, utcnow(), self.settings.expiry_grace_s)
+                    if time.monotonic() >= next_late_check:  # fresh charges of late drops, taken since
+                        orders.settle_late_charges(conn, self.provider, utcnow())
+                        next_late_check = time.monotonic() + LATE_CHARGE_CHECK_S
                     ended = machines.expire_rotations(conn, utcnow())
                     reports.fold(conn)
                 self.book_stock()

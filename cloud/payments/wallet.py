@@ -91,15 +91,23 @@ class Wallet(Provider):
         if conn.execute(sa.select(txns.c.id).where(txns.c.key == full_key)).first() is None:
             if conn.execute(sa.select(declines.c.key).where(declines.c.order_id == order.id)).first():
                 raise PaymentError(f"order {order.id} was declined already (under another key)")
-            available = balance(conn, wallet)
-            if available < order.amount:
-                reason = f"not enough in the wallet ({available} < {order.amount})"
-                conn.execute(declines.insert().values(key=full_key, order_id=order.id, customer_id=order.customer_id,
-                                                      amount=order.amount, currency=order.currency, reason=reason,
-                                                      created_at=now))
-                return Outcome(False, reason)
+            short = self._decline_if_short(conn, wallet, order, full_key, now)
+            if short is not None:
+                return short
         created = post(conn, full_key, "authorise", legs, now, order.id)
         return Outcome(True, created=created, amount=order.amount)
+
+    def _decline_if_short(self, conn, wallet: int, order: Payable, key: str, now: datetime) -> Outcome | None:
+        """A decline, kept under ``key`` so the same key answers the same, when the wallet holds less than the
+        order's amount; None when it holds enough."""
+        available = balance(conn, wallet)
+        if available >= order.amount:
+            return None
+        reason = f"not enough in the wallet ({available} < {order.amount})"
+        conn.execute(declines.insert().values(key=key, order_id=order.id, customer_id=order.customer_id,
+                                              amount=order.amount, currency=order.currency, reason=reason,
+                                              created_at=now))
+        return Outcome(False, reason)
 
     def _held(self, conn, order: Payable, what: str) -> None:
         """Refuse to capture or void what was never held, or held for another amount."""
@@ -152,13 +160,9 @@ class Wallet(Provider):
         wallet, hold = self._accounts(conn, order.customer_id, order.currency)
         if conn.dialect.name == "postgresql":
             conn.execute(sa.select(accounts.c.id).where(accounts.c.id == wallet).with_for_update())
-        available = balance(conn, wallet)
-        if available < order.amount:
-            reason = f"not enough in the wallet ({available} < {order.amount})"
-            conn.execute(declines.insert().values(key=decline_key, order_id=order.id, customer_id=order.customer_id,
-                                                  amount=order.amount, currency=order.currency, reason=reason,
-                                                  created_at=now))
-            return Outcome(False, reason)
+        short = self._decline_if_short(conn, wallet, order, decline_key, now)
+        if short is not None:
+            return short
         revenue = account(conn, "revenue", 0, order.currency)
         post(conn, auth_key, "authorise", [(wallet, -order.amount), (hold, order.amount)], now, order.id)
         post(conn, capture_key, "capture", [(hold, -order.amount), (revenue, order.amount)], now, order.id)

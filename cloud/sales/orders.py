@@ -29,6 +29,8 @@ from cloud import people
 from cloud.core.db import UTCDateTime, metadata
 from cloud.payments import Outcome, PaymentError, Provider
 from cloud.payments.mandates import MandateMissing
+from cloud.sales import reports
+from cloud.sales.records import sales
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +300,39 @@ def _charge_dropped(conn: sa.Connection, provider: Provider, machine_id: str, or
     log.error("order %s: product dropped on machine %s after the order was closed, not charged: %s", order.id,
               machine_id, why)
     return Sold(order, 0, DROPPED_UNPAID)
+
+
+LATE_CHARGE_WATCH = timedelta(days=2)  # how long a dropped, unpaid order is watched for its fresh charge
+
+
+def settle_late_charges(conn: sa.Connection, provider: Provider, now: datetime, limit: int = 200) -> int:
+    """Orders left ``dropped_unpaid`` while their fresh charge was on its way (an external platform answers
+    later): those whose provider has now taken the money become ``dropped_charged``, and their sale gets
+    its amount; return how many."""
+    rows = conn.execute(sa.select(orders).where(orders.c.status == DROPPED_UNPAID,
+                                                orders.c.updated_at >= now - LATE_CHARGE_WATCH)
+                        .order_by(orders.c.updated_at).limit(limit)).all()
+    moved = 0
+    for order in rows:
+        try:
+            taken = provider.refunded(conn, order)[0]
+        except PaymentError:
+            continue  # a provider this cloud no longer knows: the order stays for a person
+        if taken < order.amount:
+            continue
+        if move(conn, order.id, order.machine_id, (DROPPED_UNPAID,), DROPPED_CHARGED, now,
+                "dropped after the order was closed; charged afresh") is None:
+            continue
+        sale = conn.execute(sa.select(sales).where(sales.c.order_id == order.id, sales.c.incident == DROPPED_UNPAID)
+                            .limit(1)).first()
+        if sale is not None:
+            conn.execute(sales.update().where(sales.c.machine_id == sale.machine_id, sales.c.seq == sale.seq)
+                         .values(amount=order.amount, incident=DROPPED_CHARGED))
+            reports.add_amount(conn, sale.machine_id, sale.ts, sale.product_id, order.currency, order.amount)
+        log.warning("order %s: the fresh charge of %d %s for its late drop was taken", order.id, order.amount,
+                    order.currency)
+        moved += 1
+    return moved
 
 
 def expire_due(conn: sa.Connection, provider: Provider, now: datetime, grace_s: float) -> int:

@@ -137,6 +137,17 @@ def project(conn: sa.Connection, sale_rows: list[tuple]) -> None:
                          f"({mark}, {mark}, {mark}, {mark})", [k + tuple(v) for k, v in sorted(fleet.items())])
 
 
+def add_amount(conn: sa.Connection, machine_id: str, ts: str, product_id: int | None, currency: str,
+               amount: int) -> None:
+    """Add ``amount`` to a sale already counted in the rollups (a late drop charged afresh after its sale was
+    stored at 0): the same cells, no new sale."""
+    machine, fleet = rollup_rows([(machine_id, ts, product_id, amount, currency)])
+    conn.exec_driver_sql(_upsert_sql(conn), [k + (0, v[1]) for k, v in sorted(machine.items())])
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    conn.exec_driver_sql(f"INSERT INTO sales_fleet_pending (hour, currency, count, amount) VALUES "
+                         f"({mark}, {mark}, {mark}, {mark})", [k + (0, v[1]) for k, v in sorted(fleet.items())])
+
+
 def _add_fleet(conn: sa.Connection, fleet: dict) -> None:
     if not fleet:
         return

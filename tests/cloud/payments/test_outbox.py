@@ -265,3 +265,55 @@ def test_a_key_file_others_may_read_stops_the_cloud_naming_the_file(tmp_path):
     os.chmod(tmp_path / "empty.pem", 0o600)
     with pytest.raises(SystemExit, match="empty"):
         read_secret_bytes("--alipay-key-file", str(tmp_path / "empty.pem"))
+
+
+class Charging(Scripted):
+    can_charge = True  # like a saved card or an agreement: a late drop may be charged afresh
+
+
+def test_a_late_drops_fresh_charge_taken_later_makes_the_order_charged_and_its_sale_paid(engine):
+    # Found by the Stripe work: a late drop's charge answered by the platform later left the order
+    # dropped_unpaid, with its sale at 0, although the money had been taken.
+    from cloud.sales import orders, reports
+    from cloud.sales.records import sales
+    from cloud.sync import ingest
+    from tests.cloud_fixtures import MACHINE, Chain, add_customer, add_machine
+
+    p = Charging()
+    with engine.begin() as conn:
+        add_machine(conn)
+        customer = add_customer(conn, method="sandbox", topup=0)
+        order, _ = orders.place(conn, p, customer, MACHINE, "A1", "key-late-1", NOW, 30.0)
+    deliver(engine, p)  # the hold is confirmed...
+    later = NOW + timedelta(minutes=5)
+    with engine.begin() as conn:
+        orders.confirm(conn, order.id, True, "", NOW, 30.0)
+        assert orders.expire_due(conn, p, later, 10.0) == 1  # ...but the machine never answered in time
+    deliver(engine, p, later)
+    chain = Chain()  # and then it vended anyway
+    chain.add("vend.started", order_id=order.id, cmd_id=order.cmd_id, slot="A1")
+    chain.add("vend.succeeded", order_id=order.id, slot="A1", turns=1)
+    with engine.begin() as conn:
+        ingest.store_batch(conn, p, MACHINE, chain.batch(1), later)
+        assert orders.get(conn, order.id).status == "dropped_unpaid"
+        assert orders.settle_late_charges(conn, p, later) == 0  # the charge is on its way
+    before = reports_total(engine)
+    deliver(engine, p, later)
+    with engine.begin() as conn:
+        assert orders.settle_late_charges(conn, p, later) == 1
+        assert orders.settle_late_charges(conn, p, later) == 0
+        assert orders.get(conn, order.id).status == "dropped_charged"
+        sale = conn.execute(sa.select(sales).where(sales.c.order_id == order.id)).one()
+        assert (sale.amount, sale.incident) == (order.amount, "dropped_charged")
+        reports.fold(conn)
+    assert reports_total(engine) == (before[0], before[1] + order.amount)  # same sale, now paid
+
+
+def reports_total(engine):
+    from cloud.sales.reports import sales_rollup
+
+    with engine.begin() as conn:
+        row = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(sales_rollup.c.count), 0),
+                                     sa.func.coalesce(sa.func.sum(sales_rollup.c.amount), 0))
+                           .where(sales_rollup.c.span == 1)).one()
+    return int(row[0]), int(row[1])
