@@ -70,11 +70,19 @@ class Card(Outbox):
                 f"{self.public_url}{SAVED_PATH}?session_id={{CHECKOUT_SESSION_ID}}", return_url or self.public_url,
                 customer_id)
         except Unreachable as e:
+            # Registration goes on; the card is not saved yet, so their first purchase asks them to save it.
             log.warning("stripe: could not start saving a card for customer %d: %s", customer_id, e)
-            raise PaymentError("Stripe cannot be reached just now; try again in a minute") from None
+            mandates.start(conn, customer_id, NAME, now, {"customer": customer} if customer else None)
+            return None
         mandates.start(conn, customer_id, NAME, now, {"customer": customer, "session": session,
-                                                      "next": return_url or "/"})
+                                                      "next": self.local(return_url)})
         return url
+
+    def local(self, url: str) -> str:
+        """The path of an address on this cloud (where the customer goes after saving a card)."""
+        if url.startswith(self.public_url + "/"):
+            return url[len(self.public_url):]
+        return url if url.startswith("/") else "/"
 
     def mandate_of(self, conn: sa.Connection, customer_id: int) -> mandates.Mandate | None:
         return mandates.get(conn, customer_id, NAME)
