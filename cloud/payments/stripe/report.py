@@ -22,7 +22,7 @@ from cloud.payments.statement import StatementLine, StatementRefused
 NEEDED = ("balance_transaction_id", "created_utc", "currency", "gross", "fee", "net", "reporting_category")
 KINDS = {"charge": "capture", "refund": "refund", "fee": "fee"}
 DESCRIPTION_RE = re.compile(r"vend order ([A-Za-z0-9_-]{1,64})")
-MAX_BYTES = 50 * 1024 * 1024
+MAX_BYTES = 20 * 1024 * 1024  # as the statement route takes
 
 
 def minor(text: str, currency: str, column: str, row: int) -> int:
