@@ -546,6 +546,14 @@ class Handler(BaseHTTPRequestHandler):
                 return self._redirect(to) if to else self._page(PAGE.format(title="Done", body=""))
             if url.path == "/fake/report.csv":
                 return self._send(200, fake.report(), "text/csv; charset=utf-8")
+            if url.path == "/fake/objects":  # what the fake holds, for a test in another process
+                kind = dict(urllib.parse.parse_qsl(url.query)).get("object", "")
+                with fake.lock:
+                    found = [o for o in fake.objects.values() if not kind or o["object"] == kind]
+                    return self._send(200, json.dumps(found).encode(), "application/json")
+            if url.path == "/fake/requests":
+                with fake.lock:
+                    return self._send(200, json.dumps(fake.requests).encode(), "application/json")
             if url.path == "/fake/detach" and method == "POST":
                 fake.detach(dict(urllib.parse.parse_qsl(self._body()))["payment_method"])
                 return self._send(200, b"{}", "application/json")

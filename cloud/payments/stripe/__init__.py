@@ -110,9 +110,9 @@ def event_of(n: notices.Notice) -> webhook.Event:
                                                                                           "declined by the bank"))
     if n.type == "setup_intent.succeeded" and n.customer_id.isdigit() and n.customer and n.payment_method:
         m = Mandate(n.customer, n.payment_method)
+        # No "detail": the mandate keeps what enrol recorded (the Stripe customer, where to go back to).
         return webhook.Event(n.id, "mandate.activated", "", 0, "", "", {
-            "customer_id": int(n.customer_id), "reference": m.reference,
-            "detail": {"customer": m.customer, "payment_method": m.payment_method, "setup_intent": n.intent}})
+            "customer_id": int(n.customer_id), "reference": m.reference})
     if n.type == "payment_method.detached" and n.customer and n.payment_method:
         return webhook.Event(n.id, "mandate.revoked", "", 0, "", "", {
             "reference": Mandate(n.customer, n.payment_method).reference})

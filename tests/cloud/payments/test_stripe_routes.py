@@ -146,14 +146,16 @@ def test_an_abandoned_checkout_saves_nothing_and_the_purchase_asks_to_set_up_aga
 
 def test_the_card_saved_webhook_makes_the_mandate_once(client, cloud_obj, fake):
     with cloud_obj.engine.begin() as conn:
-        url = card(cloud_obj).enrol(conn, 1, "http://testserver/", utcnow())
-    checkout(client, fake, url)  # the phone never comes back: the webhook says it
+        url = card(cloud_obj).enrol(conn, 1, "http://testserver/m/m-1", utcnow())
+    back = checkout(client, fake, url)  # the webhook comes before the phone does
     event = next(e for e in fake.events if e["type"] == "setup_intent.succeeded")
     r = hook(client, event)
     assert r.status_code == 200 and r.json()["did"] == "mandate activated"
     with cloud_obj.engine.connect() as conn:
         assert mandates.active(conn, 1, "stripe").reference.endswith("/" + event["data"]["object"]["payment_method"])
     assert hook(client, event).json()["duplicate"] is True
+    r = client.get(back.replace("http://testserver", ""))  # the phone, late: still back to the machine
+    assert (r.status_code, r.headers["location"]) == (303, "/m/m-1")
     for other in ("checkout.session.completed", "payment_method.attached"):
         ev = next(e for e in fake.events if e["type"] == other)
         assert hook(client, ev).json()["did"] == f"{other}: nothing to do"
