@@ -4,77 +4,30 @@ Stripe keys in 0600 files, the broker and a `vend-controller` on a simulated mac
 Checkout, a purchase held and captured on the drop, a jam cancelled, a purchase the bank wants
 authenticated, a refund through vendctl and Stripe's balance report reconciled through vendctl."""
 
+import html
 import itertools
 import os
+import re
 import subprocess
 import sys
 import time
 
 import httpx
 import pytest
-from tests.e2e.harness import Cloud, Customer, Machine, Proc, free_port, tail, wait_until
+from tests.e2e.harness import Customer, Machine, wait_until
+from tests.e2e.stripe_harness import stripe_cloud
 
-API_KEY = "sk_test_e2e_0123456789abcdef"
-WEBHOOK_SECRET = "whsec_e2e_0123456789abcdef"
-HOOK = "/api/v1/payments/webhook/stripe"
 _phones = itertools.count(13700000001)
-
-
-class StripeProcess:
-    """tests/fakes/stripe.py as its own process."""
-
-    def __init__(self, workdir: str, webhook_url: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = Proc([sys.executable, "-m", "tests.fakes.stripe", "--port", str(self.port), "--api-key", API_KEY,
-                          "--webhook-url", webhook_url, "--webhook-secret", WEBHOOK_SECRET],
-                         os.path.join(workdir, f"stripe-{self.port}.log"))
-
-    def start(self) -> None:
-        self.proc.start()
-
-        def up():
-            if not self.proc.alive():
-                raise AssertionError(f"the Stripe fake exited:\n{tail(self.proc.log_path)}")
-            try:
-                return httpx.get(self.url + "/fake/objects", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(up, 30, "the Stripe fake to answer")
-
-    def stop(self) -> None:
-        self.proc.stop()
-
-    def objects(self, kind: str) -> list[dict]:
-        return httpx.get(f"{self.url}/fake/objects", params={"object": kind}, timeout=10).json()
-
-    def intent_of(self, order_id: str) -> dict:
-        found = [pi for pi in self.objects("payment_intent") if pi["metadata"].get("order_id") == order_id]
-        assert len(found) == 1, found
-        return found[0]
 
 
 @pytest.fixture(scope="module")
 def cloud(database, broker, tmp_path_factory):
     """The cloud with Stripe configured (this module's own, in place of conftest's)."""
-    work = str(tmp_path_factory.mktemp("cloud"))
-    files = {}
-    for name, text in (("stripe.key", API_KEY), ("stripe.whsec", WEBHOOK_SECRET)):
-        files[name] = os.path.join(work, name)
-        fd = os.open(files[name], os.O_WRONLY | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-    c = Cloud(broker, work, db_url=database, demo_topups=False)
-    stripe = StripeProcess(work, c.url + HOOK)
-    c.proc.argv += ["--public-url", c.url, "--stripe-key-file", files["stripe.key"], "--stripe-webhook-secret-file",
-                    files["stripe.whsec"], "--stripe-api-url", stripe.url]
-    stripe.start()
+    c = stripe_cloud(broker, str(tmp_path_factory.mktemp("cloud")), database, demo_topups=False)
     c.start()
-    c.stripe = stripe
     yield c
     c.stop()
-    stripe.stop()
+    c.stripe.stop()
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +44,12 @@ def card_customer(cloud, machine, number="4242424242424242") -> Customer:
     c = Customer(cloud, "Card Customer", f"+86{next(_phones)}")
     assert c.scan(machine).status_code == 303
     r = c.register(f"/m/{machine.id}", method="stripe")
-    assert r.status_code == 303 and r.headers["location"].startswith(cloud.stripe.url + "/c/pay/cs_test_"), r.text
-    page = httpx.get(r.headers["location"], timeout=10)
-    assert "Card number" in page.text
-    back = httpx.post(r.headers["location"], data={"cardnumber": number}, timeout=10)
+    assert r.status_code == 303 and r.headers["location"].startswith(cloud.url + "/pay/stripe/checkout?"), r.text
+    step = c.http.get(r.headers["location"].replace(cloud.url, ""))
+    stripe_page = html.unescape(re.search(r'id="to-stripe" href="([^"]+)"', step.text).group(1))
+    assert stripe_page.startswith(cloud.stripe.url + "/c/pay/cs_test_")
+    assert "Card number" in httpx.get(stripe_page, timeout=10).text
+    back = httpx.post(stripe_page, data={"cardnumber": number}, timeout=10)
     assert back.status_code == 303 and back.headers["location"].startswith(cloud.url + "/pay/stripe/saved?")
     done = c.http.get(back.headers["location"].replace(cloud.url, ""))
     assert (done.status_code, done.headers["location"]) == (303, f"/m/{machine.id}")

@@ -472,7 +472,7 @@ class StripeFake:
 
 # -- the HTTP server ---------------------------------------------------------------------------------
 
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>{title}</title></head><body><main><h1>{title}</h1>{body}</main></body></html>"""
 
 

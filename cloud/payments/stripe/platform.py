@@ -108,6 +108,11 @@ class StripePlatform:
             "setup_intent_data": {"metadata": {"customer_id": str(customer_id)}}}, self._options(key))
         return s["id"], s["url"]
 
+    def session_page(self, session_id: str) -> tuple[str, str]:
+        """A Checkout session's status (open, complete, expired) and the URL of its page at Stripe."""
+        s = self.call("reading a Checkout session", self.client.v1.checkout.sessions.retrieve, session_id)
+        return str(s.get("status") or ""), str(s.get("url") or "")
+
     def session_mandate(self, session_id: str) -> tuple[str, Mandate | None]:
         """A Checkout session's customer id (ours, from its metadata) and the saved card, once complete."""
         s = self.call("reading a Checkout session", self.client.v1.checkout.sessions.retrieve, session_id,

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 NAME = "stripe"  # how customers choose it, and the registry knows it
 BOUNDARY = "stripe"  # the journal account of what Stripe owes us
+CHECKOUT_PATH = "/pay/stripe/checkout"  # our step before Stripe's Checkout page (pages.py says why)
 SAVED_PATH = "/pay/stripe/saved"  # where Checkout sends the customer back (pages.py)
 RETURN_PATH = "/pay/stripe/return"  # where Stripe's authentication page sends them back, + /{order id}
 
@@ -57,7 +58,7 @@ class Card(Outbox):
 
     def enrol(self, conn: sa.Connection, customer_id: int, return_url: str, now: datetime) -> str | None:
         """A Stripe Customer (one per customer of ours, kept in the mandate's detail) and a Checkout session
-        in setup mode for them: the URL of Stripe's page where they save a card."""
+        in setup mode for them: the URL of our page that takes them on to Stripe's, where they save a card."""
         if self.platform is None:
             raise PaymentError("paying by card is not configured on this cloud")
         before = mandates.get(conn, customer_id, NAME)
@@ -65,7 +66,7 @@ class Card(Outbox):
         try:
             if not customer:
                 customer = self.platform.create_customer(f"customer:{customer_id}", customer_id)
-            session, url = self.platform.setup_session(
+            session, _ = self.platform.setup_session(
                 f"setup:{customer_id}:{now.timestamp():.6f}", customer, self.currency,
                 f"{self.public_url}{SAVED_PATH}?session_id={{CHECKOUT_SESSION_ID}}", return_url or self.public_url,
                 customer_id)
@@ -76,7 +77,9 @@ class Card(Outbox):
             return None
         mandates.start(conn, customer_id, NAME, now, {"customer": customer, "session": session,
                                                       "next": self.local(return_url)})
-        return url
+        # Not Stripe's page itself: a form's answer may only send the browser on to this cloud (the pages'
+        # content policy, form-action 'self'), so our own page takes the phone on to ``url``.
+        return f"{self.public_url}{CHECKOUT_PATH}?session_id={session}"
 
     def local(self, url: str) -> str:
         """The path of an address on this cloud (where the customer goes after saving a card)."""

@@ -43,7 +43,7 @@ class Running:
         Stripe's page, and the mandate recorded from the session (as the return page does). The reference."""
         with engine.begin() as conn:
             url = self.provider.enrol(conn, customer_id, "/account", NOW)
-        r = httpx.post(url, data={"cardnumber": number})
+        r = httpx.post(self.stripe_page(url), data={"cardnumber": number})
         assert r.status_code == 303, r.text
         session_id = r.headers["location"].split("session_id=")[1]
         owner, mandate = self.platform.session_mandate(session_id)
@@ -51,6 +51,13 @@ class Running:
         with engine.begin() as conn:
             self.provider.saved(conn, customer_id, mandate, NOW)
         return mandate.reference
+
+    def stripe_page(self, url: str) -> str:
+        """Where our step before Checkout (``enrol``'s URL) takes the phone: Stripe's page."""
+        assert url.startswith(PUBLIC + "/pay/stripe/checkout?session_id=cs_test_"), url
+        status, page = self.platform.session_page(url.split("session_id=")[1])
+        assert status == "open"
+        return page
 
     def deliver(self, engine, at=NOW) -> None:
         while self.provider.deliver_due(engine, clock=lambda: at):

@@ -87,6 +87,7 @@ def test_registration_saves_the_card_at_stripe_and_the_mandate_is_its_customer_a
     with engine.begin() as conn:
         url = running.provider.enrol(conn, 1, PUBLIC + "/m/m-1", NOW)
         assert mandates.get(conn, 1, "stripe").status == "pending"
+    url = running.stripe_page(url)
     assert url.startswith(running.fake.base_url + "/c/pay/cs_test_")
     page = httpx.get(url)
     assert "Card number" in page.text  # typed on Stripe's page, never on ours
@@ -107,7 +108,7 @@ def test_registration_saves_the_card_at_stripe_and_the_mandate_is_its_customer_a
 
 def test_a_card_declined_on_checkout_saves_nothing(engine, running):
     with engine.begin() as conn:
-        url = running.provider.enrol(conn, 1, PUBLIC + "/", NOW)
+        url = running.stripe_page(running.provider.enrol(conn, 1, PUBLIC + "/", NOW))
     r = httpx.post(url, data={"cardnumber": "4000000000000002"})
     assert r.status_code == 402 and "Your card was declined." in r.text
     owner, mandate = running.platform.session_mandate(url.rsplit("/", 1)[1])

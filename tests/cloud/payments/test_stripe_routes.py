@@ -3,8 +3,10 @@ Stripe settings pointed at the local fake: registration through Checkout and bac
 route (forged, stale, replayed, tampered and unknown deliveries change nothing), the return from the bank's
 authentication page, and the balance report imported through the API."""
 
+import html
 import json
 import os
+import re
 import time
 
 import pytest
@@ -66,10 +68,22 @@ def card(cloud_obj):
     return cloud_obj.provider.configured("stripe")
 
 
+def stripe_page(client, url):
+    """Our step before Checkout (where registration sends the phone): the page takes it on to Stripe's."""
+    assert url.startswith("http://testserver/pay/stripe/checkout?session_id=cs_test_"), url
+    page = client.get(url.replace("http://testserver", ""))
+    assert page.status_code == 200 and "never on ours" in page.text
+    target = re.search(r'id="to-stripe" href="([^"]+)"', page.text).group(1)
+    assert f'<meta http-equiv="refresh" content="0;url={target}">' in page.text
+    return html.unescape(target)
+
+
 def checkout(client, fake, url, number=OK_CARD):
-    """The phone on Stripe's Checkout page (the fake's, over its socket): where it is sent back to."""
+    """The phone on our step, then on Stripe's Checkout page (the fake's, over its socket): where it is
+    sent back to."""
     import httpx
 
+    url = stripe_page(client, url)
     assert url.startswith(fake.base_url + "/c/pay/")
     r = httpx.post(url, data={"cardnumber": number})
     assert r.status_code == 303
@@ -125,17 +139,27 @@ def test_registering_to_pay_by_card_goes_through_stripe_checkout_and_back_to_the
     assert status(cloud_obj, order_id) == "authorised" and cloud_obj.sent == [order_id]
 
 
-def test_a_return_naming_a_session_stripe_does_not_know_saves_nothing(client, cloud_obj):
-    for session_id, code in (("cs_test_madeup", 404), ("<script>", 422), ("", 422)):
-        r = client.get("/pay/stripe/saved", params={"session_id": session_id})
-        assert r.status_code == code and "card setup" in r.text
+def test_a_link_naming_a_session_stripe_does_not_know_saves_nothing_and_sends_nowhere(client, cloud_obj):
+    for path in ("/pay/stripe/saved", "/pay/stripe/checkout"):
+        for session_id, code in (("cs_test_madeup", 404), ("<script>", 422), ("", 422)):
+            r = client.get(path, params={"session_id": session_id})
+            assert r.status_code == code and "card setup" in r.text and "refresh" not in r.text
     assert count(cloud_obj, mandates.mandates) == 0
+
+
+def test_the_step_to_checkout_of_a_card_saved_already_goes_straight_back(client, cloud_obj, fake):
+    with cloud_obj.engine.begin() as conn:
+        url = card(cloud_obj).enrol(conn, 1, "http://testserver/m/m-1", utcnow())
+    checkout(client, fake, url)
+    r = client.get(url.replace("http://testserver", ""))  # the back button, after saving
+    assert r.status_code == 303 and r.headers["location"].startswith("/pay/stripe/saved?session_id=cs_test_")
+    assert client.get(r.headers["location"]).headers["location"] == "/m/m-1"
 
 
 def test_an_abandoned_checkout_saves_nothing_and_the_purchase_asks_to_set_up_again(client, cloud_obj, fake):
     with cloud_obj.engine.begin() as conn:
         url = card(cloud_obj).enrol(conn, 1, "http://testserver/m/m-1", utcnow())
-    session_id = url.rsplit("/", 1)[1]
+    session_id = url.split("session_id=")[1]
     r = client.get("/pay/stripe/saved", params={"session_id": session_id})  # back without a card
     assert r.status_code == 409 and "Nothing was charged" in r.text
     with cloud_obj.engine.begin() as conn:
