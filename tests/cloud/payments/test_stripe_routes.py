@@ -279,3 +279,31 @@ def test_stripes_report_imports_through_the_api_and_a_foreign_one_is_refused(cli
                     headers=ADMIN)
     assert r.status_code == 422 and "itemized balance change report" in r.text
     assert count(cloud_obj, statement_lines) == 1
+
+
+def test_a_customer_whose_card_was_removed_is_asked_to_choose_again_saves_a_new_one_and_buys(client, cloud_obj,
+                                                                                              fake):
+    client.get(f"/q/{qrtoken.make(MACHINE, QR_SECRET.encode(), time.time(), 5)}")
+    r = post_form(client, "/register", dict(name="Di", phone="+8613800000088", payment_method="stripe", next="/m/m-1"))
+    client.get(checkout(client, fake, r.headers["location"]).replace("http://testserver", ""))
+    first_pm = next(o for o in fake.objects.values() if o["object"] == "payment_method")["id"]
+    fake.detach(first_pm)  # the customer removed the card at their bank or at Stripe
+    assert hook(client, fake.events[-1]).json()["did"].endswith("revoked")
+    r = post_form(client, "/m/m-1/buy", {"slot": "A1", "key": "buy-key-0002"})
+    assert (r.status_code, r.headers["location"]) == (303, "/account/payment?why=again&next=/m/m-1")
+    page = client.get(r.headers["location"]).text
+    assert "You withdrew your permission for Card, Apple Pay or Google Pay to be charged" in page
+    assert count(cloud_obj, payment_ops) == 0  # nothing was charged
+    token = re.search(r'name="csrf" value="([^"]*)"', page).group(1)
+    r = client.post("/account/payment", data={"payment_method": "stripe", "next": "/m/m-1", "csrf": token})
+    assert r.status_code == 303, r.text
+    back = checkout(client, fake, r.headers["location"], OK_CARD)
+    assert client.get(back.replace("http://testserver", "")).headers["location"] == "/m/m-1"
+    r = post_form(client, "/m/m-1/buy", {"slot": "A1", "key": "buy-key-0003"})
+    order_id = r.headers["location"].rsplit("/", 1)[1]
+    deliver(cloud_obj)
+    assert status(cloud_obj, order_id) == "authorised"
+    [pi] = [o for o in fake.objects.values() if o["object"] == "payment_intent"]
+    assert pi["payment_method"] != first_pm
+    sessions = [o for o in fake.objects.values() if o["object"] == "checkout.session"]
+    assert len(sessions) == 2 and {s["customer"] for s in sessions} == {pi["customer"]}  # one Stripe customer
