@@ -91,16 +91,30 @@ class Card(Outbox):
         return mandates.get(conn, customer_id, NAME)
 
     def saved(self, conn: sa.Connection, customer_id: int, mandate: Mandate, now: datetime) -> bool:
-        """Stripe confirmed the card ``mandate`` saved for ``customer_id`` (a return page, a webhook)."""
+        """Stripe confirmed the card ``mandate`` saved for ``customer_id`` (a return page, a webhook). Only
+        for the Stripe customer enrol made for them: a SetupIntent some other system on the same Stripe
+        account made, naming one of our customer ids, changes nothing."""
         found = mandates.get(conn, customer_id, NAME)
         detail = dict(found.detail) if found is not None else {}
-        if found is not None and found.status == "active" and found.reference == mandate.reference:
+        if found is None or detail.get("customer") != mandate.customer:
+            log.warning("stripe: a card saved for Stripe customer %s names our customer %d, who was not sent to "
+                        "save one with it; ignored", mandate.customer, customer_id)
+            return False
+        if found.status == "active" and found.reference == mandate.reference:
             return False  # said twice (the return page and the webhook): changes nothing
         done = mandates.activate(conn, customer_id, NAME, mandate.reference, now,
                                  {**detail, "customer": mandate.customer, "payment_method": mandate.payment_method})
         if done:
             log.info("stripe: customer %d saved a card (%s)", customer_id, mandate.payment_method)
         return done
+
+    def notified(self, conn: sa.Connection, event, now: datetime) -> str:
+        """A card saved goes through ``saved`` (its Stripe customer checked); the rest as ``Outbox`` does."""
+        if event.type == "mandate.activated":
+            data = event.data or {}
+            done = self.saved(conn, int(data["customer_id"]), Mandate.of(str(data["reference"])), now)
+            return "mandate activated" if done else "no card of that Stripe customer was being saved for them"
+        return super().notified(conn, event, now)
 
     # -- what the outbox asks of a platform ---------------------------------------------------------
 

@@ -180,6 +180,13 @@ def test_the_card_saved_webhook_makes_the_mandate_once(client, cloud_obj, fake):
     assert hook(client, event).json()["duplicate"] is True
     r = client.get(back.replace("http://testserver", ""))  # the phone, late: still back to the machine
     assert (r.status_code, r.headers["location"]) == (303, "/m/m-1")
+    # Another system on the same Stripe account saving a card with one of our customer ids: ignored.
+    stray = json.loads(json.dumps(event))
+    stray["id"] = "evt_stray_1"
+    stray["data"]["object"].update(customer="cus_someone_else", payment_method="pm_someone_else")
+    assert hook(client, stray).json()["did"] == "no card of that Stripe customer was being saved for them"
+    with cloud_obj.engine.connect() as conn:
+        assert "pm_someone_else" not in mandates.active(conn, 1, "stripe").reference
     for other in ("checkout.session.completed", "payment_method.attached"):
         ev = next(e for e in fake.events if e["type"] == other)
         assert hook(client, ev).json()["did"] == f"{other}: nothing to do"
