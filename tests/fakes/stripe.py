@@ -110,6 +110,8 @@ class StripeFake:
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Idempotency-Key)
         self.down = 0  # the next this-many API requests fail with a 503 before doing anything
         self.lose_replies = 0  # the next this-many API requests are done, then the reply is lost (a 500)
+        self.slow = 0  # the next this-many API requests are done, but answered only after ``slow_s``
+        self.slow_s = 2.0
         self.auto_deliver = False
         self._ids = itertools.count(1)
 
@@ -193,10 +195,17 @@ class StripeFake:
                 status, answer = e.status, e.body
             if method == "POST" and key:
                 self.idempotency[key] = (digest, status, json.loads(json.dumps(answer)))
+            if self.slow > 0:
+                self.slow -= 1
+                delay = self.slow_s
+            else:
+                delay = 0.0
             if self.lose_replies > 0:
                 self.lose_replies -= 1
                 return 500, {"error": {"type": "api_error", "message": "the reply was lost"}}, {}
-            return status, answer, {"Original-Request": "req_" + secrets.token_hex(7)}
+        if delay:
+            time.sleep(delay)  # outside the lock: done, but the answer comes too late for the caller
+        return status, answer, {"Original-Request": "req_" + secrets.token_hex(7)}
 
     def route(self, method: str, path: str, p: dict) -> dict:
         parts = path.strip("/").split("/")

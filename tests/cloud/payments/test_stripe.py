@@ -19,9 +19,9 @@ from cloud.payments import Payments, mandates
 from cloud.payments.outbox import payment_ops
 from cloud.payments.statement import FEES, StatementRefused, compare, import_statement
 from cloud.payments.stripe import notices, report
-from cloud.payments.stripe.platform import Mandate
+from cloud.payments.stripe.platform import Mandate, StripePlatform
 from cloud.sales import orders
-from tests.cloud.payments.stripe_world import (AUTHENTICATE_CARD, DECLINED_CARD, PUBLIC, WEBHOOK_SECRET, Running, later, op_rows)
+from tests.cloud.payments.stripe_world import (API_KEY, AUTHENTICATE_CARD, DECLINED_CARD, PUBLIC, WEBHOOK_SECRET, Running, later, op_rows)
 from tests.cloud_fixtures import MACHINE, NOW, add_customer, add_machine, db_url, slot_spec  # noqa: F401
 from tests.fakes.stripe import signature_header
 
@@ -234,6 +234,29 @@ def test_a_lost_reply_is_found_at_stripe_not_sent_again(engine, running, pay):
     assert (row.status, row.platform_ref) == ("succeeded", running.intent_of(order.id)["id"])
     assert len(posts(running, "/v1/payment_intents")) == 1  # found by its key, never created twice
     assert running.told == [(order.id, True, "")]
+
+
+def test_a_capture_that_timed_out_is_asked_again_under_its_key_and_captures_once(engine, running, pay):
+    running.save_card(engine, 1)
+    running.platform = running.provider.platform = StripePlatform(API_KEY, running.fake.base_url, 0.5)
+    order = place(engine, pay)
+    running.deliver(engine)
+    confirm_told(engine, running)
+    with engine.begin() as conn:
+        pay.capture(conn, orders.get(conn, order.id), order.id, NOW)
+    running.fake.slow = 1  # Stripe captures, but answers after the client gave up (0.5 s)
+    running.deliver(engine)
+    row = [r for r in op_rows(engine, order.id) if r.op == "capture"][0]
+    assert (row.status, row.attempts) == ("queued", 1) and "did not answer" in row.reason
+    assert running.intent_of(order.id)["status"] == "succeeded"  # it did take effect at Stripe
+    running.deliver(engine, later(2))
+    row = [r for r in op_rows(engine, order.id) if r.op == "capture"][0]
+    assert row.status == "succeeded"
+    captures = posts(running, f"/v1/payment_intents/{running.intent_of(order.id)['id']}/capture")
+    assert [k for _, k in captures] == [f"capture:{order.id}"] * 2  # the same key: Stripe replays its answer
+    assert running.intent_of(order.id)["amount_received"] == 350
+    with engine.connect() as conn:
+        assert balance(conn, account(conn, "revenue", 0, "CNY")) == 350  # posted once
 
 
 @pytest.mark.parametrize("rounds, authorisation", [((1, 5), "declined"), ((5,), "succeeded")])
