@@ -276,6 +276,25 @@ def test_a_void_after_a_lost_authorisation_cancels_the_hold_stripe_made(engine, 
                                                                      ("void", "succeeded")]
 
 
+def test_a_hold_made_after_its_void_found_nothing_is_released(engine, running, pay):
+    """Stripe was down for the authorisation; the order gave up and its void found nothing to cancel; then
+    the authorisation went through. The hold is cancelled at once: nothing stays on the card."""
+    running.save_card(engine, 1)
+    order = place(engine, pay)
+    running.fake.down = 1
+    running.deliver(engine)
+    with engine.begin() as conn:
+        pay.void(conn, orders.get(conn, order.id), "gave-up", NOW)
+    running.deliver(engine, later(1))  # only the void is due: Stripe has no payment for the order yet
+    assert [(r.op, r.status, r.reason) for r in op_rows(engine, order.id)][1] == (
+        "void", "succeeded", "nothing was held at Stripe")
+    running.deliver(engine, later(2))
+    assert running.intent_of(order.id)["status"] == "canceled"
+    assert [(r.op, r.key.split(":", 1)[1], r.status) for r in op_rows(engine, order.id)] == [
+        ("authorise", order.id, "succeeded"), ("void", "gave-up", "succeeded"),
+        ("void", f"{order.id}:late:after-void", "succeeded")]
+
+
 def test_a_refund_whose_reply_was_lost_refunds_once(engine, running, pay):
     running.save_card(engine, 1)
     order = place(engine, pay)
