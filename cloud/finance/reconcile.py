@@ -174,7 +174,7 @@ def reconcile(conn: sa.Connection, start: date, end: date) -> dict:
     # The platforms' own statements, where one was imported for the period (``vendctl reconcile --statement``).
     for name in statement.providers_with_lines(conn, lo, hi):
         for m in statement.compare(conn, name, lo, hi):
-            mismatches.append({"kind": m["kind"], "order_id": m["order_id"], "currency": currency_of.get(m["order_id"], ""),
+            mismatches.append({"kind": m["kind"], "order_id": m["order_id"], "currency": m["currency"] or currency_of.get(m["order_id"], ""),
                                "sold": None, "captured": m["journal"], "refunded": None,
                                "provider_captured": m["statement"], "detail": m["detail"]})
     counts = {k: sum(1 for m in mismatches if m["kind"] == k) for k in KINDS}
