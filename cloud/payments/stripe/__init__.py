@@ -93,8 +93,11 @@ def verify(settings, headers, body: bytes) -> webhook.Event:
     and ``--stripe-tolerance``, read into the event the webhook route acts on: a hold made or refused
     (an order's authorisation), a card saved (``mandate.activated``) or removed (``mandate.revoked``)."""
     try:
-        n = notices.verify(webhook_secret(settings), headers.get(notices.SIGNATURE_HEADER), body,
-                           settings.stripe_tolerance_s)
+        secret = webhook_secret(settings)
+    except SystemExit as e:  # the file went away after start: refuse (Stripe sends it again later), never crash
+        raise webhook.WebhookRefused("signature", f"cannot check the signature: {e}") from None
+    try:
+        n = notices.verify(secret, headers.get(notices.SIGNATURE_HEADER), body, settings.stripe_tolerance_s)
     except notices.NoticeRefused as e:
         raise webhook.WebhookRefused(e.why, str(e)) from None
     return event_of(n)

@@ -314,3 +314,12 @@ def test_a_customer_whose_card_was_removed_is_asked_to_choose_again_saves_a_new_
     assert pi["payment_method"] != first_pm
     sessions = [o for o in fake.objects.values() if o["object"] == "checkout.session"]
     assert len(sessions) == 2 and {s["customer"] for s in sessions} == {pi["customer"]}  # one Stripe customer
+
+
+def test_a_webhook_secret_file_gone_after_start_refuses_deliveries_and_crashes_nothing(client, cloud_obj):
+    event = {"id": "evt_x", "type": "setup_intent.succeeded", "data": {"object": {}}}
+    os.remove(cloud_obj.settings.stripe_webhook_secret_file)
+    r = hook(client, event)
+    assert r.status_code == 401 and "cannot check the signature" in r.text and "whsec_" not in r.text
+    assert count(cloud_obj, webhook_events) == 0
+    assert client.get("/api/v1/health").status_code == 200  # still serving
