@@ -45,6 +45,14 @@ class Settings:
     sandbox_retries: int = 2
     sandbox_tolerance_s: float = 300.0
     sandbox_confirm_timeout_s: float = 60.0
+    # Stripe: cards, Apple Pay and Google Pay (cloud/payments/stripe/, which checks them when it is built).
+    stripe_key_file: str = ""
+    stripe_webhook_secret_file: str = ""
+    stripe_api_url: str = ""
+    stripe_currency: str = "CNY"
+    stripe_timeout_s: float = 10.0
+    stripe_tolerance_s: float = 300.0
+    stripe_confirm_timeout_s: float = 300.0
     # The wallet's free top-up form: demo money, for the demo with its sandbox only. Off, the wallet gets money
     # only through a provider or an administrator's credit (POST /api/v1/customers/{id}/wallet/credit).
     demo_topups: bool = False
@@ -186,6 +194,19 @@ OPTIONS = [
      "refused as replays (1-3600)"),
     ("--sandbox-confirm-timeout", "sandbox_confirm_timeout_s", float, "seconds an order waits for the sandbox to "
      "confirm its authorisation before it is declined (1-3600)"),
+    ("--stripe-key-file", "stripe_key_file", str, "a file of mode 0600 holding the Stripe secret key (sk_live_... "
+     "or sk_test_... for Stripe's test mode); empty: no card payments"),
+    ("--stripe-webhook-secret-file", "stripe_webhook_secret_file", str, "a file of mode 0600 holding the signing "
+     "secret (whsec_...) of the webhook endpoint at PUBLIC_URL/api/v1/payments/webhook/stripe"),
+    ("--stripe-api-url", "stripe_api_url", str, "Stripe's API address; empty: Stripe's own (a local fake or "
+     "stripe-mock in tests)"),
+    ("--stripe-currency", "stripe_currency", str, "the currency customers save their card for (Checkout in setup "
+     "mode asks for one)"),
+    ("--stripe-timeout", "stripe_timeout_s", float, "seconds to wait for Stripe on each request (0.1-60)"),
+    ("--stripe-tolerance", "stripe_tolerance_s", float, "seconds a signed Stripe webhook stays valid: older ones "
+     "are refused as replays (1-3600)"),
+    ("--stripe-confirm-timeout", "stripe_confirm_timeout_s", float, "seconds an order waits for a card payment to "
+     "be confirmed (the customer authenticating with their bank) before it is declined (10-3600)"),
     ("--rate-limits", "rate_limits", str, "change the rate limits, per process: NAME=COUNT/SECONDS or NAME=off, "
      "comma-separated (landing_address, register_address, register_phone, login_address, login_username, "
      "otp_address, otp_phone, topup_address, topup_phone); 'off' turns them all off"),

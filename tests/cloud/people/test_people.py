@@ -24,7 +24,7 @@ from cloud.provisioning.ca import FleetCA
 from cloud.core.db import utcnow
 from cloud.people import audit, auth, staff
 from cloud.finance import ledger, settlement
-from cloud.payments import txns
+from cloud.payments import REGISTRY, txns
 from cloud.stock import book, picking, purchasing, takes
 from cloud.catalog import products as catalog
 from tests.cloud_fixtures import MACHINE, ThroughTestClient, add_customer, add_machine, add_sale, db_url  # noqa: F401  (fixture)
@@ -220,7 +220,8 @@ PNG_1PX = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000
 PUBLIC = {("GET", "/api/v1/health"), ("GET", "/api/v1/orders/{order_id}"), ("POST", "/api/v1/login"),
           ("GET", "/api/v1/machine/credentials"),  # a machine's own request, signed with its secret
           ("GET", "/api/v1/openapi.json")}
-PUBLIC |= {("POST", "/api/v1/payments/webhook/sandbox")}  # the provider's; its signature is the credential
+# Each payment provider's webhook: the platform's, whose signature is the credential.
+PUBLIC |= {("POST", f"/api/v1/payments/webhook/{spec.name}") for spec in REGISTRY if spec.webhook is not None}
 OWN_ONLY = {("POST", "/api/v1/logout"), ("POST", "/api/v1/me/password"), ("DELETE", "/api/v1/tokens/{token_id}")}
 
 
