@@ -188,12 +188,18 @@ class AlipayClient:
     def query(self, trade_no: str) -> Answer:
         return self.call("alipay.trade.query", {"out_trade_no": trade_no})
 
-    def refund(self, trade_no: str, amount: int, refund_no: str) -> Answer:
-        return self.call("alipay.trade.refund", {"out_trade_no": trade_no, "refund_amount": yuan(amount),
-                                                 "out_request_no": refund_no})
+    def refund(self, amount: int, refund_no: str, trade_no: str = "", out_trade_no: str = "") -> Answer:
+        """Give back ``amount`` fen of the trade (by Alipay's ``trade_no`` or our ``out_trade_no``) under
+        ``refund_no``: Alipay moves money once per request number."""
+        biz = {"refund_amount": yuan(amount), "out_request_no": refund_no}
+        biz.update({"trade_no": trade_no} if trade_no else {"out_trade_no": out_trade_no})
+        return self.call("alipay.trade.refund", biz)
 
-    def refund_query(self, trade_no: str, refund_no: str) -> Answer:
-        return self.call("alipay.trade.fastpay.refund.query", {"out_trade_no": trade_no, "out_request_no": refund_no})
+    def refund_query(self, refund_no: str, trade_no: str = "", out_trade_no: str = "") -> Answer:
+        """A refund request as Alipay knows it: ``refund_amount`` in the answer when it was made."""
+        biz = {"out_request_no": refund_no}
+        biz.update({"trade_no": trade_no} if trade_no else {"out_trade_no": out_trade_no})
+        return self.call("alipay.trade.fastpay.refund.query", biz)
 
     def bill_url(self, day: str) -> Answer:
         """Where the trade bill of ``day`` (YYYY-MM-DD) can be downloaded (a zip of GBK CSV files)."""

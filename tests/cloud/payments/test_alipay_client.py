@@ -93,13 +93,13 @@ def test_refunds_under_a_request_number_move_money_once(fake):
     client = client_of(fake)
     agreement_no = sign_agreement(fake, client)["agreement_no"]
     client.pay("o3_a", 600, "Chips", agreement_no)
-    first = client.refund("o3_a", 200, "r1")
+    first = client.refund(200, "r1", out_trade_no="o3_a")
     assert first.ok and first.body["fund_change"] == "Y"
-    repeat = client.refund("o3_a", 200, "r1")
+    repeat = client.refund(200, "r1", out_trade_no="o3_a")
     assert repeat.ok and repeat.body["fund_change"] == "N"
-    assert client.refund("o3_a", 500, "r2").sub_code == "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL"
-    assert client.refund_query("o3_a", "r1").body["refund_amount"] == "2.00"
-    assert "refund_amount" not in client.refund_query("o3_a", "r9").body
+    assert client.refund(500, "r2", out_trade_no="o3_a").sub_code == "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL"
+    assert client.refund_query("r1", out_trade_no="o3_a").body["refund_amount"] == "2.00"
+    assert "refund_amount" not in client.refund_query("r9", trade_no=fake.trades["o3_a"]["trade_no"]).body
     assert fake.trades["o3_a"]["refunded"] == 200
 
 
