@@ -281,9 +281,10 @@ def test_forged_tampered_and_malformed_notifications_are_refused_logged_and_chan
             assert (r.status_code, r.text) == (401, "fail")
         for body in (b"%zz&&==", "total_amount=1".encode("utf-16")):
             r = hook(client, body)
-            assert r.status_code in (400, 401) and r.text == "fail"
+            assert (r.status_code, r.text) == (400, "fail")
     assert "alipay webhook from testclient refused (signature)" in caplog.text
-    assert cloud_obj.stats.counts["webhook_refused_signature"] == 4
+    counts = cloud_obj.stats.counts
+    assert (counts["webhook_refused_signature"], counts["webhook_refused_malformed"]) == (3, 2)
     assert counted(cloud_obj) == before
     # The genuine one settles the waiting capture; the same again changes nothing.
     assert hook(client, notice.body).text == "success"
