@@ -99,8 +99,11 @@ def signed_up(cloud, machine, alipay) -> Customer:
     customer = Customer(cloud, "Alipay Customer", f"+86{next(_phones)}")
     assert customer.scan(machine).status_code == 303
     r = customer.register(f"/m/{machine.id}", method="alipay")
-    assert r.status_code == 303 and r.headers["location"].startswith(alipay.url + "/gateway.do?"), r.text
-    page = httpx.get(r.headers["location"], timeout=10)
+    assert r.status_code == 303 and r.headers["location"].startswith(cloud.url + "/pay/alipay/agreement/sign?"), r.text
+    on_the_way = customer.http.get(r.headers["location"].replace(cloud.url, ""))
+    url = on_the_way.headers["refresh"].removeprefix("0; url=")
+    assert on_the_way.status_code == 200 and url.startswith(alipay.url + "/gateway.do?")
+    page = httpx.get(url, timeout=10)
     assert page.status_code == 200 and "Agree and sign" in page.text
     action = re.search(r"action='([^']+)'", page.text).group(1)
     agreed = httpx.post(alipay.url + action, data={"choice": "agree"}, timeout=10)

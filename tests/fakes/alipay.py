@@ -509,7 +509,7 @@ BILL_COLUMNS = ("支付宝交易号", "商户订单号", "业务类型", "商品
                 "支付宝优惠（元）", "商家优惠（元）", "券核销金额（元）", "券名称", "商家红包消费金额（元）", "卡消费金额（元）",
                 "退款批次号/请求号", "服务费（元）", "分润（元）", "备注")
 
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+PAGE = """<!doctype html><html lang="zh-CN"><head><meta charset="utf-8"><title>{title}</title>
 <meta name="viewport" content="width=device-width"></head><body><h1>{title}</h1>{body}</body></html>"""
 
 

@@ -14,11 +14,33 @@ from fastapi.responses import RedirectResponse
 
 from cloud.core.db import utcnow
 from cloud.payments.alipay.client import NotificationRefused
-from cloud.payments.alipay.provider import NAME, RETURN_PATH
+from cloud.payments.alipay.provider import NAME, RETURN_PATH, SIGN_PATH
+from cloud.people import auth
 from cloud.web.pages import problem, safe_next, translator
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
+
+
+@router.get(SIGN_PATH)
+def agreement_sign(request: Request, next: str = "/"):
+    """On the way to Alipay's agreement page: a page of ours that sends the phone there (a ``Refresh`` header,
+    and a link for a browser that ignores it), since the registration form may not redirect to another site."""
+    _ = translator(request)
+    cloud = request.app.state.cloud
+    provider = cloud.provider.configured(NAME)
+    customer = auth.current_customer(request)
+    if provider is None or customer is None:
+        return RedirectResponse("/register?" + urlencode({"next": safe_next(next)}), status_code=303)
+    with cloud.engine.connect() as conn:
+        url = provider.agreement_page(conn, customer.id, cloud.settings.public_url or str(request.base_url),
+                                      safe_next(next))
+    if url is None:  # signed already, or nothing to sign: on to where they were going
+        return RedirectResponse(safe_next(next), status_code=303)
+    response = problem(request, 200, _("Alipay"), _("Sign the Alipay agreement so that each purchase is paid "
+                                                    "when your product drops."), (_("Continue to Alipay"), url))
+    response.headers["Refresh"] = f"0; url={url}"
+    return response
 
 
 @router.get(RETURN_PATH)

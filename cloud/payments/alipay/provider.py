@@ -46,6 +46,7 @@ NAME = "alipay"
 BOUNDARY = "alipay"
 CURRENCY = "CNY"
 RETURN_PATH = "/pay/alipay/agreement/return"
+SIGN_PATH = "/pay/alipay/agreement/sign"
 # Alipay's sub_codes that mean "try again later": its own trouble, not the customer's answer.
 BUSY = ("ACQ.SYSTEM_ERROR", "SYSTEM_ERROR", "aop.ACQ.SYSTEM_ERROR", "isp.unknow-error", "ACQ.TRADE_HAS_CLOSE_RETRY")
 # The agreement is gone: the customer is asked to choose again.
@@ -79,16 +80,25 @@ class Alipay(Outbox):
     # -- registration --------------------------------------------------------------------------------
 
     def enrol(self, conn: sa.Connection, customer_id: int, return_url: str, now: datetime) -> str | None:
-        """Record a pending agreement and send the customer to Alipay's page to sign it; Alipay sends them back
-        to our return page (``pages.py``), which then sends them on to ``return_url``."""
+        """Record a pending agreement and send the customer on to sign it: to our own page (``pages.py``), which
+        sends the phone to Alipay's. Not to Alipay's straight away: registration is a form, and a form's
+        redirect to another site is blocked by the pages' content policy (``form-action 'self'``)."""
         if self.client is None:
             return None
-        ours = external_agreement_no(customer_id)
-        mandates.start(conn, customer_id, self.name, now, {"external_agreement_no": ours})
+        mandates.start(conn, customer_id, self.name, now, {"external_agreement_no": external_agreement_no(customer_id)})
         parts = urlsplit(return_url)
         next_path = parts.path + (f"?{parts.query}" if parts.query else "")
-        back = f"{parts.scheme}://{parts.netloc}{RETURN_PATH}?" + urlencode({"next": next_path or "/"})
-        return self.client.agreement_page(ours, back)
+        return f"{parts.scheme}://{parts.netloc}{SIGN_PATH}?" + urlencode({"next": next_path or "/"})
+
+    def agreement_page(self, conn: sa.Connection, customer_id: int, base_url: str, next_path: str) -> str | None:
+        """The URL of Alipay's page where the customer signs the agreement they were sent to sign (Alipay sends
+        them back to our return page, then on to ``next_path``); None when no signing waits."""
+        mandate = mandates.get(conn, customer_id, self.name)
+        if self.client is None or mandate is None or mandate.status != "pending" \
+                or not mandate.detail.get("external_agreement_no"):
+            return None
+        back = base_url.rstrip("/") + RETURN_PATH + "?" + urlencode({"next": next_path})
+        return self.client.agreement_page(mandate.detail["external_agreement_no"], back)
 
     def signed(self, conn: sa.Connection, fields: dict[str, str], now: datetime) -> int | None:
         """A verified word that an agreement was signed (its notification, or the return page's parameters):

@@ -57,7 +57,9 @@ def sign_up(engine, provider: Alipay, fake: AlipayFake, customer_id: int, now=NO
     """Registration's agreement, signed on the fake's page; the return's parameters recorded as the return page
     does. Returns those parameters."""
     with engine.begin() as conn:
-        url = provider.enrol(conn, customer_id, "http://shop.test/m/M1", now)
+        first = provider.enrol(conn, customer_id, "http://shop.test/m/M1", now)
+        assert first == "http://shop.test/pay/alipay/agreement/sign?next=%2Fm%2FM1"
+        url = provider.agreement_page(conn, customer_id, "http://shop.test", "/m/M1")
     target = fake.sign_agreement(open_page(url), agree=True)
     back = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(target).query))
     with engine.begin() as conn:
