@@ -6,17 +6,21 @@ notifications reach the cloud signed, a manager's refund goes to Alipay, and an 
 in their Alipay app makes the shop ask them to choose again."""
 
 import itertools
+import json
 import os
 import re
+import subprocess
 import sys
 import urllib.parse
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
 
 from tests.e2e.harness import Customer, Machine, Proc, free_port, tail, wait_until
 from tests.e2e.harness import Cloud as CloudProc
-from tests.fakes.alipay import Keys
+from cloud.payments.alipay.client import AlipayClient
+from tests.fakes.alipay import CHINA, Keys
 
 APP_ID = "2021000000000009"
 PID = "2088000000000009"
@@ -171,6 +175,37 @@ def test_a_managers_refund_goes_to_alipay(cloud, machine, alipay):
     assert (r["status"], r["refunded"]) == ("succeeded", 250)
     refunds = [f for f in alipay.state()["refunds"] if f["out_trade_no"].startswith(order_id)]
     assert [f["amount"] for f in refunds] == [250]
+
+
+def test_the_alipay_bill_imports_through_vendctl_and_matches_the_journal(cloud, alipay, keys_dir, tmp_path):
+    """The operator fetches the day's trade bill from Alipay (its download URL, then the zip of GBK CSV files)
+    and imports it: every capture and refund of the runs above is matched, and the fees are posted."""
+    with open(os.path.join(keys_dir, "app_private.pem"), "rb") as f, \
+            open(os.path.join(keys_dir, "alipay_public.pem"), "rb") as g:
+        client = AlipayClient(APP_ID, f.read(), g.read(), alipay.url + "/gateway.do")
+    day = datetime.now(CHINA).date()
+    answer = client.bill_url(day.isoformat())
+    assert answer.ok, answer.reason
+    bill = tmp_path / "alipay-trade-bill.zip"
+    bill.write_bytes(httpx.get(answer.body["bill_download_url"], timeout=10).content)
+    code, out, err = vendctl(cloud, "reconcile", "--statement", str(bill), "--provider", "alipay")
+    assert code == 0, err
+    trades = alipay.state()["trades"]
+    assert f"{len(trades) + 1} lines, {len(trades) + 1} new" in out  # every trade, and the one refund
+    fee = sum(t["fee"] for t in trades.values())  # the fake keeps 0.6 % of each trade, rounded to the fen
+    assert fee > 0 and f"fees posted: ¥{fee // 100}.{fee % 100:02d}" in out
+    code, out, err = vendctl(cloud, "reconcile", "--from", (day - timedelta(days=1)).isoformat(),
+                             "--to", (day + timedelta(days=2)).isoformat(), "--json")
+    mismatches = json.loads(out)["mismatches"]
+    assert [m for m in mismatches if m["kind"].startswith("statement_") or m["kind"].startswith("journal_not")] == []
+    code, out, err = vendctl(cloud, "reconcile", "--statement", str(bill), "--provider", "alipay")
+    assert code == 0 and f"{len(trades) + 1} new" not in out and " 0 new" in out  # imported once
+
+
+def vendctl(cloud, *argv):
+    env = {**os.environ, "VEND_CLOUD_URL": cloud.url, "VEND_TOKEN": cloud.token}
+    p = subprocess.run([sys.executable, "-m", "cloud.cli", *argv], capture_output=True, text=True, env=env, timeout=60)
+    return p.returncode, p.stdout, p.stderr
 
 
 def test_an_agreement_ended_in_the_alipay_app_asks_the_customer_to_choose_again(cloud, machine, alipay):
