@@ -175,7 +175,8 @@ class Alipay(Outbox):
     def settled(self, conn: sa.Connection, op, sent: Sent, now: datetime) -> None:
         """An agreement Alipay says is gone revokes the customer's mandate: asked to choose again next time."""
         if sent.status == "declined" and any(code in sent.reason for code in GONE):
-            agreement_no = json.loads(op.detail or "{}").get("agreement_no", "")
+            detail = json.loads(op.detail or "{}")
+            agreement_no = detail.get("agreement_no") or detail.get("authorisation", "")
             if agreement_no and mandates.revoke(conn, self.name, agreement_no, now) is not None:
                 log.warning("alipay: customer %s's agreement %s is no longer valid (%s); mandate revoked",
                             op.customer_id, agreement_no, sent.reason)
@@ -239,7 +240,8 @@ class Alipay(Outbox):
                 if out_trade_no(row.order_id, row.key) == data["out_trade_no"]:
                     done = self.record(conn, row.order_id, row.op, Sent("succeeded", "notified", data["platform_ref"]),
                                        now, event.amount, event.currency)
-                    return f"{row.op} {row.key} confirmed" if done else f"{row.op} {row.key} was settled already"
+                    return f"{row.op} {row.key} confirmed" if done else \
+                        f"{row.op} {row.key}: nothing recorded (settled already, or another amount)"
             log.warning("alipay: a trade notification names no trade of ours: %s", data["out_trade_no"])
             return "no trade of ours"
         return super().notified(conn, event, now)

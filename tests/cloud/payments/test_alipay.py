@@ -447,3 +447,31 @@ def test_wrong_alipay_settings_are_refused_naming_the_option(argv, message):
     with pytest.raises(SystemExit) as info:
         cloud.core.settings.parse(argv)
     assert message in str(info.value)
+
+
+# -- a drop after the order was closed ---------------------------------------------------------------------
+
+def test_a_product_dropped_after_the_order_closed_is_charged_afresh_once_under_the_agreement(client, cloud_obj,
+                                                                                           fake):
+    order_id = bought(client, cloud_obj, fake)
+    vend(cloud_obj, order_id, "vend.failed")
+    deliver(cloud_obj)
+    order = order_row(cloud_obj, order_id)
+    for _ in range(2):  # the same late drop reported twice: one charge
+        with cloud_obj.engine.begin() as conn:
+            outcome = cloud_obj.provider.charge(conn, order, f"{order_id}:dropped", utcnow())
+        assert outcome.ok
+        deliver(cloud_obj)
+    (trade_no,) = fake.trades
+    assert trade_no.startswith(order_id + "_") and fake.trades[trade_no]["amount"] == 350
+    assert ops(cloud_obj, order_id)[-1] == ("charge", "succeeded")
+    assert journal(cloud_obj, order_id) == [("capture", f"alipay:charge:{order_id}:dropped")]
+
+
+def test_a_capture_declined_because_the_agreement_ended_revokes_the_mandate(client, cloud_obj, fake):
+    order_id = bought(client, cloud_obj, fake)
+    fake.unsign(mandate(cloud_obj).reference)  # ended between "Buy" and the drop; its notice never reaches us
+    vend(cloud_obj, order_id)
+    deliver(cloud_obj)
+    assert ops(cloud_obj, order_id)[-1] == ("capture", "declined") and fake.trades == {}
+    assert mandate(cloud_obj).status == "revoked"
