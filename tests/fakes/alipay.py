@@ -294,6 +294,10 @@ class AlipayFake:
         for name in ("personal_product_code", "external_agreement_no", "sign_scene"):
             if not biz.get(name):
                 raise Business("isv.missing-" + name, f"缺少参数 {name}", "40002")
+        ours = str(biz["external_agreement_no"])
+        if len(ours) > 32 or not ours.isalnum() or not ours.isascii():
+            raise Business("isv.invalid-external-agreement-no", "external_agreement_no 支持大小写字母和数字，最长32位",
+                           "40002")
         token = secrets.token_urlsafe(12)
         with self.lock:
             self.sign_pages[token] = {"biz": biz, "return_url": params.get("return_url", ""),

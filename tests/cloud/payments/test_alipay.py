@@ -6,6 +6,7 @@ forgeries refused; refunds go to Alipay; the bill is imported and matched; a rev
 customer to choose again."""
 
 import logging
+import os
 import time
 import urllib.parse
 import urllib.request
@@ -417,8 +418,6 @@ def test_another_merchants_bill_is_refused(alipay_keys):
 
 def test_a_key_file_others_may_read_or_a_missing_one_stops_the_cloud_naming_it(tmp_path, db_url, fake):
     settings = alipay_settings(tmp_path, db_url, fake)
-    import os
-
     os.chmod(settings.alipay_private_key_file, 0o644)
     with pytest.raises(SystemExit, match=r"--alipay-private-key-file .*app_private.pem: others may read it"):
         cloud.service.Cloud(settings)
