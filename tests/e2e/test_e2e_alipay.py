@@ -70,7 +70,8 @@ def keys_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def alipay(tmp_path_factory, keys_dir):
+def alipay(database, tmp_path_factory, keys_dir):
+    """A fresh fake for each database run (the bill of one run must not list the other run's trades)."""
     fake = AlipayFakeProc(str(tmp_path_factory.mktemp("alipay")), keys_dir)
     fake.start()
     yield fake
