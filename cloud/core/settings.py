@@ -70,11 +70,21 @@ class Settings:
     sms_url: str = ""
     sms_token_file: str = ""
     sms_timeout_s: float = 10.0
+    # Alipay (cloud/payments/alipay/): the merchant app's id, its RSA2 private key and Alipay's public key (files
+    # of mode 0600), the gateway (production, Alipay's sandbox, or a local fake), the merchant's 2088 partner id.
+    alipay_app_id: str = ""
+    alipay_private_key_file: str = ""
+    alipay_public_key_file: str = ""
+    alipay_gateway: str = "https://openapi.alipay.com/gateway.do"
+    alipay_pid: str = ""
+    alipay_timeout_s: float = 10.0
+    alipay_subject: str = "Vending machine"
 
     def resolve(self) -> "Settings":
         self.check_sandbox()
         self.check_senders()
         self.check_time_zone()
+        self.check_alipay()
         if not self.db:
             self.db = f"sqlite:///{os.path.abspath(os.path.join(self.var, 'cloud.db'))}"
         if not self.mqtt_protocol:
@@ -132,6 +142,29 @@ class Settings:
             if not self.sms_token_file:
                 raise SystemExit("--sms-url is set, so --sms-token-file is needed (a file of mode 0600)")
 
+    def check_alipay(self) -> None:
+        """Alipay's settings; its key files are read (and their mode checked) when the provider is built."""
+        if not (isinstance(self.alipay_timeout_s, (int, float)) and math.isfinite(self.alipay_timeout_s)
+                and 0.5 <= self.alipay_timeout_s <= 60):
+            raise SystemExit(f"--alipay-timeout {self.alipay_timeout_s!r}: must be from 0.5 to 60")
+        if not self.alipay_app_id:
+            return
+        if not self.alipay_app_id.isdigit():
+            raise SystemExit(f"--alipay-app-id {self.alipay_app_id!r}: the app id Alipay gave, digits only")
+        for option, path in (("--alipay-private-key-file", self.alipay_private_key_file),
+                             ("--alipay-public-key-file", self.alipay_public_key_file)):
+            if not path:
+                raise SystemExit(f"--alipay-app-id is set, so {option} is needed (a file of mode 0600)")
+        parts = urlsplit(self.alipay_gateway)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SystemExit(f"--alipay-gateway {self.alipay_gateway!r}: use https://openapi.alipay.com/gateway.do "
+                             "(or Alipay's sandbox gateway)")
+        if self.alipay_pid and not (self.alipay_pid.startswith("2088") and self.alipay_pid.isdigit()
+                                    and len(self.alipay_pid) == 16):
+            raise SystemExit(f"--alipay-pid {self.alipay_pid!r}: the merchant's partner id, 16 digits from 2088")
+        if not 1 <= len(self.alipay_subject) <= 200:
+            raise SystemExit("--alipay-subject: 1 to 200 characters (what the customer's Alipay bill shows)")
+
     @property
     def broker_address(self) -> tuple[str, int]:
         if self.broker == "embedded":
@@ -150,6 +183,16 @@ class Settings:
 
 
 OPTIONS = [
+    ("--alipay-app-id", "alipay_app_id", str, "the Alipay app id (open.alipay.com); empty: no Alipay"),
+    ("--alipay-private-key-file", "alipay_private_key_file", str, "the app's RSA2 private key (PEM or Alipay's bare "
+     "base64), a file of mode 0600"),
+    ("--alipay-public-key-file", "alipay_public_key_file", str, "Alipay's public key for the app (PEM or bare base64), "
+     "a file of mode 0600"),
+    ("--alipay-gateway", "alipay_gateway", str, "Alipay's gateway; https://openapi-sandbox.dl.alipaydev.com/gateway.do "
+     "for Alipay's sandbox"),
+    ("--alipay-pid", "alipay_pid", str, "the merchant's partner id (2088...), checked against imported bills"),
+    ("--alipay-timeout", "alipay_timeout_s", float, "seconds to wait for Alipay on each request (0.5-60)"),
+    ("--alipay-subject", "alipay_subject", str, "what the customer's Alipay bill calls a purchase (then the order id)"),
     # (option, attribute, type, help)
     ("--var", "var", str, "folder for the database and secrets"),
     ("--db", "db", str, "database URL (default: SQLite under --var); postgresql+psycopg://... for PostgreSQL"),

@@ -91,6 +91,7 @@ PROVIDERS = (
     "cloud.payments.wallet",
     "cloud.payments.sandbox",
     "cloud.payments.stripe",
+    "cloud.payments.alipay",
 )
 
 REGISTRY = Registry()

@@ -17,6 +17,7 @@ from cloud.payments.sandbox import ops
 from cloud.payments.wallet import declines
 from cloud.payments.webhook import Event, parse
 from tests.cloud.payments.stripe_world import StripeWorld
+from tests.cloud.payments.alipay_fixtures import AlipayWorld
 from tests.cloud_fixtures import NOW, FakeSandbox, engine, make_migrated_engine, unbalanced_txns  # noqa: F401
 
 W = Wallet()
@@ -253,7 +254,7 @@ class SandboxWorld:
 
 # Each registered provider's world: how its calls are delivered and its confirmations played. A provider
 # added to cloud/payments/registry.py needs one here, or test_every_registered_provider_has_a_world fails.
-WORLDS = {"wallet": WalletWorld, "sandbox": SandboxWorld, "stripe": StripeWorld}
+WORLDS = {"wallet": WalletWorld, "sandbox": SandboxWorld, "stripe": StripeWorld, "alipay": AlipayWorld}
 
 
 def test_every_registered_provider_has_a_world():
