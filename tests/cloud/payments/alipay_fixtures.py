@@ -42,7 +42,7 @@ def fake(alipay_keys):
     fake.stop()
 
 
-def provider_for(fake: AlipayFake, timeout_s: float = 2.0, notify_url: str = "") -> Alipay:
+def provider_for(fake: AlipayFake, timeout_s: float = 5.0, notify_url: str = "") -> Alipay:
     client = AlipayClient(APP_ID, fake.keys.app_private, fake.keys.alipay_public, fake.gateway, timeout_s, notify_url)
     return Alipay(client)
 

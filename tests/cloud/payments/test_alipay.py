@@ -44,7 +44,7 @@ def key_files(tmp_path, keys: Keys) -> dict:
 def alipay_settings(tmp_path, db_url, fake, **more):
     return cloud.core.settings.Settings(
         var=str(tmp_path), db=db_url, broker="127.0.0.1:1", public_url="http://127.0.0.1:9", alipay_app_id=APP_ID,
-        alipay_gateway=fake.gateway, alipay_pid=PID, alipay_timeout_s=1.0, **key_files(tmp_path, fake.keys),
+        alipay_gateway=fake.gateway, alipay_pid=PID, alipay_timeout_s=3.0, **key_files(tmp_path, fake.keys),
         **more).resolve()
 
 
@@ -231,7 +231,7 @@ def test_a_jam_voids_and_alipay_is_never_asked_for_money(client, cloud_obj, fake
 def test_a_capture_whose_answer_never_came_is_queried_then_paid_exactly_once(client, cloud_obj, fake, fault):
     order_id = bought(client, cloud_obj, fake)
     vend(cloud_obj, order_id)
-    fake.fault(fault, "alipay.trade.pay", seconds=1.5)
+    fake.fault(fault, "alipay.trade.pay", seconds=4.0)
     deliver(cloud_obj)
     (row,) = [r for r in ops(cloud_obj, order_id) if r[0] == "capture"]
     assert row == ("capture", "queued")

@@ -104,9 +104,9 @@ def test_refunds_under_a_request_number_move_money_once(fake):
 
 
 def test_timeouts_lost_answers_and_5xx_are_unreachable_and_the_query_finds_the_work(fake):
-    client = client_of(fake, timeout_s=0.3)
+    client = client_of(fake, timeout_s=2.0)
     agreement_no = sign_agreement(fake, client)["agreement_no"]
-    fake.fault("slow", "alipay.trade.pay", seconds=0.8)
+    fake.fault("slow", "alipay.trade.pay", seconds=3.0)
     with pytest.raises(Unreachable):
         client.pay("o4_a", 200, "Water", agreement_no)
     fake.fault("lost", "alipay.trade.pay")
