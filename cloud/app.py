@@ -7,6 +7,7 @@ through typed dependencies on ``app.state.cloud``.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 
@@ -24,6 +25,7 @@ from cloud.fleet import pages as fleet_pages
 from cloud.fleet import routes as fleet_routes
 from cloud.payments import pages as payment_pages
 from cloud.payments import routes as payment_routes
+from cloud.payments.registry import REGISTRY
 from cloud.people import auth
 from cloud.people import pages as people_pages
 from cloud.people import routes as people_routes
@@ -63,6 +65,9 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(payment_routes.router)
+    for spec in REGISTRY:  # each payment provider's own pages (its return pages...), if it has any
+        if spec.router:
+            app.include_router(importlib.import_module(spec.router).router)
     for exc, handler in people_pages.HANDLERS.items():
         app.add_exception_handler(exc, handler)
     app.add_exception_handler(limits.RateLimited, limits.too_many)

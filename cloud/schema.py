@@ -14,11 +14,15 @@ import cloud.fleet.ledger
 import cloud.fleet.locations
 import cloud.fleet.machines
 import cloud.fleet.planogram
+import cloud.payments.mandates
+import cloud.payments.outbox
 import cloud.payments.sandbox
+import cloud.payments.statement
 import cloud.payments.wallet
 import cloud.payments.webhook
 import cloud.people.audit
 import cloud.people.auth
+import cloud.people.codes
 import cloud.people.customers
 import cloud.people.staff
 import cloud.sales.orders

@@ -147,6 +147,7 @@ class Cloud:
             raise SystemExit(f"--alert-*: {e}") from None
         self.readings = alerts.Readings(self.alert_limits)
         self.provider = Payments.from_settings(settings, self.stats.counts)
+        self.provider.listen(self.authorisation_settled)
         self.senders = senders.configured(settings)  # how customers get a sign-in code on a new phone
         self.inbox: queue.Queue = queue.Queue()
         self.last_ingest = 0.0
@@ -398,6 +399,22 @@ class Cloud:
         if not self.bus.publish(order.machine_id, "cmd", orders.vend_command(order).encode()):
             log.warning("order %s: the vend command is not with the broker yet; the order stays authorised "
                         "until it expires at %s", order.id, format_time(order.expires_at))
+
+    def authorisation_settled(self, order_id: str, ok: bool, reason: str) -> None:
+        """A provider settled an authorisation outside a webhook (its worker had the platform's answer, or
+        the customer came back from the platform's page): move the order on and send the vend; an
+        authorisation that succeeded after its order gave up waiting is released."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            moved = orders.confirm(conn, order_id, ok, reason, now, self.settings.vend_timeout_s)
+            current = moved or orders.get(conn, order_id)
+            late = ok and moved is None and current is not None and current.status == "declined"
+            if late:
+                self.provider.of(current).void_late(conn, current, "gave-up", now)
+        if moved is not None and moved.status == "authorised":
+            self.send_vend(moved)
+        if late:
+            self.provider.kick()
 
     def book_stock(self) -> None:
         """Book restock counts into the stock book. A count costs a dozen statements, so while machines'

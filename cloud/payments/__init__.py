@@ -69,6 +69,17 @@ class Payments(Provider):
     def methods(self) -> tuple[str, ...]:
         return tuple(self.providers)
 
+    def methods_for(self, user_agent: str) -> tuple[str, ...]:
+        """The methods new customers may choose, in the order that fits their phone (``Registry.in_order_for``)."""
+        return REGISTRY.in_order_for(self.providers, user_agent)
+
+    def listen(self, on_authorisation) -> None:
+        """``on_authorisation(order_id, ok, reason)``: called when a provider learns of an authorisation's end
+        outside the order flow (its worker, the customer's return from the platform's page)."""
+        for provider in self._all.values():
+            if hasattr(provider, "on_authorisation"):
+                provider.on_authorisation = on_authorisation
+
     def choose(self, method: str) -> Provider:
         provider = self.providers.get(method)
         if provider is None:

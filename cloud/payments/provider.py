@@ -121,6 +121,21 @@ class Provider(abc.ABC):
     # none that is waiting) and ``void_late(conn, order, event_id, now)`` (release an authorisation
     # confirmed after its order stopped waiting); see ``cloud/payments/sandbox/provider.py``.
 
+    # -- a customer's standing permission (a saved card, an agreement, an openid) and their own steps ---
+
+    needs_mandate = False  # does paying by it need the customer's mandate (``cloud/payments/mandates.py``)?
+
+    def enrol(self, conn: sa.Connection, customer_id: int, return_url: str, now: datetime) -> str | None:
+        """Registration's next step with this provider: record a pending mandate and give the URL of the
+        platform's page where the customer sets it up (it sends them back to ``return_url``); None when
+        there is nothing to set up."""
+        return None
+
+    def action_url(self, conn: sa.Connection, order: Payable) -> str | None:
+        """Where the customer confirms a pending authorisation themselves (3-D Secure, a JSAPI payment);
+        None when nothing is asked of them."""
+        return None
+
     def choose(self, method: str) -> "Provider":
         """The provider for a customer's payment method."""
         if method != self.name:

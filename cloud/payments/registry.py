@@ -10,6 +10,7 @@ reconciliation) asks the registry instead. ``docs/adding-a-payment-provider.md``
 from __future__ import annotations
 
 import importlib
+import re
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,15 @@ class ProviderSpec:
     # captures under the key prefix "{name}:" against them. None: the journal is its only record.
     reported: Callable[[sa.Connection, datetime | None, datetime | None, list[str] | None], list] | None = None
     missing: str = ""  # the setting that turns it on, named when a webhook arrives and it is off
+    label: str = ""  # what the registration page offers (an English msgid, translated where shown)
+    user_agent: str = ""  # a regex over the phone's User-Agent: where it matches, offered first
+    # statement(settings, data) -> [statement.StatementLine]: the platform's statement file read (raises
+    # statement.StatementRefused). None: it has none to import.
+    statement: Callable[[object, bytes], list] | None = None
+    # reply(ok, reason) -> (HTTP status, media type, body): how the platform wants its notification answered
+    # (Alipay: "success"; WeChat Pay: {"code": "SUCCESS"}). None: JSON, 200 or the refusal's 4xx.
+    reply: Callable[[bool, str], tuple[int, str, str]] | None = None
+    router: str = ""  # dotted path of its own pages module (return pages...), holding ``router``
 
 
 class Registry:
@@ -66,6 +76,14 @@ class Registry:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self._specs)
+
+    def in_order_for(self, names, user_agent: str) -> tuple[str, ...]:
+        """``names`` in the order that fits the phone: those whose ``user_agent`` matches it first (inside
+        WeChat, WeChat Pay; inside Alipay, Alipay), the rest as registered."""
+        names = tuple(names)
+        fits = tuple(n for n in names if (spec := self._specs.get(n)) is not None and spec.user_agent
+                     and re.search(spec.user_agent, user_agent or ""))
+        return fits + tuple(n for n in names if n not in fits)
 
 
 # The providers, one line each: the module that holds its ``PROVIDER``. The first is the default choice.

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
@@ -205,8 +205,18 @@ def add_webhook(name: str) -> None:
             body += chunk
             if len(body) > webhook.MAX_BODY:
                 raise HTTPException(413, f"a webhook body is at most {webhook.MAX_BODY} bytes")
-        return await run_in_threadpool(on_webhook, cloud, name, body, request.headers,
-                                       request.client.host if request.client else "?")
+        sender = request.client.host if request.client else "?"
+        reply = REGISTRY[name].reply
+        if reply is None:
+            return await run_in_threadpool(on_webhook, cloud, name, body, request.headers, sender)
+        # The platform wants its own answer ("success", {"code": "SUCCESS"}), and a refusal in its words.
+        try:
+            await run_in_threadpool(on_webhook, cloud, name, body, request.headers, sender)
+            code, media, text = reply(True, "")
+        except HTTPException as e:
+            code, media, text = reply(False, str(e.detail))
+            code = code if code >= 400 else e.status_code
+        return Response(text, status_code=code, media_type=media)
 
     provider_webhook.__name__ = f"{name}_webhook"
     provider_webhook.__doc__ = (f"Where the {name} provider confirms or declines an authorisation. Signed: see "
@@ -234,6 +244,12 @@ def on_webhook(cloud: PaymentsCloud, name: str, body: bytes, headers: Mapping[st
             counts["webhook_duplicates"] += 1
             log.info("%s webhook %s delivered again: nothing to do", name, event.id)
             return {"ok": True, "event": event.id, "duplicate": True}
+        if event.type not in webhook.EVENT_TYPES:
+            # Not an authorisation's: a mandate, a refund's answer... the provider's own business.
+            did = provider.notified(conn, event, now)
+            log.info("%s webhook %s (%s): %s", name, event.id, event.type, did)
+            counts["webhooks"] += 1
+            return {"ok": True, "event": event.id, "did": did}
         order = orders.get(conn, event.order_id)
         if order is None or order.provider != provider.name or \
                 (order.amount, order.currency) != (event.amount, event.currency):

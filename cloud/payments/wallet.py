@@ -240,4 +240,4 @@ def build(settings=None, counts=None) -> Wallet:
     return Wallet()
 
 
-PROVIDER = ProviderSpec(name=NAME, boundary=BOUNDARY, build=build)
+PROVIDER = ProviderSpec(name=NAME, boundary=BOUNDARY, build=build, label="Wallet (top up, then buy)")

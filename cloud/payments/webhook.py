@@ -22,6 +22,7 @@ from cloud.core.db import UTCDateTime, insert_ignore, metadata
 TIMESTAMP_HEADER = "X-Sandbox-Timestamp"
 SIGNATURE_HEADER = "X-Sandbox-Signature"
 MAX_BODY = 64 * 1024
+# The events the webhook route moves orders by; any other type goes to the provider's ``notified``.
 EVENT_TYPES = ("authorisation.succeeded", "authorisation.declined")
 EVENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 
@@ -51,6 +52,9 @@ class Event:
     amount: int
     currency: str
     reason: str
+    # What else a platform's notification says (an event that is not an authorisation's: a mandate set
+    # up or withdrawn, a refund confirmed...), for the provider's ``notified``.
+    data: dict | None = None
 
     @property
     def succeeded(self) -> bool:

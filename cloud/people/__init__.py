@@ -30,7 +30,8 @@ from __future__ import annotations
 from cloud.people import audit, auth, staff
 from cloud.people.auth import SESSION_COOKIE, Caller, Gate, require
 from cloud.people.customers import (COOKIE, PHONE_RE, AlreadyRegistered, CookieSigner, RegistrationError, by_phone, clean_email,
-                                    clean_name, clean_phone, customers, get, new_secret, register)
+                                    clean_name, clean_phone, customers, get, new_secret, register,
+                                    set_payment_method)
 from cloud.people.staff import ADMINISTRATOR, MANAGER, ROLES, SUPPLIER, TECHNICIAN, PeopleError
 
 OWN_ACCOUNT = ROLES
@@ -62,5 +63,5 @@ __all__ = [
     "SUPPLIER", "SUPPLIER_EDITORS", "TECHNICIAN", "WALLET_CREDITORS", "WALLET_READERS", "AlreadyRegistered", "Caller",
     "CookieSigner", "Gate", "PeopleError", "RegistrationError", "audit", "auth", "by_phone", "clean_email",
     "clean_name", "clean_phone",
-    "customers", "get", "new_secret", "register", "require", "staff",
+    "customers", "get", "new_secret", "register", "require", "set_payment_method", "staff",
 ]

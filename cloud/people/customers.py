@@ -96,6 +96,13 @@ def register(conn: sa.Connection, name: str, phone: str, payment_method: str, no
                                                   email=email, created_at=now)).inserted_primary_key[0]
 
 
+def set_payment_method(conn: sa.Connection, customer_id: int, payment_method: str, *, methods: Sequence[str]) -> None:
+    """Change how a customer pays (one of ``methods``, those this cloud offers); RegistrationError if not."""
+    if payment_method not in methods:
+        raise RegistrationError("payment_method", f"Choose a payment method: {', '.join(methods)}.")
+    conn.execute(customers.update().where(customers.c.id == customer_id).values(payment_method=payment_method))
+
+
 def get(conn: sa.Connection, customer_id: int):
     return conn.execute(sa.select(customers).where(customers.c.id == customer_id)).first()
 

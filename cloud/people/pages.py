@@ -18,9 +18,12 @@ from cloud.people import audit, auth, forms, signin
 from cloud.people import staff as accounts
 from cloud.people.admin import create_person, create_supplier, update_person
 from cloud.core.db import utcnow
+from cloud.core.settings import Settings
 from cloud.people.auth import Caller, Gate, gate
 from cloud.people.auth import staff_only as allowed
 from cloud.people.staff import PeopleError
+from cloud.payments.provider import Provider
+from cloud.payments.registry import REGISTRY
 from cloud.web.dashboard import add_page, dash
 from cloud.web.limits import guard
 from cloud.web.pages import safe_next, translator
@@ -31,7 +34,11 @@ router = APIRouter(include_in_schema=False)
 class Methods(Protocol):
     """The payment methods a customer may choose (``cloud.payments.Payments`` is one)."""
 
-    methods: list[str]
+    methods: tuple[str, ...]
+
+    def methods_for(self, user_agent: str) -> tuple[str, ...]: ...
+
+    def choose(self, method: str) -> Provider: ...
 
 
 class Counts(Protocol):
@@ -42,6 +49,7 @@ class CustomerDesk(signin.SignInDesk, Protocol):
     """What registration asks of the running cloud (``cloud.service.Cloud`` is one)."""
 
     engine: sa.Engine
+    settings: Settings
     provider: Methods
     stats: Counts
 
@@ -252,12 +260,33 @@ def audit_page(request: Request, user: str = "", action: str = "",
 
 # -- a customer registers (their first scan) ---------------------------------------------------------
 
+def payment_choices(request: Request, methods: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
+    """(name, label in the reader's language) of ``methods``, in the order that fits the phone (inside
+    WeChat, WeChat Pay first; inside Alipay, Alipay; elsewhere as the operator registered them)."""
+    _ = translator(request)
+    ordered = REGISTRY.in_order_for(methods, request.headers.get("user-agent", ""))
+    return [(name, _(REGISTRY[name].label) if REGISTRY[name].label else name) for name in ordered]
+
+
+def return_to(request: Request, cloud: CustomerDesk, next: str) -> str:
+    """The absolute URL a payment platform sends the customer back to (then on to ``next``)."""
+    base = (cloud.settings.public_url or str(request.base_url)).rstrip("/")
+    return base + safe_next(next)
+
+
+def enrolled(request: Request, cloud: CustomerDesk, conn, customer_id: int, method: str, next: str) -> str:
+    """Where the customer goes once they chose ``method``: the platform's page to set up its mandate, or
+    ``next`` when there is nothing to set up."""
+    url = cloud.provider.choose(method).enrol(conn, customer_id, return_to(request, cloud, next), utcnow())
+    return url or safe_next(next)
+
+
 @router.get("/register", response_class=HTMLResponse)
 def register_form(request: Request, next: str = "/", cloud: CustomerDesk = Depends(the_cloud)):
     if auth.current_customer(request) is not None:
         return RedirectResponse(safe_next(next), status_code=303)  # registered already: to the account
     return forms.page(request, "register.html", next=safe_next(next), errors={}, values={},
-                      methods=cloud.provider.methods)
+                      choices=payment_choices(request, cloud.provider.methods))
 
 def registration_message(_, e: people.RegistrationError, methods: list[str]) -> str:
     """The service's complaint in the reader's language, by the field it names."""
@@ -281,11 +310,13 @@ def register(request: Request, background: BackgroundTasks, name: str = Form("")
     guard(request, "register", phone="".join(ch for ch in phone if ch.isdigit())[:20])
     if auth.current_customer(request) is not None:
         return RedirectResponse(safe_next(next), status_code=303)
-    payment_method = payment_method or cloud.provider.methods[0]  # none chosen: the cloud's first offer
+    # None chosen: the first the phone was offered.
+    payment_method = payment_method or payment_choices(request, cloud.provider.methods)[0][0]
     try:
         with cloud.engine.begin() as conn:
             customer_id = people.register(conn, name, phone, payment_method, utcnow(), methods=cloud.provider.methods,
                                           email=email)
+            goto = enrolled(request, cloud, conn, customer_id, payment_method, next)
     except people.AlreadyRegistered:
         return signin.offer_code(request, cloud, phone, next, background)
     except people.RegistrationError as e:
@@ -293,7 +324,7 @@ def register(request: Request, background: BackgroundTasks, name: str = Form("")
         return forms.page(request, "register.html", 422, next=safe_next(next),
                           errors={e.field: registration_message(_, e, cloud.provider.methods)},
                           values={"name": name, "phone": phone, "email": email, "payment_method": payment_method},
-                          methods=cloud.provider.methods)
-    response = RedirectResponse(safe_next(next), status_code=303)
+                          choices=payment_choices(request, cloud.provider.methods))
+    response = RedirectResponse(goto, status_code=303)
     signin.set_customer_cookie(response, gate(request), customer_id)
     return response

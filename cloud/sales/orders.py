@@ -28,6 +28,7 @@ from cloud.fleet import machines
 from cloud import people
 from cloud.core.db import UTCDateTime, metadata
 from cloud.payments import Outcome, PaymentError, Provider
+from cloud.payments.mandates import MandateMissing
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,12 @@ def place(conn: sa.Connection, provider: Provider, customer_id: int, machine_id:
         status="created", cmd_id=f"v-{order_id}", created_at=now,
         expires_at=now + timedelta(seconds=vend_timeout_s), updated_at=now))
     order = get(conn, order_id)
-    outcome = provider.authorise(conn, order, order_id, now)
+    try:
+        outcome = provider.authorise(conn, order, order_id, now)
+    except MandateMissing as e:
+        # Their card, agreement or openid is gone (withdrawn at the platform, never finished): the caller's
+        # transaction rolls back, so no order is left, and the shop asks them to choose again.
+        raise OrderError("no_mandate", str(e)) from None
     status, reason = ("authorised", "") if outcome.ok else ("declined", outcome.reason)
     values = dict(status=status, reason=reason, updated_at=now)
     if outcome.ok and outcome.pending:

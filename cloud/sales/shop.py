@@ -203,6 +203,8 @@ def buy(request: Request, machine_id: str, slot: str = Form(""), key: str = Form
             order, created = orders.place(conn, cloud.provider, customer.id, machine_id, slot, key, utcnow(),
                                           cloud.settings.vend_timeout_s)
     except orders.OrderError as e:
+        if e.code == "no_mandate":  # set up again (or choose another way to pay), then back to this menu
+            return RedirectResponse(f"/account/payment?why=again&next=/m/{machine_id}", status_code=303)
         return cannot_buy(cloud, request, e, machine_id, slot)
     except machines.FleetError:
         return unknown_machine(request, machine_id)
@@ -240,9 +242,10 @@ def order_page(request: Request, order_id: str, cloud: ShopCloud = Depends(the_c
         item = machines.slot_for_sale(conn, order.machine_id, order.slot)
         balance = cloud.provider.balance(conn, order.customer_id, order.currency)
         refunded = cloud.provider.refunded(conn, order)[1] if order.status in orders.REFUNDABLE else 0
+        action = cloud.provider.of(order).action_url(conn, order) if order.status == orders.WAITING else None
     return page(request, "order.html", order=order, item=item,
                 text=orders.status_text(translator(request), order.status),
-                settled=order.status in orders.SETTLED, balance=balance, refunded=refunded)
+                settled=order.status in orders.SETTLED, balance=balance, refunded=refunded, action=action)
 
 def order_event(cloud: "ShopCloud", request: Request, order_id: str, customer_id: int) -> dict | None:
     with cloud.engine.connect() as conn:
@@ -251,8 +254,10 @@ def order_event(cloud: "ShopCloud", request: Request, order_id: str, customer_id
             return None
         settled = order.status in orders.SETTLED
         balance = cloud.provider.balance(conn, customer_id, order.currency) if settled else None
+        # The platform asks the customer to confirm (3-D Secure, a JSAPI payment): they are standing there.
+        action = cloud.provider.of(order).action_url(conn, order) if order.status == orders.WAITING else None
     lang = i18n.language_of(request)
-    return {"status": order.status, "settled": settled,
+    return {"status": order.status, "settled": settled, "action": action,
             "text": orders.status_text(translator(request), order.status),
             "balance": i18n.money(balance, order.currency, lang) if balance is not None else None}
 
@@ -301,9 +306,10 @@ def order_json(request: Request, order_id: str, cloud: ShopCloud = Depends(the_c
     customer = auth.current_customer(request)
     with cloud.engine.connect() as conn:
         order = orders.get(conn, order_id)
-    if order is None or customer is None or order.customer_id != customer.id:
-        raise HTTPException(404, "no such order")
+        if order is None or customer is None or order.customer_id != customer.id:
+            raise HTTPException(404, "no such order")
+        action = cloud.provider.of(order).action_url(conn, order) if order.status == orders.WAITING else None
     return {"id": order.id, "status": order.status, "settled": order.status in orders.SETTLED,
             "text": orders.status_text(translator(request), order.status), "amount": order.amount,
-            "currency": order.currency}
+            "currency": order.currency, "action": action}
 

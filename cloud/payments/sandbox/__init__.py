@@ -43,4 +43,5 @@ def verify(settings, headers, body: bytes) -> webhook.Event:
 
 
 PROVIDER = ProviderSpec(name=NAME, boundary=BOUNDARY, build=build, offered=offered, settings=SETTINGS,
-                        webhook=verify, reported=reported, missing="--sandbox-url")
+                        webhook=verify, reported=reported, missing="--sandbox-url",
+                        label="Sandbox pay (an external provider that confirms by itself)")

@@ -5,7 +5,8 @@ says to ask the operator."""
 from __future__ import annotations
 
 from cloud.core.settings import Settings
-from cloud.people.senders.base import Sender, SendError, read_secret
+from cloud.core.secrets import read_secret
+from cloud.people.senders.base import Sender, SendError
 from cloud.people.senders.smtp import SmtpSender
 from cloud.people.senders.sms import SmsGateway
 
@@ -18,4 +19,4 @@ def configured(settings: Settings) -> list[Sender]:
     return [sender for make in REGISTRY.values() if (sender := make(settings)) is not None]
 
 
-__all__ = ["REGISTRY", "Sender", "SendError", "SmsGateway", "SmtpSender", "configured", "read_secret"]
+__all__ = ["REGISTRY", "Sender", "SendError", "SmsGateway", "SmtpSender", "configured"]

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import stat
-
 
 class SendError(Exception):
     """The code could not be handed over (the message says why, never a secret)."""
@@ -22,20 +19,3 @@ class Sender:
     def send(self, customer, subject: str, text: str) -> None:
         """Hand the text over for delivery, or raise SendError."""
         raise NotImplementedError
-
-
-def read_secret(option: str, path: str) -> str:
-    """A password or token from a file only its owner may read (mode 0600), as ssh does with a key; the
-    error names the option and the file, never what is in it."""
-    try:
-        mode = os.stat(path).st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SystemExit(f"{option} {path}: others may read it (mode {stat.S_IMODE(mode):04o}); "
-                             f"chmod 0600 it")
-        with open(path, encoding="utf-8") as f:
-            secret = f.read().strip()
-    except OSError as e:
-        raise SystemExit(f"{option} {path}: cannot read it ({e.strerror})") from None
-    if not secret:
-        raise SystemExit(f"{option} {path}: the file is empty")
-    return secret

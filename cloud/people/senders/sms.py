@@ -9,7 +9,8 @@ from __future__ import annotations
 import httpx
 
 from cloud.core.settings import Settings
-from cloud.people.senders.base import Sender, SendError, read_secret
+from cloud.core.secrets import read_secret
+from cloud.people.senders.base import Sender, SendError
 
 
 class SmsGateway(Sender):

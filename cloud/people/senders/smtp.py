@@ -7,7 +7,8 @@ import ssl
 from email.message import EmailMessage
 
 from cloud.core.settings import Settings
-from cloud.people.senders.base import Sender, SendError, read_secret
+from cloud.core.secrets import read_secret
+from cloud.people.senders.base import Sender, SendError
 
 
 class SmtpSender(Sender):

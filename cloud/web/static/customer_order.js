@@ -11,6 +11,16 @@
     if (done) return;
     status.textContent = e.text;
     status.className = "status status-" + e.status;
+    // The payment platform asks the customer to confirm (3-D Secure...): take the phone there now.
+    // Once per order and tab: back from the platform's page with the order still waiting, the link stays.
+    if (e.action && !e.settled && /^(https?:\/\/|\/(?!\/))/.test(e.action)) {
+      var link = document.getElementById("action-link");
+      if (link) { link.href = e.action; link.parentNode.hidden = false; }
+      var seen = "vend-action-" + id;
+      var first = true;
+      try { first = !sessionStorage.getItem(seen); sessionStorage.setItem(seen, "1"); } catch (err) { first = false; }
+      if (first) { done = true; location.assign(e.action); return; }
+    }
     if (e.settled) {
       done = true;
       var after = document.getElementById("after");
