@@ -90,6 +90,7 @@ class Registry:
 PROVIDERS = (
     "cloud.payments.wallet",
     "cloud.payments.sandbox",
+    "cloud.payments.wechat",
 )
 
 REGISTRY = Registry()

@@ -158,6 +158,7 @@ class FakeWeChatPay:
     def __init__(self, keys: Keys | None = None, stall_s: float = 2.0, notify_retry_s: float = 0.5,
                  public_key_mode: bool = False):
         self.keys = keys or Keys()
+        self.clock = lambda: datetime.now(timezone.utc)  # when a trade's time_expire is held against
         # A merchant on WeChat Pay's public key (no platform certificates): answers name its key id.
         self.serial = self.keys.public_key_id if public_key_mode else self.keys.platform_serial
         self.stall_s = stall_s
@@ -230,6 +231,9 @@ class FakeWeChatPay:
             trade = self.trades[out_trade_no]
             if trade["trade_state"] != "NOTPAY":
                 raise Refused(400, "ORDERPAID", f"trade {out_trade_no} is {trade['trade_state']}")
+            if trade["time_expire"] and self.clock() > datetime.fromisoformat(trade["time_expire"]):
+                trade.update(trade_state="CLOSED", trade_state_desc="已关闭")
+                raise Refused(400, "ORDER_CLOSED", f"trade {out_trade_no} expired at {trade['time_expire']}")
             trade.update(trade_state="SUCCESS", trade_state_desc="支付成功", bank_type="OTHERS",
                          transaction_id="42000" + "".join(secrets.choice(string.digits) for _ in range(23)),
                          success_time=(when or datetime.now(BEIJING)).astimezone(BEIJING).isoformat(
@@ -386,6 +390,7 @@ class FakeWeChatPay:
             "appid": body["appid"], "mchid": body["mchid"], "out_trade_no": body["out_trade_no"],
             "trade_type": "JSAPI", "trade_state": "NOTPAY", "trade_state_desc": "未支付",
             "attach": body.get("attach", ""), "description": body["description"], "openid": openid,
+            "time_expire": body.get("time_expire", ""),
             "notify_url": body["notify_url"], "amount": {"total": total, "currency": currency},
             "prepay_id": "wx" + datetime.now(BEIJING).strftime("%d%H%M%S") + secrets.token_hex(12),
             "fingerprint": fingerprint, "refunded": 0}
@@ -608,7 +613,10 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "POST":
             paid = query.get("choice") == "pay"
             if paid and trade["trade_state"] == "NOTPAY":
-                fake.pay(trade["out_trade_no"], notify=False)
+                try:
+                    fake.pay(trade["out_trade_no"], notify=False)
+                except Refused as e:
+                    return self._page("WeChat Pay", f"<p>{html.escape(str(e))}</p>", 400)
                 threading.Thread(target=fake.notify, args=(trade["out_trade_no"],), daemon=True).start()
             result = "ok" if paid else "cancel"
             sep = "&" if "?" in back else "?"

@@ -17,7 +17,8 @@ BEIJING = timezone(timedelta(hours=8))
 AMOUNT_RE = re.compile(r"(-?)(\d{1,12})\.(\d{2})\Z")
 COLUMNS = {"at": "交易时间", "mchid": "商户号", "transaction_id": "微信订单号", "out_trade_no": "商户订单号",
            "state": "交易状态", "currency": "货币种类", "settled": "应结订单金额", "refund_id": "微信退款单号",
-           "out_refund_no": "商户退款单号", "refund": "退款金额", "refund_state": "退款状态", "fee": "手续费"}
+           "out_refund_no": "商户退款单号", "refund": "退款金额", "refund_state": "退款状态", "fee": "手续费",
+           "attach": "商户数据包"}
 SUMMARY = {"count": "总交易单数", "settled": "应结订单总金额", "refund": "退款总金额", "fee": "手续费总金额"}
 
 
@@ -29,12 +30,13 @@ class BillRefused(ValueError):
 class BillLine:
     platform_id: str  # WeChat Pay's transaction_id of a payment, its refund_id of a refund
     kind: str  # capture | refund
-    order_id: str  # the merchant's out_trade_no: the cloud's order id
+    out_trade_no: str  # the merchant's number of the payment (from the cloud's order id)
     amount: int  # fen, above zero
     currency: str
     at: datetime  # UTC
     fee: int  # fen WeChat Pay took (a refund's is negative: the fee given back)
     out_refund_no: str = ""
+    attach: str = ""  # what the merchant attached to the payment (the cloud: its order id)
 
 
 def fen(text: str, where: str) -> int:
@@ -99,10 +101,10 @@ def parse(data: bytes, mchid: str) -> list[BillLine]:
         state, at = row[col["state"]], at.astimezone(timezone.utc)
         if state == "SUCCESS" and settled > 0:
             out.append(BillLine(row[col["transaction_id"]], "capture", row[col["out_trade_no"]], settled, currency,
-                                at, fee))
+                                at, fee, attach=row[col["attach"]]))
         elif state == "REFUND" and refund > 0 and row[col["refund_state"]] == "SUCCESS":
             out.append(BillLine(row[col["refund_id"]], "refund", row[col["out_trade_no"]], refund, currency, at,
-                                fee, row[col["out_refund_no"]]))
+                                fee, row[col["out_refund_no"]], row[col["attach"]]))
     head = lines[end].split(",")
     if any(name not in head for name in SUMMARY.values()):
         raise BillRefused("the summary header lacks " + ", ".join(n for n in SUMMARY.values() if n not in head))

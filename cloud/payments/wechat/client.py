@@ -153,12 +153,13 @@ class WeChatClient:
 
     # -- JSAPI payments --------------------------------------------------------------------------------
 
-    def jsapi(self, out_trade_no: str, description: str, total: int, openid: str, attach: str = "") -> str:
+    def jsapi(self, out_trade_no: str, description: str, total: int, openid: str, attach: str = "",
+              time_expire: str | None = None) -> str:
         """Place a JSAPI order; its prepay_id. The same out_trade_no with the same parameters gives the same
         prepay_id (WeChat Pay's own idempotency), so a retry after a lost answer is safe."""
         _, body = self._call("jsapi", self.pay.pay, description=description[:127], out_trade_no=out_trade_no,
                              amount={"total": total, "currency": "CNY"}, payer={"openid": openid},
-                             attach=attach or None, pay_type=WeChatPayType.JSAPI)
+                             attach=attach or None, time_expire=time_expire, pay_type=WeChatPayType.JSAPI)
         prepay_id = body.get("prepay_id") if isinstance(body, dict) else None
         if not prepay_id:
             raise Unreachable("jsapi: the answer has no prepay_id")

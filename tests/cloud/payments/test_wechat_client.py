@@ -8,12 +8,13 @@ import pytest
 
 from cloud.payments.wechat import bill
 from cloud.payments.wechat.client import Credentials, NotificationRefused, Refused, Unreachable, WeChatClient
+from tests.cloud.payments.wechat_fixtures import KEYS, client_of, merchant_pem
 from tests.fakes.wechat import FakeWeChatPay, Keys
 
 
 @pytest.fixture(scope="module")
 def keys():
-    return Keys()
+    return KEYS
 
 
 @pytest.fixture
@@ -22,24 +23,6 @@ def fake(keys):
     f.start()
     yield f
     f.stop()
-
-
-def client_of(fake, public_key=False, **kw) -> WeChatClient:
-    k = fake.keys
-    creds = Credentials(mchid=k.mchid, appid=k.appid, cert_serial=k.merchant_serial,
-                        private_key=_pem(k), apiv3_key=k.apiv3_key,
-                        app_secret=k.app_secret,
-                        public_key=k.platform_public_key_pem() if public_key else "",
-                        public_key_id=k.public_key_id if public_key else "")
-    return WeChatClient(creds, "http://cloud.test/notify", gateway=fake.url, oauth_url=fake.url +
-                        "/connect/oauth2/authorize", token_url=fake.url + "/sns/oauth2/access_token",
-                        timeout_s=kw.pop("timeout_s", 0.5), **kw)
-
-
-def _pem(k):
-    from cryptography.hazmat.primitives import serialization
-    return k.merchant_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption()).decode()
 
 
 def test_a_jsapi_order_is_placed_queried_paid_and_refunded(fake):
@@ -106,7 +89,7 @@ def test_a_platform_that_stalls_or_fails_is_unreachable_and_a_lost_answer_is_fou
 def test_a_wrong_merchant_key_is_refused_by_the_platform(fake, keys):
     other = Keys(mchid=keys.mchid, merchant_serial=keys.merchant_serial, apiv3_key=keys.apiv3_key)
     client = client_of(fake)
-    client.creds = Credentials(**{**client.creds.__dict__, "private_key": _pem(other)})
+    client.creds = Credentials(**{**client.creds.__dict__, "private_key": merchant_pem(other)})
     with pytest.raises(Unreachable):  # even the certificates are refused: no platform certificate
         client.query("o5555555555")
 
@@ -160,7 +143,7 @@ def test_the_trade_bill_is_downloaded_checked_and_read_in_fen(fake, keys):
     data = client.trade_bill("2026-12-06")
     assert data.count(b"\n`") == 3  # two trades and the summary row, every field behind a backquote
     lines = bill.parse(data, keys.mchid)
-    assert sorted((ln.order_id, ln.kind, ln.amount, ln.fee) for ln in lines) == [
+    assert sorted((ln.out_trade_no, ln.kind, ln.amount, ln.fee) for ln in lines) == [
         ("o8888888801", "capture", 350, 2), ("o8888888802", "capture", 1999, 12)]
     assert all(ln.at == when and ln.currency == "CNY" for ln in lines)
 
