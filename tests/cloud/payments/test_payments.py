@@ -3,6 +3,7 @@ every provider (the wallet and the sandbox); the money invariant over random ope
 
 import json
 import tempfile
+import time
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -13,10 +14,16 @@ from hypothesis import strategies as st
 
 from cloud import payments
 from cloud.payments import (MAX_TOPUP, REGISTRY, IdempotencyConflict, NotRefundable, PaymentError, Sandbox, Wallet, account, balance, entries, post, txns)
+from cloud.payments import mandates
+from cloud.payments.outbox import payment_ops
 from cloud.payments.sandbox import ops
+from cloud.payments.wechat import WeChat, read_notification
+from cloud.payments.wechat.provider import out_trade_no
 from cloud.payments.wallet import declines
 from cloud.payments.webhook import Event, parse
 from tests.cloud_fixtures import NOW, FakeSandbox, engine, make_migrated_engine, unbalanced_txns  # noqa: F401
+from tests.cloud.payments.wechat_fixtures import KEYS, client_of
+from tests.fakes.wechat import FakeWeChatPay
 
 W = Wallet()
 
@@ -254,11 +261,6 @@ class WeChatWorld:
     running = None
 
     def __init__(self, engine):
-        from cloud.payments import mandates
-        from cloud.payments.wechat import WeChat
-        from tests.fakes.wechat import FakeWeChatPay
-        from tests.cloud.payments.wechat_fixtures import KEYS, client_of
-
         if WeChatWorld.running is not None:
             WeChatWorld.running.stop()
         self.engine, self.fake = engine, FakeWeChatPay(KEYS)
@@ -272,31 +274,22 @@ class WeChatWorld:
             mandates.activate(conn, 1, "wechat", self.fake.new_user(), NOW)
 
     def confirm(self, o, ok=True):
-        import time as _time
-
-        from cloud.payments.wechat import read_notification
-        from cloud.payments.wechat.provider import out_trade_no
-
         self.deliver()
         self.fake.pay(out_trade_no(o.id), notify=False)
         headers, body = self.fake.notification(out_trade_no(o.id))
         with self.engine.begin() as conn:
-            assert self.provider.confirm(conn, read_notification(self.client, headers, body, _time.time()), NOW)
+            assert self.provider.confirm(conn, read_notification(self.client, headers, body, time.time()), NOW)
 
     def deliver(self):
         while self.provider.deliver_due(self.engine, clock=lambda: NOW):
             pass
 
     def snapshot(self):
-        from cloud.payments.outbox import payment_ops
-
         with self.engine.connect() as conn:
             rows = count(conn, payment_ops)
         return rows, len(self.fake.trades), len(self.fake.refunds)
 
     def refunded_at_provider(self, o):
-        from cloud.payments.wechat.provider import out_trade_no
-
         self.deliver()
         return self.fake.trades[out_trade_no(o.id)]["refunded"]
 
