@@ -61,10 +61,13 @@ def wechat_customer(cloud, machine, fake) -> Customer:
     page = c.http.get("/register").text
     assert page.index('value="wechat"') < page.index('value="wallet"')  # inside WeChat: WeChat Pay first
     r = c.register("/m/w1", method="wechat")
-    assert r.status_code == 303 and r.headers["location"].startswith(fake.url + "/connect/oauth2/authorize?"), r.text
-    at_wechat = httpx.get(r.headers["location"], timeout=10)
+    assert r.status_code == 303 and r.headers["location"] == cloud.url + "/pay/wechat/enrol", r.text
+    onward = c.http.get("/pay/wechat/enrol").text
+    oauth = html.unescape(re.search(r'id="wechat-oauth" href="([^"]+)"', onward).group(1))
+    assert oauth.startswith(fake.url + "/connect/oauth2/authorize?")
+    at_wechat = httpx.get(oauth, timeout=10)
     form = {k: html.unescape(v) for k, v in re.findall(r'name="(\w+)" value="([^"]*)"', at_wechat.text)}
-    back = httpx.post(r.headers["location"].split("?")[0], data=form, timeout=10)
+    back = httpx.post(oauth.split("?")[0], data=form, timeout=10)
     assert back.status_code == 302
     r = c.http.get(back.headers["location"].replace(cloud.url, ""))
     assert r.status_code == 303 and r.headers["location"] == "/m/w1", r.text

@@ -511,7 +511,7 @@ class FakeWeChatPay:
         return trade
 
 
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>{title}</title></head><body><h1>{title}</h1>{body}</body></html>"""
 
 
@@ -618,9 +618,10 @@ class _Handler(BaseHTTPRequestHandler):
                 except Refused as e:
                     return self._page("WeChat Pay", f"<p>{html.escape(str(e))}</p>", 400)
                 threading.Thread(target=fake.notify, args=(trade["out_trade_no"],), daemon=True).start()
+            # Back to the merchant's page with what WeixinJSBridge's callback would have said.
             result = "ok" if paid else "cancel"
             sep = "&" if "?" in back else "?"
-            return self._redirect(f"{back}{sep}wechat={result}")
+            return self._redirect(f"{back}{sep}result={result}")
         hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
                          for k, v in query.items())
         total = trade["amount"]["total"]

@@ -48,6 +48,22 @@ def not_here(request: Request):
     return problem(request, 404, _("WeChat Pay"), _("This cloud does not take WeChat Pay."))
 
 
+@router.get("/pay/wechat/enrol", response_class=HTMLResponse)
+def enrol(request: Request, cloud: WeChatDesk = Depends(the_cloud)):
+    """Registration chose WeChat Pay: on to WeChat's OAuth page (a page of ours that moves on by itself: a
+    form's redirect to another site is refused by the content policy)."""
+    provider, customer = wechat_of(cloud), auth.current_customer(request)
+    if provider is None:
+        return not_here(request)
+    if customer is None:
+        return RedirectResponse("/register", status_code=303)
+    with cloud.engine.connect() as conn:
+        mandate = mandates.get(conn, customer.id, NAME)
+    if mandate is None or mandate.status != "pending":
+        return RedirectResponse("/", status_code=303)
+    return page(request, "wechat_enrol.html", url=provider.oauth_url(mandate))
+
+
 @router.get("/pay/wechat/oauth", response_class=HTMLResponse)
 async def oauth_return(request: Request, code: str = "", state: str = "", cloud: WeChatDesk = Depends(the_cloud)):
     """WeChat's OAuth came back: the code gives the customer's openid, their mandate from now on."""

@@ -92,13 +92,20 @@ class WeChat(Outbox):
     # -- registration: the openid through OAuth ---------------------------------------------------------
 
     def enrol(self, conn, customer_id: int, return_url: str, now) -> str | None:
-        """Record a pending mandate (with a one-time ``state`` and where to go after) and send the phone to
-        WeChat's OAuth page (``snsapi_base``: silent inside WeChat), which comes back to ``/pay/wechat/oauth``."""
+        """Record a pending mandate (with a one-time ``state`` and where to go after) and send the phone on to
+        WeChat's OAuth page (``snsapi_base``: silent inside WeChat), which comes back to ``/pay/wechat/oauth``.
+
+        The phone goes there through this provider's own page (``/pay/wechat/enrol``), not by a redirect
+        from the registration form: the pages' content policy (``form-action 'self'``) makes the browser
+        refuse a form whose answer redirects to another site."""
         if self.client is None:
             return None
-        state = wx.nonce(24)
-        mandates.start(conn, customer_id, NAME, now, {"state": state, "next": return_url})
-        return self.client.authorize_url(f"{self.public_url}/pay/wechat/oauth", state)
+        mandates.start(conn, customer_id, NAME, now, {"state": wx.nonce(24), "next": return_url})
+        return f"{self.public_url}/pay/wechat/enrol"
+
+    def oauth_url(self, mandate) -> str:
+        """WeChat's OAuth page for a pending mandate, carrying its one-time state."""
+        return self.client.authorize_url(f"{self.public_url}/pay/wechat/oauth", str(mandate.detail.get("state", "")))
 
     # -- the outbox's hooks -----------------------------------------------------------------------------
 
