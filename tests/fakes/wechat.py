@@ -159,6 +159,7 @@ class FakeWeChatPay:
                  public_key_mode: bool = False):
         self.keys = keys or Keys()
         self.clock = lambda: datetime.now(timezone.utc)  # when a trade's time_expire is held against
+        self.refund_status = "SUCCESS"  # what a new refund answers: SUCCESS at once, or PROCESSING (finish_refund)
         # A merchant on WeChat Pay's public key (no platform certificates): answers name its key id.
         self.serial = self.keys.public_key_id if public_key_mode else self.keys.platform_serial
         self.stall_s = stall_s
@@ -429,12 +430,36 @@ class FakeWeChatPay:
             "refund_id": "50300" + "".join(secrets.choice(string.digits) for _ in range(24)),
             "out_refund_no": out_refund_no, "transaction_id": trade["transaction_id"],
             "out_trade_no": trade["out_trade_no"], "channel": "ORIGINAL", "user_received_account": "支付用户零钱",
-            "create_time": now, "success_time": now, "status": "SUCCESS", "funds_account": "AVAILABLE",
+            "create_time": now, "status": self.refund_status, "funds_account": "AVAILABLE",
             "amount": {"total": total, "refund": refund, "payer_total": total, "payer_refund": refund,
                        "settlement_total": total, "settlement_refund": refund, "discount_refund": 0,
                        "currency": "CNY"},
             "fingerprint": fingerprint}
+        if self.refund_status == "SUCCESS":
+            record["success_time"] = now
         return 200, self._public_refund(record)
+
+    def finish_refund(self, out_refund_no: str, status: str = "SUCCESS") -> tuple[dict, bytes]:
+        """A PROCESSING refund ends (SUCCESS, ABNORMAL or CLOSED): (headers, body) of its REFUND.* notification."""
+        with self.lock:
+            record = self.refunds[out_refund_no]
+            record["status"] = status
+            if status == "SUCCESS":
+                record["success_time"] = datetime.now(BEIJING).isoformat(timespec="seconds")
+            else:
+                self.trades[record["out_trade_no"]]["refunded"] -= record["amount"]["refund"]
+            resource = {"mchid": self.keys.mchid, "out_trade_no": record["out_trade_no"],
+                        "transaction_id": record["transaction_id"], "out_refund_no": out_refund_no,
+                        "refund_id": record["refund_id"], "refund_status": status,
+                        "success_time": record.get("success_time", ""), "user_received_account": "支付用户零钱",
+                        "amount": {k: record["amount"][k] for k in ("total", "refund", "payer_total", "payer_refund")}}
+        body = json.dumps({
+            "id": secrets.token_hex(18), "create_time": datetime.now(BEIJING).isoformat(timespec="seconds"),
+            "resource_type": "encrypt-resource", "event_type": f"REFUND.{status}", "summary": "退款状态变更",
+            "resource": {"original_type": "refund",
+                         **aead_encrypt(self.keys.apiv3_key, json.dumps(resource, ensure_ascii=False), "refund")}},
+            ensure_ascii=False)
+        return self.signed_headers(body), body.encode()
 
     @staticmethod
     def _public_refund(record: dict) -> dict:
@@ -460,7 +485,7 @@ class FakeWeChatPay:
                                            None, fee))
                 count, settled, fees = count + 1, settled + trade["amount"]["total"], fees + fee
         for refund in self.refunds.values():
-            if refund["success_time"][:10] == day:
+            if refund.get("success_time", "")[:10] == day:
                 trade = self.trades[refund["out_trade_no"]]
                 fee = -((refund["amount"]["refund"] * FEE_RATE_PER_MILLE + 500) // 1000)
                 rows.append(self._bill_row(trade, refund["success_time"], "REFUND", 0, refund, fee))

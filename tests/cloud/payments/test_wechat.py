@@ -384,6 +384,27 @@ def test_a_refund_goes_to_wechat_pay_and_the_trade_bill_matches_the_journal(clie
         assert import_statement(conn, "wechat", "wechat", lines, data, now)["new"] == 0  # once
 
 
+def test_a_refund_still_processing_is_settled_by_its_signed_notification(client, cloud_obj, fake):
+    register_in_wechat(client, fake)
+    sold = paid_order(client, cloud_obj, fake)
+    machine_says(cloud_obj, sold, "dropped")
+    fake.refund_status = "PROCESSING"
+    with cloud_obj.engine.begin() as conn:
+        cloud_obj.provider.refund(conn, orders.get(conn, sold), None, "manager-refund-2", utcnow())
+    deliver(cloud_obj)
+    assert ops_of(cloud_obj, sold)["refund:manager-refund-2"].status == "pending"
+    assert ("refund", "wechat:refund:manager-refund-2") not in journal(cloud_obj, sold)  # not yet given back
+    headers, body = fake.finish_refund(out_refund_no("refund:manager-refund-2"))
+    r = client.post(HOOK, content=body, headers=headers)
+    assert (r.status_code, r.text) == (200, "")
+    refund = ops_of(cloud_obj, sold)["refund:manager-refund-2"]
+    assert (refund.status, refund.platform_ref) == ("succeeded",
+                                                    fake.refunds[out_refund_no("refund:manager-refund-2")]["refund_id"])
+    assert ("refund", "wechat:refund:manager-refund-2") in journal(cloud_obj, sold)
+    assert client.post(HOOK, content=body, headers=headers).status_code == 200  # again: nothing more
+    assert journal(cloud_obj, sold).count(("refund", "wechat:refund:manager-refund-2")) == 1
+
+
 def test_a_bill_of_another_merchant_or_cut_short_is_refused(client, cloud_obj, fake):
     register_in_wechat(client, fake)
     sold = paid_order(client, cloud_obj, fake)
