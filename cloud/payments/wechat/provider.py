@@ -65,6 +65,12 @@ def out_refund_no(key: str) -> str:
     return f"{op}-" + hashlib.sha256(key.encode()).hexdigest()[:48]
 
 
+def refund_number(op) -> str:
+    """The out_refund_no of a void or refund row. Every void of an order (its own, and one for a payment that
+    came after the order gave up) is the one full refund "void-{order}": asked twice, it is made once."""
+    return out_refund_no(f"void:{op.order_id}" if op.op == "void" else op.key)
+
+
 def refund_sent(answer: dict, reason: str) -> Sent:
     """A refund's status as WeChat Pay gave it, as the outbox records answers."""
     status, ref = answer.get("status"), str(answer.get("refund_id", ""))
@@ -133,7 +139,7 @@ class WeChat(Outbox):
             if op.op == "void":
                 return self._void(op, detail)
             if op.op == "refund":
-                return refund_sent(self.client.refund(out_refund_no(op.key), out_trade_no(op.order_id), op.amount,
+                return refund_sent(self.client.refund(refund_number(op), out_trade_no(op.order_id), op.amount,
                                                       int(detail["total"]), "refund"), "")
         except wx.Unreachable as e:
             raise Unreachable(str(e)) from None
@@ -188,7 +194,7 @@ class WeChat(Outbox):
                 state = "SUCCESS"  # paid in the moment between: refund it
         if state not in ("SUCCESS", "REFUND"):
             return Sent("succeeded", f"nothing was paid ({state})")
-        answer = self.client.refund(out_refund_no(op.key), number, op.amount, int(detail.get("total", op.amount)),
+        answer = self.client.refund(refund_number(op), number, op.amount, int(detail.get("total", op.amount)),
                                     "not dropped")
         return refund_sent(answer, "refunded in full: not dropped")
 
@@ -199,7 +205,7 @@ class WeChat(Outbox):
             if op.op == "authorise":
                 return self._trade_state(op)  # None while unpaid: sent again, it gives the same prepay_id
             if op.op in ("void", "refund"):
-                found = self.client.query_refund(out_refund_no(op.key))
+                found = self.client.query_refund(refund_number(op))
                 return None if found is None else refund_sent(found, "")
         except wx.Unreachable as e:
             raise Unreachable(str(e)) from None

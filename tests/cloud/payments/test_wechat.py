@@ -265,6 +265,25 @@ def test_an_order_never_paid_is_closed_at_wechat_pay_when_it_expires(client, clo
         fake.pay(out_trade_no(order_id), notify=False)  # too late to pay: nothing can be taken now
 
 
+def test_a_payment_after_the_order_gave_up_is_refunded_once(client, cloud_obj, fake):
+    register_in_wechat(client, fake)
+    order_id = buy(client)
+    deliver(cloud_obj)
+    fake.pay(out_trade_no(order_id), notify=False)  # paid at the last moment...
+    later = utcnow() + timedelta(hours=1)
+    with cloud_obj.engine.begin() as conn:  # ...as the order gave up waiting
+        assert orders.expire_due(conn, cloud_obj.provider, later, 10) == 1
+    headers, body = fake.notification(out_trade_no(order_id))
+    assert client.post(HOOK, content=body, headers=headers).status_code == 200  # then the notification
+    deliver(cloud_obj, at=later)
+    assert order_status(cloud_obj, order_id) == "declined" and cloud_obj.sent == []
+    voids = [r for r in ops_of(cloud_obj, order_id).values() if r.op == "void"]
+    assert len(voids) == 2 and {r.status for r in voids} == {"succeeded"}  # the order's, and the late one's
+    assert list(fake.refunds) == [out_refund_no(f"void:{order_id}")]  # one refund, in full
+    assert fake.trades[out_trade_no(order_id)]["refunded"] == 350
+    assert cloud_obj.stats.counts["wechat_refused"] == 0
+
+
 def test_a_lost_answer_is_queried_then_sent_again_under_the_same_out_trade_no(client, cloud_obj, fake, caplog):
     register_in_wechat(client, fake)
     fake.fail("/v3/pay/transactions/jsapi", "lost")  # WeChat Pay places the order; its answer never comes
