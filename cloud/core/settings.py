@@ -59,6 +59,7 @@ class Settings:
     wechat_timeout_s: float = 10.0
     wechat_tolerance_s: float = 300.0
     wechat_confirm_timeout_s: float = 180.0
+    wechat_payscore_service_id: str = ""
     # The wallet's free top-up form: demo money, for the demo with its sandbox only. Off, the wallet gets money
     # only through a provider or an administrator's credit (POST /api/v1/customers/{id}/wallet/credit).
     demo_topups: bool = False
@@ -233,6 +234,9 @@ OPTIONS = [
      "refused as replays (1-3600)"),
     ("--wechat-confirm-timeout", "wechat_confirm_timeout_s", float, "seconds a customer has to pay a WeChat Pay "
      "order before it is closed (60-3600)"),
+    ("--wechat-payscore-service-id", "wechat_payscore_service_id", str, "the merchant's WeChat Pay Score service "
+     "id: purchases are then paid after the drop (a service order the customer confirms); empty: JSAPI payments "
+     "before the vend, refunded in full if nothing drops"),
     ("--rate-limits", "rate_limits", str, "change the rate limits, per process: NAME=COUNT/SECONDS or NAME=off, "
      "comma-separated (landing_address, register_address, register_phone, login_address, login_username, "
      "otp_address, otp_phone, topup_address, topup_phone); 'off' turns them all off"),

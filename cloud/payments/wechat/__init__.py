@@ -21,14 +21,14 @@ from cloud.payments.registry import ProviderSpec
 from cloud.payments.statement import StatementLine, StatementRefused
 from cloud.payments.wechat import bill
 from cloud.payments.wechat.client import Credentials, NotificationRefused, Unreachable, WeChatClient
-from cloud.payments.wechat.provider import BOUNDARY, NAME, WeChat, order_of
+from cloud.payments.wechat.provider import BOUNDARY, CURRENCY, NAME, WeChat, order_of
 
 __all__ = ["BOUNDARY", "NAME", "PROVIDER", "WeChat", "client_for", "read_notification", "statement", "verify"]
 
 SETTINGS = ("wechat_mchid", "wechat_appid", "wechat_cert_serial", "wechat_private_key_file",
             "wechat_apiv3_key_file", "wechat_app_secret_file", "wechat_public_key_file", "wechat_public_key_id",
             "wechat_api_url", "wechat_oauth_url", "wechat_token_url", "wechat_timeout_s", "wechat_tolerance_s",
-            "wechat_confirm_timeout_s")
+            "wechat_confirm_timeout_s", "wechat_payscore_service_id")
 WEBHOOK_PATH = "/api/v1/payments/webhook/wechat"
 
 _clients: dict[tuple, WeChatClient] = {}
@@ -88,7 +88,8 @@ def build(settings=None, counts=None) -> WeChat:
     """WeChat Pay as ``settings`` configure it; without them, one that only queues."""
     if not offered(settings):
         return WeChat(None)
-    return WeChat(client_for(settings), settings.public_url, settings.wechat_confirm_timeout_s, counts)
+    return WeChat(client_for(settings), settings.public_url, settings.wechat_confirm_timeout_s, counts,
+                  settings.wechat_payscore_service_id)
 
 
 def verify(settings, headers, body: bytes) -> webhook.Event:
@@ -110,7 +111,7 @@ def read_notification(client: WeChatClient, headers, body: bytes, now: float) ->
         raise webhook.WebhookRefused("malformed", "the notification id must be 1 to 64 letters, digits, - or _")
     if r.get("mchid") != client.creds.mchid or ("appid" in r and r.get("appid") != client.creds.appid):
         raise webhook.WebhookRefused("malformed", f"the notification is merchant {r.get('mchid')}'s, not ours")
-    order_id = order_of(str(r.get("out_trade_no", "")), str(r.get("attach") or ""))
+    order_id = order_of(str(r.get("out_trade_no") or r.get("out_order_no") or ""), str(r.get("attach") or ""))
     if order_id is None:
         raise webhook.WebhookRefused("malformed", "the notification names no order of this cloud")
     amount = r.get("amount") or {}
@@ -120,7 +121,20 @@ def read_notification(client: WeChatClient, headers, body: bytes, now: float) ->
             raise webhook.WebhookRefused("malformed", "a TRANSACTION.SUCCESS names a trade_state SUCCESS, an "
                                                       "amount and a currency")
         return webhook.Event(event_id, "authorisation.succeeded", order_id, total, currency, "",
-                             {"transaction_id": str(r.get("transaction_id", ""))})
+                             {"platform_ref": str(r.get("transaction_id", ""))})
+    if kind == "PAYSCORE.USER_CONFIRM":  # the customer confirmed a Pay Score order: nothing taken yet
+        amount = (r.get("risk_fund") or {}).get("amount")
+        if r.get("state") != "DOING" or not isinstance(amount, int):
+            raise webhook.WebhookRefused("malformed", "a PAYSCORE.USER_CONFIRM names state DOING and a risk fund")
+        return webhook.Event(event_id, "authorisation.succeeded", order_id, amount, CURRENCY, "",
+                             {"platform_ref": str(r.get("order_id", ""))})
+    if kind == "PAYSCORE.USER_PAID":  # WeChat Pay took a completed order's amount: the capture
+        collection = r.get("collection") or {}
+        details = collection.get("details") or [{}]
+        if collection.get("state") != "USER_PAID" or not isinstance(collection.get("paid_amount"), int):
+            raise webhook.WebhookRefused("malformed", "a PAYSCORE.USER_PAID names a collection USER_PAID")
+        return webhook.Event(event_id, "op.succeeded", order_id, collection["paid_amount"], "", "",
+                             {"op": "capture", "platform_ref": str(details[-1].get("transaction_id", ""))})
     if kind in ("REFUND.SUCCESS", "REFUND.ABNORMAL", "REFUND.CLOSED"):
         op = str(r.get("out_refund_no", "")).partition("-")[0]
         if op not in ("void", "refund") or not isinstance(amount.get("refund"), int):

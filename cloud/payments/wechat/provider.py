@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from cloud.payments import mandates
 from cloud.payments.outbox import Outbox, Sent, Unreachable, payment_ops
 from cloud.payments.wechat import client as wx
+from cloud.payments.wechat import payscore
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,13 @@ class WeChat(Outbox):
     can_charge = False  # a JSAPI payment needs the customer at the phone; a late drop is for a person
 
     def __init__(self, client: wx.WeChatClient | None, public_url: str = "", confirm_timeout_s: float = 180.0,
-                 counts=None):
+                 counts=None, payscore_service_id: str = ""):
+        """``payscore_service_id``: the merchant's WeChat Pay Score service; new purchases are then service
+        orders, paid after the drop (``payscore.py``), in place of JSAPI payments before it."""
         super().__init__(live=client is not None, confirm_timeout_s=confirm_timeout_s, counts=counts)
         self.client = client
         self.public_url = public_url.rstrip("/")
+        self.service_id = payscore_service_id
 
     # -- registration: the openid through OAuth ---------------------------------------------------------
 
@@ -120,17 +124,23 @@ class WeChat(Outbox):
             mandate = mandates.require(conn, order.customer_id, NAME)
             expire = (now + timedelta(seconds=self.confirm_timeout_s)).astimezone(BEIJING)
             machine, slot = getattr(order, "machine_id", ""), getattr(order, "slot", "")
+            # The way it is paid is fixed when the order is placed: a merchant who turns Pay Score on or off
+            # meanwhile does not change how an open order is completed or cancelled.
             return {"openid": mandate.reference, "expire": expire.isoformat(timespec="seconds"),
-                    "description": f"Vending {machine} {slot}".strip()}
-        if op in ("void", "refund"):
-            return {"total": order.amount}
-        return {}
+                    "description": f"Vending {machine} {slot}".strip(),
+                    "mode": payscore.MODE if self.service_id else "jsapi", "service_id": self.service_id}
+        auth = self.authorisation(conn, order.id)
+        first = json.loads(auth.detail or "{}") if auth is not None else {}
+        return {"total": order.amount, "mode": first.get("mode", "jsapi"), "service_id": first.get("service_id", ""),
+                "description": first.get("description", "Vending")}
 
     def send(self, op) -> Sent:
         if self.client is None:
             raise Unreachable("WeChat Pay is not configured")
         detail = json.loads(op.detail or "{}")
         try:
+            if detail.get("mode") == payscore.MODE:
+                return self._send_payscore(op, detail)
             if op.op == "authorise":
                 return self._place(op, detail)
             if op.op == "capture":
@@ -147,6 +157,24 @@ class WeChat(Outbox):
             return Sent("failed", f"WeChat Pay refused it: {e}")
         return Sent("failed", f"WeChat Pay has no {op.op}")
 
+    def _send_payscore(self, op, detail: dict) -> Sent:
+        number, service = out_trade_no(op.order_id), detail["service_id"]
+        if op.op == "authorise":
+            if op.currency != CURRENCY:
+                return Sent("declined", f"WeChat Pay Score takes {CURRENCY} here, not {op.currency}")
+            return payscore.open_order(self.client, service, op, detail, number, self._action_url(op))
+        if op.op == "capture":
+            return payscore.complete(self.client, service, op, detail, number)
+        if op.op == "void":
+            return payscore.cancel(self.client, service, number)
+        if op.op == "refund":  # a Pay Score payment is named by its transaction_id
+            return refund_sent(self.client.refund(refund_number(op), number, op.amount, int(detail["total"]),
+                                                  "refund", transaction_id=detail.get("payment", "")), "")
+        return Sent("failed", f"WeChat Pay Score has no {op.op}")
+
+    def _action_url(self, op) -> str:
+        return f"{self.public_url}/pay/wechat/{op.order_id}"
+
     def _place(self, op, detail: dict) -> Sent:
         if op.currency != CURRENCY:
             return Sent("declined", f"WeChat Pay takes {CURRENCY} here, not {op.currency}")
@@ -159,11 +187,14 @@ class WeChat(Outbox):
                 if found is not None:
                     return found
             raise
-        return Sent("pending", "", prepay_id, {"prepay_id": prepay_id,
-                                               "action_url": f"{self.public_url}/pay/wechat/{op.order_id}"})
+        return Sent("pending", "", prepay_id, {"prepay_id": prepay_id, "action_url": self._action_url(op)})
 
     def _trade_state(self, op) -> Sent | None:
         """The payment's state at WeChat Pay, as an answer to its authorisation; None: not decided."""
+        detail = json.loads(op.detail or "{}")
+        if detail.get("mode") == payscore.MODE:
+            return payscore.authorisation(self.client, detail["service_id"], out_trade_no(op.order_id),
+                                          self._action_url(op))
         trade = self.client.query(out_trade_no(op.order_id))
         if trade is None:
             return None
@@ -204,6 +235,11 @@ class WeChat(Outbox):
         try:
             if op.op == "authorise":
                 return self._trade_state(op)  # None while unpaid: sent again, it gives the same prepay_id
+            detail = json.loads(op.detail or "{}")
+            if detail.get("mode") == payscore.MODE and op.op in ("capture", "void"):
+                number = out_trade_no(op.order_id)
+                return (payscore.capture(self.client, detail["service_id"], number) if op.op == "capture"
+                        else None)  # a void is sent again: it asks first, and a cancel is the same cancel
             if op.op in ("void", "refund"):
                 found = self.client.query_refund(refund_number(op))
                 return None if found is None else refund_sent(found, "")
@@ -218,7 +254,7 @@ class WeChat(Outbox):
     def confirm(self, conn, event, now) -> bool:
         """A verified TRANSACTION.SUCCESS: the authorisation succeeded, named by WeChat Pay's transaction_id."""
         sent = Sent("succeeded" if event.succeeded else "declined", event.reason,
-                    str((event.data or {}).get("transaction_id", "")))
+                    str((event.data or {}).get("platform_ref", "")))
         return self.record(conn, event.order_id, "authorise", sent, now, event.amount, event.currency)
 
     def check_paid(self, engine: sa.Engine, order_id: str, now) -> str | None:
@@ -249,8 +285,14 @@ class WeChat(Outbox):
         auth = self.authorisation(conn, order_id)
         if auth is None or auth.customer_id != customer_id:
             return None
-        prepay_id = json.loads(auth.detail or "{}").get("prepay_id")
-        params = self.client.pay_params(prepay_id) if prepay_id and auth.status == "pending" and self.client else None
+        detail = json.loads(auth.detail or "{}")
+        waiting = auth.status == "pending" and self.client is not None
+        if detail.get("mode") == payscore.MODE:
+            package = detail.get("package")
+            params = self.client.business_view_params(package) if package and waiting else None
+        else:
+            prepay_id = detail.get("prepay_id")
+            params = self.client.pay_params(prepay_id) if prepay_id and waiting else None
         return {"order_id": order_id, "amount": auth.amount, "currency": auth.currency, "status": auth.status,
-                "params": params}
+                "params": params, "mode": detail.get("mode", "jsapi")}
 

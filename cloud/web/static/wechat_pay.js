@@ -1,19 +1,32 @@
-// WeChat Pay's JSAPI page: hand the signed parameters to WeChat's own bridge (WeixinJSBridge, which WeChat's
-// in-app browser provides), then go back through /done, where the cloud asks WeChat Pay what happened.
+// WeChat Pay's page: hand the signed parameters to WeChat's own bridge (WeixinJSBridge, which WeChat's in-app
+// browser provides): a JSAPI payment (getBrandWCPayRequest) or a Pay Score service order to confirm
+// (openBusinessView, wxpayScoreUse). Then back through /done, where the cloud asks WeChat Pay what happened.
 (function () {
   "use strict";
   var button = document.getElementById("wechat-pay");
   if (!button) return;
   var params = JSON.parse(button.getAttribute("data-params"));
   var done = button.getAttribute("data-done");
+  var payscore = button.getAttribute("data-kind") === "payscore";
+
+  function back(res, ok) {
+    var msg = (res && res.err_msg) || "";
+    if (msg === ok) { location.assign(done + "?result=ok"); return; }
+    var cancelled = document.getElementById("wechat-cancelled");
+    if (cancelled) cancelled.hidden = false;
+  }
 
   function pay() {
-    window.WeixinJSBridge.invoke("getBrandWCPayRequest", params, function (res) {
-      var msg = (res && res.err_msg) || "";
-      if (msg === "get_brand_wcpay_request:ok") { location.assign(done + "?result=ok"); return; }
-      var cancelled = document.getElementById("wechat-cancelled");
-      if (cancelled) cancelled.hidden = false;
-    });
+    if (payscore) {
+      var query = Object.keys(params).map(function (k) {
+        return encodeURIComponent(k) + "=" + encodeURIComponent(params[k]);
+      }).join("&");
+      window.WeixinJSBridge.invoke("openBusinessView", {businessType: "wxpayScoreUse", queryString: query},
+        function (res) { back(res, "openBusinessView:ok"); });
+      return;
+    }
+    window.WeixinJSBridge.invoke("getBrandWCPayRequest", params,
+      function (res) { back(res, "get_brand_wcpay_request:ok"); });
   }
 
   function ready() {

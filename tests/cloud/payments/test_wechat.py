@@ -434,6 +434,84 @@ def test_a_bill_of_another_merchant_or_cut_short_is_refused(client, cloud_obj, f
         statement(cloud_obj.settings, text[:text.index("总交易单数")].encode())
 
 
+# -- WeChat Pay Score: a service order per purchase, paid after the drop -----------------------------------
+
+@pytest.fixture
+def score_cloud(tmp_path, db_url, fake):
+    obj = cloud.service.Cloud(wechat_settings(tmp_path, db_url, fake, wechat_payscore_service_id=fake.service_id))
+    obj.sent = []
+    obj.send_vend = lambda order: obj.sent.append(order.id)
+    cloud.core.db.migrate(obj.engine)
+    with obj.engine.begin() as conn:
+        add_machine(conn)
+    yield obj
+    obj.engine.dispose()
+
+
+@pytest.fixture
+def score_client(score_cloud):
+    with TestClient(cloud.app.create_app(score_cloud, "admintoken", b"k" * 32), follow_redirects=False) as c:
+        yield c
+
+
+def confirmed_service_order(client, cloud_obj, fake, key="buy-key-0001") -> tuple[str, str]:
+    openid = register_in_wechat(client, fake)
+    order_id = buy(client, key)
+    deliver(cloud_obj)
+    number = out_trade_no(order_id)
+    assert fake.service_orders[number]["state"] == "CREATED"
+    assert fake.service_orders[number]["risk_fund"] == {"name": "ESTIMATE_ORDER_COST", "amount": 350}
+    page = client.get(f"/pay/wechat/{order_id}")
+    assert "Nothing is taken now" in page.text and 'data-kind="payscore"' in page.text
+    params = json.loads(html.unescape(re.search(r'data-params="([^"]*)"', page.text).group(1)))
+    assert fake.check_business_view(params)["out_order_no"] == number  # signed with the API v3 key
+    headers, body = fake.payscore_confirm(number, openid)
+    assert client.post(HOOK, content=body, headers=headers).status_code == 200
+    assert order_status(cloud_obj, order_id) == "authorised" and cloud_obj.sent == [order_id]
+    return order_id, number
+
+
+def test_with_pay_score_nothing_is_taken_until_the_drop_completes_the_order(score_client, score_cloud, fake):
+    order_id, number = confirmed_service_order(score_client, score_cloud, fake)
+    assert fake.trades == {}  # confirmed, and no money moved
+    machine_says(score_cloud, order_id, "dropped")
+    order = fake.service_orders[number]
+    assert (order["state_description"], order["total_amount"]) == ("MCH_COMPLETE", 350)
+    assert ops_of(score_cloud, order_id)[f"capture:{order_id}"].status == "pending"
+    assert journal(score_cloud, order_id) == []  # not in the journal until WeChat Pay has taken it
+    headers, body = fake.payscore_collect(number)
+    assert score_client.post(HOOK, content=body, headers=headers).status_code == 200
+    capture = ops_of(score_cloud, order_id)[f"capture:{order_id}"]
+    assert (capture.status, capture.platform_ref) == ("succeeded", fake.trades[number]["transaction_id"])
+    assert journal(score_cloud, order_id) == [("capture", f"wechat:capture:{order_id}")]
+    with score_cloud.engine.begin() as conn:  # a refund names the Pay Score payment by its transaction_id
+        score_cloud.provider.refund(conn, orders.get(conn, order_id), 100, "score-refund-1", utcnow())
+    deliver(score_cloud)
+    assert fake.trades[number]["refunded"] == 100
+
+
+def test_with_pay_score_a_jam_cancels_the_order_and_nothing_is_ever_taken(score_client, score_cloud, fake):
+    order_id, number = confirmed_service_order(score_client, score_cloud, fake)
+    machine_says(score_cloud, order_id, "jammed")
+    assert fake.service_orders[number]["state"] == "REVOKED"
+    void = ops_of(score_cloud, order_id)[f"void:{order_id}"]
+    assert (void.status, void.reason) == ("succeeded", "cancelled: nothing was taken")
+    assert fake.trades == {} and fake.refunds == {} and journal(score_cloud, order_id) == []
+
+
+def test_with_pay_score_a_lost_answer_is_queried_and_the_order_opened_once(score_client, score_cloud, fake):
+    register_in_wechat(score_client, fake)
+    fake.fail("/v3/payscore/serviceorder", "lost")
+    order_id = buy(score_client)
+    deliver(score_cloud)
+    assert ops_of(score_cloud, order_id)[f"authorise:{order_id}"].status == "queued"
+    deliver(score_cloud, at=utcnow() + timedelta(minutes=1))
+    auth = ops_of(score_cloud, order_id)[f"authorise:{order_id}"]
+    assert auth.status == "pending" and json.loads(auth.detail)["package"]  # found by the query, not re-opened
+    assert [m for m, p in fake.requests if "payscore" in p] == ["POST", "GET"]
+    assert score_client.get(f"/api/v1/orders/{order_id}").json()["action"].endswith(f"/pay/wechat/{order_id}")
+
+
 # -- a mandate gone, and the settings ----------------------------------------------------------------
 
 def test_a_withdrawn_mandate_asks_the_customer_to_choose_again_and_nothing_is_charged(client, cloud_obj, fake):
