@@ -19,10 +19,14 @@ WECHAT_UA = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML
 # comes back to the page's own /done with the result the bridge's callback would have given.
 BRIDGE = """
 window.WeixinJSBridge = {invoke: function (name, params, callback) {
-  if (name !== "getBrandWCPayRequest") return;
-  var q = new URLSearchParams(params);
-  q.set("return", location.origin + location.pathname + "/done");
-  location.assign("%s/fake/jsapi?" + q.toString());
+  var back = location.origin + location.pathname + "/done";
+  if (name === "getBrandWCPayRequest") {
+    var q = new URLSearchParams(params);
+    q.set("return", back);
+    location.assign("%(fake)s/fake/jsapi?" + q.toString());
+  } else if (name === "openBusinessView" && params.businessType === "wxpayScoreUse") {
+    location.assign("%(fake)s/fake/payscore?" + params.queryString + "&return=" + encodeURIComponent(back));
+  }
 }};
 """
 
@@ -53,7 +57,7 @@ def cloud(broker, tmp_path_factory, fake):
 @pytest.fixture
 def wechat_phone(browser, fake):
     context = _context(browser, "en", user_agent=WECHAT_UA, **PHONE)
-    context.add_init_script(BRIDGE % fake.url)
+    context.add_init_script(BRIDGE % {"fake": fake.url})
     yield context.new_page()
     _close(context)
 

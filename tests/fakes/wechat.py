@@ -169,6 +169,9 @@ class FakeWeChatPay:
         self.refunds: dict[str, dict] = {}
         self.service_orders: dict[str, dict] = {}  # WeChat Pay Score service orders by out_order_no
         self.service_id = "500001"
+        # Take a completed service order's amount at once and notify (as WeChat Pay does, moments later);
+        # off: a test calls payscore_collect itself.
+        self.auto_collect = False
         self.users: set[str] = set()
         self.codes: dict[str, tuple[str, float]] = {}
         self.bills: dict[str, bytes] = {}
@@ -503,8 +506,16 @@ class FakeWeChatPay:
             raise Refused(400, "PARAM_ERROR", "total_amount must be whole fen, at most the risk fund")
         if order.get("state_description") == "MCH_COMPLETE" and order["total_amount"] != total:
             raise Refused(400, "INVALID_REQUEST", "completed already with another total_amount")
+        first = order.get("state_description") != "MCH_COMPLETE"
         order.update(state_description="MCH_COMPLETE", total_amount=total, post_payments=body.get("post_payments"))
+        if first and self.auto_collect:
+            threading.Thread(target=self._collect_and_notify, args=(order["out_order_no"],), daemon=True).start()
         return 200, self.public_service_order(order)
+
+    def _collect_and_notify(self, out_order_no: str) -> None:
+        time.sleep(0.2)
+        headers, body = self.payscore_collect(out_order_no)
+        self.deliver(self.service_orders[out_order_no]["notify_url"], headers, body, tries=5)
 
     def _payscore_create(self, body: dict):
         no = body.get("out_order_no")
@@ -536,8 +547,9 @@ class FakeWeChatPay:
     def public_service_order(order: dict) -> dict:
         return {k: v for k, v in order.items() if k not in ("fingerprint", "notify_url", "post_payments")}
 
-    def payscore_confirm(self, out_order_no: str, openid: str) -> tuple[dict, bytes]:
+    def payscore_confirm(self, out_order_no: str, openid: str = "") -> tuple[dict, bytes]:
         """The user confirms the service order in WeChat: (headers, body) of PAYSCORE.USER_CONFIRM."""
+        openid = openid or self.new_user()
         with self.lock:
             order = self.service_orders[out_order_no]
             order.update(state="DOING", state_description="USER_CONFIRM", openid=openid)
@@ -711,6 +723,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, json.dumps(fake.access_token(query)).encode(), "application/json")
         if split.path == "/fake/jsapi":
             return self._jsapi_page(method, query, raw)
+        if split.path == "/fake/payscore":
+            return self._payscore_page(method, query, raw)
         fault = fake._fault(split.path)
         if fault == "500":
             return self._send(500, b'{"code":"SYSTEM_ERROR","message":"system error"}', "application/json")
@@ -784,3 +798,29 @@ class _Handler(BaseHTTPRequestHandler):
                 f'<form method="post">{hidden}<button name="choice" value="pay">Pay</button>'
                 f'<button name="choice" value="cancel">Cancel</button></form>')
         self._page("WeChat Pay", body)
+
+    def _payscore_page(self, method: str, query: dict, raw: str) -> None:
+        """What ``openBusinessView('wxpayScoreUse', ...)`` shows: the service order to confirm."""
+        fake = self.fake
+        if method == "POST":
+            query = {k: v[0] for k, v in parse_qs(raw).items()}
+        back = query.get("return", "")
+        try:
+            order = fake.check_business_view(query)
+        except Refused as e:
+            return self._page("WeChat Pay Score", f"<p>{html.escape(str(e))}</p>", 400)
+        if method == "POST":
+            confirmed = query.get("choice") == "confirm"
+            if confirmed and order["state"] == "CREATED":
+                headers, body = fake.payscore_confirm(order["out_order_no"])
+                threading.Thread(target=fake.deliver, args=(order["notify_url"], headers, body, 5),
+                                 daemon=True).start()
+            sep = "&" if "?" in back else "?"
+            return self._redirect(f"{back}{sep}result={'ok' if confirmed else 'cancel'}")
+        hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+                         for k, v in query.items())
+        body = (f"<p>{html.escape(order['service_introduction'])}</p>"
+                f"<p>Up to ¥{yuan(order['risk_fund']['amount'])}, paid after the service</p>"
+                f'<form method="post">{hidden}<button name="choice" value="confirm">Confirm</button>'
+                f'<button name="choice" value="cancel">Cancel</button></form>')
+        self._page("WeChat Pay Score", body)
