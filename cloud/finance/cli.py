@@ -27,8 +27,11 @@ def add_parsers(sub) -> None:
     s.add_argument("--post", action="store_true", help="book the total as commission owed (once per month)")
     s.add_argument("--json", action="store_true")
     r = sub.add_parser("reconcile", help="provider captures against ledger sales and the journal, with mismatches")
-    r.add_argument("--from", dest="start", required=True, help="first day, YYYY-MM-DD")
-    r.add_argument("--to", dest="end", required=True, help="last day, YYYY-MM-DD")
+    r.add_argument("--from", dest="start", help="first day, YYYY-MM-DD")
+    r.add_argument("--to", dest="end", help="last day, YYYY-MM-DD")
+    r.add_argument("--statement", metavar="FILE", help="import a payment platform's statement file first "
+                   "(Stripe balance transactions, the Alipay bill, the WeChat Pay trade bill)")
+    r.add_argument("--provider", help="whose statement it is (stripe, alipay, wechat, ...)")
     r.add_argument("--json", action="store_true")
 
 
@@ -84,6 +87,22 @@ def run(args, client, error, table) -> None:
                              ("money", "COMMISSION")])
              + f"\ntotal due: {m(s['total_due'])}; {posted}")
     else:
+        if args.statement:
+            if not args.provider:
+                raise error("--statement needs --provider: whose statement it is")
+            try:
+                with open(args.statement, "rb") as f:
+                    data = f.read()
+            except OSError as e:
+                raise error(f"{args.statement}: {e.strerror}") from None
+            done = client.send("POST", "/api/v1/finance/statements?" + urlencode({"provider": args.provider}), data,
+                               "application/octet-stream")
+            fees = ", ".join(format_money(v, c) for c, v in sorted(done["fees"].items())) or "none"
+            print(f"{args.statement}: {done['lines']} lines, {done['new']} new; fees posted: {fees}")
+            if not args.start:
+                return
+        if not (args.start and args.end):
+            raise error("reconcile needs --from and --to (or --statement FILE --provider NAME alone)")
         r = client.call("GET", "/api/v1/finance/reconciliation?" + urlencode({"from": args.start, "to": args.end}))
         t = r["totals"]
         head = (f"{r['from']} to {r['to']}: {t['orders']} orders, sold {t['sold']}, captured {t['captured']}, "

@@ -44,6 +44,9 @@ MISMATCH_LABELS = {
     "journal_not_at_provider": _("In the journal, never confirmed by the provider"),
     "dropped_not_charged": _("Dropped after the order was closed, not charged"),
     "sold_no_such_order": _("Sold, no such order for this machine"),
+    "statement_not_in_journal": _("In the platform's statement, not in the journal"),
+    "journal_not_in_statement": _("In the journal, not in the platform's statement"),
+    "statement_amount_differs": _("The platform's statement and the journal differ"),
 }
 assert set(MISMATCH_LABELS) == set(reconcile.KINDS) and set(KIND_LABELS) == set(settlement.KINDS)
 FIELD_LABELS = {"kind": _("Kind"), "percent": _("Percent"), "amount": _("Amount"), "currency": _("Currency"),

@@ -19,7 +19,10 @@ wherever the other side of each falls in time. Kinds (``KINDS``):
 - ``dropped_not_charged``: a ledger sale of a product that dropped for an order already closed (voided,
   expired, declined...), which its provider could not charge afresh (the sale's incident ``dropped_unpaid``);
 - ``sold_no_such_order``: a ledger sale naming an order the machine was never sent: another machine's, or
-  none (the sale's incident ``no_such_order``).
+  none (the sale's incident ``no_such_order``);
+- ``statement_not_in_journal``, ``journal_not_in_statement``, ``statement_amount_differs``: a platform's
+  imported statement (``cloud/payments/statement.py``) and the journal disagree on an order's capture or
+  refund.
 
 The last two come from the sales rows the ingest marked (``orders.INCIDENTS``), by the ledger's timestamp;
 they are sales of 0, which the money comparison above never sees.
@@ -34,12 +37,13 @@ import sqlalchemy as sa
 
 from cloud.sales.records import sales
 from cloud.accounts.journal import accounts, entries, txns
+from cloud.payments import statement
 from cloud.payments.registry import REGISTRY
 from cloud.finance.ledger import bounds
 
 KINDS = ("captured_not_sold", "sold_not_captured", "amounts_differ", "captured_twice", "sold_twice",
          "refunded_more_than_captured", "provider_not_in_journal", "journal_not_at_provider", "dropped_not_charged",
-         "sold_no_such_order")
+         "sold_no_such_order") + statement.KINDS
 # A sale's incident -> the mismatch it is (a drop charged afresh is not one: its sale and capture agree).
 INCIDENT_KINDS = {"dropped_unpaid": "dropped_not_charged", "no_such_order": "sold_no_such_order"}
 CHUNK = 500
@@ -167,6 +171,12 @@ def reconcile(conn: sa.Connection, start: date, end: date) -> dict:
             flag("journal_not_at_provider", f"the journal holds a {name} capture of {in_journal[order_id]} "
                                             f"the {name} never confirmed")
     mismatches += _incidents(conn, start, end, captures, refunds, currency_of)
+    # The platforms' own statements, where one was imported for the period (``vendctl reconcile --statement``).
+    for name in statement.providers_with_lines(conn, lo, hi):
+        for m in statement.compare(conn, name, lo, hi):
+            mismatches.append({"kind": m["kind"], "order_id": m["order_id"], "currency": m["currency"] or currency_of.get(m["order_id"], ""),
+                               "sold": None, "captured": m["journal"], "refunded": None,
+                               "provider_captured": m["statement"], "detail": m["detail"]})
     counts = {k: sum(1 for m in mismatches if m["kind"] == k) for k in KINDS}
     # ``totals`` adds all currencies together (right for a fleet selling in one); ``by_currency`` keeps them apart.
     return {"from": start.isoformat(), "to": end.isoformat(), "totals": totals,

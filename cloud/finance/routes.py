@@ -5,6 +5,7 @@ what is the table in ``cloud/finance/__init__.py``; every change is audited in i
 from __future__ import annotations
 
 import csv
+import logging
 import io
 from datetime import date, timezone
 from typing import Any
@@ -19,10 +20,14 @@ from cloud.web.pages import printable
 from cloud.people import Caller, require
 from cloud.people.auth import Gate, gate
 from cloud.finance import ledger, reconcile, settlement
+from cloud.payments import statement
+from cloud.payments.registry import REGISTRY
+from cloud.people import audit
 from cloud.finance.common import FinanceError, currency_of, month_span, span
 
 from cloud.finance.posting import record_posting, record_rule, statement_for
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["finance"])
 
 
@@ -110,6 +115,34 @@ def reconciliation(start: str | None = Query(None, alias="from"), end: str | Non
         raise e.http() from None
     with g.engine.connect() as conn:
         return reconcile.reconcile(conn, lo, hi)
+
+
+@router.post("/finance/statements")
+async def import_statement(request: Request, provider: str = Query(..., max_length=20),
+                           caller: Caller = Depends(require(*people.FINANCE_EDITORS)), g: Gate = Depends(gate)):
+    """A payment platform's statement file (the request's body as it is: Stripe's balance transactions, the
+    Alipay bill, the WeChat Pay trade bill), read by ``provider``'s reader, its lines stored once each and
+    its fees posted; then reconciliation holds it against the journal. A file the reader refuses imports
+    nothing (422, with the reason)."""
+    spec = REGISTRY.get(provider)
+    if spec is None or spec.statement is None:
+        readers = ", ".join(s.name for s in REGISTRY if s.statement is not None) or "none"
+        raise HTTPException(422, f"provider: {provider!r} has no statement to import (those that do: {readers})")
+    data = b""
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > statement.MAX_BYTES:
+            raise HTTPException(413, f"a statement file is at most {statement.MAX_BYTES // 2**20} MB")
+    try:
+        lines = spec.statement(request.app.state.cloud.settings, data)
+        with g.engine.begin() as conn:
+            result = statement.import_statement(conn, spec.name, spec.boundary, lines, data, g.now())
+            audit.record(conn, caller, "statement.import", "provider", spec.name,
+                         {"lines": result["lines"], "new": result["new"]}, g.now())
+    except statement.StatementRefused as e:
+        log.warning("%s statement refused (%d bytes): %s", provider, len(data), e)
+        raise HTTPException(422, f"the {provider} statement was not imported: {e}") from None
+    return result
 
 
 # -- suppliers ---------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from protocol.messages import utcnow
 from cloud.core.money import parse_amount
 from cloud.core.settings import Settings
-from cloud.payments import IdempotencyConflict, Payments, PaymentError
+from cloud import people
+from cloud.payments import IdempotencyConflict, Payments, PaymentError, mandates
+from cloud.payments.registry import REGISTRY
 from cloud.payments.wallet import DEMO_CURRENCY, MAX_TOPUP
 from cloud.people import auth, forms
 from cloud.sales import receipts
@@ -101,3 +103,54 @@ def topup(request: Request, amount: str = Form(""), key: str = Form(""), next: s
 
 # -- API ----------------------------------------------------------------------------------------
 
+
+
+# -- how a customer pays: choose (again) ---------------------------------------------------------
+
+def payment_page(cloud: "WalletDesk", request: Request, customer, next: str, why: str = "", error: str = "",
+                 status_code: int = 200):
+    _ = translator(request)
+    current = customer.payment_method
+    with cloud.engine.connect() as conn:
+        mandate = mandates.get(conn, customer.id, current)
+    offered = REGISTRY.in_order_for(cloud.provider.methods, request.headers.get("user-agent", ""))
+    choices = [(name, _(REGISTRY[name].label) if REGISTRY[name].label else name) for name in offered]
+    label = dict(choices).get(current, current)
+    if why == "again" and mandate is not None and mandate.status == "revoked":
+        notice = _("You withdrew your permission for {method} to be charged, so nothing was charged. Choose how "
+                   "to pay, and set it up again.", method=label)
+    elif why == "again":
+        notice = _("Paying by {method} is not set up yet, so nothing was charged. Choose how to pay, and finish "
+                   "setting it up.", method=label)
+    else:
+        notice = ""
+    return forms.page(request, "payment_method.html", status_code, customer=customer, choices=choices,
+                      current=current, notice=notice, error=error, next=safe_next(next) if next else "/wallet")
+
+
+@router.get("/account/payment", response_class=HTMLResponse)
+def payment_method(request: Request, next: str = "", why: str = "", cloud: WalletDesk = Depends(the_cloud)):
+    """How this customer pays, and the way to choose again (a withdrawn card or agreement sends them here)."""
+    customer = auth.current_customer(request)
+    if customer is None:
+        return RedirectResponse(f"/register?next={safe_next(next or '/account/payment')}", status_code=303)
+    return payment_page(cloud, request, customer, next, why)
+
+
+@router.post("/account/payment", response_class=HTMLResponse, dependencies=[Depends(forms.guard)])
+def choose_payment(request: Request, payment_method: str = Form(""), next: str = Form(""),
+                   cloud: WalletDesk = Depends(the_cloud)):
+    _ = translator(request)
+    customer = auth.current_customer(request)
+    if customer is None:
+        return RedirectResponse("/register?next=/account/payment", status_code=303)
+    base = (cloud.settings.public_url or str(request.base_url)).rstrip("/")
+    try:
+        with cloud.engine.begin() as conn:
+            people.set_payment_method(conn, customer.id, payment_method, methods=cloud.provider.methods)
+            goto = cloud.provider.choose(payment_method).enrol(conn, customer.id, base + safe_next(next or "/wallet"),
+                                                              utcnow())
+    except people.RegistrationError:
+        return payment_page(cloud, request, customer, next, status_code=422,
+                            error=_("Choose one of the ways to pay listed here."))
+    return RedirectResponse(goto or safe_next(next or "/wallet"), status_code=303)

@@ -103,43 +103,48 @@ def import_statement(conn: sa.Connection, provider: str, boundary: str, lines: l
     return {"provider": provider, "lines": len(lines), "new": new, "fees": dict(fees)}
 
 
-def _journal(conn, provider: str, kind: str, where) -> dict[str, int]:
+def _journal(conn, provider: str, kind: str, where, currencies: dict[str, str]) -> dict[str, int]:
     """The journal's revenue movements of ``kind`` (capture or refund) posted by ``provider``, by order."""
     found: dict[str, int] = defaultdict(int)
-    for r in conn.execute(sa.select(txns.c.order_id, entries.c.amount)
+    for r in conn.execute(sa.select(txns.c.order_id, entries.c.amount, accounts.c.currency)
                           .join(entries, entries.c.txn_id == txns.c.id)
                           .join(accounts, accounts.c.id == entries.c.account_id)
                           .where(accounts.c.kind == "revenue", txns.c.kind == kind,
                                  txns.c.key.like(f"{provider}:%"), where)):
         found[r.order_id] += abs(r.amount)
+        currencies[r.order_id] = r.currency
     return found
 
 
 def compare(conn: sa.Connection, provider: str, lo: datetime, hi: datetime) -> list[dict]:
     """Every order whose captures or refunds in the statement lines of [lo, hi) and in the journal differ:
-    {kind, order_id, provider, statement, journal, detail}."""
+    {kind, order_id, provider, currency, statement, journal, detail}."""
     s = statement_lines
     lines = conn.execute(sa.select(s).where(s.c.provider == provider, s.c.at >= lo, s.c.at < hi,
                                             s.c.kind.in_(("capture", "refund")))).all()
     if not lines:
         return []
     said: dict[tuple[str, str], int] = defaultdict(int)
+    currencies: dict[str, str] = {}
     for line in lines:
         said[(line.kind, line.order_id or f"?{line.platform_id}")] += line.amount
+        currencies[line.order_id or f"?{line.platform_id}"] = line.currency
     # The journal over the span the statement covers (the journal posts when the platform answered, the
     # statement when it settled: a line near an edge may fall either side, so its order is read whole).
     first, last = min(line.at for line in lines), max(line.at for line in lines)
     orders = sorted({order for _, order in said if not order.startswith("?")})
     held: dict[tuple[str, str], int] = {}
     for kind in ("capture", "refund"):
-        span = _journal(conn, provider, kind, sa.and_(txns.c.created_at >= first, txns.c.created_at <= last))
-        named = _journal(conn, provider, kind, txns.c.order_id.in_(orders)) if orders else {}
+        span = _journal(conn, provider, kind, sa.and_(txns.c.created_at >= first, txns.c.created_at <= last),
+                        currencies)
+        named = _journal(conn, provider, kind, txns.c.order_id.in_(orders), currencies) if orders else {}
         for order_id, amount in {**span, **named}.items():
             held[(kind, order_id)] = amount
     out = []
     for (kind, order_id) in sorted(set(said) | set(held)):
         statement, journal = said.get((kind, order_id), 0), held.get((kind, order_id), 0)
-        row = {"provider": provider, "order_id": order_id, "statement": statement, "journal": journal}
+        row = {"provider": provider, "order_id": order_id, "currency": currencies.get(order_id, ""),
+               "statement": statement, "journal": journal}
         if statement and not journal:
             out.append({"kind": "statement_not_in_journal", **row,
                         "detail": f"the {provider} statement has a {kind} of {statement} the journal does not hold"})

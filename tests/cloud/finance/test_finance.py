@@ -18,6 +18,7 @@ from cloud.finance import ledger, reconcile, settlement
 from cloud.finance.common import FinanceError, half_up
 from cloud.sales.records import sales
 from cloud.payments import PaymentError, Wallet, account, balance, entries, post, txns
+from cloud.payments import statement
 from cloud.payments.sandbox import ops
 from cloud.people import staff
 from cloud.stock import book, purchasing
@@ -332,6 +333,15 @@ def test_reconciliation_lists_each_kind_of_mismatch(engine):
         add_sale_row(conn, "o-late-drop", 0, 10, incident="dropped_unpaid")  # dropped after a void, not charged
         add_sale_row(conn, "o-elsewhere", 0, 11, incident="no_such_order")  # another machine's order, or none
         add_sale_row(conn, "o-charged-late", 0, 12, incident="dropped_charged")  # charged afresh: no mismatch
+        add_sale_row(conn, "o-unlisted", 30, 13)  # captured and confirmed, but the statement does not list it
+        conn.execute(ops.insert().values(key="capture:o-unlisted", op="capture", order_id="o-unlisted", amount=30,
+                                         currency="CNY", status="succeeded", next_try_at=NOW, created_at=NOW,
+                                         updated_at=NOW))
+        post(conn, "sandbox:capture:o-unlisted", "capture", [(sandbox, -30), (revenue, 30)], NOW, "o-unlisted")
+        # The platform's statement: a capture the journal never had, and another amount for o-journal.
+        statement.import_statement(conn, "sandbox", "sandbox", [
+            statement.StatementLine("bt_1", "capture", "o-stmt-only", 40, "CNY", NOW),
+            statement.StatementLine("bt_2", "capture", "o-journal", 55, "CNY", NOW)], b"statement", NOW)
         r = reconcile.reconcile(conn, *MAY)
     found = {(m["kind"], m["order_id"]) for m in r["mismatches"]}
     assert found == {("captured_not_sold", "o-nosale"), ("sold_not_captured", "o-nocapture"),
@@ -339,7 +349,9 @@ def test_reconciliation_lists_each_kind_of_mismatch(engine):
                      ("captured_twice", "o-cap2"), ("amounts_differ", "o-cap2"),
                      ("refunded_more_than_captured", "o-refund"), ("provider_not_in_journal", "o-provider"),
                      ("sold_not_captured", "o-provider"), ("journal_not_at_provider", "o-journal"),
-                     ("dropped_not_charged", "o-late-drop"), ("sold_no_such_order", "o-elsewhere")}
+                     ("dropped_not_charged", "o-late-drop"), ("sold_no_such_order", "o-elsewhere"),
+                     ("statement_not_in_journal", "o-stmt-only"), ("statement_amount_differs", "o-journal"),
+                     ("journal_not_in_statement", "o-unlisted")}
     assert not r["clear"] and set(r["counts"]) == set(reconcile.KINDS)
     assert {m["currency"] for m in r["mismatches"]} == {"CNY"}, "each row says its currency, from whichever side it has"
     differ = next(m for m in r["mismatches"] if m["order_id"] == "o-differ")
