@@ -7,6 +7,7 @@ import html
 import itertools
 import json
 import re
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -146,3 +147,21 @@ def test_a_manager_refunds_through_vendctl_and_the_refund_reaches_wechat_pay(clo
     wait_until(lambda: cloud.db("SELECT kind FROM txns WHERE order_id = ? ORDER BY id", (order_id,)) == [
         ("capture",), ("refund",)], 10, "the refund in the journal")
     assert "Refunded: CN¥1.00" in customer.http.get(f"/orders/{order_id}").text
+
+
+def test_the_trade_bill_is_imported_with_vendctl_and_matches_the_journal(cloud, machine, fake, tmp_path):
+    """Last in the module: every purchase above (paid, jammed and refunded, refunded in part) is in the bill."""
+    days = sorted({t["success_time"][:10] for t in fake.trades.values()})
+    assert len(days) == 1, "the bill of one day (Beijing) holds this module's trades"
+    bill = tmp_path / f"wechat-{days[0]}.csv"
+    bill.write_text(fake.bill(days[0]), encoding="utf-8")
+    today = datetime.now(timezone.utc).date()
+    span = ("--from", str(today - timedelta(days=1)), "--to", str(today + timedelta(days=1)))
+    code, out, err = vendctl(cloud, "reconcile", "--statement", str(bill), "--provider", "wechat", *span)
+    assert code == 0, out + err
+    assert f"{bill}: {len(fake.trades) + len(fake.refunds)} lines" in out and "no mismatches" in out
+    assert "fees posted: ¥" in out
+    forged = tmp_path / "other-merchant.csv"
+    forged.write_text(fake.bill(days[0]).replace(f"`{fake.keys.mchid}", "`1900000999"), encoding="utf-8")
+    code, out, err = vendctl(cloud, "reconcile", "--statement", str(forged), "--provider", "wechat")
+    assert code == 1 and "merchant 1900000999's" in err
