@@ -124,7 +124,7 @@ async def paid(request: Request, order_id: str, result: str = "", cloud: WeChatD
         return not_here(request)
     if customer is not None and result == "ok":
         with cloud.engine.connect() as conn:
-            mine = provider.payment_page(conn, order_id, customer.id) is not None
+            mine = provider.owns(conn, order_id, customer.id)
         if mine:
             await run_in_threadpool(provider.check_paid, cloud.engine, order_id, utcnow())
     return RedirectResponse(f"/orders/{order_id}", status_code=303)

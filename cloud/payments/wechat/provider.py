@@ -271,13 +271,18 @@ class WeChat(Outbox):
         except (wx.Unreachable, wx.Refused) as e:
             log.warning("wechat: could not ask about order %s's payment: %s", order_id, e)
             return auth.status
-        if sent is None:
+        if sent is None or sent.status == "pending":  # not decided yet: the notification will say
             return auth.status
         with engine.begin() as conn:
             recorded = self.record(conn, order_id, "authorise", sent, now, auth.amount, auth.currency)
         if recorded:
             self.tell(order_id, sent.status == "succeeded", sent.reason)
         return sent.status
+
+    def owns(self, conn, order_id: str, customer_id: int) -> bool:
+        """Is ``order_id`` this customer's WeChat Pay order?"""
+        auth = self.authorisation(conn, order_id)
+        return auth is not None and auth.customer_id == customer_id
 
     def payment_page(self, conn, order_id: str, customer_id: int) -> dict | None:
         """What the JSAPI page shows: the authorisation's amount and state and, while it waits, the signed

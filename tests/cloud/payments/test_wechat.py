@@ -490,6 +490,17 @@ def test_with_pay_score_nothing_is_taken_until_the_drop_completes_the_order(scor
     assert fake.trades[number]["refunded"] == 100
 
 
+def test_with_pay_score_back_from_wechat_before_confirming_leaves_the_order_waiting(score_client, score_cloud, fake):
+    register_in_wechat(score_client, fake)
+    order_id = buy(score_client)
+    deliver(score_cloud)
+    assert score_client.get(f"/pay/wechat/{order_id}/done?result=ok").status_code == 303
+    assert order_status(score_cloud, order_id) == "authorising"  # not confirmed at WeChat Pay: still waiting
+    fake.payscore_confirm(out_trade_no(order_id))  # confirmed; the notification is late
+    score_client.get(f"/pay/wechat/{order_id}/done?result=ok")
+    assert order_status(score_cloud, order_id) == "authorised" and score_cloud.sent == [order_id]
+
+
 def test_with_pay_score_a_jam_cancels_the_order_and_nothing_is_ever_taken(score_client, score_cloud, fake):
     order_id, number = confirmed_service_order(score_client, score_cloud, fake)
     machine_says(score_cloud, order_id, "jammed")
