@@ -111,9 +111,15 @@ def parse(data: bytes, mchid: str) -> list[BillLine]:
     summary = fields(lines[end + 1], f"line {end + 2}")
     if len(summary) != len(head):
         raise BillRefused("the summary row is truncated")
-    said = {key: (int(summary[head.index(name)]) if key == "count" and summary[head.index(name)].isdigit()
-                  else fen(summary[head.index(name)], "summary") if key != "count" else -1)
-            for key, name in SUMMARY.items()}
+    said = {}
+    for key, name in SUMMARY.items():
+        text = summary[head.index(name)]
+        if key == "count":
+            if not text.isdigit():
+                raise BillRefused(f"the summary's {name} ({text!r}) is not a count")
+            said[key] = int(text)
+        else:
+            said[key] = fen(text, "summary")
     for key, name in SUMMARY.items():
         if said[key] != sums[key]:
             raise BillRefused(f"the summary's {name} ({summary[head.index(name)]}) is not what the rows add up to: "

@@ -5,11 +5,13 @@ import time
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cloud.payments.wechat import bill
 from cloud.payments.wechat.client import Credentials, NotificationRefused, Refused, Unreachable, WeChatClient
 from tests.cloud.payments.wechat_fixtures import KEYS, client_of, merchant_pem
-from tests.fakes.wechat import FakeWeChatPay, Keys
+from tests.fakes.wechat import FakeWeChatPay, Keys, yuan
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +176,14 @@ def test_a_refund_in_the_bill_is_read_and_a_comma_in_a_name_is_kept(fake, keys):
 def test_a_bill_truncated_altered_or_of_another_merchant_is_refused(fake, keys, spoil, reason):
     with pytest.raises(bill.BillRefused, match=reason):
         bill.parse(spoil(bill_text(fake, keys)).encode(), keys.mchid)
+
+
+@given(st.integers(-10**13, 10**13))
+def test_yuan_with_two_decimals_read_back_are_the_same_fen(n):
+    assert bill.fen(yuan(n), "here") == n  # exactly: 0.29 yuan is 29 fen, never 28.999...
+
+
+@pytest.mark.parametrize("text", ["1.5", "1", "1.005", "1,00", "¥1.00", "1e2", " 1.00", "NaN", ""])
+def test_an_amount_not_in_yuan_with_two_decimals_is_refused(text):
+    with pytest.raises(bill.BillRefused, match="not an amount in yuan with two decimals"):
+        bill.fen(text, "here")
