@@ -22,10 +22,8 @@ its answer is lost (``"lost"``).
 
 from __future__ import annotations
 
-import base64
 import gzip
 import hashlib
-import hmac
 import html
 import json
 import re
@@ -33,127 +31,21 @@ import secrets
 import string
 import threading
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
-BEIJING = timezone(timedelta(hours=8))
-AUTH_RE = re.compile(r'WECHATPAY2-SHA256-RSA2048 (.+)\Z')
-OUT_TRADE_NO_RE = re.compile(r"[A-Za-z0-9_\-|*]{6,32}\Z")
-OUT_REFUND_NO_RE = re.compile(r"[A-Za-z0-9_\-|*@]{1,64}\Z")
-FEE_RATE_PER_MILLE = 6  # 0.60%, WeChat Pay's usual rate for a small merchant
-BILL_HEADER = ("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,"
-               "货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,"
-               "商户数据包,手续费,费率,订单金额,申请退款金额,费率备注")
-BILL_SUMMARY = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额"
+from tests.fakes.wechat_formats import (AUTH_RE, BEIJING, BILL_HEADER, BILL_SUMMARY, FEE_RATE_PER_MILLE,
+                                     OUT_REFUND_NO_RE, OUT_TRADE_NO_RE, Keys, Refused, _nonce, aead_encrypt,
+                                     rsa_sign, rsa_verify, yuan)
+from tests.fakes.wechat_payscore import PayScore
 
 
-def _pem_key(key) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
 
-
-def _self_signed(key, name: str, serial: int) -> x509.Certificate:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.now(timezone.utc)
-    return (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(serial).not_valid_before(now - timedelta(days=1))
-            .not_valid_after(now + timedelta(days=365)).sign(key, hashes.SHA256()))
-
-
-def _nonce(n: int = 32) -> str:
-    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(n))
-
-
-def rsa_sign(key, message: str) -> str:
-    return base64.b64encode(key.sign(message.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
-
-
-def rsa_verify(public_key, message: str, signature: str) -> bool:
-    try:
-        public_key.verify(base64.b64decode(signature), message.encode(), padding.PKCS1v15(), hashes.SHA256())
-    except (InvalidSignature, ValueError):
-        return False
-    return True
-
-
-def aead_encrypt(apiv3_key: str, plaintext: str, associated_data: str) -> dict:
-    nonce = _nonce(12)
-    ciphertext = AESGCM(apiv3_key.encode()).encrypt(nonce.encode(), plaintext.encode(), associated_data.encode())
-    return {"algorithm": "AEAD_AES_256_GCM", "nonce": nonce, "associated_data": associated_data,
-            "ciphertext": base64.b64encode(ciphertext).decode()}
-
-
-def yuan(fen: int) -> str:
-    sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
-
-
-@dataclass
-class Keys:
-    """A merchant's credentials and the platform's own key and certificate, made fresh for a test."""
-
-    mchid: str = "1900000109"
-    appid: str = "wxd678efh567hg6787"
-    app_secret: str = field(default_factory=lambda: secrets.token_hex(16))
-    apiv3_key: str = field(default_factory=lambda: _nonce(32))
-    merchant_key: object = None
-    merchant_serial: str = ""
-    platform_key: object = None
-    platform_cert: x509.Certificate | None = None
-
-    def __post_init__(self):
-        self.merchant_key = self.merchant_key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        serial = secrets.randbits(150)
-        self.merchant_serial = self.merchant_serial or format(serial, "X")
-        self.platform_key = self.platform_key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.platform_cert = self.platform_cert or _self_signed(self.platform_key, "Tenpay.com Root CA",
-                                                                secrets.randbits(150))
-
-    @property
-    def platform_serial(self) -> str:
-        return format(self.platform_cert.serial_number, "X")
-
-    @property
-    def public_key_id(self) -> str:
-        return "PUB_KEY_ID_01" + self.platform_serial[:30]
-
-    def platform_public_key_pem(self) -> str:
-        return self.platform_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-
-    def write(self, folder) -> dict[str, str]:
-        """The merchant's secret files (mode 0600) in ``folder``: their paths by what they hold."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        files = {"private_key": _pem_key(self.merchant_key), "apiv3_key": self.apiv3_key,
-                 "app_secret": self.app_secret, "platform_public_key": self.platform_public_key_pem()}
-        paths = {}
-        for name, text in files.items():
-            path = folder / f"wechat_{name}"
-            path.write_text(text)
-            path.chmod(0o600)
-            paths[name] = str(path)
-        return paths
-
-
-class Refused(Exception):
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code = status, code
-
-
-class FakeWeChatPay:
+class FakeWeChatPay(PayScore):
     """The platform's books and its HTTP server (``start()`` gives its base URL)."""
 
     def __init__(self, keys: Keys | None = None, stall_s: float = 2.0, notify_retry_s: float = 0.5,
@@ -474,135 +366,6 @@ class FakeWeChatPay:
         return {k: v for k, v in record.items() if k != "fingerprint"}
 
     # -- WeChat Pay Score: service orders the customer confirms, completed (and collected) after the service
-
-    def _payscore(self, method: str, path: str, query: dict, body: dict):
-        if method == "GET" and path == "/v3/payscore/serviceorder":
-            if query.get("service_id") != self.service_id or query.get("appid") != self.keys.appid:
-                raise Refused(400, "PARAM_ERROR", "service_id or appid is not this merchant's")
-            order = self.service_orders.get(query.get("out_order_no", ""))
-            if order is None:
-                raise Refused(404, "ORDER_NOT_EXIST", "订单不存在")
-            return 200, self.public_service_order(order)
-        if body.get("service_id") != self.service_id or body.get("appid") != self.keys.appid:
-            raise Refused(400, "PARAM_ERROR", "service_id or appid is not this merchant's")
-        if method == "POST" and path == "/v3/payscore/serviceorder":
-            return self._payscore_create(body)
-        m = re.fullmatch(r"/v3/payscore/serviceorder/([^/]+)/(complete|cancel)", path)
-        if method != "POST" or not m:
-            raise Refused(404, "NOT_FOUND", f"no such endpoint: {method} {path}")
-        order = self.service_orders.get(m.group(1))
-        if order is None:
-            raise Refused(404, "ORDER_NOT_EXIST", "订单不存在")
-        if m.group(2) == "cancel":
-            if order["state"] in ("CREATED", "DOING") and order.get("state_description") != "MCH_COMPLETE":
-                order.update(state="REVOKED", state_description="", reason=body.get("reason", ""))
-            elif order["state"] != "REVOKED":
-                raise Refused(400, "INVALID_REQUEST", f"the service order is {order['state']}: it cannot be cancelled")
-            return 200, self.public_service_order(order)
-        total = body.get("total_amount")
-        if order["state"] != "DOING":
-            raise Refused(400, "INVALID_REQUEST", f"the service order is {order['state']}: the user has not confirmed it")
-        if not isinstance(total, int) or isinstance(total, bool) or total < 0 or total > order["risk_fund"]["amount"]:
-            raise Refused(400, "PARAM_ERROR", "total_amount must be whole fen, at most the risk fund")
-        if order.get("state_description") == "MCH_COMPLETE" and order["total_amount"] != total:
-            raise Refused(400, "INVALID_REQUEST", "completed already with another total_amount")
-        first = order.get("state_description") != "MCH_COMPLETE"
-        order.update(state_description="MCH_COMPLETE", total_amount=total, post_payments=body.get("post_payments"))
-        if first and self.auto_collect:
-            threading.Thread(target=self._collect_and_notify, args=(order["out_order_no"],), daemon=True).start()
-        return 200, self.public_service_order(order)
-
-    def _collect_and_notify(self, out_order_no: str) -> None:
-        time.sleep(0.2)
-        headers, body = self.payscore_collect(out_order_no)
-        self.deliver(self.service_orders[out_order_no]["notify_url"], headers, body, tries=5)
-
-    def _payscore_create(self, body: dict):
-        no = body.get("out_order_no")
-        if not isinstance(no, str) or not OUT_TRADE_NO_RE.match(no):
-            raise Refused(400, "PARAM_ERROR", "out_order_no must be 6 to 32 letters, digits, _-|*")
-        risk = body.get("risk_fund") or {}
-        if risk.get("name") not in ("DEPOSIT", "ADVANCE", "CASH_DEPOSIT", "ESTIMATE_ORDER_COST") or \
-                not isinstance(risk.get("amount"), int) or risk["amount"] <= 0:
-            raise Refused(400, "PARAM_ERROR", "risk_fund needs a name and an amount in fen")
-        if not body.get("service_introduction") or len(body["service_introduction"]) > 20:
-            raise Refused(400, "PARAM_ERROR", "service_introduction is 1 to 20 characters")
-        if not body.get("need_user_confirm", True):
-            raise Refused(403, "NO_AUTH", "this fake merchant may only create orders the user confirms")
-        fingerprint = (risk["amount"], body["service_introduction"], body.get("attach", ""))
-        order = self.service_orders.get(no)
-        if order is not None:
-            if order["fingerprint"] != fingerprint:
-                raise Refused(400, "INVALID_REQUEST", "out_order_no was used with other parameters")
-            return 200, self.public_service_order(order)
-        self.service_orders[no] = order = {
-            "appid": body["appid"], "mchid": self.keys.mchid, "service_id": self.service_id, "out_order_no": no,
-            "service_introduction": body["service_introduction"], "state": "CREATED", "state_description": "",
-            "risk_fund": risk, "time_range": body.get("time_range"), "attach": body.get("attach", ""),
-            "notify_url": body.get("notify_url", ""), "order_id": "1000000000" + secrets.token_hex(8),
-            "package": "DJIOSQPYWDxsa" + secrets.token_hex(16), "fingerprint": fingerprint, "total_amount": 0}
-        return 200, self.public_service_order(order)
-
-    @staticmethod
-    def public_service_order(order: dict) -> dict:
-        return {k: v for k, v in order.items() if k not in ("fingerprint", "notify_url", "post_payments")}
-
-    def payscore_confirm(self, out_order_no: str, openid: str = "") -> tuple[dict, bytes]:
-        """The user confirms the service order in WeChat: (headers, body) of PAYSCORE.USER_CONFIRM."""
-        openid = openid or self.new_user()
-        with self.lock:
-            order = self.service_orders[out_order_no]
-            order.update(state="DOING", state_description="USER_CONFIRM", openid=openid)
-            self.users.add(openid)
-            resource = self.public_service_order(order)
-        return self._payscore_notification("PAYSCORE.USER_CONFIRM", resource)
-
-    def payscore_collect(self, out_order_no: str) -> tuple[dict, bytes]:
-        """WeChat Pay takes a completed order's amount: (headers, body) of PAYSCORE.USER_PAID. The payment is
-        a trade of its own (named by the out_order_no here), in the bill and refundable."""
-        with self.lock:
-            order = self.service_orders[out_order_no]
-            if order.get("state_description") != "MCH_COMPLETE":
-                raise Refused(400, "INVALID_REQUEST", "not completed")
-            total = order["total_amount"]
-            transaction_id = "42000" + "".join(secrets.choice(string.digits) for _ in range(23))
-            now = datetime.now(BEIJING).isoformat(timespec="seconds")
-            order.update(state="DONE", collection={"state": "USER_PAID", "total_amount": total, "paying_amount": 0,
-                                                   "paid_amount": total, "details": [{
-                                                       "seq": 1, "amount": total, "paid_type": "NEWTON",
-                                                       "paid_time": now, "transaction_id": transaction_id}]})
-            self.trades[out_order_no] = {
-                "appid": order["appid"], "mchid": order["mchid"], "out_trade_no": out_order_no,
-                "trade_type": "PAYSCORE", "trade_state": "SUCCESS", "trade_state_desc": "支付成功",
-                "attach": order["attach"], "description": order["service_introduction"], "openid": order["openid"],
-                "time_expire": "", "notify_url": order["notify_url"], "amount": {"total": total, "currency": "CNY"},
-                "prepay_id": "", "fingerprint": None, "refunded": 0, "transaction_id": transaction_id,
-                "bank_type": "OTHERS", "success_time": now}
-            resource = self.public_service_order(order)
-        return self._payscore_notification("PAYSCORE.USER_PAID", resource)
-
-    def _payscore_notification(self, event_type: str, resource: dict) -> tuple[dict, bytes]:
-        body = json.dumps({
-            "id": secrets.token_hex(18), "create_time": datetime.now(BEIJING).isoformat(timespec="seconds"),
-            "resource_type": "encrypt-resource", "event_type": event_type, "summary": "支付分",
-            "resource": {"original_type": "payscore",
-                         **aead_encrypt(self.keys.apiv3_key, json.dumps(resource, ensure_ascii=False), "payscore")}},
-            ensure_ascii=False)
-        return self.signed_headers(body), body.encode()
-
-    def check_business_view(self, q: dict) -> dict:
-        """The service order an ``openBusinessView('wxpayScoreUse', ...)`` names, if its sign (HMAC-SHA256
-        under the API v3 key, over the sorted fields) is the merchant's."""
-        fields = {k: q.get(k, "") for k in ("mch_id", "package", "timestamp", "nonce_str", "sign_type")}
-        text = "&".join(f"{k}={fields[k]}" for k in sorted(fields)) + "&key=" + self.keys.apiv3_key
-        sign = hmac.new(self.keys.apiv3_key.encode(), text.encode(), hashlib.sha256).hexdigest().upper()
-        if fields["mch_id"] != self.keys.mchid or fields["sign_type"] != "HMAC-SHA256" or \
-                not hmac.compare_digest(sign, q.get("sign", "")):
-            raise Refused(400, "SIGN_ERROR", "sign does not verify")
-        order = next((o for o in self.service_orders.values() if o["package"] == fields["package"]), None)
-        if order is None:
-            raise Refused(400, "PARAM_ERROR", "no such package")
-        return order
 
     def _tradebill(self, query: dict):
         day = query.get("bill_date", "")

@@ -23,7 +23,7 @@ from datetime import timedelta, timezone
 import sqlalchemy as sa
 
 from cloud.payments import mandates
-from cloud.payments.outbox import Outbox, Sent, Unreachable, payment_ops
+from cloud.payments.outbox import Outbox, Sent, Unreachable
 from cloud.payments.wechat import client as wx
 from cloud.payments.wechat import payscore
 

@@ -1,6 +1,5 @@
 """The WeChat Pay client (the wechatpayv3 library, pointed at the local fake) and the trade bill reader."""
 
-import gzip
 import time
 from datetime import datetime, timezone
 
@@ -9,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cloud.payments.wechat import bill
-from cloud.payments.wechat.client import Credentials, NotificationRefused, Refused, Unreachable, WeChatClient
+from cloud.payments.wechat.client import Credentials, NotificationRefused, Refused, Unreachable
 from tests.cloud.payments.wechat_fixtures import KEYS, client_of, merchant_pem
 from tests.fakes.wechat import FakeWeChatPay, Keys, yuan
 
