@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 BEIJING = timezone(timedelta(hours=8))
 AMOUNT_RE = re.compile(r"(-?)(\d{1,12})\.(\d{2})\Z")
+TIME_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})\Z")
 COLUMNS = {"at": "交易时间", "mchid": "商户号", "transaction_id": "微信订单号", "out_trade_no": "商户订单号",
            "state": "交易状态", "currency": "货币种类", "settled": "应结订单金额", "refund_id": "微信退款单号",
            "out_refund_no": "商户退款单号", "refund": "退款金额", "refund_state": "退款状态", "fee": "手续费",
@@ -46,6 +47,17 @@ def fen(text: str, where: str) -> int:
         raise BillRefused(f"{where}: {text!r} is not an amount in yuan with two decimals")
     value = int(m.group(2)) * 100 + int(m.group(3))
     return -value if m.group(1) else value
+
+
+def when(text: str, where: str) -> datetime:
+    """A Beijing time written YYYY-MM-DD HH:MM:SS (read without strptime, a tenth of a bill's reading time)."""
+    m = TIME_RE.match(text)
+    try:
+        if not m:
+            raise ValueError
+        return datetime(*(int(g) for g in m.groups()), tzinfo=BEIJING)
+    except ValueError:
+        raise BillRefused(f"{where}: {text!r} is not a time as YYYY-MM-DD HH:MM:SS") from None
 
 
 def fields(line: str, where: str) -> list[str]:
@@ -86,10 +98,7 @@ def parse(data: bytes, mchid: str) -> list[BillLine]:
             raise BillRefused(f"{where}: {len(row)} fields where the header has {len(header)} (truncated?)")
         if row[col["mchid"]] != mchid:
             raise BillRefused(f"{where}: the bill is merchant {row[col['mchid']]}'s, not this cloud's ({mchid})")
-        try:
-            at = datetime.strptime(row[col["at"]], "%Y-%m-%d %H:%M:%S").replace(tzinfo=BEIJING)
-        except ValueError:
-            raise BillRefused(f"{where}: {row[col['at']]!r} is not a time as YYYY-MM-DD HH:MM:SS") from None
+        at = when(row[col["at"]], where)
         currency, fee = row[col["currency"]], fen(row[col["fee"]], where)
         settled, refund = fen(row[col["settled"]], where), fen(row[col["refund"]], where)
         sums["count"] += 1

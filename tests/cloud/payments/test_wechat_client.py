@@ -186,3 +186,9 @@ def test_yuan_with_two_decimals_read_back_are_the_same_fen(n):
 def test_an_amount_not_in_yuan_with_two_decimals_is_refused(text):
     with pytest.raises(bill.BillRefused, match="not an amount in yuan with two decimals"):
         bill.fen(text, "here")
+
+
+@pytest.mark.parametrize("text", ["2026-13-01 10:00:00", "2026-12-06 24:00:00", "2026-12-06T10:00:00", "2026-12-06"])
+def test_a_time_that_is_not_a_beijing_time_is_refused(text):
+    with pytest.raises(bill.BillRefused, match="is not a time as YYYY-MM-DD HH:MM:SS"):
+        bill.when(text, "here")
