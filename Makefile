@@ -33,6 +33,7 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/controller_memory.py
 	$(BIN)/python bench/framebuffer.py
 	$(BIN)/python bench/pages.py
+	$(BIN)/python bench/wechat.py
 
 clean:
 	rm -rf $(VENV) var test-artifacts
