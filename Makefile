@@ -34,6 +34,7 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/framebuffer.py
 	$(BIN)/python bench/pages.py
 	$(BIN)/python bench/dex.py
+	$(BIN)/python bench/wechat.py
 
 clean:
 	rm -rf $(VENV) var test-artifacts

@@ -53,6 +53,22 @@ class Settings:
     stripe_timeout_s: float = 10.0
     stripe_tolerance_s: float = 300.0
     stripe_confirm_timeout_s: float = 300.0
+    # WeChat Pay (cloud/payments/wechat/): offered when --wechat-mchid is set; checked by check_wechat.
+    wechat_mchid: str = ""
+    wechat_appid: str = ""
+    wechat_cert_serial: str = ""
+    wechat_private_key_file: str = ""
+    wechat_apiv3_key_file: str = ""
+    wechat_app_secret_file: str = ""
+    wechat_public_key_file: str = ""
+    wechat_public_key_id: str = ""
+    wechat_api_url: str = "https://api.mch.weixin.qq.com"
+    wechat_oauth_url: str = "https://open.weixin.qq.com/connect/oauth2/authorize"
+    wechat_token_url: str = "https://api.weixin.qq.com/sns/oauth2/access_token"
+    wechat_timeout_s: float = 10.0
+    wechat_tolerance_s: float = 300.0
+    wechat_confirm_timeout_s: float = 180.0
+    wechat_payscore_service_id: str = ""
     # The wallet's free top-up form: demo money, for the demo with its sandbox only. Off, the wallet gets money
     # only through a provider or an administrator's credit (POST /api/v1/customers/{id}/wallet/credit).
     demo_topups: bool = False
@@ -82,6 +98,7 @@ class Settings:
 
     def resolve(self) -> "Settings":
         self.check_sandbox()
+        self.check_wechat()
         self.check_senders()
         self.check_time_zone()
         self.check_alipay()
@@ -103,6 +120,29 @@ class Settings:
         except (ZoneInfoNotFoundError, ValueError):
             raise SystemExit(f"--time-zone {self.time_zone!r}: not a time zone; use an IANA name like "
                              "Asia/Shanghai, Europe/Berlin or UTC") from None
+    def check_wechat(self) -> None:
+        """WeChat Pay's settings (its key files are read when the cloud starts: cloud/payments/wechat/)."""
+        for option, value, low, high in (("--wechat-timeout", self.wechat_timeout_s, 0.1, 60),
+                                         ("--wechat-tolerance", self.wechat_tolerance_s, 1, 3600),
+                                         ("--wechat-confirm-timeout", self.wechat_confirm_timeout_s, 60, 3600)):
+            if not (math.isfinite(value) and low <= value <= high):
+                raise SystemExit(f"{option} {value}: must be between {low} and {high}")
+        if not self.wechat_mchid:
+            return
+        for option, value in (("--wechat-appid", self.wechat_appid), ("--wechat-cert-serial", self.wechat_cert_serial),
+                              ("--wechat-private-key-file", self.wechat_private_key_file),
+                              ("--wechat-apiv3-key-file", self.wechat_apiv3_key_file),
+                              ("--wechat-app-secret-file", self.wechat_app_secret_file)):
+            if not value:
+                raise SystemExit(f"--wechat-mchid is set, so {option} is needed too")
+        if bool(self.wechat_public_key_file) != bool(self.wechat_public_key_id):
+            raise SystemExit("--wechat-public-key-file and --wechat-public-key-id go together (WeChat Pay's public "
+                             "key in place of its platform certificates), or neither")
+        for option, value in (("--wechat-api-url", self.wechat_api_url), ("--wechat-oauth-url", self.wechat_oauth_url),
+                              ("--wechat-token-url", self.wechat_token_url)):
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise SystemExit(f"{option} {value!r}: must be an http(s) URL")
 
     def check_sandbox(self) -> None:
         """The sandbox provider's settings, refused with the option that is wrong and why."""
@@ -250,6 +290,29 @@ OPTIONS = [
      "are refused as replays (1-3600)"),
     ("--stripe-confirm-timeout", "stripe_confirm_timeout_s", float, "seconds an order waits for a card payment to "
      "be confirmed (the customer authenticating with their bank) before it is declined (10-3600)"),
+    ("--wechat-mchid", "wechat_mchid", str, "WeChat Pay merchant number (商户号); empty: no WeChat Pay"),
+    ("--wechat-appid", "wechat_appid", str, "the official account's AppID the customer pages open in"),
+    ("--wechat-cert-serial", "wechat_cert_serial", str, "serial number of the merchant API certificate"),
+    ("--wechat-private-key-file", "wechat_private_key_file", str, "a file of mode 0600 holding the merchant API "
+     "certificate's private key (apiclient_key.pem)"),
+    ("--wechat-apiv3-key-file", "wechat_apiv3_key_file", str, "a file of mode 0600 holding the API v3 key (32 "
+     "characters)"),
+    ("--wechat-app-secret-file", "wechat_app_secret_file", str, "a file of mode 0600 holding the official "
+     "account's AppSecret (for OAuth)"),
+    ("--wechat-public-key-file", "wechat_public_key_file", str, "WeChat Pay's public key (pub_key.pem), for a "
+     "merchant on public-key verification; empty: the platform certificates are fetched"),
+    ("--wechat-public-key-id", "wechat_public_key_id", str, "that public key's id (PUB_KEY_ID_...)"),
+    ("--wechat-api-url", "wechat_api_url", str, "WeChat Pay's API gateway (a test points it at a fake)"),
+    ("--wechat-oauth-url", "wechat_oauth_url", str, "WeChat's OAuth authorize page"),
+    ("--wechat-token-url", "wechat_token_url", str, "WeChat's OAuth access_token endpoint"),
+    ("--wechat-timeout", "wechat_timeout_s", float, "seconds to wait for WeChat Pay on each request (0.1-60)"),
+    ("--wechat-tolerance", "wechat_tolerance_s", float, "seconds a signed notification stays valid: older ones are "
+     "refused as replays (1-3600)"),
+    ("--wechat-confirm-timeout", "wechat_confirm_timeout_s", float, "seconds a customer has to pay a WeChat Pay "
+     "order before it is closed (60-3600)"),
+    ("--wechat-payscore-service-id", "wechat_payscore_service_id", str, "the merchant's WeChat Pay Score service "
+     "id: purchases are then paid after the drop (a service order the customer confirms); empty: JSAPI payments "
+     "before the vend, refunded in full if nothing drops"),
     ("--rate-limits", "rate_limits", str, "change the rate limits, per process: NAME=COUNT/SECONDS or NAME=off, "
      "comma-separated (landing_address, register_address, register_phone, login_address, login_username, "
      "otp_address, otp_phone, topup_address, topup_phone); 'off' turns them all off"),

@@ -92,6 +92,7 @@ PROVIDERS = (
     "cloud.payments.sandbox",
     "cloud.payments.stripe",
     "cloud.payments.alipay",
+    "cloud.payments.wechat",
 )
 
 REGISTRY = Registry()

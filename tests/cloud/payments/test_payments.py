@@ -3,6 +3,7 @@ every provider (the wallet and the sandbox); the money invariant over random ope
 
 import json
 import tempfile
+import time
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -13,12 +14,18 @@ from hypothesis import strategies as st
 
 from cloud import payments
 from cloud.payments import (MAX_TOPUP, REGISTRY, IdempotencyConflict, NotRefundable, PaymentError, Sandbox, Wallet, account, balance, entries, post, txns)
+from cloud.payments import mandates
+from cloud.payments.outbox import payment_ops
 from cloud.payments.sandbox import ops
+from cloud.payments.wechat import WeChat, read_notification
+from cloud.payments.wechat.provider import out_trade_no
 from cloud.payments.wallet import declines
 from cloud.payments.webhook import Event, parse
 from tests.cloud.payments.stripe_world import StripeWorld
 from tests.cloud.payments.alipay_fixtures import AlipayWorld
 from tests.cloud_fixtures import NOW, FakeSandbox, engine, make_migrated_engine, unbalanced_txns  # noqa: F401
+from tests.cloud.payments.wechat_fixtures import KEYS, client_of
+from tests.fakes.wechat import FakeWeChatPay
 
 W = Wallet()
 
@@ -252,9 +259,51 @@ class SandboxWorld:
         return self.fake.books.payments[o.id]["refunded"]
 
 
+class WeChatWorld:
+    """WeChat Pay through the wechatpayv3 library against the local fake of its API (tests/fakes/wechat.py);
+    customer 1's mandate is a WeChat user's openid; ``confirm`` is the customer paying in WeChat and the
+    platform's signed notification, read as the webhook route reads it."""
+
+    running = None
+
+    def __init__(self, engine):
+        if WeChatWorld.running is not None:
+            WeChatWorld.running.stop()
+        self.engine, self.fake = engine, FakeWeChatPay(KEYS)
+        self.fake.clock = lambda: NOW  # the orders' time_expire is NOW + the confirm timeout
+        WeChatWorld.running = self.fake
+        self.fake.start()
+        self.client = client_of(self.fake)
+        self.provider = WeChat(self.client, "http://cloud.test")
+        with engine.begin() as conn:
+            mandates.start(conn, 1, "wechat", NOW)
+            mandates.activate(conn, 1, "wechat", self.fake.new_user(), NOW)
+
+    def confirm(self, o, ok=True):
+        self.deliver()
+        self.fake.pay(out_trade_no(o.id), notify=False)
+        headers, body = self.fake.notification(out_trade_no(o.id))
+        with self.engine.begin() as conn:
+            assert self.provider.confirm(conn, read_notification(self.client, headers, body, time.time()), NOW)
+
+    def deliver(self):
+        while self.provider.deliver_due(self.engine, clock=lambda: NOW):
+            pass
+
+    def snapshot(self):
+        with self.engine.connect() as conn:
+            rows = count(conn, payment_ops)
+        return rows, len(self.fake.trades), len(self.fake.refunds)
+
+    def refunded_at_provider(self, o):
+        self.deliver()
+        return self.fake.trades[out_trade_no(o.id)]["refunded"]
+
+
 # Each registered provider's world: how its calls are delivered and its confirmations played. A provider
 # added to cloud/payments/registry.py needs one here, or test_every_registered_provider_has_a_world fails.
-WORLDS = {"wallet": WalletWorld, "sandbox": SandboxWorld, "stripe": StripeWorld, "alipay": AlipayWorld}
+WORLDS = {"wallet": WalletWorld, "sandbox": SandboxWorld, "stripe": StripeWorld, "alipay": AlipayWorld,
+          "wechat": WeChatWorld}
 
 
 def test_every_registered_provider_has_a_world():
