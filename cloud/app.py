@@ -17,6 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from cloud.alerts import pages as alert_pages
+from cloud.alerts import routes as alert_routes
 from cloud.catalog import routes as catalog_routes
 from cloud.core.db import utcnow
 from cloud.finance import pages as finance_pages
@@ -42,9 +44,11 @@ log = logging.getLogger(__name__)
 
 # In the order they are matched; the customer's shop last, since it has the site's root.
 ROUTERS = [
-    people_routes.router, people_routes.pages, fleet_routes.router, stock_routes.router, finance_routes.router,
+    people_routes.router, people_routes.pages, fleet_routes.router, alert_routes.router, stock_routes.router,
+    finance_routes.router,
     sales_routes.router, sync_routes.router, catalog_routes.router, pages.router,
-    fleet_pages.router, sales_pages.router, stock_pages.router, finance_pages.router, people_pages.router,
+    fleet_pages.router, alert_pages.router, sales_pages.router, stock_pages.router, finance_pages.router,
+    people_pages.router,
     people_signin.router,
     shop.router, payment_pages.router,
 ]
