@@ -28,6 +28,7 @@ from cloud.people import audit, staff
 from cloud.sales import orders
 from cloud.web import i18n
 from protocol import topics
+from protocol.messages import Status
 from tests.cloud_fixtures import MACHINE, Chain, add_customer, add_machine, db_url, fast_hashes, idle_cloud  # noqa: F401
 from tests.e2e.harness import free_port
 
@@ -182,6 +183,8 @@ def test_one_jam_raises_an_alert_at_once_by_e_mail_and_by_a_signed_webhook_retri
         "kinds": ["out_of_service", "offline"], "channel": "webhook",
         "target": f"http://127.0.0.1:{webhook_port}/hook", "test": False})
     assert r.status_code == 201, r.text
+    # The machine says it is online (as its retained status does on connect): no "offline" alert.
+    cloud_obj.apply([(topics.topic(MACHINE, "status"), Status(online=True, firmware="1", ledger_head=0).encode())])
     cloud_obj.alerter.start()
 
     chain = Chain()
