@@ -126,8 +126,9 @@ class Alerter:
         return raised
 
     def refresh_if_idle(self) -> None:
-        """For a page or an API read: look now unless the worker has looked within its interval."""
-        if not self.running or time.monotonic() - self.last_refresh > 2 * self.settings.alert_check_s:
+        """For a page or an API read of a cloud whose worker is not running (a test's, a tool's): look now,
+        unless this process looked within ``--alert-check``. With the worker running, reads never wait."""
+        if not self.running and time.monotonic() - self.last_refresh > self.settings.alert_check_s:
             self.refresh()
 
     def deliver_due(self, now: datetime | None = None) -> dict[str, int]:
