@@ -67,22 +67,25 @@ def list_alerts(state: str = Query("open,acknowledged", description="open, ackno
                 machine: str | None = None, limit: int = Query(200, ge=1, le=1000),
                 caller: Caller = Depends(READ), cloud: AlertsCloud = Depends(the_cloud)):
     """The alerts kept, newest first (by default those not resolved), each with its deliveries."""
+    states = _states(state)  # a refused request writes nothing: checked before looking for alerts
     cloud.alerter.refresh_if_idle()
     with cloud.engine.connect() as conn:
-        return _with_deliveries(conn, occurrences.listing(conn, _states(state), machine, limit))
+        return _with_deliveries(conn, occurrences.listing(conn, states, machine, limit))
 
 
 @router.get("/machines/{machine_id}/alerts")
 def machine_alerts(machine_id: str, state: str = "open,acknowledged", caller: Caller = Depends(READ),
                    cloud: AlertsCloud = Depends(the_cloud)):
     """One machine's alerts (by default those not resolved)."""
-    cloud.alerter.refresh_if_idle()
+    states = _states(state)
     with cloud.engine.connect() as conn:
         try:
             machines.get(conn, machine_id)
         except machines.NoSuchMachine as e:
             raise HTTPException(404, str(e)) from None
-        return _with_deliveries(conn, occurrences.listing(conn, _states(state), machine_id))
+    cloud.alerter.refresh_if_idle()
+    with cloud.engine.connect() as conn:
+        return _with_deliveries(conn, occurrences.listing(conn, states, machine_id))
 
 
 @router.get("/alerts/{alert_id}")

@@ -120,7 +120,8 @@ class Alerter:
             queued = delivery.enqueue(conn, raised, now) if raised else 0
         self.last_refresh = time.monotonic()
         if raised:
-            log.warning("alerts raised: %s; %d deliveries queued", raised, queued)
+            log.warning("%d alert(s) raised (ids %s%s); %d deliveries queued", len(raised),
+                        ", ".join(map(str, raised[:10])), ", ..." if len(raised) > 10 else "", queued)
         if queued:
             self._deliver.set()
         return raised

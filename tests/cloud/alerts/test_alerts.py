@@ -363,3 +363,22 @@ def test_the_api_refuses_bad_rules_naming_the_field(client, cloud_obj):
 def test_every_alert_kind_has_its_chinese_name():
     zh = i18n.catalog("zh-CN")
     assert [n for n in NAMES.values() if n not in zh] == []
+
+
+def test_a_capture_the_platform_refused_for_good_is_an_alert_on_the_order_s_machine(cloud_obj):
+    """The outbox's row is written here as a platform's worker leaves it after a refused capture
+    (cloud/payments/outbox.py: status failed); the provider's own tests cover how it gets there."""
+    from cloud.payments.outbox import payment_ops
+
+    chain = Chain()
+    order = jam(cloud_obj, chain, "A2")  # any order of m-1 will do
+    now = utcnow()
+    with cloud_obj.engine.begin() as conn:
+        conn.execute(payment_ops.insert().values(
+            provider="stripe", key=f"capture:{order.id}", op="capture", order_id=order.id, customer_id=order.customer_id,
+            amount=order.amount, currency=order.currency, status="failed", reason="card_declined: expired card",
+            attempts=1, next_try_at=now, created_at=now, updated_at=now))
+    cloud_obj.alerter.refresh()
+    (alert,) = occurrences(cloud_obj, kind="payment_failed")
+    assert (alert.machine_id, alert.slot, alert.value) == (MACHINE, "", 1.0)
+    assert f"capture of order {order.id} by stripe: card_declined: expired card" in alert.detail
