@@ -382,3 +382,41 @@ def test_a_capture_the_platform_refused_for_good_is_an_alert_on_the_order_s_mach
     (alert,) = occurrences(cloud_obj, kind="payment_failed")
     assert (alert.machine_id, alert.slot, alert.value) == (MACHINE, "", 1.0)
     assert f"capture of order {order.id} by stripe: card_declined: expired card" in alert.detail
+
+
+def test_vendctl_alerts_lists_resolves_and_keeps_the_rules(client, cloud_obj, monkeypatch, capsys):
+    import io
+
+    import cloud.cli
+    from tests.cloud_fixtures import ThroughTestClient
+
+    def vendctl(*argv):
+        monkeypatch.setattr(cloud.cli.Client, "from_env", classmethod(lambda cls: ThroughTestClient(client, ADMIN)))
+        monkeypatch.setattr("sys.stdin", io.StringIO(""))
+        code = cloud.cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    chain = Chain()
+    jam(cloud_obj, chain, "A1")
+    code, out, _ = vendctl("alerts")
+    line = next(x for x in out.splitlines() if "out_of_service" in x)
+    alert_id, state, machine, kind, slot = line.split()[:5]
+    assert (state, machine, kind, slot) == ("open", MACHINE, "out_of_service", "A1")
+    code, out, _ = vendctl("alerts", "resolve", alert_id)
+    assert (code, out.strip()) == (0, f"alert {alert_id} (out_of_service on m-1) resolved by admin")
+    code, out, _ = vendctl("alerts", "resolve", alert_id)
+    assert out.strip() == f"alert {alert_id} (out_of_service on m-1) resolved already (by admin)"
+    assert "resolved by admin" in vendctl("alerts", "--state", "resolved")[1]
+
+    code, out, err = vendctl("alerts", "rules", "add", "--kinds", "low_stock,offline", "--webhook",
+                             "https://hooks.example/vend", "--note", "chat", "--no-test")
+    assert (code, out.strip()) == (0, "rule 1 added: offline,low_stock to https://hooks.example/vend"), err
+    code, _, err = vendctl("alerts", "rules", "add", "--kinds", "offline", "--email", "not-an-address")
+    assert code == 1 and "target: 'not-an-address' is not an e-mail address" in err
+    code, out, _ = vendctl("alerts", "rules", "change", "1", "--kinds", "door_open", "--no-test")
+    assert out.strip() == "rule 1 changed: door_open to https://hooks.example/vend"
+    code, out, _ = vendctl("alerts", "rules")
+    assert out.splitlines()[1].split() == ["1", "webhook", "https://hooks.example/vend", "door_open", "chat"]
+    assert vendctl("alerts", "rules", "delete", "1")[1].strip() == "rule 1 deleted"
+    assert vendctl("alerts", "rules")[1].strip() == "no rules: alerts are kept but sent to no one"
