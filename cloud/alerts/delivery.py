@@ -173,7 +173,7 @@ class Channels:
             headers[DELIVERY_HEADER] = str(delivery_id)
         try:
             r = httpx.post(target, content=msg.body, headers=headers, timeout=self.timeout_s)
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as e:  # InvalidURL: a URL httpx cannot send to
             raise DeliveryError(f"webhook {target}: {type(e).__name__}: {e}"[:ERROR_MAX]) from None
         if not r.is_success:
             raise DeliveryError(f"webhook {target}: answered {r.status_code}")

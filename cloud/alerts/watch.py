@@ -148,6 +148,9 @@ class Alerter:
                                        d.id)
                 except DeliveryError as e:
                     error = str(e)
+                except Exception as e:  # noqa: BLE001 - recorded and retried; one address never stops the others
+                    log.exception("alert delivery %d to %s failed unexpectedly", d.id, d.channel)
+                    error = f"{type(e).__name__}: {e}"
                 with self.engine.begin() as conn:
                     status = delivery.record(conn, d, error, utcnow(), self.settings.alert_retry_s,
                                              self.settings.alert_attempts)
@@ -165,7 +168,7 @@ class Alerter:
                 return
             try:
                 self.refresh()
-            except sa.exc.SQLAlchemyError:
+            except Exception:  # noqa: BLE001 - the worker outlives any one look; logged, tried again
                 log.exception("looking for alerts failed; will try again")
 
     def _deliver_loop(self) -> None:
@@ -179,7 +182,7 @@ class Alerter:
                 return
             try:
                 self.deliver_due()
-            except sa.exc.SQLAlchemyError:
+            except Exception:  # noqa: BLE001 - as above
                 log.exception("delivering alerts failed; will try again")
 
 
