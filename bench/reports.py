@@ -185,6 +185,29 @@ def run(engine: sa.Engine, args) -> dict:
     return out
 
 
+def alerts_cost(obj, args) -> dict:
+    """What the alerts worker spends looking over the whole fleet (cloud/alerts/watch.py: ``refresh``, after a
+    first look raised what there is), against the baseline of computing the alerts alone as the fleet page
+    did on every view before alerts were kept (``cloud.fleet.alerts.compute``)."""
+    from cloud.core.db import utcnow
+    from cloud.fleet import alerts
+
+    first = time.perf_counter()
+    raised = len(obj.alerter.refresh())
+    first_ms = round((time.perf_counter() - first) * 1000, 1)
+    times, _ = timed(obj.alerter.refresh, args.repeat)
+
+    def compute():
+        with obj.engine.connect() as conn:
+            return alerts.compute(conn, utcnow(), obj.alert_limits, obj.readings.snapshot())
+
+    base_times, found = timed(compute, args.repeat)
+    base = figures(base_times)
+    return {"raised_at_first_look": raised, "first_look_ms": first_ms, "alerts_now": len(found),
+            "refresh": figures(times), "baseline_compute_p50_ms": base["p50_ms"],
+            "baseline_compute_p95_ms": base["p95_ms"]}
+
+
 def http_overhead(engine: sa.Engine, args, machine: str) -> dict:
     """One report through the whole app (FastAPI's in-process test client: routing, auth, JSON; no socket),
     and the dashboard's pages over the same fleet (server time to render each, HTML included)."""
@@ -196,9 +219,13 @@ def http_overhead(engine: sa.Engine, args, machine: str) -> dict:
 
     var = tempfile.mkdtemp(prefix="vend-bench-http-")
     try:
+        # The cloud is not started, so its alerts worker does not run: looking for alerts is timed on its own
+        # below, and a long --alert-check keeps the pages from looking again (in a running cloud the worker
+        # looks, off every request).
         settings = cloud.core.settings.Settings(var=var, db=engine.url.render_as_string(hide_password=False),
-                                           broker="127.0.0.1:1").resolve()
+                                           broker="127.0.0.1:1", alert_check_s=3600).resolve()
         obj = cloud.service.Cloud(settings)
+        alerts_out = alerts_cost(obj, args)
         path = "/api/v1/reports/sales?by=machine&from=2026-01-01&to=2027-01-01&tz=" + TZ
         pages = {"fleet": "/staff", "machine": f"/staff/machines/{machine}", "stock": "/staff/stock",
                  "sales, 30 days (the default)": "/staff/sales",
@@ -207,7 +234,7 @@ def http_overhead(engine: sa.Engine, args, machine: str) -> dict:
             headers = {"Authorization": "Bearer bench-token"}
             times, r = timed(lambda: client.get(path, headers=headers), args.repeat)
             assert r.status_code == 200, r.text
-            out = {"report": "GET " + path, **figures(times), "dashboard": {}}
+            out = {"report": "GET " + path, **figures(times), "dashboard": {}, "alerts": alerts_out}
             for name, page in pages.items():
                 times, r = timed(lambda: client.get(page, headers=headers), args.repeat)
                 assert r.status_code == 200, f"{page}: {r.status_code} {r.text[:300]}"

@@ -13,6 +13,7 @@ import json
 import sys
 
 from cloud.audits import cli as dex_cli
+from cloud.alerts import cli as alerts_cli
 from cloud.core.client import CliError, Client, duration, hide_secrets, money, print_broker, table
 from cloud.finance import cli as finance_cli
 from cloud.fleet import cli as fleetcli
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     sl.add_argument("--json", action="store_true")
     add_people_parsers(sub)
     fleetcli.add_parsers(sub)
+    alerts_cli.add_parsers(sub)
     stock_cli.add_parsers(sub)
     finance_cli.add_parsers(sub)
     reportcli.add_parsers(sub)
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             people_command(args, client)
         elif args.command in fleetcli.COMMANDS:
             fleetcli.run(args, client, CliError)
+        elif args.command in alerts_cli.COMMANDS:
+            alerts_cli.run(args, client, CliError)
         elif args.command in stock_cli.COMMANDS:
             stock_cli.run(args, client, CliError, table)
         elif args.command in finance_cli.COMMANDS:

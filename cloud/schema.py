@@ -7,6 +7,9 @@ import sqlalchemy as sa
 # Each import declares that module's tables on the one metadata.
 import cloud.accounts.journal
 import cloud.audits.imports
+import cloud.alerts.delivery
+import cloud.alerts.occurrences
+import cloud.alerts.rules
 import cloud.catalog.products
 import cloud.finance.ledger
 import cloud.finance.settlement

@@ -1,4 +1,4 @@
-"""The cloud's running parts: the MQTT bus, the ingest worker and the order sweeper.
+"""The cloud's running parts: the MQTT bus, the ingest worker, the order sweeper and the alerts worker.
 
 paho's network thread only queues what arrives; one worker thread drains the queue, applies many batches
 in one database transaction (each in its own savepoint, so one bad batch spoils nothing else), commits,
@@ -23,6 +23,7 @@ from protocol import ProtocolError, topics
 from protocol.messages import Ack, Command, EventBatch, decode, format_time, utcnow
 from protocol.mqtt import connect_async, make_client
 
+from cloud.alerts import Alerter
 from cloud.fleet import alerts, machines, planogram
 from cloud.core import db
 from cloud.sync import ingest
@@ -147,6 +148,7 @@ class Cloud:
         except ValueError as e:
             raise SystemExit(f"--alert-*: {e}") from None
         self.readings = alerts.Readings(self.alert_limits)
+        self.alerter = Alerter.from_settings(self.engine, settings, self.alert_limits, self.readings)
         self.provider = Payments.from_settings(settings, self.stats.counts)
         self.provider.listen(self.authorisation_settled)
         self.senders = senders.configured(settings)  # how customers get a sign-in code on a new phone
@@ -190,12 +192,14 @@ class Cloud:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+        self.alerter.start()
 
     def stop(self) -> None:
         self._stop.set()
         self.inbox.put(None)
         for thread in self._threads:
             thread.join(timeout=10)
+        self.alerter.stop()
         self.provider.stop()
         self.bus.stop()
         if self.broker is not None:
@@ -298,6 +302,8 @@ class Cloud:
                     pass  # our own retained planograms: the embedded broker hands them to every subscriber
                 else:
                     self.stats.reject(topic, f"{kind} is not a topic the cloud consumes")
+        if acks or heartbeats:
+            self.alerter.kick()  # a jam, a door, a restock just stored: alerts are looked for at once
         cloud_time = format_time(utcnow())
         for machine_id, seq in acks.items():
             self.bus.publish(machine_id, "ack", Ack(seq, cloud_time).encode())

@@ -39,6 +39,13 @@ class Settings:
     alert_door_open_s: float = 900.0
     alert_unsynced_s: float = 900.0
     alert_incident_window_s: float = 86400.0
+    alert_low_stock_fraction: float = 0.25
+    # Alerts kept and delivered (cloud/alerts/): how often they are looked for, how deliveries are retried.
+    alert_check_s: float = 5.0
+    alert_retry_s: float = 30.0
+    alert_attempts: int = 12
+    alert_send_timeout_s: float = 10.0
+    alert_webhook_secret_file: str = ""  # empty: <var>/alert-webhook-secret, made on first start
     sandbox_url: str = ""
     sandbox_secret: str = ""
     sandbox_timeout_s: float = 5.0
@@ -100,6 +107,7 @@ class Settings:
         self.check_sandbox()
         self.check_wechat()
         self.check_senders()
+        self.check_alert_delivery()
         self.check_time_zone()
         self.check_alipay()
         if not self.db:
@@ -161,6 +169,15 @@ class Settings:
             raise SystemExit("--sandbox-url is set, so the sandbox's webhook secret is needed: set VEND_SANDBOX_SECRET "
                              "(or --sandbox-secret) to the secret the sandbox signs with, at least 16 characters")
 
+    def check_alert_delivery(self) -> None:
+        """How alerts are looked for and their deliveries retried, refused with the option and why."""
+        for option, value, low, high in (("--alert-check", self.alert_check_s, 0.05, 3600),
+                                         ("--alert-retry", self.alert_retry_s, 0.05, 86400),
+                                         ("--alert-attempts", self.alert_attempts, 1, 100),
+                                         ("--alert-send-timeout", self.alert_send_timeout_s, 0.1, 60)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+                raise SystemExit(f"{option} {value!r}: must be from {low} to {high}")
+
     def check_senders(self) -> None:
         """The sign-in code senders' settings; their secret files are read when the senders are made."""
         for option, value in (("--smtp-timeout", self.smtp_timeout_s), ("--sms-timeout", self.sms_timeout_s)):
@@ -172,7 +189,7 @@ class Settings:
             if self.smtp_security not in ("starttls", "tls", "none"):
                 raise SystemExit(f"--smtp-security {self.smtp_security!r}: use starttls, tls or none")
             if "@" not in self.smtp_from:
-                raise SystemExit("--smtp-host is set, so --smtp-from is needed: the address codes are sent from")
+                raise SystemExit("--smtp-host is set, so --smtp-from is needed: the address codes and alerts are sent from")
             if self.smtp_user and not self.smtp_password_file:
                 raise SystemExit("--smtp-user is set, so --smtp-password-file is needed (a file of mode 0600)")
         if self.sms_url:
@@ -267,6 +284,17 @@ OPTIONS = [
      "no progress before it is an alert"),
     ("--alert-incident-window", "alert_incident_window_s", float, "seconds a drop no order paid for (or one "
      "naming an order the machine was never sent) stays an alert"),
+    ("--alert-low-stock", "alert_low_stock_fraction", float, "a slot holding less than this share of its par "
+     "level (its capacity if it has none) is low on stock (0-1)"),
+    ("--alert-check", "alert_check_s", float, "seconds between looks for alerts (they are also looked for at once "
+     "after every stored batch of events)"),
+    ("--alert-retry", "alert_retry_s", float, "seconds before an alert's failed delivery is tried again; doubled "
+     "after each failure, up to an hour"),
+    ("--alert-attempts", "alert_attempts", int, "deliveries of one alert to one address tried at most (1-100)"),
+    ("--alert-send-timeout", "alert_send_timeout_s", float, "seconds to wait for an alert's webhook receiver "
+     "(0.1-60; e-mail uses --smtp-timeout)"),
+    ("--alert-webhook-secret-file", "alert_webhook_secret_file", str, "a file of mode 0600 holding the secret "
+     "alert webhooks are signed with (default: <var>/alert-webhook-secret, made on first start)"),
     ("--sandbox-url", "sandbox_url", str, "base URL of the sandbox payment provider (python -m "
      "cloud.payments.sandbox); empty: customers pay by wallet only"),
     ("--sandbox-secret", "sandbox_secret", str, "the secret the sandbox signs its webhooks with (prefer the "
@@ -318,10 +346,11 @@ OPTIONS = [
      "otp_address, otp_phone, topup_address, topup_phone); 'off' turns them all off"),
     ("--trusted-proxy", "trusted_proxy", str, "addresses of the reverse proxies in front of the cloud, "
      "comma-separated: only from these is X-Forwarded-For believed to name the client"),
-    ("--smtp-host", "smtp_host", str, "SMTP server that e-mails customers their sign-in codes; empty: no e-mail"),
+    ("--smtp-host", "smtp_host", str, "SMTP server that e-mails customers their sign-in codes and "
+     "staff their alerts; empty: no e-mail"),
     ("--smtp-port", "smtp_port", int, "its port (587 for starttls, 465 for tls)"),
     ("--smtp-security", "smtp_security", str, "starttls, tls, or none (a relay on this host only)"),
-    ("--smtp-from", "smtp_from", str, "the address sign-in codes are sent from"),
+    ("--smtp-from", "smtp_from", str, "the address sign-in codes and alerts are sent from"),
     ("--smtp-user", "smtp_user", str, "the SMTP login; empty: none"),
     ("--smtp-password-file", "smtp_password_file", str, "a file of mode 0600 holding the SMTP password"),
     ("--smtp-timeout", "smtp_timeout_s", float, "seconds to wait for the SMTP server (0.1-60)"),

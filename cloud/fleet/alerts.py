@@ -4,12 +4,17 @@ machines' state, a few facts the ingest keeps, and each machine's newest tempera
 | alert          | raised when                                                                          |
 | -------------- | ------------------------------------------------------------------------------------ |
 | offline        | no word from the machine (status, events) for longer than ``offline_s``              |
+| out_of_service | a slot is flagged out of service (a vend failed on it; a restock or a count clears it) |
 | vend_failures  | ``failed_vends`` or more failed vends on one slot within ``failed_window_s``         |
+| low_stock      | a slot holds less than ``low_stock_fraction`` of its par level (its capacity if none) |
 | temperature    | the newest reading has been outside ``temp_min_c``..``temp_max_c`` for ``temp_for_s`` |
 | door_open      | the ledger's last door event is ``door.opened``, older than ``door_open_s``          |
 | not_synced     | the machine's ledger head is ahead of the cloud's, with no progress for ``unsynced_s`` |
 | late_drop      | a product dropped for an order already closed, within ``incident_window_s``           |
 | unknown_order  | a sale naming an order the machine was never sent, within ``incident_window_s``       |
+
+A jammed slot is flagged out of service by its first failed vend (``cloud/sync/ingest.py``), while
+``vend_failures`` waits for ``failed_vends`` of them: before ``out_of_service`` a jam raised nothing.
 
 Times come from the machine's ledger where its clock was synchronised, and from the cloud's clock
 otherwise (a Pi without a real-time clock can wake up in 1970). The limits are cloud settings
@@ -32,7 +37,7 @@ import sqlalchemy as sa
 from protocol.messages import Status, parse_time
 
 from cloud.core.db import UTCDateTime, bulk_insert, db_value, metadata
-from cloud.fleet.machines import get as get_machine, list_machines, machines
+from cloud.fleet.machines import get as get_machine, list_machines, machines, slots
 
 vend_failures = sa.Table(
     "vend_failures", metadata,
@@ -67,7 +72,8 @@ vend_incidents = sa.Table(
 )
 INCIDENT_ALERTS = {"dropped_unpaid": "late_drop", "dropped_charged": "late_drop", "no_such_order": "unknown_order"}
 
-KINDS = ("offline", "vend_failures", "temperature", "door_open", "not_synced", "late_drop", "unknown_order")
+KINDS = ("offline", "out_of_service", "vend_failures", "low_stock", "temperature", "door_open", "not_synced",
+         "late_drop", "unknown_order")
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ class Limits:
     door_open_s: float = 900.0
     unsynced_s: float = 900.0
     incident_window_s: float = 86400.0
+    low_stock_fraction: float = 0.25
 
     def __post_init__(self):
         for name in ("offline_s", "failed_window_s", "temp_for_s", "door_open_s", "unsynced_s", "incident_window_s"):
@@ -90,6 +97,9 @@ class Limits:
                 raise ValueError(f"alert limit {name} must be 0 to a year in seconds, got {getattr(self, name)}")
         if not 1 <= self.failed_vends <= 1000:
             raise ValueError(f"alert limit failed_vends must be 1-1000, got {self.failed_vends}")
+        if not 0 < self.low_stock_fraction <= 1:
+            raise ValueError(f"alert limit low_stock_fraction must be more than 0 and at most 1, got "
+                             f"{self.low_stock_fraction}")
         if not -60 <= self.temp_min_c < self.temp_max_c <= 100:
             raise ValueError(f"alert temperatures must be -60 <= min < max <= 100, got {self.temp_min_c} "
                              f"and {self.temp_max_c}")
@@ -136,6 +146,9 @@ class Alert:
     detail: str
     slot: str | None = None
     value: float | int | None = None
+    # For an alert made of events (failed vends, incidents): when the newest of them happened. A person who
+    # resolved such an alert while its events were still counted sees it again only for a newer one.
+    latest: datetime | None = None
 
     def public(self) -> dict:
         return {"machine_id": self.machine_id, "kind": self.kind, "slot": self.slot,
@@ -162,7 +175,7 @@ def compute(conn: sa.Connection, now: datetime, limits: Limits, readings: dict[s
         rows = list_machines(conn)
     watch_q = sa.select(machine_watch)
     fail_q = (sa.select(vend_failures.c.machine_id, vend_failures.c.slot, sa.func.count().label("n"),
-                        sa.func.min(vend_failures.c.at).label("first"))
+                        sa.func.min(vend_failures.c.at).label("first"), sa.func.max(vend_failures.c.at).label("last"))
               .where(vend_failures.c.at > now - timedelta(seconds=limits.failed_window_s))
               .group_by(vend_failures.c.machine_id, vend_failures.c.slot)
               .having(sa.func.count() >= limits.failed_vends))
@@ -180,7 +193,8 @@ def compute(conn: sa.Connection, now: datetime, limits: Limits, readings: dict[s
     for f in conn.execute(fail_q):
         alerts.append(Alert(f.machine_id, "vend_failures", f.first,
                             f"{f.n} failed vends on slot {f.slot} in the last {_ago(timedelta(seconds=limits.failed_window_s))}",
-                            slot=f.slot, value=f.n))
+                            slot=f.slot, value=f.n, latest=f.last))
+    alerts += _slot_alerts(conn, now, limits, machine_id)
     for m in rows:
         seen = m.last_seen or m.created_at
         if now - seen > timedelta(seconds=limits.offline_s):
@@ -208,6 +222,29 @@ def compute(conn: sa.Connection, now: datetime, limits: Limits, readings: dict[s
     return alerts
 
 
+def _slot_alerts(conn: sa.Connection, now: datetime, limits: Limits, machine_id: str | None) -> list[Alert]:
+    """Slots out of service (since their newest failed vend) and slots low on stock, from the slots table."""
+    last_failure = (sa.select(sa.func.max(vend_failures.c.at))
+                    .where(vend_failures.c.machine_id == slots.c.machine_id, vend_failures.c.slot == slots.c.slot)
+                    .scalar_subquery())
+    level = sa.case((slots.c.par_level > 0, slots.c.par_level), else_=slots.c.capacity)
+    q = (sa.select(slots.c.machine_id, slots.c.slot, slots.c.count, slots.c.flagged, level.label("level"),
+                   last_failure.label("failed_at"))
+         .where(slots.c.in_planogram, sa.or_(slots.c.flagged, slots.c.count < level * limits.low_stock_fraction)))
+    if machine_id is not None:
+        q = q.where(slots.c.machine_id == machine_id)
+    found = []
+    for r in conn.execute(q):
+        if r.flagged:
+            found.append(Alert(r.machine_id, "out_of_service", r.failed_at or now,
+                               f"slot {r.slot} is out of service after a failed vend; a restock or a stock count "
+                               "on the machine clears it", slot=r.slot))
+        if r.count < r.level * limits.low_stock_fraction:
+            found.append(Alert(r.machine_id, "low_stock", now, f"slot {r.slot} holds {r.count} of its par level "
+                               f"{r.level}", slot=r.slot, value=r.count))
+    return found
+
+
 def _incident_alerts(rows: list, limits: Limits) -> list[Alert]:
     """One alert per machine and kind for the incidents in the window (rows oldest first)."""
     found: dict[tuple[str, str], list] = {}
@@ -223,7 +260,7 @@ def _incident_alerts(rows: list, limits: Limits) -> list[Alert]:
                       f"{unpaid} not charged (newest: order {newest})")
         else:
             detail = f"{len(group)} sales naming orders this machine was never sent in the last {window} (newest: {newest})"
-        alerts.append(Alert(machine_id, kind, group[0].at, detail, value=len(group)))
+        alerts.append(Alert(machine_id, kind, group[0].at, detail, value=len(group), latest=group[-1].at))
     return alerts
 
 

@@ -1,5 +1,5 @@
-"""``vendctl locations``, ``vendctl planogram`` and ``vendctl alerts``: the fleet's places, what each
-machine's slots hold, and what needs a person; tables for people, ``--json`` for scripts."""
+"""``vendctl locations`` and ``vendctl planogram``: the fleet's places and what each machine's slots hold;
+tables for people, ``--json`` for scripts. (``vendctl alerts`` is ``cloud/alerts/cli.py``.)"""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import io
 import json
 import sys
 
-COMMANDS = ("locations", "planogram", "alerts")
+COMMANDS = ("locations", "planogram")
 CSV_COLUMNS = ("slot", "sku", "price", "currency", "capacity", "par_level")
 STATE_TEXT = {"applied": "applied", "pending": "PENDING: the machine has not applied it yet",
               "rejected": "REJECTED by the machine", "none": "no planogram yet"}
@@ -42,9 +42,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--version", type=int, help="show this version instead of the newest")
     p.add_argument("--history", action="store_true", help="list every version")
     p.add_argument("--json", action="store_true")
-    a = sub.add_parser("alerts", help="what needs a person: offline, failed vends, temperature, door, sync")
-    a.add_argument("--machine", help="only this machine's")
-    a.add_argument("--json", action="store_true")
 
 
 def read_slots(path: str, error) -> list[dict]:
@@ -134,11 +131,5 @@ def run(args, client, error) -> None:
         show(r, head + "\n" + table(r["slots"], [("slot", "SLOT"), ("cabinet", "CABINET"), ("sku", "SKU"),
                                                  ("name", "PRODUCT"), ("price_text", "PRICE"),
                                                  ("capacity", "CAPACITY"), ("par_level", "PAR")]))
-    elif args.command == "alerts":
-        path = f"/api/v1/machines/{args.machine}/alerts" if args.machine else "/api/v1/alerts"
-        rows = client.call("GET", path)
-        text = table(rows, [("machine_id", "MACHINE"), ("kind", "ALERT"), ("slot", "SLOT"), ("since", "SINCE (UTC)"),
-                            ("detail", "DETAIL")]) if rows else "no alerts"
-        show(rows, text)
     else:
         print(f"vendctl: unknown command {args.command}", file=sys.stderr)

@@ -23,10 +23,11 @@ class Dot:
     y: float
     name: str
     machines: list
+    fault: bool = False  # a machine there has an alert not resolved
 
 
 def project(points: list[dict]) -> list[Dot]:
-    """Place locations (dicts with latitude, longitude, name, machines) in the map's box, keeping the
+    """Place locations (dicts with latitude, longitude, name, machines, and fault if one has an alert) in the map's box, keeping the
     shape: a degree of longitude is shortened by the cosine of the latitude, as on the ground."""
     if not points:
         return []
@@ -43,7 +44,8 @@ def project(points: list[dict]) -> list[Dot]:
     left = (MAP_W - span_x * scale) / 2
     top = (MAP_H - span_y * scale) / 2
     return [Dot(round(left + (p["longitude"] - min(lons)) * shrink * scale, 1),
-                round(top + (max(lats) - p["latitude"]) * scale, 1), p["name"], p["machines"]) for p in points]
+                round(top + (max(lats) - p["latitude"]) * scale, 1), p["name"], p["machines"], p.get("fault", False))
+            for p in points]
 
 
 def qr_svg(url: str, x: int, y: int, size: int) -> str:

@@ -22,7 +22,9 @@ from fastapi.responses import RedirectResponse, Response
 from protocol import token as qrtoken
 from protocol.messages import CURRENCY_RE, SLOT_RE
 
-from cloud.fleet import alerts, locations, machines, planogram
+from cloud import alerts as alert_book
+from cloud.alerts import occurrences
+from cloud.fleet import locations, machines, planogram
 from cloud.fleet import ledger
 from cloud.sales import orders, reports
 from cloud import people
@@ -41,9 +43,7 @@ EDIT = Depends(staff_only(*people.FLEET_EDITORS))
 EVENTS_SHOWN = 50
 SCREEN_ROTATE_S = 5.0  # the controller's default [screen] rotate_s; the cloud does not know a machine's own
 FORM_FIELDS = ("slot", "sku", "name", "price", "currency", "capacity", "par", "cabinet")
-ALERT_NAMES = {"offline": "Offline", "vend_failures": "Failed vends", "temperature": "Temperature",
-               "door_open": "Door open", "not_synced": "Not synced", "late_drop": "Dropped, order closed",
-               "unknown_order": "Sold, no such order"}
+ALERT_NAMES = alert_book.NAMES
 
 
 def the_cloud(request: Request):
@@ -70,10 +70,11 @@ def _sales_today(conn: sa.Connection, now: datetime, machine_id: str | None = No
 def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_cloud)):
     """Every machine: where, online, alerts, today's sales, how full; and the map of the known places."""
     now = utcnow()
+    cloud.alerter.refresh_if_idle()
     with cloud.engine.connect() as conn:
         rows = machines.list_machines(conn)
         sites = locations.by_machine(conn)
-        found = alerts.compute(conn, now, cloud.alert_limits, cloud.readings.snapshot())
+        found = occurrences.listing(conn, limit=100000)
         sold = _sales_today(conn, now)
         fills = machines.fills(conn)
         places = locations.list_locations(conn)
@@ -81,8 +82,8 @@ def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_c
     for a in found:
         by_machine.setdefault(a.machine_id, []).append(a)
     names = {m.id: m.name for m in rows}
-    mapped = [dict(p, machines=[(i, names.get(i, i)) for i in p["machines"]]) for p in places
-              if p["latitude"] is not None]
+    mapped = [dict(p, machines=[(i, names.get(i, i)) for i in p["machines"]],
+                   fault=any(i in by_machine for i in p["machines"])) for p in places if p["latitude"] is not None]
     placed = {i for p in mapped for i, _ in p["machines"]}
     fleet = [{"m": m, "site": sites.get(m.id, {}).get("name") or m.location, "alerts": by_machine.get(m.id, []),
               "sold": sold.get(m.id, []), "fill": fills.get(m.id, (0, 0))} for m in rows]
@@ -148,6 +149,7 @@ def machine_page(request: Request, caller: auth.Caller, cloud, machine_id: str, 
                  form: list[dict] | None = None, errors: dict | None = None, saved: str = ""):
     _ = translator(request)
     now = utcnow()
+    cloud.alerter.refresh_if_idle()
     try:
         with cloud.engine.connect() as conn:
             m = machines.get(conn, machine_id)
@@ -156,7 +158,7 @@ def machine_page(request: Request, caller: auth.Caller, cloud, machine_id: str, 
             site = locations.get(conn, where) if where is not None else None
             cabinets = machines.cabinets_of(conn, machine_id)
             config = planogram.status(conn, machine_id)
-            found = alerts.compute(conn, now, cloud.alert_limits, cloud.readings.snapshot(), machine_id)
+            found = occurrences.listing(conn, machine_id=machine_id)
             events = _recent_events(conn, machine_id)
             changes = ledger.changes(conn, machine_id)
             sold = _sales_today(conn, now, machine_id).get(machine_id, [])

@@ -1,4 +1,5 @@
-"""The fleet API under /api/v1: locations, one machine's details and cabinets, planograms, alerts.
+"""The fleet API under /api/v1: locations, one machine's details and cabinets, planograms (the alerts' own
+routes are in ``cloud/alerts/routes.py``).
 
 Who may call what is the table in ``cloud/people/__init__.py``: reading is for fleet readers, every change
 for fleet editors, and every change writes its audit row in the change's own transaction.
@@ -285,28 +286,6 @@ def planogram_versions(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
             return planogram.versions(conn, machine_id)
     except machines.FleetError as e:
         raise refused(e) from None
-
-
-# -- alerts ------------------------------------------------------------------------------------------
-
-@router.get("/alerts", dependencies=READ)
-def fleet_alerts(cloud: FleetCloud = Depends(the_cloud)):
-    """Every alert of the fleet now, by machine."""
-    with cloud.engine.connect() as conn:
-        found = alerts.compute(conn, utcnow(), cloud.alert_limits, cloud.readings.snapshot())
-    return [a.public() for a in found]
-
-
-@router.get("/machines/{machine_id}/alerts", dependencies=READ)
-def machine_alerts(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
-    """One machine's alerts now."""
-    try:
-        with cloud.engine.connect() as conn:
-            found = alerts.compute(conn, utcnow(), cloud.alert_limits, cloud.readings.snapshot(), machine_id)
-            changes = ledger.changes(conn, machine_id)
-    except machines.FleetError as e:
-        raise refused(e) from None
-    return [a.public() for a in found]
 
 
 # -- machines: add, secrets, credentials, slots ------------------------------------------------------

@@ -708,5 +708,9 @@ def test_vendctl_locations_and_alerts(vendctl):
     code, _, err = vendctl("locations", "add", "Pole", "--lat", "91", "--lon", "0")
     assert code == 1 and "latitude 91.0 is out of range" in err
     code, out, _ = vendctl("alerts")
-    assert out.splitlines()[0].split() == ["MACHINE", "ALERT", "SLOT", "SINCE", "(UTC)", "DETAIL"]
-    assert json.loads(vendctl("alerts", "--machine", MACHINE, "--json")[1])[0]["kind"] == "offline"
+    # Each alert is kept with an id, to acknowledge or resolve it by (cloud/alerts/cli.py).
+    assert out.splitlines()[0].split() == ["ID", "STATE", "MACHINE", "ALERT", "SLOT", "SINCE", "(UTC)", "WHO", "DETAIL"]
+    (shown,) = json.loads(vendctl("alerts", "--machine", MACHINE, "--json")[1])
+    assert shown["kind"] == "offline" and shown["state"] == "open"
+    code, out, _ = vendctl("alerts", "ack", str(shown["id"]))
+    assert (code, out.strip()) == (0, f"alert {shown['id']} (offline on m-1) acknowledged by admin")
