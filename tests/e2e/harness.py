@@ -194,7 +194,7 @@ class Cloud:
         self.proc = Proc([sys.executable, "-m", "cloud", "--var", self.var, "--http", f"127.0.0.1:{self.port}",
                           "--broker", f"127.0.0.1:{broker.port}", "--mqtt-protocol", broker.protocol,
                           "--vend-timeout", str(vend_timeout), "--expiry-grace", str(grace),
-                          "--client-id", f"cloud-{self.port}", "--db", self.db_url,
+                          "--client-id", f"vend_cloud-{self.port}", "--db", self.db_url,
                           *(("--demo-topups",) if demo_topups else ()), *extra],
                          os.path.join(workdir, f"cloud-{self.port}.log"), env)
         os.environ["VEND_ADMIN_TOKEN"] = self.token
