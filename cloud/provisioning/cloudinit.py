@@ -20,6 +20,9 @@ from controller.config import ConfigError, ini_parser, parse
 SERVICE_USER = "vend"
 SERVICE_GROUPS = ("gpio", "dialout", "video")  # GPIO lines, the serial motor board, the framebuffer
 BOOT_FOLDER = "vend"  # on the boot partition: the wheel, and the user-data without secrets
+WHEELS_FOLDER = f"{BOOT_FOLDER}/wheels"  # the offline card's wheelhouse
+# The pin library each [gpio] pin_library takes, as Python imports it, and the Raspberry Pi OS package with it.
+PIN_LIBRARY_PACKAGES = {"lgpio": ("lgpio", "python3-lgpio"), "rpigpio": ("RPi.GPIO", "python3-rpi-lgpio")}
 AFTER_FIRST_BOOT = "user-data.after-first-boot"
 HARDWARE_SECTIONS = ("hardware", "gpio", "serial", "thermometer", "screen")
 CONFIG_PATH = "/etc/vend/controller.ini"
@@ -79,6 +82,13 @@ class Card:
     wifi: Wifi | None = None
     read_only_root: bool = False
     ssh_keys: tuple[str, ...] = field(default_factory=tuple)
+    # The offline card: the wheel files in the boot partition's vend/wheels/ and the requirements installed from
+    # them beside the controller's wheel; none: the first boot installs from apt and the package index.
+    wheels: tuple[str, ...] = ()
+    requirements: tuple[str, ...] = ()
+    pi_release: str = ""  # the Raspberry Pi OS release the wheels are for (its Python), and its architecture
+    pi_python: str = ""
+    pi_arch: str = ""
 
 
 def check_hostname(name: str) -> str:
@@ -157,16 +167,8 @@ def firstboot_script(card: Card) -> str:
         lines += ["# A Pi keeps Wi-Fi off until it knows its country.",
                   "command -v raspi-config >/dev/null && raspi-config nonint do_wifi_country "
                   f"{q(card.wifi.country)} || true"]
+    lines += _offline_install(card) if card.wheels else _online_install(card)
     lines += [
-        "export DEBIAN_FRONTEND=noninteractive",
-        'step "packages: Python, and the Pi\'s own builds of pillow, gpiozero and pyserial"',
-        "retry apt-get update -q",
-        "apt-get install -y -q --no-install-recommends python3-venv python3-pil python3-gpiozero python3-serial",
-        "# lgpio drives a Pi 5's GPIO; a Pi 1-4 does not need it, and an older release may not have it.",
-        'apt-get install -y -q --no-install-recommends python3-lgpio || step "no python3-lgpio (only a Pi 5 needs it)"',
-        'step "the controller, from the wheel on the boot partition, into /opt/vend"',
-        "python3 -m venv --system-site-packages /opt/vend",
-        f'retry /opt/vend/bin/pip install --no-cache-dir "$boot/{BOOT_FOLDER}/{card.wheel}[controller]"',
         "read_only=no",
     ]
     if card.read_only_root:
@@ -214,6 +216,50 @@ def firstboot_script(card: Card) -> str:
         ]
     lines += ['step "done: vend-controller is running"']
     return "\n".join(lines) + "\n"
+
+
+def _online_install(card: Card) -> list[str]:
+    """Python and the controller from apt and the package index: a card for a site with the internet."""
+    return [
+        "export DEBIAN_FRONTEND=noninteractive",
+        'step "packages: Python, and the Pi\'s own builds of pillow, gpiozero and pyserial"',
+        "retry apt-get update -q",
+        "apt-get install -y -q --no-install-recommends python3-venv python3-pil python3-gpiozero python3-serial",
+        "# lgpio drives a Pi 5's GPIO; a Pi 1-4 does not need it, and an older release may not have it.",
+        'apt-get install -y -q --no-install-recommends python3-lgpio || step "no python3-lgpio (only a Pi 5 needs it)"',
+        'step "the controller, from the wheel on the boot partition, into /opt/vend"',
+        "python3 -m venv --system-site-packages /opt/vend",
+        f'retry /opt/vend/bin/pip install --no-cache-dir "$boot/{BOOT_FOLDER}/{card.wheel}[controller]"',
+    ]
+
+
+def _offline_install(card: Card) -> list[str]:
+    """The controller from the wheels on the card: no package index, no apt, no network needed."""
+    q = shlex.quote
+    fail = 'fail() { step "FAILED: $*"; exit 1; }'
+    lines = [
+        fail,
+        f'step "this card\'s wheels are for Raspberry Pi OS {card.pi_release} {card.pi_arch}, Python {card.pi_python}"',
+        'arch=$(dpkg --print-architecture)',
+        f'[ "$arch" = {card.pi_arch} ] || fail "this Raspberry Pi OS is $arch; provision the card again with '
+        '--pi-arch $arch"',
+        "python=$(python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])')",
+        f'[ "$python" = {card.pi_python} ] || fail "this Raspberry Pi OS has Python $python, the card\'s wheels are '
+        f'for {card.pi_python}; provision the card again with the --pi-os of this image"',
+    ]
+    pin_library = parse(controller_ini(card))["gpio"]["pin_library"]
+    if pin_library in PIN_LIBRARY_PACKAGES:
+        module, package = PIN_LIBRARY_PACKAGES[pin_library]
+        lines += ["# The pin library comes from the OS (PyPI has no ARM wheel of lgpio), seen through the venv.",
+                  f"python3 -c 'import {module}' || fail \"pin_library = {pin_library} needs "
+                  f"{package}, which Raspberry Pi OS Lite ships; install it, or make an --online card\""]
+    lines += [
+        'step "the controller, from the wheels on the boot partition (no package index, no apt), into /opt/vend"',
+        "python3 -m venv --system-site-packages /opt/vend",
+        f'/opt/vend/bin/pip install --no-index --find-links "$boot/{WHEELS_FOLDER}" --no-cache-dir '
+        f'"$boot/{BOOT_FOLDER}/{card.wheel}[controller]" {" ".join(q(r) for r in card.requirements)}',
+    ]
+    return lines
 
 
 class _Dumper(yaml.SafeDumper):
