@@ -31,6 +31,10 @@ DATA_LABEL = "vend-data"
 HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 COUNTRY_RE = re.compile(r"^[A-Z]{2}\Z")
 PSK_HEX_RE = re.compile(r"^[0-9a-fA-F]{64}\Z")
+# crypt(3) hashes a Debian login takes: yescrypt ($y$, Debian's default), SHA-512/256 ($6$, $5$), bcrypt ($2b$).
+PASSWORD_HASH_RE = re.compile(r"^\$(y|gy|7|6|5|2[aby])\$[./A-Za-z0-9$=]{8,}\Z")
+LOGIN_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
+NTP_SERVER_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})\Z|^\[?[0-9A-Fa-f:.]+\]?\Z")
 
 
 class CardError(ValueError):
@@ -89,6 +93,33 @@ class Card:
     pi_release: str = ""  # the Raspberry Pi OS release the wheels are for (its Python), and its architecture
     pi_python: str = ""
     pi_arch: str = ""
+    # The Pi's own settings (cloud/provisioning/pisettings.py) and the technician's way in.
+    ntp_servers: tuple[str, ...] = ()
+    login_user: str = "tech"
+    password_hash: str = ""
+    units_off: tuple[str, ...] = ()
+
+
+def check_login(user: str, password_hash: str, ssh_keys: tuple[str, ...]) -> None:
+    """The technician's recovery login: a password hash or an SSH key (the screen shows no console to log in at)."""
+    if not password_hash and not ssh_keys:
+        raise CardError("a recovery login is needed: --password-hash HASH (from: openssl passwd -6, or mkpasswd) "
+                        "and/or --ssh-key FILE; the machine's screen shows the QR, not a console, so SSH is the "
+                        "way in")
+    if password_hash and not PASSWORD_HASH_RE.match(password_hash):
+        raise CardError("--password-hash: give the hash, not the password (a crypt hash such as $6$... from "
+                        "openssl passwd -6, or $y$... from mkpasswd)")
+    if not LOGIN_USER_RE.match(user) or user in ("root", SERVICE_USER):
+        raise CardError(f"--login-user {user!r}: use 1-32 of a-z, 0-9, '_' and '-', starting with a letter; not "
+                        f"root or {SERVICE_USER}")
+
+
+def check_ntp(servers: list[str]) -> tuple[str, ...]:
+    """NTP servers as host names or addresses."""
+    for server in servers:
+        if not NTP_SERVER_RE.match(server):
+            raise CardError(f"--ntp {server!r}: give a host name or an address")
+    return tuple(servers)
 
 
 def check_hostname(name: str) -> str:
@@ -201,8 +232,9 @@ def firstboot_script(card: Card) -> str:
         f"/opt/vend/bin/vend-controller --config {CONFIG_PATH} check",
         "systemctl enable --now vend-controller.service",
     ]
-    if card.ssh_keys:
-        lines += ["systemctl enable --now ssh"]
+    for unit in card.units_off:
+        lines += [f"systemctl mask --now {q(unit)}"]
+    lines += ["systemctl enable --now ssh  # the recovery login"]
     if card.read_only_root:
         lines += [
             'if [ "$read_only" = yes ]; then',
@@ -292,11 +324,21 @@ def user_data(card: Card) -> str:
                    "permissions": "0600", "defer": True, "content": card.key_pem}]
     files.append({"path": "/usr/local/sbin/vend-firstboot", "permissions": "0755",
                   "content": firstboot_script(card)})
+    login = {"name": card.login_user, "gecos": "Technician's recovery login", "shell": "/bin/bash",
+             "groups": ["sudo", "adm", "systemd-journal", *SERVICE_GROUPS], "lock_passwd": not card.password_hash,
+             # sudo asks for the password when there is one; a key-only login has none to ask for.
+             "sudo": "ALL=(ALL) ALL" if card.password_hash else "ALL=(ALL) NOPASSWD:ALL"}
+    if card.password_hash:
+        login["hashed_passwd"] = card.password_hash
+    if card.ssh_keys:
+        login["ssh_authorized_keys"] = list(card.ssh_keys)
     config = {**_identity(card), "users": ["default", {
         "name": SERVICE_USER, "gecos": "Vending machine controller", "system": True, "no_create_home": True,
-        "homedir": LEDGER_DIR, "shell": "/usr/sbin/nologin", "lock_passwd": True, "groups": list(SERVICE_GROUPS)}]}
-    if card.ssh_keys:
-        config.update(ssh_pwauth=False, ssh_authorized_keys=list(card.ssh_keys))
+        "homedir": LEDGER_DIR, "shell": "/usr/sbin/nologin", "lock_passwd": True, "groups": list(SERVICE_GROUPS)},
+        login], "ssh_pwauth": bool(card.password_hash)}
+    if card.ntp_servers:
+        # timesyncd is Raspberry Pi OS's own client: cloud-init's default choice would install chrony, from apt.
+        config["ntp"] = {"enabled": True, "ntp_client": "systemd-timesyncd", "servers": list(card.ntp_servers)}
     if card.read_only_root:
         # The ledger's partition goes in the card's free space after the root: the root must not take it.
         config.update(growpart={"mode": "off"}, resize_rootfs=False)

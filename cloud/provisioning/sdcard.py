@@ -93,6 +93,15 @@ def mtools_env() -> dict:
     return {**os.environ, "MTOOLS_SKIP_CHECK": "1", "MTOOLSRC": os.devnull}
 
 
+def _text(content: str | bytes, what: str) -> str:
+    if isinstance(content, bytes):
+        try:
+            content = content.decode()
+        except UnicodeDecodeError:
+            raise TargetError(f"{what} is not a text file") from None
+    return content.replace("\r\n", "\n")
+
+
 def mtools(tool: str, *args: str) -> str:
     """Run one mtools command; its output, or TargetError with what it said."""
     if shutil.which(tool) is None:
@@ -127,6 +136,12 @@ class ImageTarget:
         if not any(name in names for name in PI_BOOT_FILES):
             raise TargetError(f"{self.path}: the FAT partition has no {' or '.join(PI_BOOT_FILES)}: it is not a "
                               "Raspberry Pi OS boot partition")
+
+    def read(self, name: str) -> str | None:
+        """A text file at the partition's root, or None if it has none."""
+        if name.lower() not in self._listing(self._drive(), "::/"):
+            return None
+        return _text(mtools("mtype", "-i", self._drive(), f"::/{name}"), f"{self.path}: {name}")
 
     def _drive(self, image: str | None = None, offset: int | None = None) -> str:
         return f"{image or self.path}@@{self.part.start if offset is None else offset}"
@@ -212,6 +227,14 @@ class DirTarget:
             os.unlink(probe)
         except OSError as e:
             raise TargetError(f"cannot write to the boot folder {self.path}: {e.strerror}; nothing was written") from None
+
+    def read(self, name: str) -> str | None:
+        """A text file at the partition's root, or None if it has none."""
+        path = os.path.join(self.path, name)
+        if not os.path.isfile(path):
+            return None
+        with open(path, "rb") as f:
+            return _text(f.read(), path)
 
     def write(self, files: dict[str, bytes], clear: tuple[str, ...] = ()) -> None:
         """Write every file under a temporary name first, then rename them all into place, then remove what else

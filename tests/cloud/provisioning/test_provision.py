@@ -14,6 +14,8 @@ from tests.cloud.provisioning.fake_wheels import PILLOW, make_wheelhouse
 from tests.fleet_fixtures import SecuredCloud, require_tool
 
 MIB = 1 << 20
+CMDLINE = "console=serial0,115200 console=tty1 root=PARTUUID=x rootfstype=ext4 fsck.repair=yes rootwait\n"
+PASSWORD_HASH = "$6$rounds=5000$saltsalt$" + "x" * 86  # the shape of openssl passwd -6's output
 BOOT_AT = MIB  # the FAT partition starts at sector 2048, as in Raspberry Pi OS images
 HARDWARE = """\
 [hardware]
@@ -49,7 +51,7 @@ def make_image(path, fat=True, pi_files=True) -> str:
         subprocess.run(["mkfs.vfat", "-F", "32", "--offset", "2048", str(path), "65536"], check=True,
                        capture_output=True)
         if pi_files:
-            for name, text in (("config.txt", "arm_64bit=1\n"), ("cmdline.txt", "console=tty1 root=PARTUUID=x\n")):
+            for name, text in (("config.txt", "arm_64bit=1\n"), ("cmdline.txt", CMDLINE)):
                 local = os.path.join(os.path.dirname(path), name)
                 with open(local, "w") as f:
                     f.write(text)
@@ -106,7 +108,10 @@ def wheels(tmp_path_factory):
 @pytest.fixture
 def provision(fleet, wheels):
     """vendctl provision with the fake wheelhouse, never downloading."""
-    return lambda *args: fleet.vendctl("provision", *args, "--wheelhouse", wheels, "--no-download")
+    def run(*args):
+        login = () if "--password-hash" in args or "--ssh-key" in args else ("--password-hash", PASSWORD_HASH)
+        return fleet.vendctl("provision", *args, *login, "--wheelhouse", wheels, "--no-download")
+    return run
 
 
 @pytest.fixture
@@ -244,6 +249,7 @@ def test_a_mounted_boot_folder_gets_the_files_with_mode_0600(fleet, provision, t
     boot = tmp_path / "bootfs"
     boot.mkdir()
     (boot / "config.txt").write_text("arm_64bit=1\n")
+    (boot / "cmdline.txt").write_text("console=serial0,115200 console=tty1 root=PARTUUID=x rootwait\n")
     out = provision("--machine", "m-pi", "--boot-dir", str(boot), "--hardware", hardware,
                         "--wheel", wheel, "--hostname", "lobby-7", "--show-secrets")
     assert out.returncode == 0, out.stderr
@@ -252,7 +258,8 @@ def test_a_mounted_boot_folder_gets_the_files_with_mode_0600(fleet, provision, t
     assert f"broker password: {creds['mqtt']['password']}" in out.stdout
     for name in ("user-data", "network-config", "meta-data"):
         assert (boot / name).stat().st_mode & 0o777 == 0o600, name
-    assert sorted(os.listdir(boot)) == ["config.txt", "meta-data", "network-config", "user-data", "vend"]
+    assert sorted(os.listdir(boot)) == ["cmdline.txt", "config.txt", "meta-data", "network-config", "user-data",
+                                        "vend"]
     schema = cloud_init_schema(boot / "user-data")
     assert schema.returncode == 0, schema.stdout + schema.stderr
     assert yaml.safe_load((boot / "user-data").read_text())["hostname"] == "lobby-7"
@@ -352,6 +359,10 @@ def _read_only(tmp_path):
     (None, ("--hardware", "[hardware]\nbackend = sim\nslots = A1\n"), "backend = sim would sell"),
     (None, ("--hardware", HARDWARE.replace("drop_pin = 17\n", "")), "drop_pin is required"),
     (None, ("--ssh-key", "not a key"), "not an OpenSSH public key"),
+    (None, ("--password-hash", "hunter2hunter2"), "--password-hash: give the hash, not the password"),
+    (None, ("--ntp", "time server"), "--ntp 'time server': give a host name or an address"),
+    (None, ("--hardware", HARDWARE.replace("door_pin = 27", "door_pin = 4")),
+     "door_pin: GPIO 4 is taken by the 1-wire bus of [thermometer] w1_id"),
     (None, ("--pi-arch", "armhf"), "has no wheel of pillow>=10.1 (from vend-fleet[controller]) for Raspberry Pi OS "
      "trixie armhf (CPython 3.13, armv7l)"),
 ])
