@@ -78,6 +78,7 @@ display_path = {home}/screen.png
 
 [screen]
 url_file = {home}/screen.url
+selftest_show_s = 0
 
 [service]
 socket = {home}/control.sock
