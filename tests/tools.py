@@ -18,7 +18,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]  # the repository's root, wha
 PACKAGES = {  # tool -> the Debian package that has it
     "zbarimg": "zbar-tools", "mosquitto": "mosquitto", "mosquitto_passwd": "mosquitto", "sfdisk": "fdisk",
     "mkfs.vfat": "dosfstools", "mcopy": "mtools", "mdir": "mtools", "mtype": "mtools",
-    "cloud-init": "cloud-init", "systemd-analyze": "systemd", "openssl": "openssl",
+    "cloud-init": "cloud-init", "systemd-analyze": "systemd", "openssl": "openssl", "caddy": "caddy",
+    "useradd": "passwd",
 }
 missing: set[str] = set()
 
