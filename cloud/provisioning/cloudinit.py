@@ -230,10 +230,10 @@ def firstboot_script(card: Card) -> str:
         "install -m 0644 /opt/vend/share/vend-fleet/systemd/vend-controller.service /etc/systemd/system/",
         "systemctl daemon-reload",
         f"/opt/vend/bin/vend-controller --config {CONFIG_PATH} check",
+        *(f"systemctl mask {q(unit)} && {{ systemctl stop {q(unit)} 2>/dev/null || true; }}"
+          for unit in card.units_off),
         "systemctl enable --now vend-controller.service",
     ]
-    for unit in card.units_off:
-        lines += [f"systemctl mask --now {q(unit)}"]
     lines += ["systemctl enable --now ssh  # the recovery login"]
     if card.read_only_root:
         lines += [
@@ -287,7 +287,8 @@ def _offline_install(card: Card) -> list[str]:
                   f"{package}, which Raspberry Pi OS Lite ships; install it, or make an --online card\""]
     lines += [
         'step "the controller, from the wheels on the boot partition (no package index, no apt), into /opt/vend"',
-        "python3 -m venv --system-site-packages /opt/vend",
+        "python3 -m venv --system-site-packages /opt/vend || fail \"python3 -m venv failed: the image needs "
+        "python3-venv (Raspberry Pi OS has it), or make an --online card\"",
         f'/opt/vend/bin/pip install --no-index --find-links "$boot/{WHEELS_FOLDER}" --no-cache-dir '
         f'"$boot/{BOOT_FOLDER}/{card.wheel}[controller]" {" ".join(q(r) for r in card.requirements)}',
     ]

@@ -58,7 +58,9 @@ def test_a_gpio_machine_gets_its_1wire_bus_motor_pins_low_clock_and_login(fleet,
     assert "sudo" in login["groups"] and login["sudo"] == "ALL=(ALL) ALL"
     assert ud["ssh_pwauth"] is True
     script = card_config(ud, "/usr/local/sbin/vend-firstboot")["content"]
-    assert "systemctl mask --now getty@tty1.service" in script and "hciuart" not in script
+    assert "systemctl mask getty@tty1.service && { systemctl stop getty@tty1.service" in script
+    assert "hciuart" not in script
+    assert script.index("mask getty@tty1") < script.index("enable --now vend-controller")
     assert "systemctl enable --now ssh" in script
 
 
@@ -81,7 +83,7 @@ def test_a_serial_board_on_the_headers_uart_gets_the_uart_free(fleet, provision,
     assert login["ssh_authorized_keys"] == ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE0 tech@laptop"]
     assert login["lock_passwd"] is True and login["sudo"] == "ALL=(ALL) NOPASSWD:ALL" and ud["ssh_pwauth"] is False
     script = card_config(ud, "/usr/local/sbin/vend-firstboot")["content"]
-    assert "systemctl mask --now hciuart.service" in script
+    assert "systemctl mask hciuart.service && { systemctl stop hciuart.service 2>/dev/null || true; }" in script
 
 
 def test_provisioning_again_replaces_the_block_and_the_words(fleet, provision, tmp_path, wheel):
