@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean install-server
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -35,6 +35,13 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/pages.py
 	$(BIN)/python bench/dex.py
 	$(BIN)/python bench/wechat.py
+
+# The cloud server in one step, as root on a fresh Debian 12 or 13 (docs/deploying.md):
+#   sudo make install-server DOMAIN=vend.example.com EMAIL=admin@example.com [MACHINE_BROKER=...] [DB=...]
+install-server: $(BIN)/python
+	rm -rf dist && $(BIN)/python -m pip wheel --quiet --no-deps -w dist .
+	deploy/install-server.sh --domain '$(DOMAIN)' --email '$(EMAIL)' \
+		$(if $(MACHINE_BROKER),--machine-broker '$(MACHINE_BROKER)') $(if $(DB),--db '$(DB)') dist/vend_fleet-*.whl
 
 clean:
 	rm -rf $(VENV) var test-artifacts

@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--location", default="")
     add.add_argument("--show-secrets", action="store_true", help="print the QR secret and broker password")
     add.add_argument("--json", action="store_true")
+    shw = msub.add_parser("show", help="one machine: status, ledger, planogram, alerts and its last self-test")
+    shw.add_argument("id")
+    shw.add_argument("--json", action="store_true")
     rot = msub.add_parser("rotate-secret", help="give a machine a new QR secret and broker password; the old "
                           "ones keep working for the overlap")
     rot.add_argument("id")
@@ -97,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"QR secret: {result['secret']}\nbroker password: {result['mqtt_password']}")
                 print_broker(result)
                 print(f"next: vendctl provision --machine {result['id']} --image raspios.img --hardware FILE")
+        elif args.command == "machines" and args.action == "show":
+            fleetcli.show_machine(client.call("GET", f"/api/v1/machines/{args.id}"), args.json)
         elif args.command == "machines" and args.action == "rotate-secret":
             result = client.call("POST", f"/api/v1/machines/{args.id}/rotate-secret", {"overlap_s": args.overlap})
             if args.json:

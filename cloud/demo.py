@@ -109,6 +109,7 @@ path = {home}/ledger.db
 [screen]
 display = png
 url_file = {home}/screen.url
+selftest_show_s = 0
 
 [service]
 socket = {home}/control.sock

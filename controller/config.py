@@ -103,6 +103,10 @@ class ScreenSettings(Settings, section="screen"):
     framebuffer: str = key("str", "/dev/fb0")
     rotate_s: float = key("float", 5.0, 1.0, 300.0)
     url_file: str = key("str", "")  # also write the QR's URL here, for a demo or a test to read
+    # The self-test at start (controller/selftest.py) waits this long for the broker and the clock, and then
+    # stays on the screen this long before the QR takes its place.
+    selftest_wait_s: float = key("float", 30.0, 0.0, 600.0)
+    selftest_show_s: float = key("float", 5.0, 0.0, 600.0)
 
 
 @dataclass(kw_only=True, eq=False)

@@ -18,7 +18,7 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from hw import Hardware, HardwareError, open_hardware
+from hw import Hardware, HardwareError, open_display, open_hardware
 from hw.w1 import ThermometerSettings
 from protocol import ProtocolError, topics
 from protocol.messages import (Ack, Command, CommandResult, Config, EventBatch, Status, Telemetry, decode,
@@ -32,6 +32,7 @@ from .inbox import (Connected, CredentialsFetched, Disconnected, DoorChanged, Dr
 from .ledger import Ledger
 from .link import Link
 from .screen import Screen
+from .selftest import NTP_SYNCED_FLAG, SelfTest, hardware_checks, hardware_failed
 from .sdnotify import Notifier
 from .service import ServiceMode, ServiceSocket, answer
 from .sync import Sync
@@ -48,7 +49,7 @@ class Controller:
     """The daemon's state and its main loop; ``run`` returns when ``stop`` is called."""
 
     def __init__(self, cfg: ControllerConfig, hardware: Hardware | None = None, *, monotonic=time.monotonic,
-                 wallclock=time.time):
+                 wallclock=time.time, ntp_flag: str = NTP_SYNCED_FLAG):
         self.cfg = cfg
         self.machine_id = cfg.machine.id
         self.monotonic = monotonic
@@ -77,6 +78,9 @@ class Controller:
         self.planogram = self.ledger.planogram()
         self.pending_config: Config | None = None  # newer than the applied one, waiting for the vend to end
         self.ignored_configs = 0
+        self.ntp_flag = ntp_flag
+        self.selftest: SelfTest | None = None  # made at start; shown on the screen until settled and seen
+        self.selftest_until = 0.0
 
     # -- clocks ---------------------------------------------------------------------------------------
 
@@ -102,7 +106,11 @@ class Controller:
         self.ledger.start_boot()
         interrupted = self.ledger.interrupted_vend()
         if self.hardware is None:
-            self.hardware = open_hardware(cfg)
+            try:
+                self.hardware = open_hardware(cfg)
+            except HardwareError as e:
+                self._show_hardware_failure(e)
+                raise
         self.hardware.all_motors_off()
         if self.hardware.turn_timeout_s is not None:
             # A backend whose machine reports its own outcome (hw/mdb.py) says how long a vend may take.
@@ -114,7 +122,9 @@ class Controller:
         self._listen_to_hardware()
         self.screen = Screen(self.hardware.display, self.machine_id, cfg.machine.name, cfg.machine.secret.encode(),
                              cfg.cloud.url, cfg.screen.rotate_s, cfg.screen.url_file)
-        self.screen.refresh(self.cloud_now(), "Connecting...")
+        self.selftest = SelfTest(self.monotonic(), cfg.screen.selftest_wait_s, hardware_checks(self.hardware),
+                                 f"{cfg.mqtt.host}:{cfg.mqtt.port}", self.ntp_flag)
+        self.screen.show_checks(self.selftest.lines(), "Self-test: checking...")
         self.link = Link(cfg.mqtt, self.machine_id, self.inbox)
         self.link.start()
         self._service = ServiceSocket(cfg.service.socket, self.inbox)
@@ -124,6 +134,37 @@ class Controller:
                               self._stopping).start()
         self.credentials.start()
         self.notifier.notify("READY=1\nSTATUS=selling")
+
+    def _show_hardware_failure(self, error: HardwareError) -> None:
+        """The self-test of hardware that did not open, on the screen alone, before the daemon exits with it."""
+        log.error("self-test: pins FAILED: %s", error)
+        try:
+            with open_display(self.cfg) as display:
+                Screen(display, self.machine_id, self.cfg.machine.name, b"", self.cfg.cloud.url, 1.0).show_checks(
+                    hardware_failed(error), "Self-test FAILED: this machine cannot sell")
+        except Exception:
+            log.exception("could not show the self-test on the screen either")
+
+    def advance_selftest(self, now: float) -> bool:
+        """Settle the self-test as the broker and the clock answer; record it once settled. True while the
+        screen is still the self-test's."""
+        test = self.selftest
+        if test is None:
+            return False
+        if not test.done:
+            link_error = self.link.last_error if self.link is not None else ""
+            if test.update(now, self.online, self.sync.clock_synced, link_error):
+                for check in test.lines():
+                    (log.info if check.ok else log.warning)("self-test: %s %s: %s", check.name,
+                                                            "ok" if check.ok else "FAILED", check.detail)
+                self.record("selftest", test.event_data())
+                self.pump()
+                self.selftest_until = now + self.cfg.screen.selftest_show_s
+            heading = ("Self-test: checking..." if not test.done else "Self-test: all passed" if test.passed
+                       else "Self-test: FAILED - see the lines in red")
+            self.screen.show_checks(test.lines(), heading)
+            return True
+        return now < self.selftest_until
 
     def _listen_to_hardware(self) -> None:
         """The drivers' threads only put what they saw in the inbox."""
@@ -203,6 +244,8 @@ class Controller:
             if now >= self.next_status or (self.ledger.head != self.status_head
                                            and now >= self.next_status - STATUS_EVERY_S + STATUS_MIN_GAP_S):
                 self.publish_status()
+        if self.advance_selftest(now):
+            return
         if not self.vend.busy:
             self.screen.refresh(self.cloud_now(), self.status_line())
 

@@ -30,6 +30,7 @@ class Link:
         self.machine_id = machine_id
         self.inbox = inbox
         self.connected = False
+        self.last_error = ""  # why the last connection failed or ended, for the self-test's broker line
         self.client = make_client(machine_id, settings.protocol, persistent=True)
         self.client.will_set(topics.topic(machine_id, "status"), Status(online=False).encode(), qos=1, retain=True)
         if settings.username:
@@ -40,6 +41,7 @@ class Link:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_connect_fail = self._on_connect_fail
 
     def start(self) -> None:
         s = self.settings
@@ -50,6 +52,7 @@ class Link:
         if reason_code.is_failure:
             log.error("broker %s:%s refused the connection: %s", self.settings.host, self.settings.port,
                       reason_code)
+            self.last_error = f"refused: {reason_code}"
             return
         # config is retained: the broker hands over the newest planogram on every subscribe, so a machine
         # that was off while it changed gets it here.
@@ -57,7 +60,12 @@ class Link:
         self.connected = True
         self.inbox.put(Connected())
 
+    def _on_connect_fail(self, client, userdata) -> None:
+        self.last_error = "no connection (no route, no such host, refused, or TLS failed)"
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self.connected or not self.last_error:
+            self.last_error = f"disconnected: {reason_code}"
         self.connected = False
         self.inbox.put(Disconnected(str(reason_code)))
 

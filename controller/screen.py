@@ -90,6 +90,53 @@ class Screen:
         self._text(draw, (centre, status_y), status, self._text_size, self._text_font, column, "#444")
         return image
 
+    def show_checks(self, checks, heading: str) -> bool:
+        """Draw the self-test (``controller/selftest.py``'s checks) in place of the QR; True if it drew."""
+        shown = ("checks", heading, tuple((c.name, c.ok, c.detail) for c in checks))
+        if self._shown == shown:
+            return False
+        self.display.show(self.render_checks(checks, heading))
+        self._shown = shown
+        return True
+
+    def render_checks(self, checks, heading: str) -> Image.Image:
+        """One line per check: a green tick, a red cross or a grey dot (still checking), its name and why."""
+        width, height = self.display.size
+        image = Image.new("RGB", (width, height), "white")
+        draw = ImageDraw.Draw(image)
+        self._text(draw, (width // 2, height // 12), self.name, self._title_size, self._title_font, width * 9 // 10,
+                   "black")
+        self._text(draw, (width // 2, height // 12 + self._title_size * 3 // 2), heading, self._text_size,
+                   self._text_font, width * 9 // 10, "#444")
+        top = height // 12 + self._title_size * 3
+        row = max(self._text_size * 2, (height - top) // max(1, len(checks) + 1))
+        mark = min(row * 2 // 3, self._title_size)
+        for i, check in enumerate(checks):
+            y = top + i * row
+            x = width // 20
+            self._mark(draw, x, y, mark, check.ok)
+            text = f"{check.name}: {check.detail}"
+            font, size = self._text_font, self._text_size
+            # Long reasons are drawn smaller, never cut off: the reason is what the technician needs.
+            while font.getlength(text) > width - x - mark * 2 and size > 8:
+                size -= 1
+                font = ImageFont.load_default(size=size)
+            draw.text((x + mark * 3 // 2, y + mark // 2), text, fill="black" if check.ok is not False else "#b00000",
+                      font=font, anchor="lm")
+        return image
+
+    @staticmethod
+    def _mark(draw: ImageDraw.ImageDraw, x: int, y: int, side: int, ok: bool | None) -> None:
+        # Drawn as lines, not as the characters ✓ and ✗, which the default font may not have.
+        line = max(2, side // 6)
+        if ok is True:
+            draw.line([(x, y + side // 2), (x + side // 3, y + side), (x + side, y)], fill="#008000", width=line)
+        elif ok is False:
+            draw.line([(x, y), (x + side, y + side)], fill="#c00000", width=line)
+            draw.line([(x, y + side), (x + side, y)], fill="#c00000", width=line)
+        else:
+            draw.ellipse([x + side // 3, y + side // 3, x + side * 2 // 3, y + side * 2 // 3], fill="#888888")
+
     @staticmethod
     def _code(url: str, limit: int) -> Image.Image:
         qr = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, border=2)

@@ -11,13 +11,15 @@ from dataclasses import dataclass
 
 from protocol.messages import SLOT_RE
 
-from .base import Display, Door, DropSensor, Faults, Hardware, HardwareError, Motor, ServiceButton, Thermometer
+from .base import (BootSettings, Display, Door, DropSensor, Faults, Hardware, HardwareError, Motor, ServiceButton,
+                   Thermometer)
 from .settings import ConfigError, Settings, key
 from .w1 import ThermometerSettings, open_thermometer
 
-__all__ = ["Display", "Door", "DropSensor", "Faults", "Hardware", "HardwareError", "Motor", "ServiceButton",
+__all__ = ["BootSettings", "Display", "Door", "DropSensor", "Faults", "Hardware", "HardwareError", "Motor", "ServiceButton",
            "Thermometer", "BACKENDS", "HardwareSettings", "check_backend_config", "config_sections",
-           "open_display", "open_hardware", "reserved_pins", "safe_commands"]
+           "open_display", "open_hardware", "reserved_pins", "safe_commands",
+           "boot_settings"]
 
 # The backend registry: name -> the module that implements it. Each such module has
 #   SETTINGS            the Settings classes of the INI sections it reads (its own keys and defaults);
@@ -25,6 +27,8 @@ __all__ = ["Display", "Door", "DropSensor", "Faults", "Hardware", "HardwareError
 #   check_config(cfg, path), optionally: checks that apply only when it is the configured backend;
 #   DEFAULT_DISPLAY, optionally: "png" for a simulator (the default is the framebuffer of a real screen);
 #   reserved_pins(cfg), optionally: {header pin: why} for a bus the backend takes (the UART); devices too;
+#   boot_settings(cfg), optionally: the BootSettings a Raspberry Pi needs for it (UART on, 1-wire overlay,
+#                       outputs low from power-on), written onto the card by vendctl provision; devices too;
 #   safe_commands(cfg), optionally: [(what, argv)] that put its outputs off from outside the controller's
 #                       process, for `vend-controller safe-pins` after a crash.
 # Nothing else in the code names a backend: this table is where a new one is added.
@@ -84,6 +88,18 @@ def reserved_pins(cfg) -> dict[int, str]:
         if hook is not None:
             taken.update(hook(cfg))
     return taken
+
+
+def boot_settings(cfg) -> BootSettings:
+    """Everything the configured backend and the devices need of the Pi's boot, merged in registry order."""
+    merged = BootSettings()
+    for module in (_module(cfg.hardware.backend), *map(importlib.import_module, DEVICES)):
+        hook = getattr(module, "boot_settings", None)
+        if hook is not None:
+            part = hook(cfg)
+            merged = BootSettings(merged.config_txt + part.config_txt, merged.consoles_off + part.consoles_off,
+                                  merged.units_off + part.units_off)
+    return merged
 
 
 def safe_commands(cfg) -> list[tuple[str, list[str]]]:

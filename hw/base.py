@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 log = logging.getLogger(__name__)
@@ -16,6 +17,16 @@ DoorListener = Callable[[bool, float], None]
 # (code, device, what happened, monotonic time): a motor that overran its time limit, a board that reset, a
 # sensor that could not be read. The controller records each as a ``fault`` event in the ledger.
 FaultListener = Callable[[str, str, str, float], None]
+
+
+@dataclass(frozen=True)
+class BootSettings:
+    """What a backend or device needs of a Raspberry Pi's boot: lines for config.txt (``[pi5]``-style filters
+    allowed, each block ending back in ``[all]``), kernel consoles to take off a bus it uses, units to turn off."""
+
+    config_txt: tuple[str, ...] = ()
+    consoles_off: tuple[str, ...] = ()  # console= devices removed from cmdline.txt (serial0, ttyAMA0...)
+    units_off: tuple[str, ...] = ()  # systemd units that would take the bus (hciuart on the Pi 3/4 UART)
 
 
 class HardwareError(RuntimeError):

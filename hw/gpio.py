@@ -26,7 +26,7 @@ import hw
 
 from protocol.messages import SLOT_RE
 
-from .base import Door, DropSensor, Faults, Hardware, HardwareError, Motor, ServiceButton
+from .base import BootSettings, Door, DropSensor, Faults, Hardware, HardwareError, Motor, ServiceButton
 from .settings import ConfigError, Key, Settings, field_of, key
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,17 @@ def motor_outputs(gpio: GpioSettings) -> list[tuple[str, int]]:
         return ([(f"motor_rows {row}", pin) for row, pin in gpio.motor_rows.items()]
                 + [(f"motor_columns {column}", pin) for column, pin in gpio.motor_columns.items()])
     return [(f"motor_pins {slot}", pin) for slot, pin in gpio.motor_pins.items()]
+
+
+def boot_settings(cfg) -> BootSettings:
+    """Every motor output driven to off by the firmware from power-on, before Linux or the controller runs:
+    ``gpio=PINS=op,dl`` (``dh`` for active-low drivers) in config.txt."""
+    gpio = cfg.section(GpioSettings)
+    pins = [pin for _, pin in motor_outputs(gpio)]
+    if not pins:
+        return BootSettings()
+    level = "dl" if gpio.motor_active_high else "dh"
+    return BootSettings(config_txt=(f"gpio={','.join(map(str, pins))}=op,{level}",))
 
 
 # The system's own pin tools, which write the GPIO registers directly, need no pin library and leave the pin an

@@ -20,7 +20,7 @@ import serial
 
 from protocol.messages import SLOT_RE
 
-from .base import Device, Door, DropSensor, Faults, Hardware, HardwareError, Motor
+from .base import BootSettings, Device, Door, DropSensor, Faults, Hardware, HardwareError, Motor
 from .board_protocol import (ACK, ACK_BODY, BOOT, BOOT_CHANGED, CAUSES, DOOR, DROP, END_STOPPED, END_TIME_LIMIT,
                              ENDS, INPUT_BEAM_BLOCKED, INPUT_DOOR_OPEN, NAK, NAK_BODY, NAMES, NO_MOTOR, PROTOCOL_VERSION, REASONS,
                              REPORT_ACK, REPORT_BODY, REPORTS, REQUEST_BODY, RESET, RUN, STATUS, STOP, TURN,
@@ -58,6 +58,21 @@ def reserved_pins(cfg) -> dict[int, str]:
     if port not in HEADER_UARTS:
         return {}
     return {14: f"the UART's TXD ([serial] port {port})", 15: f"the UART's RXD ([serial] port {port})"}
+
+
+# The header UART (GPIO 14/15) is the Bluetooth chip's on a Pi Zero W, Zero 2 W, 3 and 4 until disable-bt gives it
+# back; on a Pi 5 it is uart0, off until dtparam=uart0=on (its serial0 is the separate debug connector).
+UART_CONFIG = ("enable_uart=1", "[pi0w]", "dtoverlay=disable-bt", "[pi02]", "dtoverlay=disable-bt",
+               "[pi3]", "dtoverlay=disable-bt", "[pi4]", "dtoverlay=disable-bt", "[pi5]", "dtparam=uart0=on",
+               "[all]")
+
+
+def boot_settings(cfg) -> BootSettings:
+    """The header UART on and free: no login console on it, Bluetooth off it, when the board is wired there."""
+    if cfg.section(SerialSettings).port not in HEADER_UARTS:
+        return BootSettings()
+    return BootSettings(config_txt=UART_CONFIG, consoles_off=("serial0", "ttyAMA0", "ttyS0", "ttyAMA10"),
+                        units_off=("hciuart.service",))
 
 
 def check_config(cfg, path: str) -> None:

@@ -148,10 +148,20 @@ class PngDisplay(Display):
         self.frames += 1
 
 
+class SimHardware(Hardware):
+    """The simulated machine's devices; its drop sensor's beam is broken only in the instant a product falls."""
+
+    def describe(self) -> str:
+        return "simulated"
+
+    def inputs(self) -> dict[str, str]:
+        return {"drop sensor": "clear", **super().inputs()}
+
+
 def open_backend(cfg) -> Hardware:
     """The simulated machine of the config's ``[hardware] slots``, behaving as its ``[sim]`` section says."""
     settings = cfg.section(SimSettings)
     sensor = SimDropSensor()
     physics = slots_from(settings, cfg.hardware.slots)
     motors = {slot: SimMotor(slot, sensor, physics[slot], settings.trace_path) for slot in cfg.hardware.slots}
-    return Hardware(motors, sensor, SimDoor(), None)
+    return SimHardware(motors, sensor, SimDoor(), None)

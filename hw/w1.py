@@ -15,7 +15,7 @@ import re
 
 from dataclasses import dataclass
 
-from .base import HardwareError, Thermometer
+from .base import BootSettings, HardwareError, Thermometer
 from .settings import Settings, key
 
 log = logging.getLogger(__name__)
@@ -37,20 +37,30 @@ class ThermometerSettings(Settings, section="thermometer"):
 
     w1_id: str = key("str", "", pattern=re.compile(r"^$|^[0-9a-f]{2}-[0-9a-f]{12}\Z"),
                      what="a 1-wire id like 28-0316a2794eff, or empty for none")
+    # The data line of the bus: config.txt gets dtoverlay=w1-gpio,gpiopin=N from vendctl provision.
+    w1_pin: int = key("int", 4, 2, 27, what="the BCM GPIO of the 1-wire data line (4 by default)")
     w1_dir: str = key("str", "/sys/bus/w1/devices")
     read_every_s: float = key("float", 60.0, 5.0, 3600.0)
 
 
 SETTINGS = (ThermometerSettings,)
-# The data line of the kernel's w1-gpio overlay (dtoverlay=w1-gpio without gpiopin=).
-W1_GPIO = 4
 
 
 def reserved_pins(cfg) -> dict[int, str]:
     """The header pin the 1-wire bus takes while a thermometer is configured, and why."""
-    if not cfg.section(ThermometerSettings).w1_id:
+    therm = cfg.section(ThermometerSettings)
+    if not therm.w1_id:
         return {}
-    return {W1_GPIO: f"the 1-wire bus of [thermometer] w1_id (dtoverlay=w1-gpio uses GPIO {W1_GPIO})"}
+    return {therm.w1_pin: f"the 1-wire bus of [thermometer] w1_id (w1_pin = {therm.w1_pin}, "
+                          "dtoverlay=w1-gpio in config.txt)"}
+
+
+def boot_settings(cfg) -> BootSettings:
+    """The kernel's 1-wire bus on the thermometer's pin, while one is configured."""
+    therm = cfg.section(ThermometerSettings)
+    if not therm.w1_id:
+        return BootSettings()
+    return BootSettings(config_txt=(f"dtoverlay=w1-gpio,gpiopin={therm.w1_pin}",))
 
 
 def open_thermometer(settings: ThermometerSettings) -> W1Thermometer | None:

@@ -44,7 +44,10 @@ EVENT_KINDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "fault": {"code": str, "detail": str},
     "config.applied": {"version": int},
     "command.rejected": {"cmd_id": str, "reason": str},
+    # The checks a machine ran at start (controller/selftest.py): [{"check", "ok", "detail"}, ...].
+    "selftest": {"checks": list},
 }
+MAX_SELFTEST_CHECKS = 16
 
 COMMAND_KINDS = {
     "vend": {"order_id": str, "slot": str},
@@ -228,7 +231,19 @@ def _data_ok(kind: str, data: dict) -> bool:
     for key in ("order_id", "cmd_id"):
         if key in data and not (type(data[key]) is str and ID_RE.match(data[key])):
             return False
-    return True
+    return "checks" not in required or _checks_error(data["checks"]) is None
+
+
+def _checks_error(checks: list) -> str | None:
+    """What is wrong with a self-test's checks, or None."""
+    if not 1 <= len(checks) <= MAX_SELFTEST_CHECKS:
+        return f"checks must hold 1-{MAX_SELFTEST_CHECKS} checks, not {len(checks)}"
+    for item in checks:
+        if not (isinstance(item, dict) and type(item.get("check")) is str and 0 < len(item["check"]) <= 32
+                and type(item.get("ok")) is bool and type(item.get("detail")) is str and len(item["detail"]) <= 200):
+            return ("each check must be {\"check\": 1-32 characters, \"ok\": true or false, "
+                    "\"detail\": at most 200 characters}")
+    return None
 
 
 def check_event_data(kind: str, data: dict, where: str) -> None:
@@ -246,6 +261,8 @@ def check_event_data(kind: str, data: dict, where: str) -> None:
         if key in data and not (isinstance(data[key], str) and ID_RE.match(data[key])):
             raise ProtocolError(f"{where} {kind}: {key} {str(data[key])[:80]!r} is not an id "
                                 "(1-64 of A-Z a-z 0-9 _ . : -)")
+    if "checks" in required and (problem := _checks_error(data["checks"])) is not None:
+        raise ProtocolError(f"{where} {kind}: {problem}")
 
 
 @dataclass(frozen=True, slots=True)

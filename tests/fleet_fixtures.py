@@ -188,7 +188,7 @@ class SecuredCloud:
                                                                                      "mosquitto.conf"))
         self.proc = Proc([sys.executable, "-m", "cloud", "--var", self.var, "--http", f"127.0.0.1:{self.http_port}",
                           "--broker", f"127.0.0.1:{self.ports.local}", "--mqtt-protocol", "5",
-                          "--client-id", f"cloud-{self.http_port}", "--public-url", "https://vend.example.com",
+                          "--client-id", f"vend_cloud-{self.http_port}", "--public-url", "https://vend.example.com",
                           "--broker-files", self.broker_dir, "--broker-pid-file", self.mosquitto.pid_file,
                           "--broker-ports", f"{self.ports.local},{self.ports.password},{self.ports.certificate}",
                           "--machine-broker", "localhost"],

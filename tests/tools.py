@@ -7,6 +7,9 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
+import tempfile
 
 import pytest
 
@@ -15,7 +18,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]  # the repository's root, wha
 PACKAGES = {  # tool -> the Debian package that has it
     "zbarimg": "zbar-tools", "mosquitto": "mosquitto", "mosquitto_passwd": "mosquitto", "sfdisk": "fdisk",
     "mkfs.vfat": "dosfstools", "mcopy": "mtools", "mdir": "mtools", "mtype": "mtools",
-    "cloud-init": "cloud-init", "systemd-analyze": "systemd", "openssl": "openssl",
+    "cloud-init": "cloud-init", "systemd-analyze": "systemd", "openssl": "openssl", "caddy": "caddy",
+    "useradd": "passwd",
 }
 missing: set[str] = set()
 
@@ -32,4 +36,24 @@ def need(tool: str) -> str:
     message = f"{tool} is not installed (sudo apt install {PACKAGES.get(tool, tool)})"
     if os.environ.get("VEND_REQUIRE_TOOLS") == "1":
         pytest.fail(message + "; VEND_REQUIRE_TOOLS=1 makes that a failure")
+    pytest.skip(message)
+
+
+def need_index() -> None:
+    """Skip (naming why) a test that fetches from the Python package index when the index cannot be reached;
+    VEND_REQUIRE_INDEX=1 makes that a failure. The probe fetches one small wheel the way the test will."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            out = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                                  "--only-binary=:all:", "--dest", tmp, "pyserial==3.5"],
+                                 capture_output=True, text=True, timeout=120)
+            why = "" if out.returncode == 0 else (out.stderr.strip().splitlines() or ["pip failed"])[-1]
+        except subprocess.TimeoutExpired:
+            why = "pip download timed out after 120 s"
+    if not why:
+        return
+    missing.add("the package index")
+    message = f"the Python package index cannot be reached: {why}"
+    if os.environ.get("VEND_REQUIRE_INDEX") == "1":
+        pytest.fail(message + "; VEND_REQUIRE_INDEX=1 makes that a failure")
     pytest.skip(message)

@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from protocol.topics import MACHINE_ID_RE
+
 
 @dataclass
 class Settings:
@@ -16,7 +18,9 @@ class Settings:
     broker: str = "embedded"
     broker_port: int = 1883
     mqtt_protocol: str = ""
-    client_id: str = "vend-cloud-1"
+    # "_" is never in a machine id, nor in a machine's broker login (ID.N, or ID as a certificate's CN): on the
+    # machine listeners the login is the client id, so no machine can ever connect under the cloud's id.
+    client_id: str = "vend_cloud-1"
     http: str = "127.0.0.1:8000"
     public_url: str = ""
     time_zone: str = "UTC"  # where the fleet sells: times on every page are in it (stored in UTC always)
@@ -104,6 +108,7 @@ class Settings:
     alipay_subject: str = "Vending machine"
 
     def resolve(self) -> "Settings":
+        self.check_client_id()
         self.check_sandbox()
         self.check_wechat()
         self.check_senders()
@@ -151,6 +156,16 @@ class Settings:
             parts = urlsplit(value)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise SystemExit(f"{option} {value!r}: must be an http(s) URL")
+
+    def check_client_id(self) -> None:
+        """Refuse an MQTT client id that a machine could also connect as: the broker would close the cloud's
+        session each time that machine connects ("already connected, closing old connection")."""
+        base, dot, generation = self.client_id.rpartition(".")
+        if MACHINE_ID_RE.match(self.client_id) or (dot and MACHINE_ID_RE.match(base) and generation.isdigit()):
+            raise SystemExit(f"--client-id {self.client_id!r}: a machine could connect under this id (it is a "
+                             "valid machine id or machine login); put a '_' in it, e.g. vend_cloud-1")
+        if not 1 <= len(self.client_id.encode()) <= 65535:
+            raise SystemExit("--client-id: give a client id of 1 to 65535 bytes")
 
     def check_sandbox(self) -> None:
         """The sandbox provider's settings, refused with the option that is wrong and why."""

@@ -133,3 +133,28 @@ def run(args, client, error) -> None:
                                                  ("capacity", "CAPACITY"), ("par_level", "PAR")]))
     else:
         print(f"vendctl: unknown command {args.command}", file=sys.stderr)
+
+
+def show_machine(m: dict, as_json: bool) -> None:
+    """``vendctl machines show ID``: the machine's state and its last self-test, one check a line."""
+    if as_json:
+        print(json.dumps(m, indent=2))
+        return
+    where = f", at {m['location']['name']}" if m.get("location") else ""
+    print(f"{m['id']}  {m['name']}{where}")
+    print(f"  online: {'yes' if m['online'] else 'no'}; last seen {m['last_seen'] or 'never'}; "
+          f"firmware {m['firmware'] or '?'}")
+    print(f"  ledger: head {m['machine_head']}, in the cloud {m['cloud_head']}")
+    p = m["planogram"]
+    if p["state"] != "none":
+        print(f"  planogram: v{p['desired_version']} {p['state']}")
+    for a in m["alerts"]:
+        print(f"  alert: {a['kind']}{' ' + a['slot'] if a['slot'] else ''}: {a['detail']} (since {a['since']})")
+    test = m.get("selftest")
+    if test is None:
+        print("  self-test: none received yet")
+        return
+    print(f"  self-test {'passed' if test['passed'] else 'FAILED'} (boot {test['boot']}, {test['ts']}"
+          f"{'' if test['clock_synced'] else ', machine clock not yet set'}):")
+    for c in test["checks"]:
+        print(f"    {'✓' if c['ok'] else '✗'} {c['check']}: {c['detail']}")

@@ -9,6 +9,7 @@ stays the key of every event, sale and count, the old sales keep their rows, and
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -76,3 +77,17 @@ def record_change(conn: sa.Connection, machine_id: str, old_ledger: str, old_hea
                           .where(ledger_changes.c.machine_id == machine_id)).scalar() + 1
     conn.execute(ledger_changes.insert().values(machine_id=machine_id, number=number, at=at, old_ledger=old_ledger,
                                                 old_head=old_head, new_ledger=new_ledger, base=base))
+
+
+def last_selftest(conn: sa.Connection, machine_id: str) -> dict | None:
+    """The newest self-test the machine's ledger holds (``controller/selftest.py``): when, on which boot, and its
+    checks; None before the first."""
+    row = conn.execute(sa.select(events.c.seq, events.c.ts, events.c.boot, events.c.clock_synced, events.c.data)
+                       .where(events.c.machine_id == machine_id, events.c.kind == "selftest")
+                       .order_by(events.c.seq.desc()).limit(1)).first()
+    if row is None:
+        return None
+    data = json.loads(row.data)
+    checks = [{"check": c["check"], "ok": c["ok"], "detail": c["detail"]} for c in data["checks"]]
+    return {"seq": row.seq, "ts": row.ts, "boot": row.boot, "clock_synced": row.clock_synced,
+            "passed": all(c["ok"] for c in checks), "checks": checks}

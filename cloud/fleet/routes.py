@@ -211,13 +211,14 @@ def machine_detail(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
             config = planogram.status(conn, machine_id)
             found = alerts.compute(conn, utcnow(), cloud.alert_limits, cloud.readings.snapshot(), machine_id)
             changes = ledger.changes(conn, machine_id)
+            selftest = ledger.last_selftest(conn, machine_id)
     except machines.FleetError as e:
         raise refused(e) from None
     return {"id": m.id, "name": m.name, "location": location, "cabinets": cabinets, "online": m.online,
             "last_seen": m.last_seen.isoformat() if m.last_seen else None, "firmware": m.firmware,
             "machine_head": m.machine_head, "cloud_head": m.cloud_head, "planogram": config,
             "alerts": [a.public() for a in found], "ledger_id": m.ledger_id,
-            "ledger_changes": [ledger_change(c) for c in changes]}
+            "ledger_changes": [ledger_change(c) for c in changes], "selftest": selftest}
 
 
 def ledger_change(c) -> dict:

@@ -15,8 +15,13 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import replace
 
-from cloud.provisioning.cloudinit import (AFTER_FIRST_BOOT, BOOT_FOLDER, Card, CardError, Wifi, check_hardware, check_hostname, meta_data, network_config, user_data, user_data_after_first_boot)
+from cloud.provisioning import pisettings, wheelhouse
+from cloud.provisioning.cloudinit import (AFTER_FIRST_BOOT, BOOT_FOLDER, WHEELS_FOLDER, Card, CardError, Wifi,
+                                          check_hardware, check_hostname, check_login, check_ntp, controller_ini,
+                                          meta_data, network_config, user_data, user_data_after_first_boot)
+from controller.config import parse
 from cloud.provisioning.sdcard import DirTarget, ImageTarget, TargetError
 
 SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -44,8 +49,27 @@ def add_arguments(sub) -> None:
     p.add_argument("--broker", help="HOST[:PORT] machines reach the broker at (default: what the cloud says)")
     p.add_argument("--read-only-root", action="store_true",
                    help="run from a read-only root (overlay in RAM); the ledger gets its own partition")
-    p.add_argument("--ssh-key", metavar="FILE", help="a public key for the default user's SSH login")
+    p.add_argument("--ssh-key", metavar="FILE", help="public keys (a .pub file) for the recovery login over SSH")
+    p.add_argument("--password-hash", metavar="HASH", default="",
+                   help="the recovery login's password as a crypt hash (openssl passwd -6, or mkpasswd); this or "
+                   "--ssh-key is required")
+    p.add_argument("--login-user", default="tech", help="the recovery login's user name (default: %(default)s)")
+    p.add_argument("--ntp", metavar="SERVER", action="append", default=[],
+                   help="an NTP server the machine sets its clock from (repeat for more; default: the image's)")
     p.add_argument("--wheel", metavar="FILE", help="the controller wheel (default: built from this source tree)")
+    p.add_argument("--pi-os", choices=sorted(wheelhouse.RELEASES), default="trixie",
+                   help="the Raspberry Pi OS release of the image, for its Python (bookworm 3.11, trixie 3.13; "
+                   "default trixie)")
+    p.add_argument("--pi-arch", choices=sorted(wheelhouse.ARCHES), default="arm64",
+                   help="the image's architecture: arm64 (64-bit, default) or armhf (32-bit)")
+    p.add_argument("--wheelhouse", metavar="DIR", default=wheelhouse.DEFAULT_CACHE,
+                   help="where the Pi's wheels are kept between cards; what is missing is fetched into it "
+                   "(default: %(default)s)")
+    p.add_argument("--no-download", action="store_true",
+                   help="never reach the package index: the wheelhouse must hold every wheel already")
+    p.add_argument("--online", action="store_true",
+                   help="no wheels on the card: the first boot installs from apt and the package index (a site "
+                   "with the internet)")
     p.add_argument("--show-secrets", action="store_true", help="print the machine's QR secret and broker password")
 
 
@@ -80,8 +104,16 @@ def _run(args, client, error) -> int:
                      if line.strip()) if args.ssh_key else ()
     if args.ssh_key and not all(k.startswith(("ssh-", "ecdsa-", "sk-")) for k in ssh_keys):
         raise CardError(f"--ssh-key {args.ssh_key}: not an OpenSSH public key (the .pub file)")
+    check_login(args.login_user, args.password_hash, ssh_keys)
+    ntp = check_ntp(args.ntp)
     target = ImageTarget(args.image) if args.image else DirTarget(args.boot_dir)
     target.check()
+    boot_files = {}
+    for name in ("config.txt", "cmdline.txt"):
+        boot_files[name] = target.read(name)
+        if boot_files[name] is None:
+            raise TargetError(f"{target.describe()} has no {name}: it is not a Raspberry Pi OS boot partition as "
+                              "written from the image")
 
     try:
         creds = client.call("GET", f"/api/v1/machines/{args.machine}/credentials")
@@ -102,17 +134,37 @@ def _run(args, client, error) -> int:
         check_wheel(wheel)
         with open(wheel, "rb") as f:
             wheel_bytes = f.read()
+        target_pi = wheelhouse.Target(args.pi_os, args.pi_arch)
+        wheels = {} if args.online else {
+            os.path.basename(path): path
+            for path in wheelhouse.wheels_for(args.wheelhouse, wheel, target_pi, fetch=not args.no_download)}
+        requirements = tuple(wheelhouse.requirements(wheel)[1:])
+    wheel_files = {}
+    for name, path in wheels.items():
+        with open(path, "rb") as f:
+            wheel_files[f"{WHEELS_FOLDER}/{name}"] = f.read()
     card = Card(machine_id=args.machine, name=creds["name"], secret=creds["secret"], cloud_url=creds["cloud_url"],
                 mqtt_host=host, mqtt_port=port, hardware=hardware, hostname=hostname,
                 wheel=os.path.basename(wheel), instance_id=f"vend-{args.machine}-{secrets.token_hex(4)}",
                 mqtt_username="" if cert else mqtt["username"], mqtt_password="" if cert else mqtt["password"],
                 tls=mqtt["tls"], ca_pem=mqtt["ca_pem"], cert_pem=cert, key_pem=key, wifi=wifi,
-                read_only_root=args.read_only_root, ssh_keys=ssh_keys)
+                read_only_root=args.read_only_root, ssh_keys=ssh_keys, wheels=tuple(sorted(wheels)),
+                requirements=requirements if wheels else (), pi_release=args.pi_os, pi_python=target_pi.python,
+                pi_arch=args.pi_arch, ntp_servers=ntp, login_user=args.login_user,
+                password_hash=args.password_hash)
+    cfg = parse(controller_ini(card))
+    card = replace(card, units_off=pisettings.units_off(cfg))
+    try:
+        edited = {"config.txt": pisettings.config_txt(boot_files["config.txt"], card.machine_id, cfg),
+                  "cmdline.txt": pisettings.cmdline_txt(boot_files["cmdline.txt"], cfg)}
+    except pisettings.BootFileError as e:
+        raise TargetError(f"{target.describe()}: {e}") from None
     files = {"user-data": user_data(card).encode(), "network-config": network_config(card).encode(),
              "meta-data": meta_data(card).encode(),
              f"{BOOT_FOLDER}/{AFTER_FIRST_BOOT}": user_data_after_first_boot(card).encode(),
-             f"{BOOT_FOLDER}/{card.wheel}": wheel_bytes}
-    target.write(files)
+             f"{BOOT_FOLDER}/{card.wheel}": wheel_bytes, **wheel_files,
+             **{name: text.encode() for name, text in edited.items()}}
+    target.write(files, clear=(WHEELS_FOLDER,))
     _summary(card, target, args.show_secrets)
     return 0
 
@@ -170,7 +222,16 @@ def _summary(card: Card, target, show_secrets: bool) -> None:
     print(f"  host name {card.hostname}; network: {wifi}")
     print(f"  broker {card.mqtt_host}:{card.mqtt_port}, {auth}, {'TLS with the fleet CA' if card.tls else 'no TLS'}")
     print(f"  root file system: {'read-only (overlay), ledger on its own partition' if card.read_only_root else 'writable'}")
-    print(f"  files: user-data, network-config, meta-data, {BOOT_FOLDER}/{card.wheel}")
+    print(f"  files: user-data, network-config, meta-data, {BOOT_FOLDER}/{card.wheel}; config.txt and "
+          "cmdline.txt edited (the hardware's buses, motor pins low from power-on, no console on the screen)")
+    login = " and ".join(w for w, on in (("password", card.password_hash), ("SSH key", card.ssh_keys)) if on)
+    clock = ", ".join(card.ntp_servers) if card.ntp_servers else "the image's NTP servers"
+    print(f"  recovery login: {card.login_user} by {login} over SSH; clock from {clock}")
+    if card.wheels:
+        print(f"  first boot installs offline: {len(card.wheels)} wheels in {WHEELS_FOLDER}/ for Raspberry Pi OS "
+              f"{card.pi_release} {card.pi_arch} (Python {card.pi_python}); no package index, no apt")
+    else:
+        print("  first boot installs from apt and the package index (--online): the machine needs the internet")
     if show_secrets:
         print(f"QR secret: {card.secret}")
         if card.mqtt_password:

@@ -20,6 +20,9 @@ from controller.config import ConfigError, ini_parser, parse
 SERVICE_USER = "vend"
 SERVICE_GROUPS = ("gpio", "dialout", "video")  # GPIO lines, the serial motor board, the framebuffer
 BOOT_FOLDER = "vend"  # on the boot partition: the wheel, and the user-data without secrets
+WHEELS_FOLDER = f"{BOOT_FOLDER}/wheels"  # the offline card's wheelhouse
+# The pin library each [gpio] pin_library takes, as Python imports it, and the Raspberry Pi OS package with it.
+PIN_LIBRARY_PACKAGES = {"lgpio": ("lgpio", "python3-lgpio"), "rpigpio": ("RPi.GPIO", "python3-rpi-lgpio")}
 AFTER_FIRST_BOOT = "user-data.after-first-boot"
 HARDWARE_SECTIONS = ("hardware", "gpio", "serial", "thermometer", "screen")
 CONFIG_PATH = "/etc/vend/controller.ini"
@@ -28,6 +31,10 @@ DATA_LABEL = "vend-data"
 HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 COUNTRY_RE = re.compile(r"^[A-Z]{2}\Z")
 PSK_HEX_RE = re.compile(r"^[0-9a-fA-F]{64}\Z")
+# crypt(3) hashes a Debian login takes: yescrypt ($y$, Debian's default), SHA-512/256 ($6$, $5$), bcrypt ($2b$).
+PASSWORD_HASH_RE = re.compile(r"^\$(y|gy|7|6|5|2[aby])\$[./A-Za-z0-9$=]{8,}\Z")
+LOGIN_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
+NTP_SERVER_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})\Z|^\[?[0-9A-Fa-f:.]+\]?\Z")
 
 
 class CardError(ValueError):
@@ -79,6 +86,40 @@ class Card:
     wifi: Wifi | None = None
     read_only_root: bool = False
     ssh_keys: tuple[str, ...] = field(default_factory=tuple)
+    # The offline card: the wheel files in the boot partition's vend/wheels/ and the requirements installed from
+    # them beside the controller's wheel; none: the first boot installs from apt and the package index.
+    wheels: tuple[str, ...] = ()
+    requirements: tuple[str, ...] = ()
+    pi_release: str = ""  # the Raspberry Pi OS release the wheels are for (its Python), and its architecture
+    pi_python: str = ""
+    pi_arch: str = ""
+    # The Pi's own settings (cloud/provisioning/pisettings.py) and the technician's way in.
+    ntp_servers: tuple[str, ...] = ()
+    login_user: str = "tech"
+    password_hash: str = ""
+    units_off: tuple[str, ...] = ()
+
+
+def check_login(user: str, password_hash: str, ssh_keys: tuple[str, ...]) -> None:
+    """The technician's recovery login: a password hash or an SSH key (the screen shows no console to log in at)."""
+    if not password_hash and not ssh_keys:
+        raise CardError("a recovery login is needed: --password-hash HASH (from: openssl passwd -6, or mkpasswd) "
+                        "and/or --ssh-key FILE; the machine's screen shows the QR, not a console, so SSH is the "
+                        "way in")
+    if password_hash and not PASSWORD_HASH_RE.match(password_hash):
+        raise CardError("--password-hash: give the hash, not the password (a crypt hash such as $6$... from "
+                        "openssl passwd -6, or $y$... from mkpasswd)")
+    if not LOGIN_USER_RE.match(user) or user in ("root", SERVICE_USER):
+        raise CardError(f"--login-user {user!r}: use 1-32 of a-z, 0-9, '_' and '-', starting with a letter; not "
+                        f"root or {SERVICE_USER}")
+
+
+def check_ntp(servers: list[str]) -> tuple[str, ...]:
+    """NTP servers as host names or addresses."""
+    for server in servers:
+        if not NTP_SERVER_RE.match(server):
+            raise CardError(f"--ntp {server!r}: give a host name or an address")
+    return tuple(servers)
 
 
 def check_hostname(name: str) -> str:
@@ -157,16 +198,8 @@ def firstboot_script(card: Card) -> str:
         lines += ["# A Pi keeps Wi-Fi off until it knows its country.",
                   "command -v raspi-config >/dev/null && raspi-config nonint do_wifi_country "
                   f"{q(card.wifi.country)} || true"]
+    lines += _offline_install(card) if card.wheels else _online_install(card)
     lines += [
-        "export DEBIAN_FRONTEND=noninteractive",
-        'step "packages: Python, and the Pi\'s own builds of pillow, gpiozero and pyserial"',
-        "retry apt-get update -q",
-        "apt-get install -y -q --no-install-recommends python3-venv python3-pil python3-gpiozero python3-serial",
-        "# lgpio drives a Pi 5's GPIO; a Pi 1-4 does not need it, and an older release may not have it.",
-        'apt-get install -y -q --no-install-recommends python3-lgpio || step "no python3-lgpio (only a Pi 5 needs it)"',
-        'step "the controller, from the wheel on the boot partition, into /opt/vend"',
-        "python3 -m venv --system-site-packages /opt/vend",
-        f'retry /opt/vend/bin/pip install --no-cache-dir "$boot/{BOOT_FOLDER}/{card.wheel}[controller]"',
         "read_only=no",
     ]
     if card.read_only_root:
@@ -197,10 +230,11 @@ def firstboot_script(card: Card) -> str:
         "install -m 0644 /opt/vend/share/vend-fleet/systemd/vend-controller.service /etc/systemd/system/",
         "systemctl daemon-reload",
         f"/opt/vend/bin/vend-controller --config {CONFIG_PATH} check",
+        *(f"systemctl mask {q(unit)} && {{ systemctl stop {q(unit)} 2>/dev/null || true; }}"
+          for unit in card.units_off),
         "systemctl enable --now vend-controller.service",
     ]
-    if card.ssh_keys:
-        lines += ["systemctl enable --now ssh"]
+    lines += ["systemctl enable --now ssh  # the recovery login"]
     if card.read_only_root:
         lines += [
             'if [ "$read_only" = yes ]; then',
@@ -214,6 +248,51 @@ def firstboot_script(card: Card) -> str:
         ]
     lines += ['step "done: vend-controller is running"']
     return "\n".join(lines) + "\n"
+
+
+def _online_install(card: Card) -> list[str]:
+    """Python and the controller from apt and the package index: a card for a site with the internet."""
+    return [
+        "export DEBIAN_FRONTEND=noninteractive",
+        'step "packages: Python, and the Pi\'s own builds of pillow, gpiozero and pyserial"',
+        "retry apt-get update -q",
+        "apt-get install -y -q --no-install-recommends python3-venv python3-pil python3-gpiozero python3-serial",
+        "# lgpio drives a Pi 5's GPIO; a Pi 1-4 does not need it, and an older release may not have it.",
+        'apt-get install -y -q --no-install-recommends python3-lgpio || step "no python3-lgpio (only a Pi 5 needs it)"',
+        'step "the controller, from the wheel on the boot partition, into /opt/vend"',
+        "python3 -m venv --system-site-packages /opt/vend",
+        f'retry /opt/vend/bin/pip install --no-cache-dir "$boot/{BOOT_FOLDER}/{card.wheel}[controller]"',
+    ]
+
+
+def _offline_install(card: Card) -> list[str]:
+    """The controller from the wheels on the card: no package index, no apt, no network needed."""
+    q = shlex.quote
+    fail = 'fail() { step "FAILED: $*"; exit 1; }'
+    lines = [
+        fail,
+        f'step "this card\'s wheels are for Raspberry Pi OS {card.pi_release} {card.pi_arch}, Python {card.pi_python}"',
+        'arch=$(dpkg --print-architecture)',
+        f'[ "$arch" = {card.pi_arch} ] || fail "this Raspberry Pi OS is $arch; provision the card again with '
+        '--pi-arch $arch"',
+        "python=$(python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])')",
+        f'[ "$python" = {card.pi_python} ] || fail "this Raspberry Pi OS has Python $python, the card\'s wheels are '
+        f'for {card.pi_python}; provision the card again with the --pi-os of this image"',
+    ]
+    pin_library = parse(controller_ini(card))["gpio"]["pin_library"]
+    if pin_library in PIN_LIBRARY_PACKAGES:
+        module, package = PIN_LIBRARY_PACKAGES[pin_library]
+        lines += ["# The pin library comes from the OS (PyPI has no ARM wheel of lgpio), seen through the venv.",
+                  f"python3 -c 'import {module}' || fail \"pin_library = {pin_library} needs "
+                  f"{package}, which Raspberry Pi OS Lite ships; install it, or make an --online card\""]
+    lines += [
+        'step "the controller, from the wheels on the boot partition (no package index, no apt), into /opt/vend"',
+        "python3 -m venv --system-site-packages /opt/vend || fail \"python3 -m venv failed: the image needs "
+        "python3-venv (Raspberry Pi OS has it), or make an --online card\"",
+        f'/opt/vend/bin/pip install --no-index --find-links "$boot/{WHEELS_FOLDER}" --no-cache-dir '
+        f'"$boot/{BOOT_FOLDER}/{card.wheel}[controller]" {" ".join(q(r) for r in card.requirements)}',
+    ]
+    return lines
 
 
 class _Dumper(yaml.SafeDumper):
@@ -246,11 +325,21 @@ def user_data(card: Card) -> str:
                    "permissions": "0600", "defer": True, "content": card.key_pem}]
     files.append({"path": "/usr/local/sbin/vend-firstboot", "permissions": "0755",
                   "content": firstboot_script(card)})
+    login = {"name": card.login_user, "gecos": "Technician's recovery login", "shell": "/bin/bash",
+             "groups": ["sudo", "adm", "systemd-journal", *SERVICE_GROUPS], "lock_passwd": not card.password_hash,
+             # sudo asks for the password when there is one; a key-only login has none to ask for.
+             "sudo": "ALL=(ALL) ALL" if card.password_hash else "ALL=(ALL) NOPASSWD:ALL"}
+    if card.password_hash:
+        login["hashed_passwd"] = card.password_hash
+    if card.ssh_keys:
+        login["ssh_authorized_keys"] = list(card.ssh_keys)
     config = {**_identity(card), "users": ["default", {
         "name": SERVICE_USER, "gecos": "Vending machine controller", "system": True, "no_create_home": True,
-        "homedir": LEDGER_DIR, "shell": "/usr/sbin/nologin", "lock_passwd": True, "groups": list(SERVICE_GROUPS)}]}
-    if card.ssh_keys:
-        config.update(ssh_pwauth=False, ssh_authorized_keys=list(card.ssh_keys))
+        "homedir": LEDGER_DIR, "shell": "/usr/sbin/nologin", "lock_passwd": True, "groups": list(SERVICE_GROUPS)},
+        login], "ssh_pwauth": bool(card.password_hash)}
+    if card.ntp_servers:
+        # timesyncd is Raspberry Pi OS's own client: cloud-init's default choice would install chrony, from apt.
+        config["ntp"] = {"enabled": True, "ntp_client": "systemd-timesyncd", "servers": list(card.ntp_servers)}
     if card.read_only_root:
         # The ledger's partition goes in the card's free space after the root: the root must not take it.
         config.update(growpart={"mode": "off"}, resize_rootfs=False)

@@ -93,6 +93,15 @@ def mtools_env() -> dict:
     return {**os.environ, "MTOOLS_SKIP_CHECK": "1", "MTOOLSRC": os.devnull}
 
 
+def _text(content: str | bytes, what: str) -> str:
+    if isinstance(content, bytes):
+        try:
+            content = content.decode()
+        except UnicodeDecodeError:
+            raise TargetError(f"{what} is not a text file") from None
+    return content.replace("\r\n", "\n")
+
+
 def mtools(tool: str, *args: str) -> str:
     """Run one mtools command; its output, or TargetError with what it said."""
     if shutil.which(tool) is None:
@@ -128,11 +137,18 @@ class ImageTarget:
             raise TargetError(f"{self.path}: the FAT partition has no {' or '.join(PI_BOOT_FILES)}: it is not a "
                               "Raspberry Pi OS boot partition")
 
+    def read(self, name: str) -> str | None:
+        """A text file at the partition's root, or None if it has none."""
+        if name.lower() not in self._listing(self._drive(), "::/"):
+            return None
+        return _text(mtools("mtype", "-i", self._drive(), f"::/{name}"), f"{self.path}: {name}")
+
     def _drive(self, image: str | None = None, offset: int | None = None) -> str:
         return f"{image or self.path}@@{self.part.start if offset is None else offset}"
 
-    def write(self, files: dict[str, bytes]) -> None:
-        """Write ``files`` (name relative to the partition's root -> content) in one step at the end."""
+    def write(self, files: dict[str, bytes], clear: tuple[str, ...] = ()) -> None:
+        """Write ``files`` (name relative to the partition's root -> content) in one step at the end; in the
+        folders ``clear`` names, files not among them are removed (a previous card's wheels)."""
         folder = os.path.dirname(os.path.abspath(self.path))
         with tempfile.TemporaryDirectory(prefix=".vend-provision-",
                                          dir=folder if os.access(folder, os.W_OK) else None) as tmp:
@@ -147,8 +163,16 @@ class ImageTarget:
             drive = self._drive(copy, 0)
             folders = sorted({os.path.dirname(name) for name in files} - {""})
             for sub in folders:
-                if sub.lower() not in self._listing(drive, "::/"):
+                parent, name = os.path.split(sub)
+                if name.lower() not in self._listing(drive, f"::/{parent}"):
                     mtools("mmd", "-i", drive, f"::/{sub}")
+            for sub in clear:
+                parent, name = os.path.split(sub)
+                if name.lower() not in self._listing(drive, f"::/{parent}"):
+                    continue
+                keep = {os.path.basename(name).lower() for name in files if os.path.dirname(name) == sub}
+                for old in self._listing(drive, f"::/{sub}") - keep:
+                    mtools("mdel", "-i", drive, f"::/{sub}/{old}")
             for name, content in files.items():
                 local = os.path.join(tmp, "file")
                 with open(local, "wb") as f:
@@ -204,9 +228,18 @@ class DirTarget:
         except OSError as e:
             raise TargetError(f"cannot write to the boot folder {self.path}: {e.strerror}; nothing was written") from None
 
-    def write(self, files: dict[str, bytes]) -> None:
-        """Write every file under a temporary name first, then rename them all into place. Mode 0600 where
-        the file system keeps modes (a mounted FAT takes its modes from the mount and ignores this)."""
+    def read(self, name: str) -> str | None:
+        """A text file at the partition's root, or None if it has none."""
+        path = os.path.join(self.path, name)
+        if not os.path.isfile(path):
+            return None
+        with open(path, "rb") as f:
+            return _text(f.read(), path)
+
+    def write(self, files: dict[str, bytes], clear: tuple[str, ...] = ()) -> None:
+        """Write every file under a temporary name first, then rename them all into place, then remove what else
+        the folders ``clear`` names hold. Mode 0600 where the file system keeps modes (a mounted FAT takes its
+        modes from the mount and ignores this)."""
         staged = []
         try:
             for name, content in files.items():
@@ -220,6 +253,11 @@ class DirTarget:
                 staged.append((tmp, final))
             for tmp, final in staged:
                 os.replace(tmp, final)
+            for sub in clear:
+                keep = {os.path.basename(name) for name in files if os.path.dirname(name) == sub}
+                folder = os.path.join(self.path, sub)
+                for old in set(os.listdir(folder) if os.path.isdir(folder) else ()) - keep:
+                    os.unlink(os.path.join(folder, old))
         finally:
             for tmp, _ in staged:
                 if os.path.exists(tmp):

@@ -194,7 +194,7 @@ class Cloud:
         self.proc = Proc([sys.executable, "-m", "cloud", "--var", self.var, "--http", f"127.0.0.1:{self.port}",
                           "--broker", f"127.0.0.1:{broker.port}", "--mqtt-protocol", broker.protocol,
                           "--vend-timeout", str(vend_timeout), "--expiry-grace", str(grace),
-                          "--client-id", f"cloud-{self.port}", "--db", self.db_url,
+                          "--client-id", f"vend_cloud-{self.port}", "--db", self.db_url,
                           *(("--demo-topups",) if demo_topups else ()), *extra],
                          os.path.join(workdir, f"cloud-{self.port}.log"), env)
         os.environ["VEND_ADMIN_TOKEN"] = self.token
@@ -298,7 +298,7 @@ class Machine:
 
     def __init__(self, cloud: Cloud, broker: Broker, workdir: str, machine_id: str, *, drop_delay: float = 0.2,
                  drop_timeout: float = 2.0, jam: str = "", batch_size: int = 50, trace: str = "",
-                 backend: str = "sim", turn_limit: float = 4.0, extra: str = ""):
+                 backend: str = "sim", turn_limit: float = 4.0, extra: str = "", selftest_show: float = 0.0):
         self.id = machine_id
         self.cloud = cloud
         self.home = os.path.join(workdir, machine_id)
@@ -342,6 +342,8 @@ trace_path = {trace}
 display = png
 rotate_s = 2
 url_file = {self.url_file}
+selftest_wait_s = 10
+selftest_show_s = {selftest_show}
 [service]
 socket = {self.home}/control.sock
 {extra}""")

@@ -34,7 +34,7 @@ def start_controller(fleet, home, machine_id: str, mqtt_lines: list[str]) -> Pro
             "[ledger]", f"path = {home}/ledger.db",
             "[hardware]", "backend = sim", "slots = A1, A2",
             "[sim]", f"display_path = {home}/screen.png",
-            "[screen]", "rotate_s = 2", f"url_file = {home}/screen.url",
+            "[screen]", "rotate_s = 2", f"url_file = {home}/screen.url", "selftest_show_s = 0",
             "[service]", f"socket = {home}/control.sock", ""]))
     proc = Proc([sys.executable, "-m", "controller", "--config", config], os.path.join(home, "controller.log"))
     proc.start()

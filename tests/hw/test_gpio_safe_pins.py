@@ -81,7 +81,15 @@ def test_a_pin_the_1wire_thermometer_takes_is_refused(gpio, what):
     with pytest.raises(ConfigError) as info:
         parse(HEAD + "[gpio]\npin_library = lgpio\n" + gpio + THERMOMETER, "lobby.ini")
     assert str(info.value) == (f"lobby.ini: [gpio] {what}: GPIO 4 is taken by the 1-wire bus of [thermometer] w1_id "
-                               "(dtoverlay=w1-gpio uses GPIO 4); use another pin")
+                               "(w1_pin = 4, dtoverlay=w1-gpio in config.txt); use another pin")
+
+
+def test_the_1wire_bus_on_another_pin_takes_that_pin_and_frees_gpio_4():
+    text = (HEAD + "[gpio]\npin_library = lgpio\nmotor_active_high = no\nmotor_rows = A:4 B:2\n"
+            "motor_columns = 1:5 2:6\ndrop_pin = 17\n" + THERMOMETER + "w1_pin = 22\n")
+    assert parse(text, "x.ini")["gpio"]["motor_rows"] == {"A": 4, "B": 2}
+    with pytest.raises(ConfigError, match="drop_pin: GPIO 22 is taken by the 1-wire bus"):
+        parse(text.replace("drop_pin = 17", "drop_pin = 22"), "x.ini")
 
 
 def test_gpio_4_is_free_without_a_thermometer():

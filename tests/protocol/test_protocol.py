@@ -319,3 +319,17 @@ def test_property_altered_event_data_fails_decode(specs, data):
     altered = {**events[i].data, "tampered": data.draw(st.integers() | _text, label="value")}
     events[i] = dataclasses.replace(events[i], data=altered)  # keeps the old hash
     rejects(EventBatch.decode, EventBatch(tuple(events)).encode(), f"seq {events[i].seq}", "hash does not match")
+
+
+def test_a_selftest_event_holds_its_checks_each_with_a_reason():
+    from protocol.messages import _data_ok, check_event_data  # test-only: the two checks must agree
+
+    good = {"checks": [{"check": "pins", "ok": True, "detail": "4 motor outputs claimed and off"}], "passed": True}
+    check_event_data("selftest", good, "events")
+    assert _data_ok("selftest", good)
+    for bad in ({"checks": []}, {"checks": [{"check": "pins", "ok": "yes", "detail": ""}]},
+                {"checks": [{"check": "pins", "ok": True, "detail": "x" * 201}]}, {"checks": "all fine"},
+                {"checks": [{"check": "", "ok": True, "detail": ""}] * 17}):
+        assert not _data_ok("selftest", bad)
+        with pytest.raises(ProtocolError, match="selftest"):
+            check_event_data("selftest", bad, "events")

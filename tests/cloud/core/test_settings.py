@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from cloud.core import settings
 
 
@@ -18,3 +20,29 @@ def test_a_time_zone_that_is_not_one_stops_the_cloud_naming_the_option(tmp_path)
     with pytest.raises(SystemExit, match=r"--time-zone 'Mars/Olympus': not a time zone"):
         Settings(var=str(tmp_path), time_zone="Mars/Olympus").resolve()
     assert Settings(var=str(tmp_path), time_zone="Asia/Shanghai").resolve().time_zone == "Asia/Shanghai"
+
+
+def test_the_default_mqtt_client_id_is_one_no_machine_can_have(tmp_path):
+    """On the machine listeners a login is its client id: a machine whose id (a certificate's CN) or password
+    login equalled the cloud's client id would knock the cloud off the broker each time it connected. The
+    old default, vend-cloud-1, was a valid machine id."""
+    from cloud.provisioning.brokerfiles import password_username  # test-only: the machine's login names
+    from protocol.topics import ProtocolError, check_machine_id
+
+    s = settings.parse(["--var", str(tmp_path)])
+    assert s.client_id == "vend_cloud-1"
+    with pytest.raises(ProtocolError):
+        check_machine_id(s.client_id)
+    with pytest.raises(ProtocolError):
+        password_username(s.client_id.rsplit("-", 1)[0], 1)
+
+
+@pytest.mark.parametrize("client_id", ["vend-cloud-1", "cloud-8000", "lobby-3.2"])
+def test_a_client_id_a_machine_could_connect_as_is_refused_naming_the_option(tmp_path, client_id, capsys):
+    with pytest.raises(SystemExit) as e:
+        settings.parse(["--var", str(tmp_path), "--client-id", client_id])
+    assert f"--client-id {client_id!r}: a machine could connect under this id" in str(e.value)
+
+
+def test_a_client_id_with_an_underscore_is_taken(tmp_path):
+    assert settings.parse(["--var", str(tmp_path), "--client-id", "vend_cloud-2"]).client_id == "vend_cloud-2"

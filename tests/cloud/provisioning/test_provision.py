@@ -10,9 +10,12 @@ import yaml
 
 from cloud.provisioning.cli import build_wheel
 from controller.config import parse
+from tests.cloud.provisioning.fake_wheels import PILLOW, make_wheelhouse
 from tests.fleet_fixtures import SecuredCloud, require_tool
 
 MIB = 1 << 20
+CMDLINE = "console=serial0,115200 console=tty1 root=PARTUUID=x rootfstype=ext4 fsck.repair=yes rootwait\n"
+PASSWORD_HASH = "$6$rounds=5000$saltsalt$" + "x" * 86  # the shape of openssl passwd -6's output
 BOOT_AT = MIB  # the FAT partition starts at sector 2048, as in Raspberry Pi OS images
 HARDWARE = """\
 [hardware]
@@ -48,7 +51,7 @@ def make_image(path, fat=True, pi_files=True) -> str:
         subprocess.run(["mkfs.vfat", "-F", "32", "--offset", "2048", str(path), "65536"], check=True,
                        capture_output=True)
         if pi_files:
-            for name, text in (("config.txt", "arm_64bit=1\n"), ("cmdline.txt", "console=tty1 root=PARTUUID=x\n")):
+            for name, text in (("config.txt", "arm_64bit=1\n"), ("cmdline.txt", CMDLINE)):
                 local = os.path.join(os.path.dirname(path), name)
                 with open(local, "w") as f:
                     f.write(text)
@@ -96,6 +99,21 @@ def wheel(tmp_path_factory):
     return build_wheel(str(tmp_path_factory.mktemp("wheel")))
 
 
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory):
+    """A fake wheelhouse for 64-bit Raspberry Pi OS (Bookworm and Trixie): no test here reaches the index."""
+    return make_wheelhouse(str(tmp_path_factory.mktemp("wheelhouse")))
+
+
+@pytest.fixture
+def provision(fleet, wheels):
+    """vendctl provision with the fake wheelhouse, never downloading."""
+    def run(*args):
+        login = () if "--password-hash" in args or "--ssh-key" in args else ("--password-hash", PASSWORD_HASH)
+        return fleet.vendctl("provision", *args, *login, "--wheelhouse", wheels, "--no-download")
+    return run
+
+
 @pytest.fixture
 def hardware(tmp_path):
     return write_file(tmp_path, "m-pi-hardware.ini", HARDWARE)
@@ -105,13 +123,13 @@ def card_config(user_data: dict, path: str) -> dict:
     return next(f for f in user_data["write_files"] if f["path"] == path)
 
 
-def test_an_image_provisioned_reads_back_as_a_complete_first_boot(fleet, tmp_path, hardware):
+def test_an_image_provisioned_reads_back_as_a_complete_first_boot(fleet, provision, tmp_path, hardware):
     image = make_image(tmp_path / "raspios.img")
     with open(image, "rb") as f:
         f.seek(BOOT_AT + 64 * MIB)
         root_before = hashlib.sha256(f.read()).hexdigest()
-    out = fleet.vendctl("provision", "--machine", "m-pi", "--image", image, "--hardware", hardware,
-                        "--wifi-ssid", "Shop Floor", "--wifi-password", "correct horse", "--wifi-country", "GB")
+    out = provision("--machine", "m-pi", "--image", image, "--hardware", hardware,
+                    "--wifi-ssid", "Shop Floor", "--wifi-password", "correct horse", "--wifi-country", "GB")
     assert out.returncode == 0, out.stderr
     creds = fleet.api("GET", "/api/v1/machines/m-pi/credentials").json()
     assert creds["secret"] not in out.stdout + out.stderr
@@ -122,6 +140,12 @@ def test_an_image_provisioned_reads_back_as_a_complete_first_boot(fleet, tmp_pat
                                      "vend"])
     wheels = [n for n in listing(image, "::/vend") if n.endswith(".whl")]
     assert wheels == ["vend_fleet-0.1.0-py3-none-any.whl"]
+    # The offline card: the wheels for Trixie on arm64 (the defaults), and no other platform's.
+    assert listing(image, "::/vend/wheels") == sorted([
+        "gpiozero-2.0.1-py3-none-any.whl", "paho_mqtt-2.2.0-py3-none-any.whl", "pyserial-3.5-py3-none-any.whl",
+        "qrcode-8.2-py3-none-any.whl", "sqlite_utils-4.2.1-py3-none-any.whl",
+        f"pillow-{PILLOW}-cp313-cp313-manylinux_2_28_aarch64.whl"])
+    assert "first boot installs offline: 6 wheels" in out.stdout and "trixie arm64" in out.stdout
     with open(image, "rb") as f:
         f.seek(BOOT_AT + 64 * MIB)
         assert hashlib.sha256(f.read()).hexdigest() == root_before, "the root partition was touched"
@@ -154,13 +178,17 @@ def test_an_image_provisioned_reads_back_as_a_complete_first_boot(fleet, tmp_pat
     (tmp_path / "firstboot").write_text(script["content"])
     syntax = subprocess.run(["sh", "-n", str(tmp_path / "firstboot")], capture_output=True, text=True)
     assert syntax.returncode == 0, syntax.stderr
-    assert f'pip install --no-cache-dir "$boot/vend/{wheels[0]}[controller]"' in script["content"]
-    assert "systemctl enable --now vend-controller.service" in script["content"]
-    assert "/usr/local/sbin/vend-firstboot" in ud["runcmd"][0][2]
-    # The card's secrets go first, before anything that can fail; Wi-Fi's country before the network is needed.
     body = script["content"]
-    assert body.index('cp "$boot/vend/user-data.after-first-boot" "$boot/user-data"') < body.index("apt-get")
-    assert body.index("do_wifi_country GB") < body.index("apt-get")
+    assert ('/opt/vend/bin/pip install --no-index --find-links "$boot/vend/wheels" --no-cache-dir '
+            f'"$boot/vend/{wheels[0]}[controller]" \'gpiozero>=2.0\'') in body
+    assert "apt-get" not in body and "retry" not in body.split("python3 -m venv")[1], "the offline card needs no network"
+    assert "python3 -m venv --system-site-packages /opt/vend" in body  # the pin libraries are the OS's
+    assert "python3 -c 'import lgpio' || fail" in body  # pin_library = lgpio, from python3-lgpio
+    assert '[ "$arch" = arm64 ] || fail' in body and '[ "$python" = 3.13 ] || fail' in body
+    assert "systemctl enable --now vend-controller.service" in body
+    assert "/usr/local/sbin/vend-firstboot" in ud["runcmd"][0][2]
+    # The card's secrets go first, before anything that can fail.
+    assert body.index('cp "$boot/vend/user-data.after-first-boot" "$boot/user-data"') < body.index("python3 -m venv")
     after = yaml.safe_load(read_back(image, "vend/user-data.after-first-boot"))
     assert after == {"hostname": "vend-m-pi", "preserve_hostname": False, "manage_etc_hosts": True}
 
@@ -179,12 +207,11 @@ def test_an_image_provisioned_reads_back_as_a_complete_first_boot(fleet, tmp_pat
     c.close()
 
 
-def test_provisioning_again_makes_a_new_instance_and_the_wheel_is_the_one_given(fleet, tmp_path, hardware, wheel):
+def test_provisioning_again_makes_a_new_instance_and_the_wheel_is_the_one_given(fleet, provision, tmp_path, hardware, wheel):
     image = make_image(tmp_path / "raspios.img")
     ids = []
     for _ in range(2):
-        out = fleet.vendctl("provision", "--machine", "m-pi", "--image", image, "--hardware", hardware,
-                            "--wheel", wheel)
+        out = provision("--machine", "m-pi", "--image", image, "--hardware", hardware, "--wheel", wheel)
         assert out.returncode == 0, out.stderr
         ids.append(yaml.safe_load(read_back(image, "meta-data"))["instance-id"])
     assert ids[0] != ids[1]
@@ -192,11 +219,38 @@ def test_provisioning_again_makes_a_new_instance_and_the_wheel_is_the_one_given(
     assert "wifis" not in yaml.safe_load(read_back(image, "network-config"))["network"]
 
 
-def test_a_mounted_boot_folder_gets_the_files_with_mode_0600(fleet, tmp_path, hardware, wheel):
+def test_a_card_for_bookworm_replaces_the_trixie_wheels(fleet, provision, tmp_path, hardware, wheel):
+    image = make_image(tmp_path / "raspios.img")
+    assert provision("--machine", "m-pi", "--image", image, "--hardware", hardware, "--wheel", wheel).returncode == 0
+    out = provision("--machine", "m-pi", "--image", image, "--hardware", hardware, "--wheel", wheel,
+                    "--pi-os", "bookworm")
+    assert out.returncode == 0, out.stderr
+    pillow = [n for n in listing(image, "::/vend/wheels") if n.startswith("pillow")]
+    assert pillow == [f"pillow-{PILLOW}-cp311-cp311-manylinux_2_28_aarch64.whl"]
+    script = card_config(yaml.safe_load(read_back(image, "user-data")), "/usr/local/sbin/vend-firstboot")["content"]
+    assert '[ "$python" = 3.11 ] || fail' in script
+
+
+def test_an_online_card_installs_from_apt_and_the_index(fleet, provision, tmp_path, hardware, wheel):
+    image = make_image(tmp_path / "raspios.img")
+    out = provision("--machine", "m-pi", "--image", image, "--hardware", hardware, "--wheel", wheel, "--online",
+                    "--wifi-ssid", "Shop", "--wifi-password", "long enough", "--wifi-country", "GB")
+    assert out.returncode == 0, out.stderr
+    assert "installs from apt and the package index (--online)" in out.stdout
+    assert "wheels" not in listing(image, "::/vend")
+    body = card_config(yaml.safe_load(read_back(image, "user-data")), "/usr/local/sbin/vend-firstboot")["content"]
+    assert f'retry /opt/vend/bin/pip install --no-cache-dir "$boot/vend/{os.path.basename(wheel)}[controller]"' in body
+    # The card's secrets go first, before anything that can fail; Wi-Fi's country before the network is needed.
+    assert body.index('cp "$boot/vend/user-data.after-first-boot" "$boot/user-data"') < body.index("apt-get")
+    assert body.index("do_wifi_country GB") < body.index("apt-get")
+
+
+def test_a_mounted_boot_folder_gets_the_files_with_mode_0600(fleet, provision, tmp_path, hardware, wheel):
     boot = tmp_path / "bootfs"
     boot.mkdir()
     (boot / "config.txt").write_text("arm_64bit=1\n")
-    out = fleet.vendctl("provision", "--machine", "m-pi", "--boot-dir", str(boot), "--hardware", hardware,
+    (boot / "cmdline.txt").write_text("console=serial0,115200 console=tty1 root=PARTUUID=x rootwait\n")
+    out = provision("--machine", "m-pi", "--boot-dir", str(boot), "--hardware", hardware,
                         "--wheel", wheel, "--hostname", "lobby-7", "--show-secrets")
     assert out.returncode == 0, out.stderr
     creds = fleet.api("GET", "/api/v1/machines/m-pi/credentials").json()
@@ -204,15 +258,16 @@ def test_a_mounted_boot_folder_gets_the_files_with_mode_0600(fleet, tmp_path, ha
     assert f"broker password: {creds['mqtt']['password']}" in out.stdout
     for name in ("user-data", "network-config", "meta-data"):
         assert (boot / name).stat().st_mode & 0o777 == 0o600, name
-    assert sorted(os.listdir(boot)) == ["config.txt", "meta-data", "network-config", "user-data", "vend"]
+    assert sorted(os.listdir(boot)) == ["cmdline.txt", "config.txt", "meta-data", "network-config", "user-data",
+                                        "vend"]
     schema = cloud_init_schema(boot / "user-data")
     assert schema.returncode == 0, schema.stdout + schema.stderr
     assert yaml.safe_load((boot / "user-data").read_text())["hostname"] == "lobby-7"
 
 
-def test_read_only_root_puts_the_ledger_on_its_own_partition(fleet, tmp_path, hardware, wheel):
+def test_read_only_root_puts_the_ledger_on_its_own_partition(fleet, provision, tmp_path, hardware, wheel):
     image = make_image(tmp_path / "raspios.img")
-    out = fleet.vendctl("provision", "--machine", "m-pi", "--image", image, "--hardware", hardware,
+    out = provision("--machine", "m-pi", "--image", image, "--hardware", hardware,
                         "--wheel", wheel, "--read-only-root")
     assert out.returncode == 0, out.stderr
     (tmp_path / "user-data").write_bytes(read_back(image, "user-data"))
@@ -230,9 +285,9 @@ def test_read_only_root_puts_the_ledger_on_its_own_partition(fleet, tmp_path, ha
     assert script.index("mount /var/lib/vend") < script.index("enable_overlayfs")
 
 
-def test_a_client_certificate_instead_of_a_password(fleet, tmp_path, hardware, wheel):
+def test_a_client_certificate_instead_of_a_password(fleet, provision, tmp_path, hardware, wheel):
     image = make_image(tmp_path / "raspios.img")
-    out = fleet.vendctl("provision", "--machine", "m-pi", "--image", image, "--hardware", hardware,
+    out = provision("--machine", "m-pi", "--image", image, "--hardware", hardware,
                         "--wheel", wheel, "--auth", "certificate")
     assert out.returncode == 0, out.stderr
     assert "BEGIN PRIVATE KEY" not in out.stdout
@@ -304,8 +359,14 @@ def _read_only(tmp_path):
     (None, ("--hardware", "[hardware]\nbackend = sim\nslots = A1\n"), "backend = sim would sell"),
     (None, ("--hardware", HARDWARE.replace("drop_pin = 17\n", "")), "drop_pin is required"),
     (None, ("--ssh-key", "not a key"), "not an OpenSSH public key"),
+    (None, ("--password-hash", "hunter2hunter2"), "--password-hash: give the hash, not the password"),
+    (None, ("--ntp", "time server"), "--ntp 'time server': give a host name or an address"),
+    (None, ("--hardware", HARDWARE.replace("door_pin = 27", "door_pin = 4")),
+     "door_pin: GPIO 4 is taken by the 1-wire bus of [thermometer] w1_id"),
+    (None, ("--pi-arch", "armhf"), "has no wheel of pillow>=10.1 (from vend-fleet[controller]) for Raspberry Pi OS "
+     "trixie armhf (CPython 3.13, armv7l)"),
 ])
-def test_bad_input_is_named_and_the_image_is_left_as_it_was(fleet, tmp_path, hardware, wheel, make, extra, error):
+def test_bad_input_is_named_and_the_image_is_left_as_it_was(fleet, provision, tmp_path, hardware, wheel, make, extra, error):
     image = make(tmp_path) if make else make_image(tmp_path / "raspios.img")
     before = sha256(image)
     args = {"--machine": "m-pi", "--hardware": hardware}
@@ -320,20 +381,20 @@ def test_bad_input_is_named_and_the_image_is_left_as_it_was(fleet, tmp_path, har
         else:
             rest += [option, value]
     argv = [a for pair in args.items() for a in pair] + rest
-    out = fleet.vendctl("provision", "--image", image, "--wheel", wheel, *argv)
+    out = provision("--image", image, "--wheel", wheel, *argv)
     assert out.returncode == 1, out.stdout
     assert error in out.stderr and "Nothing was written" in out.stderr, out.stderr
     assert out.stdout == ""
     assert sha256(image) == before
 
 
-def test_a_read_only_boot_folder_is_refused_and_left_as_it_was(fleet, tmp_path, hardware, wheel):
+def test_a_read_only_boot_folder_is_refused_and_left_as_it_was(fleet, provision, tmp_path, hardware, wheel):
     boot = tmp_path / "bootfs"
     boot.mkdir()
     (boot / "config.txt").write_text("arm_64bit=1\n")
     boot.chmod(0o555)
     try:
-        out = fleet.vendctl("provision", "--machine", "m-pi", "--boot-dir", str(boot), "--hardware", hardware,
+        out = provision("--machine", "m-pi", "--boot-dir", str(boot), "--hardware", hardware,
                             "--wheel", wheel)
     finally:
         boot.chmod(0o755)
@@ -341,8 +402,8 @@ def test_a_read_only_boot_folder_is_refused_and_left_as_it_was(fleet, tmp_path, 
     assert os.listdir(boot) == ["config.txt"]
 
 
-def test_a_folder_that_is_not_a_boot_partition_is_refused(fleet, tmp_path, hardware, wheel):
-    out = fleet.vendctl("provision", "--machine", "m-pi", "--boot-dir", str(tmp_path), "--hardware", hardware,
+def test_a_folder_that_is_not_a_boot_partition_is_refused(fleet, provision, tmp_path, hardware, wheel):
+    out = provision("--machine", "m-pi", "--boot-dir", str(tmp_path), "--hardware", hardware,
                         "--wheel", wheel)
     assert out.returncode == 1 and "is not a Raspberry Pi OS boot partition" in out.stderr
     assert sorted(os.listdir(tmp_path)) == ["m-pi-hardware.ini"]
