@@ -71,6 +71,8 @@ def sign_up(engine, provider: Alipay, fake: AlipayFake, customer_id: int, now=NO
 class AlipayWorld:
     """Alipay against its fake (a real HTTP server in a thread), customer 1 with a signed agreement."""
 
+    answers_at_once = False  # the second ask answers before the worker sent the first
+
     def __init__(self, engine):
         self.engine, self.fake = engine, AlipayFake(keys(), app_id=APP_ID, pid=PID)
         self.fake.start()

@@ -264,6 +264,7 @@ class WeChatWorld:
     customer 1's mandate is a WeChat user's openid; ``confirm`` is the customer paying in WeChat and the
     platform's signed notification, read as the webhook route reads it."""
 
+    answers_at_once = False  # a JSAPI payment is the customer's to make; the notification says
     running = None
 
     def __init__(self, engine):
