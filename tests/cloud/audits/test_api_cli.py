@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -10,7 +11,7 @@ from fastapi.testclient import TestClient
 import cloud.app
 import cloud.cli
 from tests.cloud_fixtures import ThroughTestClient, db_url, fast_hashes, idle_cloud  # noqa: F401
-from tests.dex.files import path, raw
+from tests.dex.files import jofemar_next_day, path, raw
 from tests.dex.test_writer import ledger_with_a_day
 
 BOOT = "bootstrap-token-for-audit-tests"
@@ -102,3 +103,19 @@ def test_vendctl_dex_write_makes_an_audit_of_a_ledger_file(tmp_path, capsys):
     shown = capsys.readouterr().out
     assert "matched" in shown and "paid vends (VA1): 5 for €11.10 since initialisation" in shown
     assert cloud.cli.main(["dex", "write", "--ledger", str(tmp_path / "none.db"), "--machine", "m-7"]) == 1
+
+
+def test_vendctl_journal_shows_the_cash_box(vendctl, tmp_path):
+    later = tmp_path / "jofemar-2.dex"
+    later.write_bytes(jofemar_next_day())
+    assert vendctl("dex", "import", "--new-machine", path("jofemar-sample.dex"))[0] == 0
+    assert vendctl("dex", "import", str(later))[0] == 0
+    code, out, err = vendctl("journal")
+    assert code == 0, err
+    rows = {cells[0]: cells[1:] for cells in (re.split(r"\s{2,}", line) for line in out.splitlines()[1:])}
+    assert rows["dex_cash"] == ["0", "EUR", "debit", "€3.80", "Cash in legacy machines' cash boxes (DEX)"]
+    assert rows["dex_cashless1"] == ["0", "EUR", "debit", "€3.80", "Legacy machines' cashless device 1 (DEX)"]
+    assert rows["revenue"] == ["0", "EUR", "credit", "€7.60"]
+    code, out, err = vendctl("journal", "--account", "dex_cash", "--currency", "EUR")
+    assert code == 0 and out.startswith("dex_cash 0 (EUR, debit, Cash in legacy machines' cash boxes (DEX)): €3.80")
+    assert "audit:2:CA:EUR" in out
