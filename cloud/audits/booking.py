@@ -26,12 +26,19 @@ TXN_KIND = "audit_sale"
 # the file does not attribute to a device (PA2 with no PA7, or VA1 beyond CA2/DA2/DB2).
 DEVICE_ACCOUNTS = {"CA": "dex_cash", "DA": "dex_cashless1", "DB": "dex_cashless2", "TA": "dex_tokens",
                    "?": "dex_unattributed"}
-# Names for people, English msgids (translated in cloud/web/locale/zh_CN/audits.po).
-ACCOUNT_NAMES = {"dex_cash": "Cash in legacy machines' cash boxes (DEX)",
-                 "dex_cashless1": "Legacy machines' cashless device 1 (DEX)",
-                 "dex_cashless2": "Legacy machines' cashless device 2 (DEX)",
-                 "dex_tokens": "Tokens in legacy machines (DEX)",
-                 "dex_unattributed": "Legacy machines' takings, payment device not stated (DEX)"}
+
+
+def _(message: str) -> str:
+    """Marks a message for the catalog (gettext's ``N_``): translated where it is shown."""
+    return message
+
+
+# Names for people, English msgids (Chinese in cloud/web/locale/zh_CN/audits.po).
+ACCOUNT_NAMES = {"dex_cash": _("Cash in legacy machines' cash boxes (DEX)"),
+                 "dex_cashless1": _("Legacy machines' cashless device 1 (DEX)"),
+                 "dex_cashless2": _("Legacy machines' cashless device 2 (DEX)"),
+                 "dex_tokens": _("Tokens in legacy machines (DEX)"),
+                 "dex_unattributed": _("Legacy machines' takings, payment device not stated (DEX)")}
 for _kind in DEVICE_ACCOUNTS.values():
     add_boundary(_kind, ACCOUNT_NAMES[_kind])
 
