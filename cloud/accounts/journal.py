@@ -52,15 +52,20 @@ BOUNDARY: list[str] = []
 # Accounts whose natural balance is a debit (negative here): the boundary accounts, and the assets and
 # expenses finance posts to.
 DEBIT_KINDS: list[str] = ["inventory", "cogs", "stock_adjustment", "commission_expense", "bank"]
+# An account kind's name for people (an English msgid), where its kind alone does not say it.
+NAMES: dict[str, str] = {}
 
 
-def add_boundary(kind: str) -> None:
-    """Make ``kind`` a boundary account: money from outside comes in through it, so it runs negative."""
+def add_boundary(kind: str, name: str = "") -> None:
+    """Make ``kind`` a boundary account: money from outside comes in through it, so it runs negative;
+    ``name`` is what people read for it (``vendctl journal``)."""
     if len(kind) > 20:
         raise ValueError(f"an account kind is at most 20 characters, not {kind!r}")
     for kinds in (BOUNDARY, DEBIT_KINDS):
         if kind not in kinds:
             kinds.append(kind)
+    if name:
+        NAMES[kind] = name
 
 
 class PaymentError(ValueError):

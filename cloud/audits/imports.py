@@ -23,6 +23,8 @@ Rules, in the order an import applies them (all in the caller's one transaction:
    seq (ledger seqs are positive, so the two never meet on a machine that has both). Its time is the
    read's time (ID5, the machine's clock taken as UTC; the import's time if the file has none). Slots
    whose code is the DEX selection lose the units sold, as a vend does.
+6. The sales are booked in the double-entry journal (``booking.py``): revenue against the boundary account of
+   the payment device the money came in through, once per audit, device and currency.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from cloud.core.db import UTCDateTime, metadata
 from cloud.core.money import EXPONENT
 from cloud.fleet import machines as fleet
 from cloud.fleet.machines import machines, slots
+from cloud.audits import booking
 from cloud.sales import reports
 from cloud.sales.records import AUDIT_PREFIX, sales
 
@@ -149,6 +152,8 @@ def _sold_since(now_c: dict, prev_c: dict | None, notes: list[str]) -> dict[tupl
     if now_c["products"]:
         for sel, lines in now_c["products"].items():
             before = prev_products.get(sel, {})
+            if before == {"?": [0, 0]}:
+                before = {}  # nothing sold yet, so no PA7 line then: not a machine that stopped splitting by device
             if before and set(before) != set(lines) and ("?" in before or "?" in lines):
                 # The machine began (or stopped) splitting this product by payment: compare it as a whole.
                 lines = {"?": [sum(v[i] for v in lines.values()) for i in (0, 1)]}
@@ -244,7 +249,20 @@ def import_audit(conn: sa.Connection, data: bytes, filename: str, now: datetime,
         content=data.decode("latin-1"))).inserted_primary_key[0]
     if sold:
         _write_sales(conn, machine_id, audit_id, sold, currency, format_time(read_at or now))
+        booking.book(conn, audit_id, read_at or now)
+    book_unbooked(conn)
     return Imported(audit_of(conn, audit_id), True)
+
+
+def book_unbooked(conn: sa.Connection) -> int:
+    """Book every audit with sales the journal does not hold (those imported before audits were booked);
+    how many transactions were posted. Run by every import and by finance's catch-up."""
+    done = 0
+    for audit_id, read_at, imported_at in conn.execute(
+            sa.select(audits.c.id, audits.c.read_at, audits.c.imported_at)
+            .where(audits.c.sold_value > 0, ~booking.booked(audits.c.id)).order_by(audits.c.id)).all():
+        done += booking.book(conn, audit_id, read_at or imported_at)
+    return done
 
 
 def _which_machine(conn, audit: dex.Audit, serial: str, machine_id: str | None, new_machine: bool,

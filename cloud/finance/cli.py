@@ -74,14 +74,15 @@ def run(args, client, error, table) -> None:
         if args.account:
             a = r["account"]
             legs = [{**x, "money": format_money(x["amount"], a["currency"])} for x in r["legs"]]
-            show(r, f"{a['kind']} {a['owner']} ({a['currency']}, {a['side']}): "
+            show(r, f"{a['kind']} {a['owner']} ({a['currency']}, {a['side']}"
+                    + (f", {a['name']}" if a.get("name") else "") + "): "
                     f"{format_money(a['natural_balance'], a['currency'])}\n" +
                  table(legs, [("txn_id", "TXN"), ("at", "AT (UTC)"), ("kind", "KIND"), ("key", "KEY"),
                               ("order_id", "ORDER"), ("money", "AMOUNT")]))
             return
         rows = [{**x, "money": format_money(x["natural_balance"], x["currency"])} for x in r["accounts"]]
         show(r, table(rows, [("kind", "ACCOUNT"), ("owner", "OWNER"), ("currency", "CUR"), ("side", "SIDE"),
-                             ("money", "BALANCE")]))
+                             ("money", "BALANCE"), ("name", "NAME")]))
     elif args.command == "settlement":
         loc = location_id(client, args.location, error)
         path = f"/api/v1/locations/{loc}/statements/{quote(args.month, safe='')}"

@@ -11,12 +11,14 @@ currency, under a key, so that posting again moves nothing:
 | stock adjustment      | ``stock:adjustment:{op}:{currency}``  | stock_adjustment -V, inventory +V (V signed)    |
 | supplier payment      | ``supplier_payment:{key}``            | supplier_payable[supplier] -A, bank +A          |
 | statement posted      | ``statement:{location}:{period}:...`` | commission_expense -T, commission_payable +T    |
+| DEX audit's sales     | ``audit:{audit}:{device}:{currency}`` | dex_cash (or dex_cashless1, ...) -V, revenue +V |
 
 The stock book (``cloud/stock/book.py``) stays the only writer of movements: ``catch_up`` posts, in the
 caller's transaction, every receipt, sale and adjustment operation the journal has not seen yet, dated when
 the movement was, so the inventory account is always minus the book's value once it has run. Every finance
 read and write calls it first (the stock module need not know finance exists). Transfers between the
-warehouse and a slot stay inside inventory and post nothing.
+warehouse and a slot stay inside inventory and post nothing. It also books any DEX audit's sales the
+journal does not hold yet (``cloud/audits/booking.py``; an import books its own at once).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ import sqlalchemy as sa
 
 from cloud.people import staff
 from cloud.core.db import UTCDateTime, metadata
-from cloud.accounts.journal import DEBIT_KINDS, account, accounts, entries, post, txns
+from cloud.accounts.journal import DEBIT_KINDS, NAMES, account, accounts, entries, post, txns
 from cloud.stock import book, purchasing
+from cloud.audits.imports import book_unbooked
 from cloud.catalog import products as catalog
 from cloud.finance.common import FinanceError, amount_of, currency_of, day_of, key_of, text_of
 
@@ -52,7 +55,7 @@ TXN_KIND = {book.RECEIPT: "goods_received", book.SALE: "cogs", book.ADJUSTMENT: 
 
 
 def catch_up(conn: sa.Connection, now: datetime) -> int:
-    """Post every stock operation not yet in the journal; how many transactions were posted."""
+    """Post every stock operation (and DEX audit) not yet in the journal; how many transactions were posted."""
     m, d, lots, receipts = book.movements, catalog.product_details, book.lots, purchasing.receipts
     posted = sa.select(txns.c.id).where(txns.c.key == sa.literal("stock:") + m.c.kind + ":" + m.c.op + ":"
                                         + d.c.currency)
@@ -76,7 +79,7 @@ def catch_up(conn: sa.Connection, now: datetime) -> int:
         when = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
         done += post(conn, f"stock:{kind}:{op}:{currency}", TXN_KIND[kind],
                      [(inventory, -value), (other, value)], when)
-    return done
+    return done + book_unbooked(conn)
 
 
 # -- supplier payments -------------------------------------------------------------------------------
@@ -159,7 +162,7 @@ def balances(conn: sa.Connection, kind: str | None = None) -> list[dict]:
     out = []
     for r in conn.execute(q):
         debit = r.kind in DEBIT_KINDS
-        out.append({"account_id": r.id, "kind": r.kind, "owner": r.customer_id, "currency": r.currency,
+        out.append({"account_id": r.id, "kind": r.kind, "name": NAMES.get(r.kind, ""), "owner": r.customer_id, "currency": r.currency,
                     "balance": int(r[4]), "side": "debit" if debit else "credit",
                     "natural_balance": -int(r[4]) if debit else int(r[4])})
     return out

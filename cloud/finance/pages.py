@@ -1,4 +1,4 @@
-"""Dashboard: the office's pages: settlement with site owners, reconciliation, staff and suppliers, and the
+"""Dashboard: the office's pages: settlement with site owners, reconciliation, the journal's balances, staff and suppliers, and the
 audit trail. Every change goes through the function its API route calls, so it writes the same audit row."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from cloud.fleet import locations
 from cloud import people
-from cloud.finance import reconcile, settlement
+from cloud.finance import ledger, reconcile, settlement
 from cloud.finance.common import FinanceError, currency_of, month_span, span
 from cloud.finance.posting import record_posting, record_rule
 from cloud.web.pages import translator
@@ -25,6 +25,7 @@ from cloud.people.auth import staff_only as allowed
 router = APIRouter(include_in_schema=False)
 add_page("/staff/settlements", "Settlements", people.FINANCE_READERS, order=60)
 add_page("/staff/reconcile", "Reconciliation", people.FINANCE_READERS, order=70)
+add_page("/staff/journal", "Journal", people.FINANCE_READERS, order=75)
 
 def _(message: str) -> str:
     """Marks a message for the catalog (gettext's ``N_``): translated where it is shown, in the reader's language."""
@@ -184,10 +185,14 @@ def reconcile_page(request: Request, start: str = "", end: str = "",
                 end=end or hi.isoformat())
 
 
+# -- the journal -------------------------------------------------------------------------------------
 
-
-
-
-
-
-
+@router.get("/staff/journal", response_class=HTMLResponse)
+def journal_page(request: Request, caller: Caller = Depends(allowed(*people.FINANCE_READERS)),
+                 g: Gate = Depends(gate)):
+    """Every account's balance on its own side, by currency, and the trial balance's sums."""
+    with g.engine.begin() as conn:
+        ledger.catch_up(conn, g.now())
+        tb = ledger.trial_balance(conn)
+    return dash(request, caller, "dash_journal.html", 200, accounts=tb["accounts"], totals=tb["totals"],
+                balanced=tb["balanced"])

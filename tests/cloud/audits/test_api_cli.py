@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -10,7 +11,7 @@ from fastapi.testclient import TestClient
 import cloud.app
 import cloud.cli
 from tests.cloud_fixtures import ThroughTestClient, db_url, fast_hashes, idle_cloud  # noqa: F401
-from tests.dex.files import path, raw
+from tests.dex.files import jofemar_next_day, path, raw
 from tests.dex.test_writer import ledger_with_a_day
 
 BOOT = "bootstrap-token-for-audit-tests"
@@ -21,6 +22,7 @@ ADMIN = {"Authorization": f"Bearer {BOOT}"}
 def client(tmp_path, db_url):
     obj = idle_cloud(tmp_path, db_url)
     with TestClient(cloud.app.create_app(obj, BOOT, b"k" * 32), follow_redirects=False) as c:
+        c.cloud = obj
         yield c
     obj.engine.dispose()
 
@@ -102,3 +104,40 @@ def test_vendctl_dex_write_makes_an_audit_of_a_ledger_file(tmp_path, capsys):
     shown = capsys.readouterr().out
     assert "matched" in shown and "paid vends (VA1): 5 for €11.10 since initialisation" in shown
     assert cloud.cli.main(["dex", "write", "--ledger", str(tmp_path / "none.db"), "--machine", "m-7"]) == 1
+
+
+def test_vendctl_journal_shows_the_cash_box(vendctl, tmp_path):
+    later = tmp_path / "jofemar-2.dex"
+    later.write_bytes(jofemar_next_day())
+    assert vendctl("dex", "import", "--new-machine", path("jofemar-sample.dex"))[0] == 0
+    assert vendctl("dex", "import", str(later))[0] == 0
+    code, out, err = vendctl("journal")
+    assert code == 0, err
+    rows = {cells[0]: cells[1:] for cells in (re.split(r"\s{2,}", line) for line in out.splitlines()[1:])}
+    assert rows["dex_cash"] == ["0", "EUR", "debit", "€3.80", "Cash in legacy machines' cash boxes (DEX)"]
+    assert rows["dex_cashless1"] == ["0", "EUR", "debit", "€3.80", "Legacy machines' cashless device 1 (DEX)"]
+    assert rows["revenue"] == ["0", "EUR", "credit", "€7.60"]
+    code, out, err = vendctl("journal", "--account", "dex_cash", "--currency", "EUR")
+    assert code == 0 and out.startswith("dex_cash 0 (EUR, debit, Cash in legacy machines' cash boxes (DEX)): €3.80")
+    assert "audit:2:CA:EUR" in out
+
+
+def test_the_journal_page_names_the_cash_box_in_chinese(client, tmp_path):
+    from cloud.core.db import utcnow
+    from cloud.people import staff
+
+    assert client.post("/api/v1/audits?filename=j1.dex&new_machine=true", headers=ADMIN,
+                       content=raw("jofemar-sample.dex")).status_code == 200
+    assert client.post("/api/v1/audits?filename=j2.dex", headers=ADMIN, content=jofemar_next_day()).status_code == 200
+    with client.cloud.engine.begin() as conn:
+        staff.add_staff(conn, "mia", "manager", utcnow(), staff.hash_password("violet-tractor-harbour-91"), False)
+    client.headers["Accept-Language"] = "zh-CN"
+    assert client.post("/staff/login", data={"username": "mia", "password": "violet-tractor-harbour-91"}
+                       ).status_code == 303
+    r = client.get("/staff/journal")
+    assert r.status_code == 200 and "总账" in r.text
+    row = r.text.split('id="account-dex_cash-0-EUR"', 1)[1].split("</tr>", 1)[0]
+    assert "旧式售货机钱箱中的现金（DEX）" in row and "借方" in row and "3.80" in row
+    row = r.text.split('id="account-revenue-0-EUR"', 1)[1].split("</tr>", 1)[0]
+    assert "贷方" in row and "7.60" in row
+    assert "EUR 试算平衡：借贷相等。" in r.text

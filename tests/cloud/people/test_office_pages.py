@@ -60,7 +60,7 @@ def audit_rows(engine, action):
         return audit.query(conn, action=action)
 
 
-PAGES = ["/staff/settlements", "/staff/reconcile", "/staff/people", "/staff/suppliers", "/staff/audit"]
+PAGES = ["/staff/settlements", "/staff/reconcile", "/staff/journal", "/staff/people", "/staff/suppliers", "/staff/audit"]
 
 
 @pytest.mark.parametrize("path", PAGES)
