@@ -1,7 +1,7 @@
 """Reconciliation: what the providers captured, against what the machines' ledgers sold and what the journal
 holds, for a period; every order where they disagree is listed with the kind of mismatch. Sales read off a
-machine's DEX audit (``records.AUDIT_PREFIX``: coins, another cashless system) took no money through a
-provider of ours, so they are left out.
+machine's DEX audit (``records.AUDIT_PREFIX``: coins, another cashless system) and a machine's prior
+history (``records.PRIOR_PREFIX``) took no money through a provider of ours, so they are left out.
 
 The orders looked at are those sold in the period (``sales`` rows with an amount above zero, by the
 ledger's timestamp) and those captured in the period (journal captures, and the captures each provider
@@ -37,7 +37,7 @@ from datetime import date, timedelta
 
 import sqlalchemy as sa
 
-from cloud.sales.records import AUDIT_PREFIX, sales
+from cloud.sales.records import UNPAID_HERE, sales
 from cloud.accounts.journal import accounts, entries, txns
 from cloud.payments import statement
 from cloud.payments.registry import REGISTRY
@@ -50,6 +50,11 @@ KINDS = ("captured_not_sold", "sold_not_captured", "amounts_differ", "captured_t
 INCIDENT_KINDS = {"dropped_unpaid": "dropped_not_charged", "no_such_order": "sold_no_such_order"}
 CHUNK = 500
 
+
+
+def _paid_here(s):
+    """Sales whose money a provider of ours should have captured: not an audit's, not a machine's prior history."""
+    return ~sa.or_(*(s.c.order_id.startswith(prefix) for prefix in UNPAID_HERE))
 
 def _chunks(ids: list[str]):
     for i in range(0, len(ids), CHUNK):
@@ -89,7 +94,7 @@ def reconcile(conn: sa.Connection, start: date, end: date) -> dict:
     s = sales
     sold: dict[str, list] = defaultdict(list)
     for r in conn.execute(sa.select(s.c.order_id, s.c.amount, s.c.currency, s.c.machine_id).where(
-            s.c.amount > 0, ~s.c.order_id.startswith(AUDIT_PREFIX), s.c.ts >= start.isoformat(), s.c.ts < (end + timedelta(days=1)).isoformat())):
+            s.c.amount > 0, _paid_here(s), s.c.ts >= start.isoformat(), s.c.ts < (end + timedelta(days=1)).isoformat())):
         sold[r.order_id].append(r)
     legs = {(r.key, r.order_id): r for r in _revenue_legs(conn, sa.and_(txns.c.kind == "capture",
                                                                         txns.c.created_at >= lo,
@@ -110,7 +115,7 @@ def reconcile(conn: sa.Connection, start: date, end: date) -> dict:
         missing = [o for o in part if o not in sold]
         if missing:
             for r in conn.execute(sa.select(s.c.order_id, s.c.amount, s.c.currency, s.c.machine_id)
-                                  .where(s.c.amount > 0, ~s.c.order_id.startswith(AUDIT_PREFIX), s.c.order_id.in_(missing))):
+                                  .where(s.c.amount > 0, _paid_here(s), s.c.order_id.in_(missing))):
                 sold[r.order_id].append(r)
     captures: dict[str, list] = defaultdict(list)
     refunds: dict[str, int] = defaultdict(int)

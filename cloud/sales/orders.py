@@ -30,7 +30,7 @@ from cloud.core.db import UTCDateTime, metadata
 from cloud.payments import Outcome, PaymentError, Provider
 from cloud.payments.mandates import MandateMissing
 from cloud.sales import reports
-from cloud.sales.records import sales
+from cloud.sales.records import PRIOR_PREFIX, sales
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,8 @@ def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: lis
     a product the machine gave away: the order becomes ``dropped_unpaid``, an incident, and the customer's
     provider is asked to charge afresh (``Provider.charge``; the wallet can, ``dropped_charged``).
     """
-    ids = sorted({e.data["order_id"] for e in events if isinstance(e.data.get("order_id"), str)})
+    ids = sorted({e.data["order_id"] for e in events if isinstance(e.data.get("order_id"), str)
+                  and not e.data["order_id"].startswith(PRIOR_PREFIX)})
     if not ids:
         return {}
     o = orders.c
@@ -226,6 +227,8 @@ def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: lis
         order_id = e.data.get("order_id")
         if order_id is None:
             continue  # a command.rejected that names no order: a refused planogram, say
+        if order_id.startswith(PRIOR_PREFIX):
+            continue  # the machine's history from before this cloud: no order, no money of ours (records.py)
         current = state.get(order_id)
         if current is None:
             strangers.append(order_id)

@@ -30,9 +30,21 @@ sales = sa.Table(
 # "audit:{audit id}:{selection}:{payment device}" and their seq is negative. They took money no provider of
 # ours captured (coins, another cashless system), so reconciliation leaves them out.
 AUDIT_PREFIX = "audit:"
+# Sales a machine's ledger records that no order of this cloud paid for, by design: the history a machine
+# brings from before it sold through this cloud (``make demo`` writes 90 days of it). Their order id is
+# "prior:{anything}"; they are valued at the slot's price in the cloud when stored, are no incident, and,
+# like audit sales, reconciliation leaves them out (no provider of ours took that money).
+PRIOR_PREFIX = "prior:"
+UNPAID_HERE = (AUDIT_PREFIX, PRIOR_PREFIX)  # sales whose money no provider of ours captured
 
 SALE_COLUMNS = ("machine_id", "seq", "ts", "order_id", "slot", "product_id", "amount", "currency")
 INCIDENT_COLUMNS = SALE_COLUMNS + ("incident",)  # what ingest writes; the reports read SALE_COLUMNS' first eight
+
+
+def source(order_id: str) -> str:
+    """Where a sale's record came from: a DEX audit, a machine's prior history, or its ledger's paid order."""
+    return "audit" if order_id.startswith(AUDIT_PREFIX) else "prior" if order_id.startswith(PRIOR_PREFIX) \
+        else "ledger"
 
 
 def recent(conn: sa.Connection, machine: str | None, limit: int) -> dict:
@@ -45,5 +57,5 @@ def recent(conn: sa.Connection, machine: str | None, limit: int) -> dict:
     sums = conn.execute(totals).all()
     return {"sales": [{"machine_id": r.machine_id, "seq": r.seq, "ts": r.ts, "order_id": r.order_id,
                        "slot": r.slot, "amount": r.amount, "currency": r.currency, "incident": r.incident,
-                       "source": "audit" if r.order_id.startswith(AUDIT_PREFIX) else "ledger"} for r in rows],
+                       "source": source(r.order_id)} for r in rows],
             "totals": [{"currency": c, "count": n, "amount": int(a)} for c, n, a in sums]}

@@ -27,7 +27,7 @@ from cloud.sales import orders, reports
 from cloud.core.db import bulk_insert
 from cloud.fleet import ledger as ledgers
 from cloud.fleet.ledger import EVENT_COLUMNS, events
-from cloud.sales.records import INCIDENT_COLUMNS, sales
+from cloud.sales.records import INCIDENT_COLUMNS, PRIOR_PREFIX, sales
 from cloud.fleet.machines import machines, slots
 from cloud.payments import Provider
 from cloud.stock import book as inventory
@@ -157,7 +157,8 @@ def _insert_events(conn: sa.Connection, machine_id: str, fresh: list) -> None:
 def _project(conn: sa.Connection, provider: Provider, machine_id: str, fresh: list, now: datetime) -> None:
     """Sales, slot stock and orders from the events just stored: a few statements per batch, not per event."""
     stock = {r.slot: r for r in conn.execute(sa.select(slots.c.slot, slots.c.count, slots.c.flagged, slots.c.currency,
-                                                       slots.c.product_id).where(slots.c.machine_id == machine_id))}
+                                                       slots.c.product_id, slots.c.price)
+                                             .where(slots.c.machine_id == machine_id))}
     counts = {slot: [r.count, r.flagged] for slot, r in stock.items()}
     changed: set[str] = set()
     sold, order_events, counted = [], [], []
@@ -201,6 +202,9 @@ def _project(conn: sa.Connection, provider: Provider, machine_id: str, fresh: li
             order = result.order if result else None
             # The amount is money this sale took: 0 for a drop no order paid for (an incident, below).
             amount = result.amount if result else 0
+            prior = e.data["order_id"].startswith(PRIOR_PREFIX)
+            if prior and slot is not None:
+                amount = slot.price  # the machine's history from before this cloud, at the slot's price here
             currency = order.currency if order else (slot.currency if slot else "XXX")
             product = order.product_id if order else (slot.product_id if slot else None)
             incident = result.incident if result else ""

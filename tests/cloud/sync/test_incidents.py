@@ -237,3 +237,25 @@ def test_a_sale_naming_no_order_at_all_is_an_incident(world):
     assert (the_sale(engine).amount, the_sale(engine).incident) == (0, "no_such_order")
     assert fleet_alerts(engine) == [(MACHINE, "unknown_order", 1)]
     assert ("sold_no_such_order", "o-made-up") in mismatches(engine)[1]
+
+
+# -- a machine's prior history (make demo's 90 days): sales no order of ours paid for, by design ----------
+
+
+def test_a_prior_sale_is_a_sale_at_the_slots_price_no_incident_and_not_reconciled(world):
+    engine, _, order = world
+    store(engine, drop("prior:3-17"))
+    sale = the_sale(engine)
+    assert (sale.amount, sale.currency, sale.incident) == (350, "CNY", "")  # the slot's price in the cloud
+    with engine.connect() as conn:
+        assert slot_row(conn, MACHINE, "A1").count == 4  # the product left the machine
+    assert fleet_alerts(engine) == []
+    report, found = mismatches(engine)
+    assert found == [] and report["clear"]
+    assert order_of(engine, order.id).status == "authorised"  # no order of this cloud is touched
+
+
+def test_only_the_prefix_makes_a_prior_sale(world):
+    engine, _, _ = world
+    store(engine, drop("o-prior:3-17"))
+    assert the_sale(engine).incident == "no_such_order"
