@@ -204,12 +204,20 @@ def money(run) -> None:
     for op, order_id, status in run.sql("SELECT op, order_id, status FROM sandbox_ops"):
         sandbox_ops[order_id][f"{op}:{status}"] += 1
     incidents = {(r[0], r[1]): r for r in run.sql("SELECT machine_id, seq, kind, order_id FROM vend_incidents")}
-    for (machine_id, seq), order_id in succeeded_at.items():
+    drops: dict[str, list] = collections.defaultdict(list)
+    for (machine_id, seq), order_id in sorted(succeeded_at.items()):
+        drops[order_id].append((machine_id, seq))
+    for order_id, seqs in drops.items():
+        # One drop of a captured order is its sale; every other drop must be an incident a person sees.
         order = orders.get(order_id)
-        if (order is None or order[5] not in CAPTURED or vends[order_id]["vend.succeeded"] > 1) \
-                and (machine_id, seq) not in incidents:
-            run.anomaly("drop_unpaid_without_incident", machine=machine_id, seq=seq, order=order_id,
-                        status=order[5] if order else None)
+        paid = 1 if order is not None and order[5] in CAPTURED else 0
+        unexplained = [s for s in seqs if s not in incidents]
+        if len(unexplained) > paid:
+            run.anomaly("drop_unpaid_without_incident", order=order_id, status=order[5] if order else None,
+                        drops=[list(s) for s in seqs], incidents=[list(s) for s in seqs if s in incidents])
+        if len(seqs) > 1:
+            run.figures.setdefault("orders_dropped_more_than_once", []).append(
+                {"order": order_id, "status": order[5] if order else None, "drops": [list(s) for s in seqs]})
     run.figures["incidents"] = dict(collections.Counter(r[2] for r in incidents.values()))
     sandbox_http = httpx.Client(base_url=run.sandbox.url, timeout=10)
     for order_id, (_, customer_id, machine_id, amount, provider, status) in orders.items():
