@@ -186,6 +186,9 @@ class Shopper:
         if r.status_code == 303 and r.headers.get("location", "").startswith("/orders/"):
             return r.headers["location"].rsplit("/", 1)[1]
         title = re.search(r"<h1[^>]*>([^<]*)<", r.text)
+        if r.status_code >= 500:
+            self.run.anomaly("purchase_answered_5xx", machine=machine.id, status=r.status_code, key=key,
+                             body=r.text[:300])
         self.run.count("purchase_refused", f"{r.status_code} {title.group(1).strip() if title else ''}".strip())
         return None
 

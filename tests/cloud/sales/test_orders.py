@@ -1,5 +1,6 @@
 """Placing orders (cloud/sales/orders.py place): idempotency under (customer, idem_key), and refusals."""
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -207,3 +208,29 @@ def test_a_sale_that_did_not_drop_cannot_be_refunded(shop):
         with pytest.raises(OrderError) as info:
             orders.refund(conn, W, "o-none", None, "refund-key-1", NOW)
         assert info.value.code == "unknown_order"
+
+
+def test_two_taps_with_one_key_at_the_same_moment_give_one_order_and_no_error(shop):
+    # Found by the fault run on PostgreSQL: a double tap sends the same form twice at once; the second
+    # insert waited on the first's unique key and then failed, and the phone was answered 500.
+    engine, customer = shop
+    results = {}
+
+    def second_tap():
+        try:
+            results["second"] = place(engine, customer, key="tap")
+        except Exception as e:  # noqa: BLE001 - the error is what the test looks at
+            results["error"] = e
+
+    with engine.begin() as conn:
+        first, created = orders.place(conn, W, customer, MACHINE, "A1", "tap", NOW, 30.0)
+        tap = threading.Thread(target=second_tap)
+        tap.start()
+        tap.join(1.0)  # it waits for the first tap's transaction to end
+    tap.join(30)
+    assert "error" not in results, repr(results.get("error"))
+    second, created2 = results["second"]
+    assert (created, created2) == (True, False) and second.id == first.id
+    assert count(engine, orders.orders) == 1
+    assert count(engine, txns, txns.c.kind == "authorise") == 1
+    assert balance(engine, customer) == 700
