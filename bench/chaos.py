@@ -209,7 +209,6 @@ class Chaos:
         self.powercut_lib = ""
         self.clouds: list[Cloud] = []
         self.machines: list[ChaosMachine] = []
-        self.same_key_orders: list[tuple[str, str]] = []
 
     # -- bookkeeping ----------------------------------------------------------------------------------
 
