@@ -259,7 +259,7 @@ class Cloud:
 
     def apply(self, items: list[tuple[str, bytes]]) -> None:
         """Apply a group of messages in one transaction, then publish the acks it earned."""
-        acks: dict[str, int] = {}
+        acks: dict[str, dict[str, int]] = {}  # machine -> {ledger: head}: each ack names its ledger
         resends: dict[str, int] = {}
         configs: dict = {}
         heartbeats: set[str] = set()  # machines whose status earned an ack of the clock alone
@@ -305,8 +305,9 @@ class Cloud:
         if acks or heartbeats:
             self.alerter.kick()  # a jam, a door, a restock just stored: alerts are looked for at once
         cloud_time = format_time(utcnow())
-        for machine_id, seq in acks.items():
-            self.bus.publish(machine_id, "ack", Ack(seq, cloud_time).encode())
+        for machine_id, heads in acks.items():
+            for ledger, seq in heads.items():
+                self.bus.publish(machine_id, "ack", Ack(seq, cloud_time, ledger).encode())
         # An idle machine writes no events and so earns no ack, but its clock may be stepped under it (NTP);
         # every status it sends (on connect, on a new head, every 30 s) is answered with the cloud's clock.
         # Seq 0 says nothing about events, so it can never move or confuse the machine's acked mark.
@@ -349,7 +350,8 @@ class Cloud:
             return
         self.stats.counts["events"] += result.stored
         self.stats.counts["batches"] += 1
-        acks[machine_id] = max(acks.get(machine_id, 0), result.head)
+        heads = acks.setdefault(machine_id, {})
+        heads[result.ledger] = max(heads.get(result.ledger, 0), result.head)
         if result.resend_from is not None:
             # Likely the batch before it is being stored by another cloud process, or is still on its way.
             # Wait while the machine's head keeps moving; a gap with no progress for PARK_S needs a resend.

@@ -406,7 +406,7 @@ class Controller:
     def on_ack(self, ack: Ack) -> None:
         """The cloud's ack: move the mark, learn its clock, and send what the window now allows."""
         cloud_time = parse_time(ack.cloud_time, "cloud_time").timestamp()
-        self.publish(self.sync.ack(ack.seq, cloud_time, self.monotonic(), self.wallclock()))
+        self.publish(self.sync.ack(ack.seq, cloud_time, self.monotonic(), self.wallclock(), ack.ledger))
 
     # -- planograms and commands -----------------------------------------------------------------------
 

@@ -84,9 +84,19 @@ class Sync:
         self.last_progress = now
         return self.due(now)
 
-    def ack(self, seq: int, cloud_time: float, now: float, wallclock: float) -> list[EventBatch]:
-        """The cloud stored every event up to ``seq`` and its clock read ``cloud_time`` (our wall clock then)."""
+    def ack(self, seq: int, cloud_time: float, now: float, wallclock: float, ledger: str = "") -> list[EventBatch]:
+        """The cloud stored every event up to ``seq`` of ``ledger`` ('': a cloud that does not say) and its
+        clock read ``cloud_time`` (our wall clock then).
+
+        An ack about another ledger (the one a new card replaced, its acks still queued in the broker
+        session, or late) moves nothing: taken as ours, it would mark events acked that the cloud never
+        stored, and they would not be sent again. One about ours past our head (a ledger restored from an
+        older copy: the cloud has more of it) stops at the head."""
         self.heard(cloud_time, wallclock, now)
+        if ledger and ledger != self.ledger.ledger_id:
+            log.warning("ack for seq %d of ledger %s ignored: this machine's ledger is %s", seq, ledger,
+                        self.ledger.ledger_id)
+            return []
         if seq > self.ledger.head:
             log.error("cloud acks seq %d but the ledger ends at %d: is this the right ledger?", seq, self.ledger.head)
         if not self.ledger.set_acked(seq):

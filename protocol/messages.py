@@ -326,20 +326,27 @@ class Status:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """The highest sequence the cloud has committed without a gap, and the cloud's clock."""
+    """The highest sequence the cloud has committed without a gap, and the cloud's clock; ``ledger`` names
+    the ledger that seq is about (a machine given a new card may still be sent acks for its old ledger:
+    queued in its broker session, or late). '' from a cloud older than ledger ids, and in a heartbeat."""
 
     seq: int
     cloud_time: str
+    ledger: str = ""
 
     @classmethod
     def decode(cls, payload: bytes) -> "Ack":
         obj = load_json(payload, "ack")
         cloud_time = _get(obj, "cloud_time", str, "ack")
         parse_time(cloud_time, "ack: cloud_time")
-        return cls(seq=_seq(obj, "seq", "ack", minimum=0), cloud_time=cloud_time)
+        ledger = _get(obj, "ledger", str, "ack", optional=True) or ""
+        if ledger and not ID_RE.match(ledger):
+            raise ProtocolError(f"ack: ledger {ledger[:80]!r} is not an id (1-64 of A-Z a-z 0-9 _ . : -)")
+        return cls(seq=_seq(obj, "seq", "ack", minimum=0), cloud_time=cloud_time, ledger=ledger)
 
     def encode(self) -> bytes:
-        return dump_json(asdict(self))
+        return dump_json({"seq": self.seq, "cloud_time": self.cloud_time,
+                          **({"ledger": self.ledger} if self.ledger else {})})
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,7 +187,10 @@ def lock_products(conn: sa.Connection, product_ids) -> None:
     ids = sorted(set(product_ids))
     query = sa.select(products.c.id).where(products.c.id.in_(ids)).order_by(products.c.id)
     if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
+        # FOR NO KEY UPDATE: it keeps stock changes apart as well as FOR UPDATE, but does not block the
+        # foreign-key checks of rows that name the product (an order's insert), which deadlocked purchases
+        # with the ingest.
+        query = query.with_for_update(key_share=True)
     found = set(conn.execute(query).scalars())
     for product_id in ids:
         if product_id not in found:

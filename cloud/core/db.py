@@ -75,6 +75,25 @@ def make_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
 
 
+# PostgreSQL's "deadlock detected" and "could not serialize access": the transaction was rolled back whole
+# for another's sake, and running it again is the documented remedy.
+RETRYABLE_SQLSTATES = ("40P01", "40001")
+
+
+def in_transaction(engine: sa.Engine, work, tries: int = 3):
+    """``work(conn)`` in one transaction, run again (``tries`` times at most) when the database gave it up
+    for a deadlock or a serialization failure; what ``work`` returned."""
+    for attempt in range(1, tries + 1):
+        try:
+            with engine.begin() as conn:
+                return work(conn)
+        except sa.exc.OperationalError as e:
+            if attempt == tries or getattr(e.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
+                raise
+            log.warning("transaction given up by the database (%s); running it again (%d of %d)",
+                        getattr(e.orig, "sqlstate", None), attempt + 1, tries)
+
+
 def alembic_config(url: str):
     from alembic.config import Config
 

@@ -99,11 +99,21 @@ def place(conn: sa.Connection, provider: Provider, customer_id: int, machine_id:
     if not machine.online:
         raise OrderError("offline", f"Machine {machine.name} is offline right now.")
     order_id = "o" + secrets.token_hex(10)
-    conn.execute(orders.insert().values(
-        id=order_id, customer_id=customer_id, idem_key=idem_key, machine_id=machine_id, slot=slot,
-        product_id=item.product_id, amount=item.price, currency=item.currency, provider=provider.name,
-        status="created", cmd_id=f"v-{order_id}", created_at=now,
-        expires_at=now + timedelta(seconds=vend_timeout_s), updated_at=now))
+    try:
+        with conn.begin_nested():
+            conn.execute(orders.insert().values(
+                id=order_id, customer_id=customer_id, idem_key=idem_key, machine_id=machine_id, slot=slot,
+                product_id=item.product_id, amount=item.price, currency=item.currency, provider=provider.name,
+                status="created", cmd_id=f"v-{order_id}", created_at=now,
+                expires_at=now + timedelta(seconds=vend_timeout_s), updated_at=now))
+    except sa.exc.IntegrityError:
+        # The same key placed at the same moment (a double tap; PostgreSQL lets both transactions read "no
+        # order yet" and the second insert waits on the first's key): the first one's order is the answer.
+        existing = conn.execute(sa.select(orders).where(orders.c.customer_id == customer_id,
+                                                        orders.c.idem_key == idem_key)).first()
+        if existing is None:
+            raise
+        return existing, False
     order = get(conn, order_id)
     try:
         outcome = provider.authorise(conn, order, order_id, now)

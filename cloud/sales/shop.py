@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from protocol import ProtocolError
 from protocol import token as qrtoken
 from protocol.messages import utcnow
+from cloud.core.db import in_transaction
 from cloud.core.settings import Settings
 from cloud.fleet import machines
 from cloud.payments import Payments
@@ -210,9 +211,9 @@ def buy(request: Request, machine_id: str, slot: str = Form(""), key: str = Form
         return problem(request, 400, _("Please try again"), _("The order form was incomplete: reload the menu."),
                        (_("Back to the menu"), f"/m/{machine_id}"))
     try:
-        with cloud.engine.begin() as conn:
-            order, created = orders.place(conn, cloud.provider, customer.id, machine_id, slot, key, utcnow(),
-                                          cloud.settings.vend_timeout_s)
+        # A deadlock with the ingest (PostgreSQL, several cloud processes) undoes the whole purchase: again.
+        order, created = in_transaction(cloud.engine, lambda conn: orders.place(
+            conn, cloud.provider, customer.id, machine_id, slot, key, utcnow(), cloud.settings.vend_timeout_s))
     except orders.OrderError as e:
         if e.code == "no_mandate":  # set up again (or choose another way to pay), then back to this menu
             return RedirectResponse(f"/account/payment?why=again&next=/m/{machine_id}", status_code=303)

@@ -49,6 +49,8 @@ class Result:
     head: int
     stored: int = 0
     resend_from: int | None = None
+    ledger: str = ""  # the ledger ``head`` is about (the ack names it: a machine's new card must not take
+    # an ack of its old ledger for its own)
 
 
 class Stats:
@@ -83,7 +85,8 @@ def store_batch(conn: sa.Connection, provider: Provider, machine_id: str, batch:
         if current and ledgers.replaced(conn, machine_id, ledger):
             raise Rejected(f"events from ledger {ledger}, which this machine replaced with {current}")
         if not current and head and same is None:
-            return Result(head, resend_from=head + 1)  # nothing to compare yet: the next event will tell
+            # Nothing to compare yet: the next event will tell.
+            return Result(head, resend_from=head + 1, ledger=current)
         if current or (head and same is False):
             head, head_hash, base = _change_ledger(conn, machine_id, current, head, ledger, base, now)
             same = None
@@ -94,9 +97,9 @@ def store_batch(conn: sa.Connection, provider: Provider, machine_id: str, batch:
         raise Rejected(differs)
     fresh = [e for e in batch.events if e.seq > head]
     if not fresh:
-        return Result(head)
+        return Result(head, ledger=ledger)
     if fresh[0].seq != head + 1:
-        return Result(head, resend_from=head + 1)
+        return Result(head, resend_from=head + 1, ledger=ledger)
     if fresh[0].prev_hash != head_hash:
         raise Rejected(f"hash chain broken at seq {fresh[0].seq}: it does not follow the stored seq {head}")
     last = fresh[-1]
@@ -108,7 +111,7 @@ def store_batch(conn: sa.Connection, provider: Provider, machine_id: str, batch:
                          .values(cloud_head=last.seq, cloud_head_hash=last.hash, last_seen=now)).rowcount
     if not moved:
         raise Conflict(machine_id)
-    return Result(last.seq, stored=len(fresh))
+    return Result(last.seq, stored=len(fresh), ledger=ledger)
 
 
 def _continues(conn: sa.Connection, machine_id: str, batch: EventBatch, head: int, head_hash: str,

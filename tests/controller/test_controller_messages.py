@@ -80,3 +80,18 @@ def test_an_idle_machine_keeps_the_cloud_clock_across_a_wall_clock_step(tmp_path
     finally:
         c.hardware.close()
         c.ledger.close()
+
+
+def test_an_ack_for_another_ledger_never_marks_this_ledgers_events_acked(controller, clock):
+    # Found by the fault run: a new card starts a new ledger at seq 1 while acks for the old one (queued in
+    # the machine's broker session, or replayed) still arrive. Taken as ours, "seq 123" marked every new
+    # event acked before the cloud had one of them, and an idle machine never sent them.
+    for n in range(3):
+        controller.record("restock", {"slot": "A1", "count": n})
+    old = Ack(123, format_time(datetime.fromtimestamp(T0 + clock.t, timezone.utc)), ledger="an-old-ledger")
+    controller.handle(MqttMessage(topics.topic("pm-1", "ack"), old.encode()))
+    assert controller.ledger.acked == 0 and controller.sync.clock_synced  # the clock is learned all the same
+    ours = Ack(2, format_time(datetime.fromtimestamp(T0 + clock.t, timezone.utc)),
+               ledger=controller.ledger.ledger_id)
+    controller.handle(MqttMessage(topics.topic("pm-1", "ack"), ours.encode()))
+    assert controller.ledger.acked == 2

@@ -1,11 +1,13 @@
 """Placing orders (cloud/sales/orders.py place): idempotency under (customer, idem_key), and refusals."""
 
+import threading
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from cloud.fleet import machines
+from cloud.catalog.products import lock_product
 from cloud.sales import orders
 from cloud.sales.orders import OrderError
 from cloud.payments import Wallet, txns
@@ -207,3 +209,49 @@ def test_a_sale_that_did_not_drop_cannot_be_refunded(shop):
         with pytest.raises(OrderError) as info:
             orders.refund(conn, W, "o-none", None, "refund-key-1", NOW)
         assert info.value.code == "unknown_order"
+
+
+def test_two_taps_with_one_key_at_the_same_moment_give_one_order_and_no_error(shop):
+    # Found by the fault run on PostgreSQL: a double tap sends the same form twice at once; the second
+    # insert waited on the first's unique key and then failed, and the phone was answered 500.
+    engine, customer = shop
+    results = {}
+
+    def second_tap():
+        try:
+            results["second"] = place(engine, customer, key="tap")
+        except Exception as e:  # noqa: BLE001 - the error is what the test looks at
+            results["error"] = e
+
+    with engine.begin() as conn:
+        first, created = orders.place(conn, W, customer, MACHINE, "A1", "tap", NOW, 30.0)
+        tap = threading.Thread(target=second_tap)
+        tap.start()
+        tap.join(1.0)  # it waits for the first tap's transaction to end
+    tap.join(30)
+    assert "error" not in results, repr(results.get("error"))
+    second, created2 = results["second"]
+    assert (created, created2) == (True, False) and second.id == first.id
+    assert count(engine, orders.orders) == 1
+    assert count(engine, txns, txns.c.kind == "authorise") == 1
+    assert balance(engine, customer) == 700
+
+
+def test_a_purchase_does_not_wait_for_a_stock_change_of_its_product(shop):
+    # Found by the fault run with two cloud processes on PostgreSQL: the ingest's stock lock on a product
+    # (FOR UPDATE) blocked the order's foreign-key check on that product, and purchases deadlocked with two
+    # ingest transactions, three times in a row. The stock lock only has to keep stock changes apart.
+    engine, customer = shop
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite lets one writer in at a time by design (BEGIN IMMEDIATE): there is no row lock")
+    with engine.connect() as conn:
+        product_id = conn.execute(sa.select(machines.slots.c.product_id).where(
+            machines.slots.c.machine_id == MACHINE, machines.slots.c.slot == "A1")).scalar()
+    done = {}
+    with engine.begin() as stock:
+        lock_product(stock, product_id)
+        buyer = threading.Thread(target=lambda: done.setdefault("order", place(engine, customer, key="k-stock")))
+        buyer.start()
+        buyer.join(5)
+        assert "order" in done, "the purchase waited for the stock change's lock on its product"
+    buyer.join(30)

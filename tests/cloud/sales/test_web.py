@@ -3,6 +3,7 @@
 import time
 from datetime import timedelta
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -349,3 +350,24 @@ def test_the_demo_turns_demo_topups_on_and_a_plain_cloud_has_them_off(monkeypatc
     monkeypatch.setenv("VEND_DEMO_TOPUPS", "1")
     assert cloud.core.settings.parse([]).demo_topups is True
     assert '"--demo-topups"' in inspect.getsource(cloud.demo.main)
+
+
+def test_a_purchase_the_database_gave_up_for_a_deadlock_is_run_again_not_answered_500(client, cloud_obj, customer,
+                                                                                       monkeypatch):
+    # Found by the fault run with two cloud processes on PostgreSQL: an order's insert (its foreign key
+    # check on the product) deadlocked with two ingest transactions, PostgreSQL rolled the purchase back,
+    # and the phone got a 500. The whole transaction was undone, so running it again is safe.
+    post_form(client, "/wallet/topup", dict(amount="10", key="topup-key-1"))
+    place, calls = orders.place, []
+
+    def deadlocks_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise sa.exc.OperationalError("INSERT INTO orders", {}, psycopg.errors.DeadlockDetected("deadlock detected"))
+        return place(*args, **kwargs)
+
+    monkeypatch.setattr(orders, "place", deadlocks_once)
+    r = buy(client)
+    assert r.status_code == 303 and r.headers["location"].startswith("/orders/"), r.text
+    assert len(calls) == 2 and count(cloud_obj, orders.orders) == 1
+    assert balance(cloud_obj, customer) == 1000 - 350

@@ -9,7 +9,7 @@ import cloud.core.db
 import cloud.service
 import cloud.core.settings
 from cloud.fleet.ledger import events
-from protocol.messages import Ack, Status, parse_time, utcnow
+from protocol.messages import Ack, EventBatch, Status, parse_time, utcnow
 from tests.cloud_fixtures import Chain, add_machine
 
 
@@ -123,3 +123,17 @@ def test_an_online_status_is_answered_with_the_cloud_clock(cloud_obj, monkeypatc
     acks = [(m, Ack.decode(p)) for m, kind, p in sent if kind == "ack"]
     assert [(m, a.seq) for m, a in acks] == [("m-1", 0)]  # seq 0: the clock alone, no claim about events
     assert before <= parse_time(acks[0][1].cloud_time, "cloud_time") <= utcnow()
+
+
+def test_each_ack_names_the_ledger_its_seq_is_about(cloud_obj, monkeypatch):
+    # Found by the fault run: a machine given a new card was sent "seq 5" for its old ledger in the same
+    # group as its new ledger's first batch (the larger head won), and took it as an ack of its new events.
+    sent = []
+    monkeypatch.setattr(cloud_obj.bus, "publish", lambda m, kind, payload: sent.append((m, kind, payload)) or True)
+    old, new = restocks(5), restocks(2)
+    cloud_obj.apply_all([("vend/v1/m-1/events", EventBatch(old.batch(1).events, "card-1").encode())])
+    cloud_obj.apply_all([("vend/v1/m-1/events", EventBatch(old.batch(1).events, "card-1").encode()),
+                         ("vend/v1/m-1/events", EventBatch(new.batch(1).events, "card-2").encode())])
+    acks = [(a.seq, a.ledger) for m, kind, p in sent if kind == "ack" for a in [Ack.decode(p)]]
+    assert acks == [(5, "card-1"), (5, "card-1"), (2, "card-2")]  # the second group's two acks apart
+    assert stored(cloud_obj, "m-1") == [1, 2, 3, 4, 5, 6, 7]
