@@ -34,14 +34,11 @@ from .link import Link
 from .screen import Screen
 from .sdnotify import Notifier
 from .service import ServiceMode, ServiceSocket, answer
-from .sync import Sync
+from .sync import Heartbeat, Sync
 from .vend import Busy, Finished, Record, RunMotor, StopMotor, VendStateMachine
 from .watchers import CredentialsFetcher, ThermometerReader
 
 log = logging.getLogger(__name__)
-
-STATUS_EVERY_S = 30.0
-STATUS_MIN_GAP_S = 2.0
 
 
 class Controller:
@@ -59,8 +56,7 @@ class Controller:
         self.vend = VendStateMachine(cfg.vend.drop_timeout_s, cfg.vend.turns)
         self.sync = Sync(self.ledger, batch_size=cfg.mqtt.batch_size, window=cfg.mqtt.window,
                          resend_after_s=cfg.mqtt.resend_after_s)
-        self.next_status = 0.0
-        self.status_head = 0
+        self.heartbeat = Heartbeat()
         self.rejected_messages = 0
         self.last_rejected: dict[str, bytes] = {}  # topic -> the last payload refused on it
         self.notifier = Notifier()
@@ -195,9 +191,7 @@ class Controller:
         self.apply_pending_config()
         if self.online:
             self.publish(self.sync.tick(now))
-            # A changed head is told within STATUS_MIN_GAP_S; an unchanged one every STATUS_EVERY_S.
-            if now >= self.next_status or (self.ledger.head != self.status_head
-                                           and now >= self.next_status - STATUS_EVERY_S + STATUS_MIN_GAP_S):
+            if self.heartbeat.due(self.ledger.head, now):
                 self.publish_status()
         if not self.vend.busy:
             self.screen.refresh(self.cloud_now(), self.status_line())
@@ -336,8 +330,7 @@ class Controller:
         status = Status(online=True, firmware=__version__, ledger_head=self.ledger.head,
                         planogram_version=self.ledger.planogram_version, boot=self.ledger.boot_number)
         self.link.publish("status", status.encode(), retain=True)
-        self.status_head = self.ledger.head
-        self.next_status = self.monotonic() + STATUS_EVERY_S
+        self.heartbeat.sent(self.ledger.head, self.monotonic())
 
     def publish(self, batches: list[EventBatch]) -> None:
         """Hand the sync's batches to the link in order; the first one not taken (and all after it) waits."""

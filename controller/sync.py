@@ -127,3 +127,23 @@ class Sync:
     def not_sent(self, batch: EventBatch) -> None:
         """The link did not take ``batch`` (and so none after it): they are due again from its first event."""
         self.sent_upto = min(self.sent_upto, batch.events[0].seq - 1)
+
+
+class Heartbeat:
+    """When to publish the retained status: every ``every_s``, and within ``min_gap_s`` of a new ledger head.
+
+    A plain schedule told "head is h at t" that answers whether a status is due; the daemon and the fleet
+    benchmark's simulated machines both use it, so the benchmark sends what a machine sends."""
+
+    def __init__(self, every_s: float = 30.0, min_gap_s: float = 2.0):
+        self.every_s = every_s
+        self.min_gap_s = min_gap_s
+        self.next_at = 0.0
+        self.head = 0  # the ledger head the last status told
+
+    def due(self, head: int, now: float) -> bool:
+        return now >= self.next_at or (head != self.head and now >= self.next_at - self.every_s + self.min_gap_s)
+
+    def sent(self, head: int, now: float) -> None:
+        self.head = head
+        self.next_at = now + self.every_s
