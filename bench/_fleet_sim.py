@@ -145,6 +145,9 @@ class SimMachine:
                                        time.time()))
             if self.ledger.acked > before:
                 self.on_acked(before, self.ledger.acked, now)
+            if ack.busy and self.w.opts["honours_busy"]:
+                self.w.counts["busy_notices"] += 1
+                self.sync.cloud_busy(now)
         elif kind == "cmd":
             cmd = Command.decode(message.payload)
             if cmd.kind == "resend":
@@ -276,7 +279,7 @@ class Worker:
         self.counts: dict[str, int] = {k: 0 for k in (
             "connects", "disconnects", "refused", "connect_failures", "batches_sent", "events_resent",
             "events_sent_first", "status_sent", "telemetry_sent", "sales", "backlog_sales", "sales_without_order",
-            "resend_commands")}
+            "resend_commands", "busy_notices")}
         self.ack_samples: list[tuple[float, float]] = []  # (written at, seconds to the ack)
         self.motor_started: dict[str, float] = {}
         self.seen_commands: set[str] = set()
@@ -285,7 +288,7 @@ class Worker:
                          for machine_id, orders in machines]
 
     def sync_options(self, rng: random.Random) -> dict:
-        return dict(self.opts["sync_options"], **({"rng": rng} if self.opts["sync_options"] else {}))
+        return dict(self.opts["sync_options"], rng=rng)
 
     def heartbeat_options(self) -> dict:
         return dict(self.opts["heartbeat_options"])

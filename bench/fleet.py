@@ -44,10 +44,13 @@ from ingest import drop_postgres, fresh_postgres
 
 from protocol import token as qrtoken
 
-LEGACY_SYNC: dict = {}  # the link as it was: today's Sync with no options
-LEGACY_HEARTBEAT = {"every_s": 30.0, "min_gap_s": 2.0}
-CURRENT_SYNC: dict = {}
-CURRENT_HEARTBEAT = {"every_s": 30.0, "min_gap_s": 2.0}
+# The link as it was before issue 16: a resend every 10 s without backoff or jitter, a message per event, a
+# status every 30 s and within 2 s of every new head, and a busy cloud's notice not understood.
+LEGACY_SYNC = {"resend_max_s": 10.0, "jitter": 0.0, "coalesce": False}
+LEGACY_HEARTBEAT = {"every_s": 30.0, "min_gap_s": 2.0, "on_new_head": True}
+# ... and as the controller now builds it from its config's defaults (controller/daemon.py, controller/config.py).
+CURRENT_SYNC = {"resend_max_s": 120.0}
+CURRENT_HEARTBEAT = {"every_s": 300.0, "on_new_head": False}
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -196,6 +199,7 @@ class Buyer:
     def __init__(self, cloud, secrets: dict[str, str], rate: float):
         self.cloud, self.secrets, self.rate = cloud, secrets, rate
         self.customer = Customer(cloud, "Fleet buyer", "+8613900000001")
+        self.customer.http.timeout = httpx.Timeout(60.0)  # a slow answer is a figure, not a failure
         self.placed: dict[str, float] = {}  # order id -> wall time of the "pay" request
         self.failures: list[str] = []
         self.rng = random.Random(7)
@@ -279,6 +283,9 @@ def cloud_from(src: str):
 
 
 def measure(args, legacy, broker, cloud, ids, secrets, seeded, backlog_sales, setup_s) -> dict:
+    buyer = Buyer(cloud, secrets, args.orders_per_s) if args.orders_per_s else None
+    if buyer:
+        buyer.prepare()  # before the fleet connects: registration is not what is measured
     workers = max(1, min(args.workers, os.cpu_count() or 1))
     ctx = multiprocessing.get_context("spawn")
     opts = {
@@ -287,6 +294,7 @@ def measure(args, legacy, broker, cloud, ids, secrets, seeded, backlog_sales, se
         "storm_back_within_s": 5.0, "connect_s": max(5.0, len(ids) / 1000),
         "sync_options": LEGACY_SYNC if legacy else CURRENT_SYNC,
         "heartbeat_options": LEGACY_HEARTBEAT if legacy else CURRENT_HEARTBEAT,
+        "honours_busy": not legacy,
     }
     procs, pipes = [], []
     for w in range(workers):
@@ -309,9 +317,6 @@ def measure(args, legacy, broker, cloud, ids, secrets, seeded, backlog_sales, se
         pipe.send(json.dumps(times))
     sampler = Sampler({"cloud": cloud.proc.proc.pid, "broker": broker.proc.proc.pid})
     sampler.start()
-    buyer = Buyer(cloud, secrets, args.orders_per_s) if args.orders_per_s else None
-    if buyer:
-        buyer.prepare()
     time.sleep(max(0.0, load_at - time.time()))
     sampler.mark()
     if buyer:
@@ -390,7 +395,7 @@ def summarise(args, legacy, results, figures, buyer, load_at, end_at, workers, s
         "connects": counts["connects"], "disconnects": counts["disconnects"],
         "connect_failures": counts["connect_failures"], "refused": counts["refused"],
         "sales": counts["sales"], "sales_without_seeded_order": counts["sales_without_order"],
-        "resend_commands": counts["resend_commands"],
+        "resend_commands": counts["resend_commands"], "busy_notices_heeded": counts["busy_notices"],
     }
     out["setup_s"] = round(setup_s, 1)
     out["events_stored"] = cloud.db("SELECT COUNT(*) FROM events")[0][0]

@@ -37,6 +37,13 @@ from cloud.stock import book as inventory
 log = logging.getLogger(__name__)
 
 DRAIN_MAX = 256  # messages applied in one transaction at most
+# ... and payload bytes: a storm's batches of hundreds of events each would make one transaction of 256 of
+# them take seconds, and every ack in it wait for the last.
+DRAIN_MAX_BYTES = 256 * 1024
+# A cloud whose queue holds this many seconds of work tells a machine sending events that they reached it
+# (an ack of seq 0 with busy), at most once per BUSY_NOTICE_EVERY_S per machine: its resend timer starts again.
+BUSY_AFTER_S = 2.0
+BUSY_NOTICE_EVERY_S = 5.0
 RESEND_DEBOUNCE_S = 2.0
 PARK_S = 2.0  # how long a batch that arrived before its predecessor waits with no progress on that machine
 PARK_MAX_S = 30.0
@@ -93,6 +100,9 @@ class Bus:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.seconds_per_message = 0.0  # the ingest worker's recent cost of one message
+        self._busy_told: dict[str, float] = {}  # machine -> when it was last told its events wait in the queue
+        self.busy_notices = 0
 
     def start(self) -> None:
         host, port = self.settings.broker_address
@@ -119,6 +129,22 @@ class Bus:
 
     def _on_message(self, client, userdata, message) -> None:
         self.inbox.put((message.topic, message.payload))
+        if message.topic.endswith("/events") and self.inbox.qsize() * self.seconds_per_message > BUSY_AFTER_S:
+            self._tell_busy(message.topic)
+
+    def _tell_busy(self, topic: str) -> None:
+        """The events just queued will wait: say so at once, so the machine does not send them again meanwhile.
+        On paho's network thread, so nothing here touches the database or decodes the payload."""
+        try:
+            machine_id, _ = topics.parse(topic)
+        except ProtocolError:
+            return
+        now = time.monotonic()
+        if now - self._busy_told.get(machine_id, 0.0) < BUSY_NOTICE_EVERY_S:
+            return
+        self._busy_told[machine_id] = now
+        self.busy_notices += 1
+        self.publish(machine_id, "ack", Ack(0, format_time(utcnow()), busy=True).encode())
 
     def publish(self, machine_id: str, kind: str, payload: bytes) -> bool:
         qos, retain = topics.KINDS[kind]
@@ -227,14 +253,21 @@ class Cloud:
                 items = [self.inbox.get(timeout=PARK_RETRY_S if self._parked else None)]
             except queue.Empty:
                 items = []  # nothing new: time to retry the parked batches
-            while len(items) < DRAIN_MAX:
+            size = sum(len(i[1]) for i in items if i is not None)
+            while len(items) < DRAIN_MAX and size < DRAIN_MAX_BYTES:
                 try:
                     items.append(self.inbox.get_nowait())
                 except queue.Empty:
                     break
+                if items[-1] is not None:
+                    size += len(items[-1][1])
             items = [i for i in items if i is not None]
             if items or self._parked:
+                started = time.monotonic()
                 self.apply_all(items)
+                if items:  # how long a message takes, for the bus to tell how far behind the queue is
+                    per = (time.monotonic() - started) / len(items)
+                    self.bus.seconds_per_message += 0.2 * (per - self.bus.seconds_per_message)
 
     def apply_all(self, items: list[tuple[str, bytes]]) -> None:
         """Apply a drained group; if its transaction fails, apply each message alone, so that one message
@@ -271,27 +304,40 @@ class Cloud:
         # Machines in id order, so that two cloud processes lock machine rows in the same order and never
         # deadlock; each machine's batches in sequence order, as a shared subscription may reorder them.
         decoded.sort(key=lambda d: (d[1], d[2] == "events", d[3].events[0].seq if d[2] == "events" else 0))
+        # Status and telemetry are most of a fleet's messages and only their newest value counts: one per
+        # machine per group (the sort kept arrival order within a machine), written in a few statements.
+        statuses: dict = {}
+        readings: dict = {}
+        rest = []
+        for item in decoded:
+            topic, machine_id, kind, message = item
+            if kind == "status":
+                statuses[machine_id] = (topic, message)
+            elif kind == "telemetry":
+                readings[machine_id] = message
+            else:
+                rest.append(item)
+        self.stats.counts["status"] += sum(1 for d in decoded if d[2] == "status")
+        self.stats.counts["telemetry"] += sum(1 for d in decoded if d[2] == "telemetry")
         with self.engine.begin() as conn:
-            for topic, machine_id, kind, message in merge_batches(decoded):
+            if statuses:
+                newest = {machine_id: message for machine_id, (topic, message) in statuses.items()}
+                known = machines.apply_statuses(conn, newest, now)
+                for machine_id in sorted(statuses.keys() - known):
+                    self.stats.reject(statuses[machine_id][0], f"unknown machine {machine_id!r}")
+                newest = {m: newest[m] for m in known}
+                alerts.note_statuses(conn, newest, now)
+                heartbeats.update(m for m, status in newest.items() if status.online)
+                wanted = planogram.wanted_by_many(conn, {m: newest[m].planogram_version for m in heartbeats})
+                configs.update((m, (config, newest[m].planogram_version)) for m, config in wanted.items())
+            for machine_id, message in readings.items():
+                self.readings.note(machine_id, message.temperature_c, now)
+            for topic, machine_id, kind, message in merge_batches(rest):
                 if kind == "events":
                     self._apply_events(conn, topic, machine_id, message, now, acks, resends,
                                        parked.get(machine_id))
-                elif kind == "status":
-                    with conn.begin_nested():
-                        if not machines.apply_status(conn, machine_id, message, now):
-                            self.stats.reject(topic, f"unknown machine {machine_id!r}")
-                            continue
-                        alerts.note_status(conn, machine_id, message, now)
-                        if message.online:
-                            heartbeats.add(machine_id)
-                            config = planogram.wanted_by(conn, machine_id, message.planogram_version)
-                            if config is not None:
-                                configs[machine_id] = (config, message.planogram_version)
                 elif kind == "cmd/result":
                     log.info("machine %s: command %s %s %s", machine_id, message.id, message.status, message.reason)
-                elif kind == "telemetry":
-                    self.stats.counts["telemetry"] += 1
-                    self.readings.note(machine_id, message.temperature_c, now)
                 elif kind == "config":
                     pass  # our own retained planograms: the embedded broker hands them to every subscriber
                 else:

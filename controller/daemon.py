@@ -55,8 +55,8 @@ class Controller:
         self.hardware = hardware
         self.vend = VendStateMachine(cfg.vend.drop_timeout_s, cfg.vend.turns)
         self.sync = Sync(self.ledger, batch_size=cfg.mqtt.batch_size, window=cfg.mqtt.window,
-                         resend_after_s=cfg.mqtt.resend_after_s)
-        self.heartbeat = Heartbeat()
+                         resend_after_s=cfg.mqtt.resend_after_s, resend_max_s=cfg.mqtt.resend_max_s)
+        self.heartbeat = Heartbeat(every_s=cfg.mqtt.status_every_s, on_new_head=False)
         self.rejected_messages = 0
         self.last_rejected: dict[str, bytes] = {}  # topic -> the last payload refused on it
         self.notifier = Notifier()
@@ -348,6 +348,8 @@ class Controller:
         """The cloud's ack: move the mark, learn its clock, and send what the window now allows."""
         cloud_time = parse_time(ack.cloud_time, "cloud_time").timestamp()
         self.publish(self.sync.ack(ack.seq, cloud_time, self.monotonic(), self.wallclock()))
+        if ack.busy:
+            self.sync.cloud_busy(self.monotonic())
 
     # -- planograms and commands -----------------------------------------------------------------------
 

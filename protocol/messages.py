@@ -309,20 +309,32 @@ class Status:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """The highest sequence the cloud has committed without a gap, and the cloud's clock."""
+    """The highest sequence the cloud has committed without a gap, and the cloud's clock.
+
+    ``busy`` (seq 0 only): the machine's events reached a cloud whose queue is long; their ack will come, so
+    the machine holds its resend. Sent only when true, so an older controller sees a plain clock ack (it
+    ignores fields it does not know) and an older cloud's acks read as not busy."""
 
     seq: int
     cloud_time: str
+    busy: bool = False
 
     @classmethod
     def decode(cls, payload: bytes) -> "Ack":
         obj = load_json(payload, "ack")
         cloud_time = _get(obj, "cloud_time", str, "ack")
         parse_time(cloud_time, "ack: cloud_time")
-        return cls(seq=_seq(obj, "seq", "ack", minimum=0), cloud_time=cloud_time)
+        busy = _get(obj, "busy", bool, "ack", optional=True) or False
+        seq = _seq(obj, "seq", "ack", minimum=0)
+        if busy and seq:
+            raise ProtocolError(f"ack: busy goes with seq 0, not {seq}")
+        return cls(seq=seq, cloud_time=cloud_time, busy=busy)
 
     def encode(self) -> bytes:
-        return dump_json(asdict(self))
+        obj = asdict(self)
+        if not self.busy:
+            del obj["busy"]
+        return dump_json(obj)
 
 
 @dataclass(frozen=True, slots=True)
