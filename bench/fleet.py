@@ -39,7 +39,7 @@ import httpx
 import sqlalchemy as sa
 from _fleet import fleet
 from _fleet_sim import run_worker
-from harness import PRODUCTS, Customer
+from harness import PRODUCTS, Cloud, Customer
 from ingest import drop_postgres, fresh_postgres
 
 from protocol import token as qrtoken
@@ -129,6 +129,9 @@ class Sampler:
             if third:
                 figures[f"{name}_rss_mb_growth_last_third"] = round(
                     sum(values[-third:]) / third - sum(values[third:2 * third]) / third, 1)
+        clouds = [v for k, v in figures.items() if k.startswith("cloud") and k.endswith("_cpu_percent")]
+        if len(clouds) > 1:
+            figures["cloud_cpu_percent_all_processes"] = round(sum(clouds), 1)
         figures["box_cpu_percent_all_cores"] = round(100 * (busy - self.box0[0]) / max(1, total - self.box0[1]), 1)
         return figures
 
@@ -262,7 +265,15 @@ def run_fleet(args, legacy: bool, cloud_src: str = "") -> dict:
             t = time.monotonic()
             secrets, seeded = set_up(cloud, ids, orders_each)
             setup_s = time.monotonic() - t
-            return measure(args, legacy, broker, cloud, ids, secrets, seeded, backlog_sales, setup_s)
+            # More cloud processes share the ingest through an MQTT 5 shared subscription (the default).
+            extra = [Cloud(broker, work, var=cloud.var, db_url=db_url) for _ in range(1, args.clouds)]
+            try:
+                for other in extra:
+                    other.start()
+                return measure(args, legacy, broker, [cloud, *extra], ids, secrets, seeded, backlog_sales, setup_s)
+            finally:
+                for other in extra:
+                    other.stop()
     finally:
         if db_url:
             drop_postgres(args.postgres, db_url)
@@ -282,7 +293,8 @@ def cloud_from(src: str):
         os.chdir(here)
 
 
-def measure(args, legacy, broker, cloud, ids, secrets, seeded, backlog_sales, setup_s) -> dict:
+def measure(args, legacy, broker, clouds, ids, secrets, seeded, backlog_sales, setup_s) -> dict:
+    cloud = clouds[0]
     buyer = Buyer(cloud, secrets, args.orders_per_s) if args.orders_per_s else None
     if buyer:
         buyer.prepare()  # before the fleet connects: registration is not what is measured
@@ -315,7 +327,9 @@ def measure(args, legacy, broker, cloud, ids, secrets, seeded, backlog_sales, se
     times = {"load_at": load_at, "end_at": end_at, "storm_at": storm_at}
     for pipe in pipes:
         pipe.send(json.dumps(times))
-    sampler = Sampler({"cloud": cloud.proc.proc.pid, "broker": broker.proc.proc.pid})
+    pids = {"cloud": cloud.proc.proc.pid, "broker": broker.proc.proc.pid}
+    pids.update((f"cloud{n + 1}", c.proc.proc.pid) for n, c in enumerate(clouds[1:], 1))
+    sampler = Sampler(pids)
     sampler.start()
     time.sleep(max(0.0, load_at - time.time()))
     sampler.mark()
@@ -414,6 +428,9 @@ def main() -> int:
                         help="how long the machines were offline: their backlog is the sales of that long")
     parser.add_argument("--postgres", metavar="URL", default="",
                         help="store in a fresh database on this PostgreSQL server instead of SQLite")
+    parser.add_argument("--clouds", type=int, default=1,
+                        help="cloud processes sharing the ingest (MQTT 5 shared subscription); the first one "
+                             "also serves HTTP to the buyer")
     parser.add_argument("--workers", type=int, default=2, help="simulator processes (at most one per core)")
     parser.add_argument("--orders-per-s", type=float, default=1.0, help="real orders through HTTP (0: none)")
     parser.add_argument("--legacy-link", action="store_true",
@@ -443,7 +460,7 @@ def main() -> int:
         "storm": args.storm, "storm_backlog_s": args.storm_backlog_s if args.storm else None,
         "store": "postgresql" if args.postgres else "sqlite (WAL, synchronous=FULL)", "broker": "mosquitto",
         "broker_auth": "none (allow_anonymous)", "orders_per_s": args.orders_per_s,
-        "cpus": os.cpu_count(), "load_average_before": load0,
+        "clouds": args.clouds, "cpus": os.cpu_count(), "load_average_before": load0,
         "load_average_after": open("/proc/loadavg").read().split()[:3],
     }
     print(json.dumps(report, indent=2))

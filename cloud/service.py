@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import sqlalchemy as sa
 
 from protocol import ProtocolError, topics
-from protocol.messages import Ack, Command, EventBatch, decode, format_time, utcnow
+from protocol.messages import Ack, Command, EventBatch, decode, format_time, parse_time, utcnow
 from protocol.mqtt import connect_async, make_client
 
 from cloud.fleet import alerts, machines, planogram
@@ -101,6 +101,7 @@ class Bus:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.seconds_per_message = 0.0  # the ingest worker's recent cost of one message
+        self.lag_s = 0.0  # how old the freshest batch of the last drained group was
         self._busy_told: dict[str, float] = {}  # machine -> when it was last told its events wait in the queue
         self.busy_notices = 0
 
@@ -129,8 +130,21 @@ class Bus:
 
     def _on_message(self, client, userdata, message) -> None:
         self.inbox.put((message.topic, message.payload))
-        if message.topic.endswith("/events") and self.inbox.qsize() * self.seconds_per_message > BUSY_AFTER_S:
+        if message.topic.endswith("/events") and self.behind_s() > BUSY_AFTER_S:
             self._tell_busy(message.topic)
+
+    def behind_s(self) -> float:
+        """How far behind the ingest is: the work waiting in our queue, or, when the queue is in the broker
+        (a cloud starved of CPU reads its socket late), how old the freshest batch of the last group was."""
+        return max(self.inbox.qsize() * self.seconds_per_message, self.lag_s)
+
+    def note_lag(self, now: datetime, batches: list) -> None:
+        """The age of the freshest batch in a drained group, from its newest event's time (machines write it
+        with the cloud's clock, learned from acks); 0 if no batch in it has a synchronised clock. The freshest,
+        so a machine draining last week's backlog does not count as the cloud being behind."""
+        ages = [(now - parse_time(b.events[-1].ts, "ts")).total_seconds() for b in batches
+                if b.events[-1].clock_synced]
+        self.lag_s = max(0.0, min(ages)) if ages else 0.0
 
     def _tell_busy(self, topic: str) -> None:
         """The events just queued will wait: say so at once, so the machine does not send them again meanwhile.
@@ -298,6 +312,7 @@ class Cloud:
                 decoded.append((topic, machine_id, kind, decode(kind, payload)))
             except ProtocolError as e:
                 self.stats.reject(topic, str(e))
+        self.bus.note_lag(now, [m for _, _, kind, m in decoded if kind == "events"])
         parked, self._parked = self._parked, {}
         for machine_id, p in parked.items():
             decoded += [(topic, machine_id, "events", batch) for topic, batch in p.batches]

@@ -1,6 +1,7 @@
 """The cloud's ingest worker: one drained group of messages, applied together, and what one bad one does."""
 
 import time
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -191,3 +192,18 @@ def test_a_busy_cloud_tells_a_machine_at_once_that_its_events_wait_in_the_queue(
     assert [(m, kind) for m, kind, _ in sent] == [("m-1", "ack")]
     ack = Ack.decode(sent[0][2])
     assert ack.seq == 0 and ack.busy
+
+
+def test_a_cloud_whose_queue_is_in_the_broker_knows_it_is_behind_by_the_age_of_what_it_stores(cloud_obj, monkeypatch):
+    # Starved of CPU, the cloud reads its socket late: its own queue stays short while the broker's grows.
+    sent = []
+    bus = cloud_obj.bus
+    monkeypatch.setattr(bus, "publish", lambda m, kind, payload: sent.append((m, kind, payload)) or True)
+    fresh, other = restocks(2).batch(1, 2), restocks(2).batch(1, 2)
+    written = parse_time(fresh.events[-1].ts, "ts")
+    bus.note_lag(written + timedelta(seconds=1), [fresh])
+    bus._on_message(None, None, Message("vend/v1/m-1/events"))
+    assert sent == []
+    bus.note_lag(written + timedelta(seconds=6), [fresh, other])
+    bus._on_message(None, None, Message("vend/v1/m-1/events"))
+    assert [(m, Ack.decode(p).busy) for m, kind, p in sent] == [("m-1", True)]
