@@ -89,10 +89,13 @@ def box_busy() -> tuple[float, float]:
 
 
 class Sampler:
-    """RSS of the cloud and the broker every second; CPU of each, and of the box, between mark and stop."""
+    """RSS of the cloud and the broker every second; CPU of each, and of the box, between mark and stop; the
+    cloud's own queue and lag (``/api/v1/ingest``) every 5 s."""
 
-    def __init__(self, pids: dict[str, int]):
+    def __init__(self, pids: dict[str, int], cloud=None):
         self.pids = pids
+        self.cloud = cloud
+        self.ingest: list[dict] = []
         self.rss: dict[str, list[float]] = {name: [] for name in pids}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -101,11 +104,19 @@ class Sampler:
         self.t0 = 0.0
 
     def _run(self) -> None:
+        n = 0
         while not self._stop.wait(1.0):
             for name, pid in self.pids.items():
                 try:
                     self.rss[name].append(rss_mb(pid))
                 except OSError:
+                    pass
+            n += 1
+            if self.cloud is not None and self.t0 and n % 5 == 0:
+                try:
+                    self.ingest.append(httpx.get(self.cloud.url + "/api/v1/ingest", timeout=10, headers={
+                        "Authorization": f"Bearer {self.cloud.token}"}).json())
+                except (httpx.HTTPError, ValueError):
                     pass
 
     def start(self) -> None:
@@ -132,6 +143,11 @@ class Sampler:
         clouds = [v for k, v in figures.items() if k.startswith("cloud") and k.endswith("_cpu_percent")]
         if len(clouds) > 1:
             figures["cloud_cpu_percent_all_processes"] = round(sum(clouds), 1)
+        seen = [i for i in self.ingest if "queued" in i]
+        if seen:
+            figures["cloud_queue_max"] = max(i["queued"] for i in seen)
+            figures["cloud_behind_s_max"] = max(i["behind_s"] for i in seen)
+            figures["cloud_busy_notices"] = seen[-1]["busy_notices"]
         figures["box_cpu_percent_all_cores"] = round(100 * (busy - self.box0[0]) / max(1, total - self.box0[1]), 1)
         return figures
 
@@ -329,7 +345,7 @@ def measure(args, legacy, broker, clouds, ids, secrets, seeded, backlog_sales, s
         pipe.send(json.dumps(times))
     pids = {"cloud": cloud.proc.proc.pid, "broker": broker.proc.proc.pid}
     pids.update((f"cloud{n + 1}", c.proc.proc.pid) for n, c in enumerate(clouds[1:], 1))
-    sampler = Sampler(pids)
+    sampler = Sampler(pids, cloud)
     sampler.start()
     time.sleep(max(0.0, load_at - time.time()))
     sampler.mark()
@@ -413,6 +429,8 @@ def summarise(args, legacy, results, figures, buyer, load_at, end_at, workers, s
     }
     out["setup_s"] = round(setup_s, 1)
     out["events_stored"] = cloud.db("SELECT COUNT(*) FROM events")[0][0]
+    # Stored by the cloud but not yet acked as the machines see it: the acks' way back is the slow part.
+    out["events_stored_not_acked_end"] = out["events_stored"] - (out["events_written"] - out["unacked_events_end"])
     return out
 
 

@@ -97,6 +97,11 @@ class Bus:
         self.client = make_client(settings.client_id, settings.mqtt_protocol, persistent=True)
         if password:
             self.client.username_pw_set(CLOUD_USER, password)
+        # No cap on acks and commands in flight to the broker. With paho's default (20), every PUBACK makes
+        # paho walk its whole outgoing queue for the next message to send: once a fleet's acks queue up (a
+        # storm: tens of thousands), each PUBACK costs milliseconds, the acks trail the stored events by a
+        # minute, and every machine resends (measured with bench/fleet.py, issue 16).
+        self.client.max_inflight_messages_set(0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
