@@ -295,14 +295,15 @@ def run_fleet(args, legacy: bool, cloud_src: str = "") -> dict:
             drop_postgres(args.postgres, db_url)
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 @contextmanager
 def cloud_from(src: str):
-    """Start the cloud from another checkout: ``python -m cloud`` finds its package in the working folder."""
-    if not src:
-        yield
-        return
+    """Start the cloud from this checkout, or another one: ``python -m cloud`` finds its package in the working
+    folder first. Without this, run from ``bench/`` it found the venv's installed copy (another checkout)."""
     here = os.getcwd()
-    os.chdir(src)
+    os.chdir(src or REPO)
     try:
         yield
     finally:
