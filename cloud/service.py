@@ -99,9 +99,10 @@ class Bus:
         if password:
             self.client.username_pw_set(CLOUD_USER, password)
         # No cap on acks and commands in flight to the broker. With paho's default (20), every PUBACK makes
-        # paho walk its whole outgoing queue for the next message to send: once a fleet's acks queue up (a
-        # storm: tens of thousands), each PUBACK costs milliseconds, the acks trail the stored events by a
-        # minute, and every machine resends (measured with bench/fleet.py, issue 16).
+        # paho walk its whole outgoing queue for the next message to send (paho 2.2, _update_inflight), so
+        # once a fleet's acks queue up (a storm: tens of thousands) each PUBACK costs more. bench/fleet.py
+        # saw a storm's stored events wait tens of seconds for their acks with the cap; its effect alone
+        # was not measured (issue 16, docs/scaling.md).
         self.client.max_inflight_messages_set(0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
