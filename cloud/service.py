@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import sqlalchemy as sa
 
 from protocol import ProtocolError, topics
-from protocol.messages import Ack, Command, EventBatch, decode, format_time, utcnow
+from protocol.messages import Ack, Command, EventBatch, decode, format_time, parse_time, utcnow
 from protocol.mqtt import connect_async, make_client
 
 from cloud.alerts import Alerter
@@ -38,6 +38,14 @@ from cloud.stock import book as inventory
 log = logging.getLogger(__name__)
 
 DRAIN_MAX = 256  # messages applied in one transaction at most
+# ... and payload bytes: a storm's batches of hundreds of events each would make one transaction of 256 of
+# them take seconds, and every ack in it wait for the last. Not much less: each transaction ends in an fsync,
+# and at 256 KB (four or five storm batches) a 1,000-machine storm drained slower than before (bench/fleet.py).
+DRAIN_MAX_BYTES = 2 * 1024 * 1024
+# A cloud whose queue holds this many seconds of work tells a machine sending events that they reached it
+# (an ack of seq 0 with busy), at most once per BUSY_NOTICE_EVERY_S per machine: its resend timer starts again.
+BUSY_AFTER_S = 2.0
+BUSY_NOTICE_EVERY_S = 5.0
 RESEND_DEBOUNCE_S = 2.0
 LATE_CHARGE_CHECK_S = 10.0  # how often the sweeper looks for late drops whose fresh charge was taken
 PARK_S = 2.0  # how long a batch that arrived before its predecessor waits with no progress on that machine
@@ -92,9 +100,19 @@ class Bus:
         self.client = make_client(settings.client_id, settings.mqtt_protocol, persistent=True)
         if password:
             self.client.username_pw_set(CLOUD_USER, password)
+        # No cap on acks and commands in flight to the broker. With paho's default (20), every PUBACK makes
+        # paho walk its whole outgoing queue for the next message to send (paho 2.2, _update_inflight), so
+        # once a fleet's acks queue up (a storm: tens of thousands) each PUBACK costs more. bench/fleet.py
+        # saw a storm's stored events wait tens of seconds for their acks with the cap; its effect alone
+        # was not measured (issue 16, docs/scaling.md).
+        self.client.max_inflight_messages_set(0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.seconds_per_message = 0.0  # the ingest worker's recent cost of one message
+        self.lag_s = 0.0  # how old the freshest batch of the last drained group was
+        self._busy_told: dict[str, float] = {}  # machine -> when it was last told its events wait in the queue
+        self.busy_notices = 0
 
     def start(self) -> None:
         host, port = self.settings.broker_address
@@ -121,6 +139,35 @@ class Bus:
 
     def _on_message(self, client, userdata, message) -> None:
         self.inbox.put((message.topic, message.payload))
+        if message.topic.endswith("/events") and self.behind_s() > BUSY_AFTER_S:
+            self._tell_busy(message.topic)
+
+    def behind_s(self) -> float:
+        """How far behind the ingest is: the work waiting in our queue, or, when the queue is in the broker
+        (a cloud starved of CPU reads its socket late), how old the freshest batch of the last group was."""
+        return max(self.inbox.qsize() * self.seconds_per_message, self.lag_s)
+
+    def note_lag(self, now: datetime, batches: list) -> None:
+        """The age of the freshest batch in a drained group, from its newest event's time (machines write it
+        with the cloud's clock, learned from acks); 0 if no batch in it has a synchronised clock. The freshest,
+        so a machine draining last week's backlog does not count as the cloud being behind."""
+        ages = [(now - parse_time(b.events[-1].ts, "ts")).total_seconds() for b in batches
+                if b.events[-1].clock_synced]
+        self.lag_s = max(0.0, min(ages)) if ages else 0.0
+
+    def _tell_busy(self, topic: str) -> None:
+        """The events just queued will wait: say so at once, so the machine does not send them again meanwhile.
+        On paho's network thread, so nothing here touches the database or decodes the payload."""
+        try:
+            machine_id, _ = topics.parse(topic)
+        except ProtocolError:
+            return
+        now = time.monotonic()
+        if now - self._busy_told.get(machine_id, 0.0) < BUSY_NOTICE_EVERY_S:
+            return
+        self._busy_told[machine_id] = now
+        self.busy_notices += 1
+        self.publish(machine_id, "ack", Ack(0, format_time(utcnow()), busy=True).encode())
 
     def publish(self, machine_id: str, kind: str, payload: bytes) -> bool:
         qos, retain = topics.KINDS[kind]
@@ -233,14 +280,21 @@ class Cloud:
                 items = [self.inbox.get(timeout=PARK_RETRY_S if self._parked else None)]
             except queue.Empty:
                 items = []  # nothing new: time to retry the parked batches
-            while len(items) < DRAIN_MAX:
+            size = sum(len(i[1]) for i in items if i is not None)
+            while len(items) < DRAIN_MAX and size < DRAIN_MAX_BYTES:
                 try:
                     items.append(self.inbox.get_nowait())
                 except queue.Empty:
                     break
+                if items[-1] is not None:
+                    size += len(items[-1][1])
             items = [i for i in items if i is not None]
             if items or self._parked:
+                started = time.monotonic()
                 self.apply_all(items)
+                if items:  # how long a message takes, for the bus to tell how far behind the queue is
+                    per = (time.monotonic() - started) / len(items)
+                    self.bus.seconds_per_message += 0.2 * (per - self.bus.seconds_per_message)
 
     def apply_all(self, items: list[tuple[str, bytes]]) -> None:
         """Apply a drained group; if its transaction fails, apply each message alone, so that one message
@@ -271,33 +325,47 @@ class Cloud:
                 decoded.append((topic, machine_id, kind, decode(kind, payload)))
             except ProtocolError as e:
                 self.stats.reject(topic, str(e))
+        self.bus.note_lag(now, [m for _, _, kind, m in decoded if kind == "events"])
         parked, self._parked = self._parked, {}
         for machine_id, p in parked.items():
             decoded += [(topic, machine_id, "events", batch) for topic, batch in p.batches]
         # Machines in id order, so that two cloud processes lock machine rows in the same order and never
         # deadlock; each machine's batches in sequence order, as a shared subscription may reorder them.
         decoded.sort(key=lambda d: (d[1], d[2] == "events", d[3].events[0].seq if d[2] == "events" else 0))
+        # Status and telemetry are most of a fleet's messages and only their newest value counts: one per
+        # machine per group (the sort kept arrival order within a machine), written in a few statements.
+        statuses: dict = {}
+        readings: dict = {}
+        rest = []
+        for item in decoded:
+            topic, machine_id, kind, message = item
+            if kind == "status":
+                statuses[machine_id] = (topic, message)
+            elif kind == "telemetry":
+                readings[machine_id] = message
+            else:
+                rest.append(item)
+        self.stats.counts["status"] += sum(1 for d in decoded if d[2] == "status")
+        self.stats.counts["telemetry"] += sum(1 for d in decoded if d[2] == "telemetry")
         with self.engine.begin() as conn:
-            for topic, machine_id, kind, message in merge_batches(decoded):
+            if statuses:
+                newest = {machine_id: message for machine_id, (topic, message) in statuses.items()}
+                known = machines.apply_statuses(conn, newest, now)
+                for machine_id in sorted(statuses.keys() - known):
+                    self.stats.reject(statuses[machine_id][0], f"unknown machine {machine_id!r}")
+                newest = {m: newest[m] for m in known}
+                alerts.note_statuses(conn, newest, now)
+                heartbeats.update(m for m, status in newest.items() if status.online)
+                wanted = planogram.wanted_by_many(conn, {m: newest[m].planogram_version for m in heartbeats})
+                configs.update((m, (config, newest[m].planogram_version)) for m, config in wanted.items())
+            for machine_id, message in readings.items():
+                self.readings.note(machine_id, message.temperature_c, now)
+            for topic, machine_id, kind, message in merge_batches(rest):
                 if kind == "events":
                     self._apply_events(conn, topic, machine_id, message, now, acks, resends,
                                        parked.get(machine_id))
-                elif kind == "status":
-                    with conn.begin_nested():
-                        if not machines.apply_status(conn, machine_id, message, now):
-                            self.stats.reject(topic, f"unknown machine {machine_id!r}")
-                            continue
-                        alerts.note_status(conn, machine_id, message, now)
-                        if message.online:
-                            heartbeats.add(machine_id)
-                            config = planogram.wanted_by(conn, machine_id, message.planogram_version)
-                            if config is not None:
-                                configs[machine_id] = (config, message.planogram_version)
                 elif kind == "cmd/result":
                     log.info("machine %s: command %s %s %s", machine_id, message.id, message.status, message.reason)
-                elif kind == "telemetry":
-                    self.stats.counts["telemetry"] += 1
-                    self.readings.note(machine_id, message.temperature_c, now)
                 elif kind == "config":
                     pass  # our own retained planograms: the embedded broker hands them to every subscriber
                 else:

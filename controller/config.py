@@ -71,10 +71,17 @@ class MqttSettings(Settings, section="mqtt"):
     batch_size: int = key("int", 200, 1, 1000)
     window: int = key("int", 8, 1, 100)
     resend_after_s: float = key("float", 10.0, 1.0, 600.0)
+    # Each resend without an ack waits twice as long as the one before, up to this (issue 16).
+    resend_max_s: float = key("float", 120.0, 1.0, 3600.0)
+    # The retained status is sent on every connect and then this often; "offline" is the broker's last will.
+    status_every_s: float = key("float", 300.0, 10.0, 3600.0)
 
     def check(self, cfg: Config, path: str) -> None:
         if bool(self.cert_file) != bool(self.key_file):
             raise ConfigError(f"{path}: [mqtt] cert_file and key_file go together: give both or neither")
+        if self.resend_max_s < self.resend_after_s:
+            raise ConfigError(f"{path}: [mqtt] resend_max_s ({self.resend_max_s:g}) must be at least "
+                              f"resend_after_s ({self.resend_after_s:g})")
         if self.cert_file and not self.tls:
             raise ConfigError(f"{path}: [mqtt] cert_file needs tls = yes: a certificate is presented over TLS only")
 

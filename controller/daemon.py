@@ -35,14 +35,11 @@ from .screen import Screen
 from .selftest import NTP_SYNCED_FLAG, SelfTest, hardware_checks, hardware_failed
 from .sdnotify import Notifier
 from .service import ServiceMode, ServiceSocket, answer
-from .sync import Sync
+from .sync import Heartbeat, Sync
 from .vend import Busy, Finished, Record, RunMotor, StopMotor, VendStateMachine
 from .watchers import CredentialsFetcher, ThermometerReader
 
 log = logging.getLogger(__name__)
-
-STATUS_EVERY_S = 30.0
-STATUS_MIN_GAP_S = 2.0
 
 
 class Controller:
@@ -59,9 +56,8 @@ class Controller:
         self.hardware = hardware
         self.vend = VendStateMachine(cfg.vend.drop_timeout_s, cfg.vend.turns)
         self.sync = Sync(self.ledger, batch_size=cfg.mqtt.batch_size, window=cfg.mqtt.window,
-                         resend_after_s=cfg.mqtt.resend_after_s)
-        self.next_status = 0.0
-        self.status_head = 0
+                         resend_after_s=cfg.mqtt.resend_after_s, resend_max_s=cfg.mqtt.resend_max_s)
+        self.heartbeat = Heartbeat(every_s=cfg.mqtt.status_every_s, on_new_head=False)
         self.rejected_messages = 0
         self.last_rejected: dict[str, bytes] = {}  # topic -> the last payload refused on it
         self.notifier = Notifier()
@@ -240,9 +236,7 @@ class Controller:
         self.apply_pending_config()
         if self.online:
             self.publish(self.sync.tick(now))
-            # A changed head is told within STATUS_MIN_GAP_S; an unchanged one every STATUS_EVERY_S.
-            if now >= self.next_status or (self.ledger.head != self.status_head
-                                           and now >= self.next_status - STATUS_EVERY_S + STATUS_MIN_GAP_S):
+            if self.heartbeat.due(self.ledger.head, now):
                 self.publish_status()
         if self.advance_selftest(now):
             return
@@ -388,8 +382,7 @@ class Controller:
         status = Status(online=True, firmware=__version__, ledger_head=self.ledger.head,
                         planogram_version=self.ledger.planogram_version, boot=self.ledger.boot_number)
         self.link.publish("status", status.encode(), retain=True)
-        self.status_head = self.ledger.head
-        self.next_status = self.monotonic() + STATUS_EVERY_S
+        self.heartbeat.sent(self.ledger.head, self.monotonic())
 
     def publish(self, batches: list[EventBatch]) -> None:
         """Hand the sync's batches to the link in order; the first one not taken (and all after it) waits."""
@@ -407,6 +400,8 @@ class Controller:
         """The cloud's ack: move the mark, learn its clock, and send what the window now allows."""
         cloud_time = parse_time(ack.cloud_time, "cloud_time").timestamp()
         self.publish(self.sync.ack(ack.seq, cloud_time, self.monotonic(), self.wallclock(), ack.ledger))
+        if ack.busy:
+            self.sync.cloud_busy(self.monotonic())
 
     # -- planograms and commands -----------------------------------------------------------------------
 

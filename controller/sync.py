@@ -7,7 +7,14 @@ MQTT client: the daemon publishes what it returns and says which batch was not a
 without limit), trusts only the cloud's own ack (the broker's PUBACK does not mean the cloud stored the
 events), resends from the acked mark when no ack comes for ``resend_after_s``, and learns the cloud's clock
 from every ack: a Pi has no real-time clock. The cloud also acks each status (seq 0, the clock alone), so an
-idle machine hears the time too. Between acks the wall clock may be stepped (NTP after a boot without a
+idle machine hears the time too.
+
+A busy cloud must not be buried by its own fleet (issue 16: ten thousand machines resending every 10 s to a
+cloud whose acks took 8 s made it slower still). So a resend waits twice as long as the one before (up to
+``resend_max_s``), each wait stretched by a random part (machines cut off together do not come back in step),
+and sends one batch, not the window, until an ack shows the cloud moving again; events written while a batch
+is in flight wait for its ack and go together (``coalesce``); and a cloud that says its queue is long
+(``cloud_busy``: an ack of seq 0 with ``busy``) restarts the timer, since the events are with it. Between acks the wall clock may be stepped (NTP after a boot without a
 real-time clock): a step is seen against the monotonic clock and the offset re-based, so the cloud's time
 as the machine sees it does not jump with it.
 """
@@ -15,6 +22,7 @@ as the machine sees it does not jump with it.
 from __future__ import annotations
 
 import logging
+import random
 
 from protocol.messages import EventBatch
 
@@ -29,16 +37,38 @@ class Sync:
     """The publish window over one ledger (anything with ``head``, ``acked``, ``set_acked``, ``read`` and
     ``ledger_id``)."""
 
-    def __init__(self, ledger, *, batch_size: int, window: int, resend_after_s: float):
+    def __init__(self, ledger, *, batch_size: int, window: int, resend_after_s: float,
+                 resend_max_s: float | None = None, jitter: float = 0.5, coalesce: bool = True,
+                 rng: random.Random | None = None):
         self.ledger = ledger
         self.batch_size = batch_size
         self.window = window
         self.resend_after_s = resend_after_s
+        # The longest wait between resends; resend_after_s for the old fixed timer.
+        self.resend_max_s = max(resend_after_s, resend_max_s if resend_max_s is not None else 12 * resend_after_s)
+        self.jitter = jitter
+        self.coalesce = coalesce
+        self.rng = rng or random.Random()
         self.sent_upto = 0  # the last seq handed out to publish; above the acked mark while batches are in flight
         self.last_progress = 0.0  # when the acked mark last moved, or when nothing was in flight
+        self.resends = 0  # resends since the mark last moved: each one doubles the wait for the next
+        self.timeout = self._timeout()
+        self.in_flight_limit = window  # batches; 1 after a resend, the whole window again once an ack comes
         # (the cloud's clock minus our wall clock, our wall clock minus the monotonic clock), both as of
         # the last ack or step; one tuple, replaced whole, because other threads read it (cloud_now).
         self._clock: tuple[float, float] | None = None
+
+    def _timeout(self) -> float:
+        """The wait before the next resend: doubled by every resend without progress, capped, stretched by
+        a random part so that machines cut off together do not resend together."""
+        base = min(self.resend_after_s * 2 ** min(self.resends, 30), self.resend_max_s)
+        return base * (1 + self.jitter * self.rng.random())
+
+    def _progress(self, now: float) -> None:
+        self.last_progress = now
+        self.resends = 0
+        self.timeout = self._timeout()
+        self.in_flight_limit = self.window
 
     @property
     def clock_synced(self) -> bool:
@@ -101,8 +131,15 @@ class Sync:
             log.error("cloud acks seq %d but the ledger ends at %d: is this the right ledger?", seq, self.ledger.head)
         if not self.ledger.set_acked(seq):
             return []
-        self.last_progress = now
+        self._progress(now)
         return self.due(now)
+
+    def cloud_busy(self, now: float) -> None:
+        """The cloud says our events reached it and wait in its queue: their ack is coming, so the resend
+        timer starts again (without resetting the backoff: a cloud that says so and never acks is still
+        resent to, less and less often)."""
+        if self.sent_upto > self.ledger.acked:
+            self.last_progress = now
 
     def resend_from(self, seq: int, now: float) -> list[EventBatch]:
         """The cloud found a gap; it may even ask for events it once acked (a restored backup)."""
@@ -110,23 +147,41 @@ class Sync:
         return self.due(now)
 
     def tick(self, now: float) -> list[EventBatch]:
-        """Time passes: with batches in flight and no ack for ``resend_after_s``, send again from the mark."""
+        """Time passes: with batches in flight and no ack within the timeout, send the first unacked batch
+        again; the next timeout is twice as long (up to ``resend_max_s``, with jitter), and until an ack
+        comes only that one batch is in flight, so a slow cloud gets one batch per machine, not a window."""
         acked = self.ledger.acked
-        if self.sent_upto > acked and now - self.last_progress > self.resend_after_s:
+        if self.sent_upto > acked and now - self.last_progress > self.timeout:
             log.warning("no ack for %d s; resending from %d", now - self.last_progress, acked + 1)
             self.sent_upto = acked
             self.last_progress = now
+            self.resends += 1
+            self.timeout = self._timeout()
+            if self.resend_max_s > self.resend_after_s:
+                self.in_flight_limit = 1
             return self.due(now)
         return []
 
     def due(self, now: float) -> list[EventBatch]:
-        """The batches to publish now, in order: unacked events not yet sent, within the window."""
+        """The batches to publish now, in order: unacked events not yet sent, within the window.
+
+        With ``coalesce``, a batch short of ``batch_size`` goes only when nothing is in flight: events
+        written while an ack is awaited wait for it and then go together, so a busy cloud gets fewer,
+        fuller batches (one message per event is what overloads it)."""
         acked = self.ledger.acked
         if self.sent_upto <= acked:
             self.last_progress = now  # nothing in flight: the resend timer starts with the next batch
-        limit = self.window * self.batch_size
+        limit = self.in_flight_limit * self.batch_size
+        # In flight: what was handed out above the mark, or above the point a resend request went back to
+        # (below the mark: a restored backup), which counts those events as in flight again.
+        base = min(acked, self.sent_upto)
         batches = []
-        while self.sent_upto < self.ledger.head and self.sent_upto - acked < limit:
+        while self.sent_upto < self.ledger.head:
+            pending = self.ledger.head - self.sent_upto
+            if limit - (self.sent_upto - base) < min(self.batch_size, pending):
+                break  # only whole batches, and never past the window
+            if self.coalesce and self.sent_upto > base and pending < self.batch_size:
+                break
             events = self.ledger.read(self.sent_upto + 1, self.batch_size)
             if not events:
                 break
@@ -137,3 +192,27 @@ class Sync:
     def not_sent(self, batch: EventBatch) -> None:
         """The link did not take ``batch`` (and so none after it): they are due again from its first event."""
         self.sent_upto = min(self.sent_upto, batch.events[0].seq - 1)
+
+
+class Heartbeat:
+    """When to publish the retained status: every ``every_s``, and within ``min_gap_s`` of a new ledger head.
+
+    A plain schedule told "head is h at t" that answers whether a status is due; the daemon and the fleet
+    benchmark's simulated machines both use it, so the benchmark sends what a machine sends."""
+
+    def __init__(self, every_s: float = 30.0, min_gap_s: float = 2.0, on_new_head: bool = True):
+        self.every_s = every_s
+        self.min_gap_s = min_gap_s
+        # A status for every new head was most of the cloud's traffic; the events (and their acks) say it,
+        # and the cloud takes the machine's head from them too. Off in the controller since issue 16.
+        self.on_new_head = on_new_head
+        self.next_at = 0.0
+        self.head = 0  # the ledger head the last status told
+
+    def due(self, head: int, now: float) -> bool:
+        return now >= self.next_at or (self.on_new_head and head != self.head
+                                       and now >= self.next_at - self.every_s + self.min_gap_s)
+
+    def sent(self, head: int, now: float) -> None:
+        self.head = head
+        self.next_at = now + self.every_s

@@ -328,11 +328,16 @@ class Status:
 class Ack:
     """The highest sequence the cloud has committed without a gap, and the cloud's clock; ``ledger`` names
     the ledger that seq is about (a machine given a new card may still be sent acks for its old ledger:
-    queued in its broker session, or late). '' from a cloud older than ledger ids, and in a heartbeat."""
+    queued in its broker session, or late). '' from a cloud older than ledger ids, and in a heartbeat.
+
+    ``busy`` (seq 0 only): the machine's events reached a cloud whose queue is long; their ack will come, so
+    the machine holds its resend. Sent only when true, so an older controller sees a plain clock ack (it
+    ignores fields it does not know) and an older cloud's acks read as not busy."""
 
     seq: int
     cloud_time: str
     ledger: str = ""
+    busy: bool = False
 
     @classmethod
     def decode(cls, payload: bytes) -> "Ack":
@@ -342,11 +347,16 @@ class Ack:
         ledger = _get(obj, "ledger", str, "ack", optional=True) or ""
         if ledger and not ID_RE.match(ledger):
             raise ProtocolError(f"ack: ledger {ledger[:80]!r} is not an id (1-64 of A-Z a-z 0-9 _ . : -)")
-        return cls(seq=_seq(obj, "seq", "ack", minimum=0), cloud_time=cloud_time, ledger=ledger)
+        busy = _get(obj, "busy", bool, "ack", optional=True) or False
+        seq = _seq(obj, "seq", "ack", minimum=0)
+        if busy and seq:
+            raise ProtocolError(f"ack: busy goes with seq 0, not {seq}")
+        return cls(seq=seq, cloud_time=cloud_time, ledger=ledger, busy=busy)
 
     def encode(self) -> bytes:
         return dump_json({"seq": self.seq, "cloud_time": self.cloud_time,
-                          **({"ledger": self.ledger} if self.ledger else {})})
+                          **({"ledger": self.ledger} if self.ledger else {}),
+                          **({"busy": True} if self.busy else {})})
 
 
 @dataclass(frozen=True, slots=True)

@@ -303,15 +303,32 @@ def project(conn: sa.Connection, machine_id: str, fresh: list, now: datetime) ->
 def note_status(conn: sa.Connection, machine_id: str, status: Status, now: datetime) -> None:
     """Keep since when a machine has had events the cloud lacks: the clock starts when a status first shows
     the machine ahead, and starts again whenever the cloud has stored the event it was waiting for."""
-    if not status.ledger_head:
-        return  # a last will carries no head
-    row = conn.execute(sa.select(machines.c.cloud_head, machine_watch.c.unsynced_since, machine_watch.c.unsynced_seq)
-                       .select_from(machines.outerjoin(machine_watch, machine_watch.c.machine_id == machines.c.id))
-                       .where(machines.c.id == machine_id)).first()
-    if row is None:
+    note_statuses(conn, {machine_id: status}, now)
+
+
+def note_statuses(conn: sa.Connection, statuses: dict[str, Status], now: datetime) -> None:
+    """``note_status`` for many machines: one read for all of them, a write only where the clock changes."""
+    heads = {m: s.ledger_head for m, s in statuses.items() if s.ledger_head}  # a last will carries no head
+    if not heads:
         return
-    if status.ledger_head <= row.cloud_head:
-        if row.unsynced_since is not None:
-            _watch(conn, machine_id, unsynced_since=None, unsynced_seq=0)
-    elif row.unsynced_since is None or row.cloud_head >= row.unsynced_seq:
-        _watch(conn, machine_id, unsynced_since=now, unsynced_seq=row.cloud_head + 1)
+    rows = conn.execute(sa.select(machines.c.id, machines.c.cloud_head, machine_watch.c.machine_id.label("watched"),
+                                  machine_watch.c.unsynced_since, machine_watch.c.unsynced_seq)
+                        .select_from(machines.outerjoin(machine_watch, machine_watch.c.machine_id == machines.c.id))
+                        .where(machines.c.id.in_(sorted(heads))))
+    update, insert = [], []
+    for row in rows.all():
+        if heads[row.id] <= row.cloud_head:
+            if row.unsynced_since is None:
+                continue
+            values = {"b_id": row.id, "b_since": None, "b_seq": 0}
+        elif row.unsynced_since is None or row.cloud_head >= row.unsynced_seq:
+            values = {"b_id": row.id, "b_since": now, "b_seq": row.cloud_head + 1}
+        else:
+            continue
+        (update if row.watched is not None else insert).append(values)
+    if update:
+        conn.execute(machine_watch.update().where(machine_watch.c.machine_id == sa.bindparam("b_id"))
+                     .values(unsynced_since=sa.bindparam("b_since"), unsynced_seq=sa.bindparam("b_seq")), update)
+    if insert:
+        conn.execute(machine_watch.insert().values(machine_id=sa.bindparam("b_id"), unsynced_since=sa.bindparam("b_since"),
+                                                   unsynced_seq=sa.bindparam("b_seq")), insert)

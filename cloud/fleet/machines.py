@@ -317,9 +317,26 @@ def list_machines(conn: sa.Connection) -> list:
 
 def apply_status(conn: sa.Connection, machine_id: str, status: Status, now: datetime) -> bool:
     """Record a machine's retained status; False if the machine is unknown."""
-    values = dict(online=status.online, last_seen=now)
-    if status.online:
-        values.update(firmware=status.firmware[:40], machine_head=status.ledger_head, boot=status.boot)
-    elif status.ledger_head:
-        values.update(machine_head=status.ledger_head)
-    return conn.execute(machines.update().where(machines.c.id == machine_id).values(**values)).rowcount > 0
+    return machine_id in apply_statuses(conn, {machine_id: status}, now)
+
+
+def apply_statuses(conn: sa.Connection, statuses: dict[str, Status], now: datetime) -> set[str]:
+    """Record the newest status of each of many machines in a few statements (one per kind of status, not
+    one per machine: status is most of a fleet's traffic); returns the ids of the machines that exist."""
+    if not statuses:
+        return set()
+    known = {r.id for r in conn.execute(sa.select(machines.c.id).where(machines.c.id.in_(sorted(statuses))))}
+    groups: dict[tuple, list[dict]] = {}
+    for machine_id in sorted(known):
+        status = statuses[machine_id]
+        row = {"b_id": machine_id, "b_last_seen": now}
+        if status.online:
+            row.update(b_firmware=status.firmware[:40], b_machine_head=status.ledger_head, b_boot=status.boot)
+        elif status.ledger_head:
+            row.update(b_machine_head=status.ledger_head)
+        groups.setdefault((status.online, tuple(row)), []).append(row)
+    for (online, keys), rows in groups.items():
+        values = {k[2:]: sa.bindparam(k) for k in keys if k != "b_id"}
+        conn.execute(machines.update().where(machines.c.id == sa.bindparam("b_id")).values(online=online, **values),
+                     rows)
+    return known

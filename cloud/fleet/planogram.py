@@ -292,11 +292,22 @@ def config_message(conn: sa.Connection, machine_id: str) -> Config | None:
 def wanted_by(conn: sa.Connection, machine_id: str, reported_version: int) -> Config | None:
     """The config to send again to a machine whose status reports ``reported_version``: the newest, if the
     machine lacks it and has not refused it (the broker may have lost its retained copy in a restart)."""
-    row = conn.execute(sa.select(machine_configs.c.desired, machine_configs.c.rejected)
-                       .where(machine_configs.c.machine_id == machine_id)).first()
-    if row is None or row.desired <= reported_version or row.rejected == row.desired:
-        return None
-    return config_message(conn, machine_id)
+    return wanted_by_many(conn, {machine_id: reported_version}).get(machine_id)
+
+
+def wanted_by_many(conn: sa.Connection, reported: dict[str, int]) -> dict[str, Config]:
+    """``wanted_by`` for many machines: one read for all of them; {machine: config} for those that lack it."""
+    if not reported:
+        return {}
+    rows = conn.execute(sa.select(machine_configs.c.machine_id, machine_configs.c.desired, machine_configs.c.rejected)
+                        .where(machine_configs.c.machine_id.in_(sorted(reported))))
+    wanted = {}
+    for row in rows.all():
+        if row.desired > reported[row.machine_id] and row.rejected != row.desired:
+            config = config_message(conn, row.machine_id)
+            if config is not None:
+                wanted[row.machine_id] = config
+    return wanted
 
 
 def project(conn: sa.Connection, machine_id: str, fresh: list, now: datetime) -> None:

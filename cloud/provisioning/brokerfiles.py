@@ -122,8 +122,8 @@ def config_text(folder: str, ports: Ports) -> str:
 per_listener_settings true
 
 # Queues are bounded. Every QoS 1 message a machine sends the cloud is either retained (status), or kept in
-# the machine's ledger and resent from its acknowledged mark every [mqtt] resend_after_s until the cloud
-# acknowledges it (events), or a reading that the next one replaces (telemetry): a message dropped here
+# the machine's ledger and resent from its acknowledged mark (after [mqtt] resend_after_s, then less and less
+# often) until the cloud acknowledges it (events), or a reading that the next one replaces (telemetry): a message dropped here
 # costs a resend, never a sale. What the bound is for is the cloud's persistent session during an outage:
 # a fleet of 1,000 machines sends about 30 KB of status and events per machine and hour (a status every
 # 30 s, some 30 events), so {QUEUED_BYTES >> 20} MiB holds about 4 hours of it; the resent copies of a

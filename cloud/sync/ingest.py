@@ -81,6 +81,7 @@ def store_batch(conn: sa.Connection, provider: Provider, machine_id: str, batch:
     head, head_hash, current, base = row
     ledger = batch.ledger or current  # a controller older than ledger ids: the ledger the cloud follows
     same, differs = _continues(conn, machine_id, batch, head, head_hash, base)
+    new_ledger = False
     if ledger != current:
         if current and ledgers.replaced(conn, machine_id, ledger):
             raise Rejected(f"events from ledger {ledger}, which this machine replaced with {current}")
@@ -89,7 +90,7 @@ def store_batch(conn: sa.Connection, provider: Provider, machine_id: str, batch:
             return Result(head, resend_from=head + 1, ledger=current)
         if current or (head and same is False):
             head, head_hash, base = _change_ledger(conn, machine_id, current, head, ledger, base, now)
-            same = None
+            same, new_ledger = None, True
         elif not conn.execute(machines.update().where(machines.c.id == machine_id, machines.c.ledger_id == "")
                               .values(ledger_id=ledger)).rowcount:
             raise Conflict(machine_id)
@@ -107,8 +108,12 @@ def store_batch(conn: sa.Connection, provider: Provider, machine_id: str, batch:
         fresh = [replace(e, seq=base + e.seq) for e in fresh]
     _insert_events(conn, machine_id, fresh)
     _project(conn, provider, machine_id, fresh, now)
+    # The machine's head is at least what it sent: the events say it, so a status per new head is not needed.
+    machine_head = last.seq if new_ledger else sa.case((machines.c.machine_head < last.seq, last.seq),
+                                                       else_=machines.c.machine_head)
     moved = conn.execute(machines.update().where(machines.c.id == machine_id, machines.c.cloud_head == head)
-                         .values(cloud_head=last.seq, cloud_head_hash=last.hash, last_seen=now)).rowcount
+                         .values(cloud_head=last.seq, cloud_head_hash=last.hash, last_seen=now,
+                                 machine_head=machine_head)).rowcount
     if not moved:
         raise Conflict(machine_id)
     return Result(last.seq, stored=len(fresh), ledger=ledger)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 from typing import Protocol
 
@@ -16,6 +17,9 @@ router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
 class Link(Protocol):
     connected: threading.Event
+    busy_notices: int
+
+    def behind_s(self) -> float: ...
 
 
 class Running(Protocol):
@@ -23,6 +27,7 @@ class Running(Protocol):
 
     bus: Link
     stats: Stats
+    inbox: queue.Queue
 
 
 def the_cloud(request: Request) -> Running:
@@ -36,5 +41,9 @@ def health(cloud: Running = Depends(the_cloud)):
 
 @router.get("/ingest", dependencies=[Depends(require(*people.FLEET_READERS))])
 def api_ingest(cloud: Running = Depends(the_cloud)):
-    return {"counts": dict(cloud.stats.counts), "last_rejections": cloud.stats.last_rejections}
+    # queued: messages received and not yet stored; behind_s: how far behind the ingest is (the larger of the
+    # queue's work and the age of the freshest batch it last stored); busy_notices: machines told so.
+    return {"counts": dict(cloud.stats.counts), "last_rejections": cloud.stats.last_rejections,
+            "queued": cloud.inbox.qsize(), "behind_s": round(cloud.bus.behind_s(), 3),
+            "busy_notices": cloud.bus.busy_notices}
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 from controller.ledger import Ledger
-from controller.sync import Sync
+from controller.sync import Heartbeat, Sync
 from protocol.messages import EventBatch
 
 BATCH, WINDOW, RESEND_S = 2, 3, 10.0
@@ -26,8 +26,19 @@ def fill(ledger, n):
         ledger.append("restock", {"slot": "A1", "count": i}, datetime.now(timezone.utc), True)
 
 
-def make(ledger) -> Sync:
-    return Sync(ledger, batch_size=BATCH, window=WINDOW, resend_after_s=RESEND_S)
+class FixedRandom:
+    """A random source that answers what it is told: the jitter, chosen by the test."""
+
+    def __init__(self, *values: float):
+        self.values = list(values) or [0.0]
+
+    def random(self) -> float:
+        return self.values.pop(0) if len(self.values) > 1 else self.values[0]
+
+
+def make(ledger, rng=None, **options) -> Sync:
+    return Sync(ledger, batch_size=BATCH, window=WINDOW, resend_after_s=RESEND_S, rng=rng or FixedRandom(0.0),
+                **options)
 
 
 def seqs(batches: list[EventBatch]) -> list[list[int]]:
@@ -68,6 +79,151 @@ def test_no_ack_within_the_timeout_resends_from_the_mark(ledger):
     assert sync.tick(T0 + RESEND_S) == []  # not yet: the timeout must pass
     assert seqs(sync.tick(T0 + RESEND_S + 0.1)) == [[3, 4]]
     assert sync.tick(T0 + RESEND_S + 0.2) == []  # the timer starts again from the resend
+
+
+def test_each_resend_without_an_ack_waits_twice_as_long_up_to_the_cap(ledger):
+    fill(ledger, 2)
+    sync = make(ledger, resend_max_s=35.0)
+    sync.connected(T0)
+    resent_at, t = [], T0
+    while t < T0 + 200:
+        t += 0.5
+        if sync.tick(t):
+            resent_at.append(t - T0)
+    # 10 s, then 20 s later, then 35 s (the cap, not 40), and 35 s again
+    assert resent_at[:5] == [10.5, 31.0, 66.5, 102.0, 137.5]
+
+
+def test_an_ack_resets_the_backoff(ledger):
+    fill(ledger, 4)
+    sync = make(ledger)
+    sync.connected(T0)
+    assert sync.tick(T0 + 10.5)  # resend 1; the next would wait 20 s
+    sync.ack(2, WALL, T0 + 12, WALL)
+    assert sync.tick(T0 + 21.9) == []
+    assert seqs(sync.tick(T0 + 22.1)) == [[3, 4]]  # 10 s after the ack again, not 20
+
+
+def test_the_jitter_spreads_machines_cut_off_together(ledger, tmp_path):
+    # Two machines, the same backlog, the same moment of reconnection: their resends do not coincide.
+    other = Ledger(str(tmp_path / "other.db"))
+    try:
+        fill(ledger, 2)
+        fill(other, 2)
+        first, second = make(ledger, FixedRandom(0.1)), make(other, FixedRandom(0.9))
+        first.connected(T0)
+        second.connected(T0)
+        when = {}
+        for name, sync in (("first", first), ("second", second)):
+            t = T0
+            while not sync.tick(t):
+                t += 0.1
+            when[name] = t - T0
+        # resend_after_s * (1 + jitter * r), jitter 0.5: 10.5 s and 14.5 s
+        assert when["first"] == pytest.approx(10.5, abs=0.11) and when["second"] == pytest.approx(14.5, abs=0.11)
+    finally:
+        other.close()
+
+
+def test_a_resend_sends_one_batch_until_an_ack_opens_the_window_again(ledger):
+    fill(ledger, 10)
+    sync = make(ledger)
+    assert len(sync.connected(T0)) == WINDOW
+    assert seqs(sync.tick(T0 + RESEND_S + 0.1)) == [[1, 2]]  # not the whole window again
+    assert sync.due(T0 + 11) == []
+    assert seqs(sync.ack(2, WALL, T0 + 12, WALL)) == [[3, 4], [5, 6], [7, 8]]
+
+
+def test_never_more_than_a_window_in_flight_whatever_happens(ledger):
+    # Acks, resends, resend requests and refused publishes in any order: what is handed out beyond the acked
+    # mark never exceeds the window.
+    import random
+
+    rng = random.Random(16)
+    fill(ledger, 60)
+    sync = make(ledger, rng=rng)
+    t = T0
+    out = sync.connected(t)
+    for _ in range(2000):
+        t += rng.uniform(0, 3)
+        step = rng.random()
+        if step < 0.3:
+            out = sync.ack(rng.randint(ledger.acked, max(ledger.acked, sync.sent_upto)), WALL, t, WALL)
+        elif step < 0.4:
+            out = sync.resend_from(rng.randint(1, ledger.head), t)
+        elif step < 0.5 and out:
+            sync.not_sent(out[rng.randrange(len(out))])
+            out = []
+        elif step < 0.6:
+            fill(ledger, 1)
+            out = sync.due(t)
+        else:
+            out = sync.tick(t)
+        assert sync.sent_upto - ledger.acked <= WINDOW * BATCH
+        assert all(len(b.events) <= BATCH for b in out)
+
+
+def test_events_written_while_a_batch_is_in_flight_wait_for_its_ack_and_go_together(ledger):
+    sync = Sync(ledger, batch_size=5, window=WINDOW, resend_after_s=RESEND_S, rng=FixedRandom(0.0))
+    sync.connected(T0)
+    fill(ledger, 1)
+    assert seqs(sync.due(T0 + 1)) == [[1]]  # nothing in flight: the event goes at once
+    fill(ledger, 1)
+    assert sync.due(T0 + 1.2) == []  # one event in flight: a batch of one more waits for its ack
+    fill(ledger, 1)
+    assert sync.due(T0 + 1.4) == []
+    assert seqs(sync.ack(1, WALL, T0 + 2, WALL)) == [[2, 3]]  # ... and then they go as one batch
+
+
+def test_without_coalescing_every_event_goes_at_once(ledger):
+    # The link as it was before issue 16 (kept for the fleet benchmark's baseline): one message per event.
+    sync = make(ledger, coalesce=False)
+    sync.connected(T0)
+    fill(ledger, 1)
+    assert seqs(sync.due(T0 + 1)) == [[1]]
+    fill(ledger, 1)
+    assert seqs(sync.due(T0 + 1.2)) == [[2]]
+
+
+def test_a_full_batch_goes_even_while_others_are_in_flight(ledger):
+    sync = make(ledger)
+    sync.connected(T0)
+    fill(ledger, 1)
+    sync.due(T0)
+    fill(ledger, BATCH + 1)
+    assert seqs(sync.due(T0 + 1)) == [[2, 3]]  # full; the one after it waits
+
+
+def test_a_busy_cloud_holds_the_resend_but_not_forever(ledger):
+    fill(ledger, 2)
+    sync = make(ledger)
+    sync.connected(T0)
+    sync.cloud_busy(T0 + 8)  # "your events are in my queue"
+    assert sync.tick(T0 + 12) == []  # 10 s from the notice, not from the send
+    assert seqs(sync.tick(T0 + 18.1)) == [[1, 2]]  # no ack and no further word: resent all the same
+
+
+def test_a_busy_notice_with_nothing_in_flight_changes_nothing(ledger):
+    sync = make(ledger)
+    sync.connected(T0)
+    sync.cloud_busy(T0 + 5)
+    fill(ledger, 1)
+    assert seqs(sync.due(T0 + 6)) == [[1]]
+
+
+def test_the_status_goes_on_connect_and_every_period_not_per_event():
+    beat = Heartbeat(every_s=300.0, on_new_head=False)
+    assert beat.due(0, T0)  # first: on connect
+    beat.sent(0, T0)
+    assert not beat.due(5, T0 + 10)  # a new head: the events say it
+    assert beat.due(5, T0 + 300)
+
+
+def test_the_legacy_heartbeat_told_each_new_head_within_its_gap():
+    beat = Heartbeat(every_s=30.0, min_gap_s=2.0)
+    beat.sent(0, T0)
+    assert not beat.due(1, T0 + 1)
+    assert beat.due(1, T0 + 2)
 
 
 def test_nothing_in_flight_means_no_resend(ledger):

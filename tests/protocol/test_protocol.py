@@ -180,6 +180,21 @@ def test_ack_round_trip_and_rejections():
     rejects(Ack.decode, b'{"v":1,"seq":false,"cloud_time":"2024-01-01T00:00:00+00:00"}', "must be an integer")
 
 
+def test_a_busy_ack_reads_as_a_plain_clock_ack_to_an_older_controller():
+    now = format_time(utcnow())
+    plain = Ack(7, now).encode()
+    assert json.loads(plain) == {"v": 1, "seq": 7, "cloud_time": now}  # the ack's bytes as before issue 16
+    busy = Ack(0, now, busy=True)
+    assert Ack.decode(busy.encode()) == busy
+    # What an older controller reads of it (seq and cloud_time; it ignores fields it does not know): an ack of
+    # the clock alone, which never moves its acked mark.
+    old = json.loads(busy.encode())
+    assert (old["seq"], old["cloud_time"]) == (0, now)
+    assert Ack.decode(b'{"v":1,"seq":3,"cloud_time":"' + now.encode() + b'"}').busy is False  # an older cloud's
+    rejects(Ack.decode, b'{"v":1,"seq":3,"busy":true,"cloud_time":"' + now.encode() + b'"}', "busy goes with seq 0")
+    rejects(Ack.decode, b'{"v":1,"seq":0,"busy":1,"cloud_time":"' + now.encode() + b'"}', "'busy' must be bool")
+
+
 def _cmd(kind="vend", args=None, expires_in=60, cmd_id="c-1"):
     now = utcnow()
     args = {"order_id": "o-1", "slot": "A1"} if args is None else args
