@@ -83,6 +83,8 @@ def place(conn: sa.Connection, provider: Provider, customer_id: int, machine_id:
     customer = people.get(conn, customer_id)
     if customer is None:
         raise OrderError("unknown_customer", f"There is no customer {customer_id}.")
+    if customer.blocked_at is not None:
+        raise OrderError("blocked", f"Customer {customer_id} is blocked from buying.")
     try:
         provider = provider.choose(customer.payment_method)
     except PaymentError:
