@@ -27,7 +27,7 @@ from cloud.core.settings import Settings
 from cloud.payments import MAX_TOPUP, Payments, webhook
 from cloud.payments.registry import REGISTRY
 from cloud.sync.ingest import Stats
-from cloud.accounts.journal import IdempotencyConflict, PaymentError
+from cloud.accounts.journal import IdempotencyConflict
 
 log = logging.getLogger(__name__)
 
