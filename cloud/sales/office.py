@@ -85,8 +85,11 @@ def filters(conn: sa.Connection, machine: str = "", customer: str = "", start: s
     except reports.ReportError:
         raise OfficeError("tz", f"tz: {tz!r} is not a time zone we know") from None
     machine, status = machine.strip(), status.strip()
-    if machine and machines.get(conn, machine) is None:
-        raise OfficeError("machine", f"machine: there is no machine {machine}", 404)
+    if machine:
+        try:
+            machines.get(conn, machine[:32])
+        except machines.NoSuchMachine:
+            raise OfficeError("machine", f"machine: there is no machine {machine}", 404) from None
     customer_id = find_customer(conn, customer).id if customer.strip() else None
     if status and status not in STATES:
         raise OfficeError("status", f"status: one of {', '.join(STATES)}")
@@ -133,7 +136,7 @@ def search(conn: sa.Connection, f: Filters) -> tuple[list, str | None]:
 
 def public(row) -> dict:
     """An order as the API shows it."""
-    return {"id": row.id, "created_at": row.created_at.isoformat(), "machine_id": row.machine_id, "slot": row.slot,
+    return {"id": row.id, "created_at": row.created_at, "machine_id": row.machine_id, "slot": row.slot,
             "customer_id": row.customer_id, "amount": row.amount, "currency": row.currency,
             "provider": row.provider, "status": row.status, "reason": row.reason}
 
@@ -149,15 +152,15 @@ def detail(conn: sa.Connection, payments, order_id: str) -> dict | None:
     except PaymentError:
         captured, refunded, story = 0, 0, []  # paid by a provider this cloud no longer knows
     customer = people.get(conn, row.customer_id)
-    machine = machines.get(conn, row.machine_id)
+    machine = machines.get(conn, row.machine_id)  # the orders table's foreign key keeps it
     product = conn.execute(sa.select(machines.products.c.sku, machines.products.c.name)
                            .where(machines.products.c.id == row.product_id)).first()
     return {**public(row), "customer": {"id": customer.id, "name": customer.name, "phone": customer.phone},
-            "machine_name": machine.name if machine else row.machine_id,
+            "machine_name": machine.name or row.machine_id,
             "product": {"sku": product.sku, "name": product.name} if product else None,
             "captured": captured, "refunded": refunded,
             "refundable": captured - refunded if row.status in orders.REFUNDABLE else 0,
-            "story": [{"at": s.at.isoformat(), "what": s.what, "amount": s.amount, "status": s.status,
+            "story": [{"at": s.at, "what": s.what, "amount": s.amount, "status": s.status,
                        "reason": s.reason, "reference": s.reference} for s in story]}
 
 
@@ -207,8 +210,8 @@ def refund(engine: sa.Engine, payments, caller, order_id: str, amount, key: str,
 
 def customer_public(row) -> dict:
     return {"id": row.id, "name": row.name, "phone": row.phone, "payment_method": row.payment_method,
-            "created_at": row.created_at.isoformat(), "blocked": row.blocked_at is not None,
-            "blocked_at": row.blocked_at.isoformat() if row.blocked_at else None,
+            "created_at": row.created_at, "blocked": row.blocked_at is not None,
+            "blocked_at": row.blocked_at,
             "blocked_reason": row.blocked_reason}
 
 
@@ -219,7 +222,7 @@ def customer_detail(conn: sa.Connection, payments, row, currency: str = "CNY", l
     newest, _ = search(conn, Filters(customer_id=row.id, limit=limit))
     return {**customer_public(row), "currency": currency,
             "balance": payments.balance(conn, row.id, currency),
-            "history": [{"at": h.created_at.isoformat(), "kind": h.kind, "order_id": h.order_id, "amount": h.amount}
+            "history": [{"at": h.created_at, "kind": h.kind, "order_id": h.order_id, "amount": h.amount}
                         for h in payments.history(conn, row.id, currency, limit)],
             "mandate": None if mandate is None else {"provider": mandate.provider, "status": mandate.status,
                                                      "reference": mandate.reference},
