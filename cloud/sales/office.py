@@ -28,12 +28,12 @@ CURSOR_RE = re.compile(r"(\d{4}-\d\d-\d\dT[0-9:.]+\+00:00)~([A-Za-z0-9_-]{1,64})
 
 
 class OfficeError(ValueError):
-    """Input the office cannot act on; ``field`` names the input, ``status`` the HTTP answer."""
+    """Input the office cannot act on: ``field`` names the input, ``status`` the HTTP answer; ``template``
+    and ``fields`` let a page say it in the reader's language (the API says "field: message")."""
 
-    def __init__(self, field: str, message: str, status: int = 422):
-        super().__init__(message)
-        self.field = field
-        self.status = status
+    def __init__(self, field: str, template: str, status: int = 422, **fields):
+        super().__init__(f"{field}: " + template.format(**fields))
+        self.field, self.template, self.fields, self.status = field, template, fields, status
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,9 @@ def find_customer(conn: sa.Connection, text: str):
     elif text.startswith("+"):
         row = people.by_phone(conn, text)
     else:
-        raise OfficeError("customer", "customer: an id, or a phone number starting with +")
+        raise OfficeError("customer", "an id, or a phone number starting with +")
     if row is None:
-        raise OfficeError("customer", f"customer: there is no customer {text}", 404)
+        raise OfficeError("customer", "there is no customer {value}", 404, value=text)
     return row
 
 
@@ -68,7 +68,7 @@ def _day(text: str, field: str, tz) -> datetime:
     try:
         return datetime.combine(date.fromisoformat(text), time(), tz).astimezone(timezone.utc)
     except ValueError:
-        raise OfficeError(field, f"{field}: {text!r} is not a date like 2026-11-01") from None
+        raise OfficeError(field, "“{value}” is not a date like 2026-11-01", value=text) from None
 
 
 def cursor_of(row) -> str:
@@ -83,20 +83,20 @@ def filters(conn: sa.Connection, machine: str = "", customer: str = "", start: s
     try:
         zone = reports.zone(tz.strip() or None)
     except reports.ReportError:
-        raise OfficeError("tz", f"tz: {tz!r} is not a time zone we know") from None
+        raise OfficeError("tz", "“{value}” is not a time zone we know", value=tz) from None
     machine, status = machine.strip(), status.strip()
     if machine:
         try:
             machines.get(conn, machine[:32])
         except machines.NoSuchMachine:
-            raise OfficeError("machine", f"machine: there is no machine {machine}", 404) from None
+            raise OfficeError("machine", "there is no machine {value}", 404, value=machine) from None
     customer_id = find_customer(conn, customer).id if customer.strip() else None
     if status and status not in STATES:
-        raise OfficeError("status", f"status: one of {', '.join(STATES)}")
+        raise OfficeError("status", "one of {states}", states=", ".join(STATES))
     first = _day(start.strip(), "from", zone) if start.strip() else None
     last = _day(end.strip(), "to", zone) + timedelta(days=1) if end.strip() else None
     if first and last and last <= first:
-        raise OfficeError("to", "to: the last day must not be before the first")
+        raise OfficeError("to", "the last day must not be before the first")
     position = None
     if after:
         found = CURSOR_RE.match(after)
@@ -105,11 +105,11 @@ def filters(conn: sa.Connection, machine: str = "", customer: str = "", start: s
         except ValueError:
             position = None
         if position is None:
-            raise OfficeError("after", "after: not a position this search gave (use its next link)")
+            raise OfficeError("after", "not a position this search gave (use its next link)")
     if isinstance(limit, str):
         limit = int(limit) if limit.isdigit() and len(limit) < 6 else 0
     if not 1 <= limit <= MAX_LIMIT:
-        raise OfficeError("limit", f"limit: a whole number from 1 to {MAX_LIMIT}")
+        raise OfficeError("limit", "a whole number from 1 to {n}", n=MAX_LIMIT)
     return Filters(machine or None, customer_id, first, last, status or None, position, limit)
 
 
@@ -167,7 +167,7 @@ def detail(conn: sa.Connection, payments, order_id: str) -> dict | None:
 def clean_reason(text) -> str:
     reason = unicodedata.normalize("NFC", (text or "").strip())
     if not 1 <= len(reason) <= 200 or any(unicodedata.category(ch).startswith("C") for ch in reason):
-        raise OfficeError("reason", "reason: say why, in 1 to 200 characters without control characters")
+        raise OfficeError("reason", "say why, in 1 to 200 characters without control characters")
     return reason
 
 
@@ -183,28 +183,30 @@ def refund(engine: sa.Engine, payments, caller, order_id: str, amount, key: str,
     left) of a sale, with a reason, under ``key``; audited when money moved. OfficeError names the field."""
     reason = clean_reason(reason)
     if not KEY_RE.match(key or ""):
-        raise OfficeError("key", "key: 8 to 64 letters, digits, - or _ (the same key makes a retry safe)")
+        raise OfficeError("key", "8 to 64 letters, digits, - or _ (the same key makes a retry safe)")
     if isinstance(amount, bool) or (isinstance(amount, int) and amount <= 0):
-        raise OfficeError("amount", "amount: must be more than zero")
+        raise OfficeError("amount", "must be more than zero")
     try:
         with engine.begin() as conn:
             found = orders.get(conn, order_id)
             if isinstance(amount, str) and found is not None:
                 try:
                     amount = parse_amount(amount, found.currency) if amount.strip() else None
-                except ValueError as e:
-                    raise OfficeError("amount", f"amount: {e}") from None
+                except ValueError:
+                    written = re.fullmatch(r"[0.]+", amount.strip())  # an amount, but nothing: 0, 0.00
+                    raise (OfficeError("amount", "must be more than zero") if written else OfficeError(
+                        "amount", "“{value}” is not an amount: write it like 10 or 10.50", value=amount)) from None
             order, outcome = orders.refund(conn, payments, order_id, amount, key, now)
             if outcome.created:
                 people.audit.record(conn, caller, "order.refund", "order", order_id, {
                     "amount": outcome.amount, "currency": order.currency, "reason": reason, "key": key,
                     "provider": order.provider}, now)
     except orders.OrderError as e:
-        raise OfficeError("order", str(e), 404 if e.code == "unknown_order" else 409) from None
+        raise OfficeError("order", "{detail}", 404 if e.code == "unknown_order" else 409, detail=str(e)) from None
     except IdempotencyConflict as e:
-        raise OfficeError("key", f"key: {e}", 409) from None
+        raise OfficeError("key", "{detail}", 409, detail=str(e)) from None
     except PaymentError as e:
-        raise OfficeError("amount", f"amount: {e}", 409) from None
+        raise OfficeError("amount", "{detail}", 409, detail=str(e)) from None
     return Refunded(order, outcome, reason)
 
 

@@ -153,8 +153,7 @@ def _office_error(_, e: office.OfficeError) -> str:
     names = {"machine": _("Machine"), "customer": _("Customer"), "from": _("From"), "to": _("To"),
              "status": _("State"), "tz": _("Time zone"), "after": _("Page"), "limit": _("Page"),
              "amount": _("Amount"), "reason": _("Reason"), "key": _("Form"), "order": _("Order")}
-    detail = str(e).split(": ", 1)[-1]
-    return _("{field}: {problem}", field=names.get(e.field, e.field), problem=detail)
+    return _("{field}: {problem}", field=names.get(e.field, e.field), problem=_(e.template, **e.fields))
 
 
 @router.get("/staff/orders")
