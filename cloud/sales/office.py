@@ -15,9 +15,10 @@ import sqlalchemy as sa
 
 from cloud import people
 from cloud.accounts.journal import IdempotencyConflict, PaymentError
-from cloud.core.money import parse_amount
+from cloud.core.money import format_money, parse_amount
 from cloud.fleet import machines
 from cloud.payments import mandates
+from cloud.payments.provider import NotRefundable
 from cloud.sales import orders, reports
 from cloud.sales.orders import OPEN, SETTLED, WAITING
 
@@ -206,6 +207,15 @@ def refund(engine: sa.Engine, payments, caller, order_id: str, amount, key: str,
     except IdempotencyConflict as e:
         raise OfficeError("key", "{detail}", 409, detail=str(e)) from None
     except PaymentError as e:
+        with engine.connect() as conn:
+            found = orders.get(conn, order_id)
+            captured, refunded = payments.refunded(conn, found)
+        if isinstance(e, NotRefundable) and captured > 0:
+            raise OfficeError("amount", "{asked} is more than the {left} left to refund ({refunded} of {captured} "
+                              "refunded already)", 409, asked=format_money(amount, found.currency),
+                              left=format_money(captured - refunded, found.currency),
+                              refunded=format_money(refunded, found.currency),
+                              captured=format_money(captured, found.currency)) from None
         raise OfficeError("amount", "{detail}", 409, detail=str(e)) from None
     return Refunded(order, outcome, reason)
 

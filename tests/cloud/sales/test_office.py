@@ -207,7 +207,7 @@ def test_a_refund_from_the_order_page(app, cloud_obj):
     key = re.search(r'name="key" value="([0-9a-f]+)"', html).group(1)
     before = written(cloud_obj)
     for form, field, words in (({"amount": "lots", "reason": "dented"}, "amount", "not an amount"),
-                               ({"amount": "9.00", "reason": "dented"}, "amount", "more than"),
+                               ({"amount": "9.00", "reason": "dented"}, "amount", "Amount: ¥9.00 is more than the ¥3.50 left to refund"),
                                ({"amount": "0", "reason": "dented"}, "amount", "more than zero"),
                                ({"amount": "1.00", "reason": ""}, "reason", "say why")):
         r = c.post("/staff/orders/o-sold/refund", data={**form, "key": key})
