@@ -53,6 +53,10 @@ orders = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("customer_id", "idem_key", name="one_order_per_key"),
     sa.Index("orders_open", "status", "expires_at"),
+    # The office's search walks these newest first, a page at a time (cloud/sales/office.py).
+    sa.Index("orders_newest", "created_at", "id"),
+    sa.Index("orders_by_machine", "machine_id", "created_at", "id"),
+    sa.Index("orders_by_customer", "customer_id", "created_at", "id"),
 )
 
 WAITING = "authorising"  # for the provider to confirm the authorisation; no command sent yet
