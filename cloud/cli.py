@@ -294,23 +294,7 @@ def payments_command(args, client: Client) -> None:
     from urllib.parse import quote, urlencode
 
     if args.command == "refund":
-        import secrets
-
-        key = args.key or "cli-" + secrets.token_urlsafe(12)
-        body = {"reason": args.reason, "key": key, **({"amount": args.amount} if args.amount else {})}
-        r = client.call("POST", f"/api/v1/orders/{quote(args.order, safe='')}/refund", body)
-        if args.json:
-            print(json.dumps(r, indent=2))
-            return
-        amount, currency = money(r["amount"], r["currency"]), r["currency"]
-        done = {"succeeded": f"refunded {amount}", "pending": f"refund of {amount} sent to {r['provider']}, not "
-                "confirmed yet", "failed": f"refund of {amount} REFUSED by {r['provider']}"}[r["status"]]
-        if not r["created"]:
-            done = f"this refund was asked before (key {key}): {done}; nothing more moved"
-        print(f"order {r['order_id']}: {done}; refunded {money(r['refunded'], currency)} of "
-              f"{money(r['captured'], currency)} captured (key {key})")
-        if r["status"] == "failed":
-            raise CliError(f"the provider refused the refund of order {r['order_id']}")
+        reportcli.refund(args, client, CliError)  # the same as ``vendctl orders refund``
     elif args.words[0] == "credit":
         wallet_credit(args, client)
     else:

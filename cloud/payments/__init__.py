@@ -111,6 +111,9 @@ class Payments(Provider):
     def refunded(self, conn, order) -> tuple[int, int]:
         return self.of(order).refunded(conn, order)
 
+    def story(self, conn, order) -> list:
+        return self.of(order).story(conn, order)
+
     def settle(self, conn, items, now) -> None:
         groups: dict[str, list] = {}
         for order, action in items:

@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from cloud.core.db import UTCDateTime, insert_ignore, metadata, utcnow
 from cloud.accounts.journal import IdempotencyConflict, PaymentError, account, post
 from cloud.payments import mandates
-from cloud.payments.provider import Outcome, Payable, Provider, check_amount, refund_amount
+from cloud.payments.provider import Outcome, Payable, Provider, Step, check_amount, refund_amount
 from cloud.payments.webhook import Event
 
 log = logging.getLogger(__name__)
@@ -234,6 +234,10 @@ class Outbox(Provider):
         if not self.can_charge:
             return super().charge(conn, order, key, now)
         return self._queue(conn, "charge", order, order.amount, key, now, self.prepare(conn, "charge", order, now))
+
+    def story(self, conn, order: Payable) -> list[Step]:
+        return [Step(r.created_at, r.op, r.amount, r.status, r.reason, r.platform_ref)
+                for r in self._ops(conn, order.id, *OPS)]
 
     def refunded(self, conn, order: Payable) -> tuple[int, int]:
         rows = self._ops(conn, order.id, "capture", "charge", "refund")

@@ -44,6 +44,20 @@ class Outcome:
     amount: int = 0  # what moved (or will): set by refund, whose amount may be "the rest"
 
 
+@dataclass(frozen=True)
+class Step:
+    """One movement of an order's money as its provider recorded it, for the office's order page:
+    ``what`` is authorise, capture, void, refund, charge or decline; ``status`` succeeded, pending,
+    declined, failed..."""
+
+    at: datetime
+    what: str
+    amount: int
+    status: str = "succeeded"
+    reason: str = ""
+    reference: str = ""  # the platform's id for it, when there is one
+
+
 class NotRefundable(PaymentError):
     """A refund the order cannot have: not captured, or more than is left of what was captured."""
 
@@ -96,6 +110,10 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def refunded(self, conn: sa.Connection, order: Payable) -> tuple[int, int]:
         """(captured, refunded so far) of an order."""
+
+    def story(self, conn: sa.Connection, order: Payable) -> list[Step]:
+        """Every movement of the order's money so far, oldest first (a provider that keeps none: empty)."""
+        return []
 
     def charge(self, conn: sa.Connection, order: Payable, key: str, now: datetime) -> Outcome:
         """Take ``order.amount`` afresh, under ``key``, for an order whose hold was released (or never

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
-from cloud.sales import orders
+from cloud.sales import office, orders
 from cloud import people
 from cloud.core.db import utcnow
 from cloud.core.money import parse_amount
@@ -27,7 +27,7 @@ from cloud.core.settings import Settings
 from cloud.payments import MAX_TOPUP, Payments, webhook
 from cloud.payments.registry import REGISTRY
 from cloud.sync.ingest import Stats
-from cloud.accounts.journal import IdempotencyConflict, PaymentError
+from cloud.accounts.journal import IdempotencyConflict
 
 log = logging.getLogger(__name__)
 
@@ -76,29 +76,11 @@ def refund(order_id: str, body: RefundBody, caller: Caller = Depends(require(*pe
     """Refund a sale, in full or the ``amount`` given, with a reason; the same ``key`` again returns
     the first refund and moves nothing. More than was captured is refused."""
     engine, payments = cloud.engine, cloud.provider
-    reason = clean_reason(body.reason)
-    if not KEY_RE.match(body.key):
-        raise HTTPException(422, "key: 8 to 64 letters, digits, - or _ (the same key makes a retry safe)")
-    if isinstance(body.amount, int) and body.amount <= 0:
-        raise HTTPException(422, "amount must be more than zero")
-    now = utcnow()
     try:
-        with engine.begin() as conn:
-            found = orders.get(conn, order_id)
-            amount = body.amount
-            if isinstance(amount, str) and found is not None:
-                amount = parse_amount(amount, found.currency)
-            order, outcome = orders.refund(conn, payments, order_id, amount, body.key, now)
-            if outcome.created:
-                people.audit.record(conn, caller, "order.refund", "order", order_id, {
-                    "amount": outcome.amount, "currency": order.currency, "reason": reason, "key": body.key,
-                    "provider": order.provider}, now)
-    except ValueError as e:
-        if isinstance(e, orders.OrderError):
-            raise HTTPException(404 if e.code == "unknown_order" else 409, str(e)) from None
-        if isinstance(e, IdempotencyConflict):
-            raise HTTPException(409, str(e)) from None
-        raise HTTPException(409 if isinstance(e, PaymentError) else 422, str(e)) from None
+        done = office.refund(engine, payments, caller, order_id, body.amount, body.key, body.reason, utcnow())
+    except office.OfficeError as e:
+        raise HTTPException(e.status, str(e)) from None
+    order, outcome, reason = done.order, done.outcome, done.reason
     status = "succeeded" if outcome.ok and not outcome.pending else "pending" if outcome.ok else "failed"
     if outcome.pending:
         # A provider that answers refunds at once (not by webhook): wait for that answer.

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from cloud.core.db import UTCDateTime, bulk_insert, db_value, metadata
 from cloud.accounts.journal import (IdempotencyConflict, PaymentError, account, accounts, accounts_of, balance, entries, find_account, moved, order_txns, post, txns)
 from cloud.payments.registry import ProviderSpec
-from cloud.payments.provider import Outcome, Payable, Provider, check_amount, refund_amount
+from cloud.payments.provider import Outcome, Payable, Provider, Step, check_amount, refund_amount
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,17 @@ class Wallet(Provider):
         done = order_txns(conn, order.id, ("capture", "refund"))
         captured = moved(conn, [t.id for t in done if t.kind == "capture"], revenue)
         return captured, -moved(conn, [t.id for t in done if t.kind == "refund"], revenue)
+
+    def story(self, conn, order: Payable) -> list[Step]:
+        # Each step is one transaction; what it moved is the sum of its credit legs.
+        moved_ = sa.func.sum(sa.case((entries.c.amount > 0, entries.c.amount), else_=0))
+        rows = conn.execute(sa.select(txns.c.created_at, txns.c.kind, moved_.label("amount"))
+                            .join(entries, entries.c.txn_id == txns.c.id).where(txns.c.order_id == order.id)
+                            .group_by(txns.c.id, txns.c.created_at, txns.c.kind).order_by(txns.c.id)).all()
+        steps = [Step(r.created_at, r.kind, int(r.amount)) for r in rows]
+        steps += [Step(r.created_at, "authorise", r.amount, "declined", r.reason) for r in conn.execute(
+            sa.select(declines).where(declines.c.order_id == order.id))]
+        return sorted(steps, key=lambda s: s.at)
 
     def refund(self, conn, order: Payable, amount: int | None, key: str, now: datetime) -> Outcome:
         full_key = f"refund:{key}"

@@ -14,6 +14,8 @@ Who may do what (a wrong role gets 403 and nothing changes; no valid credentials
 | a supplier's own record                                                         | yes           | yes     | no         | its own  |
 | staff: list, add, change role, disable; the audit trail                         | yes           | no      | no         | no       |
 | payments: refund a sale, read a customer's wallet                                | yes           | yes     | no         | no       |
+| customers: list, read a customer's orders, wallet and payment method            | yes           | yes     | no         | no       |
+| customers: block one from buying, unblock                                       | yes           | no      | no         | no       |
 | finance: journal, statements, settlement rules, reconciliation, supplier payments | yes           | yes     | no         | no       |
 | finance: a supplier's statement                                                  | yes           | yes     | no         | its own  |
 
@@ -31,7 +33,7 @@ from cloud.people import audit, auth, staff
 from cloud.people.auth import SESSION_COOKIE, Caller, Gate, require
 from cloud.people.customers import (COOKIE, PHONE_RE, AlreadyRegistered, CookieSigner, RegistrationError, by_phone, clean_email,
                                     clean_name, clean_phone, customers, get, new_secret, register,
-                                    set_payment_method)
+                                    search, set_blocked, set_payment_method)
 from cloud.people.staff import ADMINISTRATOR, MANAGER, ROLES, SUPPLIER, TECHNICIAN, PeopleError
 
 OWN_ACCOUNT = ROLES
@@ -50,6 +52,7 @@ PICKERS = (ADMINISTRATOR, MANAGER, TECHNICIAN)  # routes, pick lists, stock aler
 PO_READERS = (ADMINISTRATOR, MANAGER, SUPPLIER)  # a supplier: only the orders addressed to it
 PO_CONFIRMERS = (ADMINISTRATOR, MANAGER, SUPPLIER)  # a supplier: only its own; staff record a phoned one
 REFUNDERS = (ADMINISTRATOR, MANAGER)  # refund a sale
+CUSTOMER_BLOCKERS = PEOPLE_ADMINS  # block a customer from buying, and unblock
 WALLET_READERS = (ADMINISTRATOR, MANAGER)  # a customer's wallet balance and history
 FINANCE_READERS = (ADMINISTRATOR, MANAGER)  # the journal, statements, reconciliation
 FINANCE_EDITORS = (ADMINISTRATOR, MANAGER)  # settlement rules, supplier payments, posting statements

@@ -28,6 +28,9 @@ customers = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     # Optional: where a sign-in code for a new phone can go when no text message can be sent.
     sa.Column("email", sa.String(254), nullable=True),
+    # Set while the operator has blocked the customer from buying (fraud, a dispute); null: may buy.
+    sa.Column("blocked_at", UTCDateTime, nullable=True),
+    sa.Column("blocked_reason", sa.String(200), nullable=False, server_default=""),
 )
 
 PHONE_RE = re.compile(r"^\+?[0-9]{6,15}\Z")
@@ -105,6 +108,31 @@ def set_payment_method(conn: sa.Connection, customer_id: int, payment_method: st
 
 def get(conn: sa.Connection, customer_id: int):
     return conn.execute(sa.select(customers).where(customers.c.id == customer_id)).first()
+
+
+def set_blocked(conn: sa.Connection, customer_id: int, blocked: bool, reason: str, now: datetime) -> bool:
+    """Block a customer from buying (with the reason) or let them buy again; True if that changed anything."""
+    c = customers.c
+    if blocked:
+        query = customers.update().where(c.id == customer_id, c.blocked_at.is_(None)).values(
+            blocked_at=now, blocked_reason=reason[:200])
+    else:
+        query = customers.update().where(c.id == customer_id, c.blocked_at.is_not(None)).values(
+            blocked_at=None, blocked_reason="")
+    return conn.execute(query).rowcount == 1
+
+
+def search(conn: sa.Connection, text: str, after: int | None = None, limit: int = 50) -> list:
+    """Customers whose name or phone holds ``text`` (all when empty), by id, ``limit`` after id ``after``."""
+    c = customers.c
+    query = sa.select(customers).order_by(c.id).limit(limit)
+    text = text.strip()
+    if text:
+        like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(sa.or_(c.name.ilike(like, escape="\\"), c.phone.like(like, escape="\\")))
+    if after is not None:
+        query = query.where(c.id > after)
+    return list(conn.execute(query))
 
 
 def by_phone(conn: sa.Connection, phone: str):

@@ -53,6 +53,10 @@ orders = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("customer_id", "idem_key", name="one_order_per_key"),
     sa.Index("orders_open", "status", "expires_at"),
+    # The office's search walks these newest first, a page at a time (cloud/sales/office.py).
+    sa.Index("orders_newest", "created_at", "id"),
+    sa.Index("orders_by_machine", "machine_id", "created_at", "id"),
+    sa.Index("orders_by_customer", "customer_id", "created_at", "id"),
 )
 
 WAITING = "authorising"  # for the provider to confirm the authorisation; no command sent yet
@@ -83,6 +87,8 @@ def place(conn: sa.Connection, provider: Provider, customer_id: int, machine_id:
     customer = people.get(conn, customer_id)
     if customer is None:
         raise OrderError("unknown_customer", f"There is no customer {customer_id}.")
+    if customer.blocked_at is not None:
+        raise OrderError("blocked", f"Customer {customer_id} is blocked from buying.")
     try:
         provider = provider.choose(customer.payment_method)
     except PaymentError:

@@ -3,15 +3,19 @@ in tables. Read from the rollups through ``reports.sales_report``, as the API's 
 
 from __future__ import annotations
 
+import secrets
 from datetime import date, datetime, timedelta
+from urllib.parse import quote, urlencode
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse
 
 from cloud.web import i18n
 from cloud.fleet import locations, machines
 from cloud import people
-from cloud.sales import reports
+from cloud.core.db import utcnow
+from cloud.sales import office, reports
 from cloud.people import Caller
 from cloud.people.auth import Gate, gate
 from cloud.web.pages import translator
@@ -137,3 +141,135 @@ def sales_page(request: Request, caller: Caller = Depends(staff_only(*people.SAL
     zones = ZONES if form["tz"] in ZONES else (*ZONES, form["tz"])
     return dash(request, caller, "dash_sales.html", 422 if error else 200, form=form, error=error,
                 error_field=field, zones=zones, currencies=charts_, **choices)
+
+
+# Orders and customers: search, one order's money story and its refund, one customer and their block.
+add_page("/staff/orders", "Orders", people.SALES_READERS, order=21)
+add_page("/staff/customers", "Customers", people.WALLET_READERS, order=22)
+ORDER_FIELDS = ("machine", "customer", "from", "to", "status", "tz", "after")
+
+
+def _office_error(_, e: office.OfficeError) -> str:
+    names = {"machine": _("Machine"), "customer": _("Customer"), "from": _("From"), "to": _("To"),
+             "status": _("State"), "tz": _("Time zone"), "after": _("Page"), "limit": _("Page"),
+             "amount": _("Amount"), "reason": _("Reason"), "key": _("Form"), "order": _("Order")}
+    return _("{field}: {problem}", field=names.get(e.field, e.field), problem=_(e.template, **e.fields))
+
+
+@router.get("/staff/orders")
+def orders_page(request: Request, caller: Caller = Depends(staff_only(*people.SALES_READERS)),
+                g: Gate = Depends(gate)):
+    """The order search: filters, a page of orders newest first, and the link to the next page."""
+    _ = translator(request)
+    form = {k: request.query_params.get(k, "")[:100] for k in ORDER_FIELDS}
+    error = field = next_after = None
+    rows = []
+    with g.engine.connect() as conn:
+        choices = _choices(conn)
+        try:
+            rows, next_after = office.search(conn, office.filters(
+                conn, form["machine"], form["customer"], form["from"], form["to"], form["status"], form["tz"],
+                form["after"]))
+        except office.OfficeError as e:
+            error, field = _office_error(_, e), e.field
+    nxt = None
+    if next_after:
+        nxt = "/staff/orders?" + urlencode({**{k: v for k, v in form.items() if v}, "after": next_after})
+    return dash(request, caller, "dash_orders.html", 422 if error else 200, form=form, error=error,
+                error_field=field, rows=rows, next_url=nxt, states=office.STATES, zones=ZONES,
+                machines=choices["machines"])
+
+
+def _order_page(request: Request, caller: Caller, g: Gate, order_id: str, status_code: int = 200,
+                errors: dict | None = None, form: dict | None = None, notice: str | None = None):
+    _ = translator(request)
+    with g.engine.connect() as conn:
+        found = office.detail(conn, request.app.state.cloud.provider, order_id)
+    if found is None:
+        return dash(request, caller, "dash_problem.html", 404, title=_("No such order"),
+                    message=_("There is no order {id}.", id=order_id))
+    may_refund = caller.role in people.REFUNDERS and found["refundable"] > 0
+    return dash(request, caller, "dash_order.html", status_code, order=found, errors=errors or {},
+                form=form or {"amount": "", "reason": ""}, key=secrets.token_hex(12), may_refund=may_refund,
+                notice=notice)
+
+
+@router.get("/staff/orders/{order_id}")
+def order_page(request: Request, order_id: str, caller: Caller = Depends(staff_only(*people.SALES_READERS)),
+               g: Gate = Depends(gate)):
+    """One order: who, what, where, and every movement of its money; a refund form for those who may."""
+    _ = translator(request)
+    done = request.query_params.get("refunded")
+    return _order_page(request, caller, g, order_id[:64], notice=_("The refund is recorded.") if done else None)
+
+
+@router.post("/staff/orders/{order_id}/refund")
+def refund_order(request: Request, order_id: str, amount: str = Form(""), reason: str = Form(""),
+                 key: str = Form(""), caller: Caller = Depends(staff_only(*people.REFUNDERS)),
+                 g: Gate = Depends(gate)):
+    """A refund from the order's page, idempotent under the form's key (sent twice, it refunds once)."""
+    _ = translator(request)
+    try:
+        office.refund(g.engine, request.app.state.cloud.provider, caller, order_id[:64], amount, key, reason,
+                      utcnow())
+    except office.OfficeError as e:
+        return _order_page(request, caller, g, order_id[:64], e.status, {e.field: _office_error(_, e)},
+                           {"amount": amount, "reason": reason})
+    return RedirectResponse(f"/staff/orders/{quote(order_id, safe='')}?refunded=1", status_code=303)
+
+
+@router.get("/staff/customers")
+def customers_page(request: Request, caller: Caller = Depends(staff_only(*people.WALLET_READERS)),
+                   g: Gate = Depends(gate)):
+    """Customers by name or phone, a page at a time."""
+    _ = translator(request)
+    q, after = request.query_params.get("q", "")[:80], request.query_params.get("after", "")
+    error = None
+    rows = []
+    if after and not (after.isdigit() and len(after) <= 9):
+        error = _("Page: not a position this list gave (use its next link).")
+    else:
+        with g.engine.connect() as conn:
+            rows = people.search(conn, q, int(after) if after else None, 51)
+    nxt = "/staff/customers?" + urlencode({"q": q, "after": rows[49].id}) if len(rows) > 50 else None
+    return dash(request, caller, "dash_customers.html", 422 if error else 200, q=q, rows=rows[:50], error=error,
+                next_url=nxt)
+
+
+def _customer_page(request: Request, caller: Caller, g: Gate, customer_id: str, status_code: int = 200,
+                   errors: dict | None = None, notice: str | None = None):
+    _ = translator(request)
+    with g.engine.connect() as conn:
+        try:
+            found = office.customer_detail(conn, request.app.state.cloud.provider,
+                                           office.find_customer(conn, customer_id))
+        except office.OfficeError:
+            found = None
+    if found is None:
+        return dash(request, caller, "dash_problem.html", 404, title=_("No such customer"),
+                    message=_("There is no customer {id}.", id=customer_id))
+    return dash(request, caller, "dash_customer.html", status_code, c=found, errors=errors or {}, notice=notice,
+                may_block=caller.role in people.CUSTOMER_BLOCKERS)
+
+
+@router.get("/staff/customers/{customer_id}")
+def customer_page(request: Request, customer_id: str, caller: Caller = Depends(staff_only(*people.WALLET_READERS)),
+                  g: Gate = Depends(gate)):
+    """One customer: blocked or not, their orders, wallet and payment method."""
+    return _customer_page(request, caller, g, customer_id[:20])
+
+
+@router.post("/staff/customers/{customer_id}/block")
+def block_customer(request: Request, customer_id: str, change: str = Form(""), reason: str = Form(""),
+                   caller: Caller = Depends(staff_only(*people.CUSTOMER_BLOCKERS)), g: Gate = Depends(gate)):
+    """Block (with a reason) or unblock a customer; audited."""
+    _ = translator(request)
+    if change not in ("block", "unblock"):
+        return _customer_page(request, caller, g, customer_id[:20], 422, {"change": _("Choose block or unblock.")})
+    try:
+        office.set_blocked(g.engine, caller, customer_id[:20], change == "block", reason, utcnow())
+    except office.OfficeError as e:
+        if e.status == 404:
+            return _customer_page(request, caller, g, customer_id[:20])
+        return _customer_page(request, caller, g, customer_id[:20], e.status, {e.field: _office_error(_, e)})
+    return RedirectResponse(f"/staff/customers/{quote(customer_id, safe='')}", status_code=303)

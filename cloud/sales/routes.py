@@ -8,8 +8,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi import Query as Query_
 
 from cloud import people
-from cloud.people import require
-from cloud.sales import records
+from pydantic import BaseModel, ConfigDict, StrictStr
+
+from cloud.core.db import utcnow
+from cloud.people import Caller, require
+from cloud.sales import office, records
 from cloud.sales.reports import Query, ReportError, sales_report, stock_report
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
@@ -55,3 +58,85 @@ def recent_sales(machine: str | None = None, limit: int = 100, engine: sa.Engine
         raise HTTPException(422, "limit must be 1-10000")
     with engine.connect() as conn:
         return records.recent(conn, machine, limit)
+
+
+def _office_refused(e: office.OfficeError) -> HTTPException:
+    return HTTPException(e.status, str(e))
+
+
+@router.get("/orders", dependencies=[Depends(require(*people.SALES_READERS))], tags=["orders"])
+def list_orders(machine: str = "", customer: str = "", start: str = Query_("", alias="from"), to: str = "",
+                status: str = "", tz: str = "", after: str = "", limit: str = "50",
+                engine: sa.Engine = Depends(_engine)):
+    """Orders newest first, by machine, customer (id or +phone), local days [from, to] of ``tz`` and state;
+    a page at a time: ``next`` is the ``after`` of the following page (null on the last)."""
+    try:
+        with engine.connect() as conn:
+            rows, more = office.search(conn, office.filters(conn, machine, customer, start, to, status, tz, after,
+                                                            limit))
+    except office.OfficeError as e:
+        raise _office_refused(e) from None
+    return {"orders": [office.public(r) for r in rows], "next": more}
+
+
+@router.get("/orders/{order_id}", dependencies=[Depends(require(*people.SALES_READERS))], tags=["orders"])
+def show_order(order_id: str, request: Request, engine: sa.Engine = Depends(_engine)):
+    """One order: its customer, product, machine, and its money story (authorised, captured, voided,
+    refunded, each with its provider's status), with what is left to refund."""
+    with engine.connect() as conn:
+        found = office.detail(conn, request.app.state.cloud.provider, order_id)
+    if found is None:
+        raise HTTPException(404, f"no order {order_id}")
+    return found
+
+
+@router.get("/customers", dependencies=[Depends(require(*people.WALLET_READERS))], tags=["customers"])
+def list_customers(q: str = "", after: str = "", limit: int = Query_(50, ge=1, le=200),
+                   engine: sa.Engine = Depends(_engine)):
+    """Customers whose name or phone holds ``q``, by id; ``next`` is the ``after`` of the following page."""
+    if after and not (after.isdigit() and len(after) <= 9):
+        raise HTTPException(422, "after: a customer id (use the next this list gave)")
+    if len(q) > 80:
+        raise HTTPException(422, "q: at most 80 characters")
+    with engine.connect() as conn:
+        rows = people.search(conn, q, int(after) if after else None, limit + 1)
+    return {"customers": [office.customer_public(r) for r in rows[:limit]],
+            "next": str(rows[limit - 1].id) if len(rows) > limit else None}
+
+
+@router.get("/customers/{customer}", dependencies=[Depends(require(*people.WALLET_READERS))], tags=["customers"])
+def show_customer(customer: str, request: Request, engine: sa.Engine = Depends(_engine)):
+    """A customer (id or +phone): blocked or not, their newest orders, wallet and payment mandate."""
+    try:
+        with engine.connect() as conn:
+            return office.customer_detail(conn, request.app.state.cloud.provider, office.find_customer(conn, customer))
+    except office.OfficeError as e:
+        raise _office_refused(e) from None
+
+
+class BlockBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: StrictStr = ""
+
+
+def _block(customer: str, body: BlockBody, caller: Caller, engine: sa.Engine, blocked: bool) -> dict:
+    try:
+        row, changed = office.set_blocked(engine, caller, customer, blocked, body.reason, utcnow())
+    except office.OfficeError as e:
+        raise _office_refused(e) from None
+    return {**office.customer_public(row), "changed": changed}
+
+
+@router.post("/customers/{customer}/block", tags=["customers"])
+def block_customer(customer: str, body: BlockBody, caller: Caller = Depends(require(*people.CUSTOMER_BLOCKERS)),
+                   engine: sa.Engine = Depends(_engine)):
+    """Block a customer from buying, with a reason (audited); their next purchase is refused."""
+    return _block(customer, body, caller, engine, True)
+
+
+@router.post("/customers/{customer}/unblock", tags=["customers"])
+def unblock_customer(customer: str, body: BlockBody, caller: Caller = Depends(require(*people.CUSTOMER_BLOCKERS)),
+                     engine: sa.Engine = Depends(_engine)):
+    """Let a blocked customer buy again (audited)."""
+    return _block(customer, body, caller, engine, False)

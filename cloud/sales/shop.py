@@ -160,6 +160,8 @@ def cannot_buy(cloud: "ShopCloud", request: Request, e: orders.OrderError, machi
                                                   "menu. You have not been charged.", slot=slot)),
         "unknown_slot": (_("Cannot buy this"), _("{machine} has no slot {slot}. Choose from the menu.",
                                                  machine=machine.name, slot=slot)),
+        "blocked": (_("You cannot buy here"), _("Your account is blocked from buying at these machines. You have "
+                                                "not been charged. Please contact the operator.")),
         "payment_unavailable": (_("Cannot buy this"), _("This way of paying is not available right now. Try again "
                                                         "later.")),
     }.get(e.code, (_("Cannot buy this"), _("This order could not be placed. Go back to the menu and try again.")))

@@ -96,10 +96,10 @@ def test_more_than_was_captured_is_refused_and_changes_nothing(client, cloud_obj
     headers, _ = manager
     before = books(cloud_obj)
     r = refund(client, headers, amount=351)
-    assert r.status_code == 409 and "more than the 350 left to refund" in r.json()["error"]
+    assert r.status_code == 409 and r.json()["error"] == "amount: ¥3.51 is more than the ¥3.50 left to refund (¥0.00 of ¥3.50 refunded already)"
     assert refund(client, headers, amount=200, key="refund-0002").status_code == 200
     r = refund(client, headers, amount="1.51", key="refund-0003")
-    assert r.status_code == 409 and "more than the 150 left" in r.json()["error"]
+    assert r.status_code == 409 and "¥1.51 is more than the ¥1.50 left" in r.json()["error"]
     assert books(cloud_obj)[0] == before[0] + 1
 
 
@@ -209,7 +209,7 @@ def test_vendctl_refund_and_wallet(vendctl, cloud_obj):
     code, out, _ = vendctl("refund", "o-sold", "--reason", "dented can", "--amount", "1.00", "--key", "cli-key-0001")
     assert code == 0 and "was asked before (key cli-key-0001)" in out and "nothing more moved" in out
     code, _, err = vendctl("refund", "o-sold", "--reason", "again", "--amount", "9.00")
-    assert code == 1 and "409" in err and "more than the 250 left" in err
+    assert code == 1 and "409" in err and "¥9.00 is more than the ¥2.50 left" in err
     code, out, _ = vendctl("refund", "o-sold", "--reason", "the rest", "--json")
     assert code == 0 and json.loads(out)["amount"] == 250
     code, out, _ = vendctl("wallet", "+8613800000001")
