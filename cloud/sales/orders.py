@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from protocol.messages import Command, format_time
+from protocol.messages import Command, format_time, parse_time
 
 from cloud.fleet import machines
 from cloud import people
@@ -227,15 +227,17 @@ def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: lis
     a product the machine gave away: the order becomes ``dropped_unpaid``, an incident, and the customer's
     provider is asked to charge afresh (``Provider.charge``; the wallet can, ``dropped_charged``).
     """
-    ids = sorted({e.data["order_id"] for e in events if isinstance(e.data.get("order_id"), str)
-                  and not e.data["order_id"].startswith(PRIOR_PREFIX)})
-    if not ids:
+    named = {e.data["order_id"] for e in events if isinstance(e.data.get("order_id"), str)}
+    if not named:
         return {}
+    ids = sorted(i for i in named if not i.startswith(PRIOR_PREFIX))
     o = orders.c
     rows = {r.id: r for r in conn.execute(
         sa.select(o.id, o.status, o.customer_id, o.amount, o.currency, o.product_id, o.provider)
-        .where(o.id.in_(ids), o.machine_id == machine_id))}
+        .where(o.id.in_(ids), o.machine_id == machine_id))} if ids else {}
     state = {order_id: row.status for order_id, row in rows.items()}
+    joined = conn.execute(sa.select(machines.machines.c.created_at)
+                          .where(machines.machines.c.id == machine_id)).scalar()
     reasons: dict[str, str] = {}
     capture, void, strangers, late = [], [], [], []
     sold: dict[int, Sold] = {}
@@ -243,8 +245,9 @@ def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: lis
         order_id = e.data.get("order_id")
         if order_id is None:
             continue  # a command.rejected that names no order: a refused planogram, say
-        if order_id.startswith(PRIOR_PREFIX):
+        if order_id.startswith(PRIOR_PREFIX) and joined is not None and parse_time(e.ts, "ts") < joined:
             continue  # the machine's history from before this cloud: no order, no money of ours (records.py)
+        # (one dated after the machine joined is no history: a sale no order of ours paid for, below)
         current = state.get(order_id)
         if current is None:
             strangers.append(order_id)

@@ -210,7 +210,8 @@ def _project(conn: sa.Connection, provider: Provider, machine_id: str, fresh: li
             order = result.order if result else None
             # The amount is money this sale took: 0 for a drop no order paid for (an incident, below).
             amount = result.amount if result else 0
-            prior = e.data["order_id"].startswith(PRIOR_PREFIX)
+            # History from before the machine joined this cloud (follow passed it by; a later one is an incident).
+            prior = e.data["order_id"].startswith(PRIOR_PREFIX) and result is None
             if prior and slot is not None:
                 amount = slot.price  # the machine's history from before this cloud, at the slot's price here
             currency = order.currency if order else (slot.currency if slot else "XXX")

@@ -242,8 +242,17 @@ def test_a_sale_naming_no_order_at_all_is_an_incident(world):
 # -- a machine's prior history (make demo's 90 days): sales no order of ours paid for, by design ----------
 
 
+def joined(engine, when, machine=MACHINE):
+    """The machine was added to the cloud at ``when`` (its history before that is prior sales)."""
+    from cloud.fleet.machines import machines
+
+    with engine.begin() as conn:
+        conn.execute(machines.update().where(machines.c.id == machine).values(created_at=when))
+
+
 def test_a_prior_sale_is_a_sale_at_the_slots_price_no_incident_and_not_reconciled(world):
     engine, _, order = world
+    joined(engine, NOW + timedelta(days=1))  # the drop below is from before the machine joined
     store(engine, drop("prior:3-17"))
     sale = the_sale(engine)
     assert (sale.amount, sale.currency, sale.incident) == (350, "CNY", "")  # the slot's price in the cloud
@@ -253,6 +262,16 @@ def test_a_prior_sale_is_a_sale_at_the_slots_price_no_incident_and_not_reconcile
     report, found = mismatches(engine)
     assert found == [] and report["clear"]
     assert order_of(engine, order.id).status == "authorised"  # no order of this cloud is touched
+
+
+def test_a_prior_sale_dated_after_the_machine_joined_is_an_incident_not_takings(world):
+    # Any machine may write "prior:" sales; only those from before it joined this cloud are its history.
+    # A later one would be takings no order of ours paid for, raising a location's settlement gross.
+    engine, _, _ = world
+    joined(engine, NOW - timedelta(days=1))
+    store(engine, drop("prior:3-18"))
+    sale = the_sale(engine)
+    assert (sale.amount, sale.incident) == (0, "no_such_order")
 
 
 def test_only_the_prefix_makes_a_prior_sale(world):
