@@ -299,6 +299,12 @@ def menu(conn: sa.Connection, machine_id: str) -> list:
     return list(conn.execute(_menu_query(machine_id)))
 
 
+def currency_of(conn: sa.Connection, machine_id: str) -> str | None:
+    """The currency the machine's menu sells in (its first slot's), or None without a menu."""
+    items = menu(conn, machine_id)
+    return items[0].currency if items else None
+
+
 def fills(conn: sa.Connection) -> dict[str, tuple[int, int]]:
     """Every machine's fill in one query: {machine id: (items in its slots, their capacity)}."""
     q = (sa.select(slots.c.machine_id, sa.func.sum(slots.c.count), sa.func.sum(slots.c.capacity))

@@ -69,9 +69,11 @@ class Payments(Provider):
     def methods(self) -> tuple[str, ...]:
         return tuple(self.providers)
 
-    def methods_for(self, user_agent: str) -> tuple[str, ...]:
-        """The methods new customers may choose, in the order that fits their phone (``Registry.in_order_for``)."""
-        return REGISTRY.in_order_for(self.providers, user_agent)
+    def methods_for(self, user_agent: str, currency: str | None = None) -> tuple[str, ...]:
+        """The methods new customers may choose, in the order that fits their phone (``Registry.in_order_for``);
+        with ``currency``, only those that take it."""
+        names = [n for n, p in self.providers.items() if currency is None or p.takes(currency)]
+        return REGISTRY.in_order_for(names, user_agent)
 
     def listen(self, on_authorisation) -> None:
         """``on_authorisation(order_id, ok, reason)``: called when a provider learns of an authorisation's end

@@ -15,6 +15,7 @@ from protocol.messages import utcnow
 from cloud.core.money import parse_amount
 from cloud.core.settings import Settings
 from cloud import people
+from cloud.fleet import machines
 from cloud.payments import IdempotencyConflict, Payments, PaymentError, mandates
 from cloud.payments.registry import REGISTRY
 from cloud.payments.wallet import DEMO_CURRENCY, MAX_TOPUP
@@ -22,7 +23,7 @@ from cloud.people import auth, forms
 from cloud.sales import receipts
 from cloud.web import i18n
 from cloud.web.limits import guard
-from cloud.web.pages import problem, safe_next, translator, valid_form_key
+from cloud.web.pages import menu_machine, problem, safe_next, translator, valid_form_key
 
 router = APIRouter(include_in_schema=False)
 
@@ -113,7 +114,12 @@ def payment_page(cloud: "WalletDesk", request: Request, customer, next: str, why
     current = customer.payment_method
     with cloud.engine.connect() as conn:
         mandate = mandates.get(conn, customer.id, current)
-    offered = REGISTRY.in_order_for(cloud.provider.methods, request.headers.get("user-agent", ""))
+    # Only the ways that take the currency of the machine the customer came from (``next``: its menu).
+    machine = menu_machine(next)
+    with cloud.engine.connect() as conn:
+        currency = machines.currency_of(conn, machine) if machine else None
+    offered = cloud.provider.methods_for(request.headers.get("user-agent", ""), currency) \
+        or REGISTRY.in_order_for(cloud.provider.methods, request.headers.get("user-agent", ""))
     choices = [(name, _(REGISTRY[name].label) if REGISTRY[name].label else name) for name in offered]
     label = dict(choices).get(current, current)
     if why == "again" and mandate is not None and mandate.status == "revoked":

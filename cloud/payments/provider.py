@@ -142,6 +142,12 @@ class Provider(abc.ABC):
     # -- a customer's standing permission (a saved card, an agreement, an openid) and their own steps ---
 
     needs_mandate = False  # does paying by it need the customer's mandate (``cloud/payments/mandates.py``)?
+    currencies: tuple[str, ...] = ()  # the currencies it takes; empty: any
+
+    def takes(self, currency: str) -> bool:
+        """Can it pay a price in ``currency``? (Per-currency routing: a machine selling in euros offers no
+        WeChat Pay.)"""
+        return not self.currencies or currency in self.currencies
 
     def enrol(self, conn: sa.Connection, customer_id: int, return_url: str, now: datetime) -> str | None:
         """Registration's next step with this provider: record a pending mandate and give the URL of the

@@ -14,6 +14,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from cloud import people
+from cloud.fleet import machines
 from cloud.people import audit, auth, forms, signin
 from cloud.people import staff as accounts
 from cloud.people.admin import create_person, create_supplier, update_person
@@ -26,7 +27,7 @@ from cloud.payments.provider import Provider
 from cloud.payments.registry import REGISTRY
 from cloud.web.dashboard import add_page, dash
 from cloud.web.limits import guard
-from cloud.web.pages import safe_next, translator
+from cloud.web.pages import menu_machine, safe_next, translator
 
 router = APIRouter(include_in_schema=False)
 
@@ -36,7 +37,7 @@ class Methods(Protocol):
 
     methods: tuple[str, ...]
 
-    def methods_for(self, user_agent: str) -> tuple[str, ...]: ...
+    def methods_for(self, user_agent: str, currency: str | None = None) -> tuple[str, ...]: ...
 
     def choose(self, method: str) -> Provider: ...
 
@@ -281,12 +282,21 @@ def enrolled(request: Request, cloud: CustomerDesk, conn, customer_id: int, meth
     return url or safe_next(next)
 
 
+def offered(request: Request, cloud: CustomerDesk, next: str) -> tuple[str, ...]:
+    """The ways to pay to offer: those that take the currency of the machine the customer came from (``next``:
+    its menu), in the order that fits the phone; all of them if none does."""
+    machine = menu_machine(next)
+    with cloud.engine.connect() as conn:
+        currency = machines.currency_of(conn, machine) if machine else None
+    return cloud.provider.methods_for(request.headers.get("user-agent", ""), currency) or tuple(cloud.provider.methods)
+
+
 @router.get("/register", response_class=HTMLResponse)
 def register_form(request: Request, next: str = "/", cloud: CustomerDesk = Depends(the_cloud)):
     if auth.current_customer(request) is not None:
         return RedirectResponse(safe_next(next), status_code=303)  # registered already: to the account
     return forms.page(request, "register.html", next=safe_next(next), errors={}, values={},
-                      choices=payment_choices(request, cloud.provider.methods))
+                      choices=payment_choices(request, offered(request, cloud, next)))
 
 def registration_message(_, e: people.RegistrationError, methods: list[str]) -> str:
     """The service's complaint in the reader's language, by the field it names."""
@@ -311,7 +321,7 @@ def register(request: Request, background: BackgroundTasks, name: str = Form("")
     if auth.current_customer(request) is not None:
         return RedirectResponse(safe_next(next), status_code=303)
     # None chosen: the first the phone was offered.
-    payment_method = payment_method or payment_choices(request, cloud.provider.methods)[0][0]
+    payment_method = payment_method or payment_choices(request, offered(request, cloud, next))[0][0]
     try:
         with cloud.engine.begin() as conn:
             customer_id = people.register(conn, name, phone, payment_method, utcnow(), methods=cloud.provider.methods,
@@ -324,7 +334,7 @@ def register(request: Request, background: BackgroundTasks, name: str = Form("")
         return forms.page(request, "register.html", 422, next=safe_next(next),
                           errors={e.field: registration_message(_, e, cloud.provider.methods)},
                           values={"name": name, "phone": phone, "email": email, "payment_method": payment_method},
-                          choices=payment_choices(request, cloud.provider.methods))
+                          choices=payment_choices(request, offered(request, cloud, next)))
     response = RedirectResponse(goto, status_code=303)
     signin.set_customer_cookie(response, gate(request), customer_id)
     return response

@@ -99,7 +99,7 @@ def orders(args, client, error) -> None:
     if words and words[0] == "show":
         if len(words) != 2:
             raise error("vendctl orders show ID")
-        r = client.call("GET", f"/api/v1/orders/{quote(words[1], safe='')}")
+        r = client.call("GET", f"/api/v1/orders/{quote(words[1], safe='')}/details")
         if args.json:
             _print(r)
             return

@@ -104,6 +104,9 @@ def place(conn: sa.Connection, provider: Provider, customer_id: int, machine_id:
         raise OrderError("sold_out", f"{item.name} in slot {slot} is sold out.")
     if not machine.online:
         raise OrderError("offline", f"Machine {machine.name} is offline right now.")
+    if not provider.takes(item.currency):
+        raise OrderError("currency", f"Paying by {provider.name} takes {', '.join(provider.currencies)} only; "
+                                     f"{machine.name} sells in {item.currency}.")
     order_id = "o" + secrets.token_hex(10)
     try:
         with conn.begin_nested():

@@ -79,7 +79,7 @@ def list_orders(machine: str = "", customer: str = "", start: str = Query_("", a
     return {"orders": [office.public(r) for r in rows], "next": more}
 
 
-@router.get("/orders/{order_id}", dependencies=[Depends(require(*people.SALES_READERS))], tags=["orders"])
+@router.get("/orders/{order_id}/details", dependencies=[Depends(require(*people.SALES_READERS))], tags=["orders"])
 def show_order(order_id: str, request: Request, engine: sa.Engine = Depends(_engine)):
     """One order: its customer, product, machine, and its money story (authorised, captured, voided,
     refunded, each with its provider's status), with what is left to refund."""

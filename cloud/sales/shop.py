@@ -165,6 +165,11 @@ def cannot_buy(cloud: "ShopCloud", request: Request, e: orders.OrderError, machi
         "payment_unavailable": (_("Cannot buy this"), _("This way of paying is not available right now. Try again "
                                                         "later.")),
     }.get(e.code, (_("Cannot buy this"), _("This order could not be placed. Go back to the menu and try again.")))
+    if e.code == "currency":  # this machine's prices are in a currency the customer's way to pay does not take
+        return problem(request, 409, _("Choose another way to pay"),
+                       _("Your way of paying cannot pay prices in {currency}, which this machine sells in. You have "
+                         "not been charged. Choose another way to pay.", currency=item.currency if item else ""),
+                       (_("Choose how to pay"), f"/account/payment?next=/m/{machine_id}"))
     return problem(request, 409, title, message, (_("Back to the menu"), f"/m/{machine_id}"))
 
 def declined(cloud: "ShopCloud", request: Request, order, customer):

@@ -46,6 +46,12 @@ def valid_form_key(key: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9_-]{8,64}", key or ""))
 
 
+def menu_machine(target: str) -> str | None:
+    """The machine whose menu ``target`` (a ``next`` page) is, or None."""
+    found = re.fullmatch(r"/m/([A-Za-z0-9_.-]{1,64})", safe_next(target or "/").split("?", 1)[0])
+    return found.group(1) if found else None
+
+
 def safe_next(target: str) -> str:
     """Only a path on this site: never an open redirect."""
     if isinstance(target, str) and target.startswith("/") and not target.startswith("//") and "\\" not in target:

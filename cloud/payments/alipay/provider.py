@@ -67,6 +67,7 @@ def customer_of(external_no: str) -> int | None:
 class Alipay(Outbox):
     """Paying by Alipay under the customer's withholding agreement."""
 
+    currencies = (CURRENCY,)  # it takes yuan only
     name = NAME
     boundary = BOUNDARY
     needs_mandate = True

@@ -51,6 +51,7 @@ class Card(Outbox):
         self.platform = platform
         self.public_url = public_url.rstrip("/")
         self.currency = currency
+        self.currencies = (currency,)  # the account's currency (--stripe-currency)
         self.webhook_secret = webhook_secret
         self.tolerance_s = tolerance_s
 

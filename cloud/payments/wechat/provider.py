@@ -85,6 +85,7 @@ def refund_sent(answer: dict, reason: str) -> Sent:
 class WeChat(Outbox):
     """WeChat Pay by JSAPI: paid before the vend, refunded in full if nothing drops."""
 
+    currencies = (CURRENCY,)  # it takes yuan only
     name = NAME
     boundary = BOUNDARY
     needs_mandate = True

@@ -197,3 +197,12 @@ def test_times_on_the_customers_pages_are_the_fleets_local_time_in_the_pages_lan
         wallet = c.get("/wallet", headers=ZH).text
         assert f"{local.hour}:{local.minute:02d}" in wallet
     obj.engine.dispose()
+
+
+def test_the_order_pages_poll_gets_the_customers_view_of_their_order(client, cloud_obj, customer):
+    # The office's staff order API once took the same path and answered the customer's page with a 401.
+    post_form(client, "/wallet/topup", dict(amount="10", key="topup-key-1"))
+    order_id = buy(client).headers["location"].rsplit("/", 1)[1]
+    expire(cloud_obj, order_id)
+    r = client.get(f"/api/v1/orders/{order_id}")
+    assert r.status_code == 200 and r.json()["settled"] and r.json()["status"] == "expired"

@@ -124,12 +124,12 @@ def test_an_orders_money_story_and_who_may_read_it(app, cloud_obj):
         h = token(cloud_obj, "mona", "manager")
         c.post("/api/v1/orders/o-sold/refund", json={"reason": "dented", "key": "refund-0001", "amount": "1.00"},
                headers=h)
-        r = c.get("/api/v1/orders/o-sold", headers=h).json()
+        r = c.get("/api/v1/orders/o-sold/details", headers=h).json()
         assert (r["captured"], r["refunded"], r["refundable"], r["provider"]) == (350, 100, 250, "wallet")
         assert [(s["what"], s["amount"], s["status"]) for s in r["story"]] == [
             ("authorise", 350, "succeeded"), ("capture", 350, "succeeded"), ("refund", 100, "succeeded")]
         assert r["customer"]["phone"] == ANN and r["product"] == {"sku": "cola", "name": "Cola"}
-        assert c.get("/api/v1/orders/o-nope", headers=h).status_code == 404
+        assert c.get("/api/v1/orders/o-nope/details", headers=h).status_code == 404
         assert c.get("/api/v1/orders", headers=token(cloud_obj, "tim", "technician")).status_code == 403
         assert c.get("/api/v1/orders").status_code == 401
 

@@ -255,3 +255,21 @@ def test_a_purchase_does_not_wait_for_a_stock_change_of_its_product(shop):
         buyer.join(5)
         assert "order" in done, "the purchase waited for the stock change's lock on its product"
     buyer.join(30)
+
+
+def test_a_way_to_pay_that_does_not_take_the_machines_currency_is_refused_before_anything_is_held(shop):
+    # Per-currency routing: WeChat Pay and Alipay take yuan only, a Stripe account its own currency.
+    from cloud.payments import Payments
+
+    engine, customer = shop
+    euros_only = Wallet()
+    euros_only.currencies = ("EUR",)
+    with engine.begin() as conn:
+        with pytest.raises(OrderError) as info:
+            orders.place(conn, euros_only, customer, MACHINE, "A1", "key-eur-1", NOW, 30.0)
+        assert info.value.code == "currency" and "sells in CNY" in str(info.value)
+    assert count(engine, orders.orders) == 0 and count(engine, txns) == 1  # only the customer's top-up
+    pay = Payments()
+    pay.providers["wallet"].currencies = ("EUR",)
+    assert pay.methods_for("Mozilla/5.0", "CNY") == () and pay.methods_for("Mozilla/5.0", "EUR") == ("wallet",)
+    assert pay.methods_for("Mozilla/5.0") == ("wallet",)
