@@ -8,6 +8,7 @@ a boot partition that cannot be written stops it with the card as it was.
 
 from __future__ import annotations
 
+import configparser
 import os
 import secrets
 import shutil
@@ -26,7 +27,16 @@ from cloud.provisioning.sdcard import DirTarget, ImageTarget, TargetError
 
 SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # What the wheel is built from: the packages and what setup.cfg names (README for the description, the unit).
-SOURCE_PARTS = ("setup.cfg", "pyproject.toml", "README.md", "protocol", "hw", "controller", "cloud", "systemd")
+SOURCE_FILES = ("setup.cfg", "pyproject.toml", "README.md", "systemd")
+
+
+def source_parts(root: str) -> tuple[str, ...]:
+    """What a wheel is built from: the files above and every top-level package setup.cfg lists (a package
+    added there is in the wheel without a second list to keep in step: ``dex`` once was not)."""
+    config = configparser.ConfigParser()
+    config.read(os.path.join(root, "setup.cfg"))
+    listed = config.get("options.packages.find", "include", fallback="").split()
+    return SOURCE_FILES + tuple(sorted({name for name in listed if "." not in name and "*" not in name}))
 UNIT_IN_WHEEL = "share/vend-fleet/systemd/vend-controller.service"
 
 
@@ -189,7 +199,7 @@ def build_wheel(dest: str) -> str:
                         "(made with: pip wheel --no-deps -w dist .)")
     src = os.path.join(dest, "src")
     os.makedirs(src)
-    for part in SOURCE_PARTS:
+    for part in source_parts(SOURCE_ROOT):
         path = os.path.join(SOURCE_ROOT, part)
         if os.path.isdir(path):
             shutil.copytree(path, os.path.join(src, part), ignore=shutil.ignore_patterns("__pycache__"))

@@ -138,3 +138,20 @@ def test_a_root_without_the_packages_groups_is_refused(tmp_path):
     assert out.returncode == 1 and "no group mosquitto" in out.stderr
     assert not os.path.exists(os.path.join(root, "opt"))
     assert pwd.getpwnam("root").pw_uid == 0
+
+
+def test_the_wheel_holds_every_package_setup_cfg_lists(tmp_path):
+    # The server's wheel once had no dex/ (the wheel's sources were a list of their own): vend-cloud could
+    # not start on a server installed from it.
+    import configparser
+    import zipfile
+
+    wheel = build_wheel(str(tmp_path / "wheel"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    packages = [p for p in config.get("options.packages.find", "include").split() if "*" not in p and "." not in p]
+    assert "dex" in packages
+    for package in packages:
+        assert f"{package}/__init__.py" in names, f"{package} is not in the wheel"
+    assert "cloud/audits/imports.py" in names and "controller/__main__.py" in names
