@@ -4,7 +4,7 @@ audit trail. Every change goes through the function its API route calls, so it w
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlencode
 
@@ -113,9 +113,12 @@ def _settlements(request: Request, caller: Caller, g: Gate, month: str, currency
         for loc in locations.list_locations(conn):
             rows.append({"location": loc, "rules": settlement.rules(conn, loc["id"]),
                          "s": settlement.statement(conn, loc["id"], start, end, currency, g.now())})
+    # A month still running cannot be posted (settlement.post_statement): say from when it can be instead.
+    ended = end < g.now().astimezone(timezone.utc).date()
     return dash(request, caller, "dash_settle.html", status_code, rows=rows, month=month, currency=currency,
                 errors=errors, form=form or {}, notice=_(DONE[done]) if done in DONE else "", kinds=KIND_LABELS,
-                can_edit=caller.role in people.FINANCE_EDITORS, post_key=secrets.token_hex(8))
+                can_edit=caller.role in people.FINANCE_EDITORS, post_key=secrets.token_hex(8), ended=ended,
+                postable_from=(end + timedelta(days=1)).isoformat())
 
 
 @router.get("/staff/settlements", response_class=HTMLResponse)

@@ -3,7 +3,7 @@ one-time password; the manager chooses a password, then reads a location's settl
 rule), its printable statement, and the reconciliation, in Chinese."""
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from tests.browser.browsing import add_staff, shot, sign_in
 from tests.e2e.harness import Customer, wait_until
@@ -96,7 +96,13 @@ def test_an_administrator_adds_a_manager_who_reads_settlements_and_reconciliatio
     shot(manager, "office-zh-CN-printable-statement")
     manager.go_back()
 
-    manager.get_by_role("button", name=f"将 {month} 对账单入账").click()
+    # The month is still running: it cannot be posted yet, and the page says from when it can.
+    assert manager.get_by_role("button", name=f"将 {month} 对账单入账").count() == 0
+    assert f"{month} 结束后才能入账" in manager.get_by_role("region", name="Station Café").inner_text()
+    # Last month has ended: it is posted (its statement is empty, and a statement of nothing owed is one too).
+    last = (datetime.now(timezone.utc).replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
+    manager.goto(cloud.url + f"/staff/settlements?month={last}")
+    manager.get_by_role("button", name=f"将 {last} 对账单入账").click()
     manager.wait_for_load_state()
     assert "对账单已入账" in manager.get_by_role("status").inner_text()
     assert "是" in manager.get_by_role("region", name="Station Café").get_by_role(
