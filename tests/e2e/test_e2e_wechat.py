@@ -23,7 +23,8 @@ _phones = itertools.count(13700000001)
 
 
 @pytest.fixture(scope="module")
-def fake():
+def fake(database):
+    """One WeChat Pay per cloud (per database): what it delivered is to that cloud alone."""
     f = FakeWeChatPay(Keys(), notify_retry_s=0.5)
     f.start()
     yield f
