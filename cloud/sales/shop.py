@@ -194,13 +194,6 @@ def declined(cloud: "ShopCloud", request: Request, order, customer):
                      "your wallet, then buy again.", **amounts),
                    (_("Top up"), f"/wallet?next={back}"))
 
-def already_bought(request: Request, order, machine_id: str):
-    _ = translator(request)
-    return problem(request, 409, _("Already bought"),
-                   _("This tap repeats order {id}, which is over. Nothing new was bought and nothing more was "
-                     "charged. To buy again, choose from the menu.", id=order.id),
-                   (_("Back to the menu"), f"/m/{machine_id}"))
-
 @router.get("/m/{machine_id}/buy")
 def buy_again(machine_id: str):
     """The language link on a page a purchase answered (sold out, declined...) asks for it again by GET."""
@@ -227,10 +220,6 @@ def buy(request: Request, machine_id: str, slot: str = Form(""), key: str = Form
         return cannot_buy(cloud, request, e, machine_id, slot)
     except machines.FleetError:
         return unknown_machine(request, machine_id)
-    if not created and order.status in orders.SETTLED:
-        # An old menu's key (a copy Back kept after all, a second tap long after): that order is over, and
-        # nothing new was bought. Say so, rather than show the old order as if it were this one.
-        return already_bought(request, order, machine_id)
     if order.status == "declined":
         return declined(cloud, request, order, customer)
     if created and order.status == "authorised":

@@ -158,7 +158,7 @@ def test_a_manager_refunds_through_vendctl_once_and_the_audit_trail_has_it(cloud
     code, out, err = vendctl(cloud, *argv, token=token)
     assert code == 0 and "asked before" in out, err
     code, _, err = vendctl(cloud, "refund", order_id, "--reason", "too much", "--amount", "3.00", token=token)
-    assert code == 1 and "409" in err and "more than the 250 left" in err
+    assert code == 1 and "409" in err and "more than the ¥2.50 left" in err  # money written as money
     assert [o["amount"] for o in sandbox.operations(order_id, "refund")] == [100]
     assert sandbox.payment(order_id)["refunded"] == 100
     assert "Refunded: CN¥1.00" in customer.http.get(f"/orders/{order_id}").text
