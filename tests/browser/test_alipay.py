@@ -10,7 +10,7 @@ import pytest
 
 from tests.browser.browsing import scan_url, shot
 from tests.browser.conftest import PHONE, _close, _context, slow_3g
-from tests.e2e.harness import Cloud, Machine
+from tests.e2e.harness import Cloud, Machine, wait_until
 from tests.e2e.test_e2e_alipay import APP_ID, PID, AlipayFakeProc
 from tests.fakes.alipay import Keys
 
@@ -73,9 +73,13 @@ def test_inside_alipay_a_customer_signs_the_agreement_buys_and_pays_on_the_drop(
     phone.get_by_role("status").get_by_text("Take your product!").wait_for(timeout=30_000)
     shot(phone, "alipay-4-take-your-product")
     order_id = re.search(r"/orders/([A-Za-z0-9]+)", phone.url).group(1)
-    trades = [t for no, t in httpx.get(alipay.url + "/_fake/state", timeout=10).json()["trades"].items()
-              if no.startswith(order_id + "_")]
-    assert [t["amount"] for t in trades] == [350]
+
+    def paid():  # the payment follows the drop: the outbox's worker sends it a moment after the ledger says so
+        return [t["amount"] for no, t in httpx.get(alipay.url + "/_fake/state", timeout=10).json()["trades"].items()
+                if no.startswith(order_id + "_")]
+
+    wait_until(lambda: paid() == [350], 20, "the drop's payment at Alipay")
+    assert paid() == [350]
 
 
 def test_a_customer_who_declines_the_agreement_is_told_and_offered_the_choice_again(cloud, machine, alipay,
