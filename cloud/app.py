@@ -21,6 +21,7 @@ from cloud.audits import pages as audit_pages
 from cloud.audits import routes as audit_routes
 from cloud.alerts import pages as alert_pages
 from cloud.alerts import routes as alert_routes
+from cloud.catalog import pages as catalog_pages
 from cloud.catalog import routes as catalog_routes
 from cloud.core.db import utcnow
 from cloud.finance import pages as finance_pages
@@ -48,8 +49,8 @@ log = logging.getLogger(__name__)
 ROUTERS = [
     people_routes.router, people_routes.pages, fleet_routes.router, alert_routes.router, stock_routes.router,
     finance_routes.router, sales_routes.router, audit_routes.router, sync_routes.router, catalog_routes.router,
-    pages.router, fleet_pages.router, alert_pages.router, audit_pages.router, sales_pages.router, stock_pages.router,
-    finance_pages.router, people_pages.router,
+    pages.router, catalog_pages.router, fleet_pages.router, alert_pages.router, audit_pages.router, sales_pages.router,
+    stock_pages.router, finance_pages.router, people_pages.router,
     people_signin.router,
     shop.router, payment_pages.router,
 ]

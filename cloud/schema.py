@@ -10,6 +10,7 @@ import cloud.audits.imports
 import cloud.alerts.delivery
 import cloud.alerts.occurrences
 import cloud.alerts.rules
+import cloud.catalog.names
 import cloud.catalog.products
 import cloud.finance.ledger
 import cloud.finance.settlement

@@ -261,6 +261,12 @@ class ThroughTestClient(cloud.cli.Client):
         super().__init__("http://testserver", "")
         self.client, self.headers = client, headers
 
+    def fetch_text(self, path):
+        r = self.client.get(path, headers=self.headers)
+        if r.status_code >= 400:
+            raise cloud.cli.CliError(f"GET {path}: {r.status_code}")
+        return r.text
+
     def send(self, method, path, data, content_type):
         r = self.client.request(method, path, content=data, headers={**self.headers, "Content-Type": content_type})
         if r.status_code >= 400:

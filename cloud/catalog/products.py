@@ -114,7 +114,7 @@ def update_product(conn: sa.Connection, product_id: int, changes: dict, now: dat
     if "sku" in values:
         raise StockError("sku", "cannot change: machines' ledgers and planograms name the product by it")
     row = get_product(conn, product_id)
-    if row.currency is None:
+    if row.currency is None and set(values) - {"name"}:
         missing = [k for k in ("cost", "price", "currency") if k not in values]
         if missing:
             raise StockError(missing[0], "needed: this product has no details yet")

@@ -42,6 +42,17 @@ class Client:
         data = json.dumps(body).encode() if body is not None else None
         return self.send(method, path, data, "application/json")
 
+    def fetch_text(self, path: str) -> str:
+        """A GET whose answer is text (a CSV), not JSON."""
+        request = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.read().decode("utf-8")
+        except urllib.error.HTTPError as e:
+            raise CliError(f"GET {path}: {e.code} {e.reason}") from None
+        except urllib.error.URLError as e:
+            raise CliError(f"cannot reach the cloud at {self.url}: {e.reason}") from None
+
     def send(self, method: str, path: str, data: bytes | None, content_type: str):
         """``data`` as the request's body as it is (a file to upload, say), with its media type; the JSON
         answer."""

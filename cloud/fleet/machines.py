@@ -18,6 +18,7 @@ from protocol.messages import CURRENCY_RE, GENESIS_HASH, SLOT_RE, Status
 from protocol.topics import check_machine_id
 
 from cloud.provisioning.brokerfiles import BrokerUser, password_username
+from cloud.catalog.names import join_names, name_in
 from cloud.catalog.products import products
 from cloud.core.db import UTCDateTime, metadata
 
@@ -286,17 +287,19 @@ def secrets_of(conn: sa.Connection, machine_id: str, now: datetime) -> list[byte
     return [row.secret.encode()]
 
 
-def _menu_query(machine_id: str):
+def _menu_query(machine_id: str, lang: str | None = None):
+    joined = join_names(slots.join(products, products.c.id == slots.c.product_id), lang)
     return (sa.select(slots.c.slot, slots.c.price, slots.c.currency, slots.c.count, slots.c.flagged,
-                      slots.c.capacity, slots.c.par_level, slots.c.cabinet, products.c.name, products.c.sku,
+                      slots.c.capacity, slots.c.par_level, slots.c.cabinet, name_in(lang), products.c.sku,
                       products.c.id.label("product_id"))
-            .join(products, products.c.id == slots.c.product_id)
+            .select_from(joined)
             .where(slots.c.machine_id == machine_id, slots.c.in_planogram).order_by(slots.c.slot))
 
 
-def menu(conn: sa.Connection, machine_id: str) -> list:
-    """The machine's slots with product, price and what is left, in slot order."""
-    return list(conn.execute(_menu_query(machine_id)))
+def menu(conn: sa.Connection, machine_id: str, lang: str | None = None) -> list:
+    """The machine's slots with product, price and what is left, in slot order; the products' names in
+    ``lang`` where they have one (the default name otherwise)."""
+    return list(conn.execute(_menu_query(machine_id, lang)))
 
 
 def currency_of(conn: sa.Connection, machine_id: str) -> str | None:
@@ -312,9 +315,9 @@ def fills(conn: sa.Connection) -> dict[str, tuple[int, int]]:
     return {m: (int(n or 0), int(c or 0)) for m, n, c in conn.execute(q)}
 
 
-def slot_for_sale(conn: sa.Connection, machine_id: str, slot: str):
+def slot_for_sale(conn: sa.Connection, machine_id: str, slot: str, lang: str | None = None):
     """One slot as ``menu`` shows it, or None."""
-    return conn.execute(_menu_query(machine_id).where(slots.c.slot == slot)).first()
+    return conn.execute(_menu_query(machine_id, lang).where(slots.c.slot == slot)).first()
 
 
 def list_machines(conn: sa.Connection) -> list:

@@ -45,7 +45,8 @@ def wallet_page(cloud: "WalletDesk", request: Request, customer, next: str, erro
     with cloud.engine.connect() as conn:
         balance = cloud.provider.balance(conn, customer.id, DEMO_CURRENCY)
         history = cloud.provider.history(conn, customer.id, DEMO_CURRENCY)
-        bought = receipts.products_of(conn, [row.order_id for row in history if row.order_id])
+        bought = receipts.products_of(conn, [row.order_id for row in history if row.order_id],
+                                       i18n.language_of(request))
     return forms.page(request, "wallet.html", status_code, customer=customer, balance=balance, history=history,
                 bought=bought, currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16),
                 demo_topups=cloud.settings.demo_topups,

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from cloud.catalog.names import join_names, name_in
 from cloud.fleet.machines import machines, products
 from cloud.sales.orders import orders
 from cloud.accounts.journal import entries, txns
@@ -26,13 +27,14 @@ class Refund:
     amount: int
 
 
-def products_of(conn: sa.Connection, order_ids: list[str]) -> dict[str, Bought]:
-    """order id -> what was bought where, for the orders named."""
+def products_of(conn: sa.Connection, order_ids: list[str], lang: str | None = None) -> dict[str, Bought]:
+    """order id -> what was bought where, for the orders named; the product named in ``lang`` if it can be."""
     ids = sorted(set(order_ids))
     if not ids:
         return {}
-    q = (sa.select(orders.c.id, orders.c.status, products.c.name, machines.c.name.label("machine"))
-         .join(products, products.c.id == orders.c.product_id).join(machines, machines.c.id == orders.c.machine_id)
+    joined = join_names(orders.join(products, products.c.id == orders.c.product_id), lang)
+    q = (sa.select(orders.c.id, orders.c.status, name_in(lang), machines.c.name.label("machine"))
+         .select_from(joined.join(machines, machines.c.id == orders.c.machine_id))
          .where(orders.c.id.in_(ids)))
     return {r.id: Bought(r.name, r.machine, r.status) for r in conn.execute(q)}
 

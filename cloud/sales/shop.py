@@ -134,7 +134,7 @@ def menu(request: Request, machine_id: str, cloud: ShopCloud = Depends(the_cloud
             return unknown_machine(request, machine_id)
         if not visiting(request, machine_id):
             return not_scanned(request)
-        items = machines.menu(conn, machine_id)
+        items = machines.menu(conn, machine_id, i18n.language_of(request))
         balance = cloud.provider.balance(conn, customer.id, DEMO_CURRENCY)
     response = forms.page(request, "menu.html", machine=machine, items=items, customer=customer, balance=balance,
                           currency=DEMO_CURRENCY, key=secrets.token_urlsafe(16),
@@ -148,7 +148,7 @@ def cannot_buy(cloud: "ShopCloud", request: Request, e: orders.OrderError, machi
     _ = translator(request)
     with cloud.engine.connect() as conn:
         machine = machines.get(conn, machine_id)
-        item = machines.slot_for_sale(conn, machine_id, slot)
+        item = machines.slot_for_sale(conn, machine_id, slot, i18n.language_of(request))
     product = item.name if item else slot
     title, message = {
         "sold_out": (_("Sold out"), _("{product} (slot {slot}) is sold out. Choose something else from the menu. "
@@ -181,7 +181,7 @@ def declined(cloud: "ShopCloud", request: Request, order, customer):
                          "choose another way to pay."), (_("Back to the menu"), back))
     with cloud.engine.connect() as conn:
         balance = cloud.provider.balance(conn, customer.id, order.currency)
-        item = machines.slot_for_sale(conn, order.machine_id, order.slot)
+        item = machines.slot_for_sale(conn, order.machine_id, order.slot, i18n.language_of(request))
     amounts = dict(balance=i18n.money(balance, order.currency, i18n.language_of(request)),
                    product=item.name if item else order.slot,
                    price=i18n.money(order.amount, order.currency, i18n.language_of(request)))
@@ -251,7 +251,7 @@ def order_page(request: Request, order_id: str, cloud: ShopCloud = Depends(the_c
     if order is None:
         return no_order(request)
     with cloud.engine.connect() as conn:
-        item = machines.slot_for_sale(conn, order.machine_id, order.slot)
+        item = machines.slot_for_sale(conn, order.machine_id, order.slot, i18n.language_of(request))
         balance = cloud.provider.balance(conn, order.customer_id, order.currency)
         refunded = cloud.provider.refunded(conn, order)[1] if order.status in orders.REFUNDABLE else 0
         action = cloud.provider.of(order).action_url(conn, order) if order.status == orders.WAITING else None
@@ -305,7 +305,7 @@ def receipt(request: Request, order_id: str, cloud: ShopCloud = Depends(the_clou
         return no_order(request)
     with cloud.engine.connect() as conn:
         machine = machines.get(conn, order.machine_id)
-        item = machines.slot_for_sale(conn, order.machine_id, order.slot)
+        item = machines.slot_for_sale(conn, order.machine_id, order.slot, i18n.language_of(request))
         refunds = receipts.refunds_of(conn, order.id)
     return page(request, "customer_receipt.html", order=order, machine=machine, item=item, refunds=refunds,
                 refunded=sum(r.amount for r in refunds),

@@ -30,11 +30,26 @@ def add_parsers(sub) -> None:
     add.add_argument("--barcode", help="EAN-13 or UPC-A")
     add.add_argument("--shelf-life", type=int, help="days from receipt to expiry")
     add.add_argument("--reorder-level", type=int, default=0, help="warehouse units under which to reorder")
+    name_options(add)
     add.add_argument("--json", action="store_true")
-    imp = psub.add_parser("import", help="add or update products from a CSV with the columns sku, name, cost, "
-                          "price, currency, and optionally barcode, shelf_life_days, reorder_level")
+    edit = psub.add_parser("edit", help="change a product: only the fields given change")
+    edit.add_argument("sku")
+    edit.add_argument("--name", help="the name in the default language (English)")
+    edit.add_argument("--cost", help="unit cost, like 1.20")
+    edit.add_argument("--price", help="list price, like 3.50")
+    edit.add_argument("--currency", help="the currency of cost and price (default: the product's)")
+    edit.add_argument("--barcode", help="EAN-13 or UPC-A; '' removes it")
+    edit.add_argument("--shelf-life", type=int, help="days from receipt to expiry")
+    edit.add_argument("--reorder-level", type=int, help="warehouse units under which to reorder")
+    name_options(edit)
+    edit.add_argument("--json", action="store_true")
+    imp = psub.add_parser("import", help="add or change products from a CSV with the columns sku, name, cost, "
+                          "price, currency, and optionally barcode, shelf_life_days, reorder_level and "
+                          "name_LANG (name_zh-CN): all rows or none; the same file twice changes nothing")
     imp.add_argument("file")
     imp.add_argument("--json", action="store_true")
+    exp = psub.add_parser("export", help="the catalogue as the CSV import reads (to a file, or standard output)")
+    exp.add_argument("file", nargs="?", help="where to write it (default: standard output)")
     pic = psub.add_parser("picture", help="upload a product's picture for the customers' menu: a PNG, JPEG or "
                           "WebP file of 512 KB at most")
     pic.add_argument("sku")
@@ -85,21 +100,6 @@ def add_parsers(sub) -> None:
     pl.add_argument("--json", action="store_true")
 
 
-def progress(items: list, label: str):
-    """Yield ``items``, drawing a bar on stderr when it is a terminal (vendctl keeps to the standard
-    library, so no tqdm)."""
-    total = len(items)
-    draw = sys.stderr.isatty() and total > 1
-    for i, item in enumerate(items, 1):
-        yield item
-        if draw:
-            done = 30 * i // total
-            sys.stderr.write(f"\r{label} [{'#' * done}{'.' * (30 - done)}] {i}/{total}")
-            sys.stderr.flush()
-    if draw:
-        sys.stderr.write("\n")
-
-
 def minor(text: str, currency: str, what: str, error) -> int:
     """'1.20' -> 120; '0' is allowed (a free sample costs nothing)."""
     if text is not None and text.strip() in ("0", "0.0", "0.00"):
@@ -147,17 +147,82 @@ def run(args, client, error, table) -> None:
         show(result, text)
 
 
+def name_options(parser) -> None:
+    parser.add_argument("--name-zh", help="the name in Chinese (zh-CN); '' removes it")
+    parser.add_argument("--name-in", action="append", default=[], metavar="LANG=NAME",
+                        help="the name in another language the cloud speaks, like zh-CN=可乐; '' removes it")
+
+
+def names_given(args, error) -> dict:
+    names = {}
+    for spec in args.name_in:
+        lang, eq, name = spec.partition("=")
+        if not eq or not lang:
+            raise error(f"--name-in {spec}: write it as LANG=NAME, like zh-CN=可乐")
+        names[lang] = name
+    if args.name_zh is not None:
+        names["zh-CN"] = args.name_zh
+    return names
+
+
+def find_product(client, sku: str, error) -> dict:
+    found = [p for p in client.call("GET", "/api/v1/products?" + urlencode({"search": sku})) if p["sku"] == sku]
+    if not found:
+        raise error(f"no product with the SKU {sku!r}")
+    return found[0]
+
+
+def product_text(r: dict) -> str:
+    money = (lambda v: format_money(v, r["currency"])) if r["currency"] else (lambda v: "not set")  # noqa: E731
+    names = "".join(f", {lang}: {name}" for lang, name in sorted(r.get("names", {}).items()))
+    return f"product {r['id']} {r['sku']!r}: {r['name']}{names}; cost {money(r['cost'])}, price {money(r['price'])}"
+
+
+def edit_product(args, client, error, show) -> None:
+    product = find_product(client, args.sku, error)
+    currency = args.currency or product["currency"] or "CNY"
+    body = {"names": names_given(args, error)} if (args.name_in or args.name_zh is not None) else {}
+    for key, value in (("name", args.name), ("shelf_life_days", args.shelf_life),
+                       ("reorder_level", args.reorder_level)):
+        if value is not None:
+            body[key] = value
+    if args.barcode is not None:
+        body["barcode"] = args.barcode.strip() or None
+    if args.currency:
+        body["currency"] = args.currency
+    for key in ("cost", "price"):
+        if getattr(args, key) is not None:
+            body[key] = minor(getattr(args, key), currency, f"--{key}", error)
+    if not body:
+        raise error("nothing to change: give --name, --name-zh, --cost, --price, --currency, --barcode, "
+                    "--shelf-life or --reorder-level")
+    r = client.call("PATCH", f"/api/v1/products/{product['id']}", body)
+    show(r, product_text(r) + (f" (changed: {', '.join(r['changed'])})" if r["changed"] else " (nothing changed)"))
+
+
 def products(args, client, error, table, show) -> None:
     if args.action == "add":
         body = {"sku": args.sku, "name": args.name, "currency": args.currency,
                 "cost": minor(args.cost, args.currency, "--cost", error),
                 "price": minor(args.price, args.currency, "--price", error),
-                "barcode": args.barcode, "shelf_life_days": args.shelf_life, "reorder_level": args.reorder_level}
+                "barcode": args.barcode, "shelf_life_days": args.shelf_life, "reorder_level": args.reorder_level,
+                "names": names_given(args, error)}
         r = client.call("POST", "/api/v1/products", body)
-        show(r, f"product {r['id']} {r['sku']!r} added")
+        show(r, product_text(r) + " added")
+        return
+    if args.action == "edit":
+        edit_product(args, client, error, show)
         return
     if args.action == "import":
         import_products(args, client, error, show)
+        return
+    if args.action == "export":
+        text = client.fetch_text("/api/v1/products/export")
+        if args.file:
+            with open(args.file, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+        else:
+            sys.stdout.write(text)
         return
     if args.action == "picture":
         upload_picture(args, client, error, show)
@@ -199,40 +264,14 @@ def upload_picture(args, client, error, show) -> None:
 
 
 def import_products(args, client, error, show) -> None:
+    """The file sent as it is: the cloud checks every row and imports all of them or none."""
     try:
-        with open(args.file, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
+        with open(args.file, "rb") as f:
+            data = f.read()
     except OSError as e:
         raise error(f"cannot read {args.file}: {e.strerror}") from None
-    missing = {"sku", "name", "cost", "price", "currency"} - set(rows[0] if rows else {})
-    if missing:
-        raise error(f"{args.file}: needs the columns {', '.join(sorted(missing))}")
-    bodies = []
-    for n, row in enumerate(rows, 2):  # line numbers as a spreadsheet shows them, after the header
-        where = f"{args.file} line {n}"
-        currency = (row["currency"] or "").strip()
-        body = {"name": row["name"].strip(), "currency": currency,
-                "cost": minor(row["cost"], currency, f"{where}: cost", error),
-                "price": minor(row["price"], currency, f"{where}: price", error),
-                "barcode": (row.get("barcode") or "").strip() or None}
-        for key in ("shelf_life_days", "reorder_level"):
-            value = (row.get(key) or "").strip()
-            if value:
-                if not value.isdigit():
-                    raise error(f"{where}: {key} must be a whole number")
-                body[key] = int(value)
-        bodies.append((row["sku"].strip(), body))
-    known = {p["sku"]: p["id"] for p in client.call("GET", "/api/v1/products")}
-    added = updated = 0
-    for sku, body in progress(bodies, "products"):
-        if sku in known:
-            client.call("PATCH", f"/api/v1/products/{known[sku]}", body)
-            updated += 1
-        else:
-            client.call("POST", "/api/v1/products", {"sku": sku, **body})
-            added += 1
-    show({"products": len(bodies), "added": added, "updated": updated},
-         f"{len(bodies)} products: {added} added, {updated} updated")
+    r = client.send("POST", "/api/v1/products/import", data, "text/csv")
+    show(r, f"{r['products']} products: {r['added']} added, {r['updated']} changed, {r['unchanged']} unchanged")
 
 
 def purchase_orders(args, client, error, table, show) -> None:

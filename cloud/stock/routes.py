@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt
 
 from cloud import people
@@ -14,6 +15,8 @@ from cloud.web.pages import printable
 from cloud.people import Caller, require
 from cloud.people.auth import Gate, gate
 from cloud.stock import book, picking, purchasing, takes
+from cloud.catalog import names as catalog_names
+from cloud.catalog import office as catalog_office
 from cloud.catalog import products as catalog
 from cloud.catalog.common import StockError
 
@@ -37,6 +40,7 @@ class NewProduct(Body):
     barcode: str | None = None
     shelf_life_days: StrictInt | None = None
     reorder_level: StrictInt = 0
+    names: dict[str, str] = {}  # the name in other languages: {"zh-CN": "可乐"}
 
 
 class ProductChange(Body):
@@ -47,6 +51,7 @@ class ProductChange(Body):
     currency: str | None = None
     shelf_life_days: StrictInt | None = None
     reorder_level: StrictInt | None = None
+    names: dict[str, str] | None = None  # only the languages given change; "" removes a name
 
 
 class NewOrder(Body):
@@ -97,31 +102,68 @@ def as_utc(t: datetime | None) -> datetime | None:
 @router.get("/products")
 def products(search: str | None = None, caller: Caller = Depends(require(*people.CATALOG_READERS)),
              g: Gate = Depends(gate)):
-    """Every product, by SKU; ``search`` matches SKU or name (any case) or a whole barcode."""
+    """Every product, by SKU; ``search`` matches SKU or name (any case) or a whole barcode. ``names``: the
+    product's name in each other language it has one in."""
     with g.engine.begin() as conn:
-        return [catalog.public(r) for r in catalog.list_products(conn, search)]
+        rows = catalog.list_products(conn, search)
+        named = catalog_names.names_of(conn, [r.id for r in rows])
+        return [{**catalog.public(r), "names": named[r.id]} for r in rows]
+
+
+@router.get("/products/export", response_class=Response,
+            responses={200: {"content": {"text/csv": {}}, "description": "the catalogue as CSV"}})
+def export_products(caller: Caller = Depends(require(*people.CATALOG_READERS)), g: Gate = Depends(gate)):
+    """The catalogue as CSV (sku, name, cost, price, currency, barcode, shelf_life_days, reorder_level and
+    name_LANG per other language; money as plain amounts like 3.50): what ``POST /products/import`` reads."""
+    with g.engine.begin() as conn:
+        text = catalog_office.export_csv(conn)
+    return Response(text.encode(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="products.csv"'})
+
+
+@router.post("/products/import", openapi_extra={"requestBody": {"required": True, "content": {
+    "text/csv": {"schema": {"type": "string"}}}}})
+async def import_products(request: Request, caller: Caller = Depends(require(*people.STOCK_EDITORS)),
+                          g: Gate = Depends(gate)):
+    """Add or change products from a CSV (the body, as ``GET /products/export`` writes it), all rows or none:
+    a bad cell is a 422 naming its line and column. Rows that match the catalogue change nothing, so the
+    same file imported twice changes nothing the second time."""
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > catalog_office.MAX_CSV_BYTES:
+            raise HTTPException(413, f"file: a CSV of at most {catalog_office.MAX_CSV_BYTES // 1024 // 1024} MB")
+    return await run_in_threadpool(_import, g, caller, bytes(data))
+
+
+def _import(g: Gate, caller: Caller, data: bytes) -> dict:
+    now = g.now()
+    try:
+        with g.engine.begin() as conn:
+            return catalog_office.import_csv(conn, caller, data, now)
+    except StockError as e:
+        raise e.http() from None
 
 
 @router.post("/products", status_code=201)
 def add_product(body: NewProduct, caller: Caller = Depends(require(*people.STOCK_EDITORS)), g: Gate = Depends(gate)):
-    """A new product. Money is in the currency's smallest unit; a barcode is EAN-13 or UPC-A."""
+    """A new product. Money is in the currency's smallest unit; a barcode is EAN-13 or UPC-A; a SKU that
+    exists already is a 409 (change it with PATCH)."""
     now = g.now()
+    values = body.model_dump(exclude={"names"})
     try:
         with g.engine.begin() as conn:
-            product_id = catalog.add_product(conn, body.sku, body.name, body.cost, body.price, body.currency, now,
-                                             body.barcode, body.shelf_life_days, body.reorder_level)
-            row = catalog.public(catalog.get_product(conn, product_id))
-            people.audit.record(conn, caller, "product.add", "product", product_id, row, now)
+            product_id = catalog_office.add(conn, caller, values, body.names, now)
+            return catalog_office.public(conn, catalog.get_product(conn, product_id))
     except StockError as e:
         raise e.http() from None
-    return row
 
 
 @router.get("/products/{product_id}")
 def product(product_id: int, caller: Caller = Depends(require(*people.CATALOG_READERS)), g: Gate = Depends(gate)):
     try:
         with g.engine.begin() as conn:
-            return catalog.public(catalog.get_product(conn, product_id))
+            return catalog_office.public(conn, catalog.get_product(conn, product_id))
     except StockError as e:
         raise e.http() from None
 
@@ -129,18 +171,18 @@ def product(product_id: int, caller: Caller = Depends(require(*people.CATALOG_RE
 @router.patch("/products/{product_id}")
 def change_product(product_id: int, body: ProductChange, caller: Caller = Depends(require(*people.STOCK_EDITORS)),
                    g: Gate = Depends(gate)):
-    """Change a product's name or details (not its SKU); a product a planogram made gets its details here."""
-    changes = {k: getattr(body, k) for k in body.model_fields_set}
-    if not changes:
-        raise HTTPException(422, "nothing to change: give name, barcode, cost, price, currency, shelf_life_days "
-                                 "or reorder_level")
+    """Change a product's name, names in other languages or details (not its SKU); a product a planogram
+    made gets its details here."""
+    changes = {k: getattr(body, k) for k in body.model_fields_set if k != "names"}
+    names = body.names or {}
+    if not changes and not names:
+        raise HTTPException(422, "nothing to change: give name, names, barcode, cost, price, currency, "
+                                 "shelf_life_days or reorder_level")
     now = g.now()
     try:
         with g.engine.begin() as conn:
-            diff = catalog.update_product(conn, product_id, changes, now)
-            if diff:
-                people.audit.record(conn, caller, "product.change", "product", product_id, diff, now)
-            row = catalog.public(catalog.get_product(conn, product_id))
+            diff = catalog_office.change(conn, caller, product_id, changes, names, now)
+            row = catalog_office.public(conn, catalog.get_product(conn, product_id))
     except StockError as e:
         raise e.http() from None
     return {**row, "changed": sorted(diff)}
