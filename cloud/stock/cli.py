@@ -271,7 +271,7 @@ def import_products(args, client, error, show) -> None:
     except OSError as e:
         raise error(f"cannot read {args.file}: {e.strerror}") from None
     r = client.send("POST", "/api/v1/products/import", data, "text/csv")
-    show(r, f"{r['products']} products: {r['added']} added, {r['updated']} changed, {r['unchanged']} unchanged")
+    show(r, f"{r['products']} products: {r['added']} added, {r['updated']} updated, {r['unchanged']} unchanged")
 
 
 def purchase_orders(args, client, error, table, show) -> None:

@@ -303,7 +303,7 @@ def test_vendctl_edits_exports_and_imports_with_money_as_money(vendctl, cloud_ob
     assert code == 0, err
     assert "cola,Cola,1.50,3.50,CNY,,,0,可乐" in path.read_text(encoding="utf-8")
     code, out, err = vendctl("products", "import", str(path))
-    assert code == 0 and "2 products: 0 added, 0 changed, 2 unchanged" in out
+    assert code == 0 and "2 products: 0 added, 0 updated, 2 unchanged" in out
     path.write_text("sku,name,cost,price,currency\nnew,New,x,1,CNY\n")
     code, out, err = vendctl("products", "import", str(path))
     assert code != 0 and "line 2, cost" in err
