@@ -97,8 +97,11 @@ def pick_lists_page(request: Request, route: str = "", machine: str = "",
 
 def _order_form(g: Gate) -> dict:
     with g.engine.begin() as conn:
+        every = catalog.list_products(conn)
+        # A product with no cost yet cannot be ordered; the form says how many and where to give them one.
         return {"suppliers": [(s.id, s.name) for s in staff_.list_suppliers(conn)],
-                "products": [p for p in catalog.list_products(conn) if p.currency is not None]}
+                "products": [p for p in every if p.currency is not None],
+                "uncosted": sum(1 for p in every if p.currency is None)}
 
 
 def _orders_page(request: Request, caller: Caller, g: Gate, status_code: int = 200, error: str | None = None,

@@ -309,3 +309,17 @@ def test_vendctl_edits_exports_and_imports_with_money_as_money(vendctl, cloud_ob
     assert code != 0 and "line 2, cost" in err
     code, out, err = vendctl("products")
     assert "¥3.50" in out
+
+
+def test_the_purchase_order_form_lists_a_product_once_the_catalogue_page_gives_it_a_cost(app, cloud_obj):
+    """The issue's gap: products the planogram made have no cost, so the new order form listed none."""
+    m = signed_in(app, cloud_obj, "mona", "manager")
+    form = m.get("/staff/purchase-orders").text
+    assert "Products with no cost yet, which cannot be ordered: 2." in form and ">cola Cola" not in form
+    cola = product_id(cloud_obj, "cola")
+    r = m.post(f"/staff/products/{cola}", data={"name": "Cola", "names.zh-CN": "", "currency": "CNY", "cost": "1.50",
+                                                 "price": "3.50", "barcode": "", "shelf_life_days": "",
+                                                 "reorder_level": "0"})
+    assert r.status_code == 303
+    form = m.get("/staff/purchase-orders").text
+    assert "Products with no cost yet, which cannot be ordered: 1." in form and ">cola Cola (CN¥1.50)</option>" in form
