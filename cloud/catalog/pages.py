@@ -42,7 +42,21 @@ def _labels(_) -> dict:
 def _message(_, e: StockError) -> str:
     """The error as the page says it: the field's label in the page's language, then what is wrong."""
     label = _labels(_).get(e.field, e.field)
+    if e.field == "sku" and e.status == 409:
+        return _("{field}: this SKU exists already; open that product from the list to change it.", field=label)
     return _("{field}: {problem}", field=label, problem=str(e).split(": ", 1)[-1])
+
+
+def _said(_, e: StockError) -> str:
+    return e.text if isinstance(e, Unreadable) else _message(_, e)
+
+
+class Unreadable(StockError):
+    """A form field a person typed that is not what it should be, said in the page's language."""
+
+    def __init__(self, field: str, text: str):
+        super().__init__(field, text)
+        self.text = text
 
 
 def _form_of(row=None, named: dict | None = None) -> dict:
@@ -60,17 +74,24 @@ def _form_of(row=None, named: dict | None = None) -> dict:
     return form
 
 
-def _values(form: dict, new: bool) -> tuple[dict, dict]:
-    """The product's fields and names from the form's text, or StockError naming the field."""
+def _values(_, form: dict, new: bool) -> tuple[dict, dict]:
+    """The product's fields and names from the form's text, or Unreadable naming the field."""
+    labels = _labels(_)
     currency = form["currency"].strip().upper()
-    values: dict = {"name": form["name"], "currency": currency,
-                    "cost": office.minor_units(form["cost"], currency, "cost"),
-                    "price": office.minor_units(form["price"], currency, "price"),
-                    "barcode": form["barcode"].strip() or None}
+    if not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
+        raise Unreadable("currency", _("{field}: “{value}” is not a currency code like CNY.",
+                                       field=labels["currency"], value=currency))
+    values: dict = {"name": form["name"], "currency": currency, "barcode": form["barcode"].strip() or None}
+    for field in ("cost", "price"):
+        try:
+            values[field] = office.minor_units(form[field], currency, field)
+        except StockError:
+            raise Unreadable(field, _("{field}: “{value}” is not an amount: write it like 10 or 10.50.",
+                                      field=labels[field], value=form[field].strip())) from None
     for field, empty in (("shelf_life_days", None), ("reorder_level", 0)):
         text = form[field].strip()
         if text and not (text.isascii() and text.isdigit() and len(text) <= 6):
-            raise StockError(field, "must be a whole number")
+            raise Unreadable(field, _("{field}: “{value}” is not a whole number.", field=labels[field], value=text))
         values[field] = int(text) if text else empty
     if new:
         values["sku"] = form["sku"]
@@ -172,11 +193,11 @@ async def add_product(request: Request, caller: Caller = Depends(staff_only(*peo
     _ = translator(request)
     form = await _form(request)
     try:
-        values, names = _values(form, new=True)
+        values, names = _values(_, form, new=True)
         with g.engine.begin() as conn:
             product_id = office.add(conn, caller, values, names, utcnow())
     except StockError as e:
-        return _product_page(request, caller, g, None, form, {e.field: _message(_, e)}, e.status)
+        return _product_page(request, caller, g, None, form, {e.field: _said(_, e)}, e.status)
     return RedirectResponse(f"/staff/products/{product_id}?saved=1", status_code=303)
 
 
@@ -196,13 +217,13 @@ async def save_product(request: Request, product_id: int,
     _ = translator(request)
     form = await _form(request)
     try:
-        values, names = _values(form, new=False)
+        values, names = _values(_, form, new=False)
         with g.engine.begin() as conn:
             office.change(conn, caller, product_id, values, names, utcnow())
     except StockError as e:
         if e.status == 404:
             return _product_page(request, caller, g, product_id)
-        return _product_page(request, caller, g, product_id, form, {e.field: _message(_, e)}, e.status)
+        return _product_page(request, caller, g, product_id, form, {e.field: _said(_, e)}, e.status)
     return RedirectResponse(f"/staff/products/{product_id}?saved=1", status_code=303)
 
 

@@ -70,7 +70,7 @@ def test_a_manager_adds_a_product_and_names_cola_in_chinese_for_the_menu(cloud, 
     page.get_by_label("Price").fill("three fifty")
     page.get_by_label("Barcode").fill("6901234567892")
     page.get_by_role("button", name="Add the product").click()
-    expect(page.locator("#error-price")).to_contain_text("Price: 'three fifty' is not an amount")
+    expect(page.locator("#error-price")).to_contain_text("Price: “three fifty” is not an amount")
     assert page.get_by_label("Name in 中文").input_value() == "绿茶"  # the form kept what was typed
     shot(page, "product-add-error")
     page.get_by_label("Price").fill("4.00")

@@ -208,10 +208,10 @@ def test_a_manager_adds_a_product_on_the_page_and_a_bad_price_is_answered_next_t
     before = written(cloud_obj)
     r = m.post("/staff/products/new", data=form)
     assert r.status_code == 422
-    assert error_next_to(r.text, "price").startswith("Price: 'four' is not an amount")
+    assert error_next_to(r.text, "price").startswith("Price: “four” is not an amount")
     assert 'value="绿茶"' in r.text  # the form kept
     r = m.post("/staff/products/new", data={**form, "sku": "cola", "price": "4.00"})
-    assert r.status_code == 409 and "exists already" in error_next_to(r.text, "sku")
+    assert r.status_code == 409 and "SKU: this SKU exists already" in error_next_to(r.text, "sku")
     assert written(cloud_obj) == before
     r = m.post("/staff/products/new", data={**form, "price": "4.00"})
     assert r.status_code == 303
@@ -226,6 +226,12 @@ def test_editing_on_the_page_in_chinese_and_a_picture_that_is_not_one(app, cloud
     cola = product_id(cloud_obj, "cola")
     form = {"name": "Cola", "names.zh-CN": "可口可乐", "currency": "CNY", "cost": "1.50", "price": "3.50",
             "barcode": "", "shelf_life_days": "", "reorder_level": "0"}
+    before = written(cloud_obj)
+    r = m.post(f"/staff/products/{cola}", data={**form, "price": "3,50"})
+    assert r.status_code == 422 and error_next_to(r.text, "price") == "价格：“3,50”不是金额，请写成 10 或 10.50 这样的格式。"
+    r = m.post(f"/staff/products/{cola}", data={**form, "reorder_level": "-1"})
+    assert r.status_code == 422 and error_next_to(r.text, "reorder_level") == "补货点：“-1”不是整数。"
+    assert written(cloud_obj) == before
     assert m.post(f"/staff/products/{cola}", data=form).status_code == 303
     with cloud_obj.engine.connect() as conn:
         assert machines.menu(conn, "m-1", "zh-CN")[0].name == "可口可乐"
