@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt
@@ -143,6 +144,9 @@ def _import(g: Gate, caller: Caller, data: bytes) -> dict:
             return catalog_office.import_csv(conn, caller, data, now)
     except StockError as e:
         raise e.http() from None
+    except sa.exc.IntegrityError:  # another import or add made one of these SKUs or barcodes at the same moment
+        raise HTTPException(409, "file: the catalogue changed while this file was imported; nothing was "
+                                 "written: import it again") from None
 
 
 @router.post("/products", status_code=201)
