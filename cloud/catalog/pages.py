@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 
@@ -26,6 +27,7 @@ from cloud.web.pages import translator
 router = APIRouter(include_in_schema=False)
 add_page("/staff/products", "Products", people.CATALOG_READERS, order=35)
 CURRENCIES = ("CNY", "HKD", "USD", "EUR", "GBP", "JPY", "SGD")
+CLASH = "Someone changed the catalogue at the same moment; nothing was saved. Try again."
 FIELDS = ("sku", "name", "currency", "cost", "price", "barcode", "shelf_life_days", "reorder_level")
 
 
@@ -156,6 +158,8 @@ async def import_page(request: Request, file: UploadFile | None = File(None),
             done = office.import_csv(conn, caller, data, utcnow())
     except StockError as e:
         return _list(request, caller, g, status_code=e.status, error=_message(_, e))
+    except sa.exc.IntegrityError:  # someone else added one of its SKUs or barcodes at the same moment
+        return _list(request, caller, g, status_code=409, error=_(CLASH))
     return RedirectResponse(f"/staff/products?imported={done['added']}-{done['updated']}-{done['unchanged']}",
                             status_code=303)
 
@@ -198,6 +202,8 @@ async def add_product(request: Request, caller: Caller = Depends(staff_only(*peo
             product_id = office.add(conn, caller, values, names, utcnow())
     except StockError as e:
         return _product_page(request, caller, g, None, form, {e.field: _said(_, e)}, e.status)
+    except sa.exc.IntegrityError:
+        return _product_page(request, caller, g, None, form, {"form": _(CLASH)}, 409)
     return RedirectResponse(f"/staff/products/{product_id}?saved=1", status_code=303)
 
 
@@ -220,6 +226,8 @@ async def save_product(request: Request, product_id: int,
         values, names = _values(_, form, new=False)
         with g.engine.begin() as conn:
             office.change(conn, caller, product_id, values, names, utcnow())
+    except sa.exc.IntegrityError:
+        return _product_page(request, caller, g, product_id, form, {"form": _(CLASH)}, 409)
     except StockError as e:
         if e.status == 404:
             return _product_page(request, caller, g, product_id)
