@@ -107,7 +107,10 @@ def _read(data: bytes) -> list[dict]:
     except UnicodeDecodeError as e:
         raise StockError("file", f"not UTF-8 text (byte {e.start + 1}): save the sheet as CSV UTF-8") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in reader.fieldnames or []]
+    try:
+        header = [h.strip() for h in reader.fieldnames or []]
+    except csv.Error as e:
+        raise StockError("line 1", f"is not CSV: {e}") from None
     if not header:
         raise StockError("file", "is empty: the first line names the columns, " + ", ".join(columns()))
     unknown = [h for h in header if h not in columns()]

@@ -182,6 +182,9 @@ def test_an_import_adds_and_changes_all_rows_or_none_naming_a_bad_row(client, cl
     assert written(cloud_obj) == before
     r = client.post("/api/v1/products/import", headers=h, content="sku,name\n".encode("utf-16"))
     assert r.status_code == 422 and "not UTF-8" in r.json()["error"]
+    r = client.post("/api/v1/products/import", headers=h, content=b"a" * 200_000)  # one cell past csv's limit
+    assert r.status_code == 422 and "line 1: is not CSV" in r.json()["error"]
+    assert written(cloud_obj) == before
 
 
 def test_the_catalogue_routes_are_role_checked_and_in_the_openapi_document(app, client, cloud_obj):
