@@ -339,6 +339,16 @@ def test_a_declined_authorisation_declines_the_order_and_the_customer_sees_it(cl
     assert client.get(f"/api/v1/orders/{order.id}").json()["settled"] is True
 
 
+def test_a_card_order_links_to_how_the_customer_pays_not_to_a_wallet_they_do_not_use(client, cloud_obj, fake):
+    order, body = waiting_order(cloud_obj, fake, slot="A2")
+    post(client, body)
+    client.cookies.set(people.COOKIE, people.CookieSigner(b"k" * 32).sign("1"))
+    for path in (f"/orders/{order.id}", f"/orders/{order.id}/receipt"):
+        text = client.get(path).text
+        assert "Wallet history" not in text and 'href="/wallet"' not in text, path
+        assert '<a href="/account/payment">How you pay</a>' in text, path
+
+
 @pytest.mark.parametrize("why,headers", [
     ("signature", lambda body, t: {TIMESTAMP_HEADER: str(t), SIGNATURE_HEADER: sign(b"not-the-secret-000", t, body)}),
     ("signature", lambda body, t: {TIMESTAMP_HEADER: str(t), SIGNATURE_HEADER: "0" * 64}),
