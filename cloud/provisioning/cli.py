@@ -83,6 +83,9 @@ def add_arguments(sub) -> None:
     p.add_argument("--wheelhouse", metavar="DIR", default=wheelhouse.DEFAULT_CACHE,
                    help="where the Pi's wheels are kept between cards; what is missing is fetched into it "
                    "(default: %(default)s)")
+    p.add_argument("--wheel-index", metavar="URL", action="append", default=[],
+                   help="one more package index the wheelhouse is filled from (repeatable), beside PyPI: for an "
+                   f"armhf card, piwheels ({wheelhouse.PIWHEELS}), which builds the 32-bit ARM wheels PyPI lacks")
     p.add_argument("--no-download", action="store_true",
                    help="never reach the package index: the wheelhouse must hold every wheel already")
     p.add_argument("--online", action="store_true",
@@ -124,6 +127,7 @@ def _run(args, client, error) -> int:
         raise CardError(f"--ssh-key {args.ssh_key}: not an OpenSSH public key (the .pub file)")
     check_login(args.login_user, args.password_hash, ssh_keys)
     ntp = check_ntp(args.ntp)
+    indexes = wheelhouse.check_indexes(args.wheel_index)
     data_size = datapart.parse_size(args.data_size, "--data-size") if args.data_size else datapart.DEFAULT_SIZE
     card_size = datapart.parse_size(args.card_size, "--card-size") if args.card_size else None
     if (args.data_size or args.card_size) and not args.read_only_root:
@@ -163,7 +167,8 @@ def _run(args, client, error) -> int:
         target_pi = wheelhouse.Target(args.pi_os, args.pi_arch)
         wheels = {} if args.online else {
             os.path.basename(path): path
-            for path in wheelhouse.wheels_for(args.wheelhouse, wheel, target_pi, fetch=not args.no_download)}
+            for path in wheelhouse.wheels_for(args.wheelhouse, wheel, target_pi, fetch=not args.no_download,
+                                              indexes=indexes)}
         requirements = tuple(wheelhouse.requirements(wheel)[1:])
     wheel_files = {}
     for name, path in wheels.items():
