@@ -199,7 +199,8 @@ def _run(args, client, error) -> int:
     if data is None:
         target.write(files, clear=(WHEELS_FOLDER,))
     else:
-        with tempfile.TemporaryDirectory(prefix=".vend-data-", dir=os.path.dirname(os.path.abspath(args.image))) as tmp:
+        folder = os.path.dirname(os.path.abspath(args.image))
+        with tempfile.TemporaryDirectory(prefix=".vend-data-", dir=folder) as tmp:
             data.build(tmp)
             data.apply()
             try:
@@ -266,10 +267,10 @@ def _summary(card: Card, target, show_secrets: bool, data=None) -> None:
     if data is None:
         print("  root file system: writable")
     else:
+        state = "kept as it was" if data.existing else "new"
         print(f"  root file system: read-only (overlay) after the first boot; the ledger on partition {data.number()} "
-              f"(ext4, {datapart.DATA_LABEL}, {datapart.human(data.size)}, "
-              f"{'kept as it was' if data.existing else 'new'}); the image is now {datapart.human(data.start + data.size)} "
-              "and the root is not grown over the card")
+              f"(ext4, {datapart.DATA_LABEL}, {datapart.human(data.size)}, {state}); the image is now "
+              f"{datapart.human(os.path.getsize(data.image))}, and the root is not grown over the card")
     print(f"  files: user-data, network-config, meta-data, {BOOT_FOLDER}/{card.wheel}; config.txt and "
           "cmdline.txt edited (the hardware's buses, motor pins low from power-on, no console on the screen)")
     login = " and ".join(w for w, on in (("password", card.password_hash), ("SSH key", card.ssh_keys)) if on)

@@ -212,7 +212,7 @@ def firstboot_script(card: Card) -> str:
     ]
     if card.read_only_root:
         lines += [
-            f'step "read-only root: the ledger on its own partition, labelled {DATA_LABEL} (made by vendctl provision)"',
+            f'step "read-only root: the ledger on its own partition, {DATA_LABEL} (made by vendctl provision)"',
             f"if blkid -L {DATA_LABEL} >/dev/null 2>&1; then",
             "  systemctl daemon-reload",
             f"  systemctl enable --now {DATA_MOUNT_UNIT} && read_only=yes",
