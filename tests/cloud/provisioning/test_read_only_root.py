@@ -10,10 +10,12 @@ import subprocess
 import pytest
 import yaml
 
+from cloud.provisioning.cloudinit import data_mount_unit
 from cloud.provisioning.datapart import DataPartition
 from tests.cloud.provisioning.test_provision import (BOOT_AT, MIB, card_config, fleet, hardware,  # noqa: F401
                                                      make_image, mtools_env, provision, read_back, sha256, wheel,
                                                      wheels)
+from tests.cloud.provisioning.test_systemd import copy_with_stub_programs, verify
 from tests.fleet_fixtures import require_tool
 
 GIB = 1 << 30
@@ -257,3 +259,13 @@ def test_undo_puts_the_image_back_byte_for_byte(tmp_path):
     assert len(partitions(image)) == 3 and probe(image, data.start)["LABEL"] == "vend-data"
     data.undo()
     assert (sha256(image), os.path.getsize(image)) == before
+
+
+def test_the_data_partitions_mount_unit_passes_systemd_analyze_verify(tmp_path):
+    (tmp_path / "var-lib-vend.mount").write_text(data_mount_unit())
+    copy_with_stub_programs(tmp_path, "vend-controller.service")
+    out = verify(tmp_path, ["var-lib-vend.mount", "vend-controller.service"])
+    assert out.returncode == 0 and out.stdout + out.stderr == "", out.stdout + out.stderr
+    # A mistake is seen: the unit's name must match the folder it mounts.
+    (tmp_path / "var-lib-other.mount").write_text(data_mount_unit())
+    assert verify(tmp_path, ["var-lib-other.mount"]).returncode != 0
