@@ -147,8 +147,8 @@ def check_indexes(urls: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(urls)
 
 
-def _hint(target: Target) -> str:
-    if target.arch == "armhf":
+def _hint(target: Target, indexes: tuple[str, ...] = ()) -> str:
+    if target.arch == "armhf" and PIWHEELS not in (url.rstrip("/") for url in indexes):
         return (f". PyPI has no 32-bit ARM (armv7l) pillow: add --wheel-index {PIWHEELS} (piwheels builds them), or "
                 "make an --online card")
     return ""
@@ -165,7 +165,7 @@ def download(folder: str, wheel: str, target: Target, indexes: tuple[str, ...] =
     if out.returncode != 0:
         where = "the package index" + "".join(f" or {url}" for url in indexes)
         raise CardError(f"fetching the wheels for {target.describe()} failed: {_missing(out.stderr)} "
-                        f"has no wheel for that platform on {where}, or it cannot be reached{_hint(target)}. "
+                        f"has no wheel for that platform on {where}, or it cannot be reached{_hint(target, indexes)}. "
                         "Put the wheels in the wheelhouse by hand (--wheelhouse), or make a card that installs "
                         "from the internet at first boot (--online)")
 
