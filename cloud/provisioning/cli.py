@@ -18,7 +18,7 @@ import tempfile
 import zipfile
 from dataclasses import replace
 
-from cloud.provisioning import pisettings, wheelhouse
+from cloud.provisioning import datapart, pisettings, wheelhouse
 from cloud.provisioning.cloudinit import (AFTER_FIRST_BOOT, BOOT_FOLDER, WHEELS_FOLDER, Card, CardError, Wifi,
                                           check_hardware, check_hostname, check_login, check_ntp, controller_ini,
                                           meta_data, network_config, user_data, user_data_after_first_boot)
@@ -58,7 +58,15 @@ def add_arguments(sub) -> None:
                    help="log in to the broker with a password (default) or a client certificate from the fleet CA")
     p.add_argument("--broker", help="HOST[:PORT] machines reach the broker at (default: what the cloud says)")
     p.add_argument("--read-only-root", action="store_true",
-                   help="run from a read-only root (overlay in RAM); the ledger gets its own partition")
+                   help="run from a read-only root (overlay in RAM); the ledger gets its own partition, added to "
+                   "the --image now (the root is no longer grown over the card at first boot)")
+    p.add_argument("--data-size", metavar="SIZE", default=None,
+                   help="with --read-only-root: the ledger's partition; the image file grows by this much, so the "
+                   "card must hold the image plus this (default 1G; at least 64M). The rest of a bigger card "
+                   "stays unused")
+    p.add_argument("--card-size", metavar="SIZE", default=None,
+                   help="with --read-only-root: the size of the SD card it will be written to (e.g. 8G); refused "
+                   "if the image with its data partition would not fit")
     p.add_argument("--ssh-key", metavar="FILE", help="public keys (a .pub file) for the recovery login over SSH")
     p.add_argument("--password-hash", metavar="HASH", default="",
                    help="the recovery login's password as a crypt hash (openssl passwd -6, or mkpasswd); this or "
@@ -75,6 +83,9 @@ def add_arguments(sub) -> None:
     p.add_argument("--wheelhouse", metavar="DIR", default=wheelhouse.DEFAULT_CACHE,
                    help="where the Pi's wheels are kept between cards; what is missing is fetched into it "
                    "(default: %(default)s)")
+    p.add_argument("--wheel-index", metavar="URL", action="append", default=[],
+                   help="one more package index the wheelhouse is filled from (repeatable), beside PyPI: for an "
+                   f"armhf card, piwheels ({wheelhouse.PIWHEELS}), which builds the 32-bit ARM wheels PyPI lacks")
     p.add_argument("--no-download", action="store_true",
                    help="never reach the package index: the wheelhouse must hold every wheel already")
     p.add_argument("--online", action="store_true",
@@ -116,8 +127,17 @@ def _run(args, client, error) -> int:
         raise CardError(f"--ssh-key {args.ssh_key}: not an OpenSSH public key (the .pub file)")
     check_login(args.login_user, args.password_hash, ssh_keys)
     ntp = check_ntp(args.ntp)
+    indexes = wheelhouse.check_indexes(args.wheel_index)
+    data_size = datapart.parse_size(args.data_size, "--data-size") if args.data_size else datapart.DEFAULT_SIZE
+    card_size = datapart.parse_size(args.card_size, "--card-size") if args.card_size else None
+    if (args.data_size or args.card_size) and not args.read_only_root:
+        raise CardError("--data-size and --card-size are for the ledger's partition of --read-only-root")
+    if args.read_only_root and not args.image:
+        raise CardError("--read-only-root needs --image: the ledger's partition is added to the image before it is "
+                        "written to the card (a card's root would be grown over its free space at first boot)")
     target = ImageTarget(args.image) if args.image else DirTarget(args.boot_dir)
     target.check()
+    data = datapart.DataPartition.plan(args.image, data_size, card_size) if args.read_only_root else None
     boot_files = {}
     for name in ("config.txt", "cmdline.txt"):
         boot_files[name] = target.read(name)
@@ -147,7 +167,8 @@ def _run(args, client, error) -> int:
         target_pi = wheelhouse.Target(args.pi_os, args.pi_arch)
         wheels = {} if args.online else {
             os.path.basename(path): path
-            for path in wheelhouse.wheels_for(args.wheelhouse, wheel, target_pi, fetch=not args.no_download)}
+            for path in wheelhouse.wheels_for(args.wheelhouse, wheel, target_pi, fetch=not args.no_download,
+                                              indexes=indexes)}
         requirements = tuple(wheelhouse.requirements(wheel)[1:])
     wheel_files = {}
     for name, path in wheels.items():
@@ -166,7 +187,8 @@ def _run(args, client, error) -> int:
     card = replace(card, units_off=pisettings.units_off(cfg))
     try:
         edited = {"config.txt": pisettings.config_txt(boot_files["config.txt"], card.machine_id, cfg),
-                  "cmdline.txt": pisettings.cmdline_txt(boot_files["cmdline.txt"], cfg)}
+                  "cmdline.txt": pisettings.cmdline_txt(boot_files["cmdline.txt"], cfg,
+                                                        keep_root_size=args.read_only_root)}
     except pisettings.BootFileError as e:
         raise TargetError(f"{target.describe()}: {e}") from None
     files = {"user-data": user_data(card).encode(), "network-config": network_config(card).encode(),
@@ -174,8 +196,19 @@ def _run(args, client, error) -> int:
              f"{BOOT_FOLDER}/{AFTER_FIRST_BOOT}": user_data_after_first_boot(card).encode(),
              f"{BOOT_FOLDER}/{card.wheel}": wheel_bytes, **wheel_files,
              **{name: text.encode() for name, text in edited.items()}}
-    target.write(files, clear=(WHEELS_FOLDER,))
-    _summary(card, target, args.show_secrets)
+    if data is None:
+        target.write(files, clear=(WHEELS_FOLDER,))
+    else:
+        folder = os.path.dirname(os.path.abspath(args.image))
+        with tempfile.TemporaryDirectory(prefix=".vend-data-", dir=folder) as tmp:
+            data.build(tmp)
+            data.apply()
+            try:
+                target.write(files, clear=(WHEELS_FOLDER,))
+            except BaseException:
+                data.undo()
+                raise
+    _summary(card, target, args.show_secrets, data)
     return 0
 
 
@@ -224,14 +257,20 @@ def check_wheel(path: str) -> None:
         raise CardError(f"--wheel {path}: not a vend-fleet wheel with the controller and its systemd unit")
 
 
-def _summary(card: Card, target, show_secrets: bool) -> None:
+def _summary(card: Card, target, show_secrets: bool, data=None) -> None:
     auth = "client certificate" if card.cert_pem else (f"user {card.mqtt_username}" if card.mqtt_username
                                                        else "no login")
     wifi = f'Wi-Fi "{card.wifi.ssid}" ({card.wifi.country}) and Ethernet' if card.wifi else "Ethernet (DHCP)"
     print(f"provisioned {target.describe()} for machine {card.machine_id}")
     print(f"  host name {card.hostname}; network: {wifi}")
     print(f"  broker {card.mqtt_host}:{card.mqtt_port}, {auth}, {'TLS with the fleet CA' if card.tls else 'no TLS'}")
-    print(f"  root file system: {'read-only (overlay), ledger on its own partition' if card.read_only_root else 'writable'}")
+    if data is None:
+        print("  root file system: writable")
+    else:
+        state = "kept as it was" if data.existing else "new"
+        print(f"  root file system: read-only (overlay) after the first boot; the ledger on partition {data.number()} "
+              f"(ext4, {datapart.DATA_LABEL}, {datapart.human(data.size)}, {state}); the image is now "
+              f"{datapart.human(os.path.getsize(data.image))}, and the root is not grown over the card")
     print(f"  files: user-data, network-config, meta-data, {BOOT_FOLDER}/{card.wheel}; config.txt and "
           "cmdline.txt edited (the hardware's buses, motor pins low from power-on, no console on the screen)")
     login = " and ".join(w for w, on in (("password", card.password_hash), ("SSH key", card.ssh_keys)) if on)

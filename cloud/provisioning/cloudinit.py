@@ -28,6 +28,14 @@ HARDWARE_SECTIONS = ("hardware", "gpio", "serial", "thermometer", "screen")
 CONFIG_PATH = "/etc/vend/controller.ini"
 LEDGER_DIR = "/var/lib/vend"
 DATA_LABEL = "vend-data"
+# The ledger's partition is mounted by a systemd mount unit, not an /etc/fstab line. raspi-config's
+# enable_overlayfs puts "overlayroot=tmpfs " at the start of cmdline.txt, and with that value overlayroot's
+# initramfs script (overlayrootify_fstab, recurse defaulting to 1) rewrites every ext4 line of /etc/fstab into an
+# overlay over RAM: the ledger would be written to RAM and lost at the next power cut. Spelling it
+# "overlayroot=tmpfs:recurse=0" in cmdline.txt avoids that but breaks the servicing steps: disable_overlayfs
+# removes only the exact text "overlayroot=tmpfs " and reports success with the overlay still on. A mount unit
+# is not in fstab, so overlayroot leaves it alone, and raspi-config never edits it.
+DATA_MOUNT_UNIT = "var-lib-vend.mount"
 HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 COUNTRY_RE = re.compile(r"^[A-Z]{2}\Z")
 PSK_HEX_RE = re.compile(r"^[0-9a-fA-F]{64}\Z")
@@ -204,25 +212,13 @@ def firstboot_script(card: Card) -> str:
     ]
     if card.read_only_root:
         lines += [
-            f'step "read-only root: the ledger on its own partition, labelled {DATA_LABEL}"',
-            "data_partition() {",
-            f"  if ! blkid -L {DATA_LABEL} >/dev/null 2>&1; then",
-            "    root=$(findmnt -no SOURCE /)",
-            '    disk=/dev/$(lsblk -no PKNAME "$root")',
-            "    # 1 GiB after the last partition: the root was not grown over the card (growpart is off).",
-            "    echo ',1G,L' | sfdisk --append --no-reread --force \"$disk\" || return 1",
-            '    partx -u "$disk" || true',
-            "    udevadm settle",
-            '    part=$(lsblk -lnpo NAME "$disk" | tail -n 1)',
-            '    [ "$part" != "$root" ] || return 1',
-            f'    mkfs.ext4 -q -F -L {DATA_LABEL} "$part" || return 1',
-            "  fi",
-            f"  grep -q '^LABEL={DATA_LABEL} ' /etc/fstab || "
-            f"echo 'LABEL={DATA_LABEL} {LEDGER_DIR} ext4 defaults,noatime 0 2' >> /etc/fstab",
-            f"  mkdir -p {LEDGER_DIR} && mount {LEDGER_DIR}",
-            "}",
-            "if data_partition; then read_only=yes; else",
-            '  step "NO free space for the ledger partition: the root file system stays writable"; fi',
+            f'step "read-only root: the ledger on its own partition, {DATA_LABEL} (made by vendctl provision)"',
+            f"if blkid -L {DATA_LABEL} >/dev/null 2>&1; then",
+            "  systemctl daemon-reload",
+            f"  systemctl enable --now {DATA_MOUNT_UNIT} && read_only=yes",
+            "fi",
+            '[ "$read_only" = yes ] || step "NO partition labelled ' + DATA_LABEL + ' (or it does not mount): the root '
+            'file system stays writable"',
         ]
     lines += [
         f"install -d -o {SERVICE_USER} -g {SERVICE_USER} -m 0750 {LEDGER_DIR}",
@@ -240,14 +236,31 @@ def firstboot_script(card: Card) -> str:
             'if [ "$read_only" = yes ]; then',
             '  step "overlay root: / in RAM over a read-only card; reboot to start it"',
             "  raspi-config nonint enable_overlayfs",
-            f"  # overlayroot's default (recurse=1) would put {LEDGER_DIR}, the ledger's partition, in RAM too.",
-            "  sed -i 's/overlayroot=tmpfs\\([^:]\\|$\\)/overlayroot=tmpfs:recurse=0\\1/' \"$boot/cmdline.txt\"",
-            '  grep -q "overlayroot=tmpfs:recurse=0" "$boot/cmdline.txt"',
-            "  touch /run/vend-reboot",
+            "  # cmdline.txt as raspi-config wrote it, untouched: its disable_overlayfs removes exactly that text (see",
+            "  # DATA_MOUNT_UNIT in vendctl's cloudinit.py). raspi-config installs overlayroot with apt when the image",
+            "  # lacks it and goes on if that fails, leaving a token nothing reads: the root would stay writable.",
+            "  if dpkg-query -W -f='${Status}' overlayroot 2>/dev/null | grep -q 'ok installed' &&",
+            '    grep -q "overlayroot=tmpfs " "$boot/cmdline.txt"; then',
+            "    touch /run/vend-reboot",
+            "  else",
+            '    step "NO overlay: the overlayroot package is not installed (raspi-config fetches it with apt, which '
+            'needs the network once): the root file system stays writable"',
+            "    raspi-config nonint disable_overlayfs || true",
+            "  fi",
             "fi",
         ]
     lines += ['step "done: vend-controller is running"']
     return "\n".join(lines) + "\n"
+
+
+def data_mount_unit() -> str:
+    """The systemd mount unit of the ledger's partition (see DATA_MOUNT_UNIT for why not fstab)."""
+    return (f"# The ledger's own partition, written by vendctl provision: kept out of the overlay root.\n"
+            "[Unit]\nDescription=The vending ledger's partition\n"
+            f"Before=vend-controller.service\n\n[Mount]\nWhat=/dev/disk/by-label/{DATA_LABEL}\n"
+            f"Where={LEDGER_DIR}\nType=ext4\nOptions=rw,noatime\n\n"
+            "[Install]\nWantedBy=local-fs.target\n# The controller never writes its ledger into RAM instead.\n"
+            "RequiredBy=vend-controller.service\n")
 
 
 def _online_install(card: Card) -> list[str]:
@@ -341,8 +354,10 @@ def user_data(card: Card) -> str:
         # timesyncd is Raspberry Pi OS's own client: cloud-init's default choice would install chrony, from apt.
         config["ntp"] = {"enabled": True, "ntp_client": "systemd-timesyncd", "servers": list(card.ntp_servers)}
     if card.read_only_root:
-        # The ledger's partition goes in the card's free space after the root: the root must not take it.
+        # The ledger's partition is on the card after the root: the root must not be grown over it.
         config.update(growpart={"mode": "off"}, resize_rootfs=False)
+        files.insert(-1, {"path": f"/etc/systemd/system/{DATA_MOUNT_UNIT}", "permissions": "0644",
+                          "content": data_mount_unit()})
     config["write_files"] = files
     config["runcmd"] = [["bash", "-c", "set -o pipefail; /usr/local/sbin/vend-firstboot 2>&1 | "
                          "tee -a /var/log/vend-firstboot.log"]]

@@ -19,6 +19,10 @@ END = "# vend-fleet: end"
 # Console to no framebuffer (there is no fb9), no blinking cursor: the screen shows only what the controller draws.
 SCREEN_CMDLINE = ("fbcon=map:9", "vt.global_cursor_default=0")
 SCREEN_UNITS_OFF = ("getty@tty1.service",)
+# What grows the root over the whole card at the first boot, before cloud-init runs: ``resize`` (Trixie's
+# initramfs), the first-boot init of raspberrypi-sys-mods (Bookworm) and the older raspi-config one. A card with a
+# read-only root keeps the card's space for the ledger's partition, so these go (cloud-init's growpart is off too).
+ROOT_GROWERS = ("resize", "init=/usr/lib/raspberrypi-sys-mods/firstboot", "init=/usr/lib/raspi-config/init_resize.sh")
 _BLOCK_RE = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
 
 
@@ -40,8 +44,9 @@ def config_txt(current: str, machine_id: str, cfg) -> str:
     return kept + "\n".join(lines + [END]) + "\n"
 
 
-def cmdline_txt(current: str, cfg) -> str:
-    """cmdline.txt (one line) without a login console on the buses the machine uses, and the screen's console off."""
+def cmdline_txt(current: str, cfg, keep_root_size: bool = False) -> str:
+    """cmdline.txt (one line) without a login console on the buses the machine uses, and the screen's console off;
+    with ``keep_root_size``, without what would grow the root over the card (``ROOT_GROWERS``)."""
     if not current.strip():
         raise BootFileError("cmdline.txt is empty: this is not a Raspberry Pi OS boot partition as it was written")
     if len(current.strip().splitlines()) != 1:
@@ -51,6 +56,8 @@ def cmdline_txt(current: str, cfg) -> str:
     off = {f"console={name}" for name in settings.consoles_off}
     replaced = {word.split("=")[0] for word in SCREEN_CMDLINE}
     words = [w for w in words if w.split(",")[0] not in off and w.split("=")[0] not in replaced]
+    if keep_root_size:
+        words = [w for w in words if w not in ROOT_GROWERS]
     return " ".join(words + list(SCREEN_CMDLINE)) + "\n"
 
 

@@ -6,6 +6,11 @@ The wheels are fetched once into a folder on the technician's (or the cloud's) s
 installs the controller from that folder in a dry run for the Pi's platform, with no index; what it would
 install is exactly what goes on the card, and the first boot runs the same install with ``--no-index``.
 
+PyPI has no 32-bit ARM (armv7l) build of pillow; piwheels (``PIWHEELS``) builds armv7l wheels for Raspberry Pi
+OS's Pythons. ``--wheel-index URL`` adds such an index to the download (``pip download --extra-index-url``),
+with the same ``--only-binary=:all:`` and the Pi's platform tags; what it brings is kept in the wheelhouse like
+the rest.
+
 The pin libraries (lgpio, RPi.GPIO or rpi-lgpio) are not fetched: PyPI has no ARM wheel of lgpio 0.2 (an
 ``--only-binary`` download silently takes the empty placeholder lgpio 0.0.0.2), and Raspberry Pi OS ships
 them (``python3-lgpio``, ``python3-rpi-lgpio``); the card's venv is made with ``--system-site-packages``.
@@ -31,6 +36,7 @@ RELEASES = {"bookworm": ("3.11", 36), "trixie": ("3.13", 41)}
 ARCHES = {"arm64": "aarch64", "armhf": "armv7l"}
 # From the OS, never the wheelhouse (see the module's docstring).
 OS_PIN_LIBRARIES = {"lgpio", "rpi-gpio", "rpi-lgpio"}
+PIWHEELS = "https://www.piwheels.org/simple"
 DEFAULT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
                              "vend-fleet", "wheelhouse")
 
@@ -115,7 +121,7 @@ def resolve(folder: str, wheel: str, target: Target) -> list[str]:
                     *target.pip_options(), *requirements(wheel)], env=_isolated_env())
         if out.returncode != 0:
             raise CardError(f"the wheelhouse {folder} has no wheel of {_missing(out.stderr)} for "
-                            f"{target.describe()}")
+                            f"{target.describe()}{_hint(target)}")
         with open(report) as f:
             installs = json.load(f)["install"]
     files = []
@@ -133,20 +139,38 @@ def resolve(folder: str, wheel: str, target: Target) -> list[str]:
     return sorted(files)
 
 
-def download(folder: str, wheel: str, target: Target) -> None:
-    """Fetch into ``folder`` the wheels the controller needs on ``target`` (pip keeps what is there)."""
+def check_indexes(urls: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The extra wheel indexes, as http(s) URLs of a simple index (PEP 503)."""
+    for url in urls:
+        if not re.match(r"^https?://[^\s/]+(/\S*)?\Z", url):
+            raise CardError(f"--wheel-index {url!r}: give the URL of a simple package index, such as {PIWHEELS}")
+    return tuple(urls)
+
+
+def _hint(target: Target, indexes: tuple[str, ...] = ()) -> str:
+    if target.arch == "armhf" and PIWHEELS not in (url.rstrip("/") for url in indexes):
+        return (f". PyPI has no 32-bit ARM (armv7l) pillow: add --wheel-index {PIWHEELS} (piwheels builds them), or "
+                "make an --online card")
+    return ""
+
+
+def download(folder: str, wheel: str, target: Target, indexes: tuple[str, ...] = ()) -> None:
+    """Fetch into ``folder`` the wheels the controller needs on ``target`` (pip keeps what is there), from the
+    package index and the extra ``indexes``."""
     os.makedirs(folder, exist_ok=True)
     # The controller's own wheel is not on the index: its requirements are fetched, with theirs.
     wanted = _requires(wheel, "") + _requires(wheel, "controller") + requirements(wheel)[1:]
-    out = _pip(["download", "--quiet", "--dest", folder, *target.pip_options(), *wanted])
+    extra = [option for url in indexes for option in ("--extra-index-url", url)]
+    out = _pip(["download", "--quiet", "--dest", folder, *extra, *target.pip_options(), *wanted])
     if out.returncode != 0:
+        where = "the package index" + "".join(f" or {url}" for url in indexes)
         raise CardError(f"fetching the wheels for {target.describe()} failed: {_missing(out.stderr)} "
-                        "has no wheel for that platform on the package index, or the index cannot be reached. "
+                        f"has no wheel for that platform on {where}, or it cannot be reached{_hint(target, indexes)}. "
                         "Put the wheels in the wheelhouse by hand (--wheelhouse), or make a card that installs "
                         "from the internet at first boot (--online)")
 
 
-def wheels_for(folder: str, wheel: str, target: Target, fetch: bool) -> list[str]:
+def wheels_for(folder: str, wheel: str, target: Target, fetch: bool, indexes: tuple[str, ...] = ()) -> list[str]:
     """The wheel files for the card: from the wheelhouse as it is, or after fetching what it lacks."""
     if os.path.isdir(folder):
         try:
@@ -157,5 +181,5 @@ def wheels_for(folder: str, wheel: str, target: Target, fetch: bool) -> list[str
     elif not fetch:
         raise CardError(f"no wheelhouse {folder}: make it by running vendctl provision without --no-download, "
                         "on a computer that reaches the package index")
-    download(folder, wheel, target)
+    download(folder, wheel, target, indexes)
     return resolve(folder, wheel, target)

@@ -278,11 +278,11 @@ def test_read_only_root_puts_the_ledger_on_its_own_partition(fleet, provision, t
     script = card_config(ud, "/usr/local/sbin/vend-firstboot")["content"]
     (tmp_path / "firstboot").write_text(script)
     assert subprocess.run(["sh", "-n", str(tmp_path / "firstboot")]).returncode == 0
-    for expected in ("mkfs.ext4 -q -F -L vend-data", "LABEL=vend-data /var/lib/vend ext4",
-                     "raspi-config nonint enable_overlayfs", "overlayroot=tmpfs:recurse=0"):
+    for expected in ("blkid -L vend-data", "systemctl enable --now var-lib-vend.mount",
+                     "raspi-config nonint enable_overlayfs"):
         assert expected in script
     # The overlay comes only after the ledger's partition is mounted, and after the controller is set up.
-    assert script.index("mount /var/lib/vend") < script.index("enable_overlayfs")
+    assert script.index("var-lib-vend.mount") < script.index("enable_overlayfs")
 
 
 def test_a_client_certificate_instead_of_a_password(fleet, provision, tmp_path, hardware, wheel):
