@@ -49,6 +49,8 @@ machines = sa.Table(
     sa.Column("ledger_id", sa.String(64), nullable=False, server_default=""),
     sa.Column("ledger_base", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # A retired machine sells no more (its QR codes are refused); its records, sales and moves stay.
+    sa.Column("retired_at", UTCDateTime, nullable=True),
 )
 
 # A machine has one cabinet or more (a snack tower beside a chilled one); each slot is in one of them, and
@@ -88,6 +90,10 @@ class FleetError(ValueError):
 
 class NoSuchMachine(FleetError):
     """A machine id the cloud does not know."""
+
+
+class Retired(FleetError):
+    """A machine that was retired, asked to do what only a machine in service does."""
 
 
 @dataclass(frozen=True)
@@ -265,6 +271,24 @@ def write_slots(conn: sa.Connection, machine_id: str, wanted: list[dict]) -> Non
     conn.execute(slots.update().where(slots.c.machine_id == machine_id,
                                       slots.c.slot.not_in([w["slot"] for w in wanted]))
                  .values(in_planogram=False))
+
+
+def retire(conn: sa.Connection, machine_id: str, now: datetime) -> None:
+    """Take a machine out of service for good: it sells no more; Retired if it was retired already."""
+    row = conn.execute(sa.select(machines).where(machines.c.id == machine_id).with_for_update()).first()
+    if row is None:
+        raise NoSuchMachine(f"no machine {machine_id!r}")
+    if row.retired_at is not None:
+        raise Retired(f"machine {machine_id} was retired already, on {row.retired_at.isoformat()}")
+    conn.execute(machines.update().where(machines.c.id == machine_id).values(retired_at=now))
+
+
+def in_service(conn: sa.Connection, machine_id: str):
+    """The machine's row; NoSuchMachine or Retired if it cannot sell or be moved."""
+    row = get(conn, machine_id)
+    if row.retired_at is not None:
+        raise Retired(f"machine {machine_id} is retired (since {row.retired_at.isoformat()})")
+    return row
 
 
 def get(conn: sa.Connection, machine_id: str):
