@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                      "0 ends them now (a leaked secret)")
     rot.add_argument("--show-secrets", action="store_true", help="print the new QR secret and broker password")
     rot.add_argument("--json", action="store_true")
+    fleetcli.add_machine_parsers(msub)
     s = sub.add_parser("sales", help="recent sales and totals")
     s.add_argument("--machine")
     s.add_argument("--limit", type=int, default=20)
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             dex_cli.run(args, client, CliError)
         elif args.command in PAYMENTS_COMMANDS:
             payments_command(args, client)
+        elif args.command == "machines" and args.action in fleetcli.MACHINE_ACTIONS:
+            fleetcli.run_machines(args, client)
         elif args.command == "machines" and args.action == "add":
             result = client.call("POST", "/api/v1/machines", {"id": args.id, "name": args.name,
                                                               "location": args.location})
