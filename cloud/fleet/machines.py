@@ -370,3 +370,16 @@ def apply_statuses(conn: sa.Connection, statuses: dict[str, Status], now: dateti
         conn.execute(machines.update().where(machines.c.id == sa.bindparam("b_id")).values(online=online, **values),
                      rows)
     return known
+
+def search(conn: sa.Connection, text: str = "", after: str | None = None, limit: int = 50) -> tuple[list, str | None]:
+    """A page of machines whose id or name holds ``text``, by id, after the id ``after`` (keyset: never an
+    OFFSET); and the ``after`` of the next page (None: this is the last)."""
+    q = sa.select(machines.c.id, machines.c.name, machines.c.online, machines.c.retired_at, machines.c.created_at) \
+        .order_by(machines.c.id).limit(limit + 1)
+    if text:
+        like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        q = q.where(sa.or_(machines.c.id.ilike(like, escape="\\"), machines.c.name.ilike(like, escape="\\")))
+    if after:
+        q = q.where(machines.c.id > after)
+    rows = conn.execute(q).all()
+    return rows[:limit], rows[limit - 1].id if len(rows) > limit else None
