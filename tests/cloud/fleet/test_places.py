@@ -17,7 +17,8 @@ from cloud.fleet import locations, machines
 from cloud.people import audit, auth, staff
 from cloud.stock import picking
 from protocol import token as qrtoken
-from tests.cloud_fixtures import MACHINE, SECRET, add_machine, db_url, fast_hashes, idle_cloud  # noqa: F401
+from tests.cloud_fixtures import (MACHINE, SECRET, ThroughTestClient, add_machine, db_url, fast_hashes,  # noqa: F401
+                                  idle_cloud)
 
 BOOT = "bootstrap-token-for-tests"
 ADMIN = {"Authorization": f"Bearer {BOOT}"}
@@ -174,6 +175,42 @@ def test_the_new_routes_are_in_the_openapi_schema(client):
                  "/api/v1/machines/{machine_id}/locations", "/api/v1/locations/{location_id}", "/api/v1/routes/today",
                  "/api/v1/routes/{route_id}"):
         assert path in paths
+
+
+# -- vendctl ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def vendctl(client, monkeypatch, capsys):
+    def run(*argv):
+        monkeypatch.setattr(cloud.cli.Client, "from_env", classmethod(lambda cls: ThroughTestClient(client, ADMIN)))
+        code = cloud.cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run
+
+
+def test_vendctl_locations_machines_and_routes(vendctl):
+    code, out, _ = vendctl("locations", "add", "Station", "--name-in", "zh-CN=车站", "--tz", "Asia/Shanghai")
+    assert code == 0 and "location 1 'Station' added" in out
+    code, out, _ = vendctl("locations", "edit", "1", "--address", "1 Rail Rd", "--name-in", "ja=駅")
+    assert code == 0 and "changed address, names" in out
+    assert vendctl("machines", "move", MACHINE, "--to", "1")[1].strip() == f"machine {MACHINE} moved to location 1"
+    code, out, _ = vendctl("locations", "show", "1")
+    assert code == 0 and "name (ja): 駅" in out and "name (zh-CN): 车站" in out and MACHINE in out
+    code, _, err = vendctl("machines", "move", MACHINE, "--to", "9")
+    assert code != 0 and "no location 9" in err
+    code, out, _ = vendctl("routes", "add", "North", "m-2", MACHINE, "--days", "135")
+    assert code == 0 and f"m-2 → {MACHINE} (Mon Wed Fri)" in out
+    assert vendctl("routes", "edit", "1", "--machines", f"{MACHINE},m-2")[1].strip() == "route 1 'North': changed machines"
+    code, out, _ = vendctl("routes", "show", "--day", "2026-12-09")  # a Wednesday
+    assert code == 0 and out.splitlines() == ["route 1 'North' on 2026-12-09:", f"  1. {MACHINE} Machine {MACHINE}",
+                                              "  2. m-2 Machine m-2"]
+    assert vendctl("routes", "show", "--day", "2026-12-10")[1].strip() == "no route is driven that day"
+    code, _, err = vendctl("routes", "add", "South", "ghost")
+    assert code != 0 and "no machine 'ghost'" in err
+    assert vendctl("machines", "retire", "m-2")[0] == 0
+    code, _, err = vendctl("machines", "retire", "m-2")
+    assert code != 0 and "was retired already" in err
 
 
 # -- the pages ---------------------------------------------------------------------------------------
