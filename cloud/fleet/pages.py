@@ -420,7 +420,7 @@ def _place_page(request: Request, caller, cloud, machine_id: str, status_code: i
                  start=datetime.fromisoformat(s["from"]) if s["from"] else None,
                  end=datetime.fromisoformat(s["to"]) if s["to"] else None)
     return dash(request, caller, "dash_machine_place.html", status_code, m=m, stays=stays, errors=errors or {},
-                here=by_id.get(here), here_name=locations.name_in(by_id[here], lang) if here in by_id else None,
+                at=by_id.get(here), here_name=locations.name_in(by_id[here], lang) if here in by_id else None,
                 places=[(p["id"], locations.name_in(p, lang)) for p in places], notice=notice,
                 may_edit=caller.role in people.FLEET_EDITORS)
 

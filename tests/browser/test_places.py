@@ -91,6 +91,8 @@ def test_a_manager_places_machines_and_orders_a_route(cloud, office):
     page.locator("#f-location").select_option(label=f"车站 {suffix}" if zh else f"Station {suffix}")
     submit(page, "#move-form")
     expect(page.locator("#stays tbody tr")).to_have_count(2)
+    # The menu shows where it stands now (a third location would be listed before it).
+    assert page.locator("#f-location option:checked").inner_text() == (f"车站 {suffix}" if zh else f"Station {suffix}")
     fits(page)
     shot(page, f"places-machine-place-{tag}")
 

@@ -139,6 +139,8 @@ def test_a_retired_machine_stops_selling_keeps_its_history_and_cannot_be_retired
     stays = client.get(f"/api/v1/machines/{MACHINE}/locations", headers=ADMIN).json()
     assert [(s["location"], s["to"] is not None) for s in stays] == [("A", True)]
     assert client.get(f"/api/v1/machines/{MACHINE}", headers=ADMIN).json()["retired_at"] == r.json()["retired_at"]
+    # Nothing about it needs a person any more: m-2, never connected, is offline; the retired m-1 is not.
+    assert {a["machine_id"] for a in client.get("/api/v1/alerts", headers=ADMIN).json()} == {"m-2"}
     # Its QR code: a clear page, not the menu.
     tok = qrtoken.make(MACHINE, SECRET.encode(), time.time(), 5)
     page = client.get(f"/q/{tok}")
@@ -262,6 +264,7 @@ def test_moving_and_retiring_on_the_machine_s_page(client, cloud_obj):
     assert r.status_code == 303
     page = client.get(r.headers["location"]).text
     assert re.search(r'id="stands-at">Beta<', page) and "Alpha" in page
+    assert f'<option value="{b}" selected>Beta</option>' in page and f'<option value="{a}">' in page
     assert client.post(f"/staff/machines/{MACHINE}/retire", data={}).status_code == 422
     assert client.post(f"/staff/machines/{MACHINE}/retire", data={"sure": "yes"}).status_code == 303
     twice = client.post(f"/staff/machines/{MACHINE}/retire", data={"sure": "yes"})
