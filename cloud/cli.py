@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("id")
     add.add_argument("--name", default="")
     add.add_argument("--location", default="")
+    add.add_argument("--at", type=int, metavar="LOCATION_ID", help="the location it stands at (vendctl locations)")
     add.add_argument("--show-secrets", action="store_true", help="print the QR secret and broker password")
     add.add_argument("--json", action="store_true")
     shw = msub.add_parser("show", help="one machine: status, ledger, planogram, alerts and its last self-test")
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             fleetcli.run_machines(args, client)
         elif args.command == "machines" and args.action == "add":
             result = client.call("POST", "/api/v1/machines", {"id": args.id, "name": args.name,
-                                                              "location": args.location})
+                                                              "location": args.location, "location_id": args.at})
             if args.json:
                 print(json.dumps(hide_secrets(result, args.show_secrets), indent=2))
             else:

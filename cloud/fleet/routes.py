@@ -142,6 +142,7 @@ class NewMachine(Body):
     id: SkipValidation[str] = ""
     name: SkipValidation[str] = ""
     location: SkipValidation[str] = ""
+    location_id: SkipValidation[int | None] = None  # the location it stands at from the start; none: none
     secret: SkipValidation[str | None] = None  # none: one is made
 
 
@@ -419,10 +420,14 @@ def api_add_machine(body: NewMachine, caller: Caller = Depends(require(*people.F
     try:
         with cloud.engine.begin() as conn:
             now = utcnow()
+            if body.location_id is not None:
+                locations.get(conn, body.location_id)  # named before anything is written
             secret = machines.add_machine(conn, body.id, body.name, body.location, now, body.secret)
+            if body.location_id is not None:
+                locations.place(conn, body.id, body.location_id, now)
             creds = machines.credentials(conn, body.id, now)
             people.audit.record(conn, caller, "machine.add", "machine", body.id,
-                                {"name": body.name, "location": body.location}, now)
+                                {"name": body.name, "location": body.location, "location_id": body.location_id}, now)
     except machines.FleetError as e:
         raise refused(e) from None
     return {"id": body.id, "secret": secret, "mqtt_username": creds.mqtt_username,

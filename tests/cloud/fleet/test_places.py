@@ -199,6 +199,11 @@ def test_vendctl_locations_machines_and_routes(vendctl):
     assert vendctl("machines", "move", MACHINE, "--to", "1")[1].strip() == f"machine {MACHINE} moved to location 1"
     code, out, _ = vendctl("locations", "show", "1")
     assert code == 0 and "name (ja): 駅" in out and "name (zh-CN): 车站" in out and MACHINE in out
+    code, out, _ = vendctl("machines", "add", "m-3", "--name", "Third", "--at", "1")
+    assert code == 0 and "machine m-3 created" in out
+    code, _, err = vendctl("machines", "add", "m-4", "--at", "7")
+    assert code != 0 and "no location 7" in err
+    assert "m-4" not in vendctl("machines", "--json")[1]
     code, _, err = vendctl("machines", "move", MACHINE, "--to", "9")
     assert code != 0 and "no location 9" in err
     code, out, _ = vendctl("routes", "add", "North", "m-2", MACHINE, "--days", "135")
