@@ -208,8 +208,10 @@ def pick_list(conn: sa.Connection, machine_ids: list[str], today: date) -> dict:
 
 
 def route_pick_list(conn: sa.Connection, route_id: int, today: date) -> dict:
+    """The pick list of a route's machines in visiting order; a retired one is left off (nothing to load)."""
     route = get_route(conn, route_id)
-    return {"route": route, **pick_list(conn, route["machines"], today)}
+    retired = {m.id for m in machines.list_machines(conn) if m.retired_at is not None}
+    return {"route": route, **pick_list(conn, [m for m in route["machines"] if m not in retired], today)}
 
 
 # -- alerts ------------------------------------------------------------------------------------------

@@ -301,7 +301,10 @@ def test_a_route_is_made_and_reordered_with_buttons_and_the_pick_list_offers_tod
     ghost = client.post(route, data={"op": "add", "machine": "ghost"})
     assert ghost.status_code == 404 and "no machine &#39;ghost&#39;" in ghost.text
     assert client.post(route, data={"op": "remove:5"}).status_code == 422
+    client.post(f"/api/v1/machines/{MACHINE}/retire", headers=ADMIN)  # a retired stop: nothing to load there
+    picks = client.get("/api/v1/routes/1/pick-list", headers=ADMIN).json()
+    assert [m["machine_id"] for m in picks["machines"]] == ["m-2"]
     today = client.get("/staff/routes/today").text
-    assert "North" in today and today.index("m-2") < today.index(MACHINE)
+    assert "North" in today and today.index("m-2") < today.index(MACHINE) and "(Retired)" in today
     pick = client.get("/staff/pick-lists").text
     assert re.search(r'<optgroup label="Today"><option value="\d+">North</option>', pick)
