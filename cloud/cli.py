@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("id")
     add.add_argument("--name", default="")
     add.add_argument("--location", default="")
+    add.add_argument("--at", type=int, metavar="LOCATION_ID", help="the location it stands at (vendctl locations)")
     add.add_argument("--show-secrets", action="store_true", help="print the QR secret and broker password")
     add.add_argument("--json", action="store_true")
     shw = msub.add_parser("show", help="one machine: status, ledger, planogram, alerts and its last self-test")
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                      "0 ends them now (a leaked secret)")
     rot.add_argument("--show-secrets", action="store_true", help="print the new QR secret and broker password")
     rot.add_argument("--json", action="store_true")
+    fleetcli.add_machine_parsers(msub)
     s = sub.add_parser("sales", help="recent sales and totals")
     s.add_argument("--machine")
     s.add_argument("--limit", type=int, default=20)
@@ -87,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
             dex_cli.run(args, client, CliError)
         elif args.command in PAYMENTS_COMMANDS:
             payments_command(args, client)
+        elif args.command == "machines" and args.action in fleetcli.MACHINE_ACTIONS:
+            fleetcli.run_machines(args, client)
         elif args.command == "machines" and args.action == "add":
             result = client.call("POST", "/api/v1/machines", {"id": args.id, "name": args.name,
-                                                              "location": args.location})
+                                                              "location": args.location, "location_id": args.at})
             if args.json:
                 print(json.dumps(hide_secrets(result, args.show_secrets), indent=2))
             else:

@@ -63,6 +63,7 @@ LOCATIONS = {
     "demo-3": ("Riverside gym", "88 Riverside Avenue", 31.2197, 121.4960),
     "demo-4": ("Office tower", "200 Century Avenue", 31.2354, 121.5055),
 }
+LOCATION_NAMES_ZH = {"demo-1": "市图书馆", "demo-2": "中央车站", "demo-3": "江畔健身房", "demo-4": "写字楼"}
 MANAGER = "manager"
 
 
@@ -336,8 +337,9 @@ def main() -> int:
                     f.write(controller_ini(machine_id, name, secret, jam))
                 os.chmod(config, 0o600)
                 place, address, lat, lon = LOCATIONS[machine_id]
-                location = client.call("POST", "/api/v1/locations", {"name": place, "address": address,
-                                                                     "latitude": lat, "longitude": lon})
+                location = client.call("POST", "/api/v1/locations", {
+                    "name": place, "names": {"zh-CN": LOCATION_NAMES_ZH[machine_id]}, "address": address,
+                    "latitude": lat, "longitude": lon, "tz": "Asia/Shanghai"})
                 client.call("PUT", f"/api/v1/machines/{machine_id}/location", {"location_id": location["id"]})
                 place_rule(client, location["id"], index)
             configs[machine_id] = config

@@ -4,8 +4,9 @@ A rule is one of ``KINDS``, in one currency, valid from a day to a day (both inc
 Rules of the same kind for the same location and currency never overlap. Percentages are stored in basis
 points (1250 = 12.50 %).
 
-A statement for a location and a period [from, to] (whole days, UTC) counts the sales of the machines now
-at the location (``sales`` rows with an amount above zero, by the ledger's timestamp), takes off refunds
+A statement for a location and a period [from, to] (whole days, UTC) counts the sales of the machines while
+they stood at the location (``sales`` rows with an amount above zero, by the ledger's timestamp, against
+``locations.machine_placements``: a machine moved mid-month splits its sales between the two places), takes off refunds
 booked in the period on orders sold there (from the journal), and the cost of goods sold there (the stock
 book's ``sale`` movements). Each rule applies to the days where its dates and the period's meet:
 
@@ -184,25 +185,44 @@ def _days(start: date, end: date):
         d += timedelta(days=1)
 
 
+def _stamp(t: datetime) -> str:
+    """An instant as the sales table's text timestamps are written (UTC, microseconds), for comparing."""
+    return t.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _during(stays, machine_col, at_col, as_text: bool):
+    """A condition: the row's machine stood at the location at the row's time (one term per stay)."""
+    terms = []
+    for machine_id, valid_from, valid_to in stays:
+        term = [machine_col == machine_id]
+        if valid_from is not None:
+            term.append(at_col >= (_stamp(valid_from) if as_text else valid_from))
+        if valid_to is not None:
+            term.append(at_col < (_stamp(valid_to) if as_text else valid_to))
+        terms.append(sa.and_(*term))
+    return sa.or_(*terms)
+
+
 def daily(conn: sa.Connection, location_id: int, start: date, end: date, currency: str) -> dict[date, dict]:
-    """Per day of [start, end]: items, gross, refunds and cost of goods sold at the location's machines."""
-    here = [m for m, loc in conn.execute(sa.select(locations.machine_locations.c.machine_id,
-                                                   locations.machine_locations.c.location_id))
-            if loc == location_id]
+    """Per day of [start, end]: items, gross, refunds and cost of goods sold at the location's machines,
+    each sale counted where its machine stood when it sold (``locations.machine_placements``): a machine
+    moved mid-month splits its month between the two places. A refund counts where its sale did."""
+    stays = locations.stays_at(conn, location_id)
     days = {d: {"items": 0, "gross": 0, "refunds": 0, "cogs": 0} for d in _days(start, end)}
-    if not here:
+    if not stays:
         return days
     lo, hi = bounds(start, end)
     s = sales
+    here = _during(stays, s.c.machine_id, s.c.ts, True)
     day = sa.func.substr(s.c.ts, 1, 10)
     for d, n, gross in conn.execute(
             sa.select(day, sa.func.count(), sa.func.sum(s.c.amount))
-            .where(s.c.machine_id.in_(here), s.c.amount > 0, s.c.currency == currency,
+            .where(here, s.c.amount > 0, s.c.currency == currency,
                    s.c.ts >= start.isoformat(), s.c.ts < (end + timedelta(days=1)).isoformat()).group_by(day)):
         days[date.fromisoformat(d)].update(items=int(n), gross=int(gross))
     revenue = [a for a in conn.execute(sa.select(accounts.c.id).where(
         accounts.c.kind == "revenue", accounts.c.currency == currency)).scalars()]
-    sold_here = sa.select(s.c.order_id).where(s.c.machine_id.in_(here), s.c.amount > 0)
+    sold_here = sa.select(s.c.order_id).where(here, s.c.amount > 0)
     for at, amount in conn.execute(
             sa.select(txns.c.created_at, entries.c.amount).join(entries, entries.c.txn_id == txns.c.id)
             .where(txns.c.kind == "refund", entries.c.account_id.in_(revenue), txns.c.created_at >= lo,
@@ -211,8 +231,8 @@ def daily(conn: sa.Connection, location_id: int, start: date, end: date, currenc
     m, d_ = book.movements, catalog.product_details
     for at, value in conn.execute(
             sa.select(m.c.at, m.c.value).join(d_, d_.c.product_id == m.c.product_id)
-            .where(m.c.kind == book.SALE, m.c.machine_id.in_(here), d_.c.currency == currency, m.c.at >= lo,
-                   m.c.at < hi)):
+            .where(m.c.kind == book.SALE, _during(stays, m.c.machine_id, m.c.at, False), d_.c.currency == currency,
+                   m.c.at >= lo, m.c.at < hi)):
         days[at.date()]["cogs"] += -value
     return days
 

@@ -173,6 +173,9 @@ def compute(conn: sa.Connection, now: datetime, limits: Limits, readings: dict[s
         rows = [get_machine(conn, machine_id)]
     else:
         rows = list_machines(conn)
+    # A retired machine sells no more: nothing about it needs a person (its records stay).
+    retired = {m.id for m in rows if m.retired_at is not None}
+    rows = [m for m in rows if m.id not in retired]
     watch_q = sa.select(machine_watch)
     fail_q = (sa.select(vend_failures.c.machine_id, vend_failures.c.slot, sa.func.count().label("n"),
                         sa.func.min(vend_failures.c.at).label("first"), sa.func.max(vend_failures.c.at).label("last"))
@@ -218,6 +221,7 @@ def compute(conn: sa.Connection, now: datetime, limits: Limits, readings: dict[s
             alerts.append(Alert(m.id, "temperature", r.out_since,
                                 f"{r.temperature_c:.1f} C, outside {limits.temp_min_c:g}..{limits.temp_max_c:g} C "
                                 f"for {_ago(now - r.out_since)}", value=r.temperature_c))
+    alerts = [a for a in alerts if a.machine_id not in retired]
     alerts.sort(key=lambda a: (a.machine_id, KINDS.index(a.kind), a.slot or ""))
     return alerts
 

@@ -12,6 +12,7 @@ import json
 import sys
 
 COMMANDS = ("locations", "planogram")
+MACHINE_ACTIONS = ("move", "retire")  # of ``vendctl machines``
 CSV_COLUMNS = ("slot", "sku", "price", "currency", "capacity", "par_level")
 STATE_TEXT = {"applied": "applied", "pending": "PENDING: the machine has not applied it yet",
               "rejected": "REJECTED by the machine", "none": "no planogram yet"}
@@ -26,7 +27,25 @@ def add_parsers(sub) -> None:
     add.add_argument("--address", default="")
     add.add_argument("--lat", type=float, help="latitude in degrees, -90 to 90 (with --lon)")
     add.add_argument("--lon", type=float, help="longitude in degrees, -180 to 180 (with --lat)")
+    add.add_argument("--tz", default="UTC", help="the place's time zone, like Asia/Shanghai (default UTC)")
+    add.add_argument("--name-in", action="append", default=[], metavar="LANG=NAME",
+                     help="its name in another language, like zh-CN=北京南站 (again for each language)")
     add.add_argument("--json", action="store_true")
+    edit = lsub.add_parser("edit", help="change a location: name, names per language, address, coordinates, "
+                           "time zone")
+    edit.add_argument("id", type=int)
+    edit.add_argument("--name", help="its name in English (the default language)")
+    edit.add_argument("--name-in", action="append", default=[], metavar="LANG=NAME",
+                      help="its name in another language (LANG= with no name drops it)")
+    edit.add_argument("--address")
+    edit.add_argument("--lat", type=float)
+    edit.add_argument("--lon", type=float)
+    edit.add_argument("--no-coordinates", action="store_true", help="forget its coordinates")
+    edit.add_argument("--tz", help="its time zone, like Asia/Shanghai")
+    edit.add_argument("--json", action="store_true")
+    shw = lsub.add_parser("show", help="one location: its names, machines, and which machine stood there when")
+    shw.add_argument("id", type=int)
+    shw.add_argument("--json", action="store_true")
     place = lsub.add_parser("place", help="put a machine at a location (--none: at none)")
     place.add_argument("machine")
     place.add_argument("location", nargs="?", type=int, help="the location's id")
@@ -42,6 +61,45 @@ def add_parsers(sub) -> None:
     p.add_argument("--version", type=int, help="show this version instead of the newest")
     p.add_argument("--history", action="store_true", help="list every version")
     p.add_argument("--json", action="store_true")
+
+
+def add_machine_parsers(msub) -> None:
+    """``vendctl machines move`` and ``retire`` (``machines add``, ``show``, ``rotate-secret`` are in cloud/cli.py)."""
+    mv = msub.add_parser("move", help="move a machine to another location; its history is kept, so "
+                         "settlements count each sale where the machine stood")
+    mv.add_argument("id")
+    to = mv.add_mutually_exclusive_group(required=True)
+    to.add_argument("--to", type=int, metavar="LOCATION_ID", help="the location's id (vendctl locations)")
+    to.add_argument("--warehouse", action="store_true", help="to no location")
+    mv.add_argument("--json", action="store_true")
+    rt = msub.add_parser("retire", help="take a machine out of service for good: its QR codes are refused; its "
+                         "sales and history stay")
+    rt.add_argument("id")
+    rt.add_argument("--json", action="store_true")
+
+
+def run_machines(args, client) -> None:
+    """Carry out ``machines move`` or ``retire`` (``MACHINE_ACTIONS``)."""
+    if args.action == "move":
+        r = client.call("POST", f"/api/v1/machines/{args.id}/move", {"location_id": None if args.warehouse else args.to})
+        where = f"location {r['location_id']}" if r["location_id"] is not None else "the warehouse (no location)"
+        text = f"machine {r['machine']} moved to {where}" if r["changed"] else f"machine {r['machine']} is at {where} already"
+        print(json.dumps(r, indent=2, ensure_ascii=False) if args.json else text)
+    elif args.action == "retire":
+        r = client.call("POST", f"/api/v1/machines/{args.id}/retire", {})
+        print(json.dumps(r, indent=2) if args.json else f"machine {r['machine']} retired at {r['retired_at']}: its QR "
+              "codes are refused from now on")
+
+
+def names_in(pairs: list[str], error) -> dict[str, str]:
+    """``--name-in zh-CN=北京南站`` options as {language: name}."""
+    out = {}
+    for pair in pairs:
+        lang, sep, name = pair.partition("=")
+        if not sep or not lang.strip():
+            raise error(f"--name-in {pair!r}: write it as LANG=NAME, like zh-CN=北京南站")
+        out[lang.strip()] = name.strip()
+    return out
 
 
 def read_slots(path: str, error) -> list[dict]:
@@ -88,11 +146,32 @@ def run(args, client, error) -> None:
         print(json.dumps(result, indent=2) if args.json else text)
 
     if args.command == "locations" and args.action == "add":
-        body = {"name": args.name, "address": args.address}
+        body = {"name": args.name, "address": args.address, "tz": args.tz, "names": names_in(args.name_in, error)}
         if args.lat is not None or args.lon is not None:
             body.update(latitude=args.lat, longitude=args.lon)
         r = client.call("POST", "/api/v1/locations", body)
         show(r, f"location {r['id']} {r['name']!r} added")
+    elif args.command == "locations" and args.action == "edit":
+        body = {k: v for k, v in (("name", args.name), ("address", args.address), ("tz", args.tz)) if v is not None}
+        if args.name_in:
+            body["names"] = names_in(args.name_in, error)
+        if args.no_coordinates:
+            body.update(latitude=None, longitude=None)
+        elif args.lat is not None or args.lon is not None:
+            body.update(latitude=args.lat, longitude=args.lon)
+        if not body:
+            raise error("nothing to change: give --name, --name-in, --address, --lat/--lon or --tz")
+        r = client.call("PATCH", f"/api/v1/locations/{args.id}", body)
+        show(r, f"location {r['id']} {r['name']!r}: " + (f"changed {', '.join(r['changed'])}" if r["changed"]
+                                                           else "unchanged"))
+    elif args.command == "locations" and args.action == "show":
+        r = client.call("GET", f"/api/v1/locations/{args.id}")
+        names = "".join(f"\n  name ({lang}): {n}" for lang, n in sorted(r["names"].items()))
+        where = "" if r["latitude"] is None else f"\n  at {r['latitude']:.5f}, {r['longitude']:.5f}"
+        stays = table(r["history"], [("machine_id", "MACHINE"), ("from", "FROM (UTC)"), ("to", "TO (UTC)")]) \
+            if r["history"] else "no machine has stood here"
+        show(r, f"{r['id']}  {r['name']}{names}\n  {r['address']}{where}\n  time zone {r['tz']}\n"
+                f"  machines now: {' '.join(r['machines']) or 'none'}\n{stays}")
     elif args.command == "locations" and args.action == "place":
         if (args.location is None) != args.none:
             raise error("give a location id, or --none")

@@ -50,6 +50,8 @@ machines = sa.Table(
     sa.Column("ledger_id", sa.String(64), nullable=False, server_default=""),
     sa.Column("ledger_base", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # A retired machine sells no more (its QR codes are refused); its records, sales and moves stay.
+    sa.Column("retired_at", UTCDateTime, nullable=True),
 )
 
 # A machine has one cabinet or more (a snack tower beside a chilled one); each slot is in one of them, and
@@ -89,6 +91,10 @@ class FleetError(ValueError):
 
 class NoSuchMachine(FleetError):
     """A machine id the cloud does not know."""
+
+
+class Retired(FleetError):
+    """A machine that was retired, asked to do what only a machine in service does."""
 
 
 @dataclass(frozen=True)
@@ -268,6 +274,24 @@ def write_slots(conn: sa.Connection, machine_id: str, wanted: list[dict]) -> Non
                  .values(in_planogram=False))
 
 
+def retire(conn: sa.Connection, machine_id: str, now: datetime) -> None:
+    """Take a machine out of service for good: it sells no more; Retired if it was retired already."""
+    row = conn.execute(sa.select(machines).where(machines.c.id == machine_id).with_for_update()).first()
+    if row is None:
+        raise NoSuchMachine(f"no machine {machine_id!r}")
+    if row.retired_at is not None:
+        raise Retired(f"machine {machine_id} was retired already, on {row.retired_at.isoformat()}")
+    conn.execute(machines.update().where(machines.c.id == machine_id).values(retired_at=now))
+
+
+def in_service(conn: sa.Connection, machine_id: str):
+    """The machine's row; NoSuchMachine or Retired if it cannot sell or be moved."""
+    row = get(conn, machine_id)
+    if row.retired_at is not None:
+        raise Retired(f"machine {machine_id} is retired (since {row.retired_at.isoformat()})")
+    return row
+
+
 def get(conn: sa.Connection, machine_id: str):
     row = conn.execute(sa.select(machines).where(machines.c.id == machine_id)).first()
     if row is None:
@@ -349,3 +373,16 @@ def apply_statuses(conn: sa.Connection, statuses: dict[str, Status], now: dateti
         conn.execute(machines.update().where(machines.c.id == sa.bindparam("b_id")).values(online=online, **values),
                      rows)
     return known
+
+def search(conn: sa.Connection, text: str = "", after: str | None = None, limit: int = 50) -> tuple[list, str | None]:
+    """A page of machines whose id or name holds ``text``, by id, after the id ``after`` (keyset: never an
+    OFFSET); and the ``after`` of the next page (None: this is the last)."""
+    q = sa.select(machines.c.id, machines.c.name, machines.c.online, machines.c.retired_at, machines.c.created_at) \
+        .order_by(machines.c.id).limit(limit + 1)
+    if text:
+        like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        q = q.where(sa.or_(machines.c.id.ilike(like, escape="\\"), machines.c.name.ilike(like, escape="\\")))
+    if after:
+        q = q.where(machines.c.id > after)
+    rows = conn.execute(q).all()
+    return rows[:limit], rows[limit - 1].id if len(rows) > limit else None

@@ -14,6 +14,7 @@ import re
 import secrets
 import time
 from datetime import datetime, timedelta, timezone
+from urllib.parse import quote, urlencode
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request
@@ -30,6 +31,7 @@ from cloud.sales import orders, reports
 from cloud import people
 from cloud.core.db import utcnow
 from cloud.core.money import EXPONENT, parse_amount
+from cloud.web import i18n
 from cloud.web.pages import translator
 from cloud.people import audit, auth
 from cloud.web.dashboard import add_page, dash
@@ -305,3 +307,285 @@ async def machine_edit(request: Request, machine_id: str, caller: auth.Caller = 
                             errors={"form": _("The planogram was not saved: {reason}", reason=str(e))})
     cloud.publish_config(machine_id)
     return RedirectResponse(f"/staff/machines/{machine_id}?saved={version}#planogram", status_code=303)
+
+
+# -- machines and locations: add, move, retire; places with their names per language -----------------------
+add_page("/staff/machines", "Machines", people.FLEET_READERS, order=11)
+add_page("/staff/locations", "Locations", people.FLEET_READERS, order=12)
+PAGE_SIZE = 50
+LOCATION_FIELDS = ("name", "address", "latitude", "longitude", "tz")
+ZONES = ("UTC", "Asia/Shanghai", "Asia/Hong_Kong", "Asia/Singapore", "Asia/Tokyo", "Europe/London",
+         "Europe/Berlin", "America/New_York", "America/Los_Angeles")
+
+
+def other_languages() -> list[tuple[str, str]]:
+    """The languages a location's name is asked in besides the default one, as (code, name): a third
+    language in ``i18n.LANGUAGES`` gets its field with no change here."""
+    return [(code, name) for code, name in i18n.LANGUAGES.items() if code != locations.DEFAULT_LANGUAGE]
+
+
+def _field_of(message: str, fields) -> str:
+    """Which form field a domain error is about (it starts with the field's name), else 'form'."""
+    head = message.split(" ", 1)[0].rstrip(":")
+    if head.startswith("names"):
+        return "name_" + head.partition(".")[2] if "." in head else "name"
+    return head if head in fields else "name" if "named" in message else "form"
+
+
+def _machines_page(request: Request, caller, cloud, status_code: int = 200, errors: dict | None = None,
+                   form: dict | None = None, created: dict | None = None):
+    q = request.query_params.get("q", "")[:80].strip()
+    after = request.query_params.get("after", "")[:32] or None
+    with cloud.engine.connect() as conn:
+        rows, next_after = machines.search(conn, q, after, PAGE_SIZE)
+        sites = locations.by_machine(conn)
+        places = locations.list_locations(conn)
+    lang = i18n.language_of(request)
+    names = {p["id"]: locations.name_in(p, lang) for p in places}
+    listed = [{"m": m, "site": names.get(sites.get(m.id, {}).get("id"))} for m in rows]
+    nxt = "/staff/machines?" + urlencode({"q": q, "after": next_after}) if next_after else None
+    response = dash(request, caller, "dash_machines.html", status_code, rows=listed, q=q, next_url=nxt,
+                    places=[(p["id"], names[p["id"]]) for p in places], errors=errors or {},
+                    form=form or {"id": "", "name": "", "location": ""}, created=created,
+                    may_edit=caller.role in people.FLEET_EDITORS)
+    if created:
+        response.headers["Cache-Control"] = "no-store"  # the secrets are shown once: never from a cache
+    return response
+
+
+@router.get("/staff/machines")
+def machines_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_cloud)):
+    """Machines by id, a page at a time, searched by id or name; the form to add one."""
+    return _machines_page(request, caller, cloud)
+
+
+@router.post("/staff/machines")
+async def add_machine_page(request: Request, caller: auth.Caller = EDIT, cloud=Depends(the_cloud)):
+    """A new machine with its QR secret and broker password, made as ``vendctl machines add`` makes them
+    (``POST /api/v1/machines``), placed at the chosen location; the secrets are shown on this answer only."""
+    _ = translator(request)
+    raw = await request.form()
+    form = {k: str(raw.get(k, ""))[:100].strip() for k in ("id", "name", "location")}
+    errors = {}
+    where = None
+    if form["location"]:
+        where = int(form["location"]) if form["location"].isdigit() and len(form["location"]) < 10 else -1
+    try:
+        with cloud.engine.begin() as conn:
+            now = utcnow()
+            if where is not None:
+                try:
+                    locations.get(conn, where)
+                except machines.FleetError:
+                    errors["location"] = _("Location: there is no such location.")
+                    raise
+            try:
+                secret = machines.add_machine(conn, form["id"], form["name"], "", now)
+            except machines.FleetError as e:
+                errors["id"] = _("Machine id: {problem}", problem=str(e))
+                raise
+            if where is not None:
+                locations.place(conn, form["id"], where, now)
+            creds = machines.credentials(conn, form["id"], now)
+            audit.record(conn, caller, "machine.add", "machine", form["id"],
+                         {"name": form["name"], "location_id": where}, now)
+    except machines.FleetError:
+        return _machines_page(request, caller, cloud, 422, errors, form)
+    try:
+        broker = cloud.refresh_broker()
+    except OSError as e:
+        broker = f"broker files NOT rewritten: {e}"
+    created = {"id": form["id"], "secret": secret, "mqtt_username": creds.mqtt_username,
+               "mqtt_password": creds.mqtt_password, "broker": broker}
+    return _machines_page(request, caller, cloud, 201, created=created)
+
+
+def _place_page(request: Request, caller, cloud, machine_id: str, status_code: int = 200,
+                errors: dict | None = None, notice: str | None = None):
+    _ = translator(request)
+    lang = i18n.language_of(request)
+    with cloud.engine.connect() as conn:
+        try:
+            m = machines.get(conn, machine_id)
+        except machines.FleetError:
+            return dash(request, caller, "dash_problem.html", 404, title=_("No such machine"),
+                        message=_("There is no machine {id}.", id=machine_id))
+        places = locations.list_locations(conn)
+        here = locations.location_of(conn, machine_id)
+        stays = locations.history(conn, machine_id)
+    by_id = {p["id"]: p for p in places}
+    for s in stays:
+        p = by_id[s["location_id"]]
+        s.update(name=locations.name_in(p, lang), tz=p["tz"],
+                 start=datetime.fromisoformat(s["from"]) if s["from"] else None,
+                 end=datetime.fromisoformat(s["to"]) if s["to"] else None)
+    return dash(request, caller, "dash_machine_place.html", status_code, m=m, stays=stays, errors=errors or {},
+                at=by_id.get(here), here_name=locations.name_in(by_id[here], lang) if here in by_id else None,
+                places=[(p["id"], locations.name_in(p, lang)) for p in places], notice=notice,
+                may_edit=caller.role in people.FLEET_EDITORS)
+
+
+@router.get("/staff/machines/{machine_id}/place")
+def machine_place(request: Request, machine_id: str, caller: auth.Caller = READ, cloud=Depends(the_cloud)):
+    """Where a machine stands, where it stood when, and the forms to move or retire it."""
+    _ = translator(request)
+    notice = {"moved": _("The machine was moved."), "retired": _("The machine is retired.")}.get(
+        request.query_params.get("done", ""))
+    return _place_page(request, caller, cloud, machine_id[:32], notice=notice)
+
+
+@router.post("/staff/machines/{machine_id}/move")
+async def machine_move(request: Request, machine_id: str, caller: auth.Caller = EDIT, cloud=Depends(the_cloud)):
+    """Move the machine (``POST /api/v1/machines/{id}/move``): its stay where it was ends now."""
+    _ = translator(request)
+    text = str((await request.form()).get("location", ""))[:12]
+    where = None if text == "none" else int(text) if text.isdigit() else -1
+    try:
+        with cloud.engine.begin() as conn:
+            now = utcnow()
+            if where is not None:
+                locations.get(conn, where)
+            before = locations.place(conn, machine_id[:32], where, now)
+            if before != where:
+                audit.record(conn, caller, "machine.move", "machine", machine_id, {"location_id": [before, where]},
+                             now)
+    except locations.NoSuchLocation:
+        return _place_page(request, caller, cloud, machine_id[:32], 422,
+                           {"location": _("Location: there is no such location.")})
+    except machines.Retired:
+        return _place_page(request, caller, cloud, machine_id[:32], 409,
+                           {"location": _("This machine is retired: it cannot be moved.")})
+    except machines.FleetError:
+        return _place_page(request, caller, cloud, machine_id[:32], 404)
+    return RedirectResponse(f"/staff/machines/{quote(machine_id, safe='')}/place?done=moved", status_code=303)
+
+
+@router.post("/staff/machines/{machine_id}/retire")
+async def machine_retire(request: Request, machine_id: str, caller: auth.Caller = EDIT, cloud=Depends(the_cloud)):
+    """Retire the machine (``POST /api/v1/machines/{id}/retire``), once the box saying so is ticked."""
+    _ = translator(request)
+    if (await request.form()).get("sure") != "yes":
+        return _place_page(request, caller, cloud, machine_id[:32], 422,
+                           {"sure": _("Tick the box to say the machine is leaving service for good.")})
+    try:
+        with cloud.engine.begin() as conn:
+            now = utcnow()
+            left = locations.retire(conn, machine_id[:32], now)
+            audit.record(conn, caller, "machine.retire", "machine", machine_id, {"location_id": left}, now)
+    except machines.Retired:
+        return _place_page(request, caller, cloud, machine_id[:32], 409,
+                           {"sure": _("This machine was retired already.")})
+    except machines.FleetError:
+        return _place_page(request, caller, cloud, machine_id[:32], 404)
+    return RedirectResponse(f"/staff/machines/{quote(machine_id, safe='')}/place?done=retired", status_code=303)
+
+
+def _location_form(raw) -> tuple[dict, dict]:
+    """The location form as typed, and the changes it asks for (coordinates as numbers where they are)."""
+    form = {k: str(raw.get(k, ""))[:200].strip() for k in LOCATION_FIELDS}
+    for code, _name in other_languages():
+        form["name_" + code] = str(raw.get("name_" + code, ""))[:100].strip()
+    values = {"name": form["name"], "address": form["address"], "tz": form["tz"] or "UTC",
+              "names": {code: form["name_" + code] for code, _name in other_languages()},
+              "latitude": None, "longitude": None}
+    for k in ("latitude", "longitude"):
+        if form[k]:
+            try:
+                values[k] = float(form[k])
+            except ValueError:
+                values[k] = form[k]  # the domain's check names it
+    return form, values
+
+
+def _locations_page(request: Request, caller, cloud, status_code: int = 200, errors: dict | None = None,
+                    form: dict | None = None):
+    lang = i18n.language_of(request)
+    with cloud.engine.connect() as conn:
+        places = locations.list_locations(conn)
+    for p in places:
+        p["shown"] = locations.name_in(p, lang)
+    blank = {k: "" for k in LOCATION_FIELDS} | {"name_" + c: "" for c, _n in other_languages()} | {"tz": "UTC"}
+    return dash(request, caller, "dash_locations.html", status_code, places=places, errors=errors or {},
+                form=form or blank, languages_other=other_languages(), zones=ZONES,
+                may_edit=caller.role in people.FLEET_EDITORS)
+
+
+@router.get("/staff/locations")
+def locations_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_cloud)):
+    """Every location: its name in the page's language, address, time zone, machines; the form to add one."""
+    return _locations_page(request, caller, cloud)
+
+
+def _location_error(e: machines.FleetError) -> dict:
+    fields = (*LOCATION_FIELDS, *("name_" + c for c, _n in other_languages()))
+    field = _field_of(str(e), fields)
+    return {field if field in fields else "name": str(e)}  # the domain's message names the field
+
+
+@router.post("/staff/locations")
+async def add_location_page(request: Request, caller: auth.Caller = EDIT, cloud=Depends(the_cloud)):
+    """A new location (``POST /api/v1/locations``), audited; the form kept with the error if it is wrong."""
+    _ = translator(request)
+    form, values = _location_form(await request.form())
+    try:
+        with cloud.engine.begin() as conn:
+            now = utcnow()
+            location_id = locations.add(conn, values["name"], values["address"], values["latitude"],
+                                        values["longitude"], now=now, tz=values["tz"], names=values["names"])
+            audit.record(conn, caller, "location.add", "location", location_id,
+                         {k: v for k, v in values.items()}, now)
+    except machines.FleetError as e:
+        return _locations_page(request, caller, cloud, 422, _location_error(e), form)
+    return RedirectResponse(f"/staff/locations/{location_id}?saved=1", status_code=303)
+
+
+def _location_page(request: Request, caller, cloud, location_id: str, status_code: int = 200,
+                   errors: dict | None = None, form: dict | None = None, notice: str | None = None):
+    _ = translator(request)
+    with cloud.engine.connect() as conn:
+        try:
+            row = locations.get(conn, int(location_id) if location_id.isdigit() and len(location_id) < 10 else -1)
+        except machines.FleetError:
+            return dash(request, caller, "dash_problem.html", 404, title=_("No such location"),
+                        message=_("There is no location {id}.", id=location_id))
+        found = locations.public(row, None, locations.names_of(conn, row.id))
+        stays = locations.history(conn, location_id=row.id)
+    for s in stays:
+        s.update(start=datetime.fromisoformat(s["from"]) if s["from"] else None,
+                 end=datetime.fromisoformat(s["to"]) if s["to"] else None)
+    if form is None:
+        form = {"name": found["name"], "address": found["address"], "tz": found["tz"],
+                "latitude": "" if found["latitude"] is None else repr(found["latitude"]),
+                "longitude": "" if found["longitude"] is None else repr(found["longitude"])}
+        form.update({"name_" + c: found["names"].get(c, "") for c, _n in other_languages()})
+    return dash(request, caller, "dash_location.html", status_code, loc=found, stays=stays, errors=errors or {},
+                form=form, languages_other=other_languages(), zones=ZONES if found["tz"] in ZONES else
+                (*ZONES, found["tz"]), notice=notice, may_edit=caller.role in people.FLEET_EDITORS)
+
+
+@router.get("/staff/locations/{location_id}")
+def location_page(request: Request, location_id: str, caller: auth.Caller = READ, cloud=Depends(the_cloud)):
+    """One location: the form to edit it, and which machine stood there when."""
+    _ = translator(request)
+    notice = _("Saved.") if request.query_params.get("saved") else None
+    return _location_page(request, caller, cloud, location_id[:12], notice=notice)
+
+
+@router.post("/staff/locations/{location_id}")
+async def edit_location_page(request: Request, location_id: str, caller: auth.Caller = EDIT,
+                             cloud=Depends(the_cloud)):
+    """Save the location's form (``PATCH /api/v1/locations/{id}``): all of it or nothing, audited."""
+    _ = translator(request)
+    form, values = _location_form(await request.form())
+    try:
+        with cloud.engine.begin() as conn:
+            now = utcnow()
+            which = int(location_id) if location_id.isdigit() and len(location_id) < 10 else -1
+            diff = locations.edit(conn, which, values)
+            if diff:
+                audit.record(conn, caller, "location.edit", "location", which, diff, now)
+    except locations.NoSuchLocation:
+        return _location_page(request, caller, cloud, location_id[:12])
+    except machines.FleetError as e:
+        return _location_page(request, caller, cloud, location_id[:12], 422, _location_error(e), form)
+    return RedirectResponse(f"/staff/locations/{which}?saved=1", status_code=303)

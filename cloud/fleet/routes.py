@@ -86,13 +86,32 @@ def given(body: BaseModel) -> dict:
 
 
 class NewLocation(Body):
-    unknown = "unknown field {field}: a location has name, address, latitude, longitude"
+    unknown = "unknown field {field}: a location has name, names, address, latitude, longitude, tz"
 
-    name: SkipValidation[str | None] = None
+    name: SkipValidation[str | None] = None  # in the default language (English)
+    names: SkipValidation[dict[str, str] | None] = None  # in other languages: {"zh-CN": "..."}
     address: SkipValidation[str] = ""
     # Degrees, both or neither.
     latitude: SkipValidation[float | None] = None
     longitude: SkipValidation[float | None] = None
+    tz: SkipValidation[str] = "UTC"  # IANA zone, like Asia/Shanghai
+
+
+class LocationChange(Body):
+    unknown = "unknown field {field}: a location has name, names, address, latitude, longitude, tz"
+
+    name: SkipValidation[str | None] = None
+    names: SkipValidation[dict[str, str | None] | None] = None  # a language set to "" or null drops its name
+    address: SkipValidation[str | None] = None
+    latitude: SkipValidation[float | None] = None
+    longitude: SkipValidation[float | None] = None
+    tz: SkipValidation[str | None] = None
+
+
+class Move(Body):
+    unknown = "unknown field {field}: a move has location_id"
+
+    location_id: SkipValidation[int | None] = None
 
 
 class Placement(Body):
@@ -123,6 +142,7 @@ class NewMachine(Body):
     id: SkipValidation[str] = ""
     name: SkipValidation[str] = ""
     location: SkipValidation[str] = ""
+    location_id: SkipValidation[int | None] = None  # the location it stands at from the start; none: none
     secret: SkipValidation[str | None] = None  # none: one is made
 
 
@@ -152,7 +172,7 @@ class SlotChange(Body):
 
 def refused(e: machines.FleetError) -> HTTPException:
     missing = isinstance(e, (machines.NoSuchMachine, locations.NoSuchLocation))
-    return HTTPException(404 if missing else 422, str(e))
+    return HTTPException(404 if missing else 409 if isinstance(e, machines.Retired) else 422, str(e))
 
 
 # -- locations ---------------------------------------------------------------------------------------
@@ -170,14 +190,44 @@ def add_location(body: NewLocation, caller: Caller = Depends(EDIT), cloud: Fleet
     try:
         with cloud.engine.begin() as conn:
             now = utcnow()
-            location_id = locations.add(conn, body.name, body.address, body.latitude, body.longitude, now=now)
-            row = locations.get(conn, location_id)
+            location_id = locations.add(conn, body.name, body.address, body.latitude, body.longitude, now=now,
+                                        tz=body.tz, names=body.names)
+            found = locations.public(locations.get(conn, location_id), [], locations.names_of(conn, location_id))
             people.audit.record(conn, caller, "location.add", "location", location_id,
-                                {k: v for k, v in locations.public(row).items() if k not in ("id", "created_at")},
-                                now)
+                                {k: v for k, v in found.items() if k not in ("id", "created_at", "machines")}, now)
     except machines.FleetError as e:
         raise refused(e) from None
-    return locations.public(row, [])
+    return found
+
+
+@router.get("/locations/{location_id}", dependencies=READ)
+def one_location(location_id: int, cloud: FleetCloud = Depends(the_cloud)):
+    """A location, the machines at it now, and every stay of a machine there (newest first)."""
+    try:
+        with cloud.engine.connect() as conn:
+            row = locations.get(conn, location_id)
+            here = [x for x in locations.list_locations(conn) if x["id"] == location_id][0]["machines"]
+            return {**locations.public(row, here, locations.names_of(conn, location_id)),
+                    "history": locations.history(conn, location_id=location_id)}
+    except machines.FleetError as e:
+        raise refused(e) from None
+
+
+@router.patch("/locations/{location_id}")
+def edit_location(location_id: int, body: LocationChange, caller: Caller = Depends(EDIT),
+                  cloud: FleetCloud = Depends(the_cloud)):
+    """Change a location's name, names per language, address, coordinates (both, or both null) or time zone;
+    all of it or nothing. Answers the location and the fields that changed."""
+    try:
+        with cloud.engine.begin() as conn:
+            now = utcnow()
+            diff = locations.edit(conn, location_id, given(body))
+            if diff:
+                people.audit.record(conn, caller, "location.edit", "location", location_id, diff, now)
+            found = locations.public(locations.get(conn, location_id), None, locations.names_of(conn, location_id))
+    except machines.FleetError as e:
+        raise refused(e) from None
+    return {**found, "changed": sorted(diff)}
 
 
 @router.put("/machines/{machine_id}/location")
@@ -195,6 +245,52 @@ def place_machine(machine_id: str, body: Placement, caller: Caller = Depends(EDI
     except machines.FleetError as e:
         raise refused(e) from None
     return {"machine": machine_id, "location_id": location_id, "changed": before != location_id}
+
+
+@router.post("/machines/{machine_id}/move")
+def move_machine(machine_id: str, body: Move, caller: Caller = Depends(EDIT), cloud: FleetCloud = Depends(the_cloud)):
+    """Move a machine to another location (``{"location_id": 3}``; null: to the warehouse). Its stay where it
+    was ends now and one at the new place begins: settlements count each sale where the machine stood."""
+    try:
+        with cloud.engine.begin() as conn:
+            now = utcnow()
+            if body.location_id is not None:
+                locations.get(conn, body.location_id)  # a location that does not exist is named first
+            before = locations.place(conn, machine_id, body.location_id, now)
+            if before != body.location_id:
+                people.audit.record(conn, caller, "machine.move", "machine", machine_id,
+                                    {"location_id": [before, body.location_id]}, now)
+            stays = locations.history(conn, machine_id)
+    except machines.FleetError as e:
+        raise refused(e) from None
+    return {"machine": machine_id, "from_location_id": before, "location_id": body.location_id,
+            "changed": before != body.location_id, "history": stays}
+
+
+@router.post("/machines/{machine_id}/retire")
+def retire_machine(machine_id: str, caller: Caller = Depends(EDIT), cloud: FleetCloud = Depends(the_cloud)):
+    """Retire a machine: it sells no more (its QR codes are refused with a page that says so), it leaves its
+    location; its sales, ledger and stays are kept. Retiring it again is refused (409)."""
+    try:
+        with cloud.engine.begin() as conn:
+            now = utcnow()
+            left = locations.retire(conn, machine_id, now)
+            people.audit.record(conn, caller, "machine.retire", "machine", machine_id, {"location_id": left}, now)
+    except machines.FleetError as e:
+        raise refused(e) from None
+    log.info("machine %s retired", machine_id)
+    return {"machine": machine_id, "retired_at": now.isoformat(), "left_location_id": left}
+
+
+@router.get("/machines/{machine_id}/locations", dependencies=READ)
+def machine_stays(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
+    """Where the machine stood when: its stays, newest first (``from`` null: since its beginning)."""
+    try:
+        with cloud.engine.connect() as conn:
+            machines.get(conn, machine_id)
+            return locations.history(conn, machine_id)
+    except machines.FleetError as e:
+        raise refused(e) from None
 
 
 # -- one machine -------------------------------------------------------------------------------------
@@ -215,6 +311,7 @@ def machine_detail(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
     except machines.FleetError as e:
         raise refused(e) from None
     return {"id": m.id, "name": m.name, "location": location, "cabinets": cabinets, "online": m.online,
+            "retired_at": m.retired_at.isoformat() if m.retired_at else None,
             "last_seen": m.last_seen.isoformat() if m.last_seen else None, "firmware": m.firmware,
             "machine_head": m.machine_head, "cloud_head": m.cloud_head, "planogram": config,
             "alerts": [a.public() for a in found], "ledger_id": m.ledger_id,
@@ -300,6 +397,7 @@ def api_machines(cloud: FleetCloud = Depends(the_cloud)):
         changed = Counter(c.machine_id for c in ledger.changes(conn))
     none = planogram.status_of_none()
     return [{"id": m.id, "name": m.name, "location": m.location, "online": m.online,
+             "retired_at": m.retired_at.isoformat() if m.retired_at else None,
              "last_seen": m.last_seen.isoformat() if m.last_seen else None, "firmware": m.firmware,
              "machine_head": m.machine_head, "cloud_head": m.cloud_head, "ledger_changes": changed[m.id],
              "location_id": sites.get(m.id, {}).get("id"), "location_name": sites.get(m.id, {}).get("name"),
@@ -322,10 +420,14 @@ def api_add_machine(body: NewMachine, caller: Caller = Depends(require(*people.F
     try:
         with cloud.engine.begin() as conn:
             now = utcnow()
+            if body.location_id is not None:
+                locations.get(conn, body.location_id)  # named before anything is written
             secret = machines.add_machine(conn, body.id, body.name, body.location, now, body.secret)
+            if body.location_id is not None:
+                locations.place(conn, body.id, body.location_id, now)
             creds = machines.credentials(conn, body.id, now)
             people.audit.record(conn, caller, "machine.add", "machine", body.id,
-                                {"name": body.name, "location": body.location}, now)
+                                {"name": body.name, "location": body.location, "location_id": body.location_id}, now)
     except machines.FleetError as e:
         raise refused(e) from None
     return {"id": body.id, "secret": secret, "mqtt_username": creds.mqtt_username,

@@ -95,6 +95,8 @@ def place(conn: sa.Connection, provider: Provider, customer_id: int, machine_id:
         raise OrderError("payment_unavailable", f"Paying by {customer.payment_method} is not available right now.") \
             from None
     machine = machines.get(conn, machine_id)
+    if machine.retired_at is not None:
+        raise OrderError("retired", f"Machine {machine.name} is retired: it sells no more.")
     item = machines.slot_for_sale(conn, machine_id, slot)
     if item is None:
         raise OrderError("unknown_slot", f"Machine {machine.name} has no slot {slot}.")

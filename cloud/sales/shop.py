@@ -73,6 +73,13 @@ def not_scanned(request: Request):
                    _("To buy, scan the QR code on the machine's screen with this phone: it shows you are standing "
                      "at the machine. The menu then stays open for 15 minutes."))
 
+def retired_machine(request: Request, machine):
+    _ = translator(request)
+    return problem(request, 410, _("This machine is no longer in service"),
+                   _("{machine} has been taken out of service, so it cannot sell. You have not been charged. "
+                     "Please use another machine.", machine=machine.name or machine.id))
+
+
 def unknown_machine(request: Request, machine_id: str):
     _ = translator(request)
     return problem(request, 404, _("Unknown machine"),
@@ -108,6 +115,11 @@ def landing(request: Request, tok: str, cloud: ShopCloud = Depends(the_cloud)):
         return problem(request, 400, _("QR code not recognised"),
                        _("This code does not come from one of our machines, or it was misread. Scan the code on "
                          "the machine's screen again."))
+    with cloud.engine.connect() as conn:
+        machine = machines.get(conn, machine_id)  # its secret verified the code: it exists
+    if machine.retired_at is not None:
+        log.info("QR code of retired machine %s refused", machine_id)
+        return retired_machine(request, machine)
     if scanned.nonce == qrtoken.MIRROR_NONCE:
         return problem(request, 403, _("This is a copy of the machine's screen"),
                        _("This code comes from the dashboard's copy of the screen, not from the machine. To buy, "
@@ -132,6 +144,8 @@ def menu(request: Request, machine_id: str, cloud: ShopCloud = Depends(the_cloud
             machine = machines.get(conn, machine_id)
         except machines.FleetError:
             return unknown_machine(request, machine_id)
+        if machine.retired_at is not None:
+            return retired_machine(request, machine)
         if not visiting(request, machine_id):
             return not_scanned(request)
         items = machines.menu(conn, machine_id, i18n.language_of(request))
@@ -160,6 +174,9 @@ def cannot_buy(cloud: "ShopCloud", request: Request, e: orders.OrderError, machi
                                                   "menu. You have not been charged.", slot=slot)),
         "unknown_slot": (_("Cannot buy this"), _("{machine} has no slot {slot}. Choose from the menu.",
                                                  machine=machine.name, slot=slot)),
+        "retired": (_("This machine is no longer in service"),
+                    _("{machine} has been taken out of service, so it cannot sell. You have not been charged. "
+                      "Please use another machine.", machine=machine.name)),
         "blocked": (_("You cannot buy here"), _("Your account is blocked from buying at these machines. You have "
                                                 "not been charged. Please contact the operator.")),
         "payment_unavailable": (_("Cannot buy this"), _("This way of paying is not available right now. Try again "

@@ -10,12 +10,74 @@ from urllib.parse import quote, urlencode
 
 from cloud.core.money import format_money, parse_amount
 
-COMMANDS = ("products", "purchase-orders", "stock", "pick-list")
+COMMANDS = ("products", "purchase-orders", "stock", "pick-list", "routes")
+DAY_NAMES = dict(zip("1234567", ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")))
 # The cloud's limit on a picture (cloud/catalog/pictures.py): checked here too, so a big file is refused before it is sent.
 PICTURE_MAX_BYTES = 512 * 1024
 
 
+def add_route_parsers(sub) -> None:
+    r = sub.add_parser("routes", help="technicians' routes: machines in visiting order, the days driven")
+    r.add_argument("--json", action="store_true")
+    rsub = r.add_subparsers(dest="action")
+    add = rsub.add_parser("add", help="a new route")
+    add.add_argument("name")
+    add.add_argument("machines", nargs="+", help="machine ids in visiting order")
+    add.add_argument("--days", default="1234567", help="days driven, 1 Monday .. 7 Sunday: 135 (default: every day)")
+    add.add_argument("--json", action="store_true")
+    edit = rsub.add_parser("edit", help="rename a route, give its machines anew (in order) or its days")
+    edit.add_argument("id", type=int)
+    edit.add_argument("--name")
+    edit.add_argument("--machines", help="machine ids in visiting order, comma-separated: m1,m3,m2")
+    edit.add_argument("--days")
+    edit.add_argument("--json", action="store_true")
+    shw = rsub.add_parser("show", help="one route; with --day (or no id) the routes driven that day")
+    shw.add_argument("id", type=int, nargs="?")
+    shw.add_argument("--day", default="", help="a date like 2026-12-07 (default today, UTC)")
+    shw.add_argument("--json", action="store_true")
+
+
+def days_text(weekdays: str) -> str:
+    return "every day" if weekdays == "1234567" else " ".join(DAY_NAMES[d] for d in weekdays)
+
+
+def routes(args, client, error, table, show) -> None:
+    """``vendctl routes`` and its actions."""
+    if args.action == "add":
+        r = client.call("POST", "/api/v1/routes", {"name": args.name, "machines": args.machines, "weekdays": args.days})
+        show(r, f"route {r['id']} {r['name']!r} added: {' → '.join(r['machines'])} ({days_text(r['weekdays'])})")
+    elif args.action == "edit":
+        body = {"name": args.name, "weekdays": args.days,
+                "machines": [m.strip() for m in args.machines.split(",") if m.strip()] if args.machines else None}
+        body = {k: v for k, v in body.items() if v is not None}
+        if not body:
+            raise error("nothing to change: give --name, --machines or --days")
+        r = client.call("PUT", f"/api/v1/routes/{args.id}", body)
+        show(r, f"route {r['id']} {r['name']!r}: " + (f"changed {', '.join(r['changed'])}" if r["changed"]
+                                                        else "unchanged"))
+    elif args.action == "show" and args.id is not None and not args.day:
+        r = client.call("GET", f"/api/v1/routes/{args.id}")
+        show(r, f"route {r['id']} {r['name']!r} ({days_text(r['weekdays'])}):\n" +
+             "\n".join(f"  {i}. {m}" for i, m in enumerate(r["machines"], 1)))
+    elif args.action == "show":
+        found = client.call("GET", "/api/v1/routes/today" + (f"?{urlencode({'day': args.day})}" if args.day else ""))
+        if args.id is not None:
+            found = [r for r in found if r["id"] == args.id]
+        lines = []
+        for r in found:
+            lines.append(f"route {r['id']} {r['name']!r} on {r['day']}:")
+            lines += [f"  {s['position']}. {s['machine_id']} {s['name']}" + (" (retired)" if s["retired"] else "")
+                      for s in r["stops"]]
+        show(found, "\n".join(lines) or "no route is driven that day")
+    else:
+        rows = client.call("GET", "/api/v1/routes")
+        for r in rows:
+            r["stops"], r["days"] = " → ".join(r["machines"]), days_text(r["weekdays"])
+        show(rows, table(rows, [("id", "ID"), ("name", "NAME"), ("days", "DAYS"), ("stops", "MACHINES")]))
+
+
 def add_parsers(sub) -> None:
+    add_route_parsers(sub)
     p = sub.add_parser("products", help="the product catalogue: list, add, import a CSV, upload a "
                        "picture")
     p.add_argument("--search", help="part of a SKU or name, or a whole barcode")
@@ -118,6 +180,8 @@ def run(args, client, error, table) -> None:
 
     if args.command == "products":
         products(args, client, error, table, show)
+    elif args.command == "routes":
+        routes(args, client, error, table, show)
     elif args.command == "purchase-orders":
         purchase_orders(args, client, error, table, show)
     elif args.command == "stock":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import date
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -72,7 +73,9 @@ def pick_lists_page(request: Request, route: str = "", machine: str = "",
     error = field = None
     result = printable = title = None
     with g.engine.begin() as conn:
-        routes = picking.list_routes(conn)
+        today_routes = picking.day_routes(conn, today_of(g))  # the day's routes come first in the menu
+        driven = {r["id"] for r in today_routes}
+        routes = [r for r in picking.list_routes(conn) if r["id"] not in driven]
         fleet = [(m.id, m.name or m.id) for m in machines.list_machines(conn)]
         try:
             if route:
@@ -89,6 +92,7 @@ def pick_lists_page(request: Request, route: str = "", machine: str = "",
             field = "route" if route else "machine"
             error = _("Route: there is no such route.") if route else _("Machine: there is no such machine.")
     return dash(request, caller, "dash_pick.html", 404 if error else 200, routes=routes, machines=fleet,
+                today_routes=today_routes,
                 form={"route": route, "machine": machine}, error=error, error_field=field, p=result,
                 printable=printable, title=title)
 
@@ -307,3 +311,154 @@ async def receive_order(request: Request, po_id: int, caller: Caller = Depends(s
         return _order_page(request, caller, g, po_id, e.status, _field_error(_, e), e.field)
     return RedirectResponse(f"/staff/purchase-orders/{po_id}?done={'received' if applied else 'already'}",
                             status_code=303)
+
+
+# -- routes: machines in visiting order, the days driven, the day's routes ----------------------------------
+add_page("/staff/routes", "Routes", people.PICKERS, order=41)
+ROUTE_EDIT = people.STOCK_EDITORS
+DAYS = (("1", "Mon"), ("2", "Tue"), ("3", "Wed"), ("4", "Thu"), ("5", "Fri"), ("6", "Sat"), ("7", "Sun"))
+
+
+def _route_error(_, e: StockError) -> tuple[str, str]:
+    """(form field, message) of a route the domain refused; a stop's error names its machine."""
+    field = e.field.split(".")[0] if e.field.startswith("machines") else e.field
+    return field, str(e).partition(": ")[2]  # the message without the API's field prefix
+
+
+def _routes_page(request: Request, caller: Caller, g: Gate, status_code: int = 200, errors: dict | None = None,
+                 form: dict | None = None):
+    with g.engine.begin() as conn:
+        routes = picking.list_routes(conn)
+        fleet = [(m.id, m.name or m.id) for m in machines.list_machines(conn) if m.retired_at is None]
+    return dash(request, caller, "dash_routes.html", status_code, routes=routes, machines=fleet, days=DAYS,
+                errors=errors or {}, form=form or {"name": "", "machine": "", "weekdays": "1234567"},
+                may_edit=caller.role in ROUTE_EDIT)
+
+
+@router.get("/staff/routes")
+def routes_page(request: Request, caller: Caller = Depends(staff_only(*people.PICKERS)), g: Gate = Depends(gate)):
+    """Every route with its days and stops; the form to start a new one."""
+    return _routes_page(request, caller, g)
+
+
+@router.post("/staff/routes")
+async def add_route_page(request: Request, caller: Caller = Depends(staff_only(*ROUTE_EDIT)),
+                         g: Gate = Depends(gate)):
+    """A new route (``POST /api/v1/routes``) with its first stop; the rest are added on its page."""
+    _ = translator(request)
+    raw = await request.form()
+    form = {"name": str(raw.get("name", ""))[:100], "machine": str(raw.get("machine", ""))[:32],
+            "weekdays": "".join(d for d, _n in DAYS if d in raw.getlist("day"))}
+    now = g.now()
+    try:
+        if not form["weekdays"]:
+            raise StockError("weekdays", _("Days: tick at least one day the route is driven."))
+        if not form["machine"]:
+            raise StockError("machines", _("First machine: choose one."))
+        with g.engine.begin() as conn:
+            route_id = picking.add_route(conn, form["name"], [form["machine"]], now, form["weekdays"])
+            route = picking.get_route(conn, route_id)
+            people.audit.record(conn, caller, "route.add", "route", route_id,
+                                {"name": route["name"], "machines": route["machines"],
+                                 "weekdays": route["weekdays"]}, now)
+    except StockError as e:
+        field, message = _route_error(_, e)
+        return _routes_page(request, caller, g, e.status, {field: message}, form)
+    return RedirectResponse(f"/staff/routes/{route_id}", status_code=303)
+
+
+def _route_page(request: Request, caller: Caller, g: Gate, route_id: str, status_code: int = 200,
+                errors: dict | None = None, notice: str | None = None):
+    _ = translator(request)
+    with g.engine.begin() as conn:
+        try:
+            route = picking.get_route(conn, int(route_id) if route_id.isdigit() and len(route_id) < 10 else -1)
+        except StockError:
+            return dash(request, caller, "dash_problem.html", 404, title=_("No such route"),
+                        message=_("There is no route {id}.", id=route_id))
+        every = machines.list_machines(conn)
+    names = {m.id: m for m in every}
+    stops = [{"id": m, "name": names[m].name if m in names else m,
+              "retired": m in names and names[m].retired_at is not None} for m in route["machines"]]
+    others = [(m.id, m.name or m.id) for m in every if m.retired_at is None and m.id not in route["machines"]]
+    return dash(request, caller, "dash_route.html", status_code, route=route, stops=stops, others=others,
+                days=DAYS, errors=errors or {}, notice=notice, may_edit=caller.role in ROUTE_EDIT)
+
+
+@router.get("/staff/routes/today")
+def day_route_page(request: Request, day: str = "", caller: Caller = Depends(staff_only(*people.PICKERS)),
+                   g: Gate = Depends(gate)):
+    """The day's routes (today by default), each stop in order with a link to its pick list: the view a
+    technician opens on the phone in the morning."""
+    _ = translator(request)
+    error = None
+    when = today_of(g)
+    if day:
+        try:
+            when = date.fromisoformat(day[:10])
+        except ValueError:
+            error = _("Day: “{value}” is not a date like 2026-12-07.", value=day[:20])
+    with g.engine.begin() as conn:
+        found = picking.day_routes(conn, when)
+    return dash(request, caller, "dash_day_route.html", 422 if error else 200, routes=found, day=when,
+                error=error, days=dict(DAYS))
+
+
+@router.get("/staff/routes/{route_id}")
+def route_page(request: Request, route_id: str, caller: Caller = Depends(staff_only(*people.PICKERS)),
+               g: Gate = Depends(gate)):
+    """One route: its stops in order, with up, down and remove buttons (no dragging: they work on a
+    phone), a machine to add, its name and days."""
+    return _route_page(request, caller, g, route_id[:12])
+
+
+@router.post("/staff/routes/{route_id}")
+async def edit_route_page(request: Request, route_id: str, caller: Caller = Depends(staff_only(*ROUTE_EDIT)),
+                          g: Gate = Depends(gate)):
+    """One change to a route (``PUT /api/v1/routes/{id}``), saved at once and audited: ``op`` is up:N,
+    down:N, remove:N (N the stop's position from 0), add (the chosen ``machine`` at the end), or save (the
+    name and days)."""
+    _ = translator(request)
+    raw = await request.form()
+    op = str(raw.get("op", ""))[:20]
+    which = int(route_id) if route_id.isdigit() and len(route_id) < 10 else -1
+    now = g.now()
+    try:
+        with g.engine.begin() as conn:
+            route = picking.get_route(conn, which)
+            stops = list(route["machines"])
+            name = weekdays = None
+            verb, _sep, arg = op.partition(":")
+            n = int(arg) if arg.isdigit() and int(arg) < len(stops) else None
+            if verb in ("up", "down", "remove") and n is None:
+                raise StockError("op", _("That stop is not on the route any more: reload the page."))
+            if verb == "up" and n > 0:
+                stops[n - 1], stops[n] = stops[n], stops[n - 1]
+            elif verb == "down" and n < len(stops) - 1:
+                stops[n + 1], stops[n] = stops[n], stops[n + 1]
+            elif verb == "remove":
+                if len(stops) == 1:
+                    raise StockError("op", _("A route keeps at least one machine."))
+                stops.pop(n)
+            elif verb == "add":
+                machine = str(raw.get("machine", ""))[:32]
+                if not machine:
+                    raise StockError("machine", _("Machine: choose one to add."))
+                stops.append(machine)
+            elif verb == "save":
+                name = str(raw.get("name", ""))[:100]
+                weekdays = "".join(d for d, _n in DAYS if d in raw.getlist("day"))
+                if not weekdays:
+                    raise StockError("weekdays", _("Days: tick at least one day the route is driven."))
+            elif verb not in ("up", "down"):
+                raise StockError("op", _("Use the page's buttons."))
+            diff = picking.change_route(conn, which, name, stops if stops != route["machines"] else None, weekdays)
+            if diff:
+                people.audit.record(conn, caller, "route.change", "route", which, diff, now)
+    except StockError as e:
+        if e.status == 404 and e.field == "id":
+            return _route_page(request, caller, g, route_id[:12])
+        field, message = _route_error(_, e)
+        field = "machine" if field == "machines" else field
+        return _route_page(request, caller, g, route_id[:12], e.status, {field: message})
+    return RedirectResponse(f"/staff/routes/{which}#stops", status_code=303)

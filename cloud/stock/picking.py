@@ -25,6 +25,8 @@ routes = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(80), nullable=False, unique=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # The days of the week the route is driven, ISO numbers (1 Monday .. 7 Sunday) in order: "135".
+    sa.Column("weekdays", sa.String(7), nullable=False, server_default="1234567"),
 )
 
 route_stops = sa.Table(
@@ -44,6 +46,19 @@ def par_levels(conn: sa.Connection, machine_id: str) -> dict[str, int]:
 
 # -- routes ------------------------------------------------------------------------------------------
 
+ALL_WEEK = "1234567"
+
+
+def weekdays_of(value) -> str:
+    """Days of the week as "135" (ISO: 1 Monday .. 7 Sunday), from that text or a list of numbers."""
+    if isinstance(value, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in value):
+        value = "".join(str(d) for d in value)
+    if not isinstance(value, str) or not value or any(c not in ALL_WEEK for c in value):
+        raise StockError("weekdays", "give the days the route is driven as numbers 1 (Monday) to 7 (Sunday), "
+                                     "like 135 or [1, 3, 5]")
+    return "".join(sorted(set(value)))
+
+
 def _machine_ids(conn: sa.Connection, machine_ids) -> list[str]:
     if not isinstance(machine_ids, list) or not 1 <= len(machine_ids) <= MAX_STOPS:
         raise StockError("machines", f"give 1 to {MAX_STOPS} machine ids, in visiting order")
@@ -52,7 +67,9 @@ def _machine_ids(conn: sa.Connection, machine_ids) -> list[str]:
         if not isinstance(machine_id, str):
             raise StockError(f"machines.{i}", "must be a machine id")
         try:
-            machines.get(conn, machine_id)
+            machines.in_service(conn, machine_id)
+        except machines.Retired as e:
+            raise StockError(f"machines.{i}", str(e), 409) from None
         except machines.FleetError:
             raise StockError(f"machines.{i}", f"no machine {machine_id!r}", 404) from None
         if machine_id in seen:
@@ -61,21 +78,30 @@ def _machine_ids(conn: sa.Connection, machine_ids) -> list[str]:
     return machine_ids
 
 
-def add_route(conn: sa.Connection, name, machine_ids, now: datetime) -> int:
+def add_route(conn: sa.Connection, name, machine_ids, now: datetime, weekdays=ALL_WEEK) -> int:
     name = text(name, "name", 80, 1)
     machine_ids = _machine_ids(conn, machine_ids)
+    weekdays = weekdays_of(weekdays)
     if conn.execute(sa.select(routes.c.id).where(routes.c.name == name)).first() is not None:
         raise StockError("name", f"a route named {name!r} exists already", 409)
-    route_id = conn.execute(routes.insert().values(name=name, created_at=now)).inserted_primary_key[0]
+    route_id = conn.execute(routes.insert().values(name=name, created_at=now, weekdays=weekdays)).inserted_primary_key[0]
     conn.execute(route_stops.insert(), [dict(route_id=route_id, position=i, machine_id=m)
                                         for i, m in enumerate(machine_ids)])
     return route_id
 
 
-def change_route(conn: sa.Connection, route_id: int, name=None, machine_ids=None) -> dict:
-    """Rename a route or give it a new list of stops; {field: [old, new]} of what changed."""
+def change_route(conn: sa.Connection, route_id: int, name=None, machine_ids=None, weekdays=None) -> dict:
+    """Rename a route, give it a new list of stops or new days; {field: [old, new]} of what changed. Every
+    field is checked before anything is written."""
     old = get_route(conn, route_id)
+    if machine_ids is not None:
+        machine_ids = _machine_ids(conn, machine_ids)
     diff = {}
+    if weekdays is not None:
+        weekdays = weekdays_of(weekdays)
+        if weekdays != old["weekdays"]:
+            conn.execute(routes.update().where(routes.c.id == route_id).values(weekdays=weekdays))
+            diff["weekdays"] = [old["weekdays"], weekdays]
     if name is not None:
         name = text(name, "name", 80, 1)
         if name != old["name"]:
@@ -84,7 +110,6 @@ def change_route(conn: sa.Connection, route_id: int, name=None, machine_ids=None
             conn.execute(routes.update().where(routes.c.id == route_id).values(name=name))
             diff["name"] = [old["name"], name]
     if machine_ids is not None:
-        machine_ids = _machine_ids(conn, machine_ids)
         if machine_ids != old["machines"]:
             conn.execute(route_stops.delete().where(route_stops.c.route_id == route_id))
             conn.execute(route_stops.insert(), [dict(route_id=route_id, position=i, machine_id=m)
@@ -101,11 +126,26 @@ def get_route(conn: sa.Connection, route_id) -> dict:
         raise StockError("id", f"no route {route_id}", 404)
     stops = conn.execute(sa.select(route_stops.c.machine_id).where(route_stops.c.route_id == route_id)
                          .order_by(route_stops.c.position)).scalars().all()
-    return {"id": row.id, "name": row.name, "machines": list(stops), "created_at": row.created_at.isoformat()}
+    return {"id": row.id, "name": row.name, "machines": list(stops), "weekdays": row.weekdays,
+            "created_at": row.created_at.isoformat()}
 
 
 def list_routes(conn: sa.Connection) -> list[dict]:
     return [get_route(conn, r) for r in conn.execute(sa.select(routes.c.id).order_by(routes.c.name)).scalars()]
+
+
+def day_routes(conn: sa.Connection, day: date) -> list[dict]:
+    """The routes driven on ``day`` (by their weekdays), each with its stops in order: machine id, name,
+    whether it is retired (left on the route, but not visited for stock)."""
+    names = {m.id: m for m in machines.list_machines(conn)}
+    out = []
+    for route in list_routes(conn):
+        if str(day.isoweekday()) not in route["weekdays"]:
+            continue
+        stops = [{"position": i + 1, "machine_id": m, "name": names[m].name if m in names else m,
+                  "retired": m in names and names[m].retired_at is not None} for i, m in enumerate(route["machines"])]
+        out.append({**route, "day": day.isoformat(), "stops": stops})
+    return out
 
 
 # -- pick lists --------------------------------------------------------------------------------------
@@ -168,8 +208,10 @@ def pick_list(conn: sa.Connection, machine_ids: list[str], today: date) -> dict:
 
 
 def route_pick_list(conn: sa.Connection, route_id: int, today: date) -> dict:
+    """The pick list of a route's machines in visiting order; a retired one is left off (nothing to load)."""
     route = get_route(conn, route_id)
-    return {"route": route, **pick_list(conn, route["machines"], today)}
+    retired = {m.id for m in machines.list_machines(conn) if m.retired_at is not None}
+    return {"route": route, **pick_list(conn, [m for m in route["machines"] if m not in retired], today)}
 
 
 # -- alerts ------------------------------------------------------------------------------------------

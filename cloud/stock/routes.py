@@ -87,11 +87,13 @@ class NewTake(Body):
 class NewRoute(Body):
     name: str
     machines: list[str]
+    weekdays: str | list[int] = picking.ALL_WEEK  # ISO days driven: "135" or [1, 3, 5]
 
 
 class RouteChange(Body):
     name: str | None = None
     machines: list[str] | None = None
+    weekdays: str | list[int] | None = None
 
 
 def as_utc(t: datetime | None) -> datetime | None:
@@ -376,10 +378,11 @@ def add_route(body: NewRoute, caller: Caller = Depends(require(*people.STOCK_EDI
     now = g.now()
     try:
         with g.engine.begin() as conn:
-            route_id = picking.add_route(conn, body.name, body.machines, now)
+            route_id = picking.add_route(conn, body.name, body.machines, now, body.weekdays)
             route = picking.get_route(conn, route_id)
             people.audit.record(conn, caller, "route.add", "route", route_id,
-                                {"name": route["name"], "machines": route["machines"]}, now)
+                                {"name": route["name"], "machines": route["machines"],
+                                 "weekdays": route["weekdays"]}, now)
     except StockError as e:
         raise e.http() from None
     return route
@@ -388,17 +391,39 @@ def add_route(body: NewRoute, caller: Caller = Depends(require(*people.STOCK_EDI
 @router.put("/routes/{route_id}")
 def change_route(route_id: int, body: RouteChange, caller: Caller = Depends(require(*people.STOCK_EDITORS)),
                  g: Gate = Depends(gate)):
-    """Rename a route or replace its list of machines."""
+    """Rename a route, replace its list of machines (in visiting order) or its weekdays; all or nothing."""
     now = g.now()
     try:
         with g.engine.begin() as conn:
-            diff = picking.change_route(conn, route_id, body.name, body.machines)
+            diff = picking.change_route(conn, route_id, body.name, body.machines, body.weekdays)
             if diff:
                 people.audit.record(conn, caller, "route.change", "route", route_id, diff, now)
             route = picking.get_route(conn, route_id)
     except StockError as e:
         raise e.http() from None
     return {**route, "changed": sorted(diff)}
+
+
+@router.get("/routes/today")
+def day_routes(day: str = "", caller: Caller = Depends(require(*people.PICKERS)), g: Gate = Depends(gate)):
+    """The routes driven on a day (``day``: 2026-12-07; today, UTC, by default), each with its stops in
+    visiting order; what the pick list's Route menu offers first."""
+    try:
+        when = date.fromisoformat(day) if day else today_of(g)
+    except ValueError:
+        raise HTTPException(422, f"day: {day!r} is not a date like 2026-12-07") from None
+    with g.engine.begin() as conn:
+        return picking.day_routes(conn, when)
+
+
+@router.get("/routes/{route_id}")
+def one_route(route_id: int, caller: Caller = Depends(require(*people.PICKERS)), g: Gate = Depends(gate)):
+    """One route: its name, weekdays and machines in visiting order."""
+    try:
+        with g.engine.begin() as conn:
+            return picking.get_route(conn, route_id)
+    except StockError as e:
+        raise e.http() from None
 
 
 HTML = {200: {"content": {"application/json": {}, "text/html": {}}}}

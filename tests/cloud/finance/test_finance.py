@@ -221,6 +221,38 @@ def test_a_statement_counts_the_locations_sales_net_of_refunds_and_its_cost_of_g
     assert s["lines"] == [] and s["total_due"] == 0 and s["period"] == "2024-05"
 
 
+def test_a_machine_moved_mid_month_splits_its_sales_between_the_two_locations(engine):
+    # Issue 15: a statement counted every sale of the machines standing at a location now, so a machine
+    # moved on the 10th took its whole month (and its earlier months) to the new place.
+    moved = NOW.replace(day=10, hour=9)
+    with engine.begin() as conn:
+        station, supplier_id, product_id = world(conn)  # m-1 at Station since May 1st
+        airport = locations.add(conn, "Airport", now=NOW)
+        customer_id = add_customer(conn)
+        add_sale(conn, customer_id, "o-1", amount=350)
+        for seq, (order, amount, at) in enumerate([
+                ("o-1", 350, NOW.replace(day=3)), ("o-2", 200, moved - timedelta(minutes=1)),
+                ("o-3", 400, moved + timedelta(minutes=1)), ("o-4", 150, NOW.replace(day=28))], 1):
+            add_sale_row(conn, order, amount, seq, at)
+        receive(conn, supplier_id, product_id, 4, 100, "grn-1")
+        sell_from_slot(conn, product_id, 1, "ledger:m-1:1", NOW.replace(day=4))
+        locations.place(conn, "m-1", airport, moved)
+        sell_from_slot(conn, product_id, 2, "ledger:m-1:2", NOW.replace(day=12), load=True)
+        Wallet().refund(conn, orders.get(conn, "o-1"), 100, "r-1", NOW.replace(day=20))  # o-1 sold at Station
+        rule(conn, station, kind="percent_gross", percent="10", valid_from="2024-01-01")
+        rule(conn, airport, kind="percent_gross", percent="10", valid_from="2024-01-01")
+        at_station = settlement.statement(conn, station, *MAY, "CNY", NOW + timedelta(days=40))
+        at_airport = settlement.statement(conn, airport, *MAY, "CNY", NOW + timedelta(days=40))
+        stays = locations.history(conn, "m-1")
+    assert (at_station["sales_count"], at_station["gross"], at_station["refunds"], at_station["cogs"]) == \
+        (2, 550, 100, 100)
+    assert (at_airport["sales_count"], at_airport["gross"], at_airport["refunds"], at_airport["cogs"]) == \
+        (2, 550, 0, 200)
+    assert (at_station["total_due"], at_airport["total_due"]) == (45, 55)
+    assert [(s["location"], s["from"], s["to"]) for s in stays] == [
+        ("Airport", moved.isoformat(), None), ("Station", None, moved.isoformat())]
+
+
 def test_what_changes_a_posted_month_is_carried_once_into_the_next_statement(engine, sold_in_may):
     # Issue 15: after a later refund the settlement page said "Commission due ¥0.69 · Posted: Yes, ¥1.13",
     # with no adjustment anywhere. A refund counts on the day it is made, so one after posting lands in the

@@ -188,6 +188,14 @@ MATRIX = [
     ("POST", "/api/v1/routes", lambda r: {"name": f"Route {r}", "machines": ["m-1"]}, picking.routes, {A, M}),
     ("PUT", "/api/v1/routes/{route}", lambda r: {"name": f"Renamed by {r}"}, picking.routes, {A, M}),
     ("GET", "/api/v1/routes/{route}/pick-list", None, None, {A, M, T}),
+    ("GET", "/api/v1/routes/{route}", None, None, {A, M, T}),
+    ("GET", "/api/v1/routes/today", None, None, {A, M, T}),
+    ("GET", "/api/v1/locations/{location}", None, None, {A, M, T}),
+    ("PATCH", "/api/v1/locations/{location}", lambda r: {"name": f"Lobby of {r}"}, locations.locations, {A, M}),
+    ("POST", "/api/v1/machines/m-1/move", lambda r: {"location_id": 1 if r == M else None},
+     locations.machine_placements, {A, M}),
+    ("POST", "/api/v1/machines/{retiree}/retire", None, None, {A, M}),
+    ("GET", "/api/v1/machines/m-1/locations", None, None, {A, M, T}),
     ("GET", "/api/v1/machines/m-1/pick-list", None, None, {A, M, T}),
     ("POST", "/api/v1/orders/o-sold/refund", lambda r: {"reason": f"goodwill, {r}", "key": f"refund-{r}",
                                                         "amount": 1}, txns, {A, M}),
@@ -212,7 +220,8 @@ MATRIX = [
 # What the matrix's placeholders stand for in the app's route paths.
 PLACEHOLDERS = {"{technician}": "{user_id}", "{supplier}": "{supplier_id}", "{location}": "{location_id}",
                 "{period}": "{period}",
-                "{product}": "{product_id}", "{draft}": "{po_id}", "{sent}": "{po_id}", "{route}": "{route_id}"}
+                "{product}": "{product_id}", "{draft}": "{po_id}", "{sent}": "{po_id}", "{route}": "{route_id}",
+                "{retiree}": "{machine_id}"}
 STOCK: dict = {}
 # The smallest PNG there is: a product picture's upload is judged by its magic bytes.
 PNG_1PX = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -239,9 +248,11 @@ def places(engine, callers) -> dict:
             draft, sent = (purchasing.create(conn, supplier_id, "CNY", [{"product_id": product_id, "quantity": 5}], now)
                            for _ in range(2))
             purchasing.send(conn, sent, now)
+            retiree = f"retiree-{role[:5]}"  # each role retires a machine of its own: a second retire is refused
+            machines.add_machine(conn, retiree, retiree, "", now)
             out[role] = dict(technician=callers[T][0], supplier=supplier_id, product=product_id, route=route_id,
                              draft=draft, sent=sent, location=1, period=f"2024-{len(out) + 1:02d}",
-                             sku="matrix")
+                             sku="matrix", retiree=retiree)
     STOCK.update(supplier=supplier_id, product=product_id)
     return out
 
