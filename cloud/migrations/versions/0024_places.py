@@ -2,7 +2,7 @@
 retired machines, locations' names per language and time zone, routes' weekdays
 
 Revision ID: 0024
-Revises: 0022
+Revises: 0023
 """
 
 from alembic import op
@@ -12,7 +12,7 @@ from cloud.core.db import UTCDateTime
 
 
 revision = '0024'
-down_revision = '0022'
+down_revision = '0023'
 branch_labels = None
 depends_on = None
 
