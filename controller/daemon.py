@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -477,6 +478,10 @@ class Controller:
     def refusal(self, cmd: Command) -> str:
         """Why this vend command must not run, or '' if it may."""
         slot = cmd.args["slot"]
+        if not self.clock_trusted():
+            # A fresh card (or any start) with its wall clock unset cannot tell a replayed command from a new
+            # one: its ledger does not know the id, and the expiry is judged by a clock that may be days off.
+            return "clock not set: no word from the cloud or NTP since the start"
         if cmd.expired(self.now_dt()):
             return "expired"
         if slot not in self.hardware.motors:
@@ -493,6 +498,11 @@ class Controller:
         if self.hardware.door.is_open:
             return "service door is open"
         return self.hardware.refusal()
+
+    def clock_trusted(self) -> bool:
+        """Whether the clock that judges a command's expiry is known to be right: the cloud has told us its
+        time since the start, or NTP has set ours."""
+        return self.sync.clock_synced or os.path.exists(self.ntp_flag)
 
     def publish_result(self, result: CommandResult) -> None:
         """Tell the cloud a command's outcome, when online (a redelivered command is answered again)."""

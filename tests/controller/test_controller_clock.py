@@ -1,0 +1,65 @@
+"""A vend command is judged by a clock the machine can trust: a fresh card whose wall clock is unset must not
+take a replayed command for a new one (the fault run's ledger_replace with a stepped clock: the new ledger
+does not know the command's id, and its expiry was read against a clock days off, so it vended twice)."""
+
+from datetime import datetime, timedelta, timezone
+
+from controller.inbox import MqttMessage
+from protocol import topics
+from protocol.messages import Command, CommandResult, format_time
+
+from .test_controller_planogram import Clock, Link, hear_cloud, make
+
+A_WEEK = 7 * 24 * 3600
+
+
+def vend_command(cmd_id: str, order_id: str, issued: datetime) -> Command:
+    return Command(cmd_id, "vend", format_time(issued), format_time(issued + timedelta(seconds=30)),
+                   {"order_id": order_id, "slot": "A1"})
+
+
+def started(c, order_id: str) -> list:
+    return [e for e in c.ledger.read(1, 1000) if e.kind == "vend.started" and e.data["order_id"] == order_id]
+
+
+def test_a_fresh_card_with_its_clock_a_week_behind_refuses_a_replayed_command_until_the_cloud_speaks(tmp_path):
+    clock = Clock()
+    c = make(tmp_path, clock)
+    c.link = Link()
+    try:
+        c.ledger.append("restock", {"slot": "A1", "count": 5}, datetime.now(timezone.utc), True)
+        # A command the old card ran a week ago, replayed: by the unset clock it is fresh.
+        old = vend_command("v-o-1", "o-1", datetime.fromtimestamp(clock.wallclock(), timezone.utc))
+        c.handle(MqttMessage(topics.topic("pm-1", "cmd"), old.encode()))
+        assert started(c, "o-1") == []
+        (rejected,) = [e.data for e in c.ledger.read(1, 1000) if e.kind == "command.rejected"]
+        assert rejected["cmd_id"] == "v-o-1"
+        assert rejected["reason"] == "clock not set: no word from the cloud or NTP since the start"
+        result = CommandResult.decode([p for k, p, _ in c.link.sent if k == "cmd/result"][-1])
+        assert (result.status, result.reason) == ("rejected", rejected["reason"])
+
+        # The cloud's time arrives (a week ahead of the card's clock): the same replay is now expired...
+        hear_cloud(c, clock, ahead_s=A_WEEK)
+        again = vend_command("v-o-2", "o-2", datetime.fromtimestamp(clock.wallclock(), timezone.utc))
+        assert c.refusal(again) == "expired"
+        # ...and a command the cloud issues now runs.
+        now = datetime.fromtimestamp(clock.wallclock() + A_WEEK, timezone.utc)
+        c.handle(MqttMessage(topics.topic("pm-1", "cmd"), vend_command("v-o-3", "o-3", now).encode()))
+        assert len(started(c, "o-3")) == 1
+        c.safe_state()
+    finally:
+        c.hardware.close()
+        c.ledger.close()
+
+
+def test_ntp_alone_is_enough_to_judge_a_command(tmp_path):
+    clock = Clock()
+    c = make(tmp_path, clock)
+    try:
+        c.ledger.append("restock", {"slot": "A1", "count": 5}, datetime.now(timezone.utc), True)
+        (tmp_path / "no-ntp-flag").write_text("")  # systemd-timesyncd's flag: NTP has set the clock
+        cmd = vend_command("v-o-4", "o-4", datetime.fromtimestamp(clock.wallclock(), timezone.utc))
+        assert c.refusal(cmd) == ""
+    finally:
+        c.hardware.close()
+        c.ledger.close()
