@@ -76,6 +76,7 @@ class Controller:
         self.pending_config: Config | None = None  # newer than the applied one, waiting for the vend to end
         self.ignored_configs = 0
         self.ntp_flag = ntp_flag
+        self.started_mono = monotonic()  # when this process began, on the clock no NTP step moves
         self.selftest: SelfTest | None = None  # made at start; shown on the screen until settled and seen
         self.selftest_until = 0.0
 
@@ -484,6 +485,12 @@ class Controller:
             return "clock not set: no word from the cloud or NTP since the start"
         if cmd.expired(self.now_dt()):
             return "expired"
+        # A new ledger (a new card) pins the time its first process started: a command issued before then
+        # may have been run by the card it replaced, and the new ledger has no record of it.
+        began = self.ledger.commands_from or self.ledger.pin_commands_from(
+            self.cloud_now() - (self.monotonic() - self.started_mono))
+        if parse_time(cmd.issued_at, "issued_at").timestamp() < began:
+            return "issued before this ledger began: the card it replaced may have run it"
         if slot not in self.hardware.motors:
             return f"no slot {slot} on this machine"
         if self.planogram and slot not in self.planogram:

@@ -63,3 +63,58 @@ def test_ntp_alone_is_enough_to_judge_a_command(tmp_path):
     finally:
         c.hardware.close()
         c.ledger.close()
+
+
+def test_a_new_card_refuses_a_command_issued_before_it_started_which_the_old_card_may_have_run(tmp_path):
+    clock = Clock()
+    clock.t = 5000.0
+    c = make(tmp_path, clock)  # a new card: its ledger is made now
+    try:
+        c.ledger.append("restock", {"slot": "A1", "count": 5}, datetime.now(timezone.utc), True)
+        clock.t += 3
+        hear_cloud(c, clock)
+        start = datetime.fromtimestamp(clock.wallclock() - 3, timezone.utc)
+        # Sent to the old card 5 s before the new one started, still inside its 30 s: replayed now.
+        old = vend_command("v-o-5", "o-5", start - timedelta(seconds=5))
+        assert c.refusal(old) == "issued before this ledger began: the card it replaced may have run it"
+        assert c.ledger.commands_from == int(start.timestamp())
+        # One the cloud sent after the start is this card's own.
+        assert c.refusal(vend_command("v-o-6", "o-6", start + timedelta(seconds=1))) == ""
+    finally:
+        c.hardware.close()
+        c.ledger.close()
+    # The same card restarted: a command issued while it was down, never seen, is still its own to run.
+    clock.t += 60
+    again = make(tmp_path, clock)
+    try:
+        hear_cloud(again, clock)
+        queued = vend_command("v-o-7", "o-7", datetime.fromtimestamp(clock.wallclock() - 10, timezone.utc))
+        assert again.refusal(queued) == ""
+    finally:
+        again.hardware.close()
+        again.ledger.close()
+
+
+def test_a_ledger_that_held_events_before_the_mark_existed_refuses_nothing_for_it(tmp_path):
+    import sqlite_utils
+    from controller.ledger import Ledger, migrations
+
+    path = str(tmp_path / "old.db")
+    db = sqlite_utils.Database(path)
+    migrations.apply(db, stop_before="0005_commands_from")
+    db.execute("INSERT INTO events VALUES (1, '2024-05-01T12:00:00.000000+00:00', 1, 1, 'boot', '{}', ?, ?)",
+               ["0" * 64, "f" * 64])
+    db.conn.commit()
+    db.close()
+    ledger = Ledger(path)
+    try:
+        assert ledger.commands_from == 1
+        assert ledger.pin_commands_from(2_000_000_000) == 1  # pinned already: kept
+    finally:
+        ledger.close()
+    fresh = Ledger(str(tmp_path / "new.db"))
+    try:
+        assert fresh.commands_from == 0
+        assert fresh.pin_commands_from(1_700_000_000.7) == 1_700_000_000
+    finally:
+        fresh.close()
