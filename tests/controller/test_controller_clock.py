@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from controller.inbox import MqttMessage
 from protocol import topics
-from protocol.messages import Command, CommandResult, format_time
+from protocol.messages import Ack, Command, CommandResult, format_time
 
 from .test_controller_planogram import Clock, Link, hear_cloud, make
 
@@ -71,15 +71,20 @@ def test_a_new_card_refuses_a_command_issued_before_it_started_which_the_old_car
     c = make(tmp_path, clock)  # a new card: its ledger is made now
     try:
         c.ledger.append("restock", {"slot": "A1", "count": 5}, datetime.now(timezone.utc), True)
+        start = datetime.fromtimestamp(clock.wallclock(), timezone.utc)
+        # An ack queued in the broker for the card it replaced (another ledger), then one of this ledger from
+        # before this process wrote anything: neither proves the time, so vends are still refused.
+        c.on_ack(Ack(40, format_time(start - timedelta(seconds=20)), "f" * 32))
+        c.on_ack(Ack(0, format_time(start - timedelta(seconds=20))))
+        assert c.refusal(vend_command("v-o-4", "o-4", start)).startswith("clock not set")
         clock.t += 3
-        hear_cloud(c, clock)
-        start = datetime.fromtimestamp(clock.wallclock() - 3, timezone.utc)
+        hear_cloud(c, clock)  # the ack of the events this process wrote: sent after the start
         # Sent to the old card 5 s before the new one started, still inside its 30 s: replayed now.
         old = vend_command("v-o-5", "o-5", start - timedelta(seconds=5))
         assert c.refusal(old) == "issued before this ledger began: the card it replaced may have run it"
-        assert c.ledger.commands_from == int(start.timestamp())
-        # One the cloud sent after the start is this card's own.
-        assert c.refusal(vend_command("v-o-6", "o-6", start + timedelta(seconds=1))) == ""
+        assert c.ledger.commands_from == int(start.timestamp()) + 3
+        # One the cloud sent after that ack is this card's own.
+        assert c.refusal(vend_command("v-o-6", "o-6", start + timedelta(seconds=4))) == ""
     finally:
         c.hardware.close()
         c.ledger.close()
@@ -87,6 +92,7 @@ def test_a_new_card_refuses_a_command_issued_before_it_started_which_the_old_car
     clock.t += 60
     again = make(tmp_path, clock)
     try:
+        again.record("boot", {"firmware": "test", "slots": ["A1"]})
         hear_cloud(again, clock)
         queued = vend_command("v-o-7", "o-7", datetime.fromtimestamp(clock.wallclock() - 10, timezone.utc))
         assert again.refusal(queued) == ""

@@ -101,8 +101,10 @@ def make(tmp_path, clock) -> Controller:
 
 
 def hear_cloud(c, clock, ahead_s: float = 0.0):
-    """The cloud's clock ack (seq 0), as it answers every status."""
-    c.on_ack(Ack(0, format_time(datetime.fromtimestamp(clock.wallclock() + ahead_s, timezone.utc))))
+    """The cloud's ack of everything the ledger holds, the events this process wrote included (so it was
+    sent after the start, and its clock can be trusted)."""
+    c.on_ack(Ack(c.ledger.head, format_time(datetime.fromtimestamp(clock.wallclock() + ahead_s, timezone.utc)),
+                 c.ledger.ledger_id))
 
 
 def config(version, *codes, price=350) -> Config:
