@@ -216,8 +216,10 @@ def money(run) -> None:
             run.anomaly("drop_unpaid_without_incident", order=order_id, status=order[5] if order else None,
                         drops=[list(s) for s in seqs], incidents=[list(s) for s in seqs if s in incidents])
         if len(seqs) > 1:
-            run.figures.setdefault("orders_dropped_more_than_once", []).append(
-                {"order": order_id, "status": order[5] if order else None, "drops": [list(s) for s in seqs]})
+            # Goods for free, even when charged once and seen as an incident: a machine must never run one
+            # order's vend twice (a new card taking a replayed command for a new one did).
+            run.anomaly("order_dropped_twice", order=order_id, status=order[5] if order else None,
+                        drops=[list(s) for s in seqs])
     run.figures["incidents"] = dict(collections.Counter(r[2] for r in incidents.values()))
     sandbox_http = httpx.Client(base_url=run.sandbox.url, timeout=10)
     for order_id, (_, customer_id, machine_id, amount, provider, status) in orders.items():

@@ -46,6 +46,9 @@ class SteppedClockController(controller.daemon.Controller):
     """The daemon, unchanged, on the stepped wall clock."""
 
     def __init__(self, cfg, hardware=None, **clocks):
+        # A clock the run steps is one NTP has not set: whatever this box's NTP says, the controller must
+        # learn the time from the cloud before it judges a command.
+        clocks.setdefault("ntp_flag", CLOCK_FILE + ".ntp-never")
         super().__init__(cfg, hardware, wallclock=stepped_wallclock, **clocks)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -75,6 +76,9 @@ class Controller:
         self.pending_config: Config | None = None  # newer than the applied one, waiting for the vend to end
         self.ignored_configs = 0
         self.ntp_flag = ntp_flag
+        self.started_mono = monotonic()  # when this process began, on the clock no NTP step moves
+        self.boot_seq = self.ledger.head + 1  # this process's boot event; an ack of it is fresh
+        self.clock_fresh = False  # such an ack has told us the cloud's time
         self.selftest: SelfTest | None = None  # made at start; shown on the screen until settled and seen
         self.selftest_until = 0.0
 
@@ -111,7 +115,7 @@ class Controller:
         if self.hardware.turn_timeout_s is not None:
             # A backend whose machine reports its own outcome (hw/mdb.py) says how long a vend may take.
             self.vend = VendStateMachine(self.hardware.turn_timeout_s, self.hardware.turns or cfg.vend.turns)
-        self.record("boot", {"firmware": __version__, "slots": list(cfg.hardware.slots)})
+        self.boot_seq = self.record("boot", {"firmware": __version__, "slots": list(cfg.hardware.slots)}).seq
         if interrupted is not None:
             log.warning("vend of order %s was interrupted by a restart", interrupted.data["order_id"])
             self.execute(VendStateMachine.recover(interrupted))
@@ -400,6 +404,11 @@ class Controller:
         """The cloud's ack: move the mark, learn its clock, and send what the window now allows."""
         cloud_time = parse_time(ack.cloud_time, "cloud_time").timestamp()
         self.publish(self.sync.ack(ack.seq, cloud_time, self.monotonic(), self.wallclock(), ack.ledger))
+        if not self.clock_fresh and ack.ledger == self.ledger.ledger_id and ack.seq >= self.boot_seq:
+            # The cloud stored our boot event: this ack left it after we started, and so did its clock. A
+            # new ledger takes commands issued from then on only (see ``refusal``).
+            self.clock_fresh = True
+            self.ledger.pin_commands_from(cloud_time)
         if ack.busy:
             self.sync.cloud_busy(self.monotonic())
 
@@ -477,8 +486,18 @@ class Controller:
     def refusal(self, cmd: Command) -> str:
         """Why this vend command must not run, or '' if it may."""
         slot = cmd.args["slot"]
+        if not self.clock_trusted():
+            # A fresh card (or any start) with its wall clock unset cannot tell a replayed command from a new
+            # one: its ledger does not know the id, and the expiry is judged by a clock that may be days off.
+            return "clock not set: no word from the cloud or NTP since the start"
         if cmd.expired(self.now_dt()):
             return "expired"
+        # A new ledger (a new card) pins the time its first process started: a command issued before then
+        # may have been run by the card it replaced, and the new ledger has no record of it.
+        began = self.ledger.commands_from or self.ledger.pin_commands_from(
+            self.cloud_now() - (self.monotonic() - self.started_mono))
+        if parse_time(cmd.issued_at, "issued_at").timestamp() < began:
+            return "issued before this ledger began: the card it replaced may have run it"
         if slot not in self.hardware.motors:
             return f"no slot {slot} on this machine"
         if self.planogram and slot not in self.planogram:
@@ -493,6 +512,12 @@ class Controller:
         if self.hardware.door.is_open:
             return "service door is open"
         return self.hardware.refusal()
+
+    def clock_trusted(self) -> bool:
+        """Whether the clock that judges a command's expiry is known to be right: NTP has set ours, or the
+        cloud has told us its time in an ack that must have been sent after this process started (it
+        acks our boot event). Any other ack may be one queued in the broker long ago: its time is not proof."""
+        return self.clock_fresh or os.path.exists(self.ntp_flag)
 
     def publish_result(self, result: CommandResult) -> None:
         """Tell the cloud a command's outcome, when online (a redelivered command is answered again)."""

@@ -60,6 +60,16 @@ def _m0004(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO identity VALUES (?)", [secrets.token_hex(16)])
 
 
+@migrations(name="0005_commands_from")
+def _m0005(db: sqlite_utils.Database) -> None:
+    # The cloud time (whole seconds) from which this ledger takes vend commands: a command issued before it
+    # may have been run by the card this one replaced, which the new ledger cannot know. 0: not yet pinned
+    # (a new ledger pins it at the start of the process that first learns the time); a ledger that already
+    # holds events was there all along: every command it has not seen is its own.
+    held = db.execute("SELECT count(*) FROM events").fetchone()[0]
+    db.execute("INSERT INTO meta VALUES ('commands_from', ?)", [1 if held else 0])
+
+
 class LedgerError(RuntimeError):
     """The ledger on disk is not what it should be (a broken chain, a gap)."""
 
@@ -96,6 +106,18 @@ class Ledger:
         with self.db.atomic():
             cur = self.db.execute("UPDATE meta SET value = ? WHERE key = 'acked_seq' AND value < ?", [seq, seq])
         return cur.rowcount > 0
+
+    @property
+    def commands_from(self) -> int:
+        """The cloud time (epoch seconds) before which a command may be the replaced card's; 0: not pinned."""
+        return self._meta("commands_from")
+
+    def pin_commands_from(self, cloud_time: float) -> int:
+        """Pin ``commands_from`` once, at ``cloud_time`` (whole seconds); return the mark in force."""
+        with self.db.atomic():
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'commands_from' AND value = 0",
+                            [max(1, int(cloud_time))])
+        return self.commands_from
 
     def start_boot(self) -> int:
         """Count one more boot; every event written from now on carries this number."""

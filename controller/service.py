@@ -106,6 +106,9 @@ def answer(c, request: dict) -> dict:
     if op == "status":
         return {"ok": True, "machine": c.machine_id, "head": c.ledger.head,
                 "acked": c.ledger.acked, "online": c.online,
+                # What judges a command's expiry: "cloud" (heard since the start), "ntp", or "unset" (vends
+                # are refused until one of them has set it).
+                "clock": "cloud" if c.clock_fresh else "ntp" if c.clock_trusted() else "unset",
                 "rejected_messages": c.rejected_messages,
                 "url": c.screen.url,
                 "planogram": {"version": c.ledger.planogram_version,

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 # The wall clock moving this far from the monotonic clock since the last ack is a step, not slewing
 # (NTP slews at most 0.5 ms a second).
 CLOCK_STEP_S = 1.0
+# A message whose cloud time is this far behind the cloud's clock as we know it is late, not a correction
+# (a broker's round trip is milliseconds; the cloud's own clock is NTP's and does not step back).
+LATE_S = 2.0
 
 
 class Sync:
@@ -103,9 +106,19 @@ class Sync:
             log.warning("wall clock stepped by %+.1f s; the cloud's clock is kept from the last ack", step)
         return step
 
-    def heard(self, cloud_time: float, wallclock: float, monotonic: float) -> None:
-        """A message from the cloud said its clock read ``cloud_time`` (our clocks then)."""
+    def heard(self, cloud_time: float, wallclock: float, monotonic: float) -> bool:
+        """A message from the cloud said its clock read ``cloud_time`` (our clocks then); True if taken.
+
+        A message that says the cloud's clock is well behind what we already know of it is a late one (queued
+        in the broker while we were away, or replayed): the cloud's clock does not go back, so it is not
+        taken. Had it been, a command issued a minute ago would look fresh (the fault run: a new card took
+        its first time from an ack queued for the card it replaced, and ran that card's last vend again)."""
+        if self._clock is not None and cloud_time < self.cloud_now(wallclock, monotonic) - LATE_S:
+            log.info("a cloud clock %.1f s behind the one already known: a late message, not taken",
+                     self.cloud_now(wallclock, monotonic) - cloud_time)
+            return False
         self._clock = (cloud_time - wallclock, wallclock - monotonic)
+        return True
 
     def connected(self, now: float) -> list[EventBatch]:
         """A new connection: whatever was in flight may be lost, so everything unacked goes again."""
@@ -122,11 +135,12 @@ class Sync:
         session, or late) moves nothing: taken as ours, it would mark events acked that the cloud never
         stored, and they would not be sent again. One about ours past our head (a ledger restored from an
         older copy: the cloud has more of it) stops at the head."""
-        self.heard(cloud_time, wallclock, now)
         if ledger and ledger != self.ledger.ledger_id:
+            # Its clock too: it was sent before this ledger existed, maybe long ago.
             log.warning("ack for seq %d of ledger %s ignored: this machine's ledger is %s", seq, ledger,
                         self.ledger.ledger_id)
             return []
+        self.heard(cloud_time, wallclock, now)
         if seq > self.ledger.head:
             log.error("cloud acks seq %d but the ledger ends at %d: is this the right ledger?", seq, self.ledger.head)
         if not self.ledger.set_acked(seq):

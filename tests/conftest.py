@@ -1,6 +1,6 @@
 """Session-wide test settings: say which broker and which databases the tests run against."""
 
-from tests.cloud_fixtures import db_url, engine, postgres_reachable  # noqa: F401  (fixtures for every module)
+from tests.cloud_fixtures import db_url, empty_db_url, engine, postgres_reachable  # noqa: F401  (fixtures for every module)
 from tests.e2e.harness import broker_kind
 from tests.tools import missing  # the one tests.tools every test's need() adds to
 

@@ -16,7 +16,7 @@ from controller.inbox import MqttMessage, ServiceRequest
 from controller.ledger import Ledger, LedgerError, migrations
 from hw import open_hardware
 from protocol import topics
-from protocol.messages import MAX_PAYLOAD_BYTES, Command, Config, ConfigSlot, Status, format_time
+from protocol.messages import MAX_PAYLOAD_BYTES, Ack, Command, Config, ConfigSlot, Status, format_time
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc).timestamp()
 CONFIG = """
@@ -93,9 +93,18 @@ def controller(tmp_path, clock):
 
 def make(tmp_path, clock) -> Controller:
     cfg = parse(CONFIG.format(tmp=tmp_path))
-    c = Controller(cfg, open_hardware(cfg), monotonic=clock.monotonic, wallclock=clock.wallclock)
+    # No NTP on this machine: the clock is known only once the cloud has said its time (``hear_cloud``).
+    c = Controller(cfg, open_hardware(cfg), monotonic=clock.monotonic, wallclock=clock.wallclock,
+                   ntp_flag=str(tmp_path / "no-ntp-flag"))
     c.screen = Screen()
     return c
+
+
+def hear_cloud(c, clock, ahead_s: float = 0.0):
+    """The cloud's ack of everything the ledger holds, the events this process wrote included (so it was
+    sent after the start, and its clock can be trusted)."""
+    c.on_ack(Ack(c.ledger.head, format_time(datetime.fromtimestamp(clock.wallclock() + ahead_s, timezone.utc)),
+                 c.ledger.ledger_id))
 
 
 def config(version, *codes, price=350) -> Config:
@@ -219,6 +228,7 @@ def test_a_config_on_another_machines_topic_is_dropped(controller):
 
 def test_a_vend_for_a_slot_outside_the_planogram_is_refused(controller, clock):
     controller.ledger.append("restock", {"slot": "B1", "count": 5}, datetime.now(timezone.utc), True)
+    hear_cloud(controller, clock)
     now = datetime.fromtimestamp(clock.wallclock(), timezone.utc)
     cmd = Command("c-9", "vend", format_time(now), format_time(now.replace(year=2030)),
                   {"order_id": "o-9", "slot": "B1"})
@@ -234,6 +244,7 @@ def test_status_carries_the_applied_version_and_the_screen_names_the_product(con
     kind, payload, retain = controller.link.sent[-1]
     assert kind == "status" and retain and Status.decode(payload).planogram_version == 5
     controller.ledger.append("restock", {"slot": "A1", "count": 5}, datetime.now(timezone.utc), True)
+    hear_cloud(controller, clock)
     now = datetime.fromtimestamp(clock.wallclock(), timezone.utc)
     controller.on_command(Command("c-1", "vend", format_time(now), format_time(now.replace(year=2030)),
                                   {"order_id": "o-1", "slot": "A1"}))

@@ -283,6 +283,21 @@ def test_a_wall_clock_step_with_no_ack_since_does_not_move_the_cloud_clock(ledge
     assert sync.cloud_now(WALL + 3705, T0 + 105) == WALL + 3705
 
 
+def test_a_late_ack_or_one_for_another_ledger_does_not_set_the_clock_back(ledger):
+    # The fault run: a new card's first clock came from an ack queued for the card it replaced, a minute old;
+    # a command issued then looked fresh and the new card ran the old card's last vend again.
+    sync = make(ledger)
+    sync.ack(3, WALL - 60, T0, WALL, ledger="f" * 32)  # the old card's ack, delivered now
+    assert not sync.clock_synced and sync.cloud_now(WALL, T0) == WALL
+    sync.ack(0, WALL, T0, WALL)
+    sync.ack(0, WALL - 60, T0 + 1, WALL + 1)  # queued in the broker while we were away
+    assert sync.cloud_now(WALL + 1, T0 + 1) == WALL + 1
+    sync.ack(0, WALL + 1.5, T0 + 2, WALL + 2)  # half a second behind: a correction, taken
+    assert sync.cloud_now(WALL + 2, T0 + 2) == WALL + 1.5
+    sync.ack(0, WALL + 600, T0 + 3, WALL + 3)  # ahead: the cloud's clock as it is, taken
+    assert sync.cloud_now(WALL + 3, T0 + 3) == WALL + 600
+
+
 def test_a_step_before_any_ack_is_left_to_the_wall_clock(ledger):
     sync = make(ledger)
     assert sync.check_clock(WALL + 3600, T0) == 0

@@ -354,6 +354,10 @@ socket = {self.home}/control.sock
         self.proc.start()
         wait_until(lambda: os.path.exists(self.url_file) and self.service("status").get("ok"), 30,
                    f"controller {self.id} to start")
+        if self.cloud.proc.alive():
+            # A controller refuses vends until it has heard the cloud's clock (it answers the first status).
+            wait_until(lambda: self.service("status").get("clock") != "unset", 30,
+                       f"controller {self.id} to hear the cloud's clock")
 
     def service(self, *args: str) -> dict:
         out = subprocess.run([sys.executable, "-m", "controller", "--config", self.config, "service", *args],

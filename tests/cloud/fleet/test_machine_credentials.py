@@ -89,7 +89,8 @@ def test_bad_rotations_are_refused_and_change_nothing(engine, machine_id, overla
         assert machines.credentials(conn, "m-1", NOW).mqtt_username == "m-1.1"
 
 
-def test_machines_made_before_the_migration_get_a_broker_password_each(db_url):
+def test_machines_made_before_the_migration_get_a_broker_password_each(empty_db_url):
+    db_url = empty_db_url
     eng = cloud.core.db.make_engine(db_url)
     cfg = cloud.core.db.alembic_config(eng.url.render_as_string(hide_password=False))
     with eng.begin() as conn:

@@ -423,7 +423,8 @@ def test_config_rejects_malformed_payloads_with_a_reason(data, fragments):
 
 # -- migration of a fleet that had slots before planograms -----------------------------------------------
 
-def test_the_migration_gives_every_machine_a_cabinet_and_its_slots_as_version_1(db_url):
+def test_the_migration_gives_every_machine_a_cabinet_and_its_slots_as_version_1(empty_db_url):
+    db_url = empty_db_url
     engine = cloud.core.db.make_engine(db_url)
     try:
         cfg = cloud.core.db.alembic_config(db_url)

@@ -144,7 +144,8 @@ def test_the_rollup_follows_ingest_and_a_redelivered_batch_counts_once(engine):
         assert sorted(tuple(r) for r in conn.execute(sa.select(reports.sales_rollup))) == kept
 
 
-def test_the_migration_fills_the_rollups_from_the_sales_already_stored(db_url):
+def test_the_migration_fills_the_rollups_from_the_sales_already_stored(empty_db_url):
+    db_url = empty_db_url
     from alembic import command
 
     eng = cloud.core.db.make_engine(db_url)
