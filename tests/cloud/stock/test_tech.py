@@ -160,3 +160,35 @@ def test_a_technician_cannot_see_money_pages(client, path):
 
 def test_a_technician_cannot_read_money_through_the_api(client):
     assert client.get("/api/v1/reports/sales").status_code == 403
+
+
+def test_vendctl_tech_shows_today_marks_loaded_and_restocks_only_with_the_door_open(client, cloud_obj, monkeypatch,
+                                                                                      capsys):
+    import io
+
+    import cloud.cli
+    from tests.cloud_fixtures import ThroughTestClient
+
+    def vendctl(*argv):
+        monkeypatch.setattr(cloud.cli.Client, "from_env", classmethod(lambda cls: ThroughTestClient(client, ADMIN)))
+        monkeypatch.setattr("sys.stdin", io.StringIO(""))
+        code = cloud.cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = vendctl("tech", "today")
+    assert code == 0 and "route 1 'North'" in out and "1. m-1 Machine m-1" in out and "A1 Cola x0 (5 short)" in out
+    code, out, err = vendctl("tech", "loaded", MACHINE)
+    assert code == 0 and out.startswith("m-1 loaded for ") and "by admin" in out and err.startswith("key cli-")
+    assert vendctl("tech", "loaded", MACHINE)[0] == 0
+    assert len(rows(cloud_obj, visits.route_loads)) == 1
+    code, out, _ = vendctl("tech", "door", MACHINE)
+    assert out.strip() == "m-1: service door shut"
+    code, out, err = vendctl("tech", "restocked", MACHINE, "A1=4", "--key", "cli-key-0001")
+    assert code != 0 and "open the service door first" in err
+    assert vendctl("tech", "restocked", MACHINE, "A1:4")[0] != 0
+    door(cloud_obj, Chain(), "door.opened")
+    code, out, _ = vendctl("tech", "restocked", MACHINE, "A1=4", "--key", "cli-key-0001")
+    assert code == 0 and out.strip() == "restock of m-1 recorded by admin: A1 4"
+    assert vendctl("tech", "restocked", MACHINE, "A1=4", "--key", "cli-key-0001")[0] == 0
+    assert len(rows(cloud_obj, visits.restock_reports)) == 1
