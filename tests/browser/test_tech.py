@@ -147,7 +147,8 @@ def test_a_jams_fault_is_cleared_at_the_machine(cloud, van, new_page):
     fault.get_by_role("button", name="Cleared").click()
     expect(phone.get_by_role("status")).to_have_text("The alert is cleared.")
     expect(phone.locator(".fault[data-kind=out_of_service]")).to_have_count(0)
-    (alert,) = [a for a in cloud.api("GET", "/api/v1/alerts?state=resolved") if a["machine_id"] == "t1"]
+    (alert,) = [a for a in cloud.api("GET", "/api/v1/alerts?state=resolved")
+                if a["machine_id"] == "t1" and a["kind"] == "out_of_service"]
     assert alert["resolved_by"] == "van-tech"
 
 
