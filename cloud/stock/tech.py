@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cloud import people
 from cloud.alerts import NAMES, actions as alert_actions, occurrences
-from cloud.people import Caller, require
+from cloud.people import Caller, audit, require
 from cloud.people.auth import staff_only
 from cloud.stock import picking, visits
 from cloud.web.dashboard import add_page, dash
@@ -86,6 +86,22 @@ def day_plan(conn, day: date) -> list[dict]:
     return out
 
 
+def _loaded(conn, caller: Caller, day: date, machine_id: str, key, now: datetime):
+    """``visits.mark_loaded``, audited when it records something."""
+    row, made = visits.mark_loaded(conn, day, machine_id, key, caller.username, now)
+    if made:
+        audit.record(conn, caller, "visit.loaded", "machine", machine_id, {"day": day.isoformat()}, now)
+    return row, made
+
+
+def _restocked(conn, caller: Caller, machine_id: str, counts, key, now: datetime):
+    """``visits.report_restock``, audited when it records something."""
+    row, made = visits.report_restock(conn, machine_id, counts, key, caller.username, now)
+    if made:
+        audit.record(conn, caller, "visit.restocked", "machine", machine_id, visits.report_public(row)["counts"], now)
+    return row, made
+
+
 # -- the API -----------------------------------------------------------------------------------------
 
 class LoadBody(BaseModel):
@@ -123,7 +139,7 @@ def loaded(machine_id: str, body: LoadBody, request: Request, caller: Caller = A
     when = _day(body.day, request)
     try:
         with cloud.engine.begin() as conn:
-            row, made = visits.mark_loaded(conn, when, machine_id, body.key, caller.username, _now(request))
+            row, made = _loaded(conn, caller, when, machine_id, body.key, _now(request))
     except visits.VisitError as e:
         raise e.http() from None
     return JSONResponse(visits.load_public(row), status_code=201 if made else 200)
@@ -135,7 +151,7 @@ def restocked(machine_id: str, body: RestockBody, request: Request, caller: Call
     heard the machine's service door open; the same key again answers 200 with the first report."""
     try:
         with cloud.engine.begin() as conn:
-            row, made = visits.report_restock(conn, machine_id, body.counts, body.key, caller.username, _now(request))
+            row, made = _restocked(conn, caller, machine_id, body.counts, body.key, _now(request))
     except visits.VisitError as e:
         raise e.http() from None
     return JSONResponse(visits.report_public(row), status_code=201 if made else 200)
@@ -168,8 +184,7 @@ async def loaded_form(request: Request, machine_id: str, caller: Caller = PAGE, 
     form = await request.form()
     try:
         with cloud.engine.begin() as conn:
-            _row, made = visits.mark_loaded(conn, _today(request), machine_id, str(form.get("key", "")),
-                                            caller.username, _now(request))
+            _row, made = _loaded(conn, caller, _today(request), machine_id, str(form.get("key", "")), _now(request))
     except visits.VisitError as e:
         _t = translator(request)
         return dash(request, caller, "dash_problem.html", e.status, title=_t("Not recorded"),
@@ -221,7 +236,7 @@ async def restocked_form(request: Request, machine_id: str, caller: Caller = PAG
         if bad:
             raise visits.VisitError("count", "counts", "not a whole number")
         with cloud.engine.begin() as conn:
-            _row, made = visits.report_restock(conn, machine_id, counts, key, caller.username, _now(request))
+            _row, made = _restocked(conn, caller, machine_id, counts, key, _now(request))
     except visits.VisitError as e:
         _t = translator(request)
         return _machine_page(request, caller, cloud, machine_id, e.status if e.status != 404 else 422, typed,
