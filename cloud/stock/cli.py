@@ -131,7 +131,8 @@ def tech(args, client, error, show) -> None:
                 done = f" (loaded by {s['loaded']['loaded_by']})" if s["loaded"] else ""
                 lines.append(f"  {s['position']}. {s['machine_id']} {s['name']}{done}")
                 lines += [f"     {line['slot']} {line['name']} x{line['pick']}" +
-                          (f" ({line['short']} short)" if line["short"] else "") for line in s["lines"] if line["pick"] or line["short"]]
+                          (f" ({line['short']} short)" if line["short"] else "")
+                          for line in s["lines"] if line["pick"] or line["short"]]
         show(found, "\n".join(lines) or "no route is driven that day")
 
 

@@ -76,7 +76,8 @@ def day_plan(conn, day: date) -> list[dict]:
         for s in route["stops"]:
             if s["retired"]:
                 continue
-            lines = [{"slot": line["slot"], "sku": line["sku"], "name": line["name"], "need": line["need"], "pick": line["pick"],
+            lines = [{"slot": line["slot"], "sku": line["sku"], "name": line["name"], "need": line["need"],
+                      "pick": line["pick"],
                       "short": line["short"]} for line in picks[s["machine_id"]]["lines"]]
             row = loaded.get(s["machine_id"])
             stops.append({"position": s["position"], "machine_id": s["machine_id"], "name": s["name"], "lines": lines,
@@ -208,7 +209,8 @@ def _machine_page(request: Request, caller: Caller, cloud, machine_id: str, stat
     counts = typed if typed is not None else {line["slot"]: str(line["pick"]) for line in lines}
     return dash(request, caller, "tech_machine.html", status_code, machine_id=machine_id, door=state,
                 door_since=since, door_names=DOOR, lines=lines, counts=counts, alerts=alerts, names=NAMES,
-                state_of=occurrences.state_of, error=error, done=DONE.get(done, ""), reports=[{**visits.report_public(r), "reported_at": r.reported_at} for r in done_today],
+                state_of=occurrences.state_of, error=error, done=DONE.get(done, ""),
+                reports=[{**visits.report_public(r), "reported_at": r.reported_at} for r in done_today],
                 key=key or secrets.token_urlsafe(16))
 
 
