@@ -40,6 +40,7 @@ from cloud.sales import routes as sales_routes
 from cloud.sales import shop
 from cloud.stock import pages as stock_pages
 from cloud.stock import routes as stock_routes
+from cloud.stock import tech as stock_tech
 from cloud.sync import routes as sync_routes
 from cloud.web import bodies, limits, pages
 
@@ -47,10 +48,10 @@ log = logging.getLogger(__name__)
 
 # In the order they are matched; the customer's shop last, since it has the site's root.
 ROUTERS = [
-    people_routes.router, people_routes.pages, fleet_routes.router, alert_routes.router, stock_routes.router,
+    people_routes.router, people_routes.pages, fleet_routes.router, alert_routes.router, stock_tech.api, stock_routes.router,
     finance_routes.router, sales_routes.router, audit_routes.router, sync_routes.router, catalog_routes.router,
     pages.router, catalog_pages.router, fleet_pages.router, alert_pages.router, audit_pages.router, sales_pages.router,
-    stock_pages.router, finance_pages.router, people_pages.router,
+    stock_pages.router, stock_tech.router, finance_pages.router, people_pages.router,
     people_signin.router,
     shop.router, payment_pages.router,
 ]

@@ -36,7 +36,8 @@ import cloud.sales.reports
 import cloud.stock.book
 import cloud.stock.picking
 import cloud.stock.purchasing
-import cloud.stock.takes  # noqa: F401
+import cloud.stock.takes
+import cloud.stock.visits  # noqa: F401
 from cloud.core.db import metadata
 
 

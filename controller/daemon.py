@@ -280,8 +280,10 @@ class Controller:
 
     @handle.register
     def on_door(self, item: DoorChanged) -> None:
-        """The door is a fact for the ledger; an open door also refuses vends (``refusal``)."""
+        """The door is a fact for the ledger, sent at once (the cloud refuses a technician's restock while it
+        last heard the door shut); an open door also refuses vends (``refusal``)."""
         self.record("door.opened" if item.is_open else "door.closed", {})
+        self.pump()
 
     @handle.register
     def on_fault(self, item: HardwareFault) -> None:

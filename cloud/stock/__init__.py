@@ -10,8 +10,10 @@ ledgers, stock takes, and low-stock and expiry alerts.
 | ``purchasing``  | ``purchase_orders``, their lines, ``receipts``                             |
 | ``takes``       | ``stock_takes`` and their lines                                            |
 | ``picking``     | ``routes``, ``route_stops``; pick lists; alerts                            |
+| ``visits``      | ``route_loads``, ``restock_reports``: the technician's loaded and restocked |
 | ``routes``      | the HTTP API                                                               |
-| ``cli``         | ``vendctl products``, ``purchase-orders``, ``stock``, ``pick-list``         |
+| ``tech``        | the technician's phone view (``/tech``) and its API                        |
+| ``cli``         | ``vendctl products``, ``purchase-orders``, ``stock``, ``pick-list``, ``tech`` |
 
 Who may call what (a wrong role gets 403 and nothing changes):
 

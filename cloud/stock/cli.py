@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
+import secrets
 import sys
 from urllib.parse import quote, urlencode
 
 from cloud.core.money import format_money, parse_amount
 
-COMMANDS = ("products", "purchase-orders", "stock", "pick-list", "routes")
+COMMANDS = ("products", "purchase-orders", "stock", "pick-list", "routes", "tech")
 DAY_NAMES = dict(zip("1234567", ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")))
 # The cloud's limit on a picture (cloud/catalog/pictures.py): checked here too, so a big file is refused before it is sent.
 PICTURE_MAX_BYTES = 512 * 1024
@@ -76,8 +77,68 @@ def routes(args, client, error, table, show) -> None:
         show(rows, table(rows, [("id", "ID"), ("name", "NAME"), ("days", "DAYS"), ("stops", "MACHINES")]))
 
 
+def add_tech_parsers(sub) -> None:
+    t = sub.add_parser("tech", help="the technician's day: today's route with what to load, loaded, restocked")
+    t.add_argument("--json", action="store_true")
+    tsub = t.add_subparsers(dest="action")
+    today = tsub.add_parser("today", help="the day's routes: each machine with what to load and whether it is loaded")
+    today.add_argument("--day", default="", help="a date like 2026-12-07 (default today, UTC)")
+    today.add_argument("--json", action="store_true")
+    loaded = tsub.add_parser("loaded", help="say a machine's load for today is in the van (once a day)")
+    loaded.add_argument("machine")
+    loaded.add_argument("--key", help="idempotency key: the one printed by a try that may not have arrived")
+    loaded.add_argument("--json", action="store_true")
+    restocked = tsub.add_parser("restocked", help="units put in each slot, like A1=8 A2=6; refused while the "
+                                "machine's service door is shut or the machine offline")
+    restocked.add_argument("machine")
+    restocked.add_argument("counts", nargs="+", help="SLOT=UNITS")
+    restocked.add_argument("--key", help="idempotency key: the one printed by a try that may not have arrived")
+    restocked.add_argument("--json", action="store_true")
+    door = tsub.add_parser("door", help="the cloud's last word on a machine's service door")
+    door.add_argument("machine")
+    door.add_argument("--json", action="store_true")
+
+
+def tech(args, client, error, show) -> None:
+    """``vendctl tech`` and its actions."""
+    key = getattr(args, "key", None) or f"cli-{secrets.token_urlsafe(12)}"
+    if args.action == "loaded":
+        print(f"key {key}", file=sys.stderr)
+        r = client.call("POST", f"/api/v1/machines/{quote(args.machine, safe='')}/loaded", {"key": key})
+        show(r, f"{r['machine_id']} loaded for {r['day']} by {r['loaded_by']} at {r['loaded_at']}")
+    elif args.action == "restocked":
+        counts = {}
+        for item in args.counts:
+            slot, _, n = item.partition("=")
+            if not slot or not n.isdigit():
+                raise error(f"{item!r}: give SLOT=UNITS, like A1=8")
+            counts[slot.strip()] = int(n)
+        print(f"key {key}", file=sys.stderr)
+        r = client.call("POST", f"/api/v1/machines/{quote(args.machine, safe='')}/restocked",
+                        {"key": key, "counts": counts})
+        show(r, f"restock of {r['machine_id']} recorded by {r['reported_by']}: " +
+             ", ".join(f"{s} {n}" for s, n in r["counts"].items()))
+    elif args.action == "door":
+        r = client.call("GET", f"/api/v1/machines/{quote(args.machine, safe='')}/door")
+        show(r, f"{r['machine_id']}: service door {r['door']}" + (f" since {r['since']}" if r["since"] else ""))
+    else:
+        day = getattr(args, "day", "")
+        found = client.call("GET", "/api/v1/tech/today" + (f"?{urlencode({'day': day})}" if day else ""))
+        lines = []
+        for r in found:
+            lines.append(f"route {r['id']} {r['name']!r} on {r['day']}:")
+            for s in r["stops"]:
+                done = f" (loaded by {s['loaded']['loaded_by']})" if s["loaded"] else ""
+                lines.append(f"  {s['position']}. {s['machine_id']} {s['name']}{done}")
+                lines += [f"     {line['slot']} {line['name']} x{line['pick']}" +
+                          (f" ({line['short']} short)" if line["short"] else "")
+                          for line in s["lines"] if line["pick"] or line["short"]]
+        show(found, "\n".join(lines) or "no route is driven that day")
+
+
 def add_parsers(sub) -> None:
     add_route_parsers(sub)
+    add_tech_parsers(sub)
     p = sub.add_parser("products", help="the product catalogue: list, add, import a CSV, upload a "
                        "picture")
     p.add_argument("--search", help="part of a SKU or name, or a whole barcode")
@@ -182,6 +243,8 @@ def run(args, client, error, table) -> None:
         products(args, client, error, table, show)
     elif args.command == "routes":
         routes(args, client, error, table, show)
+    elif args.command == "tech":
+        tech(args, client, error, show)
     elif args.command == "purchase-orders":
         purchase_orders(args, client, error, table, show)
     elif args.command == "stock":

@@ -71,3 +71,25 @@ def test_a_wake_changes_nothing(controller):
 def test_a_message_of_no_known_type_is_an_error_not_silence(controller):
     with pytest.raises(TypeError, match="no handler for tuple"):
         controller.handle(("drop", 1.0))
+
+
+class Link:
+    connected = True
+
+    def __init__(self):
+        self.sent = []
+
+    def publish(self, kind, payload, retain=False):
+        self.sent.append((kind, payload))
+        return True
+
+
+def test_a_door_event_is_sent_at_once(controller):
+    """The cloud refuses a technician's restock while it last heard the door shut (cloud/stock/visits.py):
+    the door's event goes out when it happens, not with whatever is published next."""
+    from protocol.messages import EventBatch  # noqa: PLC0415 - only this test reads what was sent
+
+    controller.link = Link()
+    controller.handle(DoorChanged(True, 1.0))
+    sent = [EventBatch.decode(payload) for kind, payload in controller.link.sent if kind == "events"]
+    assert [e.kind for batch in sent for e in batch.events] == ["door.opened"]

@@ -25,7 +25,8 @@ from cloud.core.db import utcnow
 from cloud.people import audit, auth, staff
 from cloud.finance import ledger, settlement
 from cloud.payments import REGISTRY, txns
-from cloud.stock import book, picking, purchasing, takes
+from cloud.stock import book, picking, purchasing, takes, visits
+from cloud.fleet.alerts import machine_watch
 from cloud.catalog import products as catalog
 from tests.cloud_fixtures import MACHINE, ThroughTestClient, add_customer, add_machine, add_sale, db_url  # noqa: F401  (fixture)
 
@@ -190,6 +191,13 @@ MATRIX = [
     ("GET", "/api/v1/routes/{route}/pick-list", None, None, {A, M, T}),
     ("GET", "/api/v1/routes/{route}", None, None, {A, M, T}),
     ("GET", "/api/v1/routes/today", None, None, {A, M, T}),
+    ("GET", "/api/v1/tech/today", None, None, {A, M, T}),
+    ("GET", "/api/v1/machines/m-1/door", None, None, {A, M, T}),
+    # Each role loads for a day of its own: a machine is loaded once a day, a second time records nothing.
+    ("POST", "/api/v1/machines/m-1/loaded", lambda r: {"key": f"load-{r}", "day": f"2024-05-{len(r):02d}"},
+     visits.route_loads, {A, M, T}),
+    ("POST", "/api/v1/machines/m-1/restocked", lambda r: {"key": f"restock-{r}", "counts": {"A1": 2}},
+     visits.restock_reports, {A, M, T}),
     ("GET", "/api/v1/locations/{location}", None, None, {A, M, T}),
     ("PATCH", "/api/v1/locations/{location}", lambda r: {"name": f"Lobby of {r}"}, locations.locations, {A, M}),
     ("POST", "/api/v1/machines/m-1/move", lambda r: {"location_id": 1 if r == M else None},
@@ -243,6 +251,7 @@ def places(engine, callers) -> dict:
         supplier_id = staff.get(conn, callers[S][0]).supplier_id
         product_id = catalog.add_product(conn, "matrix", "Matrix", 100, 200, "CNY", now)
         route_id = picking.add_route(conn, "Matrix", [MACHINE], now)
+        conn.execute(machine_watch.insert().values(machine_id=MACHINE, door_open_since=now))  # a restock is allowed
         out = {}
         for role in staff.ROLES:
             draft, sent = (purchasing.create(conn, supplier_id, "CNY", [{"product_id": product_id, "quantity": 5}], now)
