@@ -157,7 +157,8 @@ def _script(root: str, command: str, network: bool, user: str = "") -> list[str]
     away with it; without the network (a namespace with only a loopback that is down) unless ``network``."""
     r = shlex.quote(root)
     mounts = (f"mount -t proc proc {r}/proc && mount -t sysfs sysfs {r}/sys && mount --rbind /dev {r}/dev && "
-              f"mount -t tmpfs -o mode=0755 tmpfs {r}/run")
+              f"mount -t tmpfs -o mode=0755 tmpfs {r}/run && mkdir -p {r}/run/systemd/system")
+    # /run/systemd/system: what a system booted by systemd has, and how cloud-init tells (it then uses systemctl)
     chroot = ["chroot", *([f"--userspec={user}:{user}"] if user else []), root, "/bin/sh", "-c", command]
     # Its own host name (cloud-init sets one), processes and IPC too; sh stays PID 1 outside the root, so
     # systemctl inside sees a chroot and only edits files (enable, mask), as it does in an image build.
