@@ -35,6 +35,7 @@ from tests.e2e import pi_root
 from tests.e2e.harness import PRODUCTS, Cloud, Customer, running_broker, tail, wait_until
 from tests.tools import need, need_index
 
+pytestmark = pytest.mark.index  # the first run on a computer fetches the wheelhouse (and Debian's packages)
 MIB = 1 << 20
 MACHINE = "pi1"
 PASSWORD_HASH = "$6$rounds=5000$saltsalt$" + "x" * 86  # the shape of openssl passwd -6's output
@@ -189,7 +190,9 @@ def host(tmp_path_factory):
 @pytest.fixture(scope="module")
 def card(host, tmp_path_factory):
     """The machine's card image, written by vendctl provision for Raspberry Pi OS Bookworm arm64."""
-    need_index()  # the wheelhouse is fetched once per computer (then reused from the cache)
+    wheelhouse = os.path.join(pi_root.CACHE, "wheelhouse")
+    if not os.path.isdir(wheelhouse):
+        need_index()  # the wheelhouse is fetched once per computer, then reused
     work = tmp_path_factory.mktemp("card")
     image = make_image(str(work / "raspios.img"))
     hardware = work / "pi1-hardware.ini"
@@ -197,7 +200,7 @@ def card(host, tmp_path_factory):
     out = subprocess.run([sys.executable, "-m", "cloud.cli", "provision", "--machine", MACHINE, "--image", image,
                           "--hardware", str(hardware), "--broker", f"127.0.0.1:{host.broker.port}",
                           "--pi-os", "bookworm", "--pi-arch", "arm64", "--password-hash", PASSWORD_HASH,
-                          "--ntp", NTP, "--wheelhouse", os.path.join(pi_root.CACHE, "wheelhouse")],
+                          "--ntp", NTP, "--wheelhouse", wheelhouse],
                          capture_output=True, text=True, timeout=900,
                          env={**os.environ, "VEND_CLOUD_URL": host.cloud.url, "VEND_TOKEN": host.cloud.token})
     assert out.returncode == 0, out.stderr
