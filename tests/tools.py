@@ -19,7 +19,8 @@ PACKAGES = {  # tool -> the Debian package that has it
     "zbarimg": "zbar-tools", "mosquitto": "mosquitto", "mosquitto_passwd": "mosquitto", "sfdisk": "fdisk",
     "mkfs.vfat": "dosfstools", "mcopy": "mtools", "mdir": "mtools", "mtype": "mtools",
     "cloud-init": "cloud-init", "systemd-analyze": "systemd", "openssl": "openssl", "caddy": "caddy",
-    "useradd": "passwd",
+    "useradd": "passwd", "debootstrap": "debootstrap", "qemu-aarch64-static": "qemu-user-static",
+    "unshare": "util-linux", "mount": "mount", "chroot": "coreutils",
 }
 missing: set[str] = set()
 

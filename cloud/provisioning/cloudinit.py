@@ -228,9 +228,12 @@ def firstboot_script(card: Card) -> str:
         f"/opt/vend/bin/vend-controller --config {CONFIG_PATH} check",
         *(f"systemctl mask {q(unit)} && {{ systemctl stop {q(unit)} 2>/dev/null || true; }}"
           for unit in card.units_off),
-        "systemctl enable --now vend-controller.service",
+        # enable, then start: the same as `enable --now` on the Pi, and, unlike it, also right in a chroot (an
+        # image build, tests/e2e/test_first_boot.py), where systemctl edits the links and skips the start.
+        "systemctl enable vend-controller.service",
+        "systemctl start vend-controller.service",
     ]
-    lines += ["systemctl enable --now ssh  # the recovery login"]
+    lines += ["systemctl enable ssh && systemctl start ssh  # the recovery login"]
     if card.read_only_root:
         lines += [
             'if [ "$read_only" = yes ]; then',

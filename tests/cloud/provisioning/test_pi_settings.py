@@ -60,8 +60,8 @@ def test_a_gpio_machine_gets_its_1wire_bus_motor_pins_low_clock_and_login(fleet,
     script = card_config(ud, "/usr/local/sbin/vend-firstboot")["content"]
     assert "systemctl mask getty@tty1.service && { systemctl stop getty@tty1.service" in script
     assert "hciuart" not in script
-    assert script.index("mask getty@tty1") < script.index("enable --now vend-controller")
-    assert "systemctl enable --now ssh" in script
+    assert script.index("mask getty@tty1") < script.index("systemctl enable vend-controller")
+    assert "systemctl enable ssh && systemctl start ssh" in script
 
 
 def test_a_serial_board_on_the_headers_uart_gets_the_uart_free(fleet, provision, tmp_path, wheel):

@@ -185,7 +185,7 @@ def test_an_image_provisioned_reads_back_as_a_complete_first_boot(fleet, provisi
     assert "python3 -m venv --system-site-packages /opt/vend" in body  # the pin libraries are the OS's
     assert "python3 -c 'import lgpio' || fail" in body  # pin_library = lgpio, from python3-lgpio
     assert '[ "$arch" = arm64 ] || fail' in body and '[ "$python" = 3.13 ] || fail' in body
-    assert "systemctl enable --now vend-controller.service" in body
+    assert "systemctl enable vend-controller.service\nsystemctl start vend-controller.service" in body
     assert "/usr/local/sbin/vend-firstboot" in ud["runcmd"][0][2]
     # The card's secrets go first, before anything that can fail.
     assert body.index('cp "$boot/vend/user-data.after-first-boot" "$boot/user-data"') < body.index("python3 -m venv")
