@@ -215,7 +215,7 @@ def firstboot_script(card: Card) -> str:
             f'step "read-only root: the ledger on its own partition, {DATA_LABEL} (made by vendctl provision)"',
             f"if blkid -L {DATA_LABEL} >/dev/null 2>&1; then",
             "  systemctl daemon-reload",
-            f"  systemctl enable --now {DATA_MOUNT_UNIT} && read_only=yes",
+            f"  systemctl enable {DATA_MOUNT_UNIT} && systemctl start {DATA_MOUNT_UNIT} && read_only=yes",
             "fi",
             '[ "$read_only" = yes ] || step "NO partition labelled ' + DATA_LABEL + ' (or it does not mount): the root '
             'file system stays writable"',
