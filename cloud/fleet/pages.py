@@ -1,4 +1,5 @@
-"""Dashboard: the fleet (every machine with its state, alerts, today's sales, fill and a map) and one
+"""Dashboard: the fleet (its takings today and this week, every machine with its state, alerts, today's sales
+and fill, the sales of the last seven days, the machines needing a visit, and a map) and one
 machine (its screen as the cloud renders it, its slots, ledger events, config and the planogram editor).
 
 The editor makes a new planogram version exactly as ``PUT /api/v1/machines/{id}/slots`` does (the same
@@ -106,8 +107,10 @@ def overview(cloud, conn: sa.Connection, now: datetime, rows, found) -> dict:
             t = everything.setdefault(key, [0, 0])
             t[0] += n
             t[1] += amount
-        per_machine.append({"m": m, "days": [sum(n for (d, _c), (n, _a) in cells.items() if d == day) for day in days],
-                            "total": _sums(cells, set(days))})
+        counts = dict.fromkeys(days, 0)
+        for (d, _c), (n, _a) in cells.items():
+            counts[d] = counts.get(d, 0) + n
+        per_machine.append({"m": m, "days": [counts[d] for d in days], "total": _sums(cells, set(days))})
     visits = []
     for m in rows:
         s = short.get(m.id, {})

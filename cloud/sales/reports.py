@@ -453,7 +453,8 @@ def days_by_machine(conn: sa.Connection, tz: str, today: date, days: int = 7) ->
             ranges.append(sa.and_(r.c.span == span, r.c.bucket >= a, r.c.bucket < b))
             day_of.update({(span, h): d for h in range(a, b, span)})
     out: dict[str, dict] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-    stmt = (sa.select(r.c.machine_id, r.c.span, r.c.bucket, r.c.currency, sa.func.sum(r.c.count), sa.func.sum(r.c.amount))
+    stmt = (sa.select(r.c.machine_id, r.c.span, r.c.bucket, r.c.currency, sa.func.sum(r.c.count),
+                      sa.func.sum(r.c.amount))
             .where(sa.or_(*ranges)).group_by(r.c.machine_id, r.c.span, r.c.bucket, r.c.currency))
     for machine_id, span, bucket, currency, count, amount in conn.execute(stmt):
         cell = out[machine_id][(day_of[(span, bucket)], currency)]

@@ -89,7 +89,8 @@ def test_the_fleet_page_at_each_width_and_language_with_its_street_map(cloud, pl
         expect(today).to_contain_text("今日营业额" if zh else "Takings today")
         expect(page.locator("#machines-online")).to_contain_text("1 / 1" if zh else "1 of 1")
         expect(page.locator("#open-alerts a")).to_have_attribute("href", "/staff/alerts")
-        expect(page.get_by_role("heading", name="最近七天的销售" if zh else "Sales in the last seven days")).to_be_visible()
+        week = "最近七天的销售" if zh else "Sales in the last seven days"
+        expect(page.get_by_role("heading", name=week)).to_be_visible()
         row = page.locator("table.days tbody tr").filter(has_text="Machine m1")
         expect(row.locator("td").last).to_contain_text("¥")
         assert sum(int(t) for t in row.locator("td.n").all_inner_texts()[:-1]) == 9, "nine sales in the week"
