@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -24,6 +25,9 @@ class Settings:
     http: str = "127.0.0.1:8000"
     public_url: str = ""
     time_zone: str = "UTC"  # where the fleet sells: times on every page are in it (stored in UTC always)
+    # The fleet page's street map: a tile server's URL template ({z}/{x}/{y}) and its attribution; empty: the plan.
+    map_tiles: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    map_attribution: str = "© OpenStreetMap contributors"
     token_ttl_s: float = 60.0
     token_skew_s: float = 30.0
     vend_timeout_s: float = 30.0
@@ -114,6 +118,7 @@ class Settings:
         self.check_senders()
         self.check_alert_delivery()
         self.check_time_zone()
+        self.check_map_tiles()
         self.check_alipay()
         if not self.db:
             self.db = f"sqlite:///{os.path.abspath(os.path.join(self.var, 'cloud.db'))}"
@@ -133,6 +138,28 @@ class Settings:
         except (ZoneInfoNotFoundError, ValueError):
             raise SystemExit(f"--time-zone {self.time_zone!r}: not a time zone; use an IANA name like "
                              "Asia/Shanghai, Europe/Berlin or UTC") from None
+    def check_map_tiles(self) -> None:
+        """The tile server's URL template: http(s), with {z}, {x} and {y} and no other placeholder."""
+        if not self.map_tiles:
+            return
+        parts = urlsplit(self.map_tiles)
+        if parts.scheme not in ("http", "https") or not parts.netloc or "{" in parts.netloc:
+            raise SystemExit(f"--map-tiles {self.map_tiles!r}: give an http(s) URL template like "
+                             "https://tile.openstreetmap.org/{z}/{x}/{y}.png, or an empty value for no street map")
+        if sorted(re.findall(r"{([^}]*)}", self.map_tiles)) != ["x", "y", "z"]:
+            raise SystemExit(f"--map-tiles {self.map_tiles!r}: the template must hold {{z}}, {{x}} and {{y}} once "
+                             "each and no other placeholder (no {s} subdomains)")
+        if not self.map_attribution.strip():
+            raise SystemExit("--map-attribution: a tile server's maps need their attribution shown")
+
+    @property
+    def map_tile_origin(self) -> str:
+        """Where the tiles come from (scheme://host:port), for the page's content policy; "" without tiles."""
+        if not self.map_tiles:
+            return ""
+        parts = urlsplit(self.map_tiles)
+        return f"{parts.scheme}://{parts.netloc}"
+
     def check_wechat(self) -> None:
         """WeChat Pay's settings (its key files are read when the cloud starts: cloud/payments/wechat/)."""
         for option, value, low, high in (("--wechat-timeout", self.wechat_timeout_s, 0.1, 60),
@@ -276,6 +303,10 @@ OPTIONS = [
     ("--public-url", "public_url", str, "the URL customers' phones reach this cloud at"),
     ("--time-zone", "time_zone", str, "the IANA time zone the fleet sells in (e.g. Asia/Shanghai): pages show "
      "times in it; the database keeps UTC"),
+    ("--map-tiles", "map_tiles", str, "the fleet page's street map tiles: a URL template with {z}, {x} and {y} "
+     "(default OpenStreetMap's); the operator's browser loads them, and shows the plain plan when it cannot; "
+     "empty: the plan only"),
+    ("--map-attribution", "map_attribution", str, "the attribution the tile server asks for, shown on the map"),
     ("--vend-timeout", "vend_timeout_s", float, "seconds a machine has to start a vend"),
     ("--expiry-grace", "expiry_grace_s", float, "seconds past a vend's expiry before the cloud voids it"),
     ("--token-ttl", "token_ttl_s", float, "seconds a QR token is accepted after its window starts"),

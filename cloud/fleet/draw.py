@@ -1,5 +1,6 @@
 """Pictures for the fleet pages, drawn as plain SVG by the cloud itself: the map plane of the fleet's
-locations, and a machine's screen as the cloud renders it (no tiles, no script, nothing from elsewhere)."""
+locations (the plan, shown whenever the street map cannot be: static/fleetmap.js draws that one in the browser),
+and a machine's screen as the cloud renders it."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ class Dot:
     name: str
     machines: list
     fault: bool = False  # a machine there has an alert not resolved
+    latitude: float = 0.0  # where it is on the ground, for the street map drawn in the browser
+    longitude: float = 0.0
 
 
 def project(points: list[dict]) -> list[Dot]:
@@ -44,7 +47,8 @@ def project(points: list[dict]) -> list[Dot]:
     left = (MAP_W - span_x * scale) / 2
     top = (MAP_H - span_y * scale) / 2
     return [Dot(round(left + (p["longitude"] - min(lons)) * shrink * scale, 1),
-                round(top + (max(lats) - p["latitude"]) * scale, 1), p["name"], p["machines"], p.get("fault", False))
+                round(top + (max(lats) - p["latitude"]) * scale, 1), p["name"], p["machines"], p.get("fault", False),
+                p["latitude"], p["longitude"])
             for p in points]
 
 

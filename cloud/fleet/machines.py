@@ -332,11 +332,19 @@ def currency_of(conn: sa.Connection, machine_id: str) -> str | None:
     return items[0].currency if items else None
 
 
-def fills(conn: sa.Connection) -> dict[str, tuple[int, int]]:
-    """Every machine's fill in one query: {machine id: (items in its slots, their capacity)}."""
-    q = (sa.select(slots.c.machine_id, sa.func.sum(slots.c.count), sa.func.sum(slots.c.capacity))
-         .where(slots.c.in_planogram).group_by(slots.c.machine_id))
-    return {m: (int(n or 0), int(c or 0)) for m, n, c in conn.execute(q)}
+def shortfalls(conn: sa.Connection, low_fraction: float) -> dict[str, dict[str, int]]:
+    """Every machine's slots in one query: {machine id: {"count", "capacity", "empty": slots with nothing,
+    "low": slots holding something but less than ``low_fraction`` of their par level (their capacity if it
+    has none; the low stock alert's rule), "missing": units to bring every slot up to that level}}."""
+    s = slots
+    target = sa.case((s.c.par_level > 0, s.c.par_level), else_=s.c.capacity)
+    q = (sa.select(s.c.machine_id, sa.func.sum(s.c.count), sa.func.sum(s.c.capacity),
+                   sa.func.sum(sa.case((s.c.count <= 0, 1), else_=0)),
+                   sa.func.sum(sa.case((sa.and_(s.c.count > 0, s.c.count < target * low_fraction), 1), else_=0)),
+                   sa.func.sum(sa.case((s.c.count < target, target - s.c.count), else_=0)))
+         .where(s.c.in_planogram).group_by(s.c.machine_id))
+    return {m: {"count": int(n or 0), "capacity": int(c or 0), "empty": int(e or 0), "low": int(lo or 0),
+                "missing": int(x or 0)} for m, n, c, e, lo, x in conn.execute(q)}
 
 
 def slot_for_sale(conn: sa.Connection, machine_id: str, slot: str, lang: str | None = None):

@@ -1,4 +1,5 @@
-"""Dashboard: the fleet (every machine with its state, alerts, today's sales, fill and a map) and one
+"""Dashboard: the fleet (its takings today and this week, every machine with its state, alerts, today's sales
+and fill, the sales of the last seven days, the machines needing a visit, and a map) and one
 machine (its screen as the cloud renders it, its slots, ledger events, config and the planogram editor).
 
 The editor makes a new planogram version exactly as ``PUT /api/v1/machines/{id}/slots`` does (the same
@@ -13,7 +14,7 @@ import json
 import re
 import secrets
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from urllib.parse import quote, urlencode
 
 import sqlalchemy as sa
@@ -28,11 +29,12 @@ from cloud.alerts import occurrences
 from cloud.fleet import locations, machines, planogram
 from cloud.fleet import ledger
 from cloud.sales import orders, reports
+from cloud.stock import book
 from cloud import people
 from cloud.core.db import utcnow
 from cloud.core.money import EXPONENT, parse_amount
-from cloud.web import i18n
-from cloud.web.pages import translator
+from cloud.web import charts, i18n
+from cloud.web.pages import csp_with_images, translator
 from cloud.people import audit, auth
 from cloud.web.dashboard import add_page, dash
 from cloud.people.auth import staff_only
@@ -46,6 +48,9 @@ EVENTS_SHOWN = 50
 SCREEN_ROTATE_S = 5.0  # the controller's default [screen] rotate_s; the cloud does not know a machine's own
 FORM_FIELDS = ("slot", "sku", "name", "price", "currency", "capacity", "par", "cabinet")
 ALERT_NAMES = alert_book.NAMES
+WEEK_DAYS = 7  # the sales per machine per day go back this many days, today included
+EXPIRY_DAYS = 3  # a lot in a machine expiring within this many days (or expired) calls for a visit
+EXPIRING_SHOWN = 3  # lots named per machine in the visit list
 
 
 def the_cloud(request: Request):
@@ -56,41 +61,120 @@ def _fill(slots) -> tuple[int, int]:
     return sum(s.count for s in slots), sum(s.capacity for s in slots)
 
 
-def _sales_today(conn: sa.Connection, now: datetime, machine_id: str | None = None) -> dict[str, list]:
-    """{machine id: [(currency, count, amount)]} of the sales since midnight UTC, read from the reports'
-    rollups as every report is (never a GROUP BY over the sales themselves)."""
-    today = now.astimezone(timezone.utc).date()
-    q = reports.Query(conn, "machine", today.isoformat(), (today + timedelta(days=1)).isoformat(), "UTC",
-                      machine=machine_id, today=today)
+def _today(cloud, now: datetime) -> date:
+    """The fleet's day now, in its zone (``--time-zone``)."""
+    return now.astimezone(reports.zone(cloud.settings.time_zone)).date()
+
+
+def _sales_today(conn: sa.Connection, cloud, now: datetime, machine_id: str | None = None) -> dict[str, list]:
+    """{machine id: [(currency, count, amount)]} of the sales since midnight in the fleet's zone, read from
+    the reports' rollups as every report is (never a GROUP BY over the sales themselves)."""
+    today = _today(cloud, now)
+    q = reports.Query(conn, "machine", today.isoformat(), (today + timedelta(days=1)).isoformat(),
+                      cloud.settings.time_zone, machine=machine_id, today=today)
     out: dict[str, list] = {}
     for r in reports.sales_report(conn, q)["rows"]:
         out.setdefault(r["key"], []).append((r["currency"], r["count"], r["amount"]))
     return out
 
 
+def _sums(cells: dict, days) -> list[tuple[str, int, int]]:
+    """[(currency, count, amount)] of {(day, currency): [count, amount]} over ``days``, by currency."""
+    total: dict[str, list[int]] = {}
+    for (day, currency), (n, amount) in cells.items():
+        if day in days:
+            t = total.setdefault(currency, [0, 0])
+            t[0] += n
+            t[1] += amount
+    return [(c, n, a) for c, (n, a) in sorted(total.items())]
+
+
+def overview(cloud, conn: sa.Connection, now: datetime, rows, found) -> dict:
+    """The fleet page's figures: takings today and this week (since Monday) per currency, sales per machine
+    on each of the last seven days, machines on line, open alerts, and the machines needing a visit (empty
+    or low slots, lots expiring within ``EXPIRY_DAYS``). The sales come from the rollups
+    (``reports.days_by_machine``: as sold, refunds not taken off), expiry from the stock book."""
+    today = _today(cloud, now)
+    days = [today - timedelta(days=i) for i in range(WEEK_DAYS - 1, -1, -1)]
+    week = {d for d in days if d >= today - timedelta(days=today.weekday())}
+    daily = reports.days_by_machine(conn, cloud.settings.time_zone, today, WEEK_DAYS)
+    short = machines.shortfalls(conn, cloud.settings.alert_low_stock_fraction)
+    expiring = book.expiring_in_machines(conn, today, today + timedelta(days=EXPIRY_DAYS))
+    everything: dict = {}
+    per_machine = []
+    for m in rows:
+        cells = daily.get(m.id, {})
+        for key, (n, amount) in cells.items():
+            t = everything.setdefault(key, [0, 0])
+            t[0] += n
+            t[1] += amount
+        counts = dict.fromkeys(days, 0)
+        for (d, _c), (n, _a) in cells.items():
+            counts[d] = counts.get(d, 0) + n
+        per_machine.append({"m": m, "days": [counts[d] for d in days], "total": _sums(cells, set(days))})
+    visits = []
+    for m in rows:
+        s = short.get(m.id, {})
+        soon = expiring.get(m.id, [])
+        if s.get("empty") or s.get("low") or soon:
+            visits.append({"m": m, "empty": s.get("empty", 0), "low": s.get("low", 0),
+                           "missing": s.get("missing", 0), "expiring": soon[:EXPIRING_SHOWN],
+                           "more": max(0, len(soon) - EXPIRING_SHOWN)})
+    visits.sort(key=lambda v: (-v["empty"], -len(v["expiring"]), -v["low"], v["m"].id))
+    by_day = [(day, _sums(everything, {day})) for day in days]
+    return {"today": _sums(everything, {today}), "week": _sums(everything, week), "week_from": min(week),
+            "days": days, "today_day": today, "per_machine": per_machine, "by_day": by_day,
+            "online": sum(1 for m in rows if m.online), "offline": sum(1 for m in rows if not m.online),
+            "alerts": len(found), "visits": visits, "fills": short,
+            "sold": {m.id: [(c, n, a) for (d, c), (n, a) in sorted(daily.get(m.id, {}).items()) if d == today]
+                     for m in rows}}
+
+
+def _day_chart(_, figures: dict, lang: str) -> list:
+    """One column chart of the fleet's takings on each of the last seven days, per currency."""
+    currencies = sorted({c for _day, sums in figures["by_day"] for c, _n, _a in sums})
+    out = []
+    for currency in currencies:
+        bars = [charts.Bar(i18n.day_label(day, lang), next((a for c, _n, a in sums if c == currency), 0),
+                           i18n.day_label(day, lang))
+                for day, sums in figures["by_day"]]
+        out.append(charts.bar_chart(bars, _("Takings per day ({currency})", currency=currency),
+                                    _("The fleet's takings on each of the last seven days, in {currency}.",
+                                      currency=currency), fmt=lambda v, c=currency: i18n.money(int(v), c, lang)))
+    return out
+
+
 @router.get("/staff")
 def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_cloud)):
-    """Every machine: where, online, alerts, today's sales, how full; and the map of the known places."""
+    """Every machine: where, online, alerts, today's sales, how full; the fleet's figures, the machines
+    needing a visit, and the map of the known places (on street tiles when the browser can load them)."""
+    _ = translator(request)
     now = utcnow()
     cloud.alerter.refresh_if_idle()
     with cloud.engine.connect() as conn:
         rows = machines.list_machines(conn)
         sites = locations.by_machine(conn)
         found = occurrences.listing(conn, limit=100000)
-        sold = _sales_today(conn, now)
-        fills = machines.fills(conn)
         places = locations.list_locations(conn)
+        figures = overview(cloud, conn, now, rows, found)
     by_machine: dict[str, list] = {}
     for a in found:
         by_machine.setdefault(a.machine_id, []).append(a)
     names = {m.id: m.name for m in rows}
     mapped = [dict(p, machines=[(i, names.get(i, i)) for i in p["machines"]],
                    fault=any(i in by_machine for i in p["machines"])) for p in places if p["latitude"] is not None]
-    placed = {i for p in mapped for i, _ in p["machines"]}
+    placed = {i for p in mapped for i, _n in p["machines"]}
+    fills = figures["fills"]
     fleet = [{"m": m, "site": sites.get(m.id, {}).get("name") or m.location, "alerts": by_machine.get(m.id, []),
-              "sold": sold.get(m.id, []), "fill": fills.get(m.id, (0, 0))} for m in rows]
-    return dash(request, caller, "dash_fleet.html", fleet=fleet, dots=project(mapped), map_w=MAP_W, map_h=MAP_H,
-                unplaced=sum(1 for m in rows if m.id not in placed), alert_names=ALERT_NAMES)
+              "sold": figures["sold"].get(m.id, []),
+              "fill": (fills.get(m.id, {}).get("count", 0), fills.get(m.id, {}).get("capacity", 0))} for m in rows]
+    settings = cloud.settings
+    response = dash(request, caller, "dash_fleet.html", fleet=fleet, dots=project(mapped), map_w=MAP_W,
+                    map_h=MAP_H, unplaced=sum(1 for m in rows if m.id not in placed), alert_names=ALERT_NAMES,
+                    figures=figures, day_charts=_day_chart(_, figures, i18n.language_of(request)),
+                    expiry_days=EXPIRY_DAYS, tiles=settings.map_tiles, attribution=settings.map_attribution)
+    response.headers["content-security-policy"] = csp_with_images(settings.map_tile_origin)
+    return response
 
 
 # -- one machine ---------------------------------------------------------------------------------------
@@ -163,7 +247,7 @@ def machine_page(request: Request, caller: auth.Caller, cloud, machine_id: str, 
             found = occurrences.listing(conn, machine_id=machine_id)
             events = _recent_events(conn, machine_id)
             changes = ledger.changes(conn, machine_id)
-            sold = _sales_today(conn, now, machine_id).get(machine_id, [])
+            sold = _sales_today(conn, cloud, now, machine_id).get(machine_id, [])
     except machines.NoSuchMachine:
         return dash(request, caller, "dash_problem.html", 404, title=_("Unknown machine"),
                     message=_("There is no machine {id}.", id=machine_id))

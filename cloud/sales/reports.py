@@ -435,3 +435,29 @@ def stock_report(conn: sa.Connection, machine: str | None = None, location: int 
             "summary": {"slots": len(rows), "empty": sum(1 for r in rows if r["count"] == 0),
                         "below_quarter": sum(1 for r in rows if r["fill"] < 0.25),
                         "units": units, "capacity": room, "fill": round(units / room, 3) if room else 0.0}}
+
+
+def days_by_machine(conn: sa.Connection, tz: str, today: date, days: int = 7) -> dict[str, dict]:
+    """Each machine's sales on each of the ``days`` local days (in zone ``tz``) ending with ``today``:
+    {machine id: {(day, currency): [count, amount]}}, from the rollups' day and hour buckets (each local day
+    cut into whole buckets of its own, so every bucket falls in one day). Sales as stored: a refund is not
+    taken off (the rollups count what was sold, as every report does)."""
+    z = zone(tz)
+    first = today - timedelta(days=days - 1)
+    day_of: dict[tuple[int, int], date] = {}
+    ranges = []
+    r = sales_rollup
+    for i in range(days):
+        d = first + timedelta(days=i)
+        for span, a, b in pieces(first_hour(d, z), first_hour(d + timedelta(days=1), z), SPANS[1:]):
+            ranges.append(sa.and_(r.c.span == span, r.c.bucket >= a, r.c.bucket < b))
+            day_of.update({(span, h): d for h in range(a, b, span)})
+    out: dict[str, dict] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    stmt = (sa.select(r.c.machine_id, r.c.span, r.c.bucket, r.c.currency, sa.func.sum(r.c.count),
+                      sa.func.sum(r.c.amount))
+            .where(sa.or_(*ranges)).group_by(r.c.machine_id, r.c.span, r.c.bucket, r.c.currency))
+    for machine_id, span, bucket, currency, count, amount in conn.execute(stmt):
+        cell = out[machine_id][(day_of[(span, bucket)], currency)]
+        cell[0] += int(count)
+        cell[1] += int(amount)
+    return {m: dict(cells) for m, cells in out.items()}

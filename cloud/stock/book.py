@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -477,3 +478,37 @@ def list_movements(conn: sa.Connection, product_id=None, kind=None, machine_id=N
 
 def _iso(d: date | None) -> str | None:
     return d.isoformat() if d is not None else None
+
+
+LOOK_BACK_DAYS = 30  # lots that expired longer ago than this are not looked for in machines any more
+
+
+def expiring_in_machines(conn: sa.Connection, today: date, until: date) -> dict[str, list[dict]]:
+    """What the book says is in machines and expires on or before ``until`` (or expired in the last
+    ``LOOK_BACK_DAYS``): {machine id: [{"sku", "name", "quantity", "expires_on"}]}, soonest first.
+
+    A sale out of a slot names no lot, so which lots a slot still holds is reckoned: a slot sells first what
+    was loaded first, so the units it holds now are the last ones put in. A lot put into a slot is still there
+    for as many of its units as the slot holds beyond what was put in after it. Only the lots expiring in the
+    window are read, through the lot index, with the later loads of their own slots: no scan of the history."""
+    m, later, p, b = movements, movements.alias("later"), catalog.products, balances
+    soon = sa.select(lots.c.id).where(lots.c.expires_on >= today - timedelta(days=LOOK_BACK_DAYS),
+                                      lots.c.expires_on <= until)
+    loaded_after = (sa.select(sa.func.coalesce(sa.func.sum(later.c.quantity), 0))
+                    .where(later.c.machine_id == m.c.machine_id, later.c.slot == m.c.slot,
+                           later.c.product_id == m.c.product_id, later.c.kind == TRANSFER, later.c.quantity > 0,
+                           later.c.id > m.c.id).scalar_subquery())
+    q = (sa.select(m.c.machine_id, m.c.quantity, loaded_after, b.c.quantity, lots.c.expires_on, p.c.sku, p.c.name)
+         .join(lots, lots.c.id == m.c.lot_id).join(p, p.c.id == m.c.product_id)
+         .join(b, sa.and_(b.c.product_id == m.c.product_id, b.c.machine_id == m.c.machine_id, b.c.slot == m.c.slot))
+         .where(m.c.lot_id.in_(soon), m.c.kind == TRANSFER, m.c.quantity > 0, m.c.machine_id.is_not(None),
+                b.c.quantity > 0))
+    left: dict[tuple, int] = defaultdict(int)
+    for machine_id, put_in, after, holds, expires_on, sku, name in conn.execute(q):
+        units = min(int(put_in), int(holds) - int(after))
+        if units > 0:
+            left[(expires_on, machine_id, sku, name)] += units
+    out: dict[str, list[dict]] = {}
+    for (expires_on, machine_id, sku, name), units in sorted(left.items()):
+        out.setdefault(machine_id, []).append({"sku": sku, "name": name, "quantity": units, "expires_on": expires_on})
+    return out

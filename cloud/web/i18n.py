@@ -16,7 +16,7 @@ import re
 from decimal import Decimal
 from functools import lru_cache
 
-from babel.dates import format_datetime
+from babel.dates import format_datetime, format_skeleton
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency, format_decimal, get_currency_precision
 from jinja2 import pass_context
@@ -101,6 +101,11 @@ def when(t, lang: str = DEFAULT, tz: str = "UTC") -> str:
     return format_datetime(t, "short", tzinfo=_tz(tz), locale=_babel(lang))
 
 
+def day_label(d, lang: str = DEFAULT, skeleton: str = "MEd") -> str:
+    """A calendar day for a column or a bar, short, in the reader's locale: "Sun, 12/6", "12/6周日"."""
+    return format_skeleton(skeleton, d, locale=_babel(lang))
+
+
 @lru_cache(maxsize=None)
 def _tz(name: str):
     from zoneinfo import ZoneInfo
@@ -128,6 +133,11 @@ def money_filter(ctx, amount: int, currency: str) -> str:
 @pass_context
 def number_filter(ctx, value) -> str:
     return number(value, ctx.get("lang", DEFAULT))
+
+
+@pass_context
+def day_filter(ctx, d, skeleton: str = "MEd") -> str:
+    return day_label(d, ctx.get("lang", DEFAULT), skeleton)
 
 
 @pass_context

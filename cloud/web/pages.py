@@ -25,6 +25,7 @@ templates = Jinja2Templates(directory=TEMPLATE_DIRS, context_processors=[i18n.co
 templates.env.filters["money"] = i18n.money_filter
 templates.env.filters["number"] = i18n.number_filter
 templates.env.filters["when"] = i18n.when_filter
+templates.env.filters["day"] = i18n.day_filter
 router = APIRouter(include_in_schema=False)
 # The customer's pages carry their 2.5 KB of style inline: on a slow phone connection a stylesheet is one
 # more round trip (400 ms on 3G) before the first page shows, which costs far more than the bytes.
@@ -88,6 +89,18 @@ def printable(request: Request, name: str, **context) -> HTMLResponse:
 # Style may be inline (the customer pages carry theirs); script may not.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+
+
+def csp_with_images(origin: str) -> str:
+    """The content policy of a page that also shows pictures from ``origin`` (scheme://host[:port]: the
+    fleet map's tile server); the policy itself when ``origin`` is empty."""
+    if not origin:
+        return CSP
+    if any(c in origin for c in " ;'\"\n\r"):
+        raise ValueError(f"not an origin: {origin!r}")
+    return CSP.replace("img-src 'self' data:;", f"img-src 'self' data: {origin};", 1)
+
+
 HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
            (b"x-frame-options", b"DENY")]
 

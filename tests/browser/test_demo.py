@@ -58,7 +58,7 @@ def test_the_demo_prints_the_dashboard_and_qr_urls_that_work(demo, new_page):
     desk.get_by_role("button", name="Sign in").click()
     for name in ("Library, ground floor", "Station concourse", "Gym lobby", "Office canteen"):
         assert desk.get_by_text(name).first.is_visible()
-    assert desk.locator("svg").first.is_visible(), "the three machines have coordinates: a map"
+    assert desk.locator("figure.map").is_visible(), "the three machines have coordinates: a map"
     shot(desk, "demo-fleet")
 
     phone = new_page(phone=True)

@@ -39,7 +39,7 @@ def test_a_customer_buys_on_a_phone_and_the_manager_sees_the_sale(cloud, machine
     shot(phone, "story-4-take-your-product")
 
     desk.goto(cloud.url + "/staff")
-    row = desk.get_by_role("row").filter(has_text=f"Machine {machine.id}")
+    row = desk.locator("table.fleet").get_by_role("row").filter(has_text=f"Machine {machine.id}")
     assert "CN¥3.50" in row.inner_text(), "today's sales on the fleet page"
     shot(desk, "story-5-fleet")
     assert int(slot_count(desk, cloud, machine.id, "A2")) == int(count_before) - 1
