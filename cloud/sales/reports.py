@@ -163,16 +163,16 @@ def _marks(conn: sa.Connection, n: int) -> str:
 
 
 def _upsert(conn: sa.Connection, machine: dict, figures=FIGURES) -> None:
-    """Add cells to the machine rollup, in key order (two transactions upserting the same rows lock them in
-    the same order)."""
+    """Add cells' ``figures`` to the machine rollup, in key order (two transactions upserting the same rows
+    lock them in the same order)."""
     if not machine:
         return
-    cols = ROLLUP_KEY + figures
+    cols = ROLLUP_KEY + FIGURES
     conn.exec_driver_sql(
         f"INSERT INTO sales_rollup ({', '.join(cols)}) VALUES ({_marks(conn, len(cols))}) "
         f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE SET "
         + ", ".join(f"{f} = sales_rollup.{f} + excluded.{f}" for f in figures),
-        [k + tuple(v[FIGURES.index(f)] for f in figures) for k, v in sorted(machine.items())])
+        [k + tuple(v) for k, v in sorted(machine.items())])
 
 
 def _pend(conn: sa.Connection, fleet: dict) -> None:
@@ -201,14 +201,17 @@ def add_amount(conn: sa.Connection, machine_id: str, ts: str, product_id: int | 
 
 
 def _add_fleet(conn: sa.Connection, fleet: dict, figures=FIGURES) -> None:
+    """Add cells' ``figures`` to the fleet's hourly totals; ``FIGURES[:2]`` writes only the columns revision
+    0008 made (its backfill)."""
     if not fleet:
         return
-    cols = ("hour", "currency") + figures
+    written = FIGURES[:2] if figures == FIGURES[:2] else FIGURES
+    cols = ("hour", "currency") + written
     conn.exec_driver_sql(
         f"INSERT INTO sales_fleet_hourly ({', '.join(cols)}) VALUES ({_marks(conn, len(cols))}) "
         "ON CONFLICT (hour, currency) DO UPDATE SET "
         + ", ".join(f"{f} = sales_fleet_hourly.{f} + excluded.{f}" for f in figures),
-        [k + tuple(v[FIGURES.index(f)] for f in figures) for k, v in sorted(fleet.items())])
+        [k + tuple(v[:len(written)]) for k, v in sorted(fleet.items())])
 
 
 def fold(conn: sa.Connection, limit: int = 50_000) -> int:
