@@ -483,10 +483,12 @@ def _whole_hours_between(tz, h0: int, h1: int) -> bool:
     return all(_whole_hours(tz, h) for h in range(h0, h1, 24 * 28))
 
 
-def _span(machines: list[str] | None, r, span: int):
-    """``span = n``; with a machine filter written ``span + 0``, which keeps SQLite off the time index
-    (it would read every machine's rows in the range) and on the primary key, machine first."""
-    return (r.c.span + 0 if machines is not None else r.c.span) == span
+def _span(conn: sa.Connection, machines: list[str] | None, r, span: int):
+    """``span = n``; on SQLite with a machine filter written ``span + 0``, which keeps SQLite off the time
+    index (it would read every machine's rows in the range) and on the primary key, machine first.
+    PostgreSQL reads the primary key by machine, span and bucket on its own, given ``span = n``."""
+    sqlite = conn.dialect.name == "sqlite"
+    return (r.c.span + 0 if machines is not None and sqlite else r.c.span) == span
 
 
 def _machine_filter(q: Filter, table, stmt, machines: list[str] | None = None):
@@ -517,7 +519,7 @@ def _hourly(conn: sa.Connection, q: Query) -> list[tuple]:
         else:
             r = sales_rollup
             stmt = _machine_filter(q, r, sa.select(r.c.bucket, r.c.currency, *_sums(r))
-                                   .where(_span(chosen, r, 1), r.c.bucket >= h0, r.c.bucket < h1)
+                                   .where(_span(conn, chosen, r, 1), r.c.bucket >= h0, r.c.bucket < h1)
                                    .group_by(r.c.bucket, r.c.currency), chosen)
         out += [(h, c, *map(int, figures)) for h, c, *figures in conn.execute(stmt)]
     return out
@@ -529,7 +531,8 @@ def _by_dimension(conn: sa.Connection, q: Query, column: str, parts=None) -> lis
     r = sales_rollup
     out = []
     for chosen, h0, h1 in q.parts if parts is None else parts:
-        ranges = [sa.and_(_span(chosen, r, span), r.c.bucket >= a, r.c.bucket < b) for span, a, b in pieces(h0, h1)]
+        ranges = [sa.and_(_span(conn, chosen, r, span), r.c.bucket >= a, r.c.bucket < b)
+                  for span, a, b in pieces(h0, h1)]
         if not ranges:
             continue
         stmt = _machine_filter(q, r, sa.select(r.c[column], r.c.currency, *_sums(r))
