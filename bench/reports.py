@@ -5,7 +5,8 @@ functions (and once through HTTP), against the baseline of the same report as a 
 The data goes straight into the database (bulk inserts; COPY on PostgreSQL): more sales by day than by
 night, four products per machine out of thirty, twenty locations, one machine in twenty moved mid-year
 (``machine_placements``). No refunds: the rollups carry their columns on every row all the same. The
-rollups are filled by the migration's backfill path (``cloud.sales.reports.backfill``), which does per table what ingest does per batch.
+rollups are filled by the migration's backfill path (``cloud.sales.reports.backfill``), which does per
+table what ingest does per batch.
 
     python bench/reports.py                      # SQLite in a scratch folder
     python bench/reports.py --postgres postgresql+psycopg://vend:vend@127.0.0.1:5432/vend
