@@ -3,8 +3,10 @@ functions (and once through HTTP), against the baseline of the same report as a 
 ``sales`` timed in the same run.
 
 The data goes straight into the database (bulk inserts; COPY on PostgreSQL): more sales by day than by
-night, four products per machine out of thirty, twenty locations. The rollups are filled by the
-migration's backfill path (``cloud.sales.reports.backfill``), which does per table what ingest does per batch.
+night, four products per machine out of thirty, twenty locations, one machine in twenty moved mid-year
+(``machine_placements``). No refunds: the rollups carry their columns on every row all the same. The
+rollups are filled by the migration's backfill path (``cloud.sales.reports.backfill``), which does per
+table what ingest does per batch.
 
     python bench/reports.py                      # SQLite in a scratch folder
     python bench/reports.py --postgres postgresql+psycopg://vend:vend@127.0.0.1:5432/vend
@@ -41,7 +43,7 @@ PROFILE = [1, 1, 1, 1, 1, 2, 4, 8, 12, 10, 9, 12, 16, 14, 10, 9, 10, 12, 14, 12,
 
 def generate(engine: sa.Engine, machines: int, count: int, seed: int) -> dict:
     """Machines, products, slots, locations and ``count`` sales over YEAR; returns the ids it chose."""
-    from cloud.fleet.locations import locations, machine_locations
+    from cloud.fleet.locations import locations, machine_locations, machine_placements
     from cloud.fleet.machines import cabinets, products, slots
     from cloud.fleet.machines import machines as machines_t
 
@@ -56,8 +58,18 @@ def generate(engine: sa.Engine, machines: int, count: int, seed: int) -> dict:
         product_ids = conn.execute(sa.select(products.c.id).order_by(products.c.id)).scalars().all()
         conn.execute(locations.insert(), [dict(name=f"Site {i}", created_at=now) for i in range(20)])
         location_ids = conn.execute(sa.select(locations.c.id).order_by(locations.c.id)).scalars().all()
-        conn.execute(machine_locations.insert(), [dict(machine_id=m, location_id=location_ids[i % 20], since=now)
-                                                  for i, m in enumerate(ids) if i % 10 != 9])
+        # Nine machines in ten stand somewhere; one in twenty moved to the next site on 1 July (a report by
+        # location splits its year), which leaves the chosen site (the first) and every total as they were.
+        moved = datetime(YEAR, 7, 1, tzinfo=timezone.utc)
+        placed = [(i, m) for i, m in enumerate(ids) if i % 10 != 9]
+        conn.execute(machine_locations.insert(), [dict(
+            machine_id=m, location_id=location_ids[(i + (i % 20 == 5)) % 20], since=moved if i % 20 == 5 else now)
+            for i, m in placed])
+        conn.execute(machine_placements.insert(), [dict(
+            machine_id=m, location_id=location_ids[i % 20], valid_from=None, valid_to=moved if i % 20 == 5 else None,
+            placed_at=now) for i, m in placed] + [dict(
+            machine_id=m, location_id=location_ids[(i + 1) % 20], valid_from=moved, valid_to=None, placed_at=moved)
+            for i, m in placed if i % 20 == 5])
         menu = {}
         slot_rows = []
         for m in ids:
@@ -91,6 +103,13 @@ def generate(engine: sa.Engine, machines: int, count: int, seed: int) -> dict:
     return {"machine": ids[0], "product": product_ids[0], "location": location_ids[0]}
 
 
+def stood(dialect: str) -> str:
+    """SQL: the stay ``ml`` (a machine_placements row) held the sale's time (the hour of a move the new
+    place's; bench moves fall on whole hours). SQLite keeps a stay's times as 'YYYY-MM-DD HH:MM:SS.ffffff'."""
+    ts = "(ts::timestamptz)" if dialect == "postgresql" else "replace(substr(ts, 1, 26), 'T', ' ')"
+    return f"(ml.valid_from IS NULL OR {ts} >= ml.valid_from) AND (ml.valid_to IS NULL OR {ts} < ml.valid_to)"
+
+
 def baseline_sql(dialect: str, by: str) -> str:
     """The report as a GROUP BY over sales, the day and hour in TZ (a fixed +8 hours on SQLite, which
     has no zones; Asia/Shanghai has kept +8 all year since 1991)."""
@@ -100,7 +119,8 @@ def baseline_sql(dialect: str, by: str) -> str:
         "hour": "extract(hour from (ts::timestamptz) AT TIME ZONE 'Asia/Shanghai')" if pg
         else "strftime('%H', ts, '+8 hours')",
         "machine": "sales.machine_id", "product": "product_id", "location": "ml.location_id"}[by]
-    join = " LEFT JOIN machine_locations ml ON ml.machine_id = sales.machine_id" if by == "location" else ""
+    join = f" LEFT JOIN machine_placements ml ON ml.machine_id = sales.machine_id AND {stood(dialect)}" \
+        if by == "location" else ""
     return (f"SELECT {key} AS k, currency, count(*), sum(amount) FROM sales{join} WHERE ts >= :lo AND ts < :hi "
             "{filter} GROUP BY k, currency")
 
@@ -131,6 +151,7 @@ def run(engine: sa.Engine, args) -> dict:
     t = time.perf_counter()
     with engine.begin() as conn:
         reports.backfill(conn)
+        reports.backfill_refunds(conn)
     out["backfill_s"] = round(time.perf_counter() - t, 1)
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
@@ -157,8 +178,9 @@ def run(engine: sa.Engine, args) -> dict:
                     hi = datetime.fromisoformat(end).replace(tzinfo=zone).astimezone(timezone.utc)
                     where = ""
                     if filt == "location":
-                        where = (" AND sales.machine_id IN (SELECT machine_id FROM machine_locations "
-                                 f"WHERE location_id = {chosen['location']})")
+                        where = (" AND EXISTS (SELECT 1 FROM machine_placements ml WHERE ml.machine_id = "
+                                 f"sales.machine_id AND ml.location_id = {chosen['location']} AND "
+                                 f"{stood(conn.dialect.name)})")
                     elif filt:
                         where = f" AND sales.{filt}_id = :v" if filt == "product" else " AND sales.machine_id = :v"
                     sql = sa.text(baseline_sql(conn.dialect.name, by).replace("{filter}", where))

@@ -18,7 +18,8 @@ def add_parsers(sub) -> None:
     r = sub.add_parser("report", help="manager reports: sales by day, machine, product, location or hour; "
                        "stock per slot")
     rsub = r.add_subparsers(dest="report", required=True)
-    s = rsub.add_parser("sales", help="count and amount per currency over a range of local days")
+    s = rsub.add_parser("sales", help="sales, refunds and net per currency over a range of local days (refunds in "
+                         "the period they were booked)")
     s.add_argument("--by", default="day", choices=("day", "machine", "product", "location", "hour"))
     s.add_argument("--from", dest="start", help="first day, YYYY-MM-DD (default: 30 days before --to)")
     s.add_argument("--to", dest="end", help="the day after the last, YYYY-MM-DD (exclusive; default: tomorrow)")
@@ -212,15 +213,19 @@ def run(args, client, error) -> None:
         print(json.dumps(r, indent=2, ensure_ascii=False))
         return
     for row in r["rows"]:
-        row["money"] = money(row["amount"], row["currency"])
+        for field in ("amount", "refunds", "net"):
+            row[f"{field}_money"] = money(row[field], row["currency"])
         row["label"] = f"{row['key']:02d}:00" if args.by == "hour" else (
             f"{row['key']} {row['name']}" if args.by in ("machine", "location", "product") else row["key"])
     print(f"sales by {r['by']}, {r['from']} to {r['to']} (exclusive), {r['tz']}"
           + "".join(f", {k} {v}" for k, v in r["filters"].items()))
     print(table(r["rows"], [("label", KEY_TITLES[r["by"]]), ("currency", "CURRENCY"), ("count", "SALES"),
-                            ("money", "AMOUNT")]) if r["rows"] else "no sales")
+                            ("amount_money", "GROSS"), ("refund_count", "REFUNDS"), ("refunds_money", "REFUNDED"),
+                            ("net_money", "NET")]) if r["rows"] else "no sales")
     for t in r["totals"]:
-        print(f"total: {t['count']} sales, {money(t['amount'], t['currency'])}")
+        c = t["currency"]
+        print(f"total: net {money(t['net'], c)} ({t['count']} sales, {money(t['amount'], c)} gross, "
+              f"{t['refund_count']} refunds, {money(t['refunds'], c)} refunded)")
     if not r["exact"]:
         print("note: this zone is not a whole number of hours from UTC; the hour that holds local midnight "
               "is counted whole in the day where it starts")

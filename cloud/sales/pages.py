@@ -103,7 +103,7 @@ def _charts(_, lang: str, results: dict, start: date, end: date) -> list[dict]:
                                    empty=_("No sales in this period."), label_every=label_every)
             sections.append({"key": key, "heading": heading, "label": label, "svg": svg, "rows": table})
         out.append({"currency": currency, "count": total["count"], "amount": total["amount"],
-                    "sections": sections})
+                    "refunds": total["refunds"], "net": total["net"], "sections": sections})
     return out
 
 
@@ -116,6 +116,8 @@ def sales_page(request: Request, caller: Caller = Depends(staff_only(*people.SAL
     form["tz"] = form["tz"] or "UTC"
     error = field = None
     charts_ = []
+    with g.engine.begin() as conn:
+        reports.count_refunds(conn)  # the refunds booked since the sweeper last looked
     with g.engine.connect() as conn:
         choices = _choices(conn)
         try:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, StrictStr
 from cloud.core.db import utcnow
 from cloud.people import Caller, require
 from cloud.sales import office, records
-from cloud.sales.reports import Query, ReportError, sales_report, stock_report
+from cloud.sales.reports import Query, ReportError, count_refunds, sales_report, stock_report
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
 
@@ -32,8 +32,10 @@ def api_sales(by: str = "day", start: str | None = Query_(None, alias="from"), t
               tz: str | None = None, machine: str | None = None, location: str | None = None,
               product: str | None = None, engine: sa.Engine = Depends(_engine)):
     """Sales by day, machine, product, location or hour of day, per currency, over [from, to) in local days
-    of ``tz`` (UTC by default); count and amount in minor units."""
+    of ``tz`` (UTC by default); count and amount (gross), refund_count, refunds and net, in minor units."""
     try:
+        with engine.begin() as conn:
+            count_refunds(conn)  # the refunds booked since the sweeper last looked
         with engine.connect() as conn:
             return sales_report(conn, Query(conn, by, start, to, tz, machine, location, product))
     except ReportError as e:
