@@ -2,7 +2,7 @@
 already counted, and the newest transaction looked at; filled from the journal's refunds
 
 Revision ID: 0027
-Revises: 0024
+Revises: 0026
 """
 
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '0027'
-down_revision = '0024'
+down_revision = '0026'
 branch_labels = None
 depends_on = None
 
