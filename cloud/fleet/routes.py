@@ -427,7 +427,8 @@ def api_add_machine(body: NewMachine, caller: Caller = Depends(require(*people.F
                 locations.place(conn, body.id, body.location_id, now)
             creds = machines.credentials(conn, body.id, now)
             people.audit.record(conn, caller, "machine.add", "machine", body.id,
-                                {"name": body.name, "location": body.location, "location_id": body.location_id}, now)
+                                {"name": body.name, "location": body.location,
+                                 **({"location_id": body.location_id} if body.location_id is not None else {})}, now)
     except machines.FleetError as e:
         raise refused(e) from None
     return {"id": body.id, "secret": secret, "mqtt_username": creds.mqtt_username,
