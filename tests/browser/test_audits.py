@@ -40,7 +40,7 @@ def test_a_manager_imports_a_legacy_machine_s_reads(cloud, desk, tmp_path):
     # The legacy machine is in the fleet, and its two sales in the sales API.
     desk.goto(cloud.url + "/staff")
     assert "dex-jof" in desk.locator("table.fleet").inner_text()
-    desk.get_by_role("link", name="DEX JOF").click()
+    desk.locator("table.fleet").get_by_role("link", name="DEX JOF").click()  # the fleet table, not the week's
     desk.get_by_role("link", name="DEX audits of this machine").click()
     desk.wait_for_load_state()
     assert desk.locator("tbody tr").count() == 2 and desk.get_by_label("Machine (leave").input_value() == "dex-jof"
