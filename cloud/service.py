@@ -48,6 +48,7 @@ BUSY_AFTER_S = 2.0
 BUSY_NOTICE_EVERY_S = 5.0
 RESEND_DEBOUNCE_S = 2.0
 LATE_CHARGE_CHECK_S = 10.0  # how often the sweeper looks for late drops whose fresh charge was taken
+UNSENT_VEND_RESEND_S = 3.0  # how often a vend command the broker did not take is published again
 PARK_S = 2.0  # how long a batch that arrived before its predecessor waits with no progress on that machine
 PARK_MAX_S = 30.0
 PARK_RETRY_S = 0.05
@@ -198,6 +199,8 @@ class Cloud:
         self.alerter = Alerter.from_settings(self.engine, settings, self.alert_limits, self.readings)
         self.provider = Payments.from_settings(settings, self.stats.counts)
         self.provider.listen(self.authorisation_settled)
+        self._unsent_lock = threading.Lock()
+        self._unsent_vends: dict = {}  # order id -> order whose vend command the broker did not take
         self.senders = senders.configured(settings)  # how customers get a sign-in code on a new phone
         self.inbox: queue.Queue = queue.Queue()
         self.last_ingest = 0.0
@@ -476,6 +479,33 @@ class Cloud:
         if not self.bus.publish(order.machine_id, "cmd", orders.vend_command(order).encode()):
             log.warning("order %s: the vend command is not with the broker yet; the order stays authorised "
                         "until it expires at %s", order.id, format_time(order.expires_at))
+            with self._unsent_lock:
+                self._unsent_vends[order.id] = order
+
+    def resend_unsent_vends(self, now: datetime) -> int:
+        """Publish again, every ``UNSENT_VEND_RESEND_S``, the vend commands the broker did not take, while
+        their order is authorised and unexpired; return how many went.
+
+        paho sends a kept QoS 1 message once, on its reconnect; a broker restarted without its sessions
+        passes it to no one if the machine has not subscribed again yet (the machine logs in after the cloud
+        when it must fetch its credentials first). The machine runs a command id at most once and answers a
+        repeat with its first result, so sending it again until the machine answers costs nothing."""
+        with self._unsent_lock:
+            pending = list(self._unsent_vends.values())
+        if not pending or not self.bus.connected.is_set():
+            return 0
+        sent = 0
+        with self.engine.connect() as conn:
+            current = {o.id: o for o in (orders.get(conn, p.id) for p in pending) if o is not None}
+        for order in pending:
+            now_order = current.get(order.id)
+            if now_order is None or now_order.status != "authorised" or now_order.expires_at <= now:
+                with self._unsent_lock:
+                    self._unsent_vends.pop(order.id, None)
+                continue
+            if self.bus.publish(order.machine_id, "cmd", orders.vend_command(now_order).encode()):
+                sent += 1
+        return sent
 
     def authorisation_settled(self, order_id: str, ok: bool, reason: str) -> None:
         """A provider settled an authorisation outside a webhook (its worker had the platform's answer, or
@@ -508,8 +538,12 @@ class Cloud:
     def _sweep_loop(self) -> None:
         broker_stale = False
         next_late_check = 0.0
+        next_unsent = 0.0
         while not self._stop.wait(1.0):
             try:
+                if time.monotonic() >= next_unsent:
+                    self.resend_unsent_vends(utcnow())
+                    next_unsent = time.monotonic() + UNSENT_VEND_RESEND_S
                 with self.engine.begin() as conn:
                     orders.expire_due(conn, self.provider, utcnow(), self.settings.expiry_grace_s)
                     if time.monotonic() >= next_late_check:  # fresh charges of late drops, taken since

@@ -18,6 +18,7 @@ from cloud.sync.ingest import store_batch
 from cloud.payments import Payments, Sandbox, Wallet, account, balance, txns
 from cloud.payments.sandbox import ops as sandbox_ops
 from tests.cloud_fixtures import MACHINE, NOW, Chain, add_customer, add_machine, engine, slot_row, unbalanced_txns
+from protocol.messages import Command
 
 W = Wallet()
 TIMEOUT_S = 30.0
@@ -121,6 +122,24 @@ def test_a_vend_command_paho_did_not_accept_stays_authorised_until_its_expiry(id
         assert orders.get(conn, other.id).status == "authorised"
         assert orders.expire_due(conn, obj.provider, NOW + timedelta(seconds=TIMEOUT_S + 11), 10) == 1
         assert orders.get(conn, other.id).status == "expired"
+
+
+def test_a_vend_command_the_broker_did_not_take_is_sent_again_until_its_order_moves_on(idle_cloud):
+    # CI: the broker restarted without its sessions; paho's one resend on reconnect reached no one, since the
+    # machine logged in a moment after the cloud (it fetched its credentials first), three times in three.
+    obj, customer, order = idle_cloud
+    sent = []
+    obj.send_vend(order)  # no broker: not taken
+    assert obj.resend_unsent_vends(NOW) == 0  # still no broker: nothing to send to
+    obj.bus.connected.set()
+    obj.bus.publish = lambda machine_id, kind, payload: sent.append((machine_id, kind, payload)) or True
+    assert obj.resend_unsent_vends(NOW) == 1
+    assert obj.resend_unsent_vends(NOW) == 1  # again: the machine may not have subscribed yet
+    assert {(m, k) for m, k, _ in sent} == {(MACHINE, "cmd")}
+    assert all(Command.decode(p).id == order.cmd_id for _, _, p in sent)  # the same id: run at most once
+    obj.apply_all([(f"vend/v1/{MACHINE}/events", drop(order.id).batch(1).encode())])
+    assert obj.resend_unsent_vends(NOW) == 0  # it dropped: the order moved on
+    assert obj.resend_unsent_vends(NOW) == 0
 
 
 # -- finding 1: a drop for an order that is no longer open ----------------------------------------------
