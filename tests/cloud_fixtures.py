@@ -56,6 +56,16 @@ def postgres_reachable() -> str:
         return f"PostgreSQL at {POSTGRES_URL.split('@')[-1]} not reachable: {type(e).__name__}"
 
 
+def upgrade_to(engine: sa.Engine, revision: str) -> None:
+    """Run the migrations up to ``revision`` only: a database as an older cloud left it."""
+    from alembic import command
+
+    cfg = cloud.core.db.alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
 def postgres_or_skip() -> None:
     """Skip the test if no PostgreSQL server answers; with VEND_REQUIRE_POSTGRES=1 (set by .ci/run), fail."""
     why = postgres_reachable()

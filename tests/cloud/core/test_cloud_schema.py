@@ -10,7 +10,7 @@ from alembic.script import ScriptDirectory
 
 import cloud.core.db
 import cloud.schema
-from tests.cloud_fixtures import engine  # noqa: F401  (fixture)
+from tests.cloud_fixtures import upgrade_to, engine  # noqa: F401  (fixture)
 
 
 def test_migrated_database_matches_the_declared_metadata(engine):
@@ -69,14 +69,9 @@ def test_a_database_with_rows_upgrades_from_the_first_revision(empty_db_url):
     """An operator's cloud, already selling, takes every later migration with its rows kept; on SQLite that
     means tables rebuilt under foreign keys that point at them."""
     db_url = empty_db_url
-    from alembic import command
-
     eng = cloud.core.db.make_engine(db_url)
     try:
-        cfg = cloud.core.db.alembic_config(db_url)
-        with eng.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0001")
+        upgrade_to(eng, "0001")
         with eng.begin() as conn:
             conn.execute(sa.text("INSERT INTO machines (id, name, secret, created_at) "
                                  "VALUES ('m1', 'Lobby', 'sixteen-chars-secret', '2026-11-01 08:00:00+00:00')"))

@@ -5,7 +5,6 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from fastapi.testclient import TestClient
 
 import cloud.core.db
@@ -13,7 +12,7 @@ import cloud.service
 import cloud.core.settings
 import cloud.app
 from cloud.fleet import machines
-from tests.cloud_fixtures import NOW, db_url, engine, idle_cloud  # noqa: F401  (fixtures)
+from tests.cloud_fixtures import upgrade_to, NOW, db_url, engine, idle_cloud  # noqa: F401  (fixtures)
 from protocol import token as qrtoken
 from protocol.messages import utcnow
 
@@ -92,10 +91,7 @@ def test_bad_rotations_are_refused_and_change_nothing(engine, machine_id, overla
 def test_machines_made_before_the_migration_get_a_broker_password_each(empty_db_url):
     db_url = empty_db_url
     eng = cloud.core.db.make_engine(db_url)
-    cfg = cloud.core.db.alembic_config(eng.url.render_as_string(hide_password=False))
-    with eng.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
+    upgrade_to(eng, "0001")
     with eng.begin() as conn:
         for machine_id in ("old-1", "old-2"):
             conn.execute(sa.text("INSERT INTO machines (id, name, secret, created_at) VALUES (:i, :i, :s, :t)"),

@@ -16,7 +16,7 @@ from cloud.fleet import locations
 from cloud.payments import Wallet
 from cloud.sales import orders, reports
 from cloud.sales.records import SALE_COLUMNS, sales
-from tests.cloud_fixtures import (NOW, ThroughTestClient, add_customer, add_machine, add_sale, db_url, engine,
+from tests.cloud_fixtures import (upgrade_to, NOW, ThroughTestClient, add_customer, add_machine, add_sale, db_url, engine,
                                   idle_cloud)
 
 TOKEN = {"Authorization": "Bearer boot-token-net"}
@@ -146,14 +146,9 @@ def test_a_moved_machine_splits_between_its_places_and_a_retired_one_keeps_its_p
 
 def test_the_migration_brings_the_refunds_already_booked_into_the_rollups(empty_db_url):
     db_url = empty_db_url
-    from alembic import command
-
     eng = cloud.core.db.make_engine(db_url)
     try:
-        cfg = cloud.core.db.alembic_config(db_url)
-        with eng.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0026")
+        upgrade_to(eng, "0026")
         with eng.begin() as conn:  # sales and refunds as a cloud at 0026 stored them
             add_machine(conn)
             ann = add_customer(conn)

@@ -23,7 +23,7 @@ from cloud.sync.ingest import store_batch
 from cloud.catalog.products import products
 from cloud.payments import Wallet
 from cloud.people import auth, staff
-from tests.cloud_fixtures import MACHINE, NOW, SECRET, Chain, ThroughTestClient, add_machine, db_url, engine, idle_cloud, slot_spec
+from tests.cloud_fixtures import upgrade_to, MACHINE, NOW, SECRET, Chain, ThroughTestClient, add_machine, db_url, engine, idle_cloud, slot_spec
 
 START = datetime(2026, 10, 20, tzinfo=timezone.utc)
 ZONES = (None, "Asia/Shanghai", "America/New_York", "Asia/Kolkata")
@@ -146,14 +146,9 @@ def test_the_rollup_follows_ingest_and_a_redelivered_batch_counts_once(engine):
 
 def test_the_migration_fills_the_rollups_from_the_sales_already_stored(empty_db_url):
     db_url = empty_db_url
-    from alembic import command
-
     eng = cloud.core.db.make_engine(db_url)
     try:
-        cfg = cloud.core.db.alembic_config(db_url)
-        with eng.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0006")
+        upgrade_to(eng, "0006")
         with eng.begin() as conn:
             # The rows as the schema of 0006 has them (today's model has columns that 0006 lacks).
             then = sa.MetaData()
