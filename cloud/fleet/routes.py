@@ -25,6 +25,7 @@ from cloud.provisioning.brokerfiles import BrokerFiles
 from cloud.provisioning.ca import FleetCA
 
 from cloud.fleet import alerts, ledger, locations, machines, planogram
+from cloud.fleet import names as machine_names
 from cloud import people
 from cloud.core.db import utcnow
 from cloud.people import Caller, require
@@ -106,6 +107,13 @@ class LocationChange(Body):
     latitude: SkipValidation[float | None] = None
     longitude: SkipValidation[float | None] = None
     tz: SkipValidation[str | None] = None
+
+
+class MachineNames(Body):
+    unknown = "unknown field {field}: a machine's names are name and names"
+
+    name: SkipValidation[str | None] = None  # in the default language (English)
+    names: SkipValidation[dict[str, str | None] | None] = None  # {"zh-CN": "B座大堂"}; "" or null drops one
 
 
 class Move(Body):
@@ -308,14 +316,33 @@ def machine_detail(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
             found = alerts.compute(conn, utcnow(), cloud.alert_limits, cloud.readings.snapshot(), machine_id)
             changes = ledger.changes(conn, machine_id)
             selftest = ledger.last_selftest(conn, machine_id)
+            named = machine_names.names_of(conn, [machine_id])[machine_id]
     except machines.FleetError as e:
         raise refused(e) from None
-    return {"id": m.id, "name": m.name, "location": location, "cabinets": cabinets, "online": m.online,
-            "retired_at": m.retired_at.isoformat() if m.retired_at else None,
+    return {"id": m.id, "name": m.name, "names": named, "location": location, "cabinets": cabinets,
+            "online": m.online, "retired_at": m.retired_at.isoformat() if m.retired_at else None,
             "last_seen": m.last_seen.isoformat() if m.last_seen else None, "firmware": m.firmware,
             "machine_head": m.machine_head, "cloud_head": m.cloud_head, "planogram": config,
             "alerts": [a.public() for a in found], "ledger_id": m.ledger_id,
             "ledger_changes": [ledger_change(c) for c in changes], "selftest": selftest}
+
+
+@router.patch("/machines/{machine_id}")
+def rename_machine(machine_id: str, body: MachineNames, caller: Caller = Depends(EDIT),
+                   cloud: FleetCloud = Depends(the_cloud)):
+    """Change a machine's name (in English, the default language) and its names in the pages' other
+    languages: ``{"name": "Lobby B", "names": {"zh-CN": "B座大堂"}}``; all of it or nothing, audited. Answers
+    the names and the fields that changed."""
+    try:
+        with cloud.engine.begin() as conn:
+            now = utcnow()
+            diff = machine_names.rename(conn, machine_id, given(body), now)
+            if diff:
+                people.audit.record(conn, caller, "machine.rename", "machine", machine_id, diff, now)
+            found = machine_names.public(conn, machine_id)
+    except machines.FleetError as e:
+        raise refused(e) from None
+    return {**found, "changed": sorted(diff)}
 
 
 def ledger_change(c) -> dict:
@@ -395,8 +422,9 @@ def api_machines(cloud: FleetCloud = Depends(the_cloud)):
         configs = planogram.statuses(conn)
         sites = locations.by_machine(conn)
         changed = Counter(c.machine_id for c in ledger.changes(conn))
+        named = machine_names.names_of(conn)
     none = planogram.status_of_none()
-    return [{"id": m.id, "name": m.name, "location": m.location, "online": m.online,
+    return [{"id": m.id, "name": m.name, "names": named.get(m.id, {}), "location": m.location, "online": m.online,
              "retired_at": m.retired_at.isoformat() if m.retired_at else None,
              "last_seen": m.last_seen.isoformat() if m.last_seen else None, "firmware": m.firmware,
              "machine_head": m.machine_head, "cloud_head": m.cloud_head, "ledger_changes": changed[m.id],
