@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -106,8 +107,12 @@ class FleetError(ValueError):
         self.template, self.fields = template, fields
 
     def said(self, _) -> str:
-        """The message in the language of ``_`` (a page's translator); English where it has no translation."""
-        return _(self.template, **self.fields)
+        """The message in the language of ``_`` (a page's translator); English where it has no translation.
+        A ``field`` it names is said as the form labels it (msgctxt "fleet field")."""
+        fields = dict(self.fields)
+        if isinstance(fields.get("field"), str):
+            fields["field"] = _(fields["field"], context="fleet field")
+        return _(self.template, **fields)
 
 
 class NoSuchMachine(FleetError):
@@ -316,16 +321,32 @@ def in_service(conn: sa.Connection, machine_id: str):
     return row
 
 
+def machine_name_in(lang: str | None, label: str = "name"):
+    """A column for a query that joins ``machines``: the machine's name in ``lang``, or its default name where
+    it has none in that language (join with ``join_machine_names(lang)``)."""
+    if not lang:
+        return machines.c.name.label(label)
+    return sa.func.coalesce(_named(lang).c.name, machines.c.name).label(label)
+
+
+def join_machine_names(selectable, lang: str | None):
+    """``selectable`` (which contains ``machines``) outer-joined to the names in ``lang``, for ``machine_name_in``."""
+    if not lang:
+        return selectable
+    named = _named(lang)
+    return selectable.outerjoin(named, sa.and_(named.c.machine_id == machines.c.id, named.c.lang == lang))
+
+
+@lru_cache(maxsize=None)  # one alias object per language, so the column and the join name the same one
+def _named(lang: str):
+    return machine_names.alias("machine_name_in_" + "".join(c if c.isalnum() else "_" for c in lang).lower())
+
+
 def _in_language(lang: str | None):
     """A select of every column of ``machines`` with ``name`` in ``lang`` where the machine has a name in it
     (its default name otherwise), and ``default_name`` the name in the default language."""
-    if not lang:
-        return sa.select(machines, machines.c.name.label("default_name"))
-    named = machine_names.alias("machine_name_in")
-    columns = [c if c.name != "name" else sa.func.coalesce(named.c.name, machines.c.name).label("name")
-               for c in machines.c]
-    return sa.select(*columns, machines.c.name.label("default_name")).select_from(
-        machines.outerjoin(named, sa.and_(named.c.machine_id == machines.c.id, named.c.lang == lang)))
+    columns = [c if c.name != "name" else machine_name_in(lang) for c in machines.c]
+    return sa.select(*columns, machines.c.name.label("default_name")).select_from(join_machine_names(machines, lang))
 
 
 def get(conn: sa.Connection, machine_id: str, lang: str | None = None):

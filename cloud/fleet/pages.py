@@ -27,6 +27,7 @@ from protocol.messages import CURRENCY_RE, SLOT_RE
 from cloud import alerts as alert_book
 from cloud.alerts import occurrences
 from cloud.fleet import locations, machines, planogram
+from cloud.fleet import names as machine_names
 from cloud.fleet import ledger
 from cloud.sales import orders, reports
 from cloud.stock import book
@@ -149,10 +150,11 @@ def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_c
     """Every machine: where, online, alerts, today's sales, how full; the fleet's figures, the machines
     needing a visit, and the map of the known places (on street tiles when the browser can load them)."""
     _ = translator(request)
+    lang = i18n.language_of(request)
     now = utcnow()
     cloud.alerter.refresh_if_idle()
     with cloud.engine.connect() as conn:
-        rows = machines.list_machines(conn)
+        rows = machines.list_machines(conn, lang)
         sites = locations.by_machine(conn)
         found = occurrences.listing(conn, limit=100000)
         places = locations.list_locations(conn)
@@ -165,13 +167,17 @@ def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_c
                    fault=any(i in by_machine for i in p["machines"])) for p in places if p["latitude"] is not None]
     placed = {i for p in mapped for i, _n in p["machines"]}
     fills = figures["fills"]
-    fleet = [{"m": m, "site": sites.get(m.id, {}).get("name") or m.location, "alerts": by_machine.get(m.id, []),
+    site_names = {p["id"]: locations.name_in(p, lang) for p in places}
+    for p in mapped:
+        p["name"] = site_names[p["id"]]
+    fleet = [{"m": m, "site": site_names.get(sites.get(m.id, {}).get("id")) or m.location,
+              "alerts": by_machine.get(m.id, []),
               "sold": figures["sold"].get(m.id, []),
               "fill": (fills.get(m.id, {}).get("count", 0), fills.get(m.id, {}).get("capacity", 0))} for m in rows]
     settings = cloud.settings
     response = dash(request, caller, "dash_fleet.html", fleet=fleet, dots=project(mapped), map_w=MAP_W,
                     map_h=MAP_H, unplaced=sum(1 for m in rows if m.id not in placed), alert_names=ALERT_NAMES,
-                    figures=figures, day_charts=_day_chart(_, figures, i18n.language_of(request)),
+                    figures=figures, day_charts=_day_chart(_, figures, lang),
                     expiry_days=EXPIRY_DAYS, tiles=settings.map_tiles, attribution=settings.map_attribution)
     response.headers["content-security-policy"] = csp_with_images(settings.map_tile_origin)
     return response
@@ -232,16 +238,20 @@ def _major(amount: int, currency: str) -> str:
 
 
 def machine_page(request: Request, caller: auth.Caller, cloud, machine_id: str, status_code: int = 200,
-                 form: list[dict] | None = None, errors: dict | None = None, saved: str = ""):
+                 form: list[dict] | None = None, errors: dict | None = None, saved: str = "",
+                 names_form: dict | None = None, names_errors: dict | None = None, names_saved: bool = False):
     _ = translator(request)
+    lang = i18n.language_of(request)
     now = utcnow()
     cloud.alerter.refresh_if_idle()
     try:
         with cloud.engine.connect() as conn:
-            m = machines.get(conn, machine_id)
+            m = machines.get(conn, machine_id, lang)
             menu = machines.menu(conn, machine_id)
             where = locations.location_of(conn, machine_id)
-            site = locations.get(conn, where) if where is not None else None
+            site = locations.public(locations.get(conn, where), names=locations.names_of(conn, where)) \
+                if where is not None else None
+            named = machine_names.names_of(conn, [machine_id])[machine_id]
             cabinets = machines.cabinets_of(conn, machine_id)
             config = planogram.status(conn, machine_id)
             found = occurrences.listing(conn, machine_id=machine_id)
@@ -258,7 +268,11 @@ def machine_page(request: Request, caller: auth.Caller, cloud, machine_id: str, 
                      "par": "", "cabinet": str(cabinets[0].number if cabinets else 1), "count": None})
     applied_at = datetime.fromisoformat(config["applied_at"]) if config["applied_at"] else None
     grid = [(c, [s for s in menu if s.cabinet == c.number]) for c in cabinets]
-    return dash(request, caller, "dash_machine.html", status_code, m=m, site=site, grid=grid,
+    if names_form is None:
+        names_form = {"name": m.default_name, **{"name_" + c: named.get(c, "") for c, _n in other_languages()}}
+    return dash(request, caller, "dash_machine.html", status_code, m=m, grid=grid,
+                site_name=locations.name_in(site, lang) if site else None, names_form=names_form,
+                names_errors=names_errors or {}, languages_other=other_languages(), names_saved=names_saved,
                 many_cabinets=len(cabinets) > 1, cabinets=cabinets, config=config, applied_at=applied_at, alerts=found,
                 alert_names=ALERT_NAMES, events=events, ledger_changes=changes, sold=sold, fill=_fill(menu), rows=rows,
                 errors=errors or {}, key=secrets.token_urlsafe(16),
@@ -266,9 +280,34 @@ def machine_page(request: Request, caller: auth.Caller, cloud, machine_id: str, 
 
 
 @router.get("/staff/machines/{machine_id}")
-def machine_view(request: Request, machine_id: str, saved: str = "", caller: auth.Caller = READ,
+def machine_view(request: Request, machine_id: str, saved: str = "", named: str = "", caller: auth.Caller = READ,
                  cloud=Depends(the_cloud)):
-    return machine_page(request, caller, cloud, machine_id, saved=saved if saved.isdigit() else "")
+    return machine_page(request, caller, cloud, machine_id, saved=saved if saved.isdigit() else "",
+                        names_saved=named == "1")
+
+
+@router.post("/staff/machines/{machine_id}/names")
+async def machine_names_page(request: Request, machine_id: str, caller: auth.Caller = EDIT,
+                             cloud=Depends(the_cloud)):
+    """Save the machine's name and its names per language (``PATCH /api/v1/machines/{id}``), audited; the
+    form kept with the error, in the page's language, if it is wrong."""
+    _ = translator(request)
+    raw = await request.form()
+    form = {k: str(raw.get(k, ""))[:100].strip() for k in ("name", *("name_" + c for c, _n in other_languages()))}
+    try:
+        with cloud.engine.begin() as conn:
+            now = utcnow()
+            diff = machine_names.rename(conn, machine_id[:32], {
+                "name": form["name"], "names": {c: form["name_" + c] for c, _n in other_languages()}}, now)
+            if diff:
+                audit.record(conn, caller, "machine.rename", "machine", machine_id, diff, now)
+    except machines.NoSuchMachine:
+        return machine_page(request, caller, cloud, machine_id[:32])
+    except machines.FleetError as e:
+        field = _field_of(str(e), form)
+        return machine_page(request, caller, cloud, machine_id[:32], 422, names_form=form,
+                            names_errors={field if field in form else "name": e.said(_)})
+    return RedirectResponse(f"/staff/machines/{quote(machine_id, safe='')}?named=1#names-form", status_code=303)
 
 
 @router.get("/staff/machines/{machine_id}/screen.svg")
@@ -420,11 +459,11 @@ def _machines_page(request: Request, caller, cloud, status_code: int = 200, erro
                    form: dict | None = None, created: dict | None = None):
     q = request.query_params.get("q", "")[:80].strip()
     after = request.query_params.get("after", "")[:32] or None
+    lang = i18n.language_of(request)
     with cloud.engine.connect() as conn:
-        rows, next_after = machines.search(conn, q, after, PAGE_SIZE)
+        rows, next_after = machines.search(conn, q, after, PAGE_SIZE, lang)
         sites = locations.by_machine(conn)
         places = locations.list_locations(conn)
-    lang = i18n.language_of(request)
     names = {p["id"]: locations.name_in(p, lang) for p in places}
     listed = [{"m": m, "site": names.get(sites.get(m.id, {}).get("id"))} for m in rows]
     nxt = "/staff/machines?" + urlencode({"q": q, "after": next_after}) if next_after else None
@@ -466,7 +505,7 @@ async def add_machine_page(request: Request, caller: auth.Caller = EDIT, cloud=D
             try:
                 secret = machines.add_machine(conn, form["id"], form["name"], "", now)
             except machines.FleetError as e:
-                errors["id"] = _("Machine id: {problem}", problem=str(e))
+                errors["id"] = _("Machine id: {problem}", problem=e.said(_))
                 raise
             if where is not None:
                 locations.place(conn, form["id"], where, now)
@@ -490,7 +529,7 @@ def _place_page(request: Request, caller, cloud, machine_id: str, status_code: i
     lang = i18n.language_of(request)
     with cloud.engine.connect() as conn:
         try:
-            m = machines.get(conn, machine_id)
+            m = machines.get(conn, machine_id, lang)
         except machines.FleetError:
             return dash(request, caller, "dash_problem.html", 404, title=_("No such machine"),
                         message=_("There is no machine {id}.", id=machine_id))
@@ -600,10 +639,10 @@ def locations_page(request: Request, caller: auth.Caller = READ, cloud=Depends(t
     return _locations_page(request, caller, cloud)
 
 
-def _location_error(e: machines.FleetError) -> dict:
+def _location_error(_, e: machines.FleetError) -> dict:
     fields = (*LOCATION_FIELDS, *("name_" + c for c, _n in other_languages()))
     field = _field_of(str(e), fields)
-    return {field if field in fields else "name": str(e)}  # the domain's message names the field
+    return {field if field in fields else "name": e.said(_)}  # the domain's message names the field
 
 
 @router.post("/staff/locations")
@@ -619,7 +658,7 @@ async def add_location_page(request: Request, caller: auth.Caller = EDIT, cloud=
             audit.record(conn, caller, "location.add", "location", location_id,
                          {k: v for k, v in values.items()}, now)
     except machines.FleetError as e:
-        return _locations_page(request, caller, cloud, 422, _location_error(e), form)
+        return _locations_page(request, caller, cloud, 422, _location_error(_, e), form)
     return RedirectResponse(f"/staff/locations/{location_id}?saved=1", status_code=303)
 
 
@@ -671,5 +710,5 @@ async def edit_location_page(request: Request, location_id: str, caller: auth.Ca
     except locations.NoSuchLocation:
         return _location_page(request, caller, cloud, location_id[:12])
     except machines.FleetError as e:
-        return _location_page(request, caller, cloud, location_id[:12], 422, _location_error(e), form)
+        return _location_page(request, caller, cloud, location_id[:12], 422, _location_error(_, e), form)
     return RedirectResponse(f"/staff/locations/{which}?saved=1", status_code=303)
