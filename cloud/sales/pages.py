@@ -59,8 +59,8 @@ def _period(_, form: dict, today: date) -> tuple[date, date]:
     return start, end
 
 
-def _choices(conn: sa.Connection) -> dict:
-    return {"machines": [(m.id, m.name or m.id) for m in machines.list_machines(conn)],
+def _choices(conn: sa.Connection, lang: str | None = None) -> dict:
+    return {"machines": [(m.id, m.name or m.id) for m in machines.list_machines(conn, lang)],
             "locations": [(str(loc["id"]), loc["name"]) for loc in locations.list_locations(conn)],
             "products": [(str(i), f"{sku} {name}") for i, sku, name in conn.execute(
                 sa.select(machines.products.c.id, machines.products.c.sku, machines.products.c.name)
@@ -119,7 +119,7 @@ def sales_page(request: Request, caller: Caller = Depends(staff_only(*people.SAL
     with g.engine.begin() as conn:
         reports.count_refunds(conn)  # the refunds booked since the sweeper last looked
     with g.engine.connect() as conn:
-        choices = _choices(conn)
+        choices = _choices(conn, i18n.language_of(request))
         try:
             try:
                 tz = reports.zone(form["tz"])
@@ -167,7 +167,7 @@ def orders_page(request: Request, caller: Caller = Depends(staff_only(*people.SA
     error = field = next_after = None
     rows = []
     with g.engine.connect() as conn:
-        choices = _choices(conn)
+        choices = _choices(conn, i18n.language_of(request))
         try:
             rows, next_after = office.search(conn, office.filters(
                 conn, form["machine"], form["customer"], form["from"], form["to"], form["status"], form["tz"],
@@ -186,7 +186,7 @@ def _order_page(request: Request, caller: Caller, g: Gate, order_id: str, status
                 errors: dict | None = None, form: dict | None = None, notice: str | None = None):
     _ = translator(request)
     with g.engine.connect() as conn:
-        found = office.detail(conn, request.app.state.cloud.provider, order_id)
+        found = office.detail(conn, request.app.state.cloud.provider, order_id, i18n.language_of(request))
     if found is None:
         return dash(request, caller, "dash_problem.html", 404, title=_("No such order"),
                     message=_("There is no order {id}.", id=order_id))

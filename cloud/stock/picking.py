@@ -134,10 +134,10 @@ def list_routes(conn: sa.Connection) -> list[dict]:
     return [get_route(conn, r) for r in conn.execute(sa.select(routes.c.id).order_by(routes.c.name)).scalars()]
 
 
-def day_routes(conn: sa.Connection, day: date) -> list[dict]:
-    """The routes driven on ``day`` (by their weekdays), each with its stops in order: machine id, name,
-    whether it is retired (left on the route, but not visited for stock)."""
-    names = {m.id: m for m in machines.list_machines(conn)}
+def day_routes(conn: sa.Connection, day: date, lang: str | None = None) -> list[dict]:
+    """The routes driven on ``day`` (by their weekdays), each with its stops in order: machine id, name (in
+    ``lang`` where it has one), whether it is retired (left on the route, but not visited for stock)."""
+    names = {m.id: m for m in machines.list_machines(conn, lang)}
     out = []
     for route in list_routes(conn):
         if str(day.isoweekday()) not in route["weekdays"]:
