@@ -5,13 +5,12 @@ Chinese page and in English by the API; on both databases."""
 import re
 
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 import cloud.app
 import cloud.cli
 from cloud.core.db import utcnow
-from cloud.fleet import locations, machines
+from cloud.fleet import machines
 from cloud.people import audit, staff
 from cloud.web import i18n
 from tests.cloud_fixtures import (MACHINE, ThroughTestClient, add_machine, db_url, fast_hashes,  # noqa: F401
