@@ -10,7 +10,6 @@ import pytest
 from PIL import Image, ImageChops, ImageFont
 
 from controller.config import ConfigError, parse
-from controller.daemon import Controller
 from controller.screen import Screen
 from controller.words import LANGUAGES, font_file, said
 from hw import open_hardware
@@ -139,4 +138,3 @@ def test_every_text_the_controller_says_has_its_chinese():
     assert len(texts) >= 8, texts
     assert set(LANGUAGES) == {"en", "zh_CN"}
     assert sorted(t for t in texts if t not in CATALOGUE["zh_CN"]) == []
-    assert Controller.status_line.__doc__
