@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from cloud.core import db
 from cloud.core.db import utcnow
 from cloud.core.mail import Mailer
 from cloud.core.secrets import read_secret_bytes
@@ -119,7 +120,7 @@ class Alerter:
         now = now or utcnow()
         # Read first, then write: on SQLite a look at ten thousand machines inside the write transaction held
         # the ingest's writer for as long as it took (bench/fleet.py, issue 16).
-        with self.engine.connect() as conn:
+        with db.reader(self.engine).connect() as conn:
             found, known = self.conditions(conn, now)
         with self.engine.begin() as conn:
             raised = occurrences.refresh(conn, found, lambda kind, m: kind != "temperature" or m in known, now)
