@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import secrets
 import time
@@ -40,6 +41,7 @@ from cloud.web.dashboard import add_page, dash
 from cloud.people.auth import staff_only
 from cloud.fleet.draw import MAP_H, MAP_W, project, screen_svg
 
+log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 add_page("/staff", "Fleet", people.FLEET_READERS, order=10)
 READ = Depends(staff_only(*people.FLEET_READERS))
@@ -569,6 +571,10 @@ async def machine_retire(request: Request, machine_id: str, caller: auth.Caller 
                            {"sure": _("This machine was retired already.")})
     except machines.FleetError:
         return _place_page(request, caller, cloud, machine_id[:32], 404)
+    try:  # its broker login goes with it
+        cloud.refresh_broker()
+    except OSError as e:
+        log.error("machine %s retired, but the broker's files were NOT rewritten: %s", machine_id, e)
     return RedirectResponse(f"/staff/machines/{quote(machine_id, safe='')}/place?done=retired", status_code=303)
 
 
