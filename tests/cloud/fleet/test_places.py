@@ -334,3 +334,5 @@ def test_a_route_is_made_and_reordered_with_buttons_and_the_pick_list_offers_tod
     assert "North" in today and today.index("m-2") < today.index(MACHINE) and "(Retired)" in today
     pick = client.get("/staff/pick-lists").text
     assert re.search(r'<optgroup label="Today"><option value="\d+">North</option>', pick)
+    # The machine menu offers the machines in service only (issue 15: the retired one was offered).
+    assert '<option value="m-2">' in pick and f'<option value="{MACHINE}">' not in pick
