@@ -76,7 +76,7 @@ def pick_lists_page(request: Request, route: str = "", machine: str = "",
         today_routes = picking.day_routes(conn, today_of(g))  # the day's routes come first in the menu
         driven = {r["id"] for r in today_routes}
         routes = [r for r in picking.list_routes(conn) if r["id"] not in driven]
-        fleet = [(m.id, m.name or m.id) for m in machines.list_machines(conn)]
+        fleet = [(m.id, m.name or m.id) for m in machines.list_machines(conn) if m.retired_at is None]
         try:
             if route:
                 if not route.isdigit():
