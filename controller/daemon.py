@@ -416,7 +416,7 @@ class Controller:
             self.clock_fresh = True
             self.ledger.pin_commands_from(cloud_time)
         if ack.busy:
-            self.sync.cloud_busy(self.monotonic())
+            self.sync.cloud_busy(self.monotonic(), ack.wait_s)
 
     # -- planograms and commands -----------------------------------------------------------------------
 

@@ -3,7 +3,7 @@ tables for people, ``--json`` for scripts. (``vendctl alerts`` is ``cloud/alerts
 
 from __future__ import annotations
 
-from cloud.core.client import money, table
+from cloud.core.client import money, print_broker, table
 from cloud.core.money import parse_amount
 
 import csv
@@ -108,7 +108,9 @@ def run_machines(args, client, error) -> None:
     elif args.action == "retire":
         r = client.call("POST", f"/api/v1/machines/{args.id}/retire", {})
         print(json.dumps(r, indent=2) if args.json else f"machine {r['machine']} retired at {r['retired_at']}: its QR "
-              "codes are refused from now on")
+              "codes and its broker login are refused from now on")
+        if not args.json:
+            print_broker(r)
 
 
 def names_in(pairs: list[str], error) -> dict[str, str]:

@@ -282,6 +282,12 @@ def location_of(conn: sa.Connection, machine_id: str) -> int | None:
                         .where(machine_locations.c.machine_id == machine_id)).scalar()
 
 
+def zones(conn: sa.Connection) -> dict[str, str]:
+    """{machine id: its location's time zone} of every machine that stands somewhere."""
+    return dict(conn.execute(sa.select(machine_locations.c.machine_id, locations.c.tz)
+                             .join(locations, locations.c.id == machine_locations.c.location_id)).all())
+
+
 def by_machine(conn: sa.Connection) -> dict[str, dict]:
     """{machine id: {id, name}} of every machine that stands somewhere."""
     rows = conn.execute(sa.select(machine_locations.c.machine_id, locations.c.id, locations.c.name)

@@ -255,6 +255,9 @@ def rotate(conn: sa.Connection, machine_id: str, now: datetime, overlap: timedel
     row = conn.execute(sa.select(machines).where(machines.c.id == machine_id).with_for_update()).first()
     if row is None:
         raise NoSuchMachine("no machine {id!r}", id=machine_id)
+    if row.retired_at is not None:
+        raise Retired("machine {id} is retired (since {at}): it has no broker login to rotate", id=machine_id,
+                      at=row.retired_at.isoformat())
     if overlap and row.prev_until is not None and row.prev_until > now:
         # A second rotation now would end the oldest secret early, and the machine may still be using it.
         raise FleetError("machine {id} is still changing over from its last rotation: the previous secret works "
@@ -277,9 +280,11 @@ def expire_rotations(conn: sa.Connection, now: datetime) -> int:
 
 
 def broker_users(conn: sa.Connection, now: datetime) -> tuple[list[BrokerUser], list[str]]:
-    """Every machine's broker users (the previous one too during an overlap), and every machine id."""
+    """Every machine's broker users (the previous one too during an overlap), and every machine id, for the
+    password file and the ACL. A retired machine has neither: no login, and its certificate (which the
+    broker cannot tell from a live one) reaches no topic."""
     users, ids = [], []
-    for row in conn.execute(sa.select(machines).order_by(machines.c.id)):
+    for row in conn.execute(sa.select(machines).where(machines.c.retired_at.is_(None)).order_by(machines.c.id)):
         ids.append(row.id)
         users.append(BrokerUser(password_username(row.id, row.mqtt_generation), row.mqtt_password, row.id))
         if row.prev_mqtt_password and row.prev_until is not None and row.prev_until > now:
@@ -304,7 +309,8 @@ def write_slots(conn: sa.Connection, machine_id: str, wanted: list[dict]) -> Non
 
 
 def retire(conn: sa.Connection, machine_id: str, now: datetime) -> None:
-    """Take a machine out of service for good: it sells no more; Retired if it was retired already."""
+    """Take a machine out of service for good: it sells no more, and the broker's files written after this
+    (``broker_users``) hold no login for it; Retired if it was retired already."""
     row = conn.execute(sa.select(machines).where(machines.c.id == machine_id).with_for_update()).first()
     if row is None:
         raise NoSuchMachine("no machine {id!r}", id=machine_id)

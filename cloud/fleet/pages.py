@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import secrets
 import time
@@ -41,6 +42,7 @@ from cloud.web.dashboard import add_page, dash
 from cloud.people.auth import staff_only
 from cloud.fleet.draw import MAP_H, MAP_W, project, screen_svg
 
+log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 add_page("/staff", "Fleet", people.FLEET_READERS, order=10)
 READ = Depends(staff_only(*people.FLEET_READERS))
@@ -68,14 +70,15 @@ def _today(cloud, now: datetime) -> date:
 
 
 def _sales_today(conn: sa.Connection, cloud, now: datetime, machine_id: str | None = None) -> dict[str, list]:
-    """{machine id: [(currency, count, amount)]} of the sales since midnight in the fleet's zone, read from
-    the reports' rollups as every report is (never a GROUP BY over the sales themselves)."""
+    """{machine id: [(currency, count, net)]} of the sales since midnight in the fleet's zone (net of the
+    refunds booked since), read from the reports' rollups as every report is (never a GROUP BY over the sales
+    themselves)."""
     today = _today(cloud, now)
     q = reports.Query(conn, "machine", today.isoformat(), (today + timedelta(days=1)).isoformat(),
                       cloud.settings.time_zone, machine=machine_id, today=today)
     out: dict[str, list] = {}
     for r in reports.sales_report(conn, q)["rows"]:
-        out.setdefault(r["key"], []).append((r["currency"], r["count"], r["amount"]))
+        out.setdefault(r["key"], []).append((r["currency"], r["count"], r["net"]))
     return out
 
 
@@ -94,7 +97,8 @@ def overview(cloud, conn: sa.Connection, now: datetime, rows, found) -> dict:
     """The fleet page's figures: takings today and this week (since Monday) per currency, sales per machine
     on each of the last seven days, machines on line, open alerts, and the machines needing a visit (empty
     or low slots, lots expiring within ``EXPIRY_DAYS``). The sales come from the rollups
-    (``reports.days_by_machine``: as sold, refunds not taken off), expiry from the stock book."""
+    (``reports.days_by_machine``: items sold, money net of the refunds booked each day), expiry from the stock
+    book. A retired machine's sales stay in the takings; it is neither online, offline nor to visit."""
     today = _today(cloud, now)
     days = [today - timedelta(days=i) for i in range(WEEK_DAYS - 1, -1, -1)]
     week = {d for d in days if d >= today - timedelta(days=today.weekday())}
@@ -114,7 +118,8 @@ def overview(cloud, conn: sa.Connection, now: datetime, rows, found) -> dict:
             counts[d] = counts.get(d, 0) + n
         per_machine.append({"m": m, "days": [counts[d] for d in days], "total": _sums(cells, set(days))})
     visits = []
-    for m in rows:
+    working = [m for m in rows if m.retired_at is None]
+    for m in working:
         s = short.get(m.id, {})
         soon = expiring.get(m.id, [])
         if s.get("empty") or s.get("low") or soon:
@@ -125,7 +130,8 @@ def overview(cloud, conn: sa.Connection, now: datetime, rows, found) -> dict:
     by_day = [(day, _sums(everything, {day})) for day in days]
     return {"today": _sums(everything, {today}), "week": _sums(everything, week), "week_from": min(week),
             "days": days, "today_day": today, "per_machine": per_machine, "by_day": by_day,
-            "online": sum(1 for m in rows if m.online), "offline": sum(1 for m in rows if not m.online),
+            "online": sum(1 for m in working if m.online), "offline": sum(1 for m in working if not m.online),
+            "in_service": len(working), "retired": len(rows) - len(working),
             "alerts": len(found), "visits": visits, "fills": short,
             "sold": {m.id: [(c, n, a) for (d, c), (n, a) in sorted(daily.get(m.id, {}).items()) if d == today]
                      for m in rows}}
@@ -140,7 +146,7 @@ def _day_chart(_, figures: dict, lang: str) -> list:
                            i18n.day_label(day, lang))
                 for day, sums in figures["by_day"]]
         out.append(charts.bar_chart(bars, _("Takings per day ({currency})", currency=currency),
-                                    _("The fleet's takings on each of the last seven days, in {currency}.",
+                                    _("The fleet's takings, net of refunds, on each of the last seven days, in {currency}.",
                                       currency=currency), fmt=lambda v, c=currency: i18n.money(int(v), c, lang)))
     return out
 
@@ -153,6 +159,8 @@ def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_c
     lang = i18n.language_of(request)
     now = utcnow()
     cloud.alerter.refresh_if_idle()
+    with cloud.engine.begin() as conn:
+        reports.count_refunds(conn)  # the refunds booked since the sweeper last looked
     with cloud.engine.connect() as conn:
         rows = machines.list_machines(conn, lang)
         sites = locations.by_machine(conn)
@@ -176,8 +184,8 @@ def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_c
               "fill": (fills.get(m.id, {}).get("count", 0), fills.get(m.id, {}).get("capacity", 0))} for m in rows]
     settings = cloud.settings
     response = dash(request, caller, "dash_fleet.html", fleet=fleet, dots=project(mapped), map_w=MAP_W,
-                    map_h=MAP_H, unplaced=sum(1 for m in rows if m.id not in placed), alert_names=ALERT_NAMES,
-                    figures=figures, day_charts=_day_chart(_, figures, lang),
+                    map_h=MAP_H, unplaced=sum(1 for m in rows if m.id not in placed and m.retired_at is None),
+                    alert_names=ALERT_NAMES, figures=figures, day_charts=_day_chart(_, figures, lang),
                     expiry_days=EXPIRY_DAYS, tiles=settings.map_tiles, attribution=settings.map_attribution)
     response.headers["content-security-policy"] = csp_with_images(settings.map_tile_origin)
     return response
@@ -244,6 +252,8 @@ def machine_page(request: Request, caller: auth.Caller, cloud, machine_id: str, 
     lang = i18n.language_of(request)
     now = utcnow()
     cloud.alerter.refresh_if_idle()
+    with cloud.engine.begin() as conn:
+        reports.count_refunds(conn)  # today's sales are net of the refunds booked since the sweeper looked
     try:
         with cloud.engine.connect() as conn:
             m = machines.get(conn, machine_id, lang)
@@ -600,6 +610,10 @@ async def machine_retire(request: Request, machine_id: str, caller: auth.Caller 
                            {"sure": _("This machine was retired already.")})
     except machines.FleetError:
         return _place_page(request, caller, cloud, machine_id[:32], 404)
+    try:  # its broker login goes with it
+        cloud.refresh_broker()
+    except OSError as e:
+        log.error("machine %s retired, but the broker's files were NOT rewritten: %s", machine_id, e)
     return RedirectResponse(f"/staff/machines/{quote(machine_id, safe='')}/place?done=retired", status_code=303)
 
 

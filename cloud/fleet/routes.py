@@ -278,7 +278,8 @@ def move_machine(machine_id: str, body: Move, caller: Caller = Depends(EDIT), cl
 @router.post("/machines/{machine_id}/retire")
 def retire_machine(machine_id: str, caller: Caller = Depends(EDIT), cloud: FleetCloud = Depends(the_cloud)):
     """Retire a machine: it sells no more (its QR codes are refused with a page that says so), it leaves its
-    location; its sales, ledger and stays are kept. Retiring it again is refused (409)."""
+    location, and its broker login and topics are taken away (the broker reloads and drops its connection);
+    its sales, ledger and stays are kept. Retiring it again is refused (409)."""
     try:
         with cloud.engine.begin() as conn:
             now = utcnow()
@@ -287,7 +288,8 @@ def retire_machine(machine_id: str, caller: Caller = Depends(EDIT), cloud: Fleet
     except machines.FleetError as e:
         raise refused(e) from None
     log.info("machine %s retired", machine_id)
-    return {"machine": machine_id, "retired_at": now.isoformat(), "left_location_id": left}
+    return {"machine": machine_id, "retired_at": now.isoformat(), "left_location_id": left,
+            "broker": broker_note(cloud)}
 
 
 @router.get("/machines/{machine_id}/locations", dependencies=READ)
@@ -493,6 +495,7 @@ def api_machine_fetches_credentials(request: Request, cloud: FleetCloud = Depend
             machine_id = qrtoken.request_machine(header)
             qrtoken.verify_request(header, machines.secrets_of(conn, machine_id, now), now.timestamp(),
                                    "credentials")
+            machines.in_service(conn, machine_id)  # a retired machine gets no login back
             creds = machines.credentials(conn, machine_id, now)
     except (ProtocolError, machines.FleetError) as e:
         # The same answer for an unknown machine and a bad signature: nothing to learn by asking.
@@ -532,7 +535,7 @@ def api_certificate(machine_id: str, caller: Caller = Depends(require(*people.PR
     """A new client certificate and key for a machine, signed by the fleet CA (the key is not kept)."""
     try:
         with cloud.engine.begin() as conn:
-            machines.get(conn, machine_id)
+            machines.in_service(conn, machine_id)  # a retired machine's certificate would reach no topic
             if cloud.ca is None:
                 raise HTTPException(409, "this cloud keeps no CA: start it with --broker-files")
             cert, key = cloud.ca.ensure().issue_client(machine_id)

@@ -76,7 +76,8 @@ def pick_lists_page(request: Request, route: str = "", machine: str = "",
         today_routes = picking.day_routes(conn, today_of(g), i18n.language_of(request))  # first in the menu
         driven = {r["id"] for r in today_routes}
         routes = [r for r in picking.list_routes(conn) if r["id"] not in driven]
-        fleet = [(m.id, m.name or m.id) for m in machines.list_machines(conn, i18n.language_of(request))]
+        fleet = [(m.id, m.name or m.id) for m in machines.list_machines(conn, i18n.language_of(request))
+                 if m.retired_at is None]
         try:
             if route:
                 if not route.isdigit():

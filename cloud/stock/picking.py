@@ -217,7 +217,8 @@ def route_pick_list(conn: sa.Connection, route_id: int, today: date) -> dict:
 # -- alerts ------------------------------------------------------------------------------------------
 
 def alerts(conn: sa.Connection, today: date, slot_fraction: float = 0.25, expiry_days: int = 7) -> dict:
-    """Slots holding less than ``slot_fraction`` of their par level; described products under their
+    """Slots of the machines in service holding less than ``slot_fraction`` of their par level; described
+    products under their
     reorder level in the warehouse (with what is on order); lots with stock that expire within
     ``expiry_days`` (or have expired)."""
     if not isinstance(slot_fraction, (int, float)) or isinstance(slot_fraction, bool) or not 0 < slot_fraction <= 1:
@@ -226,6 +227,8 @@ def alerts(conn: sa.Connection, today: date, slot_fraction: float = 0.25, expiry
         raise StockError("expiry_days", "must be a whole number of days from 0 to 3650")
     low_slots = []
     for m in machines.list_machines(conn):
+        if m.retired_at is not None:  # sells no more: nothing to fill
+            continue
         par = par_levels(conn, m.id)
         for r in machines.menu(conn, m.id):
             level = par.get(r.slot, r.capacity)
