@@ -23,9 +23,12 @@ $(VENV)/.test: $(VENV)/.demo
 demo: $(VENV)/.demo
 	$(BIN)/python -m cloud.demo
 
+# Test processes (pytest-xdist): CI's box has two cores, and many tests wait on the processes they start.
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.test
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 bench: $(VENV)/.test
 	$(BIN)/python bench/ingest.py
