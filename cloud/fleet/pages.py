@@ -51,6 +51,9 @@ ALERT_NAMES = alert_book.NAMES
 WEEK_DAYS = 7  # the sales per machine per day go back this many days, today included
 EXPIRY_DAYS = 3  # a lot in a machine expiring within this many days (or expired) calls for a visit
 EXPIRING_SHOWN = 3  # lots named per machine in the visit list
+FLEET_PAGE = 50  # machines per page of the fleet page's tables (a fleet of 2,000 is 40 pages, searched by id or name)
+SHORT_LIST = 20  # machines named in the fleet page's visit and offline lists; the rest are counted
+SITE_NAMED = 5  # machines named per place under the map; the rest are on the location's page
 
 
 def the_cloud(request: Request):
@@ -144,12 +147,28 @@ def _day_chart(_, figures: dict, lang: str) -> list:
     return out
 
 
+def _page_number(text: str) -> int:
+    """The ``page`` query parameter: a page from 1; anything else is the first page."""
+    return int(text) if text.isdigit() and 0 < len(text) < 6 and int(text) > 0 else 1
+
+
+def _matches(m, q: str, offline: bool) -> bool:
+    """A machine the fleet table shows under the search ``q`` (in its id or name, any case)."""
+    if offline and m.online:
+        return False
+    return not q or q in m.id.casefold() or q in (m.name or "").casefold()
+
+
 @router.get("/staff")
 def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_cloud)):
-    """Every machine: where, online, alerts, today's sales, how full; the fleet's figures, the machines
-    needing a visit, and the map of the known places (on street tiles when the browser can load them)."""
+    """The fleet's figures, the machines needing a visit and those offline, then a page of the machines
+    (``FLEET_PAGE`` at a time, searched by id or name) with where, state, alerts, today's sales, fill and the
+    week's sales, and the map of the known places (on street tiles when the browser can load them). Whatever
+    the size of the fleet, the page lists at most a page of machines and ``SHORT_LIST`` of each short list."""
     _ = translator(request)
     now = utcnow()
+    q = request.query_params.get("q", "")[:80].strip()
+    offline = request.query_params.get("offline", "") == "1"
     cloud.alerter.refresh_if_idle()
     with cloud.engine.connect() as conn:
         rows = machines.list_machines(conn)
@@ -165,11 +184,28 @@ def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_c
                    fault=any(i in by_machine for i in p["machines"])) for p in places if p["latitude"] is not None]
     placed = {i for p in mapped for i, _n in p["machines"]}
     fills = figures["fills"]
+    chosen = [m for m in rows if _matches(m, q.casefold(), offline)]
+    pages = max(1, -(-len(chosen) // FLEET_PAGE))
+    page = min(_page_number(request.query_params.get("page", "")), pages)
+    shown = chosen[(page - 1) * FLEET_PAGE:page * FLEET_PAGE]
+    ids = {m.id for m in shown}
     fleet = [{"m": m, "site": sites.get(m.id, {}).get("name") or m.location, "alerts": by_machine.get(m.id, []),
               "sold": figures["sold"].get(m.id, []),
-              "fill": (fills.get(m.id, {}).get("count", 0), fills.get(m.id, {}).get("capacity", 0))} for m in rows]
+              "fill": (fills.get(m.id, {}).get("count", 0), fills.get(m.id, {}).get("capacity", 0))} for m in shown]
+    week = [row for row in figures["per_machine"] if row["m"].id in ids]
+
+    def link(n: int) -> str | None:
+        if not 1 <= n <= pages or n == page:
+            return None
+        return "/staff?" + urlencode({k: v for k, v in (("q", q), ("offline", "1" if offline else ""),
+                                                          ("page", n if n > 1 else "")) if v}) + "#machines"
+
     settings = cloud.settings
-    response = dash(request, caller, "dash_fleet.html", fleet=fleet, dots=project(mapped), map_w=MAP_W,
+    response = dash(request, caller, "dash_fleet.html", fleet=fleet, week_rows=week, total=len(rows),
+                    matched=len(chosen), page=page, pages=pages, prev_url=link(page - 1), next_url=link(page + 1),
+                    q=q, offline_only=offline, offline=[m for m in rows if not m.online],
+                    short_list=SHORT_LIST, site_named=SITE_NAMED, site_ids=[p["id"] for p in mapped],
+                    dots=project(mapped), map_w=MAP_W,
                     map_h=MAP_H, unplaced=sum(1 for m in rows if m.id not in placed), alert_names=ALERT_NAMES,
                     figures=figures, day_charts=_day_chart(_, figures, i18n.language_of(request)),
                     expiry_days=EXPIRY_DAYS, tiles=settings.map_tiles, attribution=settings.map_attribution)

@@ -35,12 +35,15 @@ add_page("/staff/purchase-orders", "Purchase orders", people.PO_READERS, order=5
 # What a purchase order's state is called on the page (the code stays in the class, for styling and tests).
 STATUS_NAMES = {purchasing.DRAFT: "Draft", purchasing.SENT: "Sent", purchasing.PARTLY: "Partly received",
                 purchasing.RECEIVED: "Received", purchasing.CANCELLED: "Cancelled"}
+MACHINES_PAGE = 50  # machines per page of the stock page's fill chart and slots (2,000 machines: 40 pages)
+SHORT_LIST = 20  # slots named under "slots under a quarter of par"; the rest are counted (the pick lists have them)
 LINES = 5  # empty line rows on the new-order form; a row left empty is skipped
 
 
 @router.get("/staff/stock")
 def stock_page(request: Request, caller: Caller = Depends(staff_only(*people.STOCK_READERS)), g: Gate = Depends(gate)):
-    """The warehouse valued at cost with its lots, the alerts, and how full each machine is."""
+    """The warehouse valued at cost with its lots, the alerts (``SHORT_LIST`` slots named, the rest counted),
+    and how full the machines are, ``MACHINES_PAGE`` machines a page with their slots."""
     _ = translator(request)
     today = today_of(g)
     with g.engine.begin() as conn:
@@ -57,12 +60,21 @@ def stock_page(request: Request, caller: Caller = Depends(staff_only(*people.STO
         cell[1] += s["capacity"]
     fill = [(m, units, room, round(100 * units / room) if room else 0)
             for m, (units, room) in sorted(per_machine.items())]
+    pages = max(1, -(-len(fill) // MACHINES_PAGE))
+    text = request.query_params.get("page", "")
+    page = min(int(text) if text.isdigit() and 0 < len(text) < 6 and int(text) > 0 else 1, pages)
+    fill = fill[(page - 1) * MACHINES_PAGE:page * MACHINES_PAGE]
+    shown = {m for m, *_rest in fill}
+    slots = [s for s in fleet["slots"] if s["machine_id"] in shown]
     lang = i18n.language_of(request)
     svg = charts.bar_chart([charts.Bar(m, pct) for m, _u, _r, pct in fill], _("Fill per machine"),
                            _("Units in the slots as a share of their capacity."),
                            fmt=lambda v: f"{i18n.number(v, lang)}%", horizontal=True, empty=_("No machines."))
     return dash(request, caller, "dash_stock.html", warehouse=warehouse, totals=sorted(totals.items()),
-                alerts=alerts, fleet=fleet, fill=fill, fill_svg=svg, today=today)
+                alerts=alerts, slots=slots, fill=fill, fill_svg=svg, today=today, page=page, pages=pages,
+                short_list=SHORT_LIST, machines=len(per_machine),
+                prev_url=f"/staff/stock?page={page - 1}#fill" if page > 1 else None,
+                next_url=f"/staff/stock?page={page + 1}#fill" if page < pages else None)
 
 
 @router.get("/staff/pick-lists")
