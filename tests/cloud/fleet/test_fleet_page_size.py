@@ -21,11 +21,11 @@ PW = "violet-tractor-harbour-91"
 
 
 def make_fleet(tmp_path, db_url, n: int):
-    """``n`` machines m-000 ... (every seventh offline, every fifth with an empty slot) and a manager."""
+    """``n`` machines m-000 ... (every fifth offline, every fifth with an empty slot) and a manager."""
     obj = idle_cloud(tmp_path, db_url)
     with obj.engine.begin() as conn:
         for i in range(n):
-            add_machine(conn, f"m-{i:03d}", online=i % 7 != 3, counts={"A1": 0 if i % 5 == 0 else 5, "A2": 5})
+            add_machine(conn, f"m-{i:03d}", online=i % 5 != 3, counts={"A1": 0 if i % 5 == 0 else 5, "A2": 5})
         conn.execute(machines.machines.update().where(machines.machines.c.id == "m-117")
                      .values(name="Harbour gate"))
         staff.add_staff(conn, "mia", "manager", utcnow(), staff.hash_password(PW), False)
@@ -61,7 +61,7 @@ def test_the_fleet_page_lists_a_page_of_machines_and_links_the_next(big, lang):
     assert table(first, "fleet") == [f"m-{i:03d}" for i in range(fleet_pages.FLEET_PAGE)]
     assert table(first, "days") == table(first, "fleet"), "the week's table follows the same page"
     assert ("第 1 页，共 3 页" if lang == "zh-CN" else "Page 1 of 3") in first
-    online = sum(1 for i in range(120) if i % 7 != 3)
+    online = sum(1 for i in range(120) if i % 5 != 3)
     assert (f"{online} / 120" if lang == "zh-CN" else f"{online} of 120") in first, "the figures count the whole fleet"
     nxt = re.search(r'id="next-page" rel="next" href="([^"]+)"', first).group(1).replace("&amp;", "&")
     assert 'id="prev-page"' not in first
@@ -88,7 +88,7 @@ def test_a_search_finds_a_machine_that_is_not_on_the_first_page(big):
 
 def test_the_offline_machines_and_the_visits_are_named_up_to_a_short_list(big):
     html = get(big, "/staff")
-    offline = [f"m-{i:03d}" for i in range(120) if i % 7 == 3]
+    offline = [f"m-{i:03d}" for i in range(120) if i % 5 == 3]
     listed = re.findall(r'<li><a href="/staff/machines/([^"]+)">', html[html.index('class="offline-list"'):
                                                                            html.index('id="machines"')])
     assert listed == offline[:fleet_pages.SHORT_LIST]
@@ -106,7 +106,7 @@ def test_the_fleet_page_does_not_grow_with_the_fleet(tmp_path, db_url):
         small = len(get(obj, "/staff").encode())
         with obj.engine.begin() as conn:
             for i in range(60, 300):
-                add_machine(conn, f"m-{i:03d}", online=i % 7 != 3, counts={"A1": 0 if i % 5 == 0 else 5, "A2": 5})
+                add_machine(conn, f"m-{i:03d}", online=i % 5 != 3, counts={"A1": 0 if i % 5 == 0 else 5, "A2": 5})
         large = len(get(obj, "/staff").encode())
     finally:
         obj.engine.dispose()
