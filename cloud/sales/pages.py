@@ -29,6 +29,8 @@ add_page("/staff/sales", "Sales", people.SALES_READERS, order=20)
 ZONES = ("UTC", "Asia/Shanghai", "Asia/Hong_Kong", "Asia/Singapore", "Asia/Tokyo", "Europe/London",
          "Europe/Berlin", "America/New_York", "America/Los_Angeles")
 DEFAULT_DAYS = 30
+MACHINES_SHOWN = 20  # machines by takings in the chart and table per machine; the others are summed in one row
+CHOICES_MAX = 200  # machines offered in the filter's list; a bigger fleet types the machine's id
 
 
 class FormError(ValueError):
@@ -60,7 +62,10 @@ def _period(_, form: dict, today: date) -> tuple[date, date]:
 
 
 def _choices(conn: sa.Connection) -> dict:
-    return {"machines": [(m.id, m.name or m.id) for m in machines.list_machines(conn)],
+    """The filters' options; past ``CHOICES_MAX`` machines the machine is typed (its id), not chosen from a list
+    that would weigh more than the report."""
+    fleet = machines.list_machines(conn)
+    return {"machines": [(m.id, m.name or m.id) for m in fleet] if len(fleet) <= CHOICES_MAX else None,
             "locations": [(str(loc["id"]), loc["name"]) for loc in locations.list_locations(conn)],
             "products": [(str(i), f"{sku} {name}") for i, sku, name in conn.execute(
                 sa.select(machines.products.c.id, machines.products.c.sku, machines.products.c.name)
@@ -85,7 +90,12 @@ def _charts(_, lang: str, results: dict, start: date, end: date) -> list[dict]:
         hour_rows = [(f"{h:02d}", by_hour.get(h, {}).get("count", 0), by_hour.get(h, {}).get("amount", 0))
                      for h in range(24)]
         machine_rows = [(r["name"] or r["key"], r["count"], r["amount"])
-                        for r in sorted(rows["machine"], key=lambda r: -r["amount"])]
+                        for r in sorted(rows["machine"], key=lambda r: (-r["amount"], r["key"]))]
+        if len(machine_rows) > MACHINES_SHOWN:
+            rest = machine_rows[MACHINES_SHOWN:]
+            machine_rows = machine_rows[:MACHINES_SHOWN] + [(
+                _("The other {n} machines", n=i18n.number(len(rest), lang)), sum(r[1] for r in rest),
+                sum(r[2] for r in rest))]
         product_rows = [(_("(unknown product)") if r["key"] == reports.NO_PRODUCT else r["name"] or str(r["key"]),
                          r["count"], r["amount"]) for r in sorted(rows["product"], key=lambda r: -r["amount"])]
         sections = []
@@ -94,7 +104,9 @@ def _charts(_, lang: str, results: dict, start: date, end: date) -> list[dict]:
                 ("machine", _("Sales per machine"), _("Machine"), machine_rows, True),
                 ("product", _("Sales per product"), _("Product"), product_rows, True),
                 ("hour", _("Sales per hour of day"), _("Hour"), hour_rows, False)):
-            bars = [charts.Bar(k, amount, k[5:] if key == "day" else None) for k, _count, amount in table]
+            # The other machines' sum is a row of the table, not a bar beside single machines.
+            bars = [charts.Bar(k, amount, k[5:] if key == "day" else None)
+                    for k, _count, amount in (table[:MACHINES_SHOWN] if key == "machine" else table)]
             top = max(bars, key=lambda b: b.value, default=None)
             desc = _("Highest: {label}, {value}.", label=top.label, value=money(top.value)) if top else ""
             label_every = max(1, -(-len(bars) // 8)) if key == "day" else (3 if key == "hour" else 1)

@@ -13,6 +13,7 @@ from cloud.fleet import machines
 from cloud.fleet import pages as fleet_pages
 from cloud.people import staff
 from cloud.core.db import utcnow
+from cloud.sales import pages as sales_pages, records, reports
 from cloud.stock import pages as stock_pages
 from tests.cloud_fixtures import add_machine, db_url, fast_hashes, idle_cloud  # noqa: F401  (fixtures)
 
@@ -111,6 +112,27 @@ def test_the_fleet_page_does_not_grow_with_the_fleet(tmp_path, db_url):
     finally:
         obj.engine.dispose()
     assert large < small * 1.1, f"60 machines: {small} bytes, 300: {large}"
+    sales = get(obj, "/staff/sales")
+    assert '<input id="f-machine" name="machine"' in sales, "300 machines: the machine is typed, not chosen"
+    assert 'value="m-299"' not in sales
+
+
+def test_the_sales_page_names_the_twenty_best_machines_and_sums_the_others(big):
+    now = utcnow()
+    rows = [(f"m-{i:03d}", 1, now.isoformat(), f"o-{i}", "A1", None, 100 + i, "CNY") for i in range(25)]
+    with big.engine.begin() as conn:
+        conn.execute(records.sales.insert(), [dict(zip(records.SALE_COLUMNS, r)) for r in rows])
+        reports.project(conn, rows)
+    html = get(big, "/staff/sales")
+    chart = html[html.index('id="chart-machine-CNY"'):html.index('id="chart-product-CNY"')]
+    named = re.findall(r'<th scope="row">Machine (m-\d+)</th>', chart)
+    assert named == [f"m-{i:03d}" for i in range(24, 4, -1)], "the best first"
+    others = sum(100 + i for i in range(5))
+    assert re.search(r'<th scope="row">The other 5 machines</th><td class="n">5</td><td class="n">CN¥'
+                     + f"{others / 100:.2f}", chart)
+    assert chart.count('class="bar"') == sales_pages.MACHINES_SHOWN
+    assert re.search(r'id="total-count-CNY">25<', html)
+    assert '<select id="f-machine" name="machine"' in html, "120 machines: still a list"
 
 
 def test_the_stock_page_shows_a_page_of_machines_and_counts_the_low_slots(big):
