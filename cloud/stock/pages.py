@@ -16,7 +16,6 @@ from cloud.web import i18n
 from cloud.fleet import machines
 from cloud.core import money
 from cloud import people
-from cloud.sales import reports
 from cloud.people import Caller, staff as staff_
 from cloud.people.auth import Gate, gate
 from cloud.web.pages import translator
@@ -49,23 +48,19 @@ def stock_page(request: Request, caller: Caller = Depends(staff_only(*people.STO
     with g.engine.begin() as conn:
         warehouse = book.warehouse(conn, today)
         alerts = picking.alerts(conn, today)
-        fleet = reports.stock_report(conn)
+        per_machine = machines.shortfalls(conn, 1.0)  # the units and room of each machine, summed in SQL
+        pages = max(1, -(-len(per_machine) // MACHINES_PAGE))
+        text = request.query_params.get("page", "")
+        page = min(int(text) if text.isdigit() and 0 < len(text) < 6 and int(text) > 0 else 1, pages)
+        fill = [(m, f["count"], f["capacity"], round(100 * f["count"] / f["capacity"]) if f["capacity"] else 0)
+                for m, f in sorted(per_machine.items())][(page - 1) * MACHINES_PAGE:page * MACHINES_PAGE]
+        menus = machines.menus(conn, [m for m, *_rest in fill])
     totals: dict[str, int] = {}
     for r in warehouse:
         totals[r["currency"]] = totals.get(r["currency"], 0) + r["value"]
-    per_machine: dict[str, list[int]] = {}
-    for s in fleet["slots"]:
-        cell = per_machine.setdefault(s["machine_id"], [0, 0])
-        cell[0] += s["count"]
-        cell[1] += s["capacity"]
-    fill = [(m, units, room, round(100 * units / room) if room else 0)
-            for m, (units, room) in sorted(per_machine.items())]
-    pages = max(1, -(-len(fill) // MACHINES_PAGE))
-    text = request.query_params.get("page", "")
-    page = min(int(text) if text.isdigit() and 0 < len(text) < 6 and int(text) > 0 else 1, pages)
-    fill = fill[(page - 1) * MACHINES_PAGE:page * MACHINES_PAGE]
-    shown = {m for m, *_rest in fill}
-    slots = [s for s in fleet["slots"] if s["machine_id"] in shown]
+    slots = sorted(({"machine_id": m, "slot": r.slot, "name": r.name, "count": r.count, "capacity": r.capacity}
+                    for m, menu in menus.items() for r in menu),
+                   key=lambda s: (s["count"] / s["capacity"] if s["capacity"] else 0.0, s["machine_id"], s["slot"]))
     lang = i18n.language_of(request)
     svg = charts.bar_chart([charts.Bar(m, pct) for m, _u, _r, pct in fill], _("Fill per machine"),
                            _("Units in the slots as a share of their capacity."),
