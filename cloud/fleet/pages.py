@@ -92,11 +92,11 @@ def _sums(cells: dict, days) -> list[tuple[str, int, int]]:
     return [(c, n, a) for c, (n, a) in sorted(total.items())]
 
 
-def overview(cloud, conn: sa.Connection, now: datetime, rows, found) -> dict:
+def overview(cloud, conn: sa.Connection, now: datetime, rows, alerted: dict[str, int], shown: set[str]) -> dict:
     """The fleet page's figures: takings today and this week (since Monday) per currency, sales per machine
-    on each of the last seven days, machines on line, open alerts, and the machines needing a visit (empty
-    or low slots, lots expiring within ``EXPIRY_DAYS``). The sales come from the rollups
-    (``reports.days_by_machine``: as sold, refunds not taken off), expiry from the stock book."""
+    on each of the last seven days (of the machines ``shown``), machines on line, open alerts, and the
+    machines needing a visit (empty or low slots, lots expiring within ``EXPIRY_DAYS``). The sales come from
+    the rollups (``reports.days_by_machine``: as sold, refunds not taken off), expiry from the stock book."""
     today = _today(cloud, now)
     days = [today - timedelta(days=i) for i in range(WEEK_DAYS - 1, -1, -1)]
     week = {d for d in days if d >= today - timedelta(days=today.weekday())}
@@ -111,6 +111,8 @@ def overview(cloud, conn: sa.Connection, now: datetime, rows, found) -> dict:
             t = everything.setdefault(key, [0, 0])
             t[0] += n
             t[1] += amount
+        if m.id not in shown:
+            continue
         counts = dict.fromkeys(days, 0)
         for (d, _c), (n, _a) in cells.items():
             counts[d] = counts.get(d, 0) + n
@@ -128,9 +130,9 @@ def overview(cloud, conn: sa.Connection, now: datetime, rows, found) -> dict:
     return {"today": _sums(everything, {today}), "week": _sums(everything, week), "week_from": min(week),
             "days": days, "today_day": today, "per_machine": per_machine, "by_day": by_day,
             "online": sum(1 for m in rows if m.online), "offline": sum(1 for m in rows if not m.online),
-            "alerts": len(found), "visits": visits, "fills": short,
+            "alerts": sum(alerted.values()), "visits": visits, "fills": short,
             "sold": {m.id: [(c, n, a) for (d, c), (n, a) in sorted(daily.get(m.id, {}).items()) if d == today]
-                     for m in rows}}
+                     for m in rows if m.id in shown}}
 
 
 def _day_chart(_, figures: dict, lang: str) -> list:
@@ -173,26 +175,27 @@ def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_c
     with cloud.engine.connect() as conn:
         rows = machines.list_machines(conn)
         sites = locations.by_machine(conn)
-        found = occurrences.listing(conn, limit=100000)
+        alerted = occurrences.unresolved_by_machine(conn)
         places = locations.list_locations(conn)
-        figures = overview(cloud, conn, now, rows, found)
+        chosen = [m for m in rows if _matches(m, q.casefold(), offline)]
+        pages = max(1, -(-len(chosen) // FLEET_PAGE))
+        page = min(_page_number(request.query_params.get("page", "")), pages)
+        shown = chosen[(page - 1) * FLEET_PAGE:page * FLEET_PAGE]
+        ids = {m.id for m in shown}
+        figures = overview(cloud, conn, now, rows, alerted, ids)
+        found = occurrences.listing(conn, limit=100000, machine_ids=sorted(ids & alerted.keys()))
     by_machine: dict[str, list] = {}
     for a in found:
         by_machine.setdefault(a.machine_id, []).append(a)
     names = {m.id: m.name for m in rows}
     mapped = [dict(p, machines=[(i, names.get(i, i)) for i in p["machines"]],
-                   fault=any(i in by_machine for i in p["machines"])) for p in places if p["latitude"] is not None]
+                   fault=any(i in alerted for i in p["machines"])) for p in places if p["latitude"] is not None]
     placed = {i for p in mapped for i, _n in p["machines"]}
     fills = figures["fills"]
-    chosen = [m for m in rows if _matches(m, q.casefold(), offline)]
-    pages = max(1, -(-len(chosen) // FLEET_PAGE))
-    page = min(_page_number(request.query_params.get("page", "")), pages)
-    shown = chosen[(page - 1) * FLEET_PAGE:page * FLEET_PAGE]
-    ids = {m.id for m in shown}
     fleet = [{"m": m, "site": sites.get(m.id, {}).get("name") or m.location, "alerts": by_machine.get(m.id, []),
               "sold": figures["sold"].get(m.id, []),
               "fill": (fills.get(m.id, {}).get("count", 0), fills.get(m.id, {}).get("capacity", 0))} for m in shown]
-    week = [row for row in figures["per_machine"] if row["m"].id in ids]
+    week = figures["per_machine"]
 
     def link(n: int) -> str | None:
         if not 1 <= n <= pages or n == page:
