@@ -20,7 +20,7 @@ from cloud.people import Caller
 from cloud.people.auth import Gate, gate
 from cloud.web.pages import translator
 from cloud.web import charts
-from cloud.web.dashboard import add_page, dash
+from cloud.web.dashboard import CHOICES_MAX, add_page, dash
 from cloud.people.auth import staff_only
 
 router = APIRouter(include_in_schema=False)
@@ -30,7 +30,6 @@ ZONES = ("UTC", "Asia/Shanghai", "Asia/Hong_Kong", "Asia/Singapore", "Asia/Tokyo
          "Europe/Berlin", "America/New_York", "America/Los_Angeles")
 DEFAULT_DAYS = 30
 MACHINES_SHOWN = 20  # machines by takings in the chart and table per machine; the others are summed in one row
-CHOICES_MAX = 200  # machines offered in the filter's list; a bigger fleet types the machine's id
 
 
 class FormError(ValueError):

@@ -24,7 +24,7 @@ from cloud.catalog import products as catalog
 from cloud.catalog.common import StockError
 from cloud.stock.office import own_supplier, record_confirmation, today_of
 from cloud.web import charts
-from cloud.web.dashboard import add_page, dash
+from cloud.web.dashboard import CHOICES_MAX, add_page, dash
 from cloud.people.auth import staff_only
 
 router = APIRouter(include_in_schema=False)
@@ -84,6 +84,7 @@ def pick_lists_page(request: Request, route: str = "", machine: str = "",
         driven = {r["id"] for r in today_routes}
         routes = [r for r in picking.list_routes(conn) if r["id"] not in driven]
         fleet = [(m.id, m.name or m.id) for m in machines.list_machines(conn)]
+        fleet = fleet if len(fleet) <= CHOICES_MAX else None  # typed, not chosen from a list
         try:
             if route:
                 if not route.isdigit():
@@ -337,6 +338,7 @@ def _routes_page(request: Request, caller: Caller, g: Gate, status_code: int = 2
     with g.engine.begin() as conn:
         routes = picking.list_routes(conn)
         fleet = [(m.id, m.name or m.id) for m in machines.list_machines(conn) if m.retired_at is None]
+    fleet = fleet if len(fleet) <= CHOICES_MAX else None  # typed, not chosen from a list
     return dash(request, caller, "dash_routes.html", status_code, routes=routes, machines=fleet, days=DAYS,
                 errors=errors or {}, form=form or {"name": "", "machine": "", "weekdays": "1234567"},
                 may_edit=caller.role in ROUTE_EDIT)
@@ -388,6 +390,7 @@ def _route_page(request: Request, caller: Caller, g: Gate, route_id: str, status
     stops = [{"id": m, "name": names[m].name if m in names else m,
               "retired": m in names and names[m].retired_at is not None} for m in route["machines"]]
     others = [(m.id, m.name or m.id) for m in every if m.retired_at is None and m.id not in route["machines"]]
+    others = others if len(others) <= CHOICES_MAX else None  # typed, not chosen from a list
     return dash(request, caller, "dash_route.html", status_code, route=route, stops=stops, others=others,
                 days=DAYS, errors=errors or {}, notice=notice, may_edit=caller.role in ROUTE_EDIT)
 

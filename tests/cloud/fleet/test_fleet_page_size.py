@@ -115,6 +115,10 @@ def test_the_fleet_page_does_not_grow_with_the_fleet(tmp_path, db_url):
     sales = get(obj, "/staff/sales")
     assert '<input id="f-machine" name="machine"' in sales, "300 machines: the machine is typed, not chosen"
     assert 'value="m-299"' not in sales
+    for path in ("/staff/orders", "/staff/pick-lists", "/staff/routes"):
+        assert re.search(r'<input id="f-machine" name="machine"', get(obj, path)), path
+    picked = get(obj, "/staff/pick-lists?machine=m-299")
+    assert 'href="/api/v1/machines/m-299/pick-list?format=html"' in picked, "a typed id gives its list"
 
 
 def test_the_sales_page_names_the_twenty_best_machines_and_sums_the_others(big):
