@@ -531,12 +531,25 @@ def _by_dimension(conn: sa.Connection, q: Query, column: str, parts=None) -> lis
     r = sales_rollup
     out = []
     for chosen, h0, h1 in q.parts if parts is None else parts:
-        ranges = [sa.and_(_span(conn, chosen, r, span), r.c.bucket >= a, r.c.bucket < b)
-                  for span, a, b in pieces(h0, h1)]
-        if not ranges:
+        cut = pieces(h0, h1)
+        if not cut:
             continue
-        stmt = _machine_filter(q, r, sa.select(r.c[column], r.c.currency, *_sums(r))
-                               .where(sa.or_(*ranges)).group_by(r.c[column], r.c.currency), chosen)
+        if q.product is not None:
+            # One SELECT per piece, so that each reads a range of (product_id, span, bucket): after
+            # ``product_id = ?`` an OR of the pieces left SQLite reading every row the product ever had. The
+            # machines are chosen once, outside (a list of them in every piece could pass SQLite's limit of
+            # parameters).
+            u = sa.union_all(*(sa.select(r.c.machine_id.label("m"), r.c[column].label("k"), r.c.currency,
+                                         *(r.c[f] for f in FIGURES))
+                               .where(r.c.product_id == q.product, r.c.span == span, r.c.bucket >= a,
+                                      r.c.bucket < b) for span, a, b in cut)).subquery()
+            stmt = sa.select(u.c.k, u.c.currency, *_sums(u)).group_by(u.c.k, u.c.currency)
+            if chosen is not None:
+                stmt = stmt.where(u.c.m.in_(chosen) if chosen else sa.false())
+        else:
+            ranges = [sa.and_(_span(conn, chosen, r, span), r.c.bucket >= a, r.c.bucket < b) for span, a, b in cut]
+            stmt = _machine_filter(q, r, sa.select(r.c[column], r.c.currency, *_sums(r))
+                                   .where(sa.or_(*ranges)).group_by(r.c[column], r.c.currency), chosen)
         out += [(k, c, *map(int, figures)) for k, c, *figures in conn.execute(stmt)]
     return out
 
