@@ -100,17 +100,18 @@ def overview(cloud, conn: sa.Connection, now: datetime, rows, alerted: dict[str,
     today = _today(cloud, now)
     days = [today - timedelta(days=i) for i in range(WEEK_DAYS - 1, -1, -1)]
     week = {d for d in days if d >= today - timedelta(days=today.weekday())}
-    daily = reports.days_by_machine(conn, cloud.settings.time_zone, today, WEEK_DAYS)
+    daily = reports.days_by_machine(conn, cloud.settings.time_zone, today, WEEK_DAYS, sorted(shown))
     short = machines.shortfalls(conn, cloud.settings.alert_low_stock_fraction)
     expiring = book.expiring_in_machines(conn, today, today + timedelta(days=EXPIRY_DAYS))
-    everything: dict = {}
+    # The fleet's days from the fleet's own totals (the day report), not by adding up every machine's.
+    fleet_days = reports.sales_report(conn, reports.Query(conn, "day", days[0].isoformat(),
+                                                          (today + timedelta(days=1)).isoformat(),
+                                                          cloud.settings.time_zone, today=today))
+    everything = {(date.fromisoformat(r["key"]), r["currency"]): [r["count"], r["amount"]]
+                  for r in fleet_days["rows"]}
     per_machine = []
     for m in rows:
         cells = daily.get(m.id, {})
-        for key, (n, amount) in cells.items():
-            t = everything.setdefault(key, [0, 0])
-            t[0] += n
-            t[1] += amount
         if m.id not in shown:
             continue
         counts = dict.fromkeys(days, 0)

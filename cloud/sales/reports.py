@@ -661,7 +661,8 @@ def stock_report(conn: sa.Connection, machine: str | None = None, location: int 
                         "units": units, "capacity": room, "fill": round(units / room, 3) if room else 0.0}}
 
 
-def days_by_machine(conn: sa.Connection, tz: str, today: date, days: int = 7) -> dict[str, dict]:
+def days_by_machine(conn: sa.Connection, tz: str, today: date, days: int = 7,
+                    machine_ids: list[str] | None = None) -> dict[str, dict]:
     """Each machine's sales on each of the ``days`` local days (in zone ``tz``) ending with ``today``:
     {machine id: {(day, currency): [count, amount]}}, from the rollups' day and hour buckets (each local day
     cut into whole buckets of its own, so every bucket falls in one day). Sales as stored: a refund is not
@@ -674,12 +675,14 @@ def days_by_machine(conn: sa.Connection, tz: str, today: date, days: int = 7) ->
     for i in range(days):
         d = first + timedelta(days=i)
         for span, a, b in pieces(first_hour(d, z), first_hour(d + timedelta(days=1), z), SPANS[1:]):
-            ranges.append(sa.and_(r.c.span == span, r.c.bucket >= a, r.c.bucket < b))
+            ranges.append(sa.and_(_span(conn, machine_ids, r, span), r.c.bucket >= a, r.c.bucket < b))
             day_of.update({(span, h): d for h in range(a, b, span)})
     out: dict[str, dict] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     stmt = (sa.select(r.c.machine_id, r.c.span, r.c.bucket, r.c.currency, sa.func.sum(r.c.count),
                       sa.func.sum(r.c.amount))
             .where(sa.or_(*ranges)).group_by(r.c.machine_id, r.c.span, r.c.bucket, r.c.currency))
+    if machine_ids is not None:  # these machines only (None: all), read by the primary key, machine first
+        stmt = stmt.where(r.c.machine_id.in_(machine_ids) if machine_ids else sa.false())
     for machine_id, span, bucket, currency, count, amount in conn.execute(stmt):
         cell = out[machine_id][(day_of[(span, bucket)], currency)]
         cell[0] += int(count)
