@@ -147,7 +147,7 @@ class SimMachine:
                 self.on_acked(before, self.ledger.acked, now)
             if ack.busy and self.w.opts["honours_busy"]:
                 self.w.counts["busy_notices"] += 1
-                self.sync.cloud_busy(now)
+                self.sync.cloud_busy(now, ack.wait_s)
         elif kind == "cmd":
             cmd = Command.decode(message.payload)
             if cmd.kind == "resend":

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command in PAYMENTS_COMMANDS:
             payments_command(args, client)
         elif args.command == "machines" and args.action in fleetcli.MACHINE_ACTIONS:
-            fleetcli.run_machines(args, client)
+            fleetcli.run_machines(args, client, CliError)
         elif args.command == "machines" and args.action == "add":
             result = client.call("POST", "/api/v1/machines", {"id": args.id, "name": args.name,
                                                               "location": args.location, "location_id": args.at})

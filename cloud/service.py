@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import sqlalchemy as sa
 
 from protocol import ProtocolError, topics
-from protocol.messages import Ack, Command, EventBatch, decode, format_time, parse_time, utcnow
+from protocol.messages import MAX_WAIT_S, Ack, Command, EventBatch, decode, format_time, parse_time, utcnow
 from protocol.mqtt import connect_async, make_client
 
 from cloud.alerts import Alerter
@@ -43,9 +43,11 @@ DRAIN_MAX = 256  # messages applied in one transaction at most
 # and at 256 KB (four or five storm batches) a 1,000-machine storm drained slower than before (bench/fleet.py).
 DRAIN_MAX_BYTES = 2 * 1024 * 1024
 # A cloud whose queue holds this many seconds of work tells a machine sending events that they reached it
-# (an ack of seq 0 with busy), at most once per BUSY_NOTICE_EVERY_S per machine: its resend timer starts again.
+# and how long they will wait (an ack of seq 0 with busy and wait_s), at most once per BUSY_NOTICE_EVERY_S
+# per machine: the machine holds its resend that long. Each message told, not one in five seconds: a batch
+# untold was resent when its timer ran out behind a storm's queue (bench/fleet.py, issue 16).
 BUSY_AFTER_S = 2.0
-BUSY_NOTICE_EVERY_S = 5.0
+BUSY_NOTICE_EVERY_S = 1.0
 RESEND_DEBOUNCE_S = 2.0
 LATE_CHARGE_CHECK_S = 10.0  # how often the sweeper looks for late drops whose fresh charge was taken
 UNSENT_VEND_RESEND_S = 3.0  # how often a vend command the broker did not take is published again
@@ -168,7 +170,8 @@ class Bus:
             return
         self._busy_told[machine_id] = now
         self.busy_notices += 1
-        self.publish(machine_id, "ack", Ack(0, format_time(utcnow()), busy=True).encode())
+        wait_s = min(MAX_WAIT_S, self.behind_s())
+        self.publish(machine_id, "ack", Ack(0, format_time(utcnow()), busy=True, wait_s=wait_s).encode())
 
     def publish(self, machine_id: str, kind: str, payload: bytes) -> bool:
         qos, retain = topics.KINDS[kind]

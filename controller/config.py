@@ -20,10 +20,14 @@ import hw
 from hw.settings import REQUIRED, ConfigError, Key, Settings, convert, key
 from protocol.topics import MACHINE_ID_RE
 
+from .words import LANGUAGES
+
 __all__ = ["DEFAULT_PATH", "SCHEMA", "Config", "ConfigError", "Key", "apply_credentials", "credentials_path",
            "ini_parser", "load", "parse", "write_credentials"]
 
 DEFAULT_PATH = "/etc/vend/controller.ini"
+SCREEN_LANGUAGE = re.compile(r"""^\[?["']?(""" + "|".join(re.escape(lang) + "|" + re.escape(lang.replace("_", "-"))
+                                                       for lang in LANGUAGES) + r""")["']?\]?$""")
 S = TypeVar("S", bound=Settings)
 
 
@@ -114,6 +118,20 @@ class ScreenSettings(Settings, section="screen"):
     # stays on the screen this long before the QR takes its place.
     selftest_wait_s: float = key("float", 30.0, 0.0, 600.0)
     selftest_show_s: float = key("float", 5.0, 0.0, 600.0)
+    # The languages the screen speaks, the first drawn largest and the second under it (controller/words.py).
+    # Written "zh_CN, en" (or "zh-CN", or as a list: ["zh_CN", "en"]).
+    languages: tuple = key("list", ("en",), pattern=SCREEN_LANGUAGE,
+                           what="languages of the screen: " + ", ".join(LANGUAGES) + ", like zh_CN, en")
+    # The font file for a language pillow's own font cannot draw (Chinese); empty: the one its package installs.
+    font: str = key("str", "")
+
+    def check(self, cfg: Config, path: str) -> None:
+        self.languages = tuple(SCREEN_LANGUAGE.match(item).group(1).replace("-", "_") for item in self.languages)
+        if len(set(self.languages)) != len(self.languages):
+            raise ConfigError(f"{path}: [screen] languages: a language is listed twice")
+        if not 1 <= len(self.languages) <= 2:
+            raise ConfigError(f"{path}: [screen] languages: give one or two languages (the first drawn largest), "
+                              f"not {len(self.languages)}")
 
 
 @dataclass(kw_only=True, eq=False)

@@ -39,6 +39,7 @@ from .service import ServiceMode, ServiceSocket, answer
 from .sync import Heartbeat, Sync
 from .vend import Busy, Finished, Record, RunMotor, StopMotor, VendStateMachine
 from .watchers import CredentialsFetcher, ThermometerReader
+from .words import Said, said
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +122,11 @@ class Controller:
             self.execute(VendStateMachine.recover(interrupted))
         self._listen_to_hardware()
         self.screen = Screen(self.hardware.display, self.machine_id, cfg.machine.name, cfg.machine.secret.encode(),
-                             cfg.cloud.url, cfg.screen.rotate_s, cfg.screen.url_file)
+                             cfg.cloud.url, cfg.screen.rotate_s, cfg.screen.url_file, cfg.screen.languages,
+                             cfg.screen.font)
         self.selftest = SelfTest(self.monotonic(), cfg.screen.selftest_wait_s, hardware_checks(self.hardware),
                                  f"{cfg.mqtt.host}:{cfg.mqtt.port}", self.ntp_flag)
-        self.screen.show_checks(self.selftest.lines(), "Self-test: checking...")
+        self.screen.show_checks(self.selftest.lines(), said("Self-test: checking..."))
         self.link = Link(cfg.mqtt, self.machine_id, self.inbox)
         self.link.start()
         self._service = ServiceSocket(cfg.service.socket, self.inbox)
@@ -140,8 +142,9 @@ class Controller:
         log.error("self-test: pins FAILED: %s", error)
         try:
             with open_display(self.cfg) as display:
-                Screen(display, self.machine_id, self.cfg.machine.name, b"", self.cfg.cloud.url, 1.0).show_checks(
-                    hardware_failed(error), "Self-test FAILED: this machine cannot sell")
+                Screen(display, self.machine_id, self.cfg.machine.name, b"", self.cfg.cloud.url, 1.0,
+                       languages=self.cfg.screen.languages, font=self.cfg.screen.font).show_checks(
+                    hardware_failed(error), said("Self-test FAILED: this machine cannot sell"))
         except Exception:
             log.exception("could not show the self-test on the screen either")
 
@@ -162,7 +165,7 @@ class Controller:
                 self.selftest_until = now + self.cfg.screen.selftest_show_s
             heading = ("Self-test: checking..." if not test.done else "Self-test: all passed" if test.passed
                        else "Self-test: FAILED - see the lines in red")
-            self.screen.show_checks(test.lines(), heading)
+            self.screen.show_checks(test.lines(), said(heading))
             return True
         return now < self.selftest_until
 
@@ -247,8 +250,9 @@ class Controller:
         if not self.vend.busy:
             self.screen.refresh(self.cloud_now(), self.status_line())
 
-    def status_line(self) -> str:
-        """The screen's line under the QR: ready, offline, or the service screen's state of the machine."""
+    def status_line(self) -> str | Said:
+        """The screen's line under the QR: ready, offline (both said in the screen's languages), or the service
+        screen's state of the machine (for the technician: English)."""
         if self.service_mode.active(self.monotonic()):
             online = "online" if self.online else "OFFLINE"
             temperature = "" if self.temperature_c is None else f", {self.temperature_c:.1f} C"
@@ -256,8 +260,8 @@ class Controller:
             return (f"Service: {online}, ledger {self.ledger.head}/{self.ledger.acked} acked{temperature}"
                     + (f", out of service: {' '.join(flagged)}" if flagged else ""))
         if not self.online:
-            return "Offline - reconnecting"
-        return "Ready"
+            return said("Offline - reconnecting")
+        return said("Ready")
 
     @functools.singledispatchmethod
     def handle(self, item) -> None:
@@ -412,7 +416,7 @@ class Controller:
             self.clock_fresh = True
             self.ledger.pin_commands_from(cloud_time)
         if ack.busy:
-            self.sync.cloud_busy(self.monotonic())
+            self.sync.cloud_busy(self.monotonic(), ack.wait_s)
 
     # -- planograms and commands -----------------------------------------------------------------------
 
@@ -482,8 +486,9 @@ class Controller:
         self.execute(actions)
         # Drawn after the motor has started, so the customer at the machine sees it without delaying it.
         item = self.planogram.get(cmd.args["slot"])
-        self.screen.refresh(self.cloud_now(), self.hardware.vend_prompt(cmd.args["slot"],
-                                                                        item.product if item else "your product"))
+        template, fields = self.hardware.vend_prompt_parts(cmd.args["slot"],
+                                                           item.product if item else said("your product"))
+        self.screen.refresh(self.cloud_now(), said(template, **fields))
 
     def refusal(self, cmd: Command) -> str:
         """Why this vend command must not run, or '' if it may."""

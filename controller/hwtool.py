@@ -15,6 +15,7 @@ import time
 from hw import Hardware, HardwareError, open_hardware
 
 from .config import DEFAULT_PATH, Config, ConfigError, load
+from .words import said
 
 TEST_URL = "https://example.com/vend-test-qr"
 
@@ -159,8 +160,9 @@ def screen_test(hardware: Hardware, cfg: Config, seconds: float, out) -> int:
     display.show(test_pattern(display.size))
     time.sleep(seconds)
     screen = Screen(display, cfg.machine.id, cfg.machine.name, b"test-only-secret", "https://example.com",
-                    cfg.screen.rotate_s)
-    image = screen.render(TEST_URL, "Screen test")
+                    cfg.screen.rotate_s, languages=cfg.screen.languages, font=cfg.screen.font)
+    # In the machine's languages: a technician sees at once whether the Chinese font is there.
+    image = screen.render(TEST_URL, said("Screen test"))
     display.show(image)
     print(f"test QR shown: a phone should read {TEST_URL}", file=out)
     return 0

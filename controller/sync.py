@@ -34,6 +34,12 @@ CLOCK_STEP_S = 1.0
 # A message whose cloud time is this far behind the cloud's clock as we know it is late, not a correction
 # (a broker's round trip is milliseconds; the cloud's own clock is NTP's and does not step back).
 LATE_S = 2.0
+# A busy cloud's estimate of its queue's wait is held this many times over, plus the margin (an estimate from
+# the recent cost per message; a storm's batches grow), and never longer than the cap (a cloud that said so
+# and then died is still resent to).
+BUSY_HOLD_FACTOR = 1.5
+BUSY_HOLD_MARGIN_S = 5.0
+BUSY_HOLD_MAX_S = 600.0
 
 
 class Sync:
@@ -57,6 +63,7 @@ class Sync:
         self.resends = 0  # resends since the mark last moved: each one doubles the wait for the next
         self.timeout = self._timeout()
         self.in_flight_limit = window  # batches; 1 after a resend, the whole window again once an ack comes
+        self.hold_s = 0.0  # how long a busy cloud asked us to wait for the batches in flight, from its notice
         # (the cloud's clock minus our wall clock, our wall clock minus the monotonic clock), both as of
         # the last ack or step; one tuple, replaced whole, because other threads read it (cloud_now).
         self._clock: tuple[float, float] | None = None
@@ -72,6 +79,7 @@ class Sync:
         self.resends = 0
         self.timeout = self._timeout()
         self.in_flight_limit = self.window
+        self.hold_s = 0.0
 
     @property
     def clock_synced(self) -> bool:
@@ -148,12 +156,15 @@ class Sync:
         self._progress(now)
         return self.due(now)
 
-    def cloud_busy(self, now: float) -> None:
+    def cloud_busy(self, now: float, wait_s: float = 0.0) -> None:
         """The cloud says our events reached it and wait in its queue: their ack is coming, so the resend
         timer starts again (without resetting the backoff: a cloud that says so and never acks is still
-        resent to, less and less often)."""
+        resent to, less and less often). ``wait_s``, the cloud's estimate of that wait, holds the resend at
+        least that long and a margin: a storm's queue is deeper than the timer, and each resend the timer
+        made would be one more message behind the same queue."""
         if self.sent_upto > self.ledger.acked:
             self.last_progress = now
+            self.hold_s = min(BUSY_HOLD_MAX_S, wait_s * BUSY_HOLD_FACTOR + BUSY_HOLD_MARGIN_S) if wait_s else 0.0
 
     def resend_from(self, seq: int, now: float) -> list[EventBatch]:
         """The cloud found a gap; it may even ask for events it once acked (a restored backup)."""
@@ -165,11 +176,12 @@ class Sync:
         again; the next timeout is twice as long (up to ``resend_max_s``, with jitter), and until an ack
         comes only that one batch is in flight, so a slow cloud gets one batch per machine, not a window."""
         acked = self.ledger.acked
-        if self.sent_upto > acked and now - self.last_progress > self.timeout:
+        if self.sent_upto > acked and now - self.last_progress > max(self.timeout, self.hold_s):
             log.warning("no ack for %d s; resending from %d", now - self.last_progress, acked + 1)
             self.sent_upto = acked
             self.last_progress = now
             self.resends += 1
+            self.hold_s = 0.0
             self.timeout = self._timeout()
             if self.resend_max_s > self.resend_after_s:
                 self.in_flight_limit = 1

@@ -208,7 +208,13 @@ class Hardware:
 
     def vend_prompt(self, slot: str, product: str) -> str:
         """What the screen says while the vend of ``product`` from ``slot`` runs."""
-        return f"Dropping {product} from {slot}..."
+        template, fields = self.vend_prompt_parts(slot, product)
+        return template.format(**fields)
+
+    def vend_prompt_parts(self, slot: str, product: str) -> tuple[str, dict]:
+        """``vend_prompt`` as its English template and fields, for a screen that says it in other languages
+        (the template is the key of its translations in ``controller/words.py``)."""
+        return "Dropping {product} from {slot}...", {"product": product, "slot": slot}
 
     def all_motors_off(self) -> None:
         """The safe state: every motor output off. Never raises, so it can run in any ``finally``."""

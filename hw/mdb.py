@@ -366,8 +366,8 @@ class MdbHardware(Hardware):
             return f"the machine's controller has not enabled the cashless device (it is {state})"
         return ""
 
-    def vend_prompt(self, slot: str, product: str) -> str:
-        return f"Paid: press {self.motors[slot].item} on the machine for {product}"
+    def vend_prompt_parts(self, slot: str, product: str) -> tuple[str, dict]:
+        return "Paid: press {item} on the machine for {product}", {"item": self.motors[slot].item, "product": product}
 
 
 def open_backend(cfg) -> Hardware:

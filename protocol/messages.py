@@ -324,6 +324,9 @@ class Status:
         return dump_json(asdict(self))
 
 
+MAX_WAIT_S = 600.0  # the longest queue wait an ack may announce: past it, the machine's own backoff is as good
+
+
 @dataclass(frozen=True, slots=True)
 class Ack:
     """The highest sequence the cloud has committed without a gap, and the cloud's clock; ``ledger`` names
@@ -332,12 +335,15 @@ class Ack:
 
     ``busy`` (seq 0 only): the machine's events reached a cloud whose queue is long; their ack will come, so
     the machine holds its resend. Sent only when true, so an older controller sees a plain clock ack (it
-    ignores fields it does not know) and an older cloud's acks read as not busy."""
+    ignores fields it does not know) and an older cloud's acks read as not busy. ``wait_s`` (with ``busy``
+    only): how long the cloud expects those events to wait in its queue, so the machine holds its resend at
+    least that long instead of guessing (a storm's queue is deeper than any fixed resend timer)."""
 
     seq: int
     cloud_time: str
     ledger: str = ""
     busy: bool = False
+    wait_s: float = 0.0
 
     @classmethod
     def decode(cls, payload: bytes) -> "Ack":
@@ -351,12 +357,18 @@ class Ack:
         seq = _seq(obj, "seq", "ack", minimum=0)
         if busy and seq:
             raise ProtocolError(f"ack: busy goes with seq 0, not {seq}")
-        return cls(seq=seq, cloud_time=cloud_time, ledger=ledger, busy=busy)
+        wait_s = obj.get("wait_s", 0)
+        if not isinstance(wait_s, (int, float)) or isinstance(wait_s, bool) or not 0 <= wait_s <= MAX_WAIT_S:
+            raise ProtocolError(f"ack: wait_s must be a number of seconds from 0 to {MAX_WAIT_S:g}")
+        if wait_s and not busy:
+            raise ProtocolError("ack: wait_s goes with busy")
+        return cls(seq=seq, cloud_time=cloud_time, ledger=ledger, busy=busy, wait_s=float(wait_s))
 
     def encode(self) -> bytes:
         return dump_json({"seq": self.seq, "cloud_time": self.cloud_time,
                           **({"ledger": self.ledger} if self.ledger else {}),
-                          **({"busy": True} if self.busy else {})})
+                          **({"busy": True} if self.busy else {}),
+                          **({"wait_s": round(self.wait_s, 1)} if self.busy and self.wait_s else {})})
 
 
 @dataclass(frozen=True, slots=True)

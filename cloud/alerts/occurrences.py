@@ -103,7 +103,10 @@ def refresh(conn: sa.Connection, found: list[Condition], judged: "callable", now
             value=c.value, latest=c.latest).returning(o.c.id)).first()
         if new is not None:  # None: another cloud process raised it a moment ago
             raised.append(new.id)
-    gone = [r.id for key, r in open_rows.items() if key not in wanted and judged(r.kind, r.machine_id)]
+    # Only those raised before the look began: the conditions were read before this transaction (so that a
+    # look at a big fleet does not hold the writers up), and another cloud process may have raised one since.
+    gone = [r.id for key, r in open_rows.items()
+            if key not in wanted and judged(r.kind, r.machine_id) and r.raised_at <= now]
     if gone:
         conn.execute(o.update().where(o.c.id.in_(gone), o.c.resolved_at.is_(None)).values(resolved_at=now))
     cleared = [r.id for key, r in held.items() if key not in wanted and judged(r.kind, r.machine_id)]

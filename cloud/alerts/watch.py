@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from cloud.core import db
 from cloud.core.db import utcnow
 from cloud.core.mail import Mailer
 from cloud.core.secrets import read_secret_bytes
@@ -28,6 +29,9 @@ from cloud.alerts.delivery import Channels, DeliveryError
 from cloud.alerts.occurrences import Condition
 
 log = logging.getLogger(__name__)
+
+# The most of its process's time the alert watcher may take: it rests after each look in proportion to its cost.
+WATCH_SHARE = 0.1
 
 KINDS = fleet_alerts.KINDS + ("payment_failed",)
 # What each kind is called on a page, in a message and in the rules form (English; pages translate it).
@@ -114,8 +118,11 @@ class Alerter:
     def refresh(self, now: datetime | None = None) -> list[int]:
         """Raise, update and resolve occurrences, queue the deliveries of those raised; the ids raised."""
         now = now or utcnow()
-        with self.engine.begin() as conn:
+        # Read first, then write: on SQLite a look at ten thousand machines inside the write transaction held
+        # the ingest's writer for as long as it took (bench/fleet.py, issue 16).
+        with db.reader(self.engine).connect() as conn:
             found, known = self.conditions(conn, now)
+        with self.engine.begin() as conn:
             raised = occurrences.refresh(conn, found, lambda kind, m: kind != "temperature" or m in known, now)
             queued = delivery.enqueue(conn, raised, now) if raised else 0
         self.last_refresh = time.monotonic()
@@ -166,10 +173,16 @@ class Alerter:
             self._kick.clear()
             if self._stop.is_set():
                 return
+            started = time.monotonic()
             try:
                 self.refresh()
             except Exception:  # noqa: BLE001 - the worker outlives any one look; logged, tried again
                 log.exception("looking for alerts failed; will try again")
+            # The ingest kicks a look after every group it stores. A look costs more with more machines (a
+            # quarter of the cloud's time at ten thousand machines, one look per group): after each, rest so
+            # that looking takes at most WATCH_SHARE of the time, and never longer than --alert-check.
+            spent = time.monotonic() - started
+            self._stop.wait(min(self.settings.alert_check_s, spent * (1 / WATCH_SHARE - 1)))
 
     def _deliver_loop(self) -> None:
         # A failed delivery is due again after --alert-retry at the soonest: polling at that pace (at most

@@ -47,6 +47,17 @@ class UTCDateTime(sa.types.TypeDecorator):
         return value.astimezone(timezone.utc)
 
 
+READ_ONLY = "vend_read_only"
+
+
+def reader(engine: sa.Engine) -> sa.Engine:
+    """The engine for transactions that only read: on SQLite they take no write lock (every other
+    transaction takes it at its start, even one that turns out to read only), so a long look at the fleet
+    does not hold the ingest up; on PostgreSQL nothing changes. A write through it fails on SQLite's busy
+    timeout rather than deadlock, so use it for reads alone."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
 def make_engine(url: str) -> sa.Engine:
     """An engine for ``url``; SQLite gets WAL, full sync, foreign keys and write-locking transactions."""
     if url.startswith("sqlite"):
@@ -68,8 +79,9 @@ def make_engine(url: str) -> sa.Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn):
-            # IMMEDIATE takes the write lock at once: two writers never deadlock upgrading a read lock.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # IMMEDIATE takes the write lock at once: two writers never deadlock upgrading a read lock. A
+            # reader's connection (``reader`` below) takes none: in WAL it reads a snapshot while one writes.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)

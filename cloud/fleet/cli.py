@@ -3,7 +3,7 @@ tables for people, ``--json`` for scripts. (``vendctl alerts`` is ``cloud/alerts
 
 from __future__ import annotations
 
-from cloud.core.client import money, table
+from cloud.core.client import money, print_broker, table
 from cloud.core.money import parse_amount
 
 import csv
@@ -12,7 +12,7 @@ import json
 import sys
 
 COMMANDS = ("locations", "planogram")
-MACHINE_ACTIONS = ("move", "retire")  # of ``vendctl machines``
+MACHINE_ACTIONS = ("move", "retire", "rename")  # of ``vendctl machines``
 CSV_COLUMNS = ("slot", "sku", "price", "currency", "capacity", "par_level")
 STATE_TEXT = {"applied": "applied", "pending": "PENDING: the machine has not applied it yet",
               "rejected": "REJECTED by the machine", "none": "no planogram yet"}
@@ -64,7 +64,8 @@ def add_parsers(sub) -> None:
 
 
 def add_machine_parsers(msub) -> None:
-    """``vendctl machines move`` and ``retire`` (``machines add``, ``show``, ``rotate-secret`` are in cloud/cli.py)."""
+    """``vendctl machines move``, ``retire`` and ``rename`` (``machines add``, ``show``, ``rotate-secret`` are in
+    cloud/cli.py)."""
     mv = msub.add_parser("move", help="move a machine to another location; its history is kept, so "
                          "settlements count each sale where the machine stood")
     mv.add_argument("id")
@@ -76,19 +77,40 @@ def add_machine_parsers(msub) -> None:
                          "sales and history stay")
     rt.add_argument("id")
     rt.add_argument("--json", action="store_true")
+    rn = msub.add_parser("rename", help="a machine's name, and its names in the pages' other languages (shown "
+                         "on every page in the reader's language)")
+    rn.add_argument("id")
+    rn.add_argument("--name", help="its name in English (the default language)")
+    rn.add_argument("--name-in", action="append", default=[], metavar="LANG=NAME",
+                    help="its name in another language, like zh-CN=B座大堂 (LANG= with no name drops it)")
+    rn.add_argument("--json", action="store_true")
 
 
-def run_machines(args, client) -> None:
-    """Carry out ``machines move`` or ``retire`` (``MACHINE_ACTIONS``)."""
+def run_machines(args, client, error) -> None:
+    """Carry out ``machines move``, ``retire`` or ``rename`` (``MACHINE_ACTIONS``); ``error`` (an exception
+    class) says what was wrong with the command line."""
     if args.action == "move":
         r = client.call("POST", f"/api/v1/machines/{args.id}/move", {"location_id": None if args.warehouse else args.to})
         where = f"location {r['location_id']}" if r["location_id"] is not None else "the warehouse (no location)"
         text = f"machine {r['machine']} moved to {where}" if r["changed"] else f"machine {r['machine']} is at {where} already"
         print(json.dumps(r, indent=2, ensure_ascii=False) if args.json else text)
+    elif args.action == "rename":
+        body = {"name": args.name} if args.name is not None else {}
+        if args.name_in:
+            body["names"] = names_in(args.name_in, error)
+        if not body:
+            raise error("nothing to change: give --name or --name-in LANG=NAME")
+        r = client.call("PATCH", f"/api/v1/machines/{args.id}", body)
+        names = "".join(f"\n  name ({lang}): {n}" for lang, n in sorted(r["names"].items()))
+        changed = f"changed {', '.join(r['changed'])}" if r["changed"] else "unchanged"
+        print(json.dumps(r, indent=2, ensure_ascii=False) if args.json else f"machine {r['id']} {r['name']!r}: "
+              f"{changed}{names}")
     elif args.action == "retire":
         r = client.call("POST", f"/api/v1/machines/{args.id}/retire", {})
         print(json.dumps(r, indent=2) if args.json else f"machine {r['machine']} retired at {r['retired_at']}: its QR "
-              "codes are refused from now on")
+              "codes and its broker login are refused from now on")
+        if not args.json:
+            print_broker(r)
 
 
 def names_in(pairs: list[str], error) -> dict[str, str]:
@@ -221,6 +243,8 @@ def show_machine(m: dict, as_json: bool) -> None:
         return
     where = f", at {m['location']['name']}" if m.get("location") else ""
     print(f"{m['id']}  {m['name']}{where}")
+    for lang, name in sorted(m.get("names", {}).items()):
+        print(f"  name ({lang}): {name}")
     print(f"  online: {'yes' if m['online'] else 'no'}; last seen {m['last_seen'] or 'never'}; "
           f"firmware {m['firmware'] or '?'}")
     print(f"  ledger: head {m['machine_head']}, in the cloud {m['cloud_head']}")

@@ -69,9 +69,10 @@ class NoSuchLocation(FleetError):
 
 def _coordinate(value, name: str, limit: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise FleetError(f"{name} must be a number of degrees, got {value!r}")
+        raise FleetError("{field} must be a number of degrees, got {value!r}", field=name, value=value)
     if not -limit <= value <= limit:
-        raise FleetError(f"{name} {value} is out of range: it must be between {-limit:g} and {limit:g} degrees")
+        raise FleetError("{field} {value} is out of range: it must be between {low:g} and {high:g} degrees",
+                         field=name, value=value, low=-limit, high=limit)
     return float(value)
 
 
@@ -86,7 +87,7 @@ def check_tz(tz) -> str:
     try:
         ZoneInfo(tz.strip())
     except (ZoneInfoNotFoundError, ValueError):
-        raise FleetError(f"tz {tz!r} is not a time zone we know (write it like Asia/Shanghai)") from None
+        raise FleetError("tz {tz!r} is not a time zone we know (write it like Asia/Shanghai)", tz=tz) from None
     return tz.strip()
 
 
@@ -96,16 +97,16 @@ def check_names(names) -> dict[str, str]:
     if names is None:
         return {}
     if not isinstance(names, dict):
-        raise FleetError('names must be an object like {"zh-CN": "..."}')
+        raise FleetError("names must be an object like {example}", example='{"zh-CN": "..."}')
     out = {}
     for lang, text in names.items():
         if not isinstance(lang, str) or not 2 <= len(lang) <= LANG_CODE_LEN or \
                 not all(c.isalnum() or c == "-" for c in lang):
-            raise FleetError(f"names: {lang!r} is not a language code like zh-CN")
+            raise FleetError("names: {lang!r} is not a language code like zh-CN", lang=lang)
         if text is None:
             text = ""
         if not isinstance(text, str) or len(text.strip()) > 80:
-            raise FleetError(f"names.{lang} must be text of at most 80 characters")
+            raise FleetError("names.{lang} must be text of at most 80 characters", lang=lang)
         out[lang] = text.strip()
     return out
 
@@ -131,7 +132,7 @@ def add(conn: sa.Connection, name, address="", latitude=None, longitude=None, *,
     values["tz"] = check_tz(tz)
     names = check_names(names)
     if conn.execute(sa.select(locations.c.id).where(locations.c.name == values["name"])).first():
-        raise FleetError(f"a location named {values['name']!r} exists already")
+        raise FleetError("a location named {name!r} exists already", name=values["name"])
     location_id = conn.execute(locations.insert().values(created_at=now, **values)).inserted_primary_key[0]
     _write_names(conn, location_id, names)
     return location_id
@@ -146,7 +147,7 @@ def edit(conn: sa.Connection, location_id, changes: dict) -> dict:
     row = get(conn, location_id)
     unknown = sorted(set(changes) - set(EDITABLE))
     if unknown:
-        raise FleetError(f"unknown field {unknown[0]!r}: a location has {', '.join(EDITABLE)}")
+        raise FleetError("unknown field {field!r}: a location has {fields}", field=unknown[0], fields=", ".join(EDITABLE))
     if ("latitude" in changes) != ("longitude" in changes):
         raise FleetError("latitude and longitude go together: give both (null and null: no coordinates)")
     old = public(row, names=names_of(conn, location_id))
@@ -156,7 +157,7 @@ def edit(conn: sa.Connection, location_id, changes: dict) -> dict:
     names = {**old["names"], **check_names(changes.get("names"))}
     if values["name"] != row.name and conn.execute(sa.select(locations.c.id).where(
             locations.c.name == values["name"], locations.c.id != location_id)).first():
-        raise FleetError(f"a location named {values['name']!r} exists already")
+        raise FleetError("a location named {name!r} exists already", name=values["name"])
     conn.execute(locations.update().where(locations.c.id == location_id).values(**values))
     _write_names(conn, location_id, names)
     new = public(get(conn, location_id), names=names_of(conn, location_id))
@@ -192,10 +193,10 @@ def name_in(loc: dict, lang: str) -> str:
 
 def get(conn: sa.Connection, location_id) -> sa.Row:
     if isinstance(location_id, bool) or not isinstance(location_id, int):
-        raise FleetError(f"location_id must be a whole number, got {location_id!r}")
+        raise FleetError("location_id must be a whole number, got {value!r}", value=location_id)
     row = conn.execute(sa.select(locations).where(locations.c.id == location_id)).first()
     if row is None:
-        raise NoSuchLocation(f"no location {location_id}")
+        raise NoSuchLocation("no location {id}", id=location_id)
     return row
 
 
@@ -279,6 +280,12 @@ def stays_at(conn: sa.Connection, location_id: int) -> list:
 def location_of(conn: sa.Connection, machine_id: str) -> int | None:
     return conn.execute(sa.select(machine_locations.c.location_id)
                         .where(machine_locations.c.machine_id == machine_id)).scalar()
+
+
+def zones(conn: sa.Connection) -> dict[str, str]:
+    """{machine id: its location's time zone} of every machine that stands somewhere."""
+    return dict(conn.execute(sa.select(machine_locations.c.machine_id, locations.c.tz)
+                             .join(locations, locations.c.id == machine_locations.c.location_id)).all())
 
 
 def by_machine(conn: sa.Connection) -> dict[str, dict]:

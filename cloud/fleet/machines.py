@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -54,6 +55,16 @@ machines = sa.Table(
     sa.Column("retired_at", UTCDateTime, nullable=True),
 )
 
+# A machine's name in each language the pages speak besides the default one (``machines.name`` is the name
+# in the default language, the one its SD card and the API's reports carry): a language is rows, not columns.
+machine_names = sa.Table(
+    "machine_names", metadata,
+    sa.Column("machine_id", sa.String(32), sa.ForeignKey("machines.id"), primary_key=True),
+    sa.Column("lang", sa.String(16), primary_key=True),  # a tag of i18n.LANGUAGES, like "zh-CN"
+    sa.Column("name", sa.String(80), nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
 # A machine has one cabinet or more (a snack tower beside a chilled one); each slot is in one of them, and
 # the slot code stays unique across the whole machine, since the code is what a vend command names.
 cabinets = sa.Table(
@@ -86,7 +97,22 @@ slots = sa.Table(
 
 
 class FleetError(ValueError):
-    """A request about machines, slots or products that cannot be done as asked."""
+    """A request about machines, slots or products that cannot be done as asked. ``template`` is the message
+    in English with ``{fields}`` left in it: it is also the message's id in the gettext catalogue
+    (``cloud/web/locale/*/fleet.po``), so a page says it in its reader's language (``said``); the API
+    answers ``str(e)``, the English with the fields filled in."""
+
+    def __init__(self, template: str, **fields):
+        super().__init__(template.format(**fields) if fields else template)
+        self.template, self.fields = template, fields
+
+    def said(self, _) -> str:
+        """The message in the language of ``_`` (a page's translator); English where it has no translation.
+        A ``field`` it names is said as the form labels it (msgctxt "fleet field")."""
+        fields = dict(self.fields)
+        if isinstance(fields.get("field"), str):
+            fields["field"] = _(fields["field"], context="fleet field")
+        return _(self.template, **fields)
 
 
 class NoSuchMachine(FleetError):
@@ -118,26 +144,29 @@ class SlotSpec:
         for key, typ in (("slot", str), ("sku", str), ("name", str), ("price", int), ("currency", str),
                          ("capacity", int)):
             if key not in obj:
-                raise FleetError(f"slot {obj.get('slot', '?')}: missing {key!r}")
+                raise FleetError("slot {slot}: missing {key!r}", slot=obj.get("slot", "?"), key=key)
             if not isinstance(obj[key], typ) or isinstance(obj[key], bool):
-                raise FleetError(f"slot {obj.get('slot', '?')}: {key!r} must be {typ.__name__}")
+                raise FleetError("slot {slot}: {key!r} must be {kind}", slot=obj.get("slot", "?"), key=key,
+                                 kind=typ.__name__)
         for key in ("par_level", "cabinet"):
             if obj.get(key) is not None and (not isinstance(obj[key], int) or isinstance(obj[key], bool)):
-                raise FleetError(f"slot {obj.get('slot', '?')}: {key!r} must be int")
+                raise FleetError("slot {slot}: {key!r} must be int", slot=obj.get("slot", "?"), key=key)
         spec = cls(obj["slot"], obj["sku"], obj["name"], obj["price"], obj["currency"], obj["capacity"],
                    obj.get("par_level"), obj.get("cabinet"))
         if not SLOT_RE.match(spec.slot):
-            raise FleetError(f"slot {spec.slot!r} is not a slot code like A1")
+            raise FleetError("slot {slot!r} is not a slot code like A1", slot=spec.slot)
         if not isinstance(spec.price, int) or isinstance(spec.price, bool) or spec.price < 0:
-            raise FleetError(f"slot {spec.slot}: price must be a whole number of minor units >= 0")
+            raise FleetError("slot {slot}: price must be a whole number of minor units >= 0", slot=spec.slot)
         if not CURRENCY_RE.match(spec.currency):
-            raise FleetError(f"slot {spec.slot}: currency {spec.currency!r} is not an ISO 4217 code")
+            raise FleetError("slot {slot}: currency {currency!r} is not an ISO 4217 code", slot=spec.slot,
+                             currency=spec.currency)
         if not isinstance(spec.capacity, int) or not 1 <= spec.capacity <= 1000:
-            raise FleetError(f"slot {spec.slot}: capacity must be 1-1000")
+            raise FleetError("slot {slot}: capacity must be 1-1000", slot=spec.slot)
         if not spec.sku or not spec.name or len(spec.sku) > 40 or len(spec.name) > 80:
-            raise FleetError(f"slot {spec.slot}: sku and name must be 1-40 and 1-80 characters")
+            raise FleetError("slot {slot}: sku and name must be 1-40 and 1-80 characters", slot=spec.slot)
         if spec.par_level is not None and not 0 <= spec.par_level <= spec.capacity:
-            raise FleetError(f"slot {spec.slot}: par_level {spec.par_level} must be 0 to the capacity {spec.capacity}")
+            raise FleetError("slot {slot}: par_level {par} must be 0 to the capacity {capacity}", slot=spec.slot,
+                             par=spec.par_level, capacity=spec.capacity)
         return spec
 
 
@@ -151,7 +180,7 @@ def add_machine(conn: sa.Connection, machine_id: str, name: str, location: str, 
     except ValueError as e:
         raise FleetError(str(e)) from None
     if conn.execute(sa.select(machines.c.id).where(machines.c.id == machine_id)).first():
-        raise FleetError(f"machine {machine_id} exists already")
+        raise FleetError("machine {id} exists already", id=machine_id)
     secret = secret or secrets.token_urlsafe(32)
     if len(secret) < 16:
         raise FleetError("a machine secret must be at least 16 characters")
@@ -168,12 +197,12 @@ def add_cabinet(conn: sa.Connection, machine_id: str, number: int, name: str) ->
     """Give a machine another cabinet; FleetError naming the field if it cannot be."""
     get(conn, machine_id)
     if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= MAX_CABINETS:
-        raise FleetError(f"number must be a whole number 1-{MAX_CABINETS}, got {number!r}")
+        raise FleetError("number must be a whole number 1-{most}, got {number!r}", most=MAX_CABINETS, number=number)
     if not isinstance(name, str) or len(name) > 40:
         raise FleetError("name must be text of at most 40 characters")
     if conn.execute(sa.select(cabinets.c.number).where(cabinets.c.machine_id == machine_id,
                                                        cabinets.c.number == number)).first():
-        raise FleetError(f"machine {machine_id} has a cabinet {number} already")
+        raise FleetError("machine {id} has a cabinet {number} already", id=machine_id, number=number)
     conn.execute(cabinets.insert().values(machine_id=machine_id, number=number, name=name.strip()))
 
 
@@ -222,15 +251,18 @@ def rotate(conn: sa.Connection, machine_id: str, now: datetime, overlap: timedel
     """Give a machine a new QR secret and broker password; the old ones keep working for ``overlap``, so the
     machine sells on while it takes up the new ones. ``overlap`` 0 ends the old ones now (a leaked secret)."""
     if not timedelta(0) <= overlap <= MAX_OVERLAP:
-        raise FleetError(f"the overlap must be between 0 and {MAX_OVERLAP.days} days")
+        raise FleetError("the overlap must be between 0 and {days} days", days=MAX_OVERLAP.days)
     row = conn.execute(sa.select(machines).where(machines.c.id == machine_id).with_for_update()).first()
     if row is None:
-        raise NoSuchMachine(f"no machine {machine_id!r}")
+        raise NoSuchMachine("no machine {id!r}", id=machine_id)
+    if row.retired_at is not None:
+        raise Retired("machine {id} is retired (since {at}): it has no broker login to rotate", id=machine_id,
+                      at=row.retired_at.isoformat())
     if overlap and row.prev_until is not None and row.prev_until > now:
         # A second rotation now would end the oldest secret early, and the machine may still be using it.
-        raise FleetError(f"machine {machine_id} is still changing over from its last rotation: the previous "
-                         f"secret works until {row.prev_until.isoformat()}; rotate after that, or with "
-                         "overlap 0 to end every old secret at once")
+        raise FleetError("machine {id} is still changing over from its last rotation: the previous secret works "
+                         "until {until}; rotate after that, or with overlap 0 to end every old secret at once",
+                         id=machine_id, until=row.prev_until.isoformat())
     values = dict(secret=secrets.token_urlsafe(32), mqtt_password=new_password(),
                   mqtt_generation=row.mqtt_generation + 1)
     if overlap:
@@ -248,9 +280,11 @@ def expire_rotations(conn: sa.Connection, now: datetime) -> int:
 
 
 def broker_users(conn: sa.Connection, now: datetime) -> tuple[list[BrokerUser], list[str]]:
-    """Every machine's broker users (the previous one too during an overlap), and every machine id."""
+    """Every machine's broker users (the previous one too during an overlap), and every machine id, for the
+    password file and the ACL. A retired machine has neither: no login, and its certificate (which the
+    broker cannot tell from a live one) reaches no topic."""
     users, ids = [], []
-    for row in conn.execute(sa.select(machines).order_by(machines.c.id)):
+    for row in conn.execute(sa.select(machines).where(machines.c.retired_at.is_(None)).order_by(machines.c.id)):
         ids.append(row.id)
         users.append(BrokerUser(password_username(row.id, row.mqtt_generation), row.mqtt_password, row.id))
         if row.prev_mqtt_password and row.prev_until is not None and row.prev_until > now:
@@ -275,12 +309,13 @@ def write_slots(conn: sa.Connection, machine_id: str, wanted: list[dict]) -> Non
 
 
 def retire(conn: sa.Connection, machine_id: str, now: datetime) -> None:
-    """Take a machine out of service for good: it sells no more; Retired if it was retired already."""
+    """Take a machine out of service for good: it sells no more, and the broker's files written after this
+    (``broker_users``) hold no login for it; Retired if it was retired already."""
     row = conn.execute(sa.select(machines).where(machines.c.id == machine_id).with_for_update()).first()
     if row is None:
-        raise NoSuchMachine(f"no machine {machine_id!r}")
+        raise NoSuchMachine("no machine {id!r}", id=machine_id)
     if row.retired_at is not None:
-        raise Retired(f"machine {machine_id} was retired already, on {row.retired_at.isoformat()}")
+        raise Retired("machine {id} was retired already, on {at}", id=machine_id, at=row.retired_at.isoformat())
     conn.execute(machines.update().where(machines.c.id == machine_id).values(retired_at=now))
 
 
@@ -288,14 +323,43 @@ def in_service(conn: sa.Connection, machine_id: str):
     """The machine's row; NoSuchMachine or Retired if it cannot sell or be moved."""
     row = get(conn, machine_id)
     if row.retired_at is not None:
-        raise Retired(f"machine {machine_id} is retired (since {row.retired_at.isoformat()})")
+        raise Retired("machine {id} is retired (since {at})", id=machine_id, at=row.retired_at.isoformat())
     return row
 
 
-def get(conn: sa.Connection, machine_id: str):
-    row = conn.execute(sa.select(machines).where(machines.c.id == machine_id)).first()
+def machine_name_in(lang: str | None, label: str = "name"):
+    """A column for a query that joins ``machines``: the machine's name in ``lang``, or its default name where
+    it has none in that language (join with ``join_machine_names(lang)``)."""
+    if not lang:
+        return machines.c.name.label(label)
+    return sa.func.coalesce(_named(lang).c.name, machines.c.name).label(label)
+
+
+def join_machine_names(selectable, lang: str | None):
+    """``selectable`` (which contains ``machines``) outer-joined to the names in ``lang``, for ``machine_name_in``."""
+    if not lang:
+        return selectable
+    named = _named(lang)
+    return selectable.outerjoin(named, sa.and_(named.c.machine_id == machines.c.id, named.c.lang == lang))
+
+
+@lru_cache(maxsize=None)  # one alias object per language, so the column and the join name the same one
+def _named(lang: str):
+    return machine_names.alias("machine_name_in_" + "".join(c if c.isalnum() else "_" for c in lang).lower())
+
+
+def _in_language(lang: str | None):
+    """A select of every column of ``machines`` with ``name`` in ``lang`` where the machine has a name in it
+    (its default name otherwise), and ``default_name`` the name in the default language."""
+    columns = [c if c.name != "name" else machine_name_in(lang) for c in machines.c]
+    return sa.select(*columns, machines.c.name.label("default_name")).select_from(join_machine_names(machines, lang))
+
+
+def get(conn: sa.Connection, machine_id: str, lang: str | None = None):
+    """The machine's row, its ``name`` in ``lang`` (the default name where it has none in it)."""
+    row = conn.execute(_in_language(lang).where(machines.c.id == machine_id)).first()
     if row is None:
-        raise NoSuchMachine(f"no machine {machine_id!r}")
+        raise NoSuchMachine("no machine {id!r}", id=machine_id)
     return row
 
 
@@ -370,8 +434,9 @@ def slot_for_sale(conn: sa.Connection, machine_id: str, slot: str, lang: str | N
     return conn.execute(_menu_query(machine_id, lang).where(slots.c.slot == slot)).first()
 
 
-def list_machines(conn: sa.Connection) -> list:
-    return list(conn.execute(sa.select(machines).order_by(machines.c.id)))
+def list_machines(conn: sa.Connection, lang: str | None = None) -> list:
+    """Every machine by id, each ``name`` in ``lang`` where it has one there."""
+    return list(conn.execute(_in_language(lang).order_by(machines.c.id)))
 
 
 def apply_status(conn: sa.Connection, machine_id: str, status: Status, now: datetime) -> bool:
@@ -400,14 +465,27 @@ def apply_statuses(conn: sa.Connection, statuses: dict[str, Status], now: dateti
                      rows)
     return known
 
-def search(conn: sa.Connection, text: str = "", after: str | None = None, limit: int = 50) -> tuple[list, str | None]:
-    """A page of machines whose id or name holds ``text``, by id, after the id ``after`` (keyset: never an
-    OFFSET); and the ``after`` of the next page (None: this is the last)."""
-    q = sa.select(machines.c.id, machines.c.name, machines.c.online, machines.c.retired_at, machines.c.created_at) \
-        .order_by(machines.c.id).limit(limit + 1)
+def _like(text: str) -> str:
+    """An ILIKE pattern (escape ``\\``) for the names holding ``text``."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def named_like(conn: sa.Connection, text: str) -> set[str]:
+    """The machines with a name in a language besides the default one that holds ``text`` (any case)."""
+    return set(conn.execute(sa.select(machine_names.c.machine_id)
+                            .where(machine_names.c.name.ilike(_like(text), escape="\\"))).scalars())
+
+
+def search(conn: sa.Connection, text: str = "", after: str | None = None, limit: int = 50,
+           lang: str | None = None) -> tuple[list, str | None]:
+    """A page of machines whose id or name (in any language) holds ``text``, by id, after the id ``after``
+    (keyset: never an OFFSET), each named in ``lang``; and the ``after`` of the next page (None: the last)."""
+    q = _in_language(lang).order_by(machines.c.id).limit(limit + 1)
     if text:
-        like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        q = q.where(sa.or_(machines.c.id.ilike(like, escape="\\"), machines.c.name.ilike(like, escape="\\")))
+        like = _like(text)
+        named = sa.select(machine_names.c.machine_id).where(machine_names.c.name.ilike(like, escape="\\"))
+        q = q.where(sa.or_(machines.c.id.ilike(like, escape="\\"), machines.c.name.ilike(like, escape="\\"),
+                           machines.c.id.in_(named)))
     if after:
         q = q.where(machines.c.id > after)
     rows = conn.execute(q).all()

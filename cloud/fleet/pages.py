@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import secrets
 import time
@@ -27,6 +28,7 @@ from protocol.messages import CURRENCY_RE, SLOT_RE
 from cloud import alerts as alert_book
 from cloud.alerts import occurrences
 from cloud.fleet import locations, machines, planogram
+from cloud.fleet import names as machine_names
 from cloud.fleet import ledger
 from cloud.sales import orders, reports
 from cloud.stock import book
@@ -40,6 +42,7 @@ from cloud.web.dashboard import add_page, dash
 from cloud.people.auth import staff_only
 from cloud.fleet.draw import MAP_H, MAP_W, project, screen_svg
 
+log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 add_page("/staff", "Fleet", people.FLEET_READERS, order=10)
 READ = Depends(staff_only(*people.FLEET_READERS))
@@ -70,14 +73,15 @@ def _today(cloud, now: datetime) -> date:
 
 
 def _sales_today(conn: sa.Connection, cloud, now: datetime, machine_id: str | None = None) -> dict[str, list]:
-    """{machine id: [(currency, count, amount)]} of the sales since midnight in the fleet's zone, read from
-    the reports' rollups as every report is (never a GROUP BY over the sales themselves)."""
+    """{machine id: [(currency, count, net)]} of the sales since midnight in the fleet's zone (net of the
+    refunds booked since), read from the reports' rollups as every report is (never a GROUP BY over the sales
+    themselves)."""
     today = _today(cloud, now)
     q = reports.Query(conn, "machine", today.isoformat(), (today + timedelta(days=1)).isoformat(),
                       cloud.settings.time_zone, machine=machine_id, today=today)
     out: dict[str, list] = {}
     for r in reports.sales_report(conn, q)["rows"]:
-        out.setdefault(r["key"], []).append((r["currency"], r["count"], r["amount"]))
+        out.setdefault(r["key"], []).append((r["currency"], r["count"], r["net"]))
     return out
 
 
@@ -96,7 +100,9 @@ def overview(cloud, conn: sa.Connection, now: datetime, rows, alerted: dict[str,
     """The fleet page's figures: takings today and this week (since Monday) per currency, sales per machine
     on each of the last seven days (of the machines ``shown``), machines on line, open alerts, and the
     machines needing a visit (empty or low slots, lots expiring within ``EXPIRY_DAYS``). The sales come from
-    the rollups (``reports.days_by_machine``: as sold, refunds not taken off), expiry from the stock book."""
+    the rollups (``reports.days_by_machine`` and the fleet's day report: items sold, money net of the refunds
+    booked each day), expiry from the stock book. A retired machine's sales stay in the takings; it is
+    neither online, offline nor to visit."""
     today = _today(cloud, now)
     days = [today - timedelta(days=i) for i in range(WEEK_DAYS - 1, -1, -1)]
     week = {d for d in days if d >= today - timedelta(days=today.weekday())}
@@ -107,7 +113,7 @@ def overview(cloud, conn: sa.Connection, now: datetime, rows, alerted: dict[str,
     fleet_days = reports.sales_report(conn, reports.Query(conn, "day", days[0].isoformat(),
                                                           (today + timedelta(days=1)).isoformat(),
                                                           cloud.settings.time_zone, today=today))
-    everything = {(date.fromisoformat(r["key"]), r["currency"]): [r["count"], r["amount"]]
+    everything = {(date.fromisoformat(r["key"]), r["currency"]): [r["count"], r["net"]]
                   for r in fleet_days["rows"]}
     per_machine = []
     for m in rows:
@@ -119,7 +125,8 @@ def overview(cloud, conn: sa.Connection, now: datetime, rows, alerted: dict[str,
             counts[d] = counts.get(d, 0) + n
         per_machine.append({"m": m, "days": [counts[d] for d in days], "total": _sums(cells, set(days))})
     visits = []
-    for m in rows:
+    working = [m for m in rows if m.retired_at is None]
+    for m in working:
         s = short.get(m.id, {})
         soon = expiring.get(m.id, [])
         if s.get("empty") or s.get("low") or soon:
@@ -130,7 +137,8 @@ def overview(cloud, conn: sa.Connection, now: datetime, rows, alerted: dict[str,
     by_day = [(day, _sums(everything, {day})) for day in days]
     return {"today": _sums(everything, {today}), "week": _sums(everything, week), "week_from": min(week),
             "days": days, "today_day": today, "per_machine": per_machine, "by_day": by_day,
-            "online": sum(1 for m in rows if m.online), "offline": sum(1 for m in rows if not m.online),
+            "online": sum(1 for m in working if m.online), "offline": sum(1 for m in working if not m.online),
+            "in_service": len(working), "retired": len(rows) - len(working),
             "alerts": sum(alerted.values()), "visits": visits, "fills": short,
             "sold": {m.id: [(c, n, a) for (d, c), (n, a) in sorted(daily.get(m.id, {}).items()) if d == today]
                      for m in rows if m.id in shown}}
@@ -145,7 +153,7 @@ def _day_chart(_, figures: dict, lang: str) -> list:
                            i18n.day_label(day, lang))
                 for day, sums in figures["by_day"]]
         out.append(charts.bar_chart(bars, _("Takings per day ({currency})", currency=currency),
-                                    _("The fleet's takings on each of the last seven days, in {currency}.",
+                                    _("The fleet's takings, net of refunds, on each of the last seven days, in {currency}.",
                                       currency=currency), fmt=lambda v, c=currency: i18n.money(int(v), c, lang)))
     return out
 
@@ -155,11 +163,13 @@ def _page_number(text: str) -> int:
     return int(text) if text.isdigit() and 0 < len(text) < 6 and int(text) > 0 else 1
 
 
-def _matches(m, q: str, offline: bool) -> bool:
-    """A machine the fleet table shows under the search ``q`` (in its id or name, any case)."""
-    if offline and m.online:
+def _matches(m, q: str, offline: bool, named: set[str]) -> bool:
+    """A machine the fleet table shows under the search ``q`` (in its id or its name in any language, any
+    case; ``named``: the machines a name in another language matches); ``offline``: only a machine in service
+    not on line (a retired machine is not offline)."""
+    if offline and (m.online or m.retired_at is not None):
         return False
-    return not q or q in m.id.casefold() or q in (m.name or "").casefold()
+    return not q or m.id in named or any(q in (text or "").casefold() for text in (m.id, m.name, m.default_name))
 
 
 @router.get("/staff")
@@ -169,16 +179,20 @@ def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_c
     week's sales, and the map of the known places (on street tiles when the browser can load them). Whatever
     the size of the fleet, the page lists at most a page of machines and ``SHORT_LIST`` of each short list."""
     _ = translator(request)
+    lang = i18n.language_of(request)
     now = utcnow()
     q = request.query_params.get("q", "")[:80].strip()
     offline = request.query_params.get("offline", "") == "1"
     cloud.alerter.refresh_if_idle()
+    with cloud.engine.begin() as conn:
+        reports.count_refunds(conn)  # the refunds booked since the sweeper last looked
     with cloud.engine.connect() as conn:
-        rows = machines.list_machines(conn)
+        rows = machines.list_machines(conn, lang)
         sites = locations.by_machine(conn)
         alerted = occurrences.unresolved_by_machine(conn)
         places = locations.list_locations(conn)
-        chosen = [m for m in rows if _matches(m, q.casefold(), offline)]
+        named = machines.named_like(conn, q) if q else set()
+        chosen = [m for m in rows if _matches(m, q.casefold(), offline, named)]
         pages = max(1, -(-len(chosen) // FLEET_PAGE))
         page = min(_page_number(request.query_params.get("page", "")), pages)
         shown = chosen[(page - 1) * FLEET_PAGE:page * FLEET_PAGE]
@@ -193,7 +207,11 @@ def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_c
                    fault=any(i in alerted for i in p["machines"])) for p in places if p["latitude"] is not None]
     placed = {i for p in mapped for i, _n in p["machines"]}
     fills = figures["fills"]
-    fleet = [{"m": m, "site": sites.get(m.id, {}).get("name") or m.location, "alerts": by_machine.get(m.id, []),
+    site_names = {p["id"]: locations.name_in(p, lang) for p in places}
+    for p in mapped:
+        p["name"] = site_names[p["id"]]
+    fleet = [{"m": m, "site": site_names.get(sites.get(m.id, {}).get("id")) or m.location,
+              "alerts": by_machine.get(m.id, []),
               "sold": figures["sold"].get(m.id, []),
               "fill": (fills.get(m.id, {}).get("count", 0), fills.get(m.id, {}).get("capacity", 0))} for m in shown]
     week = figures["per_machine"]
@@ -207,11 +225,11 @@ def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_c
     settings = cloud.settings
     response = dash(request, caller, "dash_fleet.html", fleet=fleet, week_rows=week, total=len(rows),
                     matched=len(chosen), page=page, pages=pages, prev_url=link(page - 1), next_url=link(page + 1),
-                    q=q, offline_only=offline, offline=[m for m in rows if not m.online],
+                    q=q, offline_only=offline, offline=[m for m in rows if not m.online and m.retired_at is None],
                     short_list=SHORT_LIST, site_named=SITE_NAMED, site_ids=[p["id"] for p in mapped],
                     dots=project(mapped), map_w=MAP_W,
-                    map_h=MAP_H, unplaced=sum(1 for m in rows if m.id not in placed), alert_names=ALERT_NAMES,
-                    figures=figures, day_charts=_day_chart(_, figures, i18n.language_of(request)),
+                    map_h=MAP_H, unplaced=sum(1 for m in rows if m.id not in placed and m.retired_at is None),
+                    alert_names=ALERT_NAMES, figures=figures, day_charts=_day_chart(_, figures, lang),
                     expiry_days=EXPIRY_DAYS, tiles=settings.map_tiles, attribution=settings.map_attribution)
     response.headers["content-security-policy"] = csp_with_images(settings.map_tile_origin)
     return response
@@ -272,16 +290,22 @@ def _major(amount: int, currency: str) -> str:
 
 
 def machine_page(request: Request, caller: auth.Caller, cloud, machine_id: str, status_code: int = 200,
-                 form: list[dict] | None = None, errors: dict | None = None, saved: str = ""):
+                 form: list[dict] | None = None, errors: dict | None = None, saved: str = "",
+                 names_form: dict | None = None, names_errors: dict | None = None, names_saved: bool = False):
     _ = translator(request)
+    lang = i18n.language_of(request)
     now = utcnow()
     cloud.alerter.refresh_if_idle()
+    with cloud.engine.begin() as conn:
+        reports.count_refunds(conn)  # today's sales are net of the refunds booked since the sweeper looked
     try:
         with cloud.engine.connect() as conn:
-            m = machines.get(conn, machine_id)
+            m = machines.get(conn, machine_id, lang)
             menu = machines.menu(conn, machine_id)
             where = locations.location_of(conn, machine_id)
-            site = locations.get(conn, where) if where is not None else None
+            site = locations.public(locations.get(conn, where), names=locations.names_of(conn, where)) \
+                if where is not None else None
+            named = machine_names.names_of(conn, [machine_id])[machine_id]
             cabinets = machines.cabinets_of(conn, machine_id)
             config = planogram.status(conn, machine_id)
             found = occurrences.listing(conn, machine_id=machine_id)
@@ -298,7 +322,11 @@ def machine_page(request: Request, caller: auth.Caller, cloud, machine_id: str, 
                      "par": "", "cabinet": str(cabinets[0].number if cabinets else 1), "count": None})
     applied_at = datetime.fromisoformat(config["applied_at"]) if config["applied_at"] else None
     grid = [(c, [s for s in menu if s.cabinet == c.number]) for c in cabinets]
-    return dash(request, caller, "dash_machine.html", status_code, m=m, site=site, grid=grid,
+    if names_form is None:
+        names_form = {"name": m.default_name, **{"name_" + c: named.get(c, "") for c, _n in other_languages()}}
+    return dash(request, caller, "dash_machine.html", status_code, m=m, grid=grid,
+                site_name=locations.name_in(site, lang) if site else None, names_form=names_form,
+                names_errors=names_errors or {}, languages_other=other_languages(), names_saved=names_saved,
                 many_cabinets=len(cabinets) > 1, cabinets=cabinets, config=config, applied_at=applied_at, alerts=found,
                 alert_names=ALERT_NAMES, events=events, ledger_changes=changes, sold=sold, fill=_fill(menu), rows=rows,
                 errors=errors or {}, key=secrets.token_urlsafe(16),
@@ -306,9 +334,34 @@ def machine_page(request: Request, caller: auth.Caller, cloud, machine_id: str, 
 
 
 @router.get("/staff/machines/{machine_id}")
-def machine_view(request: Request, machine_id: str, saved: str = "", caller: auth.Caller = READ,
+def machine_view(request: Request, machine_id: str, saved: str = "", named: str = "", caller: auth.Caller = READ,
                  cloud=Depends(the_cloud)):
-    return machine_page(request, caller, cloud, machine_id, saved=saved if saved.isdigit() else "")
+    return machine_page(request, caller, cloud, machine_id, saved=saved if saved.isdigit() else "",
+                        names_saved=named == "1")
+
+
+@router.post("/staff/machines/{machine_id}/names")
+async def machine_names_page(request: Request, machine_id: str, caller: auth.Caller = EDIT,
+                             cloud=Depends(the_cloud)):
+    """Save the machine's name and its names per language (``PATCH /api/v1/machines/{id}``), audited; the
+    form kept with the error, in the page's language, if it is wrong."""
+    _ = translator(request)
+    raw = await request.form()
+    form = {k: str(raw.get(k, ""))[:100].strip() for k in ("name", *("name_" + c for c, _n in other_languages()))}
+    try:
+        with cloud.engine.begin() as conn:
+            now = utcnow()
+            diff = machine_names.rename(conn, machine_id[:32], {
+                "name": form["name"], "names": {c: form["name_" + c] for c, _n in other_languages()}}, now)
+            if diff:
+                audit.record(conn, caller, "machine.rename", "machine", machine_id, diff, now)
+    except machines.NoSuchMachine:
+        return machine_page(request, caller, cloud, machine_id[:32])
+    except machines.FleetError as e:
+        field = _field_of(str(e), form)
+        return machine_page(request, caller, cloud, machine_id[:32], 422, names_form=form,
+                            names_errors={field if field in form else "name": e.said(_)})
+    return RedirectResponse(f"/staff/machines/{quote(machine_id, safe='')}?named=1#names-form", status_code=303)
 
 
 @router.get("/staff/machines/{machine_id}/screen.svg")
@@ -460,11 +513,11 @@ def _machines_page(request: Request, caller, cloud, status_code: int = 200, erro
                    form: dict | None = None, created: dict | None = None):
     q = request.query_params.get("q", "")[:80].strip()
     after = request.query_params.get("after", "")[:32] or None
+    lang = i18n.language_of(request)
     with cloud.engine.connect() as conn:
-        rows, next_after = machines.search(conn, q, after, PAGE_SIZE)
+        rows, next_after = machines.search(conn, q, after, PAGE_SIZE, lang)
         sites = locations.by_machine(conn)
         places = locations.list_locations(conn)
-    lang = i18n.language_of(request)
     names = {p["id"]: locations.name_in(p, lang) for p in places}
     listed = [{"m": m, "site": names.get(sites.get(m.id, {}).get("id"))} for m in rows]
     nxt = "/staff/machines?" + urlencode({"q": q, "after": next_after}) if next_after else None
@@ -506,7 +559,7 @@ async def add_machine_page(request: Request, caller: auth.Caller = EDIT, cloud=D
             try:
                 secret = machines.add_machine(conn, form["id"], form["name"], "", now)
             except machines.FleetError as e:
-                errors["id"] = _("Machine id: {problem}", problem=str(e))
+                errors["id"] = _("Machine id: {problem}", problem=e.said(_))
                 raise
             if where is not None:
                 locations.place(conn, form["id"], where, now)
@@ -530,7 +583,7 @@ def _place_page(request: Request, caller, cloud, machine_id: str, status_code: i
     lang = i18n.language_of(request)
     with cloud.engine.connect() as conn:
         try:
-            m = machines.get(conn, machine_id)
+            m = machines.get(conn, machine_id, lang)
         except machines.FleetError:
             return dash(request, caller, "dash_problem.html", 404, title=_("No such machine"),
                         message=_("There is no machine {id}.", id=machine_id))
@@ -601,6 +654,10 @@ async def machine_retire(request: Request, machine_id: str, caller: auth.Caller 
                            {"sure": _("This machine was retired already.")})
     except machines.FleetError:
         return _place_page(request, caller, cloud, machine_id[:32], 404)
+    try:  # its broker login goes with it
+        cloud.refresh_broker()
+    except OSError as e:
+        log.error("machine %s retired, but the broker's files were NOT rewritten: %s", machine_id, e)
     return RedirectResponse(f"/staff/machines/{quote(machine_id, safe='')}/place?done=retired", status_code=303)
 
 
@@ -640,10 +697,10 @@ def locations_page(request: Request, caller: auth.Caller = READ, cloud=Depends(t
     return _locations_page(request, caller, cloud)
 
 
-def _location_error(e: machines.FleetError) -> dict:
+def _location_error(_, e: machines.FleetError) -> dict:
     fields = (*LOCATION_FIELDS, *("name_" + c for c, _n in other_languages()))
     field = _field_of(str(e), fields)
-    return {field if field in fields else "name": str(e)}  # the domain's message names the field
+    return {field if field in fields else "name": e.said(_)}  # the domain's message names the field
 
 
 @router.post("/staff/locations")
@@ -659,7 +716,7 @@ async def add_location_page(request: Request, caller: auth.Caller = EDIT, cloud=
             audit.record(conn, caller, "location.add", "location", location_id,
                          {k: v for k, v in values.items()}, now)
     except machines.FleetError as e:
-        return _locations_page(request, caller, cloud, 422, _location_error(e), form)
+        return _locations_page(request, caller, cloud, 422, _location_error(_, e), form)
     return RedirectResponse(f"/staff/locations/{location_id}?saved=1", status_code=303)
 
 
@@ -711,5 +768,5 @@ async def edit_location_page(request: Request, location_id: str, caller: auth.Ca
     except locations.NoSuchLocation:
         return _location_page(request, caller, cloud, location_id[:12])
     except machines.FleetError as e:
-        return _location_page(request, caller, cloud, location_id[:12], 422, _location_error(e), form)
+        return _location_page(request, caller, cloud, location_id[:12], 422, _location_error(_, e), form)
     return RedirectResponse(f"/staff/locations/{which}?saved=1", status_code=303)

@@ -88,40 +88,45 @@ class PlanogramSlot:
     def from_obj(cls, obj, where: str) -> "PlanogramSlot":
         """Check one slot object; FleetError naming the slot and the field."""
         if not isinstance(obj, dict):
-            raise FleetError(f"{where}: a slot must be an object")
+            raise FleetError("{where}: a slot must be an object", where=where)
         unknown = sorted(set(obj) - set(SLOT_KEYS))
         if unknown:
-            raise FleetError(f"{where}: unknown field {unknown[0]!r} (fields: {', '.join(SLOT_KEYS)})")
+            raise FleetError("{where}: unknown field {field!r} (fields: {fields})", where=where, field=unknown[0],
+                             fields=", ".join(SLOT_KEYS))
         slot = obj.get("slot")
         if not isinstance(slot, str) or not SLOT_RE.match(slot):
-            raise FleetError(f"{where}: slot {slot!r} is not a slot code like A1 (a capital letter, 1-2 digits)")
+            raise FleetError("{where}: slot {slot!r} is not a slot code like A1 (a capital letter, 1-2 digits)",
+                             where=where, slot=slot)
         where = f"{where} ({slot})"
         values = {"slot": slot}
         for key, default in (("sku", None), ("price", None), ("currency", None), ("capacity", None),
                              ("par_level", None), ("cabinet", 1)):
             value = obj.get(key, default)
             if value is None:
-                raise FleetError(f"{where}: {key} is missing")
+                raise FleetError("{where}: {key} is missing", where=where, key=key)
             want = str if key in ("sku", "currency") else int
             if not isinstance(value, want) or isinstance(value, bool):
-                raise FleetError(f"{where}: {key} must be {'text' if want is str else 'a whole number'}, "
-                                 f"got {value!r}")
+                raise FleetError("{where}: {key} must be text, got {value!r}" if want is str else
+                                 "{where}: {key} must be a whole number, got {value!r}", where=where, key=key, value=value)
             values[key] = value
         if not 1 <= len(values["sku"]) <= 40:
-            raise FleetError(f"{where}: sku must be 1-40 characters")
+            raise FleetError("{where}: sku must be 1-40 characters", where=where)
         if not 0 <= values["price"] <= MAX_PRICE:
-            raise FleetError(f"{where}: price must be a whole number of minor units from 0 to {MAX_PRICE}, "
-                             f"got {values['price']}")
+            raise FleetError("{where}: price must be a whole number of minor units from 0 to {most}, got {value}",
+                             where=where, most=MAX_PRICE, value=values["price"])
         if not CURRENCY_RE.match(values["currency"]):
-            raise FleetError(f"{where}: currency {values['currency']!r} is not an ISO 4217 code like CNY")
+            raise FleetError("{where}: currency {value!r} is not an ISO 4217 code like CNY", where=where,
+                             value=values["currency"])
         if not 1 <= values["capacity"] <= MAX_CAPACITY:
-            raise FleetError(f"{where}: capacity must be 1-{MAX_CAPACITY}, got {values['capacity']}")
+            raise FleetError("{where}: capacity must be 1-{most}, got {value}", where=where, most=MAX_CAPACITY,
+                             value=values["capacity"])
         if values["par_level"] < 0:
-            raise FleetError(f"{where}: par_level must be 0 or more, got {values['par_level']}")
+            raise FleetError("{where}: par_level must be 0 or more, got {value}", where=where, value=values["par_level"])
         if values["par_level"] > values["capacity"]:
-            raise FleetError(f"{where}: par_level {values['par_level']} is above the capacity {values['capacity']}")
+            raise FleetError("{where}: par_level {value} is above the capacity {capacity}", where=where,
+                             value=values["par_level"], capacity=values["capacity"])
         if values["cabinet"] < 1:
-            raise FleetError(f"{where}: cabinet must be 1 or more, got {values['cabinet']}")
+            raise FleetError("{where}: cabinet must be 1 or more, got {value}", where=where, value=values["cabinet"])
         return cls(**values)
 
 
@@ -131,10 +136,10 @@ def parse(body) -> tuple[list[PlanogramSlot], str]:
         raise FleetError("the body must be an object with slots (a list) and an optional note")
     unknown = sorted(set(body) - {"slots", "note"})
     if unknown:
-        raise FleetError(f"unknown field {unknown[0]!r}: a planogram has slots and note")
+        raise FleetError("unknown field {field!r}: a planogram has slots and note", field=unknown[0])
     raw, note = body.get("slots"), body.get("note", "")
     if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_CONFIG_SLOTS:
-        raise FleetError(f"slots must be a list of 1-{MAX_CONFIG_SLOTS} slot objects")
+        raise FleetError("slots must be a list of 1-{most} slot objects", most=MAX_CONFIG_SLOTS)
     if not isinstance(note, str) or len(note) > 200:
         raise FleetError("note must be text of at most 200 characters")
     return [PlanogramSlot.from_obj(s, f"slots[{i}]") for i, s in enumerate(raw)], note.strip()
@@ -147,7 +152,7 @@ def _lock_machine(conn: sa.Connection, machine_id: str):
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
     if conn.execute(query).first() is None:
-        raise NoSuchMachine(f"no machine {machine_id!r}")
+        raise NoSuchMachine("no machine {id!r}", id=machine_id)
 
 
 def create(conn: sa.Connection, machine_id: str, slots: list[PlanogramSlot], now: datetime,
@@ -156,13 +161,13 @@ def create(conn: sa.Connection, machine_id: str, slots: list[PlanogramSlot], now
     one is wrong) and return its number."""
     _lock_machine(conn, machine_id)
     if not 1 <= len(slots) <= MAX_CONFIG_SLOTS:
-        raise FleetError(f"a planogram has 1-{MAX_CONFIG_SLOTS} slots, got {len(slots)}")
+        raise FleetError("a planogram has 1-{most} slots, got {count}", most=MAX_CONFIG_SLOTS, count=len(slots))
     # Checked again whatever made them: a slot merged from PUT .../slots has been through other checks.
     slots = [PlanogramSlot.from_obj(asdict(s), f"slots[{i}]") for i, s in enumerate(slots)]
     seen: set[str] = set()
     for s in slots:
         if s.slot in seen:
-            raise FleetError(f"slot {s.slot} appears twice")
+            raise FleetError("slot {slot} appears twice", slot=s.slot)
         seen.add(s.slot)
     skus = sorted({s.sku for s in slots})
     known = {r.sku: r for r in conn.execute(sa.select(products.c.id, products.c.sku, products.c.name)
@@ -170,17 +175,17 @@ def create(conn: sa.Connection, machine_id: str, slots: list[PlanogramSlot], now
     have = set(conn.execute(sa.select(cabinets.c.number).where(cabinets.c.machine_id == machine_id)).scalars())
     for i, s in enumerate(slots):
         if s.sku not in known:
-            raise FleetError(f"slots[{i}] ({s.slot}): sku {s.sku!r} is not a known product")
+            raise FleetError("slots[{i}] ({slot}): sku {sku!r} is not a known product", i=i, slot=s.slot, sku=s.sku)
         if s.cabinet not in have:
-            raise FleetError(f"slots[{i}] ({s.slot}): machine {machine_id} has no cabinet {s.cabinet} "
-                             f"(it has {', '.join(map(str, sorted(have)))})")
+            raise FleetError("slots[{i}] ({slot}): machine {id} has no cabinet {cabinet} (it has {have})", i=i,
+                             slot=s.slot, id=machine_id, cabinet=s.cabinet, have=", ".join(map(str, sorted(have))))
     for i, s in enumerate(slots):
         try:
             # The machine checks each slot with this code; what it would refuse is refused here.
             ConfigSlot.from_obj(asdict(ConfigSlot(s.slot, known[s.sku].name, s.price, s.currency, s.capacity,
                                                   s.par_level)), f"slots[{i}]")
         except ProtocolError as e:
-            raise FleetError(f"this planogram would not reach the machine: {e}") from None
+            raise FleetError("this planogram would not reach the machine: {problem}", problem=str(e)) from None
     slots = sorted(slots, key=lambda s: s.slot)
     row = conn.execute(sa.select(machine_configs.c.desired).where(machine_configs.c.machine_id == machine_id)).first()
     version = (row.desired if row else 0) + 1

@@ -25,6 +25,7 @@ from cloud.provisioning.brokerfiles import BrokerFiles
 from cloud.provisioning.ca import FleetCA
 
 from cloud.fleet import alerts, ledger, locations, machines, planogram
+from cloud.fleet import names as machine_names
 from cloud import people
 from cloud.core.db import utcnow
 from cloud.people import Caller, require
@@ -106,6 +107,13 @@ class LocationChange(Body):
     latitude: SkipValidation[float | None] = None
     longitude: SkipValidation[float | None] = None
     tz: SkipValidation[str | None] = None
+
+
+class MachineNames(Body):
+    unknown = "unknown field {field}: a machine's names are name and names"
+
+    name: SkipValidation[str | None] = None  # in the default language (English)
+    names: SkipValidation[dict[str, str | None] | None] = None  # {"zh-CN": "B座大堂"}; "" or null drops one
 
 
 class Move(Body):
@@ -270,7 +278,8 @@ def move_machine(machine_id: str, body: Move, caller: Caller = Depends(EDIT), cl
 @router.post("/machines/{machine_id}/retire")
 def retire_machine(machine_id: str, caller: Caller = Depends(EDIT), cloud: FleetCloud = Depends(the_cloud)):
     """Retire a machine: it sells no more (its QR codes are refused with a page that says so), it leaves its
-    location; its sales, ledger and stays are kept. Retiring it again is refused (409)."""
+    location, and its broker login and topics are taken away (the broker reloads and drops its connection);
+    its sales, ledger and stays are kept. Retiring it again is refused (409)."""
     try:
         with cloud.engine.begin() as conn:
             now = utcnow()
@@ -279,7 +288,8 @@ def retire_machine(machine_id: str, caller: Caller = Depends(EDIT), cloud: Fleet
     except machines.FleetError as e:
         raise refused(e) from None
     log.info("machine %s retired", machine_id)
-    return {"machine": machine_id, "retired_at": now.isoformat(), "left_location_id": left}
+    return {"machine": machine_id, "retired_at": now.isoformat(), "left_location_id": left,
+            "broker": broker_note(cloud)}
 
 
 @router.get("/machines/{machine_id}/locations", dependencies=READ)
@@ -308,14 +318,33 @@ def machine_detail(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
             found = alerts.compute(conn, utcnow(), cloud.alert_limits, cloud.readings.snapshot(), machine_id)
             changes = ledger.changes(conn, machine_id)
             selftest = ledger.last_selftest(conn, machine_id)
+            named = machine_names.names_of(conn, [machine_id])[machine_id]
     except machines.FleetError as e:
         raise refused(e) from None
-    return {"id": m.id, "name": m.name, "location": location, "cabinets": cabinets, "online": m.online,
-            "retired_at": m.retired_at.isoformat() if m.retired_at else None,
+    return {"id": m.id, "name": m.name, "names": named, "location": location, "cabinets": cabinets,
+            "online": m.online, "retired_at": m.retired_at.isoformat() if m.retired_at else None,
             "last_seen": m.last_seen.isoformat() if m.last_seen else None, "firmware": m.firmware,
             "machine_head": m.machine_head, "cloud_head": m.cloud_head, "planogram": config,
             "alerts": [a.public() for a in found], "ledger_id": m.ledger_id,
             "ledger_changes": [ledger_change(c) for c in changes], "selftest": selftest}
+
+
+@router.patch("/machines/{machine_id}")
+def rename_machine(machine_id: str, body: MachineNames, caller: Caller = Depends(EDIT),
+                   cloud: FleetCloud = Depends(the_cloud)):
+    """Change a machine's name (in English, the default language) and its names in the pages' other
+    languages: ``{"name": "Lobby B", "names": {"zh-CN": "B座大堂"}}``; all of it or nothing, audited. Answers
+    the names and the fields that changed."""
+    try:
+        with cloud.engine.begin() as conn:
+            now = utcnow()
+            diff = machine_names.rename(conn, machine_id, given(body), now)
+            if diff:
+                people.audit.record(conn, caller, "machine.rename", "machine", machine_id, diff, now)
+            found = machine_names.public(conn, machine_id)
+    except machines.FleetError as e:
+        raise refused(e) from None
+    return {**found, "changed": sorted(diff)}
 
 
 def ledger_change(c) -> dict:
@@ -395,8 +424,9 @@ def api_machines(cloud: FleetCloud = Depends(the_cloud)):
         configs = planogram.statuses(conn)
         sites = locations.by_machine(conn)
         changed = Counter(c.machine_id for c in ledger.changes(conn))
+        named = machine_names.names_of(conn)
     none = planogram.status_of_none()
-    return [{"id": m.id, "name": m.name, "location": m.location, "online": m.online,
+    return [{"id": m.id, "name": m.name, "names": named.get(m.id, {}), "location": m.location, "online": m.online,
              "retired_at": m.retired_at.isoformat() if m.retired_at else None,
              "last_seen": m.last_seen.isoformat() if m.last_seen else None, "firmware": m.firmware,
              "machine_head": m.machine_head, "cloud_head": m.cloud_head, "ledger_changes": changed[m.id],
@@ -465,6 +495,7 @@ def api_machine_fetches_credentials(request: Request, cloud: FleetCloud = Depend
             machine_id = qrtoken.request_machine(header)
             qrtoken.verify_request(header, machines.secrets_of(conn, machine_id, now), now.timestamp(),
                                    "credentials")
+            machines.in_service(conn, machine_id)  # a retired machine gets no login back
             creds = machines.credentials(conn, machine_id, now)
     except (ProtocolError, machines.FleetError) as e:
         # The same answer for an unknown machine and a bad signature: nothing to learn by asking.
@@ -504,7 +535,7 @@ def api_certificate(machine_id: str, caller: Caller = Depends(require(*people.PR
     """A new client certificate and key for a machine, signed by the fleet CA (the key is not kept)."""
     try:
         with cloud.engine.begin() as conn:
-            machines.get(conn, machine_id)
+            machines.in_service(conn, machine_id)  # a retired machine's certificate would reach no topic
             if cloud.ca is None:
                 raise HTTPException(409, "this cloud keeps no CA: start it with --broker-files")
             cert, key = cloud.ca.ensure().issue_client(machine_id)

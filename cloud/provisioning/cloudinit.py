@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from controller.config import ConfigError, ini_parser, parse
+from controller.words import FONT_PACKAGE, FONTS
 
 SERVICE_USER = "vend"
 SERVICE_GROUPS = ("gpio", "dialout", "video")  # GPIO lines, the serial motor board, the framebuffer
@@ -275,6 +276,9 @@ def _online_install(card: Card) -> list[str]:
         "apt-get install -y -q --no-install-recommends python3-venv python3-pil python3-gpiozero python3-serial",
         "# lgpio drives a Pi 5's GPIO; a Pi 1-4 does not need it, and an older release may not have it.",
         'apt-get install -y -q --no-install-recommends python3-lgpio || step "no python3-lgpio (only a Pi 5 needs it)"',
+        "# The screen's Chinese ([screen] languages = zh_CN): pillow's own font has no CJK glyphs.",
+        f'apt-get install -y -q --no-install-recommends {FONT_PACKAGE} || step "no {FONT_PACKAGE}: the screen '
+        'shows no Chinese"',
         'step "the controller, from the wheel on the boot partition, into /opt/vend"',
         "python3 -m venv --system-site-packages /opt/vend",
         f'retry /opt/vend/bin/pip install --no-cache-dir "$boot/{BOOT_FOLDER}/{card.wheel}[controller]"',
@@ -295,7 +299,13 @@ def _offline_install(card: Card) -> list[str]:
         f'[ "$python" = {card.pi_python} ] || fail "this Raspberry Pi OS has Python $python, the card\'s wheels are '
         f'for {card.pi_python}; provision the card again with the --pi-os of this image"',
     ]
-    pin_library = parse(controller_ini(card))["gpio"]["pin_library"]
+    machine_cfg = parse(controller_ini(card))
+    pin_library = machine_cfg["gpio"]["pin_library"]
+    wide = sorted({path for lang in machine_cfg.screen.languages for path in FONTS.get(lang, ())})
+    if wide and not machine_cfg.screen.font:
+        # Without a package index the card cannot install the font; a screen without it shows English.
+        lines += [f"ls {' '.join(wide)} >/dev/null 2>&1 || step \"no font for the screen's Chinese on this image: "
+                  f"install {FONT_PACKAGE}, or make an --online card; until then the screen shows English only\""]
     if pin_library in PIN_LIBRARY_PACKAGES:
         module, package = PIN_LIBRARY_PACKAGES[pin_library]
         lines += ["# The pin library comes from the OS (PyPI has no ARM wheel of lgpio), seen through the venv.",

@@ -142,8 +142,9 @@ def public(row) -> dict:
             "provider": row.provider, "status": row.status, "reason": row.reason}
 
 
-def detail(conn: sa.Connection, payments, order_id: str) -> dict | None:
-    """One order with its customer, product, machine and money story (captured, refunded, each step)."""
+def detail(conn: sa.Connection, payments, order_id: str, lang: str | None = None) -> dict | None:
+    """One order with its customer, product, machine (named in ``lang`` where it can be) and money story
+    (captured, refunded, each step)."""
     row = orders.get(conn, order_id)
     if row is None:
         return None
@@ -153,7 +154,7 @@ def detail(conn: sa.Connection, payments, order_id: str) -> dict | None:
     except PaymentError:
         captured, refunded, story = 0, 0, []  # paid by a provider this cloud no longer knows
     customer = people.get(conn, row.customer_id)
-    machine = machines.get(conn, row.machine_id)  # the orders table's foreign key keeps it
+    machine = machines.get(conn, row.machine_id, lang)  # the orders table's foreign key keeps it
     product = conn.execute(sa.select(machines.products.c.sku, machines.products.c.name)
                            .where(machines.products.c.id == row.product_id)).first()
     return {**public(row), "customer": {"id": customer.id, "name": customer.name, "phone": customer.phone},

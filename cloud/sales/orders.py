@@ -384,6 +384,25 @@ def expire_due(conn: sa.Connection, provider: Provider, now: datetime, grace_s: 
     return expired
 
 
+def close_replaced(conn: sa.Connection, provider: Provider, machine_id: str, now: datetime) -> int:
+    """The machine started a new ledger (a new card): a vend its old ledger had started and never told the end
+    of never will (the card that knew is gone, and the new ledger does not know the order). Such an order is
+    closed as ``unknown``, as the machine itself does after a restart mid-vend, and its hold is released: no
+    drop proven, no charge. Left ``vending``, a wallet's hold would stay taken for ever. Returns how many."""
+    stuck = conn.execute(sa.select(orders.c.id).where(orders.c.machine_id == machine_id,
+                                                      orders.c.status == "vending")).scalars().all()
+    closed = 0
+    for order_id in stuck:
+        order = move(conn, order_id, machine_id, ("vending",), "unknown", now,
+                     "the machine's ledger was replaced during the vend: its end is not known")
+        if order is not None:
+            provider.settle(conn, [(order, "void")], now)
+            log.warning("order %s: machine %s started a new ledger during its vend; closed as unknown, hold "
+                        "released", order_id, machine_id)
+            closed += 1
+    return closed
+
+
 def for_customer(conn: sa.Connection, customer_id: int, limit: int = 20) -> list:
     return list(conn.execute(sa.select(orders).where(orders.c.customer_id == customer_id)
                              .order_by(orders.c.created_at.desc()).limit(limit)))

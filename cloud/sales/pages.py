@@ -60,10 +60,10 @@ def _period(_, form: dict, today: date) -> tuple[date, date]:
     return start, end
 
 
-def _choices(conn: sa.Connection) -> dict:
-    """The filters' options; past ``CHOICES_MAX`` machines the machine is typed (its id), not chosen from a list
-    that would weigh more than the report."""
-    fleet = machines.list_machines(conn)
+def _choices(conn: sa.Connection, lang: str | None = None) -> dict:
+    """The filters' options, the machines named in ``lang``; past ``CHOICES_MAX`` machines the machine is
+    typed (its id), not chosen from a list that would weigh more than the report."""
+    fleet = machines.list_machines(conn, lang)
     return {"machines": [(m.id, m.name or m.id) for m in fleet] if len(fleet) <= CHOICES_MAX else None,
             "locations": [(str(loc["id"]), loc["name"]) for loc in locations.list_locations(conn)],
             "products": [(str(i), f"{sku} {name}") for i, sku, name in conn.execute(
@@ -71,8 +71,15 @@ def _choices(conn: sa.Connection) -> dict:
                 .order_by(machines.products.c.sku))]}
 
 
-def _charts(_, lang: str, results: dict, start: date, end: date) -> list[dict]:
-    """Per currency sold in: the totals and four charts, each with the rows of its table."""
+def _names_in(conn: sa.Connection, lang: str) -> dict[str, str]:
+    """The machines' names in ``lang`` where they have one there (the report carries the default names)."""
+    named = machines.machine_names
+    return dict(conn.execute(sa.select(named.c.machine_id, named.c.name).where(named.c.lang == lang)).all())
+
+
+def _charts(_, lang: str, results: dict, start: date, end: date, names: dict[str, str]) -> list[dict]:
+    """Per currency sold in: the totals and four charts, each with the rows of its table (the machines named
+    by ``names`` where they have a name in the page's language)."""
     out = []
     for total in results["day"]["totals"]:
         currency = total["currency"]
@@ -88,7 +95,7 @@ def _charts(_, lang: str, results: dict, start: date, end: date) -> list[dict]:
         by_hour = {r["key"]: r for r in rows["hour"]}
         hour_rows = [(f"{h:02d}", by_hour.get(h, {}).get("count", 0), by_hour.get(h, {}).get("amount", 0))
                      for h in range(24)]
-        machine_rows = [(r["name"] or r["key"], r["count"], r["amount"])
+        machine_rows = [(names.get(r["key"]) or r["name"] or r["key"], r["count"], r["amount"])
                         for r in sorted(rows["machine"], key=lambda r: (-r["amount"], r["key"]))]
         if len(machine_rows) > MACHINES_SHOWN:
             rest = machine_rows[MACHINES_SHOWN:]
@@ -130,7 +137,7 @@ def sales_page(request: Request, caller: Caller = Depends(staff_only(*people.SAL
     with g.engine.begin() as conn:
         reports.count_refunds(conn)  # the refunds booked since the sweeper last looked
     with g.engine.connect() as conn:
-        choices = _choices(conn)
+        choices = _choices(conn, i18n.language_of(request))
         try:
             try:
                 tz = reports.zone(form["tz"])
@@ -148,7 +155,8 @@ def sales_page(request: Request, caller: Caller = Depends(staff_only(*people.SAL
                 except reports.NotFound as e:
                     names = {"machine": _("Machine"), "location": _("Location"), "product": _("Product")}
                     raise FormError(e.param, _("{field}: there is no such one.", field=names[e.param])) from None
-            charts_ = _charts(_, i18n.language_of(request), results, start, end)
+            lang = i18n.language_of(request)
+            charts_ = _charts(_, lang, results, start, end, _names_in(conn, lang))
         except FormError as e:
             error, field = str(e), e.field
     zones = ZONES if form["tz"] in ZONES else (*ZONES, form["tz"])
@@ -178,7 +186,7 @@ def orders_page(request: Request, caller: Caller = Depends(staff_only(*people.SA
     error = field = next_after = None
     rows = []
     with g.engine.connect() as conn:
-        choices = _choices(conn)
+        choices = _choices(conn, i18n.language_of(request))
         try:
             rows, next_after = office.search(conn, office.filters(
                 conn, form["machine"], form["customer"], form["from"], form["to"], form["status"], form["tz"],
@@ -197,7 +205,7 @@ def _order_page(request: Request, caller: Caller, g: Gate, order_id: str, status
                 errors: dict | None = None, form: dict | None = None, notice: str | None = None):
     _ = translator(request)
     with g.engine.connect() as conn:
-        found = office.detail(conn, request.app.state.cloud.provider, order_id)
+        found = office.detail(conn, request.app.state.cloud.provider, order_id, i18n.language_of(request))
     if found is None:
         return dash(request, caller, "dash_problem.html", 404, title=_("No such order"),
                     message=_("There is no order {id}.", id=order_id))

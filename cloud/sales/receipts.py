@@ -9,7 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from cloud.catalog.names import join_names, name_in
-from cloud.fleet.machines import machines, products
+from cloud.fleet.machines import join_machine_names, machine_name_in, machines, products
 from cloud.sales.orders import orders
 from cloud.accounts.journal import entries, txns
 
@@ -33,8 +33,8 @@ def products_of(conn: sa.Connection, order_ids: list[str], lang: str | None = No
     if not ids:
         return {}
     joined = join_names(orders.join(products, products.c.id == orders.c.product_id), lang)
-    q = (sa.select(orders.c.id, orders.c.status, name_in(lang), machines.c.name.label("machine"))
-         .select_from(joined.join(machines, machines.c.id == orders.c.machine_id))
+    q = (sa.select(orders.c.id, orders.c.status, name_in(lang), machine_name_in(lang, "machine"))
+         .select_from(join_machine_names(joined.join(machines, machines.c.id == orders.c.machine_id), lang))
          .where(orders.c.id.in_(ids)))
     return {r.id: Bought(r.name, r.machine, r.status) for r in conn.execute(q)}
 

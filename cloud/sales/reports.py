@@ -664,9 +664,10 @@ def stock_report(conn: sa.Connection, machine: str | None = None, location: int 
 def days_by_machine(conn: sa.Connection, tz: str, today: date, days: int = 7,
                     machine_ids: list[str] | None = None) -> dict[str, dict]:
     """Each machine's sales on each of the ``days`` local days (in zone ``tz``) ending with ``today``:
-    {machine id: {(day, currency): [count, amount]}}, from the rollups' day and hour buckets (each local day
-    cut into whole buckets of its own, so every bucket falls in one day). Sales as stored: a refund is not
-    taken off (the rollups count what was sold, as every report does)."""
+    {machine id: {(day, currency): [count, net]}}, from the rollups' day and hour buckets (each local day
+    cut into whole buckets of its own, so every bucket falls in one day). ``count`` is the items sold;
+    ``net`` the amount sold less the refunds booked that day, as in every report (the refunds booked since
+    the last ``count_refunds`` are not in it yet)."""
     z = zone(tz)
     first = today - timedelta(days=days - 1)
     day_of: dict[tuple[int, int], date] = {}
@@ -679,12 +680,12 @@ def days_by_machine(conn: sa.Connection, tz: str, today: date, days: int = 7,
             day_of.update({(span, h): d for h in range(a, b, span)})
     out: dict[str, dict] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     stmt = (sa.select(r.c.machine_id, r.c.span, r.c.bucket, r.c.currency, sa.func.sum(r.c.count),
-                      sa.func.sum(r.c.amount))
+                      sa.func.sum(r.c.amount), sa.func.sum(r.c.refunds))
             .where(sa.or_(*ranges)).group_by(r.c.machine_id, r.c.span, r.c.bucket, r.c.currency))
     if machine_ids is not None:  # these machines only (None: all), read by the primary key, machine first
         stmt = stmt.where(r.c.machine_id.in_(machine_ids) if machine_ids else sa.false())
-    for machine_id, span, bucket, currency, count, amount in conn.execute(stmt):
+    for machine_id, span, bucket, currency, count, amount, refunds in conn.execute(stmt):
         cell = out[machine_id][(day_of[(span, bucket)], currency)]
         cell[0] += int(count)
-        cell[1] += int(amount)
+        cell[1] += int(amount) - int(refunds)
     return {m: dict(cells) for m, cells in out.items()}

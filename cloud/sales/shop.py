@@ -116,7 +116,7 @@ def landing(request: Request, tok: str, cloud: ShopCloud = Depends(the_cloud)):
                        _("This code does not come from one of our machines, or it was misread. Scan the code on "
                          "the machine's screen again."))
     with cloud.engine.connect() as conn:
-        machine = machines.get(conn, machine_id)  # its secret verified the code: it exists
+        machine = machines.get(conn, machine_id, i18n.language_of(request))  # its secret verified the code
     if machine.retired_at is not None:
         log.info("QR code of retired machine %s refused", machine_id)
         return retired_machine(request, machine)
@@ -141,7 +141,7 @@ def menu(request: Request, machine_id: str, cloud: ShopCloud = Depends(the_cloud
         return RedirectResponse(f"/register?next=/m/{machine_id}", status_code=303)
     with cloud.engine.connect() as conn:
         try:
-            machine = machines.get(conn, machine_id)
+            machine = machines.get(conn, machine_id, i18n.language_of(request))
         except machines.FleetError:
             return unknown_machine(request, machine_id)
         if machine.retired_at is not None:
@@ -161,7 +161,7 @@ def cannot_buy(cloud: "ShopCloud", request: Request, e: orders.OrderError, machi
     """Why this order could not be placed, and what to do instead."""
     _ = translator(request)
     with cloud.engine.connect() as conn:
-        machine = machines.get(conn, machine_id)
+        machine = machines.get(conn, machine_id, i18n.language_of(request))
         item = machines.slot_for_sale(conn, machine_id, slot, i18n.language_of(request))
     product = item.name if item else slot
     title, message = {
@@ -321,7 +321,7 @@ def receipt(request: Request, order_id: str, cloud: ShopCloud = Depends(the_clou
     if order is None:
         return no_order(request)
     with cloud.engine.connect() as conn:
-        machine = machines.get(conn, order.machine_id)
+        machine = machines.get(conn, order.machine_id, i18n.language_of(request))
         item = machines.slot_for_sale(conn, order.machine_id, order.slot, i18n.language_of(request))
         refunds = receipts.refunds_of(conn, order.id)
     return page(request, "customer_receipt.html", order=order, machine=machine, item=item, refunds=refunds,

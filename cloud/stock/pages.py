@@ -80,10 +80,11 @@ def pick_lists_page(request: Request, route: str = "", machine: str = "",
     error = field = None
     result = printable = title = None
     with g.engine.begin() as conn:
-        today_routes = picking.day_routes(conn, today_of(g))  # the day's routes come first in the menu
+        today_routes = picking.day_routes(conn, today_of(g), i18n.language_of(request))  # first in the menu
         driven = {r["id"] for r in today_routes}
         routes = [r for r in picking.list_routes(conn) if r["id"] not in driven]
-        fleet = [(m.id, m.name or m.id) for m in machines.list_machines(conn)]
+        fleet = [(m.id, m.name or m.id) for m in machines.list_machines(conn, i18n.language_of(request))
+                 if m.retired_at is None]
         fleet = fleet if len(fleet) <= CHOICES_MAX else None  # typed, not chosen from a list
         try:
             if route:
@@ -337,7 +338,8 @@ def _routes_page(request: Request, caller: Caller, g: Gate, status_code: int = 2
                  form: dict | None = None):
     with g.engine.begin() as conn:
         routes = picking.list_routes(conn)
-        fleet = [(m.id, m.name or m.id) for m in machines.list_machines(conn) if m.retired_at is None]
+        fleet = [(m.id, m.name or m.id) for m in machines.list_machines(conn, i18n.language_of(request))
+                 if m.retired_at is None]
     fleet = fleet if len(fleet) <= CHOICES_MAX else None  # typed, not chosen from a list
     return dash(request, caller, "dash_routes.html", status_code, routes=routes, machines=fleet, days=DAYS,
                 errors=errors or {}, form=form or {"name": "", "machine": "", "weekdays": "1234567"},
@@ -385,7 +387,7 @@ def _route_page(request: Request, caller: Caller, g: Gate, route_id: str, status
         except StockError:
             return dash(request, caller, "dash_problem.html", 404, title=_("No such route"),
                         message=_("There is no route {id}.", id=route_id))
-        every = machines.list_machines(conn)
+        every = machines.list_machines(conn, i18n.language_of(request))
     names = {m.id: m for m in every}
     stops = [{"id": m, "name": names[m].name if m in names else m,
               "retired": m in names and names[m].retired_at is not None} for m in route["machines"]]
@@ -409,7 +411,7 @@ def day_route_page(request: Request, day: str = "", caller: Caller = Depends(sta
         except ValueError:
             error = _("Day: “{value}” is not a date like 2026-12-07.", value=day[:20])
     with g.engine.begin() as conn:
-        found = picking.day_routes(conn, when)
+        found = picking.day_routes(conn, when, i18n.language_of(request))
     return dash(request, caller, "dash_day_route.html", 422 if error else 200, routes=found, day=when,
                 error=error, days=dict(DAYS))
 

@@ -134,10 +134,10 @@ def list_routes(conn: sa.Connection) -> list[dict]:
     return [get_route(conn, r) for r in conn.execute(sa.select(routes.c.id).order_by(routes.c.name)).scalars()]
 
 
-def day_routes(conn: sa.Connection, day: date) -> list[dict]:
-    """The routes driven on ``day`` (by their weekdays), each with its stops in order: machine id, name,
-    whether it is retired (left on the route, but not visited for stock)."""
-    names = {m.id: m for m in machines.list_machines(conn)}
+def day_routes(conn: sa.Connection, day: date, lang: str | None = None) -> list[dict]:
+    """The routes driven on ``day`` (by their weekdays), each with its stops in order: machine id, name (in
+    ``lang`` where it has one), whether it is retired (left on the route, but not visited for stock)."""
+    names = {m.id: m for m in machines.list_machines(conn, lang)}
     out = []
     for route in list_routes(conn):
         if str(day.isoweekday()) not in route["weekdays"]:
@@ -217,7 +217,8 @@ def route_pick_list(conn: sa.Connection, route_id: int, today: date) -> dict:
 # -- alerts ------------------------------------------------------------------------------------------
 
 def alerts(conn: sa.Connection, today: date, slot_fraction: float = 0.25, expiry_days: int = 7) -> dict:
-    """Slots holding less than ``slot_fraction`` of their par level; described products under their
+    """Slots of the machines in service holding less than ``slot_fraction`` of their par level; described
+    products under their
     reorder level in the warehouse (with what is on order); lots with stock that expire within
     ``expiry_days`` (or have expired)."""
     if not isinstance(slot_fraction, (int, float)) or isinstance(slot_fraction, bool) or not 0 < slot_fraction <= 1:
@@ -227,6 +228,8 @@ def alerts(conn: sa.Connection, today: date, slot_fraction: float = 0.25, expiry
     low_slots = []
     low = machines.menus(conn, below=slot_fraction)  # one query for the fleet, not two per machine
     for m in machines.list_machines(conn):
+        if m.retired_at is not None:  # sells no more: nothing to fill
+            continue
         low_slots += [{"machine_id": m.id, "slot": r.slot, "product_id": r.product_id, "sku": r.sku, "name": r.name,
                        "count": r.count, "par": r.par_level} for r in low.get(m.id, [])]
     stock = {row["product_id"]: row for row in book.warehouse(conn, today)}

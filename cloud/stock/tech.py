@@ -18,9 +18,12 @@ from pydantic import BaseModel, ConfigDict
 
 from cloud import people
 from cloud.alerts import NAMES, actions as alert_actions, occurrences
+from cloud.fleet import locations
 from cloud.people import Caller, audit, require
 from cloud.people.auth import staff_only
+from cloud.fleet import machines
 from cloud.stock import picking, visits
+from cloud.web import i18n
 from cloud.web.dashboard import add_page, dash
 from cloud.web.pages import translator
 
@@ -65,11 +68,17 @@ def _now(request: Request) -> datetime:
     return request.app.state.people.now()
 
 
-def day_plan(conn, day: date) -> list[dict]:
-    """The day's routes, each stop with its pick lines (slot, product, count to load) and whether it is loaded."""
+def _zones(conn, cloud) -> tuple[dict[str, str], str]:
+    """The zone each machine's times are shown in: its location's ({machine id: zone}), else the fleet's."""
+    return locations.zones(conn), cloud.settings.time_zone or "UTC"
+
+
+def day_plan(conn, day: date, lang: str | None = None) -> list[dict]:
+    """The day's routes, each stop with its pick lines (slot, product, count to load) and whether it is loaded;
+    each machine named in ``lang`` where it has a name in it."""
     loaded = visits.loads(conn, day)
     out = []
-    for route in picking.day_routes(conn, day):
+    for route in picking.day_routes(conn, day, lang):
         live = [s["machine_id"] for s in route["stops"] if not s["retired"]]
         picks = {m["machine_id"]: m for m in picking.pick_list(conn, live, day)["machines"]} if live else {}
         stops = []
@@ -175,7 +184,13 @@ def machine_door(machine_id: str, caller: Caller = API, cloud=Depends(the_cloud)
 def today_page(request: Request, done: str = "", caller: Caller = PAGE, cloud=Depends(the_cloud)):
     when = _today(request)
     with cloud.engine.begin() as conn:
-        plan = day_plan(conn, when)
+        plan = day_plan(conn, when, i18n.language_of(request))
+        zones, fleet_zone = _zones(conn, cloud)
+    for route in plan:
+        for stop in route["stops"]:
+            if stop["loaded"]:
+                stop["loaded"]["at"] = datetime.fromisoformat(stop["loaded"]["loaded_at"])
+            stop["tz"] = zones.get(stop["machine_id"], fleet_zone)
     return dash(request, caller, "tech_today.html", plan=plan, day=when, done=DONE.get(done, ""),
                 key=secrets.token_urlsafe(16))
 
@@ -204,10 +219,13 @@ def _machine_page(request: Request, caller: Caller, cloud, machine_id: str, stat
             return dash(request, caller, "dash_problem.html", 404, title=_t("Unknown machine"),
                         message=_t("There is no such machine."))
         lines = picking.pick_list(conn, [machine_id], when)["machines"][0]["lines"]
+        name = machines.get(conn, machine_id, i18n.language_of(request)).name
         alerts = occurrences.listing(conn, ("open", "acknowledged"), machine_id=machine_id)
         done_today = visits.reports(conn, machine_id, datetime.combine(when, datetime.min.time(), timezone.utc))
+        zones, fleet_zone = _zones(conn, cloud)
     counts = typed if typed is not None else {line["slot"]: str(line["pick"]) for line in lines}
-    return dash(request, caller, "tech_machine.html", status_code, machine_id=machine_id, door=state,
+    return dash(request, caller, "tech_machine.html", status_code, machine_id=machine_id, machine_name=name,
+                zone=zones.get(machine_id, fleet_zone), door=state,
                 door_since=since, door_names=DOOR, lines=lines, counts=counts, alerts=alerts, names=NAMES,
                 state_of=occurrences.state_of, error=error, done=DONE.get(done, ""),
                 reports=[{**visits.report_public(r), "reported_at": r.reported_at} for r in done_today],

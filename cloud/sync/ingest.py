@@ -89,7 +89,7 @@ def store_batch(conn: sa.Connection, provider: Provider, machine_id: str, batch:
             # Nothing to compare yet: the next event will tell.
             return Result(head, resend_from=head + 1, ledger=current)
         if current or (head and same is False):
-            head, head_hash, base = _change_ledger(conn, machine_id, current, head, ledger, base, now)
+            head, head_hash, base = _change_ledger(conn, provider, machine_id, current, head, ledger, base, now)
             same, new_ledger = None, True
         elif not conn.execute(machines.update().where(machines.c.id == machine_id, machines.c.ledger_id == "")
                               .values(ledger_id=ledger)).rowcount:
@@ -138,8 +138,8 @@ def _continues(conn: sa.Connection, machine_id: str, batch: EventBatch, head: in
     return (True if first <= head + 1 <= last else verdict), ""
 
 
-def _change_ledger(conn: sa.Connection, machine_id: str, old: str, head: int, new: str, base: int,
-                   now: datetime) -> tuple[int, str, int]:
+def _change_ledger(conn: sa.Connection, provider: Provider, machine_id: str, old: str, head: int, new: str,
+                   base: int, now: datetime) -> tuple[int, str, int]:
     """Follow the machine's new ledger from its start, keeping the old one's events; the change is logged
     and kept for a person to see. Returns the new (head, head hash, base)."""
     new_base = base + head
@@ -150,6 +150,7 @@ def _change_ledger(conn: sa.Connection, machine_id: str, old: str, head: int, ne
     if not moved:
         raise Conflict(machine_id)
     ledgers.record_change(conn, machine_id, old, head, new, new_base, now)
+    orders.close_replaced(conn, provider, machine_id, now)
     log.warning("machine %s has a new ledger %s (was %s, stored to its seq %d): its events are kept from "
                 "seq %d on", machine_id, new, old or "(no id)", head, new_base + 1)
     return 0, GENESIS_HASH, new_base

@@ -88,7 +88,8 @@ def new_page(browser):
 
     def make(lang: str = "en", phone: bool = False, slow: bool = False, script: bool = True):
         context = _context(browser, lang, java_script_enabled=script, **(PHONE if phone else DESK))
-        context.vend_script = script  # shot() checks a page through script; with it off, it cannot        contexts.append(context)
+        context.vend_script = script  # shot() checks a page through script; with it off, it cannot
+        contexts.append(context)
         page = context.new_page()
         if slow:
             slow_3g(page)

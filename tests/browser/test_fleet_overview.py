@@ -8,14 +8,18 @@ import re
 import struct
 import zlib
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 from pytest_httpserver import HTTPServer
 
-from cloud.sales import reports
+from cloud.payments import Wallet
+from cloud.sales import orders, reports
+from cloud.web import i18n
 from tests.browser.browsing import add_staff, shot, sign_in
+from tests.cloud_fixtures import add_customer, add_sale
 from tests.browser.conftest import _close, _context
 from tests.e2e.harness import Cloud, wait_until
 
@@ -55,8 +59,8 @@ def cloud(broker, tiles, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def placed(cloud, machine):
-    """m1 at a station with coordinates, a depot nearby, a manager, and three days of m1's sales (stored and
-    rolled up as ingest stores them)."""
+    """m1 at a station with coordinates, a depot nearby, a manager, three days of m1's sales (stored and
+    rolled up as ingest stores them) and a refund of 1.50 booked now; m0, retired."""
     lobby = cloud.api("POST", "/api/v1/locations", {"name": "Station lobby", "address": "1 Station Rd",
                                                     "latitude": 31.2304, "longitude": 121.4737})
     cloud.api("POST", "/api/v1/locations", {"name": "Depot", "latitude": 31.2420, "longitude": 121.4950})
@@ -70,7 +74,15 @@ def placed(cloud, machine):
         conn.exec_driver_sql("INSERT INTO sales (machine_id, seq, ts, order_id, slot, product_id, amount, currency) "
                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         reports.project(conn, rows)
+        ann = add_customer(conn, phone="+8613900000777")
+        add_sale(conn, ann, "o-refunded", machine_id=machine.id)
+        assert Wallet().refund(conn, orders.get(conn, "o-refunded"), 150, "overview-refund", now).ok
     engine.dispose()
+    cloud.api("POST", "/api/v1/machines", {"id": "m0", "name": "Machine m0"})
+    cloud.api("POST", "/api/v1/machines/m0/retire")
+    local = ZoneInfo(ZONE)
+    today = now.astimezone(local).date()
+    lobby["gross_today"] = sum(r[6] for r in rows if datetime.fromisoformat(r[2]).astimezone(local).date() == today)
     return lobby
 
 
@@ -87,7 +99,15 @@ def test_the_fleet_page_at_each_width_and_language_with_its_street_map(cloud, pl
         expect(page.get_by_role("heading", name="机队" if zh else "Fleet", exact=True)).to_be_visible()
         today = page.locator("#takings-today")
         expect(today).to_contain_text("今日营业额" if zh else "Takings today")
+        # Takings net of the refund booked today; m0, retired, is neither online nor offline.
+        expect(today).to_contain_text(i18n.money(placed["gross_today"] - 150, "CNY", lang))
         expect(page.locator("#machines-online")).to_contain_text("1 / 1" if zh else "1 of 1")
+        expect(page.locator("#machines-online")).to_contain_text("1 台已退役" if zh else "1 retired")
+        expect(page.locator("#machines-online")).to_contain_text("0 台离线" if zh else "0 offline")
+        retired = page.locator("table.fleet tbody tr").filter(has_text="Machine m0").locator(".badge.retired")
+        expect(retired).to_have_text("已退役" if zh else "Retired")
+        expect(retired).to_be_visible()
+        expect(page.get_by_text("营业额已扣除退款" if zh else "Takings are net of refunds")).to_be_visible()
         expect(page.locator("#open-alerts a")).to_have_attribute("href", "/staff/alerts")
         week = "最近七天的销售" if zh else "Sales in the last seven days"
         expect(page.get_by_role("heading", name=week)).to_be_visible()

@@ -49,7 +49,7 @@ def test_a_manager_places_machines_and_orders_a_route(cloud, office):
     page.locator("#f-longitude").fill("116.4")
     page.locator("#f-tz").select_option("Asia/Shanghai")
     submit(page, "#add-location")
-    expect(page.locator("#error-latitude")).to_contain_text("out of range")
+    expect(page.locator("#error-latitude")).to_contain_text("超出范围" if zh else "out of range")
     assert page.locator("#f-name_zh-CN").input_value() == f"车站 {suffix}"
     fits(page)
     shot(page, f"places-location-error-{tag}")

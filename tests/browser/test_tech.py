@@ -4,15 +4,18 @@ would (the board's own ``door open`` command), so the door's state reaches the c
 machine's ledger, MQTT, the cloud's ingest). On a 360-px phone on slow 3G, with JavaScript off: today's
 route with what to load, "Loaded" tapped twice (Back) and recorded once, "Restocked" refused while the door
 is shut and recorded once it is open, a jam's fault cleared; then every width (360, 768, 1440) in English
-and Chinese, each showing the refusal with the door shut; and a technician kept off the money pages."""
+and Chinese, each showing the refusal with the door shut and the times in the machine's own zone (its
+location's, Shanghai's, not UTC); and a technician kept off the money pages."""
 
 import re
 import subprocess
 import sys
+from datetime import date, datetime, timezone
 
 import pytest
 from playwright.sync_api import expect
 
+from cloud.web import i18n
 from tests.browser.browsing import add_staff, shot, sign_in
 from tests.e2e.harness import Customer, Machine, wait_until
 
@@ -20,6 +23,7 @@ from tests.e2e.harness import Customer, Machine, wait_until
 BOARD = ["--motors", "4", "--jam", "3", "--drop-delay", "0.2", "--turn-limit", "0.6"]
 WIDTHS = {"phone": {"width": 360, "height": 740}, "tablet": {"width": 768, "height": 1024},
           "desk": {"width": 1440, "height": 900}}
+ZONE = "Asia/Shanghai"  # t1's location's; the cloud's own (--time-zone) is UTC
 REFUSED = {"en": "The service door is shut. Open the service door first: the machine must see you restock.",
            "zh-CN": "维修门是关着的。请先打开维修门：售货机必须看到你补货。"}
 
@@ -66,11 +70,20 @@ def van(cloud, broker, board, tmp_path_factory):
     cloud.api("POST", f"/api/v1/purchase-orders/{po['id']}/send")
     cloud.api("POST", f"/api/v1/purchase-orders/{po['id']}/receive", {"key": "tech-receipt-1", "lines": [
         {"line_id": line["line_id"], "quantity": 20} for line in po["lines"]]})
+    depot = cloud.api("POST", "/api/v1/locations", {"name": "Depot North", "tz": ZONE})
+    cloud.api("PUT", "/api/v1/machines/t1/location", {"location_id": depot["id"]})
     cloud.api("POST", "/api/v1/routes", {"name": "Morning", "machines": ["t1"]})
     wait_until(m.synced, 30, "t1's restock to reach the cloud")
     add_staff(cloud, "van-tech", "technician")
     yield m
     m.proc.stop()
+
+
+def stored(cloud, sql: str) -> datetime:
+    """A time the cloud stored (SQLite keeps UTC without its zone)."""
+    value = cloud.db(sql)[0][0]
+    t = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def no_wider_than(page, width: int) -> None:
@@ -92,7 +105,8 @@ def test_a_technicians_morning_on_a_slow_phone_without_script(cloud, board, van,
 
     stop.get_by_role("button", name="Loaded").click()
     expect(phone.get_by_role("status")).to_have_text("Marked as loaded.")
-    expect(stop).to_contain_text("Loaded by van-tech")
+    loaded_at = stored(cloud, "SELECT loaded_at FROM route_loads")
+    expect(stop).to_contain_text(f"Loaded by van-tech, {i18n.when(loaded_at, 'en', ZONE)}")
     # Back to the page with the button, and tap it again: the same key, nothing new.
     phone.go_back()
     phone.locator(".stop[data-machine=t1]").get_by_role("button", name="Loaded").click()
@@ -121,6 +135,10 @@ def test_a_technicians_morning_on_a_slow_phone_without_script(cloud, board, van,
     expect(phone.locator(".door")).to_contain_text("Service door open")
     expect(phone.locator(".badge-done")).to_contain_text("Restock recorded by van-tech")
     expect(phone.locator(".badge-done")).to_contain_text("A1 8, A2 9, B1 6, B2 0")
+    reported_at = stored(cloud, "SELECT reported_at FROM restock_reports")
+    expect(phone.locator(".badge-done")).to_contain_text(f"van-tech, {i18n.when(reported_at, 'en', ZONE)}")
+    since = stored(cloud, "SELECT door_open_since FROM restock_reports")
+    expect(phone.locator(".door")).to_have_text(f"Service door open · since {i18n.when(since, 'en', ZONE)}")
     phone.go_back()
     phone.get_by_role("button", name="Restocked").click()  # Back to the refused form, same key: once
     assert cloud.db("SELECT count(*) FROM restock_reports")[0][0] == 1
@@ -162,6 +180,10 @@ def test_every_width_and_language_shows_the_route_and_refuses_a_restock_with_the
     page.goto(cloud.url + "/tech")
     expect(page.get_by_role("heading", level=1)).to_have_text("Today's route" if lang == "en" else "今日路线")
     expect(page.locator(".stop[data-machine=t1]")).to_contain_text("Machine t1")
+    loaded_at = stored(cloud, "SELECT loaded_at FROM route_loads")  # loaded on the morning's phone
+    expect(page.locator(".stop[data-machine=t1] .badge-done")).to_contain_text(i18n.when(loaded_at, lang, ZONE))
+    day = date.fromisoformat(str(cloud.db("SELECT day FROM route_loads")[0][0]))  # the route's day
+    expect(page.locator("h1 + p time")).to_have_text(i18n.day_label(day, lang, "yMMMEd"))
     no_wider_than(page, WIDTHS[size]["width"])
     shot(page, f"tech-{size}-{lang}-today")
     page.goto(cloud.url + "/tech/t1")

@@ -203,6 +203,29 @@ def test_a_busy_cloud_holds_the_resend_but_not_forever(ledger):
     assert seqs(sync.tick(T0 + 18.1)) == [[1, 2]]  # no ack and no further word: resent all the same
 
 
+def test_a_busy_cloud_that_says_how_long_its_queue_is_gets_no_resend_before_then(ledger):
+    # A storm: the cloud's queue is a minute deep, far past the resend timer. A machine resending at its timer
+    # would add a duplicate behind the same queue, every machine of the fleet at once.
+    fill(ledger, 2)
+    sync = make(ledger)
+    sync.connected(T0)
+    sync.cloud_busy(T0 + 1, wait_s=60.0)
+    assert sync.tick(T0 + 1 + RESEND_S + 1) == []
+    assert sync.tick(T0 + 1 + 60) == []  # the estimate, and a margin: it is a guess from recent work
+    assert seqs(sync.tick(T0 + 1 + 60 * 1.5 + 5.1)) == [[1, 2]]  # never forever
+
+
+def test_an_ack_ends_the_hold_a_busy_cloud_asked_for(ledger):
+    fill(ledger, 2)
+    sync = make(ledger)
+    sync.connected(T0)
+    sync.cloud_busy(T0 + 1, wait_s=60.0)
+    sync.ack(2, T0, T0 + 2, T0 + 2)
+    fill(ledger, 1)  # the next event goes, then is lost: the timer alone rules again
+    assert seqs(sync.due(T0 + 3)) == [[3]]
+    assert seqs(sync.tick(T0 + 3 + RESEND_S + 0.1)) == [[3]]
+
+
 def test_a_busy_notice_with_nothing_in_flight_changes_nothing(ledger):
     sync = make(ledger)
     sync.connected(T0)

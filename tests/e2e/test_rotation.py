@@ -1,4 +1,5 @@
-"""``vendctl machines add`` and ``rotate-secret`` against a real cloud and the Mosquitto that reads its files."""
+"""``vendctl machines add``, ``rotate-secret`` and ``retire`` against a real cloud and the Mosquitto that reads
+its files."""
 
 import time
 
@@ -91,6 +92,45 @@ def test_after_a_rotation_the_old_secret_and_password_work_for_the_overlap_and_n
     assert scan(fleet, "m-rot", new["secret"]).status_code == 303
     assert fleet.broker_connected()
     on_new.close()
+
+
+def test_a_retired_machine_can_no_longer_log_in_to_the_broker_nor_publish(fleet, tmp_path):
+    # Issue 15: retiring a machine left its broker login and ACL in place, so its controller kept selling
+    # its reports into the cloud.
+    assert fleet.vendctl("machines", "add", "m-gone").returncode == 0
+    creds = credentials(fleet, "m-gone")
+    password = creds["mqtt"]["password"]
+    issued = fleet.api("POST", "/api/v1/machines/m-gone/certificate")
+    assert issued.status_code == 200, issued.text
+    (tmp_path / "m.crt").write_text(issued.json()["cert_pem"])
+    (tmp_path / "m.key").write_text(issued.json()["key_pem"])
+    pair = (str(tmp_path / "m.crt"), str(tmp_path / "m.key"))
+    by_password = fleet.client("m-gone", "m-gone.1", password, port=fleet.ports.password, ca=fleet.ca_file)
+    by_cert = fleet.client("m-gone", port=fleet.ports.certificate, ca=fleet.ca_file, cert=pair)
+    assert by_password.accepted and by_cert.accepted
+    assert not by_cert.publish_refused("vend/v1/m-gone/telemetry", b"{}"), "in service, it may publish"
+
+    out = fleet.vendctl("machines", "retire", "m-gone")
+    assert out.returncode == 0, out.stderr
+    assert "machine m-gone retired" in out.stdout and "broker: Mosquitto (pid" in out.stdout, out.stdout
+
+    # The broker reloads its files: the password login is thrown out and refused from then on.
+    assert by_password.disconnected.wait(20), "the retired machine's broker login outlived its retirement"
+    again = fleet.client("m-gone-2", "m-gone.1", password, port=fleet.ports.password, ca=fleet.ca_file)
+    assert not again.accepted
+    again.close()
+    # Its certificate still passes TLS (the fleet CA keeps no revocation list), but no topic is its own now.
+    assert by_cert.publish_refused("vend/v1/m-gone/events", b"after retirement"), "the certificate still publishes"
+    late = fleet.client("m-gone", port=fleet.ports.certificate, ca=fleet.ca_file, cert=pair)
+    assert late.publish_refused("vend/v1/m-gone/status", b"{}")
+    late.close()
+    by_cert.close()
+    by_password.close()
+    # And it gets no new login: no certificate, no rotation.
+    assert fleet.api("POST", "/api/v1/machines/m-gone/certificate").status_code == 409
+    rotated = fleet.vendctl("machines", "rotate-secret", "m-gone", "--overlap", "0s")
+    assert rotated.returncode != 0 and "409" in rotated.stderr and "retired" in rotated.stderr, rotated.stderr
+    assert fleet.broker_connected()
 
 
 @pytest.mark.parametrize("args, error", [

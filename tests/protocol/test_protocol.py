@@ -195,6 +195,19 @@ def test_a_busy_ack_reads_as_a_plain_clock_ack_to_an_older_controller():
     rejects(Ack.decode, b'{"v":1,"seq":0,"busy":1,"cloud_time":"' + now.encode() + b'"}', "'busy' must be bool")
 
 
+def test_a_busy_ack_may_say_how_long_the_queue_is_and_nonsense_there_is_refused():
+    now = format_time(utcnow())
+    told = Ack(0, now, busy=True, wait_s=42.25)
+    assert json.loads(told.encode())["wait_s"] == 42.2
+    assert Ack.decode(told.encode()).wait_s == 42.2
+    assert "wait_s" not in json.loads(Ack(0, now, busy=True).encode())
+    head = b'{"v":1,"seq":0,"cloud_time":"' + now.encode() + b'",'
+    for bad in (b'"busy":true,"wait_s":-1}', b'"busy":true,"wait_s":"5"}', b'"busy":true,"wait_s":true}',
+                b'"busy":true,"wait_s":NaN}', b'"busy":true,"wait_s":1e9}'):
+        rejects(Ack.decode, head + bad, "wait_s must be a number of seconds from 0 to 600")
+    rejects(Ack.decode, head + b'"wait_s":5}', "wait_s goes with busy")
+
+
 def _cmd(kind="vend", args=None, expires_in=60, cmd_id="c-1"):
     now = utcnow()
     args = {"order_id": "o-1", "slot": "A1"} if args is None else args

@@ -239,6 +239,24 @@ def test_a_restock_clears_the_alert_by_itself_and_the_next_jam_raises_a_new_one(
     assert [a.resolved_at is None for a in occurrences(cloud_obj, kind="out_of_service")] == [False, True]
 
 
+def test_a_look_that_began_before_another_process_raised_an_alert_does_not_resolve_it(cloud_obj):
+    # The watcher reads the conditions before its write transaction (a look at a big fleet must not hold the
+    # ingest's writer up). Another cloud process may raise an alert in between: this look never saw the jam,
+    # and resolving it would only raise it again, with a second e-mail.
+    chain = Chain()
+    looked = utcnow()
+    jam(cloud_obj, chain, "A2")
+    cloud_obj.alerter.refresh()  # "the other process"
+    (raised,) = occurrences(cloud_obj, kind="out_of_service")
+    with cloud_obj.engine.begin() as conn:
+        from cloud.alerts import occurrences as book  # noqa: PLC0415 - the module, not this file's helper
+        book.refresh(conn, [], lambda kind, m: True, looked)  # what the slower look had found: nothing
+    (still,) = occurrences(cloud_obj, kind="out_of_service")
+    assert still.id == raised.id and still.resolved_at is None
+    cloud_obj.alerter.refresh()  # a look that began after it judges it, as before
+    assert occurrences(cloud_obj, kind="out_of_service")[0].resolved_at is None  # the jam is still there
+
+
 # -- a person acknowledges and resolves ---------------------------------------------------------------------
 
 def test_acknowledge_and_resolve_through_the_api_audited_and_not_raised_again_while_it_lasts(client, cloud_obj):

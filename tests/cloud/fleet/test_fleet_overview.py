@@ -15,12 +15,14 @@ import cloud.core.settings
 from cloud.alerts import occurrences
 from cloud.catalog.products import products
 from cloud.core.db import utcnow
-from cloud.fleet import machines
+from cloud.fleet import locations, machines
+from cloud.payments import Wallet
 from cloud.people import staff
-from cloud.sales import records, reports
+from cloud.sales import orders, records, reports
 from cloud.stock import book
 from cloud.web import i18n
-from tests.cloud_fixtures import add_machine, db_url, fast_hashes, idle_cloud  # noqa: F401  (fixtures)
+from tests.cloud_fixtures import (add_customer, add_machine, add_sale, db_url, fast_hashes,  # noqa: F401  (fixtures)
+                                  idle_cloud)
 
 BOOT = "bootstrap-token-for-tests"
 PW = "violet-tractor-harbour-91"
@@ -224,3 +226,59 @@ def test_days_by_machine_reads_whole_buckets_of_each_local_day(fleet):
     for back in range(9):
         day = today - timedelta(days=back)
         assert got["m-1"][(day, "CNY")] == [2, 350 + back + 200 + 10 * back]
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+def test_takings_and_the_week_s_sales_are_net_of_the_refunds_booked_on_each_day(fleet, lang):
+    # Issue 15: the page said "as sold: refunds are not taken off" while the reports were already net.
+    today = fleet.test_today
+    days = [today - timedelta(days=i) for i in range(6, -1, -1)]
+    gross_today, gross_week = expected(fleet, {today})["CNY"][1], expected(fleet, set(days))["CNY"][1]
+    with fleet.engine.begin() as conn:
+        ann = add_customer(conn)
+        add_sale(conn, ann, "o-refunded", machine_id="m-1")  # an order of m-1's, paid from the wallet
+        # Booked now, today in the fleet's zone; not yet counted by the sweeper: the page must count it.
+        assert Wallet().refund(conn, orders.get(conn, "o-refunded"), 150, "r-today", utcnow()).ok
+    _ = i18n.Translator(lang)
+    html = page(fleet, lang).text
+    today_box = part(html, '<li id="takings-today">', "</li>")
+    assert f"<strong>{i18n.money(gross_today - 150, 'CNY', lang)}</strong>" in today_box, today_box
+    assert _("{n} sold", n=i18n.number(2, lang)) in today_box, "items sold are what dropped"
+    week_box = part(html, '<li id="takings-week">', "</li>")
+    monday = today - timedelta(days=today.weekday())
+    week = expected(fleet, {monday + timedelta(days=i) for i in range(7)})["CNY"][1]
+    assert f"<strong>{i18n.money(week - 150, 'CNY', lang)}</strong>" in week_box
+    row = part(part(html, '<table class="days">', "</table>"), '<a href="/staff/machines/m-1">', "</tr>")
+    assert [int(n) for n in re.findall(r'<td class="n[^"]*">(\d+)</td>', row)] == [2] * 7
+    assert i18n.money(gross_week - 150, "CNY", lang) in row and i18n.money(gross_week, "CNY", lang) not in row
+    fleet_row = part(part(html, '<table class="fleet">', "</table>"), '<a href="/staff/machines/m-1">', "</tr>")
+    assert i18n.money(gross_today - 150, "CNY", lang) in fleet_row
+    chart = part(html, '<h2 id="week">', '<table class="days">')
+    assert i18n.money(gross_today - 150, "CNY", lang) in chart
+    assert _("Days run from midnight to midnight in {zone}. Takings are net of refunds: a refund is taken off "
+             "on the day it was made.", zone=fleet.settings.time_zone) in html
+    assert "refunds are not taken off" not in html and "未扣除退款" not in html
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+def test_a_retired_machine_is_marked_retired_and_is_neither_offline_nor_to_visit(fleet, lang):
+    # m-2 is offline with an empty slot: before it is retired it counts as offline and to visit.
+    _ = i18n.Translator(lang)
+    with fleet.engine.begin() as conn:
+        locations.retire(conn, "m-2", utcnow())
+    html = page(fleet, lang).text
+    online = part(html, '<li id="machines-online">', "</li>")
+    assert _("{n} of {total}", n="1", total="1") in online and _("{n} offline", n="0") in online
+    assert _("{n} retired", n="1") in online
+    assert _("Machines to visit: {n}", n="0") in part(html, '<li id="open-alerts">', "</li>")
+    assert "/staff/machines/m-2" not in part(html, '<h2 id="visits">', "<h2 ")
+    # Nor in the offline list, nor in the page of offline machines (the fleet page's pages: ?offline=1).
+    assert "/staff/machines/m-2" not in part(html, '<h2 id="offline">', "<h2 ")
+    assert _("Every machine is online.") in part(html, '<h2 id="offline">', "<h2 ")
+    offline_only = part(page(fleet, lang, "/staff?offline=1").text, '<table class="fleet">', "</table>")
+    assert "/staff/machines/m-2" not in offline_only and _("No machine matches.") in offline_only
+    row = part(part(html, '<table class="fleet">', "</table>"), '<a href="/staff/machines/m-2">', "</tr>")
+    assert f'<span class="badge retired">{_("Retired")}</span>' in row
+    assert _("Offline") not in row and _("Online") not in row
+    # Its sales of the week stay in the takings: they were made.
+    assert i18n.money(275, "EUR", lang) in part(html, '<li id="takings-today">', "</li>")

@@ -149,3 +149,27 @@ def test_the_stock_page_shows_a_page_of_machines_and_counts_the_low_slots(big):
     assert rows == [f"m-{i:03d}" for i in range(50, 100)]
     low = [i for i in range(120) if i % 5 == 0]
     assert f"And {len(low) - stock_pages.SHORT_LIST} more slots: see the pick lists." in first
+
+
+def test_the_paged_fleet_and_sales_pages_name_machines_in_the_page_s_language_and_leave_retired_out(big):
+    # The merge of the pages of machines with the names per language and the retired machines.
+    now = utcnow()
+    with big.engine.begin() as conn:
+        conn.execute(machines.machine_names.insert().values(machine_id="m-117", lang="zh-CN", name="港口大门",
+                                                            updated_at=now))
+        conn.execute(machines.machines.update().where(machines.machines.c.id == "m-003").values(retired_at=now))
+        rows = [("m-117", 1, now.isoformat(), "o-1", "A1", None, 900, "CNY")]
+        conn.execute(records.sales.insert(), [dict(zip(records.SALE_COLUMNS, r)) for r in rows])
+        reports.project(conn, rows)
+    # Found on page 3 by either name, each page naming it in its own language.
+    assert table(get(big, "/staff?q=港口", "en"), "fleet") == ["m-117"]
+    zh = get(big, "/staff?q=harbour", "zh-CN")
+    assert table(zh, "fleet") == ["m-117"] and "港口大门" in zh
+    chart = get(big, "/staff/sales", "zh-CN")
+    chart = chart[chart.index('id="chart-machine-CNY"'):chart.index('id="chart-product-CNY"')]
+    assert '<th scope="row">港口大门</th>' in chart
+    # m-003 was offline: retired, it is neither in the offline list nor in the offline machines' pages.
+    html = get(big, "/staff")
+    assert "m-003" not in html[html.index('<h2 id="offline">'):html.index('<h2 id="machines">')]
+    assert "m-003" not in table(get(big, "/staff?offline=1"), "fleet")
+    assert "m-008" in table(get(big, "/staff?offline=1"), "fleet")

@@ -276,6 +276,32 @@ def test_moving_and_retiring_on_the_machine_s_page(client, cloud_obj):
     assert twice.status_code == 409 and "retired already" in twice.text
 
 
+def test_retiring_on_the_page_takes_the_machine_s_login_out_of_the_files_the_broker_reads(tmp_path, db_url):
+    # Issue 15: a retired machine kept its broker login. (tests/e2e/test_rotation.py runs this against a real
+    # Mosquitto through the API and vendctl.)
+    obj = idle_cloud(tmp_path, db_url, broker_files=str(tmp_path / "broker"))
+    with obj.engine.begin() as conn:
+        add_machine(conn)
+        add_machine(conn, "m-2", online=False)
+        staff.add_staff(conn, "mia", "manager", utcnow(), staff.hash_password(PW), False, None)
+    obj.refresh_broker()
+
+    def files():
+        return tuple((tmp_path / "broker" / name).read_text() for name in ("passwd", "acl"))
+
+    passwd, acl = files()
+    assert f"{MACHINE}.1:" in passwd and f"user {MACHINE}\n" in acl and f"vend/v1/{MACHINE}/events" in acl
+    try:
+        with TestClient(cloud.app.create_app(obj, BOOT, b"k" * 32), follow_redirects=False) as client:
+            sign_in(client, "mia")
+            assert client.post(f"/staff/machines/{MACHINE}/retire", data={"sure": "yes"}).status_code == 303
+        passwd, acl = files()
+        assert f"{MACHINE}." not in passwd and f"vend/v1/{MACHINE}/" not in acl
+        assert "m-2.1:" in passwd and "vend/v1/m-2/events" in acl, "the other machines keep theirs"
+    finally:
+        obj.engine.dispose()
+
+
 def test_a_technician_sees_the_pages_but_not_the_forms(client):
     sign_in(client, "tom")
     for path in ("/staff/machines", "/staff/locations", f"/staff/machines/{MACHINE}/place", "/staff/routes",
@@ -308,3 +334,5 @@ def test_a_route_is_made_and_reordered_with_buttons_and_the_pick_list_offers_tod
     assert "North" in today and today.index("m-2") < today.index(MACHINE) and "(Retired)" in today
     pick = client.get("/staff/pick-lists").text
     assert re.search(r'<optgroup label="Today"><option value="\d+">North</option>', pick)
+    # The machine menu offers the machines in service only (issue 15: the retired one was offered).
+    assert '<option value="m-2">' in pick and f'<option value="{MACHINE}">' not in pick

@@ -243,6 +243,22 @@ def test_an_online_card_installs_from_apt_and_the_index(fleet, provision, tmp_pa
     # The card's secrets go first, before anything that can fail; Wi-Fi's country before the network is needed.
     assert body.index('cp "$boot/vend/user-data.after-first-boot" "$boot/user-data"') < body.index("apt-get")
     assert body.index("do_wifi_country GB") < body.index("apt-get")
+    # The font of the screen's Chinese ([screen] languages = zh_CN), from Raspberry Pi OS's own packages.
+    assert "apt-get install -y -q --no-install-recommends fonts-wqy-microhei" in body
+
+
+def test_an_offline_card_for_a_chinese_screen_says_when_the_image_has_no_chinese_font(fleet, provision, tmp_path,
+                                                                                     wheel):
+    image = make_image(tmp_path / "raspios.img")
+    hardware = write_file(tmp_path, "zh-hardware.ini", HARDWARE + "[screen]\nlanguages = zh_CN, en\n")
+    out = provision("--machine", "m-pi", "--image", image, "--hardware", hardware, "--wheel", wheel)
+    assert out.returncode == 0, out.stderr
+    ud = yaml.safe_load(read_back(image, "user-data"))
+    assert "languages = zh_CN, en" in card_config(ud, "/etc/vend/controller.ini")["content"]
+    body = card_config(ud, "/usr/local/sbin/vend-firstboot")["content"]
+    assert "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc" in body
+    assert "install fonts-wqy-microhei, or make an --online card; until then the screen shows English only" in body
+    assert "apt-get" not in body
 
 
 def test_a_mounted_boot_folder_gets_the_files_with_mode_0600(fleet, provision, tmp_path, hardware, wheel):

@@ -574,6 +574,16 @@ def test_alerts_for_low_slots_low_warehouse_and_expiring_lots(client, engine):
     assert client.get("/api/v1/stock/alerts?slot_fraction=0", headers=ADMIN).status_code == 422
 
 
+def test_a_retired_machine_s_slots_are_not_low_and_it_has_no_pick_list_to_choose(client, engine):
+    # Issue 15: a retired machine is visited for nothing; its empty slots called for a visit.
+    with engine.begin() as conn:
+        add_machine(conn, counts={"A1": 2, "A2": 9})
+        add_machine(conn, "m-old", counts={"A1": 0, "A2": 0})
+        machines.retire(conn, "m-old", NOW)
+    a = client.get("/api/v1/stock/alerts?slot_fraction=0.3", headers=ADMIN).json()
+    assert [(s["machine_id"], s["slot"]) for s in a["low_slots"]] == [("m-1", "A1")]
+
+
 # -- bad input ---------------------------------------------------------------------------------------
 
 @pytest.fixture

@@ -13,8 +13,10 @@ from fastapi.testclient import TestClient
 
 import cloud.app
 from cloud.core.db import utcnow
+from cloud.fleet import locations
 from cloud.people import staff
 from cloud.stock import visits
+from cloud.web import i18n
 from protocol import topics
 from protocol.messages import Status
 from tests.cloud_fixtures import MACHINE, Chain, add_machine, db_url, fast_hashes, idle_cloud  # noqa: F401
@@ -149,6 +151,45 @@ def test_a_fault_is_cleared_from_the_machines_page(client, cloud_obj):
     assert "No open faults." in page
     (row,) = rows(cloud_obj, alert_occurrences)
     assert row.resolved_by == "tom"
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+@pytest.mark.parametrize("placed", [True, False])
+def test_times_are_in_the_machines_own_zone_and_the_readers_language(tmp_path, db_url, lang, placed):
+    # Issue 15: the door's time, the restocks and the loads were shown in UTC. A machine at a location is
+    # in the location's zone; one at none in the fleet's (--time-zone).
+    obj = idle_cloud(tmp_path, db_url, time_zone="America/New_York")
+    with obj.engine.begin() as conn:
+        add_machine(conn)
+        staff.add_staff(conn, "tom", "technician", utcnow(), staff.hash_password(PW), False)
+        if placed:
+            locations.place(conn, MACHINE, locations.add(conn, "Pudong", now=utcnow(), tz="Asia/Shanghai"), utcnow())
+    zone = "Asia/Shanghai" if placed else "America/New_York"
+    try:
+        with TestClient(cloud.app.create_app(obj, BOOT, b"k" * 32), follow_redirects=False,
+                        headers={"Accept-Language": lang}) as c:
+            assert c.post("/api/v1/routes", headers=ADMIN, json={"name": "North", "machines": [MACHINE]}).is_success
+            assert c.post("/staff/login", data={"username": "tom", "password": PW}).status_code == 303
+            door(obj, Chain(), "door.opened")
+            key = KEY.search(c.get("/tech").text).group(1)
+            assert c.post(f"/tech/{MACHINE}/loaded", data={"key": key}).status_code == 303
+            page = c.get(f"/tech/{MACHINE}")
+            assert c.post(f"/tech/{MACHINE}/restocked",
+                          data={"key": KEY.search(page.text).group(1), "count-A1": "3"}).status_code == 303
+            page, today = c.get(f"/tech/{MACHINE}").text, c.get("/tech").text
+        (loaded,) = rows(obj, visits.route_loads)
+        (report,) = rows(obj, visits.restock_reports)
+    finally:
+        obj.alerter.stop()
+        obj.engine.dispose()
+    _ = i18n.Translator(lang)
+    since, at = report.door_open_since, report.reported_at
+    assert _("since {when}", when=i18n.when(since, lang, zone)) in page
+    assert _("Restock recorded by {who}, {when}", who="tom", when=i18n.when(at, lang, zone)) in page
+    assert _("Loaded by {who}, {when}", who="tom", when=i18n.when(loaded.loaded_at, lang, zone)) in today
+    for t in (since, at):
+        assert i18n.when(t, lang, "UTC") not in page, "a time in UTC"
+    assert i18n.day_label(loaded.day, lang, "yMMMEd") in today
 
 
 @pytest.mark.parametrize("path", ["/staff/settlements", "/staff/sales", "/staff/reconcile", "/staff/journal",

@@ -206,6 +206,10 @@ def test_a_busy_cloud_tells_a_machine_at_once_that_its_events_wait_in_the_queue(
     assert [(m, kind) for m, kind, _ in sent] == [("m-1", "ack")]
     ack = Ack.decode(sent[0][2])
     assert ack.seq == 0 and ack.busy
+    assert 3.0 <= ack.wait_s <= 3.1  # the queue's own estimate of the wait: 301 messages at 10 ms
+    time.sleep(1.05)  # a second later, the machine's next batch is told too (a batch untold was resent)
+    bus._on_message(None, None, Message("vend/v1/m-1/events"))
+    assert len(sent) == 2 and Ack.decode(sent[1][2]).busy
 
 
 def test_a_cloud_whose_queue_is_in_the_broker_knows_it_is_behind_by_the_age_of_what_it_stores(cloud_obj, monkeypatch):

@@ -10,7 +10,7 @@ from cloud.fleet.ledger import changes, events
 from cloud.sales.records import sales
 from cloud.sync.ingest import Rejected
 from protocol.messages import EventBatch
-from tests.cloud.sync.test_ingest import W, head, order_of, store, world  # noqa: F401 - the fixture
+from tests.cloud.sync.test_ingest import W, head, order_of, store, wallet, world  # noqa: F401 - the fixture
 from tests.cloud_fixtures import MACHINE, Chain
 
 OLD, NEW = "a" * 32, "b" * 32
@@ -54,6 +54,24 @@ def test_a_new_ledger_starts_over_and_its_first_sale_is_stored(world):
     assert (change.old_ledger, change.new_ledger, change.old_head, change.base) == (OLD, NEW, 5, 5)
     assert head(engine) == (3, new.events[-1].hash)
     assert store(engine, of(new.batch(2, 3), NEW)).stored == 0  # a redelivery in the new ledger is one
+
+
+def test_a_vend_the_old_card_started_is_closed_and_its_hold_released_when_a_new_card_starts(world):
+    # The card was replaced during a vend (a technician, a card that died): the old ledger's vend.started
+    # reached the cloud, its end never will. Before, the order stayed "vending" and the wallet's hold for ever.
+    engine, customer, order = world
+    held = wallet(engine, customer)
+    old = restocks(2)
+    old.add("vend.started", order_id=order.id, cmd_id=order.cmd_id, slot="A1")
+    store(engine, of(old.batch(1), OLD))
+    assert order_of(engine, order.id).status == "vending"
+    store(engine, of(restocks(1, start=9).batch(1), NEW))
+    closed = order_of(engine, order.id)
+    assert (closed.status, closed.reason) == ("unknown", "the machine's ledger was replaced during the vend: "
+                                                         "its end is not known")
+    assert wallet(engine, customer) == held + order.amount  # the hold is back: no drop proven, no charge
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(sales)).scalar() == 0
 
 
 def test_a_new_ledger_whose_first_batch_was_lost_asks_for_it(world):
