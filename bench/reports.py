@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+from urllib.parse import urlencode
 from datetime import datetime, timedelta, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -100,7 +101,7 @@ def generate(engine: sa.Engine, machines: int, count: int, seed: int) -> dict:
                             copy.write_row(row)
             else:
                 db.bulk_insert(conn, sa.table("sales"), SALE_COLUMNS, rows)
-    return {"machine": ids[0], "product": product_ids[0], "location": location_ids[0]}
+    return {"machine": ids[0], "product": product_ids[0], "location": location_ids[0], "last": ids[-1]}
 
 
 def stood(dialect: str) -> str:
@@ -164,6 +165,7 @@ def run(engine: sa.Engine, args) -> dict:
                "location": "product"}
     zone = ZoneInfo(TZ)
     results = []
+    http_paths = []
     with engine.connect() as conn:
         for by in reports.BY:
             for span, (start, end) in ranges.items():
@@ -191,6 +193,8 @@ def run(engine: sa.Engine, args) -> dict:
                             sum(row["count"] for row in r["rows"]) and sum(int(row[3]) for row in base) ==
                             sum(row["amount"] for row in r["rows"]))
                     base_figures = figures(base_times)
+                    http_paths.append(("/api/v1/reports/sales?" + urlencode(
+                        {"by": by, "from": start, "to": end, "tz": TZ, **kw})))
                     results.append({"report": f"by={by} {span}" + (f" {filt}={kw[filt]}" if filt else ""),
                                     "rows": len(r["rows"]), **figures(times), "matches_baseline": same,
                                     "baseline_p50_ms": base_figures["p50_ms"],
@@ -203,7 +207,13 @@ def run(engine: sa.Engine, args) -> dict:
                                     max(r["baseline_p50_ms"] for r in results if "baseline_p50_ms" in r)]
     out["all_match_baseline"] = all(r.get("matches_baseline", True) for r in results)
     out["target_p95_ms"] = 200
-    out["http"] = http_overhead(engine, args, chosen["machine"])
+    out["http"] = http_overhead(engine, args, chosen, http_paths + ["/api/v1/reports/stock"])
+    dashboard = out["http"]["dashboard"]
+    out["pages_worst_p95_ms"] = max(p["p95_ms"] for p in dashboard.values())
+    out["pages_most_bytes"] = max(p["bytes"] for p in dashboard.values())
+    out["api_worst_p95_ms"] = max(p["p95_ms"] for p in out["http"]["api"])
+    out["api_most_bytes"] = max(p["bytes"] for p in out["http"]["api"])
+    out["budget"] = {"p95_ms": 200, "bytes": 200 * 1024}
     return out
 
 
@@ -230,9 +240,23 @@ def alerts_cost(obj, args) -> dict:
             "baseline_compute_p95_ms": base["p95_ms"]}
 
 
-def http_overhead(engine: sa.Engine, args, machine: str) -> dict:
-    """One report through the whole app (FastAPI's in-process test client: routing, auth, JSON; no socket),
-    and the dashboard's pages over the same fleet (server time to render each, HTML included)."""
+def pages(chosen: dict) -> dict[str, str]:
+    """Every staff page an operator opens, by name: the ones whose size could follow the fleet or the sales."""
+    m = chosen["machine"]
+    return {"fleet": "/staff", "fleet, page 2": "/staff?page=2", "fleet, a search": f"/staff?q={chosen['last']}",
+            "machine": f"/staff/machines/{m}", "machines": "/staff/machines", "stock": "/staff/stock",
+            "stock, page 2": "/staff/stock?page=2",
+            "sales, 30 days (the default)": "/staff/sales",
+            "sales, a year": f"/staff/sales?from={YEAR}-01-01&to={YEAR}-12-31&tz={TZ}",
+            "orders": "/staff/orders", "customers": "/staff/customers", "products": "/staff/products",
+            "alerts": "/staff/alerts", "pick list": "/staff/pick-lists", "pick list, one machine":
+            f"/staff/pick-lists?machine={m}", "tech": "/tech", "routes": "/staff/routes",
+            "locations": "/staff/locations", "a location": f"/staff/locations/{chosen['location']}"}
+
+
+def http_overhead(engine: sa.Engine, args, chosen: dict, api_paths: list[str]) -> dict:
+    """Every API report and every staff page through the whole app (FastAPI's in-process test client:
+    routing, auth, rendering, JSON; no socket): server time and bytes of each answer."""
     from fastapi.testclient import TestClient
 
     import cloud.service
@@ -248,16 +272,14 @@ def http_overhead(engine: sa.Engine, args, machine: str) -> dict:
                                            broker="127.0.0.1:1", alert_check_s=3600).resolve()
         obj = cloud.service.Cloud(settings)
         alerts_out = alerts_cost(obj, args)
-        path = "/api/v1/reports/sales?by=machine&from=2026-01-01&to=2027-01-01&tz=" + TZ
-        pages = {"fleet": "/staff", "machine": f"/staff/machines/{machine}", "stock": "/staff/stock",
-                 "sales, 30 days (the default)": "/staff/sales",
-                 "sales, a year": f"/staff/sales?from=2026-01-01&to=2026-12-31&tz={TZ}"}
         with TestClient(cloud.app.create_app(obj, "bench-token", b"k" * 32)) as client:
             headers = {"Authorization": "Bearer bench-token"}
-            times, r = timed(lambda: client.get(path, headers=headers), args.repeat)
-            assert r.status_code == 200, r.text
-            out = {"report": "GET " + path, **figures(times), "dashboard": {}, "alerts": alerts_out}
-            for name, page in pages.items():
+            out = {"api": [], "dashboard": {}, "alerts": alerts_out}
+            for path in api_paths:
+                times, r = timed(lambda: client.get(path, headers=headers), args.repeat)
+                assert r.status_code == 200, f"{path}: {r.status_code} {r.text[:300]}"
+                out["api"].append({"path": path, "bytes": len(r.content), **figures(times)})
+            for name, page in pages(chosen).items():
                 times, r = timed(lambda: client.get(page, headers=headers), args.repeat)
                 assert r.status_code == 200, f"{page}: {r.status_code} {r.text[:300]}"
                 out["dashboard"][name] = {"path": page, "bytes": len(r.content), **figures(times)}

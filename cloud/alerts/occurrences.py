@@ -132,8 +132,8 @@ def public(row) -> dict:
 
 
 def listing(conn: sa.Connection, states: tuple[str, ...] = ("open", "acknowledged"), machine_id: str | None = None,
-            limit: int = 200) -> list:
-    """Occurrences in ``states``, newest raised first."""
+            limit: int = 200, machine_ids: list[str] | None = None) -> list:
+    """Occurrences in ``states`` (of one machine, or of these machines), newest raised first."""
     o = alert_occurrences
     wanted = []
     if "open" in states:
@@ -147,7 +147,17 @@ def listing(conn: sa.Connection, states: tuple[str, ...] = ("open", "acknowledge
     q = sa.select(o).where(sa.or_(*wanted)).order_by(o.c.raised_at.desc(), o.c.id.desc()).limit(limit)
     if machine_id is not None:
         q = q.where(o.c.machine_id == machine_id)
+    if machine_ids is not None:
+        q = q.where(o.c.machine_id.in_(machine_ids))
     return conn.execute(q).all()
+
+
+def unresolved_by_machine(conn: sa.Connection) -> dict[str, int]:
+    """{machine id: occurrences open or acknowledged}, counted in the database (the fleet page's figures and
+    map, without reading every alert of a big fleet)."""
+    o = alert_occurrences
+    return dict(conn.execute(sa.select(o.c.machine_id, sa.func.count()).where(o.c.resolved_at.is_(None))
+                             .group_by(o.c.machine_id)).all())
 
 
 def get(conn: sa.Connection, occurrence_id: int):

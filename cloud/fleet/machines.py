@@ -375,19 +375,37 @@ def secrets_of(conn: sa.Connection, machine_id: str, now: datetime) -> list[byte
     return [row.secret.encode()]
 
 
-def _menu_query(machine_id: str, lang: str | None = None):
+def _menu_query(machine_id: str | None, lang: str | None = None):
+    """The slots of one machine's menu (None: every machine's, by machine)."""
     joined = join_names(slots.join(products, products.c.id == slots.c.product_id), lang)
-    return (sa.select(slots.c.slot, slots.c.price, slots.c.currency, slots.c.count, slots.c.flagged,
+    stmt = (sa.select(slots.c.slot, slots.c.price, slots.c.currency, slots.c.count, slots.c.flagged,
                       slots.c.capacity, slots.c.par_level, slots.c.cabinet, name_in(lang), products.c.sku,
-                      products.c.id.label("product_id"))
-            .select_from(joined)
-            .where(slots.c.machine_id == machine_id, slots.c.in_planogram).order_by(slots.c.slot))
+                      products.c.id.label("product_id"), slots.c.machine_id)
+            .select_from(joined).where(slots.c.in_planogram))
+    if machine_id is None:
+        return stmt.order_by(slots.c.machine_id, slots.c.slot)
+    return stmt.where(slots.c.machine_id == machine_id).order_by(slots.c.slot)
 
 
 def menu(conn: sa.Connection, machine_id: str, lang: str | None = None) -> list:
     """The machine's slots with product, price and what is left, in slot order; the products' names in
     ``lang`` where they have one (the default name otherwise)."""
     return list(conn.execute(_menu_query(machine_id, lang)))
+
+
+def menus(conn: sa.Connection, machine_ids: list[str] | None = None, below: float | None = None
+          ) -> dict[str, list]:
+    """Every machine's menu (or these machines') in one query, as ``menu`` gives one: {machine id: slots in
+    slot order}; with ``below``, only the slots holding less than that share of their par level."""
+    out: dict[str, list] = {}
+    stmt = _menu_query(None)
+    if machine_ids is not None:
+        stmt = stmt.where(slots.c.machine_id.in_(machine_ids))
+    if below is not None:
+        stmt = stmt.where(slots.c.count < slots.c.par_level * below)
+    for r in conn.execute(stmt):
+        out.setdefault(r.machine_id, []).append(r)
+    return out
 
 
 def currency_of(conn: sa.Connection, machine_id: str) -> str | None:
@@ -447,13 +465,24 @@ def apply_statuses(conn: sa.Connection, statuses: dict[str, Status], now: dateti
                      rows)
     return known
 
+def _like(text: str) -> str:
+    """An ILIKE pattern (escape ``\\``) for the names holding ``text``."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def named_like(conn: sa.Connection, text: str) -> set[str]:
+    """The machines with a name in a language besides the default one that holds ``text`` (any case)."""
+    return set(conn.execute(sa.select(machine_names.c.machine_id)
+                            .where(machine_names.c.name.ilike(_like(text), escape="\\"))).scalars())
+
+
 def search(conn: sa.Connection, text: str = "", after: str | None = None, limit: int = 50,
            lang: str | None = None) -> tuple[list, str | None]:
     """A page of machines whose id or name (in any language) holds ``text``, by id, after the id ``after``
     (keyset: never an OFFSET), each named in ``lang``; and the ``after`` of the next page (None: the last)."""
     q = _in_language(lang).order_by(machines.c.id).limit(limit + 1)
     if text:
-        like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        like = _like(text)
         named = sa.select(machine_names.c.machine_id).where(machine_names.c.name.ilike(like, escape="\\"))
         q = q.where(sa.or_(machines.c.id.ilike(like, escape="\\"), machines.c.name.ilike(like, escape="\\"),
                            machines.c.id.in_(named)))

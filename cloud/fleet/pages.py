@@ -54,6 +54,9 @@ ALERT_NAMES = alert_book.NAMES
 WEEK_DAYS = 7  # the sales per machine per day go back this many days, today included
 EXPIRY_DAYS = 3  # a lot in a machine expiring within this many days (or expired) calls for a visit
 EXPIRING_SHOWN = 3  # lots named per machine in the visit list
+FLEET_PAGE = 50  # machines per page of the fleet page's tables (a fleet of 2,000 is 40 pages, searched by id or name)
+SHORT_LIST = 20  # machines named in the fleet page's visit and offline lists; the rest are counted
+SITE_NAMED = 5  # machines named per place under the map; the rest are on the location's page
 
 
 def the_cloud(request: Request):
@@ -93,26 +96,30 @@ def _sums(cells: dict, days) -> list[tuple[str, int, int]]:
     return [(c, n, a) for c, (n, a) in sorted(total.items())]
 
 
-def overview(cloud, conn: sa.Connection, now: datetime, rows, found) -> dict:
+def overview(cloud, conn: sa.Connection, now: datetime, rows, alerted: dict[str, int], shown: set[str]) -> dict:
     """The fleet page's figures: takings today and this week (since Monday) per currency, sales per machine
-    on each of the last seven days, machines on line, open alerts, and the machines needing a visit (empty
-    or low slots, lots expiring within ``EXPIRY_DAYS``). The sales come from the rollups
-    (``reports.days_by_machine``: items sold, money net of the refunds booked each day), expiry from the stock
-    book. A retired machine's sales stay in the takings; it is neither online, offline nor to visit."""
+    on each of the last seven days (of the machines ``shown``), machines on line, open alerts, and the
+    machines needing a visit (empty or low slots, lots expiring within ``EXPIRY_DAYS``). The sales come from
+    the rollups (``reports.days_by_machine`` and the fleet's day report: items sold, money net of the refunds
+    booked each day), expiry from the stock book. A retired machine's sales stay in the takings; it is
+    neither online, offline nor to visit."""
     today = _today(cloud, now)
     days = [today - timedelta(days=i) for i in range(WEEK_DAYS - 1, -1, -1)]
     week = {d for d in days if d >= today - timedelta(days=today.weekday())}
-    daily = reports.days_by_machine(conn, cloud.settings.time_zone, today, WEEK_DAYS)
+    daily = reports.days_by_machine(conn, cloud.settings.time_zone, today, WEEK_DAYS, sorted(shown))
     short = machines.shortfalls(conn, cloud.settings.alert_low_stock_fraction)
     expiring = book.expiring_in_machines(conn, today, today + timedelta(days=EXPIRY_DAYS))
-    everything: dict = {}
+    # The fleet's days from the fleet's own totals (the day report), not by adding up every machine's.
+    fleet_days = reports.sales_report(conn, reports.Query(conn, "day", days[0].isoformat(),
+                                                          (today + timedelta(days=1)).isoformat(),
+                                                          cloud.settings.time_zone, today=today))
+    everything = {(date.fromisoformat(r["key"]), r["currency"]): [r["count"], r["net"]]
+                  for r in fleet_days["rows"]}
     per_machine = []
     for m in rows:
         cells = daily.get(m.id, {})
-        for key, (n, amount) in cells.items():
-            t = everything.setdefault(key, [0, 0])
-            t[0] += n
-            t[1] += amount
+        if m.id not in shown:
+            continue
         counts = dict.fromkeys(days, 0)
         for (d, _c), (n, _a) in cells.items():
             counts[d] = counts.get(d, 0) + n
@@ -132,9 +139,9 @@ def overview(cloud, conn: sa.Connection, now: datetime, rows, found) -> dict:
             "days": days, "today_day": today, "per_machine": per_machine, "by_day": by_day,
             "online": sum(1 for m in working if m.online), "offline": sum(1 for m in working if not m.online),
             "in_service": len(working), "retired": len(rows) - len(working),
-            "alerts": len(found), "visits": visits, "fills": short,
+            "alerts": sum(alerted.values()), "visits": visits, "fills": short,
             "sold": {m.id: [(c, n, a) for (d, c), (n, a) in sorted(daily.get(m.id, {}).items()) if d == today]
-                     for m in rows}}
+                     for m in rows if m.id in shown}}
 
 
 def _day_chart(_, figures: dict, lang: str) -> list:
@@ -151,28 +158,53 @@ def _day_chart(_, figures: dict, lang: str) -> list:
     return out
 
 
+def _page_number(text: str) -> int:
+    """The ``page`` query parameter: a page from 1; anything else is the first page."""
+    return int(text) if text.isdigit() and 0 < len(text) < 6 and int(text) > 0 else 1
+
+
+def _matches(m, q: str, offline: bool, named: set[str]) -> bool:
+    """A machine the fleet table shows under the search ``q`` (in its id or its name in any language, any
+    case; ``named``: the machines a name in another language matches); ``offline``: only a machine in service
+    not on line (a retired machine is not offline)."""
+    if offline and (m.online or m.retired_at is not None):
+        return False
+    return not q or m.id in named or any(q in (text or "").casefold() for text in (m.id, m.name, m.default_name))
+
+
 @router.get("/staff")
 def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_cloud)):
-    """Every machine: where, online, alerts, today's sales, how full; the fleet's figures, the machines
-    needing a visit, and the map of the known places (on street tiles when the browser can load them)."""
+    """The fleet's figures, the machines needing a visit and those offline, then a page of the machines
+    (``FLEET_PAGE`` at a time, searched by id or name) with where, state, alerts, today's sales, fill and the
+    week's sales, and the map of the known places (on street tiles when the browser can load them). Whatever
+    the size of the fleet, the page lists at most a page of machines and ``SHORT_LIST`` of each short list."""
     _ = translator(request)
     lang = i18n.language_of(request)
     now = utcnow()
+    q = request.query_params.get("q", "")[:80].strip()
+    offline = request.query_params.get("offline", "") == "1"
     cloud.alerter.refresh_if_idle()
     with cloud.engine.begin() as conn:
         reports.count_refunds(conn)  # the refunds booked since the sweeper last looked
     with cloud.engine.connect() as conn:
         rows = machines.list_machines(conn, lang)
         sites = locations.by_machine(conn)
-        found = occurrences.listing(conn, limit=100000)
+        alerted = occurrences.unresolved_by_machine(conn)
         places = locations.list_locations(conn)
-        figures = overview(cloud, conn, now, rows, found)
+        named = machines.named_like(conn, q) if q else set()
+        chosen = [m for m in rows if _matches(m, q.casefold(), offline, named)]
+        pages = max(1, -(-len(chosen) // FLEET_PAGE))
+        page = min(_page_number(request.query_params.get("page", "")), pages)
+        shown = chosen[(page - 1) * FLEET_PAGE:page * FLEET_PAGE]
+        ids = {m.id for m in shown}
+        figures = overview(cloud, conn, now, rows, alerted, ids)
+        found = occurrences.listing(conn, limit=100000, machine_ids=sorted(ids & alerted.keys()))
     by_machine: dict[str, list] = {}
     for a in found:
         by_machine.setdefault(a.machine_id, []).append(a)
     names = {m.id: m.name for m in rows}
     mapped = [dict(p, machines=[(i, names.get(i, i)) for i in p["machines"]],
-                   fault=any(i in by_machine for i in p["machines"])) for p in places if p["latitude"] is not None]
+                   fault=any(i in alerted for i in p["machines"])) for p in places if p["latitude"] is not None]
     placed = {i for p in mapped for i, _n in p["machines"]}
     fills = figures["fills"]
     site_names = {p["id"]: locations.name_in(p, lang) for p in places}
@@ -181,9 +213,21 @@ def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_c
     fleet = [{"m": m, "site": site_names.get(sites.get(m.id, {}).get("id")) or m.location,
               "alerts": by_machine.get(m.id, []),
               "sold": figures["sold"].get(m.id, []),
-              "fill": (fills.get(m.id, {}).get("count", 0), fills.get(m.id, {}).get("capacity", 0))} for m in rows]
+              "fill": (fills.get(m.id, {}).get("count", 0), fills.get(m.id, {}).get("capacity", 0))} for m in shown]
+    week = figures["per_machine"]
+
+    def link(n: int) -> str | None:
+        if not 1 <= n <= pages or n == page:
+            return None
+        return "/staff?" + urlencode({k: v for k, v in (("q", q), ("offline", "1" if offline else ""),
+                                                          ("page", n if n > 1 else "")) if v}) + "#machines"
+
     settings = cloud.settings
-    response = dash(request, caller, "dash_fleet.html", fleet=fleet, dots=project(mapped), map_w=MAP_W,
+    response = dash(request, caller, "dash_fleet.html", fleet=fleet, week_rows=week, total=len(rows),
+                    matched=len(chosen), page=page, pages=pages, prev_url=link(page - 1), next_url=link(page + 1),
+                    q=q, offline_only=offline, offline=[m for m in rows if not m.online and m.retired_at is None],
+                    short_list=SHORT_LIST, site_named=SITE_NAMED, site_ids=[p["id"] for p in mapped],
+                    dots=project(mapped), map_w=MAP_W,
                     map_h=MAP_H, unplaced=sum(1 for m in rows if m.id not in placed and m.retired_at is None),
                     alert_names=ALERT_NAMES, figures=figures, day_charts=_day_chart(_, figures, lang),
                     expiry_days=EXPIRY_DAYS, tiles=settings.map_tiles, attribution=settings.map_attribution)

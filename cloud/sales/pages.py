@@ -20,7 +20,7 @@ from cloud.people import Caller
 from cloud.people.auth import Gate, gate
 from cloud.web.pages import translator
 from cloud.web import charts
-from cloud.web.dashboard import add_page, dash
+from cloud.web.dashboard import CHOICES_MAX, add_page, dash
 from cloud.people.auth import staff_only
 
 router = APIRouter(include_in_schema=False)
@@ -29,6 +29,7 @@ add_page("/staff/sales", "Sales", people.SALES_READERS, order=20)
 ZONES = ("UTC", "Asia/Shanghai", "Asia/Hong_Kong", "Asia/Singapore", "Asia/Tokyo", "Europe/London",
          "Europe/Berlin", "America/New_York", "America/Los_Angeles")
 DEFAULT_DAYS = 30
+MACHINES_SHOWN = 20  # machines by takings in the chart and table per machine; the others are summed in one row
 
 
 class FormError(ValueError):
@@ -60,15 +61,25 @@ def _period(_, form: dict, today: date) -> tuple[date, date]:
 
 
 def _choices(conn: sa.Connection, lang: str | None = None) -> dict:
-    return {"machines": [(m.id, m.name or m.id) for m in machines.list_machines(conn, lang)],
+    """The filters' options, the machines named in ``lang``; past ``CHOICES_MAX`` machines the machine is
+    typed (its id), not chosen from a list that would weigh more than the report."""
+    fleet = machines.list_machines(conn, lang)
+    return {"machines": [(m.id, m.name or m.id) for m in fleet] if len(fleet) <= CHOICES_MAX else None,
             "locations": [(str(loc["id"]), loc["name"]) for loc in locations.list_locations(conn)],
             "products": [(str(i), f"{sku} {name}") for i, sku, name in conn.execute(
                 sa.select(machines.products.c.id, machines.products.c.sku, machines.products.c.name)
                 .order_by(machines.products.c.sku))]}
 
 
-def _charts(_, lang: str, results: dict, start: date, end: date) -> list[dict]:
-    """Per currency sold in: the totals and four charts, each with the rows of its table."""
+def _names_in(conn: sa.Connection, lang: str) -> dict[str, str]:
+    """The machines' names in ``lang`` where they have one there (the report carries the default names)."""
+    named = machines.machine_names
+    return dict(conn.execute(sa.select(named.c.machine_id, named.c.name).where(named.c.lang == lang)).all())
+
+
+def _charts(_, lang: str, results: dict, start: date, end: date, names: dict[str, str]) -> list[dict]:
+    """Per currency sold in: the totals and four charts, each with the rows of its table (the machines named
+    by ``names`` where they have a name in the page's language)."""
     out = []
     for total in results["day"]["totals"]:
         currency = total["currency"]
@@ -84,8 +95,13 @@ def _charts(_, lang: str, results: dict, start: date, end: date) -> list[dict]:
         by_hour = {r["key"]: r for r in rows["hour"]}
         hour_rows = [(f"{h:02d}", by_hour.get(h, {}).get("count", 0), by_hour.get(h, {}).get("amount", 0))
                      for h in range(24)]
-        machine_rows = [(r["name"] or r["key"], r["count"], r["amount"])
-                        for r in sorted(rows["machine"], key=lambda r: -r["amount"])]
+        machine_rows = [(names.get(r["key"]) or r["name"] or r["key"], r["count"], r["amount"])
+                        for r in sorted(rows["machine"], key=lambda r: (-r["amount"], r["key"]))]
+        if len(machine_rows) > MACHINES_SHOWN:
+            rest = machine_rows[MACHINES_SHOWN:]
+            machine_rows = machine_rows[:MACHINES_SHOWN] + [(
+                _("The other {n} machines", n=i18n.number(len(rest), lang)), sum(r[1] for r in rest),
+                sum(r[2] for r in rest))]
         product_rows = [(_("(unknown product)") if r["key"] == reports.NO_PRODUCT else r["name"] or str(r["key"]),
                          r["count"], r["amount"]) for r in sorted(rows["product"], key=lambda r: -r["amount"])]
         sections = []
@@ -94,7 +110,9 @@ def _charts(_, lang: str, results: dict, start: date, end: date) -> list[dict]:
                 ("machine", _("Sales per machine"), _("Machine"), machine_rows, True),
                 ("product", _("Sales per product"), _("Product"), product_rows, True),
                 ("hour", _("Sales per hour of day"), _("Hour"), hour_rows, False)):
-            bars = [charts.Bar(k, amount, k[5:] if key == "day" else None) for k, _count, amount in table]
+            # The other machines' sum is a row of the table, not a bar beside single machines.
+            bars = [charts.Bar(k, amount, k[5:] if key == "day" else None)
+                    for k, _count, amount in (table[:MACHINES_SHOWN] if key == "machine" else table)]
             top = max(bars, key=lambda b: b.value, default=None)
             desc = _("Highest: {label}, {value}.", label=top.label, value=money(top.value)) if top else ""
             label_every = max(1, -(-len(bars) // 8)) if key == "day" else (3 if key == "hour" else 1)
@@ -137,7 +155,8 @@ def sales_page(request: Request, caller: Caller = Depends(staff_only(*people.SAL
                 except reports.NotFound as e:
                     names = {"machine": _("Machine"), "location": _("Location"), "product": _("Product")}
                     raise FormError(e.param, _("{field}: there is no such one.", field=names[e.param])) from None
-            charts_ = _charts(_, i18n.language_of(request), results, start, end)
+            lang = i18n.language_of(request)
+            charts_ = _charts(_, lang, results, start, end, _names_in(conn, lang))
         except FormError as e:
             error, field = str(e), e.field
     zones = ZONES if form["tz"] in ZONES else (*ZONES, form["tz"])

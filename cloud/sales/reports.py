@@ -531,12 +531,25 @@ def _by_dimension(conn: sa.Connection, q: Query, column: str, parts=None) -> lis
     r = sales_rollup
     out = []
     for chosen, h0, h1 in q.parts if parts is None else parts:
-        ranges = [sa.and_(_span(conn, chosen, r, span), r.c.bucket >= a, r.c.bucket < b)
-                  for span, a, b in pieces(h0, h1)]
-        if not ranges:
+        cut = pieces(h0, h1)
+        if not cut:
             continue
-        stmt = _machine_filter(q, r, sa.select(r.c[column], r.c.currency, *_sums(r))
-                               .where(sa.or_(*ranges)).group_by(r.c[column], r.c.currency), chosen)
+        if q.product is not None:
+            # One SELECT per piece, so that each reads a range of (product_id, span, bucket): after
+            # ``product_id = ?`` an OR of the pieces left SQLite reading every row the product ever had. The
+            # machines are chosen once, outside (a list of them in every piece could pass SQLite's limit of
+            # parameters).
+            u = sa.union_all(*(sa.select(r.c.machine_id.label("m"), r.c[column].label("k"), r.c.currency,
+                                         *(r.c[f] for f in FIGURES))
+                               .where(r.c.product_id == q.product, r.c.span == span, r.c.bucket >= a,
+                                      r.c.bucket < b) for span, a, b in cut)).subquery()
+            stmt = sa.select(u.c.k, u.c.currency, *_sums(u)).group_by(u.c.k, u.c.currency)
+            if chosen is not None:
+                stmt = stmt.where(u.c.m.in_(chosen) if chosen else sa.false())
+        else:
+            ranges = [sa.and_(_span(conn, chosen, r, span), r.c.bucket >= a, r.c.bucket < b) for span, a, b in cut]
+            stmt = _machine_filter(q, r, sa.select(r.c[column], r.c.currency, *_sums(r))
+                                   .where(sa.or_(*ranges)).group_by(r.c[column], r.c.currency), chosen)
         out += [(k, c, *map(int, figures)) for k, c, *figures in conn.execute(stmt)]
     return out
 
@@ -648,7 +661,8 @@ def stock_report(conn: sa.Connection, machine: str | None = None, location: int 
                         "units": units, "capacity": room, "fill": round(units / room, 3) if room else 0.0}}
 
 
-def days_by_machine(conn: sa.Connection, tz: str, today: date, days: int = 7) -> dict[str, dict]:
+def days_by_machine(conn: sa.Connection, tz: str, today: date, days: int = 7,
+                    machine_ids: list[str] | None = None) -> dict[str, dict]:
     """Each machine's sales on each of the ``days`` local days (in zone ``tz``) ending with ``today``:
     {machine id: {(day, currency): [count, net]}}, from the rollups' day and hour buckets (each local day
     cut into whole buckets of its own, so every bucket falls in one day). ``count`` is the items sold;
@@ -662,12 +676,14 @@ def days_by_machine(conn: sa.Connection, tz: str, today: date, days: int = 7) ->
     for i in range(days):
         d = first + timedelta(days=i)
         for span, a, b in pieces(first_hour(d, z), first_hour(d + timedelta(days=1), z), SPANS[1:]):
-            ranges.append(sa.and_(r.c.span == span, r.c.bucket >= a, r.c.bucket < b))
+            ranges.append(sa.and_(_span(conn, machine_ids, r, span), r.c.bucket >= a, r.c.bucket < b))
             day_of.update({(span, h): d for h in range(a, b, span)})
     out: dict[str, dict] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     stmt = (sa.select(r.c.machine_id, r.c.span, r.c.bucket, r.c.currency, sa.func.sum(r.c.count),
                       sa.func.sum(r.c.amount), sa.func.sum(r.c.refunds))
             .where(sa.or_(*ranges)).group_by(r.c.machine_id, r.c.span, r.c.bucket, r.c.currency))
+    if machine_ids is not None:  # these machines only (None: all), read by the primary key, machine first
+        stmt = stmt.where(r.c.machine_id.in_(machine_ids) if machine_ids else sa.false())
     for machine_id, span, bucket, currency, count, amount, refunds in conn.execute(stmt):
         cell = out[machine_id][(day_of[(span, bucket)], currency)]
         cell[0] += int(count)

@@ -16,7 +16,6 @@ from cloud.web import i18n
 from cloud.fleet import machines
 from cloud.core import money
 from cloud import people
-from cloud.sales import reports
 from cloud.people import Caller, staff as staff_
 from cloud.people.auth import Gate, gate
 from cloud.web.pages import translator
@@ -25,7 +24,7 @@ from cloud.catalog import products as catalog
 from cloud.catalog.common import StockError
 from cloud.stock.office import own_supplier, record_confirmation, today_of
 from cloud.web import charts
-from cloud.web.dashboard import add_page, dash
+from cloud.web.dashboard import CHOICES_MAX, add_page, dash
 from cloud.people.auth import staff_only
 
 router = APIRouter(include_in_schema=False)
@@ -35,34 +34,42 @@ add_page("/staff/purchase-orders", "Purchase orders", people.PO_READERS, order=5
 # What a purchase order's state is called on the page (the code stays in the class, for styling and tests).
 STATUS_NAMES = {purchasing.DRAFT: "Draft", purchasing.SENT: "Sent", purchasing.PARTLY: "Partly received",
                 purchasing.RECEIVED: "Received", purchasing.CANCELLED: "Cancelled"}
+MACHINES_PAGE = 50  # machines per page of the stock page's fill chart and slots (2,000 machines: 40 pages)
+SHORT_LIST = 20  # slots named under "slots under a quarter of par"; the rest are counted (the pick lists have them)
 LINES = 5  # empty line rows on the new-order form; a row left empty is skipped
 
 
 @router.get("/staff/stock")
 def stock_page(request: Request, caller: Caller = Depends(staff_only(*people.STOCK_READERS)), g: Gate = Depends(gate)):
-    """The warehouse valued at cost with its lots, the alerts, and how full each machine is."""
+    """The warehouse valued at cost with its lots, the alerts (``SHORT_LIST`` slots named, the rest counted),
+    and how full the machines are, ``MACHINES_PAGE`` machines a page with their slots."""
     _ = translator(request)
     today = today_of(g)
     with g.engine.begin() as conn:
         warehouse = book.warehouse(conn, today)
         alerts = picking.alerts(conn, today)
-        fleet = reports.stock_report(conn)
+        per_machine = machines.shortfalls(conn, 1.0)  # the units and room of each machine, summed in SQL
+        pages = max(1, -(-len(per_machine) // MACHINES_PAGE))
+        text = request.query_params.get("page", "")
+        page = min(int(text) if text.isdigit() and 0 < len(text) < 6 and int(text) > 0 else 1, pages)
+        fill = [(m, f["count"], f["capacity"], round(100 * f["count"] / f["capacity"]) if f["capacity"] else 0)
+                for m, f in sorted(per_machine.items())][(page - 1) * MACHINES_PAGE:page * MACHINES_PAGE]
+        menus = machines.menus(conn, [m for m, *_rest in fill])
     totals: dict[str, int] = {}
     for r in warehouse:
         totals[r["currency"]] = totals.get(r["currency"], 0) + r["value"]
-    per_machine: dict[str, list[int]] = {}
-    for s in fleet["slots"]:
-        cell = per_machine.setdefault(s["machine_id"], [0, 0])
-        cell[0] += s["count"]
-        cell[1] += s["capacity"]
-    fill = [(m, units, room, round(100 * units / room) if room else 0)
-            for m, (units, room) in sorted(per_machine.items())]
+    slots = sorted(({"machine_id": m, "slot": r.slot, "name": r.name, "count": r.count, "capacity": r.capacity}
+                    for m, menu in menus.items() for r in menu),
+                   key=lambda s: (s["count"] / s["capacity"] if s["capacity"] else 0.0, s["machine_id"], s["slot"]))
     lang = i18n.language_of(request)
     svg = charts.bar_chart([charts.Bar(m, pct) for m, _u, _r, pct in fill], _("Fill per machine"),
                            _("Units in the slots as a share of their capacity."),
                            fmt=lambda v: f"{i18n.number(v, lang)}%", horizontal=True, empty=_("No machines."))
     return dash(request, caller, "dash_stock.html", warehouse=warehouse, totals=sorted(totals.items()),
-                alerts=alerts, fleet=fleet, fill=fill, fill_svg=svg, today=today)
+                alerts=alerts, slots=slots, fill=fill, fill_svg=svg, today=today, page=page, pages=pages,
+                short_list=SHORT_LIST, machines=len(per_machine),
+                prev_url=f"/staff/stock?page={page - 1}#fill" if page > 1 else None,
+                next_url=f"/staff/stock?page={page + 1}#fill" if page < pages else None)
 
 
 @router.get("/staff/pick-lists")
@@ -78,6 +85,7 @@ def pick_lists_page(request: Request, route: str = "", machine: str = "",
         routes = [r for r in picking.list_routes(conn) if r["id"] not in driven]
         fleet = [(m.id, m.name or m.id) for m in machines.list_machines(conn, i18n.language_of(request))
                  if m.retired_at is None]
+        fleet = fleet if len(fleet) <= CHOICES_MAX else None  # typed, not chosen from a list
         try:
             if route:
                 if not route.isdigit():
@@ -332,6 +340,7 @@ def _routes_page(request: Request, caller: Caller, g: Gate, status_code: int = 2
         routes = picking.list_routes(conn)
         fleet = [(m.id, m.name or m.id) for m in machines.list_machines(conn, i18n.language_of(request))
                  if m.retired_at is None]
+    fleet = fleet if len(fleet) <= CHOICES_MAX else None  # typed, not chosen from a list
     return dash(request, caller, "dash_routes.html", status_code, routes=routes, machines=fleet, days=DAYS,
                 errors=errors or {}, form=form or {"name": "", "machine": "", "weekdays": "1234567"},
                 may_edit=caller.role in ROUTE_EDIT)
@@ -383,6 +392,7 @@ def _route_page(request: Request, caller: Caller, g: Gate, route_id: str, status
     stops = [{"id": m, "name": names[m].name if m in names else m,
               "retired": m in names and names[m].retired_at is not None} for m in route["machines"]]
     others = [(m.id, m.name or m.id) for m in every if m.retired_at is None and m.id not in route["machines"]]
+    others = others if len(others) <= CHOICES_MAX else None  # typed, not chosen from a list
     return dash(request, caller, "dash_route.html", status_code, route=route, stops=stops, others=others,
                 days=DAYS, errors=errors or {}, notice=notice, may_edit=caller.role in ROUTE_EDIT)
 

@@ -226,15 +226,12 @@ def alerts(conn: sa.Connection, today: date, slot_fraction: float = 0.25, expiry
     if not isinstance(expiry_days, int) or isinstance(expiry_days, bool) or not 0 <= expiry_days <= 3650:
         raise StockError("expiry_days", "must be a whole number of days from 0 to 3650")
     low_slots = []
+    low = machines.menus(conn, below=slot_fraction)  # one query for the fleet, not two per machine
     for m in machines.list_machines(conn):
         if m.retired_at is not None:  # sells no more: nothing to fill
             continue
-        par = par_levels(conn, m.id)
-        for r in machines.menu(conn, m.id):
-            level = par.get(r.slot, r.capacity)
-            if r.count < slot_fraction * level:
-                low_slots.append({"machine_id": m.id, "slot": r.slot, "product_id": r.product_id, "sku": r.sku,
-                                  "name": r.name, "count": r.count, "par": level})
+        low_slots += [{"machine_id": m.id, "slot": r.slot, "product_id": r.product_id, "sku": r.sku, "name": r.name,
+                       "count": r.count, "par": r.par_level} for r in low.get(m.id, [])]
     stock = {row["product_id"]: row for row in book.warehouse(conn, today)}
     due = due_by_product(conn)
     low_warehouse = [{"product_id": p.id, "sku": p.sku, "name": p.name, "quantity": stock[p.id]["quantity"],

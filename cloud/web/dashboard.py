@@ -28,6 +28,9 @@ class NavItem:
 
 
 NAV: list[NavItem] = []
+# A form offers at most this many machines in a list; past it the machine's id is typed into a field (a list of
+# 2,000 machines weighs 100 KB, more than the page around it).
+CHOICES_MAX = 200
 
 
 def add_page(path: str, label: str, roles: tuple[str, ...], order: int) -> None:

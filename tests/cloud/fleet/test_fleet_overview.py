@@ -272,6 +272,11 @@ def test_a_retired_machine_is_marked_retired_and_is_neither_offline_nor_to_visit
     assert _("{n} retired", n="1") in online
     assert _("Machines to visit: {n}", n="0") in part(html, '<li id="open-alerts">', "</li>")
     assert "/staff/machines/m-2" not in part(html, '<h2 id="visits">', "<h2 ")
+    # Nor in the offline list, nor in the page of offline machines (the fleet page's pages: ?offline=1).
+    assert "/staff/machines/m-2" not in part(html, '<h2 id="offline">', "<h2 ")
+    assert _("Every machine is online.") in part(html, '<h2 id="offline">', "<h2 ")
+    offline_only = part(page(fleet, lang, "/staff?offline=1").text, '<table class="fleet">', "</table>")
+    assert "/staff/machines/m-2" not in offline_only and _("No machine matches.") in offline_only
     row = part(part(html, '<table class="fleet">', "</table>"), '<a href="/staff/machines/m-2">', "</tr>")
     assert f'<span class="badge retired">{_("Retired")}</span>' in row
     assert _("Offline") not in row and _("Online") not in row
