@@ -35,11 +35,11 @@ CLOCK_STEP_S = 1.0
 # (a broker's round trip is milliseconds; the cloud's own clock is NTP's and does not step back).
 LATE_S = 2.0
 # A busy cloud's estimate of its queue's wait is held this many times over, plus the margin (an estimate from
-# the recent cost per message; a storm's batches grow), and never longer than the cap (a cloud that said so
-# and then died is still resent to).
+# the recent cost per message; a storm's batches grow), and never longer than the cap: an ack lost after the
+# notice (a broker restart, a session gone) costs the machine a minute at most, as its own backoff would.
 BUSY_HOLD_FACTOR = 1.5
 BUSY_HOLD_MARGIN_S = 5.0
-BUSY_HOLD_MAX_S = 600.0
+BUSY_HOLD_MAX_S = 60.0
 
 
 class Sync:
