@@ -8,6 +8,7 @@ customer finds their own at a glance without a screen full of text.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -19,6 +20,13 @@ from protocol import token as qrtoken
 from .words import FONT_PACKAGE, Said, font_file
 
 log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_font(path: str, size: int):
+    """A font file ('': the default font) at ``size``, read once: a CJK font is megabytes, and the screen is
+    redrawn every few seconds, with a smaller size tried for every long line."""
+    return ImageFont.truetype(path, size) if path else ImageFont.load_default(size=size)
 
 
 class Screen:
@@ -58,7 +66,7 @@ class Screen:
         path = self._fonts.get(lang, "")
         if not path and self._wide and any(ord(c) >= 0x2E80 for c in text):
             path = self._wide
-        return ImageFont.truetype(path, size) if path else ImageFont.load_default(size=size)
+        return _load_font(path, size)
 
     def next_nonce(self) -> None:
         """After a sale: a fresh code at once (never the nonce the dashboard's copy of the screen uses)."""
