@@ -13,6 +13,7 @@ import queue
 import secrets
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -366,8 +367,12 @@ class Cloud:
                 configs.update((m, (config, newest[m].planogram_version)) for m, config in wanted.items())
             for machine_id, message in readings.items():
                 self.readings.note(machine_id, message.temperature_c, now)
-            for topic, machine_id, kind, message in merge_batches(rest):
-                if kind == "events":
+            merged = merge_batches(rest)
+            grouped = self._store_together(conn, merged, now)
+            for topic, machine_id, kind, message in merged:
+                if kind == "events" and machine_id in grouped:
+                    self._stored(machine_id, topic, message, grouped[machine_id], acks, resends, None)
+                elif kind == "events":
                     self._apply_events(conn, topic, machine_id, message, now, acks, resends,
                                        parked.get(machine_id))
                 elif kind == "cmd/result":
@@ -422,6 +427,31 @@ class Cloud:
             else:
                 self.stats.reject(topic, "kept conflicting with another cloud process")
             return
+        self._stored(machine_id, topic, batch, result, acks, resends, before)
+
+    def _store_together(self, conn, merged: list[tuple], now) -> dict[str, ingest.Result]:
+        """Store in one go the events batches of the group that simply continue their machine's chain (a
+        machine with one batch in the group; ``ingest.store_batches``): {machine id: result}. The rest, and
+        all of them if that fails, are stored a batch at a time."""
+        once = Counter(m for _t, m, kind, _msg in merged if kind == "events")
+        batches = [(m, msg) for _t, m, kind, msg in merged if kind == "events" and once[m] == 1]
+        if len(batches) < 2:
+            return {}
+        try:
+            with conn.begin_nested():
+                done, _rest = ingest.store_batches(conn, self.provider, batches, now)
+        except ingest.Conflict as e:
+            log.info("another cloud process moved a machine of the group first (%s); storing its batches one "
+                     "at a time", e)
+            return {}
+        except Exception:
+            log.exception("storing %d machines' batches together failed; storing them one at a time",
+                          len(batches))
+            return {}
+        return done
+
+    def _stored(self, machine_id, topic, batch, result: ingest.Result, acks, resends, before: "Parked | None"):
+        """Count a stored (or redelivered, or early) batch, and earn its machine an ack or a resend."""
         self.stats.counts["events"] += result.stored
         self.stats.counts["batches"] += 1
         heads = acks.setdefault(machine_id, {})

@@ -223,28 +223,68 @@ def late_charge_key(order_id: str) -> str:
 
 
 def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: list, now: datetime) -> dict:
-    """Move the orders named by a batch of the machine's ledger events, and settle their money.
+    """``follow_many`` for one machine's events: {seq: Sold}."""
+    return follow_many(conn, provider, {machine_id: events}, now).get(machine_id, {})
 
-    Works on the whole batch at once: one read of the orders, one conditional update, one settlement,
-    whatever the batch size. Returns {seq: Sold} for every ``vend.succeeded`` of the batch.
+
+def follow_many(conn: sa.Connection, provider: Provider, events_of: dict[str, list], now: datetime) -> dict:
+    """Move the orders named by batches of machines' ledger events, and settle their money.
+
+    Works on all the batches at once (``events_of``: {machine id: its events}): one read of the orders, one
+    conditional update per kind of move, one settlement, whatever the number of machines and events. Returns
+    {machine id: {seq: Sold}} for every ``vend.succeeded``. An order counts as a machine's only if the cloud
+    sent it to that machine.
 
     A ``vend.succeeded`` for an order that is not open (voided, failed, expired, rejected, declined...) is
     a product the machine gave away: the order becomes ``dropped_unpaid``, an incident, and the customer's
     provider is asked to charge afresh (``Provider.charge``; the wallet can, ``dropped_charged``).
     """
-    named = {e.data["order_id"] for e in events if isinstance(e.data.get("order_id"), str)}
+    named = {(m, e.data["order_id"]) for m, evs in events_of.items() for e in evs
+             if isinstance(e.data.get("order_id"), str)}
     if not named:
         return {}
-    ids = sorted(i for i in named if not i.startswith(PRIOR_PREFIX))
+    ids = sorted({i for _m, i in named if not i.startswith(PRIOR_PREFIX)})
     o = orders.c
-    rows = {r.id: r for r in conn.execute(
-        sa.select(o.id, o.status, o.customer_id, o.amount, o.currency, o.product_id, o.provider)
-        .where(o.id.in_(ids), o.machine_id == machine_id))} if ids else {}
+    rows: dict[tuple[str, str], object] = {}  # (machine id, order id) -> the order
+    for n in range(0, len(ids), 1000):
+        rows.update(((r.machine_id, r.id), r) for r in conn.execute(
+            sa.select(o.id, o.machine_id, o.status, o.customer_id, o.amount, o.currency, o.product_id, o.provider)
+            .where(o.id.in_(ids[n:n + 1000]))))
+    mm = machines.machines.c
+    joined = dict(conn.execute(sa.select(mm.id, mm.created_at).where(mm.id.in_(sorted(events_of)))).all())
+    moves: dict[tuple[str, str, str], list[str]] = {}  # (old, new, reason) -> order ids
+    capture, void, late = [], [], []
+    sold: dict[str, dict[int, Sold]] = {}
+    rows_of: dict[str, dict] = {}
+    for (m, i), r in rows.items():
+        rows_of.setdefault(m, {})[i] = r
+    for machine_id in sorted(events_of):
+        sold[machine_id] = _follow_machine(machine_id, events_of[machine_id], rows_of.get(machine_id, {}),
+                                           joined.get(machine_id), moves, capture, void, late)
+    # One conditional update per kind of move (nearly always just authorised -> succeeded).
+    for (old, new, reason), group in moves.items():
+        for i in range(0, len(group), 1000):
+            chunk = group[i:i + 1000]
+            # coalesce() keeps SQLite's planner off the (status, expires_at) index, which it would otherwise
+            # prefer to the primary key and then scan every open order of the fleet.
+            moved = conn.execute(orders.update().where(o.id.in_(chunk), sa.func.coalesce(o.status, "") == old)
+                                 .values(status=new, reason=reason, updated_at=now)).rowcount
+            if moved != len(chunk):
+                raise StaleOrders(", ".join(sorted(events_of))[:200])
+    if capture or void:
+        provider.settle(conn, [(r, "capture") for r in capture] + [(r, "void") for r in void], now)
+    for machine_id, seq, row in late:
+        sold[machine_id][seq] = _charge_dropped(conn, provider, machine_id, row, now)
+    return sold
+
+
+def _follow_machine(machine_id: str, events: list, rows: dict, joined: datetime | None, moves: dict,
+                    capture: list, void: list, late: list) -> dict[int, Sold]:
+    """One machine's part of ``follow_many``: what its events do to its orders (``rows``, by id), added to
+    ``moves``, ``capture``, ``void`` and ``late``; returns {seq: Sold} for its drops."""
     state = {order_id: row.status for order_id, row in rows.items()}
-    joined = conn.execute(sa.select(machines.machines.c.created_at)
-                          .where(machines.machines.c.id == machine_id)).scalar()
     reasons: dict[str, str] = {}
-    capture, void, strangers, late = [], [], [], []
+    strangers = []
     sold: dict[int, Sold] = {}
     for e in events:
         order_id = e.data.get("order_id")
@@ -267,7 +307,7 @@ def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: lis
         if current in OPEN:
             state[order_id] = status
             reasons[order_id] = str(e.data.get("reason", ""))[:200]
-            (capture if captures else void).append(order_id)
+            (capture if captures else void).append(rows[order_id])
             if captures:
                 sold[e.seq] = Sold(rows[order_id], rows[order_id].amount)
         elif captures and current in CAPTURED + (DROPPED_UNPAID,):
@@ -281,30 +321,15 @@ def follow(conn: sa.Connection, provider: Provider, machine_id: str, events: lis
             # paho delivered a command the cloud had given up on, or the machine's clock let a stale one by.
             state[order_id] = DROPPED_UNPAID
             reasons[order_id] = f"dropped after the order was {current}"[:200]
-            late.append((e.seq, order_id))
+            late.append((machine_id, e.seq, rows[order_id]))
             log.error("machine %s dropped order %s after it was %s; charging it afresh", machine_id, order_id,
                       current)
     if strangers:
         log.error("machine %s: %d events name orders this cloud never sent it (first: %s)", machine_id,
                   len(strangers), strangers[0])
-    changed = [(order_id, rows[order_id].status, new) for order_id, new in state.items() if new != rows[order_id].status]
-    # One conditional update per kind of move (nearly always just authorised -> succeeded).
-    groups: dict[tuple[str, str, str], list[str]] = {}
-    for order_id, old, new in changed:
-        groups.setdefault((old, new, reasons.get(order_id, "")), []).append(order_id)
-    for (old, new, reason), group in groups.items():
-        for i in range(0, len(group), 1000):
-            chunk = group[i:i + 1000]
-            # coalesce() keeps SQLite's planner off the (status, expires_at) index, which it would otherwise
-            # prefer to the primary key and then scan every open order of the fleet.
-            moved = conn.execute(orders.update().where(o.id.in_(chunk), sa.func.coalesce(o.status, "") == old)
-                                 .values(status=new, reason=reason, updated_at=now)).rowcount
-            if moved != len(chunk):
-                raise StaleOrders(machine_id)
-    if capture or void:
-        provider.settle(conn, [(rows[i], "capture") for i in capture] + [(rows[i], "void") for i in void], now)
-    for seq, order_id in late:
-        sold[seq] = _charge_dropped(conn, provider, machine_id, rows[order_id], now)
+    for order_id, new in state.items():
+        if new != rows[order_id].status:
+            moves.setdefault((rows[order_id].status, new, reasons.get(order_id, "")), []).append(order_id)
     return sold
 
 

@@ -103,20 +103,76 @@ def store_batch(conn: sa.Connection, provider: Provider, machine_id: str, batch:
         return Result(head, resend_from=head + 1, ledger=ledger)
     if fresh[0].prev_hash != head_hash:
         raise Rejected(f"hash chain broken at seq {fresh[0].seq}: it does not follow the stored seq {head}")
-    last = fresh[-1]
+    last = fresh[-1].seq
     if base:  # a replacing ledger: stored after the ledgers before it, so every key stays (machine, seq)
         fresh = [replace(e, seq=base + e.seq) for e in fresh]
-    _insert_events(conn, machine_id, fresh)
-    _project(conn, provider, machine_id, fresh, now)
+    _apply(conn, provider, [_Move(machine_id, head, base, fresh, ledger, new_ledger)], now)
+    return Result(last, stored=len(fresh), ledger=ledger)
+
+
+def store_batches(conn: sa.Connection, provider: Provider, batches: list[tuple[str, EventBatch]],
+                  now: datetime) -> tuple[dict[str, Result], list[tuple[str, EventBatch]]]:
+    """Apply in the caller's transaction, all together, the batches (one per machine at most) that simply
+    continue their machine's stored chain: a statement per table for the lot, where ``store_batch`` takes a
+    dozen per batch. Returns their results by machine, and the batches left for ``store_batch``, one at a
+    time: redeliveries, gaps, a new ledger, a broken chain, an unknown machine.
+
+    Every machine row of ``batches`` is locked first, in id order (PostgreSQL; SQLite's BEGIN IMMEDIATE lets
+    one writer in), so the ``store_batch`` calls that follow take no lock this one does not hold. On any
+    error the caller rolls back to before this call and stores each batch with ``store_batch``."""
+    ids = sorted(m for m, _ in batches)
+    m = machines.c
+    found = {}
+    for n in range(0, len(ids), 500):
+        query = (sa.select(m.id, m.cloud_head, m.cloud_head_hash, m.ledger_id, m.ledger_base)
+                 .where(m.id.in_(ids[n:n + 500])).order_by(m.id))
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        found.update((r.id, r) for r in conn.execute(query))
+    moves, rest = [], []
+    for machine_id, batch in batches:
+        row, first = found.get(machine_id), batch.events[0]
+        if (row is not None and (batch.ledger or row.ledger_id) == row.ledger_id and first.seq == row.cloud_head + 1
+                and first.prev_hash == row.cloud_head_hash):
+            fresh = [replace(e, seq=row.ledger_base + e.seq) for e in batch.events] if row.ledger_base else \
+                list(batch.events)
+            moves.append(_Move(machine_id, row.cloud_head, row.ledger_base, fresh, row.ledger_id, False))
+        else:
+            rest.append((machine_id, batch))
+    if moves:
+        _apply(conn, provider, moves, now)
+    return {mv.machine_id: Result(mv.fresh[-1].seq - mv.base, stored=len(mv.fresh), ledger=mv.ledger)
+            for mv in moves}, rest
+
+
+@dataclass
+class _Move:
+    """Events that continue a machine's stored chain, and what to move its head from."""
+
+    machine_id: str
+    head: int  # the stored head they follow, in the ledger's own numbering
+    base: int  # the ledger's base: ``fresh`` is numbered from it already
+    fresh: list
+    ledger: str
+    new_ledger: bool  # the head starts over: the machine's head is what this ledger sent, not the larger
+
+
+def _apply(conn: sa.Connection, provider: Provider, moves: list[_Move], now: datetime) -> None:
+    """Store the events of ``moves``, project them, and move each machine's head from what it was; another
+    process that moved one first is a ``Conflict``."""
+    _insert_events(conn, [(mv.machine_id, e) for mv in moves for e in mv.fresh])
+    _project(conn, provider, {mv.machine_id: mv.fresh for mv in moves}, now)
     # The machine's head is at least what it sent: the events say it, so a status per new head is not needed.
-    machine_head = last.seq if new_ledger else sa.case((machines.c.machine_head < last.seq, last.seq),
-                                                       else_=machines.c.machine_head)
-    moved = conn.execute(machines.update().where(machines.c.id == machine_id, machines.c.cloud_head == head)
-                         .values(cloud_head=last.seq, cloud_head_hash=last.hash, last_seen=now,
-                                 machine_head=machine_head)).rowcount
-    if not moved:
-        raise Conflict(machine_id)
-    return Result(last.seq, stored=len(fresh), ledger=ledger)
+    last = sa.bindparam("b_last")
+    moved = conn.execute(
+        machines.update().where(machines.c.id == sa.bindparam("b_id"), machines.c.cloud_head == sa.bindparam("b_head"))
+        .values(cloud_head=last, cloud_head_hash=sa.bindparam("b_hash"), last_seen=now,
+                machine_head=sa.case((sa.or_(sa.bindparam("b_reset"), machines.c.machine_head < last), last),
+                                     else_=machines.c.machine_head)),
+        [{"b_id": mv.machine_id, "b_head": mv.head, "b_last": mv.fresh[-1].seq - mv.base,
+          "b_hash": mv.fresh[-1].hash, "b_reset": mv.new_ledger} for mv in moves]).rowcount
+    if moved != len(moves) and (len(moves) == 1 or conn.dialect.supports_sane_multi_rowcount):
+        raise Conflict(", ".join(mv.machine_id for mv in moves)[:200])
 
 
 def _continues(conn: sa.Connection, machine_id: str, batch: EventBatch, head: int, head_hash: str,
@@ -156,58 +212,72 @@ def _change_ledger(conn: sa.Connection, provider: Provider, machine_id: str, old
     return 0, GENESIS_HASH, new_base
 
 
-def _insert_events(conn: sa.Connection, machine_id: str, fresh: list) -> None:
+def _insert_events(conn: sa.Connection, fresh: list[tuple[str, object]]) -> None:
+    """(machine id, event) pairs, numbered in the cloud's store already."""
     bulk_insert(conn, events, EVENT_COLUMNS, [
         (machine_id, e.seq, e.ts, e.boot, e.clock_synced, e.kind, e.data_json or compact_json(e.data),
          e.prev_hash, e.hash)
-        for e in fresh])
+        for machine_id, e in fresh])
 
 
-def _project(conn: sa.Connection, provider: Provider, machine_id: str, fresh: list, now: datetime) -> None:
-    """Sales, slot stock and orders from the events just stored: a few statements per batch, not per event."""
-    stock = {r.slot: r for r in conn.execute(sa.select(slots.c.slot, slots.c.count, slots.c.flagged, slots.c.currency,
-                                                       slots.c.product_id, slots.c.price)
-                                             .where(slots.c.machine_id == machine_id))}
-    counts = {slot: [r.count, r.flagged] for slot, r in stock.items()}
-    changed: set[str] = set()
-    sold, order_events, counted = [], [], []
-    for e in fresh:
-        d = e.data
-        if e.kind in orders.EVENT_KINDS:
-            order_events.append(e)
-        slot = counts.get(d.get("slot"))
-        if e.kind == "vend.succeeded":
-            sold.append(e)
-            # Every drop counts, even one no order paid for or one naming another machine's order: the
-            # product left this machine, and the count mirrors its own ledger (a restock's count would
-            # correct it anyway). The money side is the sale row's incident.
-            if slot is not None and slot[0] > 0:
-                slot[0] -= 1
-        elif e.kind in ("restock", "stock.adjusted") and slot is not None:
-            # A technician's count is the truth about a slot, and a restock means it was looked at.
-            counted.append(inventory.Count(e.seq, e.kind, d["slot"], stock[d["slot"]].product_id, slot[0], d["count"],
-                                           d.get("reason", "")))
-            slot[0], slot[1] = d["count"], False
-        elif e.kind == "vend.failed" and slot is not None and d.get("slot_ok") is not True:
-            slot[1] = True  # slot_ok: a cancelled or timed-out cashless session says nothing against the slot
-        else:
-            continue
-        if slot is not None:
-            changed.add(d["slot"])
+def _project(conn: sa.Connection, provider: Provider, fresh_of: dict[str, list], now: datetime) -> None:
+    """Sales, slot stock and orders from the events just stored ({machine id: its fresh events}): a few
+    statements for all the machines together, not per machine or per event."""
+    ids = sorted(fresh_of)
+    stock: dict[tuple[str, str], object] = {}
+    for n in range(0, len(ids), 500):
+        stock.update(((r.machine_id, r.slot), r) for r in conn.execute(
+            sa.select(slots.c.machine_id, slots.c.slot, slots.c.count, slots.c.flagged, slots.c.currency,
+                      slots.c.product_id, slots.c.price).where(slots.c.machine_id.in_(ids[n:n + 500]))))
+    counts = {key: [r.count, r.flagged] for key, r in stock.items()}
+    changed: set[tuple[str, str]] = set()
+    sold_of, order_events = {}, {}
+    for machine_id in ids:
+        sold, mine, counted = [], [], []
+        for e in fresh_of[machine_id]:
+            d = e.data
+            if e.kind in orders.EVENT_KINDS:
+                mine.append(e)
+            key = (machine_id, d.get("slot"))
+            slot = counts.get(key)
+            if e.kind == "vend.succeeded":
+                sold.append(e)
+                # Every drop counts, even one no order paid for or one naming another machine's order: the
+                # product left this machine, and the count mirrors its own ledger (a restock's count would
+                # correct it anyway). The money side is the sale row's incident.
+                if slot is not None and slot[0] > 0:
+                    slot[0] -= 1
+            elif e.kind in ("restock", "stock.adjusted") and slot is not None:
+                # A technician's count is the truth about a slot, and a restock means it was looked at.
+                counted.append(inventory.Count(e.seq, e.kind, d["slot"], stock[key].product_id, slot[0], d["count"],
+                                               d.get("reason", "")))
+                slot[0], slot[1] = d["count"], False
+            elif e.kind == "vend.failed" and slot is not None and d.get("slot_ok") is not True:
+                slot[1] = True  # slot_ok: a cancelled or timed-out cashless session says nothing against the slot
+            else:
+                continue
+            if slot is not None:
+                changed.add(key)
+        if counted:  # booked into the stock book by the sweeper, off the ingest path
+            inventory.queue_counts(conn, machine_id, counted)
+        if mine:
+            order_events[machine_id] = mine
+        if sold:
+            sold_of[machine_id] = sold
     if changed:
-        conn.execute(slots.update().where(slots.c.machine_id == machine_id, slots.c.slot == sa.bindparam("b_slot"))
+        conn.execute(slots.update().where(slots.c.machine_id == sa.bindparam("b_machine"),
+                                          slots.c.slot == sa.bindparam("b_slot"))
                      .values(count=sa.bindparam("b_count"), flagged=sa.bindparam("b_flagged")),
-                     [{"b_slot": s, "b_count": counts[s][0], "b_flagged": counts[s][1]} for s in sorted(changed)])
-    if counted:  # booked into the stock book by the sweeper, off the ingest path
-        inventory.queue_counts(conn, machine_id, counted)
+                     [{"b_machine": m, "b_slot": s, "b_count": counts[(m, s)][0], "b_flagged": counts[(m, s)][1]}
+                      for m, s in sorted(changed)])
     try:
-        followed = orders.follow(conn, provider, machine_id, order_events, now)
-    except orders.StaleOrders:
-        raise Conflict(machine_id) from None
-    if sold:
-        rows, incidents = [], []
+        followed = orders.follow_many(conn, provider, order_events, now)
+    except orders.StaleOrders as e:
+        raise Conflict(str(e)) from None
+    rows, incidents = [], {}
+    for machine_id, sold in sold_of.items():
         for e in sold:
-            result, slot = followed.get(e.seq), stock.get(e.data["slot"])
+            result, slot = followed.get(machine_id, {}).get(e.seq), stock.get((machine_id, e.data["slot"]))
             order = result.order if result else None
             # The amount is money this sale took: 0 for a drop no order paid for (an incident, below).
             amount = result.amount if result else 0
@@ -221,13 +291,15 @@ def _project(conn: sa.Connection, provider: Provider, machine_id: str, fresh: li
             rows.append((machine_id, e.seq, e.ts, e.data["order_id"], e.data["slot"], product, amount, currency,
                          incident))
             if incident:
-                incidents.append((e, incident))
+                incidents.setdefault(machine_id, []).append((e, incident))
+    if rows:
         bulk_insert(conn, sales, INCIDENT_COLUMNS, rows)
         reports.project(conn, rows)
-        if incidents:
-            alerts.note_incidents(conn, machine_id, incidents, now)
-    planogram.project(conn, machine_id, fresh, now)
-    alerts.project(conn, machine_id, fresh, now)
+    for machine_id, noted in incidents.items():
+        alerts.note_incidents(conn, machine_id, noted, now)
+    for machine_id in ids:
+        planogram.project(conn, machine_id, fresh_of[machine_id], now)
+        alerts.project(conn, machine_id, fresh_of[machine_id], now)
 
 
 def stored_events(conn: sa.Connection, machine_id: str) -> list:
