@@ -12,7 +12,8 @@ store all of it is measured, with the acks 10 s after it.
 The baseline, measured in the same run against a fresh broker and cloud: the same fleet with the machines'
 link as it was before issue 16 (``--legacy-link``: a resend every 10 s without backoff or jitter, one batch per
 event, a status after each sale). ``--baseline-cloud-src DIR`` also runs the baseline's cloud from another
-checkout (e.g. the main branch), so the cloud's side is compared too.
+checkout (e.g. the main branch), so the cloud's side is compared too; with ``--baseline same-link`` the baseline
+machines run today's link, so the two clouds alone are compared.
 
 The broker runs without authentication (``allow_anonymous``, as the end-to-end tests run it): per-machine
 logins cost the broker a password check on connect only, nothing per message.
@@ -454,11 +455,14 @@ def main() -> int:
     parser.add_argument("--orders-per-s", type=float, default=1.0, help="real orders through HTTP (0: none)")
     parser.add_argument("--legacy-link", action="store_true",
                         help="measure only the machines' link as it was before issue 16 (no baseline run)")
-    parser.add_argument("--baseline", choices=("legacy-link", "none"), default="legacy-link",
-                        help="the run measured first, for comparison")
+    parser.add_argument("--baseline", choices=("legacy-link", "same-link", "none"), default="legacy-link",
+                        help="the run measured first, for comparison: the machines' link as before issue 16, or "
+                             "today's link (with --baseline-cloud-src, to compare clouds alone)")
     parser.add_argument("--baseline-cloud-src", metavar="DIR", default="",
                         help="run the baseline's cloud from this checkout (e.g. the main branch)")
     args = parser.parse_args()
+    if args.baseline == "same-link" and not args.baseline_cloud_src:
+        raise SystemExit("--baseline same-link compares clouds: give the other one with --baseline-cloud-src")
     if args.storm and args.minutes * 60 < args.storm_after_s + 60:
         raise SystemExit("--storm needs --minutes long enough for the storm and a minute after it")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -468,11 +472,12 @@ def main() -> int:
     load0 = open("/proc/loadavg").read().split()[:3]
     report: dict = {"benchmark": "fleet"}
     baseline = None
-    if args.baseline == "legacy-link" and not args.legacy_link:
-        baseline = run_fleet(args, legacy=True, cloud_src=args.baseline_cloud_src)
+    if args.baseline != "none" and not args.legacy_link:
+        baseline = run_fleet(args, legacy=args.baseline == "legacy-link", cloud_src=args.baseline_cloud_src)
     report.update(run_fleet(args, legacy=args.legacy_link))
     if baseline is not None:
         baseline["cloud"] = args.baseline_cloud_src or "this checkout"
+        baseline["link"] = args.baseline
         report["baseline"] = baseline
     report["settings"] = {
         "machines": args.machines, "sales_per_day": args.sales_per_day, "minutes": args.minutes,
