@@ -355,6 +355,7 @@ class Cloud:
         self.stats.counts["status"] += sum(1 for d in decoded if d[2] == "status")
         self.stats.counts["telemetry"] += sum(1 for d in decoded if d[2] == "telemetry")
         with self.engine.begin() as conn:
+            machines.lock(conn, statuses.keys() | {machine_id for _t, machine_id, kind, _m in rest if kind == "events"})
             if statuses:
                 newest = {machine_id: message for machine_id, (topic, message) in statuses.items()}
                 known = machines.apply_statuses(conn, newest, now)

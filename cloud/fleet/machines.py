@@ -444,6 +444,19 @@ def apply_status(conn: sa.Connection, machine_id: str, status: Status, now: date
     return machine_id in apply_statuses(conn, {machine_id: status}, now)
 
 
+def lock(conn: sa.Connection, ids) -> None:
+    """Take the row locks of these machines at once, in id order (PostgreSQL; SQLite's BEGIN IMMEDIATE lets one
+    writer in at a time). A transaction that writes several machines' rows takes them here first, so two cloud
+    processes never each hold a row the other waits for: statuses and events of different groups name the
+    same machines in different orders."""
+    if conn.dialect.name != "postgresql":
+        return
+    ids = sorted(ids)
+    for n in range(0, len(ids), 500):
+        conn.execute(sa.select(machines.c.id).where(machines.c.id.in_(ids[n:n + 500])).order_by(machines.c.id)
+                     .with_for_update()).all()
+
+
 def apply_statuses(conn: sa.Connection, statuses: dict[str, Status], now: datetime) -> set[str]:
     """Record the newest status of each of many machines in a few statements (one per kind of status, not
     one per machine: status is most of a fleet's traffic); returns the ids of the machines that exist."""
