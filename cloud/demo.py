@@ -56,6 +56,9 @@ MACHINES = [
     ("demo-4", "Office canteen", ""),
 ]
 MDB_MACHINE = "demo-4"
+# Each machine's name for a Chinese-speaking manager (zh-CN), set through the API as a manager renames one.
+MACHINE_NAMES_ZH = {"demo-1": "图书馆一楼", "demo-2": "车站大厅", "demo-3": "健身房大堂",
+                    "demo-4": "办公楼食堂"}
 # Where the demo machines stand (name, address, latitude, longitude), for the dashboard's map.
 LOCATIONS = {
     "demo-1": ("City library", "1 Library Road", 31.2304, 121.4737),
@@ -315,7 +318,8 @@ def main() -> int:
         os.environ.setdefault("VEND_CLOUD_URL", f"http://{HTTP}")
         os.environ.setdefault("VEND_TOKEN_FILE", os.path.join(VAR, "cloud", "admin-token"))
         client = Client.from_env()
-        known = {m["id"] for m in client.call("GET", "/api/v1/machines")}
+        named = {m["id"]: m["names"] for m in client.call("GET", "/api/v1/machines")}
+        known = set(named)
         configs = {}
         seed_catalogue(client)
         for index, (machine_id, name, jam) in enumerate(MACHINES):
@@ -342,6 +346,9 @@ def main() -> int:
                     "latitude": lat, "longitude": lon, "tz": "Asia/Shanghai"})
                 client.call("PUT", f"/api/v1/machines/{machine_id}/location", {"location_id": location["id"]})
                 place_rule(client, location["id"], index)
+            if "zh-CN" not in named.get(machine_id, {}):  # a demo made before the names got them too
+                client.call("PATCH", f"/api/v1/machines/{machine_id}",
+                            {"names": {"zh-CN": MACHINE_NAMES_ZH[machine_id]}})
             configs[machine_id] = config
         manager_password = demo_manager(client)
         seed_stock(client)

@@ -36,6 +36,7 @@ place.
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -636,28 +637,60 @@ def _figures(v) -> dict:
     return {"count": v[0], "amount": v[1], "refund_count": v[2], "refunds": v[3], "net": v[1] - v[3]}
 
 
+STOCK_AFTER_RE = re.compile(r"(\d{1,9})/(\d{1,9})~([a-z0-9][a-z0-9-]{0,31})~([A-Z][0-9]{1,2})\Z")
+
+
+def _stock_after(after: str) -> tuple[float, str, str]:
+    """(fill, machine, slot) of the row a stock report's ``next`` names: its fill as the fraction it was
+    (count/capacity, 0/1 for no capacity), so that the next page starts exactly where the last one stopped."""
+    found = STOCK_AFTER_RE.match(after)
+    if found is None or int(found.group(2)) == 0:
+        raise ReportError("after", "not a position this report gave (use its next)")
+    return int(found.group(1)) / int(found.group(2)), found.group(3), found.group(4)
+
+
+def _stock_next(row: dict) -> str:
+    count, capacity = (row["count"], row["capacity"]) if row["capacity"] > 0 else (0, 1)
+    return f"{count}/{capacity}~{row['machine_id']}~{row['slot']}"
+
+
 def stock_report(conn: sa.Connection, machine: str | None = None, location: int | str | None = None,
-                 product: int | str | None = None) -> dict:
-    """Every slot in the planograms across the fleet with its fill level (count / capacity), emptiest first."""
+                 product: int | str | None = None, after: str | None = None, limit: int | None = None) -> dict:
+    """Every slot in the planograms across the fleet with its fill level (count / capacity), emptiest first
+    (then by machine and slot); with ``limit``, a page of them after the row ``after`` names, and ``next``
+    for the following page (None on the last). The summary is always over every slot the filters leave."""
     q = Filter()
     q.machines, q.product, q.filters = _filters(conn, machine, location, product, now=True)
     s = slots
+    position = _stock_after(after) if after else None
+    whole = _machine_filter(q, s, sa.select(s.c.count, s.c.capacity).where(s.c.in_planogram == sa.true()))
+    # The order of the rows, in SQL so that a page is a keyset: the fill as a double (as Python divides).
+    fill = sa.case((s.c.capacity > 0, sa.cast(s.c.count, sa.Float) / s.c.capacity), else_=0.0)
     stmt = (sa.select(s.c.machine_id, s.c.slot, s.c.count, s.c.capacity, s.c.par_level, s.c.flagged, s.c.product_id,
-                      products.c.sku, products.c.name)
-            .join(products, products.c.id == s.c.product_id).where(s.c.in_planogram == sa.true()))
+                      products.c.sku, products.c.name, locations.c.name.label("location"))
+            .join(products, products.c.id == s.c.product_id)
+            .outerjoin(machine_locations, machine_locations.c.machine_id == s.c.machine_id)
+            .outerjoin(locations, locations.c.id == machine_locations.c.location_id)
+            .where(s.c.in_planogram == sa.true()).order_by(fill, s.c.machine_id, s.c.slot))
     stmt = _machine_filter(q, s, stmt)
-    where = {m: name for m, name in conn.execute(
-        sa.select(machine_locations.c.machine_id, locations.c.name)
-        .join(locations, locations.c.id == machine_locations.c.location_id))}
-    rows = [{"machine_id": r.machine_id, "location": where.get(r.machine_id), "slot": r.slot,
+    if position is not None:
+        f, m, slot = position
+        stmt = stmt.where(sa.or_(fill > f, sa.and_(fill == f, sa.tuple_(s.c.machine_id, s.c.slot)
+                                                   > sa.tuple_(m, slot))))
+    if limit is not None:
+        stmt = stmt.limit(limit + 1)
+    rows = [{"machine_id": r.machine_id, "location": r.location, "slot": r.slot,
              "product_id": r.product_id, "sku": r.sku, "name": r.name, "count": r.count, "capacity": r.capacity,
-             "par_level": r.par_level, "fill": round(r.count / r.capacity, 3) if r.capacity else 0.0,
+             "par_level": r.par_level, "fill": round(r.count / r.capacity, 3) if r.capacity > 0 else 0.0,
              "flagged": bool(r.flagged)} for r in conn.execute(stmt)]
-    rows.sort(key=lambda r: (r["fill"], r["machine_id"], r["slot"]))
-    units, room = sum(r["count"] for r in rows), sum(r["capacity"] for r in rows)
-    return {"filters": q.filters, "slots": rows,
-            "summary": {"slots": len(rows), "empty": sum(1 for r in rows if r["count"] == 0),
-                        "below_quarter": sum(1 for r in rows if r["fill"] < 0.25),
+    more = limit is not None and len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if more else None
+    counts = conn.execute(whole).all()
+    units, room = sum(n for n, _c in counts), sum(c for _n, c in counts)
+    return {"filters": q.filters, "slots": rows, "next": _stock_next(last) if last else None,
+            "summary": {"slots": len(counts), "empty": sum(1 for n, _c in counts if n == 0),
+                        "below_quarter": sum(1 for n, c in counts if (round(n / c, 3) if c > 0 else 0.0) < 0.25),
                         "units": units, "capacity": room, "fill": round(units / room, 3) if room else 0.0}}
 
 

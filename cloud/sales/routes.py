@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, StrictStr
 
 from cloud.core.db import utcnow
 from cloud.people import Caller, require
-from cloud.sales import office, records
+from cloud.sales import office, paging, records
 from cloud.sales.reports import Query, ReportError, count_refunds, sales_report, stock_report
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
@@ -30,25 +30,32 @@ def _refused(e: ReportError) -> HTTPException:
 @router.get("/reports/sales", dependencies=[Depends(require(*people.SALES_READERS))])
 def api_sales(by: str = "day", start: str | None = Query_(None, alias="from"), to: str | None = None,
               tz: str | None = None, machine: str | None = None, location: str | None = None,
-              product: str | None = None, engine: sa.Engine = Depends(_engine)):
+              product: str | None = None, after: str = "", limit: str = "", engine: sa.Engine = Depends(_engine)):
     """Sales by day, machine, product, location or hour of day, per currency, over [from, to) in local days
-    of ``tz`` (UTC by default); count and amount (gross), refund_count, refunds and net, in minor units."""
+    of ``tz`` (UTC by default); count and amount (gross), refund_count, refunds and net, in minor units.
+    ``limit`` rows at a time (500 unless given, at most 5000): ``next`` is the ``after`` of the following
+    page (null on the last); ``totals`` are always the whole report's."""
     try:
         with engine.begin() as conn:
             count_refunds(conn)  # the refunds booked since the sweeper last looked
         with engine.connect() as conn:
-            return sales_report(conn, Query(conn, by, start, to, tz, machine, location, product))
+            q = Query(conn, by, start, to, tz, machine, location, product)
+            position, size = paging.sales_position(q.by, after), paging.limit_of(limit)
+            return paging.sales_page(sales_report(conn, q), position, size)
     except ReportError as e:
         raise _refused(e) from None
 
 
 @router.get("/reports/stock", dependencies=[Depends(require(*people.FLEET_READERS))])
 def api_stock(machine: str | None = None, location: str | None = None, product: str | None = None,
-              engine: sa.Engine = Depends(_engine)):
-    """Every slot across the fleet with its count, capacity and fill level, emptiest first."""
+              after: str = "", limit: str = "", engine: sa.Engine = Depends(_engine)):
+    """Every slot across the fleet with its count, capacity and fill level, emptiest first, ``limit`` slots at
+    a time (500 unless given, at most 5000): ``next`` is the ``after`` of the following page (null on the
+    last); ``summary`` is always over every slot."""
     try:
+        size = paging.limit_of(limit)
         with engine.connect() as conn:
-            return stock_report(conn, machine, location, product)
+            return stock_report(conn, machine, location, product, after or None, size)
     except ReportError as e:
         raise _refused(e) from None
 

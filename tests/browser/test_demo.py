@@ -68,6 +68,22 @@ def test_the_demo_prints_the_dashboard_and_qr_urls_that_work(demo, new_page):
     shot(phone, "demo-register")
 
 
+def test_a_chinese_manager_sees_the_machines_and_places_by_their_chinese_names(demo, new_page):
+    """The demo names its machines and locations in zh-CN through the API (PATCH /machines/ID, POST
+    /locations): the fleet page in Chinese shows those names, not the English ones."""
+    user, password = re.search(r"Dashboard: \S+ +\(user (\S+), password (\S+);", demo["out"]).groups()
+    desk = new_page(lang="zh-CN")
+    desk.goto(demo["url"] + "/staff")
+    desk.get_by_label("用户名").fill(user)
+    desk.get_by_label("密码").fill(password)
+    desk.get_by_role("button", name="登录").click()
+    fleet = desk.locator("main").inner_text()
+    for name in ("图书馆一楼", "车站大厅", "健身房大堂", "办公楼食堂", "市图书馆", "江畔健身房"):
+        assert name in fleet, name
+    assert "Gym lobby" not in fleet and "Riverside gym" not in fleet
+    shot(desk, "demo-fleet-zh-CN")
+
+
 def test_the_fourth_machine_is_an_existing_one_sold_over_mdb(demo):
     """demo-4 is a machine's own controller (python -m hw.mdb_sim) with this system as its cashless device: a
     customer pays with the QR code, the simulated customer presses the selection, the product is paid for."""
