@@ -24,11 +24,12 @@ demo: $(VENV)/.demo
 	$(BIN)/python -m cloud.demo
 
 # Test processes (pytest-xdist): CI's box has two cores, and many tests wait on the processes they start.
+# loadgroup keeps a module marked xdist_group in one process (the card's first boot is built once, not twice).
 TEST_WORKERS ?= 2
 
 test: $(VENV)/.test
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 bench: $(VENV)/.test
 	$(BIN)/python bench/ingest.py
