@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
 
 from cloud import people
+from cloud.core.db import reader
 from cloud.alerts import KINDS, NAMES, actions, delivery, occurrences, rules
 from cloud.people.auth import Caller, staff_only
 from cloud.web.dashboard import add_page, dash
@@ -53,7 +54,7 @@ def _alerts_page(request: Request, caller: Caller, cloud, show: str = "current",
     states = {"current": ("open", "acknowledged"), "open": ("open",), "acknowledged": ("acknowledged",),
               "resolved": ()}[show if show in FILTERS else "current"]
     can_edit = caller.role in people.FLEET_EDITORS
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         current = occurrences.listing(conn, states) if states else []
         resolved = occurrences.listing(conn, ("resolved",), limit=RESOLVED_SHOWN) if show in ("current", "resolved") \
             else []

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud import people
+from cloud.core.db import reader
 from cloud.alerts import KINDS, Alerter
 from cloud.alerts import actions, delivery, occurrences, rules
 from cloud.core.settings import Settings
@@ -69,7 +70,7 @@ def list_alerts(state: str = Query("open,acknowledged", description="open, ackno
     """The alerts kept, newest first (by default those not resolved), each with its deliveries."""
     states = _states(state)  # a refused request writes nothing: checked before looking for alerts
     cloud.alerter.refresh_if_idle()
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         return _with_deliveries(conn, occurrences.listing(conn, states, machine, limit))
 
 
@@ -78,19 +79,19 @@ def machine_alerts(machine_id: str, state: str = "open,acknowledged", caller: Ca
                    cloud: AlertsCloud = Depends(the_cloud)):
     """One machine's alerts (by default those not resolved)."""
     states = _states(state)
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         try:
             machines.get(conn, machine_id)
         except machines.NoSuchMachine as e:
             raise HTTPException(404, str(e)) from None
     cloud.alerter.refresh_if_idle()
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         return _with_deliveries(conn, occurrences.listing(conn, states, machine_id))
 
 
 @router.get("/alerts/{alert_id}")
 def one_alert(alert_id: int, caller: Caller = Depends(READ), cloud: AlertsCloud = Depends(the_cloud)):
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         try:
             return _with_deliveries(conn, [occurrences.get(conn, alert_id)])[0]
         except occurrences.AlertError as e:
@@ -125,7 +126,7 @@ def rule_refused(e: rules.RuleError) -> HTTPException:
 
 @router.get("/alert-rules")
 def list_rules(caller: Caller = Depends(EDIT), cloud: AlertsCloud = Depends(the_cloud)):
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         return [r.public() for r in rules.list_rules(conn)]
 
 

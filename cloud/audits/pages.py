@@ -8,6 +8,7 @@ from fastapi.responses import RedirectResponse
 
 import dex
 from cloud import people
+from cloud.core.db import reader
 from cloud.audits import AuditError, list_audits
 from cloud.audits.routes import store
 from cloud.people import auth
@@ -26,7 +27,7 @@ FORM_OVERHEAD = 64 * 1024  # the multipart framing and the other fields around t
 
 def audits_page(request: Request, caller: auth.Caller, status_code: int = 200, error: str = "", done: dict | None = None,
                 machine: str = ""):
-    with request.app.state.cloud.engine.connect() as conn:
+    with reader(request.app.state.cloud.engine).connect() as conn:
         rows = list_audits(conn, machine or None, 200)
     return dash(request, caller, "dash_audits.html", status_code, audits=rows, kinds=KINDS, error=error, done=done,
                 machine=machine, can_import=caller.role in people.FLEET_EDITORS, max_mb=dex.MAX_BYTES // (1024 * 1024))
@@ -36,7 +37,7 @@ def audits_page(request: Request, caller: auth.Caller, status_code: int = 200, e
 def audits_view(request: Request, machine: str = "", done: int | None = None, caller: auth.Caller = READ):
     shown = None
     if done is not None:
-        with request.app.state.cloud.engine.connect() as conn:
+        with reader(request.app.state.cloud.engine).connect() as conn:
             shown = next((a for a in list_audits(conn, None, 1000) if a["id"] == done), None)
     return audits_page(request, caller, done=shown, machine=machine)
 

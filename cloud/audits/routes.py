@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 import dex
 from cloud import people
 from cloud.audits import AuditError, import_audit, list_audits
-from cloud.core.db import utcnow
+from cloud.core.db import reader, utcnow
 from cloud.people import require
 
 router = APIRouter(prefix="/api/v1", tags=["audits"])
@@ -68,5 +68,5 @@ def audits(request: Request, machine: str | None = None, limit: int = 100):
     and the sales it made."""
     if not 1 <= limit <= 1000:
         raise HTTPException(422, "limit must be 1-1000")
-    with request.app.state.cloud.engine.connect() as conn:
+    with reader(request.app.state.cloud.engine).connect() as conn:
         return list_audits(conn, machine, limit)

@@ -16,7 +16,7 @@ from cloud.catalog import names as names_
 from cloud.catalog import office, pictures
 from cloud.catalog import products as catalog
 from cloud.catalog.common import StockError
-from cloud.core.db import utcnow
+from cloud.core.db import reader, utcnow
 from cloud.core.money import plain_amount
 from cloud.people import Caller
 from cloud.people.auth import Gate, gate, staff_only
@@ -120,7 +120,7 @@ def products_page(request: Request, caller: Caller = Depends(staff_only(*people.
 def _list(request, caller, g, q="", after="", status_code=200, error=None, notice=None):
     _ = translator(request)
     lang = i18n.language_of(request)
-    with g.engine.connect() as conn:
+    with reader(g.engine).connect() as conn:
         rows, next_after = office.page(conn, q, after)
         named = names_.names_of(conn, [r.id for r in rows])
     shown = [(r, named[r.id].get(lang, "")) for r in rows]
@@ -139,7 +139,7 @@ def _list(request, caller, g, q="", after="", status_code=200, error=None, notic
 @router.get("/staff/products/export.csv")
 def export_page(caller: Caller = Depends(staff_only(*people.CATALOG_READERS)), g: Gate = Depends(gate)):
     """The catalogue as the CSV the import reads (the API's ``GET /api/v1/products/export``)."""
-    with g.engine.connect() as conn:
+    with reader(g.engine).connect() as conn:
         text = office.export_csv(conn)
     return Response(text.encode(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="products.csv"'})
@@ -169,7 +169,7 @@ def _product_page(request, caller, g, product_id: int | None, form: dict | None 
     _ = translator(request)
     row = None
     if product_id is not None:
-        with g.engine.connect() as conn:
+        with reader(g.engine).connect() as conn:
             try:
                 row = catalog.get_product(conn, product_id)
             except StockError:
@@ -248,7 +248,7 @@ async def upload_picture(request: Request, product_id: int, picture: UploadFile 
         problem = _("Picture: at most {n} KB.", n=pictures.MAX_BYTES // 1024)
     elif pictures.kind_of(data) is None:
         problem = _("Picture: not a PNG, JPEG or WebP picture.")
-    with g.engine.connect() as conn:
+    with reader(g.engine).connect() as conn:
         try:
             sku = catalog.get_product(conn, product_id).sku
         except StockError:

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from protocol.messages import utcnow
 from cloud import people
+from cloud.core.db import reader
 from cloud.catalog.pictures import CACHE, MAX_BYTES, SKU_RE, TYPES, kind_of, picture, store
 from cloud.catalog.products import products
 from cloud.people import require
@@ -18,7 +19,7 @@ router = APIRouter()
 
 
 def product_name(request: Request, sku: str) -> str | None:
-    with request.app.state.cloud.engine.connect() as conn:
+    with reader(request.app.state.cloud.engine).connect() as conn:
         return conn.execute(sa.select(products.c.name).where(products.c.sku == sku)).scalar()
 
 

@@ -12,6 +12,7 @@ from babel.numbers import get_currency_precision
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from cloud.core.db import reader
 from cloud.fleet import locations
 from cloud import people
 from cloud.finance import ledger, reconcile, settlement
@@ -180,7 +181,7 @@ def reconcile_page(request: Request, start: str = "", end: str = "",
     except FinanceError as e:
         errors, status_code = finance_error(_, e), 422
         lo, hi = default
-    with g.engine.connect() as conn:
+    with reader(g.engine).connect() as conn:
         report = reconcile.reconcile(conn, lo, hi)
     by_kind = {k: [m for m in report["mismatches"] if m["kind"] == k] for k in reconcile.KINDS}
     return dash(request, caller, "dash_reconcile.html", status_code, report=report, by_kind=by_kind,

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, SkipValidation, StrictInt, Validatio
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from cloud import people
+from cloud.core.db import reader
 from cloud.web.pages import printable
 from cloud.people import Caller, require
 from cloud.people.auth import Gate, gate
@@ -113,7 +114,7 @@ def reconciliation(start: str | None = Query(None, alias="from"), end: str | Non
         lo, hi = period_from_query(g, start, end)
     except FinanceError as e:
         raise e.http() from None
-    with g.engine.connect() as conn:
+    with reader(g.engine).connect() as conn:
         return reconcile.reconcile(conn, lo, hi)
 
 
@@ -205,7 +206,7 @@ def list_rules(location_id: int, caller: Caller = Depends(require(*people.FINANC
                g: Gate = Depends(gate)):
     """A location's settlement rules, by kind and date."""
     try:
-        with g.engine.connect() as conn:
+        with reader(g.engine).connect() as conn:
             return settlement.rules(conn, location_id)
     except FinanceError as e:
         raise e.http() from None

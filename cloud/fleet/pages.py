@@ -33,7 +33,7 @@ from cloud.fleet import ledger
 from cloud.sales import orders, reports
 from cloud.stock import book
 from cloud import people
-from cloud.core.db import utcnow
+from cloud.core.db import reader, utcnow
 from cloud.core.money import EXPONENT, parse_amount
 from cloud.web import charts, i18n
 from cloud.web.pages import csp_with_images, translator
@@ -186,7 +186,7 @@ def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_c
     cloud.alerter.refresh_if_idle()
     with cloud.engine.begin() as conn:
         reports.count_refunds(conn)  # the refunds booked since the sweeper last looked
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         rows = machines.list_machines(conn, lang)
         sites = locations.by_machine(conn)
         alerted = occurrences.unresolved_by_machine(conn)
@@ -299,7 +299,7 @@ def machine_page(request: Request, caller: auth.Caller, cloud, machine_id: str, 
     with cloud.engine.begin() as conn:
         reports.count_refunds(conn)  # today's sales are net of the refunds booked since the sweeper looked
     try:
-        with cloud.engine.connect() as conn:
+        with reader(cloud.engine).connect() as conn:
             m = machines.get(conn, machine_id, lang)
             menu = machines.menu(conn, machine_id)
             where = locations.location_of(conn, machine_id)
@@ -368,7 +368,7 @@ async def machine_names_page(request: Request, machine_id: str, caller: auth.Cal
 def machine_screen(request: Request, machine_id: str, caller: auth.Caller = READ, cloud=Depends(the_cloud)):
     """The machine's screen as the cloud draws it: the QR is a real token signed with the machine's secret."""
     _ = translator(request)
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         try:
             m = machines.get(conn, machine_id)
         except machines.NoSuchMachine:
@@ -514,7 +514,7 @@ def _machines_page(request: Request, caller, cloud, status_code: int = 200, erro
     q = request.query_params.get("q", "")[:80].strip()
     after = request.query_params.get("after", "")[:32] or None
     lang = i18n.language_of(request)
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         rows, next_after = machines.search(conn, q, after, PAGE_SIZE, lang)
         sites = locations.by_machine(conn)
         places = locations.list_locations(conn)
@@ -581,7 +581,7 @@ def _place_page(request: Request, caller, cloud, machine_id: str, status_code: i
                 errors: dict | None = None, notice: str | None = None):
     _ = translator(request)
     lang = i18n.language_of(request)
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         try:
             m = machines.get(conn, machine_id, lang)
         except machines.FleetError:
@@ -681,7 +681,7 @@ def _location_form(raw) -> tuple[dict, dict]:
 def _locations_page(request: Request, caller, cloud, status_code: int = 200, errors: dict | None = None,
                     form: dict | None = None):
     lang = i18n.language_of(request)
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         places = locations.list_locations(conn)
     for p in places:
         p["shown"] = locations.name_in(p, lang)
@@ -723,7 +723,7 @@ async def add_location_page(request: Request, caller: auth.Caller = EDIT, cloud=
 def _location_page(request: Request, caller, cloud, location_id: str, status_code: int = 200,
                    errors: dict | None = None, form: dict | None = None, notice: str | None = None):
     _ = translator(request)
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         try:
             row = locations.get(conn, int(location_id) if location_id.isdigit() and len(location_id) < 10 else -1)
         except machines.FleetError:

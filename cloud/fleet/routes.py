@@ -27,7 +27,7 @@ from cloud.provisioning.ca import FleetCA
 from cloud.fleet import alerts, ledger, locations, machines, planogram
 from cloud.fleet import names as machine_names
 from cloud import people
-from cloud.core.db import utcnow
+from cloud.core.db import reader, utcnow
 from cloud.people import Caller, require
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def refused(e: machines.FleetError) -> HTTPException:
 @router.get("/locations", dependencies=READ)
 def list_locations(cloud: FleetCloud = Depends(the_cloud)):
     """Every location, with the machines standing at it."""
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         return locations.list_locations(conn)
 
 
@@ -212,7 +212,7 @@ def add_location(body: NewLocation, caller: Caller = Depends(EDIT), cloud: Fleet
 def one_location(location_id: int, cloud: FleetCloud = Depends(the_cloud)):
     """A location, the machines at it now, and every stay of a machine there (newest first)."""
     try:
-        with cloud.engine.connect() as conn:
+        with reader(cloud.engine).connect() as conn:
             row = locations.get(conn, location_id)
             here = [x for x in locations.list_locations(conn) if x["id"] == location_id][0]["machines"]
             return {**locations.public(row, here, locations.names_of(conn, location_id)),
@@ -296,7 +296,7 @@ def retire_machine(machine_id: str, caller: Caller = Depends(EDIT), cloud: Fleet
 def machine_stays(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
     """Where the machine stood when: its stays, newest first (``from`` null: since its beginning)."""
     try:
-        with cloud.engine.connect() as conn:
+        with reader(cloud.engine).connect() as conn:
             machines.get(conn, machine_id)
             return locations.history(conn, machine_id)
     except machines.FleetError as e:
@@ -309,7 +309,7 @@ def machine_stays(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
 def machine_detail(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
     """A machine: where it stands, its cabinets, status, planogram desired against applied, its alerts."""
     try:
-        with cloud.engine.connect() as conn:
+        with reader(cloud.engine).connect() as conn:
             m = machines.get(conn, machine_id)
             where = locations.location_of(conn, machine_id)
             location = locations.public(locations.get(conn, where)) if where is not None else None
@@ -374,7 +374,7 @@ def add_cabinet(machine_id: str, body: NewCabinet, caller: Caller = Depends(EDIT
 def get_planogram(machine_id: str, version: int | None = None, cloud: FleetCloud = Depends(the_cloud)):
     """A planogram version's slots (the newest by default), and the machine's desired against applied."""
     try:
-        with cloud.engine.connect() as conn:
+        with reader(cloud.engine).connect() as conn:
             config = planogram.status(conn, machine_id)
             shown = version if version is not None else config["desired_version"]
             if version is not None and not 1 <= version <= config["desired_version"]:
@@ -409,7 +409,7 @@ def set_planogram(machine_id: str, body: NewPlanogram, caller: Caller = Depends(
 def planogram_versions(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
     """Every planogram version of a machine, newest first; who made each is in the audit trail too."""
     try:
-        with cloud.engine.connect() as conn:
+        with reader(cloud.engine).connect() as conn:
             return planogram.versions(conn, machine_id)
     except machines.FleetError as e:
         raise refused(e) from None
@@ -419,7 +419,7 @@ def planogram_versions(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
 
 @router.get("/machines", dependencies=[Depends(require(*people.FLEET_READERS))])
 def api_machines(cloud: FleetCloud = Depends(the_cloud)):
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         rows = machines.list_machines(conn)
         configs = planogram.statuses(conn)
         sites = locations.by_machine(conn)
@@ -490,7 +490,7 @@ def api_machine_fetches_credentials(request: Request, cloud: FleetCloud = Depend
     its current QR secret and broker login, so a rotation never stops it selling."""
     header = request.headers.get("authorization", "")
     try:
-        with cloud.engine.connect() as conn:
+        with reader(cloud.engine).connect() as conn:
             now = utcnow()
             machine_id = qrtoken.request_machine(header)
             qrtoken.verify_request(header, machines.secrets_of(conn, machine_id, now), now.timestamp(),
@@ -564,7 +564,7 @@ def api_set_slots(machine_id: str, body: list[SlotChange], caller: Caller = Depe
 
 @router.get("/machines/{machine_id}/slots", dependencies=[Depends(require(*people.FLEET_READERS))])
 def api_slots(machine_id: str, cloud: FleetCloud = Depends(the_cloud)):
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         return [{"slot": r.slot, "sku": r.sku, "name": r.name, "price": r.price, "currency": r.currency,
                  "count": r.count, "capacity": r.capacity, "par_level": r.par_level, "cabinet": r.cabinet,
                  "flagged": r.flagged}

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from protocol.messages import utcnow
+from cloud.core.db import reader
 from cloud.core.money import parse_amount
 from cloud.core.settings import Settings
 from cloud import people
@@ -42,7 +43,7 @@ def the_cloud(request: Request) -> WalletDesk:
 
 def wallet_page(cloud: "WalletDesk", request: Request, customer, next: str, error: str = "", status_code: int = 200,
                 amount: str = "20"):
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         balance = cloud.provider.balance(conn, customer.id, DEMO_CURRENCY)
         history = cloud.provider.history(conn, customer.id, DEMO_CURRENCY)
         bought = receipts.products_of(conn, [row.order_id for row in history if row.order_id],
@@ -113,11 +114,11 @@ def payment_page(cloud: "WalletDesk", request: Request, customer, next: str, why
                  status_code: int = 200):
     _ = translator(request)
     current = customer.payment_method
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         mandate = mandates.get(conn, customer.id, current)
     # Only the ways that take the currency of the machine the customer came from (``next``: its menu).
     machine = menu_machine(next)
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         currency = machines.currency_of(conn, machine) if machine else None
     offered = cloud.provider.methods_for(request.headers.get("user-agent", ""), currency) \
         or REGISTRY.in_order_for(cloud.provider.methods, request.headers.get("user-agent", ""))

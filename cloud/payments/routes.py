@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
 from cloud.sales import office, orders
 from cloud import people
-from cloud.core.db import utcnow
+from cloud.core.db import reader, utcnow
 from cloud.core.money import parse_amount
 from cloud.people import Caller, require
 from cloud.core.settings import Settings
@@ -85,7 +85,7 @@ def refund(order_id: str, body: RefundBody, caller: Caller = Depends(require(*pe
     if outcome.pending:
         # A provider that answers refunds at once (not by webhook): wait for that answer.
         status = payments.of(order).answer(engine, f"refund:{body.key}") or status
-    with engine.connect() as conn:
+    with reader(engine).connect() as conn:
         captured, refunded = payments.refunded(conn, order)
     if outcome.created:
         log.info("order %s: refund of %d %s by %s (%s): %s", order_id, outcome.amount, order.currency,
@@ -114,7 +114,7 @@ def wallet(customer: str, currency: str = "CNY", limit: int = Query(50, ge=1, le
     """A customer's wallet balance and history; ``customer`` is the id, or the phone number with its +."""
     if not CURRENCY_RE.match(currency):
         raise HTTPException(422, "currency: three capital letters, e.g. CNY")
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         row = find_customer(conn, customer)
         balance = cloud.provider.balance(conn, row.id, currency)
         history = cloud.provider.history(conn, row.id, currency, limit)

@@ -18,7 +18,7 @@ from cloud.fleet import machines
 from cloud.people import audit, auth, forms, signin
 from cloud.people import staff as accounts
 from cloud.people.admin import create_person, create_supplier, update_person
-from cloud.core.db import utcnow
+from cloud.core.db import reader, utcnow
 from cloud.core.settings import Settings
 from cloud.people.auth import Caller, Gate, gate
 from cloud.people.auth import staff_only as allowed
@@ -286,7 +286,7 @@ def offered(request: Request, cloud: CustomerDesk, next: str) -> tuple[str, ...]
     """The ways to pay to offer: those that take the currency of the machine the customer came from (``next``:
     its menu), in the order that fits the phone; all of them if none does."""
     machine = menu_machine(next)
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         currency = machines.currency_of(conn, machine) if machine else None
     return cloud.provider.methods_for(request.headers.get("user-agent", ""), currency) or tuple(cloud.provider.methods)
 

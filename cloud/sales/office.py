@@ -14,6 +14,7 @@ from datetime import date, datetime, time, timedelta, timezone
 import sqlalchemy as sa
 
 from cloud import people
+from cloud.core.db import reader
 from cloud.accounts.journal import IdempotencyConflict, PaymentError
 from cloud.core.money import format_money, parse_amount
 from cloud.fleet import machines
@@ -208,7 +209,7 @@ def refund(engine: sa.Engine, payments, caller, order_id: str, amount, key: str,
     except IdempotencyConflict as e:
         raise OfficeError("key", "{detail}", 409, detail=str(e)) from None
     except PaymentError as e:
-        with engine.connect() as conn:
+        with reader(engine).connect() as conn:
             found = orders.get(conn, order_id)
             captured, refunded = payments.refunded(conn, found)
         if isinstance(e, NotRefundable) and captured > 0:

@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse
 from cloud.web import i18n
 from cloud.fleet import locations, machines
 from cloud import people
-from cloud.core.db import utcnow
+from cloud.core.db import reader, utcnow
 from cloud.sales import office, reports
 from cloud.people import Caller
 from cloud.people.auth import Gate, gate
@@ -136,7 +136,7 @@ def sales_page(request: Request, caller: Caller = Depends(staff_only(*people.SAL
     charts_ = []
     with g.engine.begin() as conn:
         reports.count_refunds(conn)  # the refunds booked since the sweeper last looked
-    with g.engine.connect() as conn:
+    with reader(g.engine).connect() as conn:
         choices = _choices(conn, i18n.language_of(request))
         try:
             try:
@@ -185,7 +185,7 @@ def orders_page(request: Request, caller: Caller = Depends(staff_only(*people.SA
     form = {k: request.query_params.get(k, "")[:100] for k in ORDER_FIELDS}
     error = field = next_after = None
     rows = []
-    with g.engine.connect() as conn:
+    with reader(g.engine).connect() as conn:
         choices = _choices(conn, i18n.language_of(request))
         try:
             rows, next_after = office.search(conn, office.filters(
@@ -204,7 +204,7 @@ def orders_page(request: Request, caller: Caller = Depends(staff_only(*people.SA
 def _order_page(request: Request, caller: Caller, g: Gate, order_id: str, status_code: int = 200,
                 errors: dict | None = None, form: dict | None = None, notice: str | None = None):
     _ = translator(request)
-    with g.engine.connect() as conn:
+    with reader(g.engine).connect() as conn:
         found = office.detail(conn, request.app.state.cloud.provider, order_id, i18n.language_of(request))
     if found is None:
         return dash(request, caller, "dash_problem.html", 404, title=_("No such order"),
@@ -250,7 +250,7 @@ def customers_page(request: Request, caller: Caller = Depends(staff_only(*people
     if after and not (after.isdigit() and len(after) <= 9):
         error = _("Page: not a position this list gave (use its next link).")
     else:
-        with g.engine.connect() as conn:
+        with reader(g.engine).connect() as conn:
             rows = people.search(conn, q, int(after) if after else None, 51)
     nxt = "/staff/customers?" + urlencode({"q": q, "after": rows[49].id}) if len(rows) > 50 else None
     return dash(request, caller, "dash_customers.html", 422 if error else 200, q=q, rows=rows[:50], error=error,
@@ -260,7 +260,7 @@ def customers_page(request: Request, caller: Caller = Depends(staff_only(*people
 def _customer_page(request: Request, caller: Caller, g: Gate, customer_id: str, status_code: int = 200,
                    errors: dict | None = None, notice: str | None = None):
     _ = translator(request)
-    with g.engine.connect() as conn:
+    with reader(g.engine).connect() as conn:
         try:
             found = office.customer_detail(conn, request.app.state.cloud.provider,
                                            office.find_customer(conn, customer_id))

@@ -10,7 +10,7 @@ from fastapi import Query as Query_
 from cloud import people
 from pydantic import BaseModel, ConfigDict, StrictStr
 
-from cloud.core.db import utcnow
+from cloud.core.db import reader, utcnow
 from cloud.people import Caller, require
 from cloud.sales import office, paging, records
 from cloud.sales.reports import Query, ReportError, count_refunds, sales_report, stock_report
@@ -38,7 +38,7 @@ def api_sales(by: str = "day", start: str | None = Query_(None, alias="from"), t
     try:
         with engine.begin() as conn:
             count_refunds(conn)  # the refunds booked since the sweeper last looked
-        with engine.connect() as conn:
+        with reader(engine).connect() as conn:
             q = Query(conn, by, start, to, tz, machine, location, product)
             position, size = paging.sales_position(q.by, after), paging.limit_of(limit)
             return paging.sales_page(sales_report(conn, q), position, size)
@@ -54,7 +54,7 @@ def api_stock(machine: str | None = None, location: str | None = None, product: 
     last); ``summary`` is always over every slot."""
     try:
         size = paging.limit_of(limit)
-        with engine.connect() as conn:
+        with reader(engine).connect() as conn:
             return stock_report(conn, machine, location, product, after or None, size)
     except ReportError as e:
         raise _refused(e) from None
@@ -65,7 +65,7 @@ def recent_sales(machine: str | None = None, limit: int = 100, engine: sa.Engine
     """The newest sales, of one machine or all, with the totals per currency."""
     if not 1 <= limit <= 10000:
         raise HTTPException(422, "limit must be 1-10000")
-    with engine.connect() as conn:
+    with reader(engine).connect() as conn:
         return records.recent(conn, machine, limit)
 
 
@@ -80,7 +80,7 @@ def list_orders(machine: str = "", customer: str = "", start: str = Query_("", a
     """Orders newest first, by machine, customer (id or +phone), local days [from, to] of ``tz`` and state;
     a page at a time: ``next`` is the ``after`` of the following page (null on the last)."""
     try:
-        with engine.connect() as conn:
+        with reader(engine).connect() as conn:
             rows, more = office.search(conn, office.filters(conn, machine, customer, start, to, status, tz, after,
                                                             limit))
     except office.OfficeError as e:
@@ -92,7 +92,7 @@ def list_orders(machine: str = "", customer: str = "", start: str = Query_("", a
 def show_order(order_id: str, request: Request, engine: sa.Engine = Depends(_engine)):
     """One order: its customer, product, machine, and its money story (authorised, captured, voided,
     refunded, each with its provider's status), with what is left to refund."""
-    with engine.connect() as conn:
+    with reader(engine).connect() as conn:
         found = office.detail(conn, request.app.state.cloud.provider, order_id)
     if found is None:
         raise HTTPException(404, f"no order {order_id}")
@@ -107,7 +107,7 @@ def list_customers(q: str = "", after: str = "", limit: int = Query_(50, ge=1, l
         raise HTTPException(422, "after: a customer id (use the next this list gave)")
     if len(q) > 80:
         raise HTTPException(422, "q: at most 80 characters")
-    with engine.connect() as conn:
+    with reader(engine).connect() as conn:
         rows = people.search(conn, q, int(after) if after else None, limit + 1)
     return {"customers": [office.customer_public(r) for r in rows[:limit]],
             "next": str(rows[limit - 1].id) if len(rows) > limit else None}
@@ -117,7 +117,7 @@ def list_customers(q: str = "", after: str = "", limit: int = Query_(50, ge=1, l
 def show_customer(customer: str, request: Request, engine: sa.Engine = Depends(_engine)):
     """A customer (id or +phone): blocked or not, their newest orders, wallet and payment mandate."""
     try:
-        with engine.connect() as conn:
+        with reader(engine).connect() as conn:
             return office.customer_detail(conn, request.app.state.cloud.provider, office.find_customer(conn, customer))
     except office.OfficeError as e:
         raise _office_refused(e) from None

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from protocol import ProtocolError
 from protocol import token as qrtoken
 from protocol.messages import utcnow
-from cloud.core.db import in_transaction
+from cloud.core.db import in_transaction, reader
 from cloud.core.settings import Settings
 from cloud.fleet import machines
 from cloud.payments import Payments
@@ -99,7 +99,7 @@ def landing(request: Request, tok: str, cloud: ShopCloud = Depends(the_cloud)):
     guard(request, "landing")
     try:
         machine_id = qrtoken.machine_of(tok)
-        with cloud.engine.connect() as conn:
+        with reader(cloud.engine).connect() as conn:
             secrets_now = machines.secrets_of(conn, machine_id, utcnow())
         if not secrets_now:
             raise ProtocolError("this QR code names a machine we do not know")
@@ -115,7 +115,7 @@ def landing(request: Request, tok: str, cloud: ShopCloud = Depends(the_cloud)):
         return problem(request, 400, _("QR code not recognised"),
                        _("This code does not come from one of our machines, or it was misread. Scan the code on "
                          "the machine's screen again."))
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         machine = machines.get(conn, machine_id, i18n.language_of(request))  # its secret verified the code
     if machine.retired_at is not None:
         log.info("QR code of retired machine %s refused", machine_id)
@@ -139,7 +139,7 @@ def menu(request: Request, machine_id: str, cloud: ShopCloud = Depends(the_cloud
     customer = auth.current_customer(request)
     if customer is None:
         return RedirectResponse(f"/register?next=/m/{machine_id}", status_code=303)
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         try:
             machine = machines.get(conn, machine_id, i18n.language_of(request))
         except machines.FleetError:
@@ -160,7 +160,7 @@ def menu(request: Request, machine_id: str, cloud: ShopCloud = Depends(the_cloud
 def cannot_buy(cloud: "ShopCloud", request: Request, e: orders.OrderError, machine_id: str, slot: str):
     """Why this order could not be placed, and what to do instead."""
     _ = translator(request)
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         machine = machines.get(conn, machine_id, i18n.language_of(request))
         item = machines.slot_for_sale(conn, machine_id, slot, i18n.language_of(request))
     product = item.name if item else slot
@@ -196,7 +196,7 @@ def declined(cloud: "ShopCloud", request: Request, order, customer):
         return problem(request, 402, _("Payment declined"),
                        _("The payment provider declined this payment. You have not been charged. Try again, or "
                          "choose another way to pay."), (_("Back to the menu"), back))
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         balance = cloud.provider.balance(conn, customer.id, order.currency)
         item = machines.slot_for_sale(conn, order.machine_id, order.slot, i18n.language_of(request))
     amounts = dict(balance=i18n.money(balance, order.currency, i18n.language_of(request)),
@@ -250,7 +250,7 @@ def buy(request: Request, machine_id: str, slot: str = Form(""), key: str = Form
 def own_order(cloud: "ShopCloud", request: Request, order_id: str):
     """The order if it is this phone's customer's, else None (someone else's looks like no order)."""
     customer = auth.current_customer(request)
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         order = orders.get(conn, order_id)
     if order is None or customer is None or order.customer_id != customer.id:
         return None
@@ -267,7 +267,7 @@ def order_page(request: Request, order_id: str, cloud: ShopCloud = Depends(the_c
     order = own_order(cloud, request, order_id)
     if order is None:
         return no_order(request)
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         item = machines.slot_for_sale(conn, order.machine_id, order.slot, i18n.language_of(request))
         balance = cloud.provider.balance(conn, order.customer_id, order.currency)
         refunded = cloud.provider.refunded(conn, order)[1] if order.status in orders.REFUNDABLE else 0
@@ -277,7 +277,7 @@ def order_page(request: Request, order_id: str, cloud: ShopCloud = Depends(the_c
                 settled=order.status in orders.SETTLED, balance=balance, refunded=refunded, action=action)
 
 def order_event(cloud: "ShopCloud", request: Request, order_id: str, customer_id: int) -> dict | None:
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         order = orders.get(conn, order_id)
         if order is None or order.customer_id != customer_id:
             return None
@@ -320,7 +320,7 @@ def receipt(request: Request, order_id: str, cloud: ShopCloud = Depends(the_clou
     order = own_order(cloud, request, order_id)
     if order is None:
         return no_order(request)
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         machine = machines.get(conn, order.machine_id, i18n.language_of(request))
         item = machines.slot_for_sale(conn, order.machine_id, order.slot, i18n.language_of(request))
         refunds = receipts.refunds_of(conn, order.id)
@@ -334,7 +334,7 @@ def receipt(request: Request, order_id: str, cloud: ShopCloud = Depends(the_clou
 @router.get("/api/v1/orders/{order_id}")
 def order_json(request: Request, order_id: str, cloud: ShopCloud = Depends(the_cloud)):
     customer = auth.current_customer(request)
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         order = orders.get(conn, order_id)
         if order is None or customer is None or order.customer_id != customer.id:
             raise HTTPException(404, "no such order")

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
-from cloud.core.db import utcnow
+from cloud.core.db import reader, utcnow
 from cloud.payments.alipay.client import NotificationRefused
 from cloud.payments.alipay.provider import NAME, RETURN_PATH, SIGN_PATH
 from cloud.people import auth
@@ -32,7 +32,7 @@ def agreement_sign(request: Request, next: str = "/"):
     customer = auth.current_customer(request)
     if provider is None or customer is None:
         return RedirectResponse("/register?" + urlencode({"next": safe_next(next)}), status_code=303)
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         url = provider.agreement_page(conn, customer.id, cloud.settings.public_url or str(request.base_url),
                                       safe_next(next))
     if url is None:  # signed already, or nothing to sign: on to where they were going

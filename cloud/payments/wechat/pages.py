@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from cloud.core.db import utcnow
+from cloud.core.db import reader, utcnow
 from cloud.payments import Payments, mandates
 from cloud.payments.wechat import client as wx
 from cloud.payments.wechat.provider import NAME, WeChat
@@ -57,7 +57,7 @@ def enrol(request: Request, cloud: WeChatDesk = Depends(the_cloud)):
         return not_here(request)
     if customer is None:
         return RedirectResponse("/register", status_code=303)
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         mandate = mandates.get(conn, customer.id, NAME)
     if mandate is None or mandate.status != "pending":
         return RedirectResponse("/", status_code=303)
@@ -73,7 +73,7 @@ async def oauth_return(request: Request, code: str = "", state: str = "", cloud:
         return not_here(request)
     if customer is None:
         return RedirectResponse("/register", status_code=303)
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         mandate = mandates.get(conn, customer.id, NAME)
     again = (_("Choose how to pay"), "/account/payment")
     if mandate is not None and mandate.status == "active":
@@ -105,7 +105,7 @@ def pay_page(request: Request, order_id: str, cloud: WeChatDesk = Depends(the_cl
         return not_here(request)
     if customer is None:
         return RedirectResponse("/register", status_code=303)
-    with cloud.engine.connect() as conn:
+    with reader(cloud.engine).connect() as conn:
         shown = provider.payment_page(conn, order_id, customer.id)
     if shown is None:
         _ = translator(request)
@@ -123,7 +123,7 @@ async def paid(request: Request, order_id: str, result: str = "", cloud: WeChatD
     if provider is None:
         return not_here(request)
     if customer is not None and result == "ok":
-        with cloud.engine.connect() as conn:
+        with reader(cloud.engine).connect() as conn:
             mine = provider.owns(conn, order_id, customer.id)
         if mine:
             await run_in_threadpool(provider.check_paid, cloud.engine, order_id, utcnow())
