@@ -212,7 +212,8 @@ def _whole_hours_between(tz, h0: int, h1: int) -> bool:
 
 def _span(conn: sa.Connection, machines: list[str] | None, r, span: int):
     """``span = n``; on SQLite with a machine filter written ``span + 0``, which keeps SQLite off the time
-    index (it would read every machine's rows in the range) and on the primary key, machine first.
+    index (it would read every machine's rows in the range) and on the primary key, machine first (each
+    machine's rows, all of them: a few hundred a year, and a small list of machines).
     PostgreSQL reads the primary key by machine, span and bucket on its own, given ``span = n``."""
     sqlite = conn.dialect.name == "sqlite"
     return (r.c.span + 0 if machines is not None and sqlite else r.c.span) == span
@@ -235,21 +236,27 @@ def _arms(t: sa.Table, key: str, cut, chosen: list[str] | None = None, product: 
     """One SELECT of (key as k, currency, *FIGURES[, machine as m]) per piece of the range, so that each reads
     one range of a key ending in (span, bucket): an OR of the pieces after ``product_id = ?`` left SQLite
     reading every row the product ever had. The machines are chosen once, outside (``_read``): a list of
-    them in every piece could pass SQLite's limit of parameters, and both engines push it into each piece."""
+    them in every piece could pass SQLite's limit of parameters."""
     out = []
-    # Without the product, the machines are chosen in each piece, as literals (no parameter to count): SQLite
-    # does not push a filter outside into the pieces, and would read the whole fleet's rows of each.
-    inside = chosen is not None and product is None
-    machines = sa.bindparam("machines", chosen, expanding=True, literal_execute=True) if inside else None
     for span, a, b in cut:
         cols = [t.c[key].label("k"), t.c.currency, *(t.c[f] for f in FIGURES)]
         if chosen is not None:
             cols.append(t.c.machine_id.label("m"))
         s = sa.select(*cols).where(t.c.span == span, t.c.bucket >= a, t.c.bucket < b)
-        if inside:
-            s = s.where(t.c.machine_id.in_(machines) if chosen else sa.false())
         out.append(s if product is None else s.where(t.c.product_id == product))
     return out
+
+
+def _some_machines(conn: sa.Connection, key: str, cut, chosen: list[str]) -> list[tuple]:
+    """(k, currency, *FIGURES) of the ``chosen`` machines over the pieces, from the per-machine rollup: one
+    SELECT, by its primary key, machine first (``_span``). Given two machines or more, SQLite (which has no
+    statistics) reads the time index's range of the whole fleet rather than each machine's few rows."""
+    t = sales_machine_rollup
+    ranges = [sa.and_(_span(conn, chosen, t, span), t.c.bucket >= a, t.c.bucket < b) for span, a, b in cut]
+    stmt = (sa.select(t.c[key], t.c.currency, *_sums(t))
+            .where(sa.or_(*ranges), t.c.machine_id.in_(chosen) if chosen else sa.false())
+            .group_by(t.c[key], t.c.currency))
+    return [(k, c, *map(int, figures)) for k, c, *figures in conn.execute(stmt)]
 
 
 def _pending_arm(key: str, h0: int, h1: int, product: int | None) -> sa.Select:
@@ -285,7 +292,7 @@ def _hourly(conn: sa.Connection, q: Query) -> list[tuple]:
             out += _read(conn, _arms(sales_fleet_products, "bucket", [(1, h0, h1)], product=q.product)
                          + [_pending_arm("hour", h0, h1, q.product)])
         elif q.product is None:
-            out += _read(conn, _arms(sales_machine_rollup, "bucket", [(1, h0, h1)], chosen), chosen)
+            out += _some_machines(conn, "bucket", [(1, h0, h1)], chosen)
         else:
             r = sales_rollup
             stmt = _machine_filter(q, r, sa.select(r.c.bucket, r.c.currency, *_sums(r))
@@ -305,7 +312,8 @@ def _by_dimension(conn: sa.Connection, q: Query, column: str, parts=None) -> lis
         if not cut:
             continue
         if column == "machine_id" and q.product is None:
-            out += _read(conn, _arms(sales_machine_rollup, column, cut, chosen), chosen)
+            out += (_read(conn, _arms(sales_machine_rollup, column, cut)) if chosen is None
+                    else _some_machines(conn, column, cut, chosen))
         elif column == "product_id" and chosen is None:
             out += _read(conn, _arms(sales_fleet_products, column, cut, product=q.product)
                          + [_pending_arm(column, h0, h1, q.product)])
@@ -446,12 +454,11 @@ def days_by_machine(conn: sa.Connection, tz: str, today: date, days: int = 7,
             else:
                 cut.append((span, a, b))
     t = sales_machine_rollup
-    arms = [sa.select(t.c.machine_id, t.c.span, t.c.bucket, t.c.currency, t.c.count, t.c.amount, t.c.refunds)
-            .where(t.c.span == span, t.c.bucket >= a, t.c.bucket < b) for span, a, b in cut]
-    if machine_ids is not None:  # these machines only (None: all), each read by the primary key, machine first
-        chosen = sa.bindparam("machines", machine_ids, expanding=True, literal_execute=True)
-        arms = [s.where(t.c.machine_id.in_(chosen) if machine_ids else sa.false()) for s in arms]
-    stmt = sa.union_all(*arms)
+    ranges = [sa.and_(_span(conn, machine_ids, t, span), t.c.bucket >= a, t.c.bucket < b) for span, a, b in cut]
+    stmt = sa.select(t.c.machine_id, t.c.span, t.c.bucket, t.c.currency, t.c.count, t.c.amount,
+                     t.c.refunds).where(sa.or_(*ranges))
+    if machine_ids is not None:  # these machines only (None: all), read by the primary key, machine first
+        stmt = stmt.where(t.c.machine_id.in_(machine_ids) if machine_ids else sa.false())
     out: dict[str, dict] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for machine_id, span, bucket, currency, count, amount, refunds in conn.execute(stmt):
         cell = out[machine_id][(day_of[(span, bucket)], currency)]
