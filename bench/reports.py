@@ -5,8 +5,9 @@ functions (and once through HTTP), against the baseline of the same report as a 
 The data goes straight into the database (bulk inserts; COPY on PostgreSQL): more sales by day than by
 night, four products per machine out of thirty, twenty locations, one machine in twenty moved mid-year
 (``machine_placements``). No refunds: the rollups carry their columns on every row all the same. The
-rollups are filled by the migration's backfill path (``cloud.sales.reports.backfill``), which does per
-table what ingest does per batch.
+rollups are filled by the migrations' backfill path (``cloud.sales.reports.backfill``, which does per table
+what ingest does per batch, then ``backfill_refunds`` and ``rebuild_totals``, revision 0029's sums of the
+first rollup without the product and without the machine).
 
     python bench/reports.py                      # SQLite in a scratch folder
     python bench/reports.py --postgres postgresql+psycopg://vend:vend@127.0.0.1:5432/vend
@@ -153,6 +154,7 @@ def run(engine: sa.Engine, args) -> dict:
     with engine.begin() as conn:
         reports.backfill(conn)
         reports.backfill_refunds(conn)
+        reports.rebuild_totals(conn)
     out["backfill_s"] = round(time.perf_counter() - t, 1)
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
@@ -160,6 +162,10 @@ def run(engine: sa.Engine, args) -> dict:
         out["rollup_rows"] = conn.execute(sa.select(sa.func.count()).select_from(reports.sales_rollup)).scalar()
         out["fleet_hourly_rows"] = conn.execute(sa.select(sa.func.count())
                                                 .select_from(reports.sales_fleet_hourly)).scalar()
+        out["machine_rollup_rows"] = conn.execute(sa.select(sa.func.count())
+                                                  .select_from(reports.sales_machine_rollup)).scalar()
+        out["fleet_product_rows"] = conn.execute(sa.select(sa.func.count())
+                                                 .select_from(reports.sales_fleet_products)).scalar()
     ranges = {"month": ("2026-11-01", "2026-12-01"), "year": ("2026-01-01", "2027-01-01")}
     filters = {"day": "product", "hour": "location", "machine": "product", "product": "machine",
                "location": "product"}

@@ -33,6 +33,7 @@ import cloud.people.staff
 import cloud.sales.orders
 import cloud.sales.records
 import cloud.sales.reports
+import cloud.sales.rollups
 import cloud.stock.book
 import cloud.stock.picking
 import cloud.stock.purchasing

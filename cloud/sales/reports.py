@@ -1,31 +1,21 @@
 """Manager reports: sales by day, machine, product, location or hour of day over a date range, and stock
 per slot across the fleet.
 
-A report never groups the ``sales`` table: at a million sales that takes seconds. Ingest keeps two
-rollups in its own transaction instead (``project``, a few rows per batch):
-
-- ``sales_rollup``: count and amount per machine x product x currency x bucket, at three bucket sizes
-  (an hour, a UTC day, and a block of 16 UTC days, each aligned on the epoch). A range of hours is cut
-  into the fewest whole buckets (blocks in the middle, days and hours at the edges), so a year by machine
-  reads tens of thousands of rows, not a million. Its rows are keyed by machine, and only the process
-  that holds the machine's row lock (``ingest.store_batch``) writes them: no contention between cloud
-  processes.
-- fleet totals per UTC hour and currency, for day and hour-of-day reports over the whole fleet (8,760
-  rows a year). Every machine's batch would update the same row, so ingest only appends to
-  ``sales_fleet_pending`` (an insert locks nothing another process waits for); ``fold`` (the cloud's
-  sweeper, every second) moves those rows into ``sales_fleet_hourly``, and reports read both.
+A report never groups the ``sales`` table: it reads the rollups that ingest keeps (``cloud/sales/rollups.py``,
+whose docstring says what each holds). A range of hours is cut into the fewest whole buckets (blocks of 16
+UTC days in the middle, days and hours at the edges); each report reads the smallest rollup that has its
+key and filters: the fleet's hourly totals for the whole fleet by day or hour; the per-product fleet buckets
+for the whole fleet by product, or for one product by day or hour; the per-machine buckets (no product) for
+a report by machine or location, or by day or hour for some machines; the machine x product buckets only
+when a report needs both (by machine or location for one product, by product for some machines).
 
 Days are local days in the report's time zone, made of whole UTC hours: a UTC hour belongs to the local
 day (and local hour of day) in which it starts. For zones at whole-hour offsets, DST included, that is
 exact. For zones at a half or quarter hour (Asia/Kolkata, Asia/Kathmandu) the hour that straddles local
 midnight is counted whole in the day where it starts: such a report is marked ``"exact": false``.
 
-Refunds are in the same rollups, as ``refund_count`` and ``refunds`` (minor units, positive) beside each
-cell's sales: a refund is counted in the hour it was booked (the journal's refund transaction), against the
-machine and product of the order it refunds. Every report row gives ``amount`` (gross, what it always gave),
-``refunds`` and ``net``. The journal belongs to the payments layer, below this one, so refunds reach the
-rollups by ``count_refunds`` (the sweeper's ``fold``, and every report before it reads), which looks at the
-transactions booked since it last looked.
+Every report row gives ``amount`` (gross, what it always gave), ``refunds`` and ``net``: a refund is counted
+in the hour it was booked, against the machine and product of the order it refunds (``count_refunds``).
 
 A report by location, or filtered by one, counts each hour of a machine at the place it stood in that hour
 (``locations.machine_placements``): a machine moved mid-month splits between the two places, and a retired
@@ -43,71 +33,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 
-from cloud.accounts.journal import accounts, entries, txns
-from cloud.core.db import metadata
 from cloud.fleet.locations import locations, machine_locations, machine_placements
 from cloud.fleet.machines import machines, products, slots
+# The rollups' writers and tables, named here as well: ingest, orders, audits, the migrations and the bench
+# call them through this module.
+from cloud.sales.rollups import (  # noqa: F401
+    FIGURES, HOUR_S, NO_PRODUCT, SPANS, hour_at, add_amount, backfill, backfill_refunds, count_refunds, fold,
+    hour_of, project, rebuild_totals, sales_fleet_hourly, sales_fleet_pending, sales_fleet_products,
+    sales_fleet_products_pending, sales_machine_rollup, sales_rollup)
 
-HOUR_S = 3600
-SPANS = (384, 24, 1)  # bucket sizes in hours, biggest first: 16 days, a day, an hour
 BY = ("day", "machine", "product", "location", "hour")
 MAX_DAYS = 3660
-NO_PRODUCT = 0  # a sale whose product the cloud did not know (a key column cannot be NULL)
-LATE_TXNS = 1000  # how far behind the last transaction looked at a refund may commit and still be counted
-# ``cloud.sales.orders`` imports this module (a late drop's charge), so its table is named, not imported.
-_orders = sa.table("orders", sa.column("id"), sa.column("machine_id"), sa.column("product_id"))
-
-
-def _refund_columns():
-    return (sa.Column("refund_count", sa.BigInteger, nullable=False, server_default="0"),
-            sa.Column("refunds", sa.BigInteger, nullable=False, server_default="0"))  # minor units, positive
-
-sales_rollup = sa.Table(
-    "sales_rollup", metadata,
-    sa.Column("machine_id", sa.String(32), primary_key=True),
-    sa.Column("span", sa.SmallInteger, primary_key=True, autoincrement=False),
-    sa.Column("bucket", sa.Integer, primary_key=True, autoincrement=False),  # first hour, since the epoch
-    sa.Column("product_id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("currency", sa.String(3), primary_key=True),
-    sa.Column("count", sa.BigInteger, nullable=False),
-    sa.Column("amount", sa.BigInteger, nullable=False),
-    *_refund_columns(),
-    sa.Index("sales_rollup_by_time", "span", "bucket"),
-    sa.Index("sales_rollup_by_product", "product_id", "span", "bucket"),
-    sqlite_with_rowid=False,
-)
-
-sales_fleet_hourly = sa.Table(
-    "sales_fleet_hourly", metadata,
-    sa.Column("hour", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("currency", sa.String(3), primary_key=True),
-    sa.Column("count", sa.BigInteger, nullable=False),
-    sa.Column("amount", sa.BigInteger, nullable=False),
-    *_refund_columns(),
-    sqlite_with_rowid=False,
-)
-
-sales_fleet_pending = sa.Table(
-    "sales_fleet_pending", metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("hour", sa.Integer, nullable=False),
-    sa.Column("currency", sa.String(3), nullable=False),
-    sa.Column("count", sa.BigInteger, nullable=False),
-    sa.Column("amount", sa.BigInteger, nullable=False),
-    *_refund_columns(),
-)
-
-# The refund transactions already in the rollups (so a refund is counted once, whichever process saw it),
-# and the newest transaction id looked at (so each look reads only what was booked since, less LATE_TXNS).
-sales_refunds_counted = sa.Table(
-    "sales_refunds_counted", metadata,
-    sa.Column("txn_id", sa.Integer, primary_key=True, autoincrement=False),
-)
-sales_refunds_mark = sa.Table(
-    "sales_refunds_mark", metadata,
-    sa.Column("id", sa.SmallInteger, primary_key=True, autoincrement=False),  # always 1
-    sa.Column("txn_id", sa.Integer, nullable=False),
-)
 
 
 class ReportError(ValueError):
@@ -124,215 +60,6 @@ class NotFound(ReportError):
     """A filter naming a machine, location or product the cloud does not know."""
 
     status = 404
-
-
-# -- the rollups, kept by ingest ------------------------------------------------------------------------
-
-def hour_of(ts: str) -> int:
-    """Hours since the epoch of an ISO 8601 time with a zone (as the ledger's events carry)."""
-    return math.floor(datetime.fromisoformat(ts).timestamp() / HOUR_S)
-
-
-ROLLUP_KEY = ("machine_id", "span", "bucket", "product_id", "currency")
-FIGURES = ("count", "amount", "refund_count", "refunds")
-
-
-def rollup_rows(rows, refunds: bool = False) -> tuple[dict, dict]:
-    """Machine rollup and fleet hourly deltas, cells of ``FIGURES``, of (machine_id, time, product_id, amount,
-    currency) rows: sales, or with ``refunds`` refunds. A time is an ISO 8601 text or an hour since the epoch."""
-    machine: dict = defaultdict(lambda: [0, 0, 0, 0])
-    fleet: dict = defaultdict(lambda: [0, 0, 0, 0])
-    hours: dict = {}
-    n, a = (2, 3) if refunds else (0, 1)
-    for machine_id, ts, product_id, amount, currency in rows:
-        hour = hours.get(ts)
-        if hour is None:
-            hour = hours[ts] = ts if isinstance(ts, int) else hour_of(ts)
-        product = NO_PRODUCT if product_id is None else product_id
-        for span in SPANS:
-            cell = machine[(machine_id, span, hour - hour % span, product, currency)]
-            cell[n] += 1
-            cell[a] += amount
-        cell = fleet[(hour, currency)]
-        cell[n] += 1
-        cell[a] += amount
-    return machine, fleet
-
-
-def _marks(conn: sa.Connection, n: int) -> str:
-    return ", ".join(["?" if conn.dialect.paramstyle == "qmark" else "%s"] * n)
-
-
-def _upsert(conn: sa.Connection, machine: dict, figures=FIGURES) -> None:
-    """Add cells' ``figures`` to the machine rollup, in key order (two transactions upserting the same rows
-    lock them in the same order)."""
-    if not machine:
-        return
-    cols = ROLLUP_KEY + FIGURES
-    conn.exec_driver_sql(
-        f"INSERT INTO sales_rollup ({', '.join(cols)}) VALUES ({_marks(conn, len(cols))}) "
-        f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE SET "
-        + ", ".join(f"{f} = sales_rollup.{f} + excluded.{f}" for f in figures),
-        [k + tuple(v) for k, v in sorted(machine.items())])
-
-
-def _pend(conn: sa.Connection, fleet: dict) -> None:
-    if fleet:
-        conn.exec_driver_sql(f"INSERT INTO sales_fleet_pending (hour, currency, {', '.join(FIGURES)}) VALUES "
-                             f"({_marks(conn, 6)})", [k + tuple(v) for k, v in sorted(fleet.items())])
-
-
-def project(conn: sa.Connection, sale_rows: list[tuple]) -> None:
-    """Add the sales just stored (``ingest.SALE_COLUMNS`` tuples) to the rollups, in ingest's transaction:
-    one upsert and one insert for the whole batch."""
-    machine, fleet = rollup_rows((r[0], r[2], r[5], r[6], r[7]) for r in sale_rows)
-    _upsert(conn, machine, FIGURES[:2])
-    _pend(conn, fleet)
-
-
-def add_amount(conn: sa.Connection, machine_id: str, ts: str, product_id: int | None, currency: str,
-               amount: int) -> None:
-    """Add ``amount`` to a sale already counted in the rollups (a late drop charged afresh after its sale was
-    stored at 0): the same cells, no new sale."""
-    machine, fleet = rollup_rows([(machine_id, ts, product_id, amount, currency)])
-    for cell in list(machine.values()) + list(fleet.values()):
-        cell[0] = 0
-    _upsert(conn, machine, FIGURES[:2])
-    _pend(conn, fleet)
-
-
-def _add_fleet(conn: sa.Connection, fleet: dict, figures=FIGURES) -> None:
-    """Add cells' ``figures`` to the fleet's hourly totals; ``FIGURES[:2]`` writes only the columns revision
-    0008 made (its backfill)."""
-    if not fleet:
-        return
-    written = FIGURES[:2] if figures == FIGURES[:2] else FIGURES
-    cols = ("hour", "currency") + written
-    conn.exec_driver_sql(
-        f"INSERT INTO sales_fleet_hourly ({', '.join(cols)}) VALUES ({_marks(conn, len(cols))}) "
-        "ON CONFLICT (hour, currency) DO UPDATE SET "
-        + ", ".join(f"{f} = sales_fleet_hourly.{f} + excluded.{f}" for f in figures),
-        [k + tuple(v[:len(written)]) for k, v in sorted(fleet.items())])
-
-
-def fold(conn: sa.Connection, limit: int = 50_000) -> int:
-    """Count the refunds booked since the last look (``count_refunds``), then move pending fleet deltas into
-    the hourly totals; how many pending rows were moved. Safe to run in several processes at once: each
-    pending row is deleted, and so counted, by one of them."""
-    count_refunds(conn)
-    p = sales_fleet_pending
-    top = conn.execute(sa.select(p.c.id).order_by(p.c.id).offset(limit - 1).limit(1)).scalar()
-    cond = p.c.id <= top if top is not None else sa.true()
-    moved = conn.execute(p.delete().where(cond).returning(p.c.hour, p.c.currency, *(p.c[f] for f in FIGURES))).all()
-    fleet: dict = defaultdict(lambda: [0, 0, 0, 0])
-    for hour, currency, *figures in moved:
-        cell = fleet[(hour, currency)]
-        for i, v in enumerate(figures):
-            cell[i] += v
-    _add_fleet(conn, fleet)
-    return len(moved)
-
-
-def _refunds_query(after: int | None):
-    """(txn id, booked at, machine, product, currency, amount) of each refund transaction after txn ``after``
-    (None: all): what it took back from revenue, against the order's machine and product."""
-    q = (sa.select(txns.c.id, txns.c.created_at, _orders.c.machine_id, _orders.c.product_id, accounts.c.currency,
-                   -sa.func.sum(entries.c.amount))
-         .select_from(txns.join(entries, entries.c.txn_id == txns.c.id)
-                      .join(accounts, accounts.c.id == entries.c.account_id)
-                      .join(_orders, _orders.c.id == txns.c.order_id))
-         .where(txns.c.kind == "refund", accounts.c.kind == "revenue")
-         .group_by(txns.c.id, txns.c.created_at, _orders.c.machine_id, _orders.c.product_id, accounts.c.currency))
-    return q if after is None else q.where(txns.c.id > after)
-
-
-def _hour_at(t) -> int:
-    if isinstance(t, str):  # a raw read of SQLite's text
-        t = datetime.fromisoformat(t)
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
-    return math.floor(t.timestamp() / HOUR_S)
-
-
-def _refund_rows(found) -> list[tuple]:
-    return [(m, _hour_at(at), product, int(amount), currency) for _id, at, m, product, currency, amount in found]
-
-
-def count_refunds(conn: sa.Connection) -> int:
-    """Add the refunds booked since the last look to the rollups, each once (a refund another process
-    counted first is left to it); how many were added. Reads the transactions after the last one looked at,
-    less ``LATE_TXNS`` (a refund committed that late after later ones would be missed; a refund's
-    transaction is one short write)."""
-    mark = conn.execute(sa.select(sales_refunds_mark.c.txn_id).where(sales_refunds_mark.c.id == 1)).scalar()
-    newest = conn.execute(sa.select(sa.func.max(txns.c.id))).scalar() or 0
-    after = None if mark is None else mark - LATE_TXNS
-    c = sales_refunds_counted
-    seen = sa.select(c.c.txn_id)
-    if after is not None:
-        seen = seen.where(c.c.txn_id > after)
-    found = [r for r in conn.execute(_refunds_query(after).where(txns.c.id.not_in(seen)))]
-    claimed = []
-    for row in found:
-        got = conn.exec_driver_sql(f"INSERT INTO sales_refunds_counted (txn_id) VALUES ({_marks(conn, 1)}) "
-                                   "ON CONFLICT (txn_id) DO NOTHING RETURNING txn_id", (row[0],)).first()
-        if got is not None:
-            claimed.append(row)
-    machine, fleet = rollup_rows(_refund_rows(claimed), refunds=True)
-    _upsert(conn, machine, FIGURES[2:])
-    _pend(conn, fleet)
-    if mark is None:
-        conn.exec_driver_sql(f"INSERT INTO sales_refunds_mark (id, txn_id) VALUES (1, {_marks(conn, 1)}) "
-                             "ON CONFLICT (id) DO NOTHING", (newest,))
-    conn.execute(sales_refunds_mark.update().where(sales_refunds_mark.c.id == 1, sales_refunds_mark.c.txn_id < newest)
-                 .values(txn_id=newest))
-    return len(claimed)
-
-
-def backfill(conn: sa.Connection, chunk: int = 100_000) -> int:
-    """Rebuild both rollups' sales from ``sales`` (the migration that adds them; bench/reports.py); returns
-    the number of sales read. Raw SQL of the columns revision 0008 knows, so that it does not depend on the
-    newest table definitions. Refunds are ``backfill_refunds``' (after this)."""
-    conn.exec_driver_sql("DELETE FROM sales_rollup")
-    conn.exec_driver_sql("DELETE FROM sales_fleet_hourly")
-    conn.exec_driver_sql("DELETE FROM sales_fleet_pending")
-    machine_all: dict = defaultdict(lambda: [0, 0, 0, 0])
-    fleet_all: dict = defaultdict(lambda: [0, 0, 0, 0])
-    result = conn.exec_driver_sql("SELECT machine_id, ts, product_id, amount, currency FROM sales")
-    seen = 0
-    while True:
-        batch = result.fetchmany(chunk)
-        if not batch:
-            break
-        seen += len(batch)
-        machine, fleet = rollup_rows(batch)
-        for target, part in ((machine_all, machine), (fleet_all, fleet)):
-            for k, (n, a, _rn, _ra) in part.items():
-                target[k][0] += n
-                target[k][1] += a
-    rows = [k + tuple(v[:2]) for k, v in sorted(machine_all.items())]
-    cols = ROLLUP_KEY + FIGURES[:2]
-    for i in range(0, len(rows), chunk):
-        conn.exec_driver_sql(f"INSERT INTO sales_rollup ({', '.join(cols)}) VALUES ({_marks(conn, len(cols))})",
-                             rows[i:i + chunk])
-    _add_fleet(conn, fleet_all, FIGURES[:2])
-    return seen
-
-
-def backfill_refunds(conn: sa.Connection) -> int:
-    """Add every refund in the journal to the rollups and mark them counted (revision 0027, after
-    ``backfill`` in bench/reports.py); how many."""
-    conn.exec_driver_sql("DELETE FROM sales_refunds_counted")
-    conn.exec_driver_sql("DELETE FROM sales_refunds_mark")
-    found = conn.execute(_refunds_query(None)).all()
-    machine, fleet = rollup_rows(_refund_rows(found), refunds=True)
-    _upsert(conn, machine, FIGURES[2:])
-    _add_fleet(conn, fleet, FIGURES[2:])
-    ids = [(r[0],) for r in found]
-    if ids:
-        conn.exec_driver_sql(f"INSERT INTO sales_refunds_counted (txn_id) VALUES ({_marks(conn, 1)})", ids)
-    newest = conn.execute(sa.select(sa.func.max(txns.c.id))).scalar() or 0
-    conn.execute(sales_refunds_mark.insert().values(id=1, txn_id=newest))
-    return len(found)
 
 
 # -- asking -------------------------------------------------------------------------------------------
@@ -428,8 +155,8 @@ def _stays(conn: sa.Connection, h0: int, h1: int, location: int | None = None) -
         q = q.where(p.c.location_id == location)
     out: dict[str, list[tuple]] = defaultdict(list)
     for m, loc, since, until in conn.execute(q):
-        a = h0 if since is None else max(h0, _hour_at(since))
-        b = h1 if until is None else min(h1, _hour_at(until))
+        a = h0 if since is None else max(h0, hour_at(since))
+        b = h1 if until is None else min(h1, hour_at(until))
         if a < b:
             out[m].append((a, b, loc))
     return out
@@ -486,7 +213,8 @@ def _whole_hours_between(tz, h0: int, h1: int) -> bool:
 
 def _span(conn: sa.Connection, machines: list[str] | None, r, span: int):
     """``span = n``; on SQLite with a machine filter written ``span + 0``, which keeps SQLite off the time
-    index (it would read every machine's rows in the range) and on the primary key, machine first.
+    index (it would read every machine's rows in the range) and on the primary key, machine first (each
+    machine's rows, all of them: a few hundred a year, and a small list of machines).
     PostgreSQL reads the primary key by machine, span and bucket on its own, given ``span = n``."""
     sqlite = conn.dialect.name == "sqlite"
     return (r.c.span + 0 if machines is not None and sqlite else r.c.span) == span
@@ -505,9 +233,52 @@ def _sums(t):
     return [sa.func.sum(t.c[f]) for f in FIGURES]
 
 
+def _arms(t: sa.Table, key: str, cut, chosen: list[str] | None = None, product: int | None = None) -> list:
+    """One SELECT of (key as k, currency, *FIGURES[, machine as m]) per piece of the range, so that each reads
+    one range of a key ending in (span, bucket): an OR of the pieces after ``product_id = ?`` left SQLite
+    reading every row the product ever had. The machines are chosen once, outside (``_read``): a list of
+    them in every piece could pass SQLite's limit of parameters."""
+    out = []
+    for span, a, b in cut:
+        cols = [t.c[key].label("k"), t.c.currency, *(t.c[f] for f in FIGURES)]
+        if chosen is not None:
+            cols.append(t.c.machine_id.label("m"))
+        s = sa.select(*cols).where(t.c.span == span, t.c.bucket >= a, t.c.bucket < b)
+        out.append(s if product is None else s.where(t.c.product_id == product))
+    return out
+
+
+def _some_machines(conn: sa.Connection, key: str, cut, chosen: list[str]) -> list[tuple]:
+    """(k, currency, *FIGURES) of the ``chosen`` machines over the pieces, from the per-machine rollup: one
+    SELECT, by its primary key, machine first (``_span``). Given two machines or more, SQLite (which has no
+    statistics) reads the time index's range of the whole fleet rather than each machine's few rows."""
+    t = sales_machine_rollup
+    ranges = [sa.and_(_span(conn, chosen, t, span), t.c.bucket >= a, t.c.bucket < b) for span, a, b in cut]
+    stmt = (sa.select(t.c[key], t.c.currency, *_sums(t))
+            .where(sa.or_(*ranges), t.c.machine_id.in_(chosen) if chosen else sa.false())
+            .group_by(t.c[key], t.c.currency))
+    return [(k, c, *map(int, figures)) for k, c, *figures in conn.execute(stmt)]
+
+
+def _pending_arm(key: str, h0: int, h1: int, product: int | None) -> sa.Select:
+    """The per-product fleet deltas not yet folded, in [h0, h1): ``key`` is ``hour`` or ``product_id``."""
+    p = sales_fleet_products_pending
+    s = sa.select(p.c[key].label("k"), p.c.currency, *(p.c[f] for f in FIGURES)).where(p.c.hour >= h0, p.c.hour < h1)
+    return s if product is None else s.where(p.c.product_id == product)
+
+
+def _read(conn: sa.Connection, arms: list, chosen: list[str] | None = None) -> list[tuple]:
+    """(k, currency, *FIGURES) summed over the arms, for the ``chosen`` machines (None: all)."""
+    u = sa.union_all(*arms).subquery()
+    stmt = sa.select(u.c.k, u.c.currency, *_sums(u)).group_by(u.c.k, u.c.currency)
+    if chosen is not None:
+        stmt = stmt.where(u.c.m.in_(chosen) if chosen else sa.false())
+    return [(k, c, *map(int, figures)) for k, c, *figures in conn.execute(stmt)]
+
+
 def _hourly(conn: sa.Connection, q: Query) -> list[tuple]:
-    """(UTC hour, currency, *FIGURES) over the range, from the fleet totals or, with a filter, from the
-    machine rollup's hour buckets."""
+    """(UTC hour, currency, *FIGURES) over the range: from the fleet totals; for one product, the product's
+    fleet hour buckets; for some machines, their hour buckets (per product if for one product too)."""
     out = []
     for chosen, h0, h1 in q.parts:
         if chosen is None and q.product is None:
@@ -517,41 +288,43 @@ def _hourly(conn: sa.Connection, q: Query) -> list[tuple]:
                              .where(t.c.hour >= h0, t.c.hour < h1))
             u = sa.union_all(*parts).subquery()
             stmt = sa.select(u.c.hour, u.c.currency, *_sums(u)).group_by(u.c.hour, u.c.currency)
+            out += [(h, c, *map(int, figures)) for h, c, *figures in conn.execute(stmt)]
+        elif chosen is None:
+            out += _read(conn, _arms(sales_fleet_products, "bucket", [(1, h0, h1)], product=q.product)
+                         + [_pending_arm("hour", h0, h1, q.product)])
+        elif q.product is None:
+            out += _some_machines(conn, "bucket", [(1, h0, h1)], chosen)
         else:
             r = sales_rollup
             stmt = _machine_filter(q, r, sa.select(r.c.bucket, r.c.currency, *_sums(r))
                                    .where(_span(conn, chosen, r, 1), r.c.bucket >= h0, r.c.bucket < h1)
                                    .group_by(r.c.bucket, r.c.currency), chosen)
-        out += [(h, c, *map(int, figures)) for h, c, *figures in conn.execute(stmt)]
+            out += [(h, c, *map(int, figures)) for h, c, *figures in conn.execute(stmt)]
     return out
 
 
 def _by_dimension(conn: sa.Connection, q: Query, column: str, parts=None) -> list[tuple]:
     """(machine_id or product_id, currency, *FIGURES) over the parts of the range (the query's unless
-    given), from the fewest whole buckets."""
+    given), from the fewest whole buckets of the smallest rollup that has the key and the filters."""
     r = sales_rollup
     out = []
     for chosen, h0, h1 in q.parts if parts is None else parts:
         cut = pieces(h0, h1)
         if not cut:
             continue
-        if q.product is not None:
-            # One SELECT per piece, so that each reads a range of (product_id, span, bucket): after
-            # ``product_id = ?`` an OR of the pieces left SQLite reading every row the product ever had. The
-            # machines are chosen once, outside (a list of them in every piece could pass SQLite's limit of
-            # parameters).
-            u = sa.union_all(*(sa.select(r.c.machine_id.label("m"), r.c[column].label("k"), r.c.currency,
-                                         *(r.c[f] for f in FIGURES))
-                               .where(r.c.product_id == q.product, r.c.span == span, r.c.bucket >= a,
-                                      r.c.bucket < b) for span, a, b in cut)).subquery()
-            stmt = sa.select(u.c.k, u.c.currency, *_sums(u)).group_by(u.c.k, u.c.currency)
-            if chosen is not None:
-                stmt = stmt.where(u.c.m.in_(chosen) if chosen else sa.false())
+        if column == "machine_id" and q.product is None:
+            out += (_read(conn, _arms(sales_machine_rollup, column, cut)) if chosen is None
+                    else _some_machines(conn, column, cut, chosen))
+        elif column == "product_id" and chosen is None:
+            out += _read(conn, _arms(sales_fleet_products, column, cut, product=q.product)
+                         + [_pending_arm(column, h0, h1, q.product)])
+        elif q.product is not None:
+            out += _read(conn, _arms(r, column, cut, chosen, q.product), chosen)
         else:
             ranges = [sa.and_(_span(conn, chosen, r, span), r.c.bucket >= a, r.c.bucket < b) for span, a, b in cut]
             stmt = _machine_filter(q, r, sa.select(r.c[column], r.c.currency, *_sums(r))
                                    .where(sa.or_(*ranges)).group_by(r.c[column], r.c.currency), chosen)
-        out += [(k, c, *map(int, figures)) for k, c, *figures in conn.execute(stmt)]
+            out += [(k, c, *map(int, figures)) for k, c, *figures in conn.execute(stmt)]
     return out
 
 
@@ -697,26 +470,29 @@ def stock_report(conn: sa.Connection, machine: str | None = None, location: int 
 def days_by_machine(conn: sa.Connection, tz: str, today: date, days: int = 7,
                     machine_ids: list[str] | None = None) -> dict[str, dict]:
     """Each machine's sales on each of the ``days`` local days (in zone ``tz``) ending with ``today``:
-    {machine id: {(day, currency): [count, net]}}, from the rollups' day and hour buckets (each local day
-    cut into whole buckets of its own, so every bucket falls in one day). ``count`` is the items sold;
-    ``net`` the amount sold less the refunds booked that day, as in every report (the refunds booked since
-    the last ``count_refunds`` are not in it yet)."""
+    {machine id: {(day, currency): [count, net]}}, from the per-machine rollup's day and hour buckets (each
+    local day cut into whole buckets of its own, so every bucket falls in one day). ``count`` is the items
+    sold; ``net`` the amount sold less the refunds booked that day, as in every report (the refunds booked
+    since the last ``count_refunds`` are not in it yet)."""
     z = zone(tz)
     first = today - timedelta(days=days - 1)
     day_of: dict[tuple[int, int], date] = {}
-    ranges = []
-    r = sales_rollup
+    cut: list[tuple[int, int, int]] = []
     for i in range(days):
         d = first + timedelta(days=i)
         for span, a, b in pieces(first_hour(d, z), first_hour(d + timedelta(days=1), z), SPANS[1:]):
-            ranges.append(sa.and_(_span(conn, machine_ids, r, span), r.c.bucket >= a, r.c.bucket < b))
             day_of.update({(span, h): d for h in range(a, b, span)})
-    out: dict[str, dict] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-    stmt = (sa.select(r.c.machine_id, r.c.span, r.c.bucket, r.c.currency, sa.func.sum(r.c.count),
-                      sa.func.sum(r.c.amount), sa.func.sum(r.c.refunds))
-            .where(sa.or_(*ranges)).group_by(r.c.machine_id, r.c.span, r.c.bucket, r.c.currency))
+            if cut and cut[-1][0] == span and cut[-1][2] == a:  # one range for the hours of days in a row
+                cut[-1] = (span, cut[-1][1], b)
+            else:
+                cut.append((span, a, b))
+    t = sales_machine_rollup
+    ranges = [sa.and_(_span(conn, machine_ids, t, span), t.c.bucket >= a, t.c.bucket < b) for span, a, b in cut]
+    stmt = sa.select(t.c.machine_id, t.c.span, t.c.bucket, t.c.currency, t.c.count, t.c.amount,
+                     t.c.refunds).where(sa.or_(*ranges))
     if machine_ids is not None:  # these machines only (None: all), read by the primary key, machine first
-        stmt = stmt.where(r.c.machine_id.in_(machine_ids) if machine_ids else sa.false())
+        stmt = stmt.where(t.c.machine_id.in_(machine_ids) if machine_ids else sa.false())
+    out: dict[str, dict] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for machine_id, span, bucket, currency, count, amount, refunds in conn.execute(stmt):
         cell = out[machine_id][(day_of[(span, bucket)], currency)]
         cell[0] += int(count)
