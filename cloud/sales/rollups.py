@@ -11,7 +11,7 @@ that takes seconds):
 - ``sales_machine_rollup``: the same cells without the product (machine x currency x bucket, same spans),
   for every report that sums over products: by machine, by location, and by day or hour for some machines.
   At four products a machine it is a quarter of the rows (a thirtieth at thirty). Written by the same
-  callers in the same transaction, right after the machine's ``sales_rollup`` cells, so it keeps that
+  callers in the same transaction, right after the ``sales_rollup`` cells, so it keeps that
   table's property: only the machine's row-lock holder writes it. A table of its own rather than rows of
   ``sales_rollup`` under a sentinel product: its primary key starts with the time (span, bucket), so the
   whole fleet's year is a few ranges of an index that holds every column, read in order, not an index
@@ -30,9 +30,9 @@ machine and product of the order it refunds. The journal belongs to the payments
 refunds reach the rollups by ``count_refunds`` (the sweeper's ``fold``, and every report before it reads),
 which looks at the transactions booked since it last looked.
 
-Lock order, for PostgreSQL and several cloud processes: a transaction upserts machine by machine in id
-order (ingest takes machines in that order), each machine's ``sales_rollup`` cells then its
-``sales_machine_rollup`` cells, each in key order; ``fold`` upserts the fleet tables after those.
+Lock order, for PostgreSQL and several cloud processes: a transaction upserts its ``sales_rollup`` cells in
+key order (machine first), then its ``sales_machine_rollup`` cells in key order; ``fold`` upserts the fleet
+tables after those.
 """
 
 from __future__ import annotations
@@ -216,20 +216,14 @@ def _upsert_into(conn: sa.Connection, table: str, key: tuple, cells: dict, figur
 
 
 def _upsert(conn: sa.Connection, machine: dict, figures=FIGURES, products_only: bool = False) -> None:
-    """Add cells' ``figures`` to the machine rollups: machine by machine in id order, its cells per product
-    then its cells without the product (the lock order in the module docstring). ``products_only``: the
-    first alone (revision 0027's backfill, before the table without the product was made)."""
-    if products_only:
-        _upsert_into(conn, "sales_rollup", ROLLUP_KEY, machine, figures)
-        return
-    by_machine: dict = defaultdict(dict)
-    for k, v in machine.items():
-        by_machine[k[0]][k] = v
-    for m in sorted(by_machine):
-        cells = by_machine[m]
-        _upsert_into(conn, "sales_rollup", ROLLUP_KEY, cells, figures)
-        _upsert_into(conn, "sales_machine_rollup", MACHINE_KEY,
-                     _summed(cells, lambda k: (k[0], k[1], k[2], k[4])), figures)
+    """Add cells' ``figures`` to the machine rollups: every cell per product, then every cell without the
+    product, each table in key order (the lock order in the module docstring): two statements for any
+    number of machines (ingest stores many machines' batches together). ``products_only``: the first alone
+    (revision 0027's backfill, before the table without the product was made)."""
+    _upsert_into(conn, "sales_rollup", ROLLUP_KEY, machine, figures)
+    if not products_only:
+        _upsert_into(conn, "sales_machine_rollup", MACHINE_KEY, _summed(machine, lambda k: (k[0], k[1], k[2], k[4])),
+                     figures)
 
 
 def _pend(conn: sa.Connection, fleet: dict) -> None:
