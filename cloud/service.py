@@ -64,7 +64,11 @@ def merge_batches(decoded: list[tuple]) -> list[tuple]:
     """Join each machine's consecutive event batches into one, so a drained group costs a few statements.
 
     A controller keeps several batches in flight, so a drain often holds batches n, n+1, n+2 of the same
-    machine; they join only where the sequence and the hash chain continue exactly.
+    machine; they join only where the sequence and the hash chain continue exactly. A batch that repeats
+    events of the one before it (a resend after a reconnect, or the same batch twice) joins with its new
+    events only, and a batch that repeats it whole is dropped, where the repeated events' hashes are the
+    same (each event's hash covers the one before it, so the last repeated one vouches for all of them). A
+    batch that differs stays apart, for ``ingest.store_batch`` to refuse.
     """
     merged: list[tuple] = []
     open_batch: dict[str, int] = {}  # machine -> index in merged of its last events batch
@@ -73,15 +77,30 @@ def merge_batches(decoded: list[tuple]) -> list[tuple]:
         if kind == "events" and machine_id in open_batch:
             i = open_batch[machine_id]
             prev = merged[i][3]
-            last, first = prev.events[-1], message.events[0]
-            if (first.seq == last.seq + 1 and first.prev_hash == last.hash and prev.ledger == message.ledger
-                    and len(prev.events) + len(message.events) <= MERGE_MAX_EVENTS):
-                merged[i] = (topic, machine_id, kind, EventBatch(prev.events + message.events, prev.ledger))
+            new = _beyond(prev, message)
+            if new is not None and len(prev.events) + len(new) <= MERGE_MAX_EVENTS:
+                if new:
+                    merged[i] = (topic, machine_id, kind, EventBatch(prev.events + new, prev.ledger))
                 continue
         if kind == "events":
             open_batch[machine_id] = len(merged)
         merged.append(item)
     return merged
+
+
+def _beyond(prev: EventBatch, message: EventBatch) -> tuple | None:
+    """The events of ``message`` that continue ``prev`` (none if it repeats events of ``prev`` only), or
+    None if it does not continue it: a gap, another ledger, or events that differ from those of ``prev``."""
+    first, last = prev.events[0].seq, prev.events[-1].seq
+    start = message.events[0].seq
+    if message.ledger != prev.ledger or not first <= start <= last + 1:
+        return None
+    if start == last + 1:
+        return message.events if message.events[0].prev_hash == prev.events[-1].hash else None
+    repeated = min(message.events[-1].seq, last)  # the last event both hold
+    if message.events[repeated - start].hash != prev.events[repeated - first].hash:
+        return None
+    return message.events[last - start + 1:]
 
 
 @dataclass

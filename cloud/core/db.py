@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -58,13 +60,76 @@ def reader(engine: sa.Engine) -> sa.Engine:
     return engine.execution_options(**{READ_ONLY: True})
 
 
+SQLITE_BUSY_S = 30  # how long a writer waits for SQLite's write lock before it gives up
+
+
+class WriteTurns:
+    """The writers of one SQLite database in this process, let in one at a time in the order they asked.
+
+    SQLite has one writer, and a writer that finds the lock taken sleeps in SQLite's busy handler, polling
+    at up to 100 ms. The ingest thread commits and begins its next transaction within a millisecond, so
+    under a fleet's load a purchase polling for the lock kept missing it: pay to motor took 1.9 s at p99 with
+    10,000 machines (``bench/fleet.py``). Here a writer waits its turn on a condition and is woken the
+    moment the one before it ends, before the ingest can begin again.
+
+    A thread that already holds a turn (a transaction begun inside another one) is not made to wait for
+    itself; a writer that has waited ``SQLITE_BUSY_S`` goes on without its turn (SQLite's own lock still
+    keeps writers apart; it is what happened before). A turn a connection still holds when the pool takes
+    the connection back is ended then."""
+
+    def __init__(self, patience_s: float = SQLITE_BUSY_S):
+        self.patience_s = patience_s
+        self._cond = threading.Condition()
+        self._tickets = 0  # handed out
+        self._serving = 0  # the ticket whose turn it is
+        self._given_up: set[int] = set()
+        self._holder: int | None = None  # the thread whose turn it is
+
+    def take(self) -> bool:
+        """Wait for this thread's turn; False if it did not wait (it holds one already) or gave up."""
+        me = threading.get_ident()
+        with self._cond:
+            if self._holder == me:
+                return False
+            ticket = self._tickets
+            self._tickets += 1
+            deadline = time.monotonic() + self.patience_s
+            while self._serving != ticket or self._holder is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._given_up.add(ticket)
+                    self._skip()
+                    log.warning("a writer waited %.0f s for its turn at SQLite's lock; going on without it",
+                                self.patience_s)
+                    return False
+                self._cond.wait(left)
+            self._holder = me
+            return True
+
+    def end(self) -> None:
+        with self._cond:
+            self._holder = None
+            self._serving += 1
+            self._skip()
+            self._cond.notify_all()
+
+    def _skip(self) -> None:
+        while self._serving in self._given_up:
+            self._given_up.discard(self._serving)
+            self._serving += 1
+        self._cond.notify_all()
+
+
+_TURN = "vend_write_turn"
+
+
 def make_engine(url: str) -> sa.Engine:
     """An engine for ``url``; SQLite gets WAL, full sync, foreign keys and write-locking transactions."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:" and os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_S},
                                   pool_size=8, max_overflow=8)
 
         @event.listens_for(engine, "connect")
@@ -77,11 +142,39 @@ def make_engine(url: str) -> sa.Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
+        turns = WriteTurns()
+
         @event.listens_for(engine, "begin")
         def _on_begin(conn):
             # IMMEDIATE takes the write lock at once: two writers never deadlock upgrading a read lock. A
             # reader's connection (``reader`` below) takes none: in WAL it reads a snapshot while one writes.
-            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
+            if conn.get_execution_options().get(READ_ONLY):
+                conn.exec_driver_sql("BEGIN")
+                return
+            if turns.take():
+                conn.info[_TURN] = True
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                _end_turn(conn.info)
+                raise
+
+        def _end_turn(info) -> None:
+            if info.pop(_TURN, False):
+                turns.end()
+
+        @event.listens_for(engine, "commit")
+        def _on_commit(conn):
+            _end_turn(conn.info)
+
+        @event.listens_for(engine, "rollback")
+        def _on_rollback(conn):
+            _end_turn(conn.info)
+
+        @event.listens_for(engine.pool, "checkin")
+        def _on_checkin(dbapi_conn, record):
+            if record is not None:
+                _end_turn(record.info)
 
         return engine
     return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)

@@ -184,8 +184,7 @@ def fleet_page(request: Request, caller: auth.Caller = READ, cloud=Depends(the_c
     q = request.query_params.get("q", "")[:80].strip()
     offline = request.query_params.get("offline", "") == "1"
     cloud.alerter.refresh_if_idle()
-    with cloud.engine.begin() as conn:
-        reports.count_refunds(conn)  # the refunds booked since the sweeper last looked
+    reports.count_new_refunds(cloud.engine)  # the refunds booked since the sweeper last looked
     with reader(cloud.engine).connect() as conn:
         rows = machines.list_machines(conn, lang)
         sites = locations.by_machine(conn)
@@ -296,8 +295,7 @@ def machine_page(request: Request, caller: auth.Caller, cloud, machine_id: str, 
     lang = i18n.language_of(request)
     now = utcnow()
     cloud.alerter.refresh_if_idle()
-    with cloud.engine.begin() as conn:
-        reports.count_refunds(conn)  # today's sales are net of the refunds booked since the sweeper looked
+    reports.count_new_refunds(cloud.engine)  # today's sales are net of the refunds booked since the sweeper looked
     try:
         with reader(cloud.engine).connect() as conn:
             m = machines.get(conn, machine_id, lang)

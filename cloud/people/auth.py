@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
-from cloud.core.db import UTCDateTime, metadata, utcnow
+from cloud.core.db import UTCDateTime, metadata, reader, utcnow
 from cloud.people import audit, staff
 from cloud.people import customers
 from cloud.people.customers import COOKIE, CookieSigner
@@ -138,15 +138,19 @@ def new_token(conn: sa.Connection, user_id: int, name, now: datetime, secret: st
     return token_id, secret
 
 
-def token_caller(conn: sa.Connection, secret: str, now: datetime) -> Caller | None:
+def token_caller(engine: sa.Engine, secret: str, now: datetime) -> Caller | None:
+    """The caller a token names, read without the write lock (``db.reader``); its last use is written only
+    when it is ``LAST_USED_EVERY`` old, in a transaction of its own."""
     t, u = api_tokens, staff.staff
-    row = conn.execute(sa.select(u, t.c.id.label("token_id"), t.c.last_used_at).join(t, t.c.user_id == u.c.id)
-                       .where(t.c.secret_hash == digest(secret), t.c.revoked_at.is_(None),
-                              u.c.disabled == sa.false())).first()
+    with reader(engine).connect() as conn:
+        row = conn.execute(sa.select(u, t.c.id.label("token_id"), t.c.last_used_at).join(t, t.c.user_id == u.c.id)
+                           .where(t.c.secret_hash == digest(secret), t.c.revoked_at.is_(None),
+                                  u.c.disabled == sa.false())).first()
     if row is None:
         return None
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_EVERY:
-        conn.execute(t.update().where(t.c.id == row.token_id).values(last_used_at=now))
+        with engine.begin() as conn:
+            conn.execute(t.update().where(t.c.id == row.token_id).values(last_used_at=now))
     return _caller(row, "token", row.token_id)
 
 
@@ -247,15 +251,15 @@ def identify(request: Request) -> Caller | None:
     header that is there but not a valid token is not a fall-back to the cookie."""
     g = gate(request)
     header = request.headers.get("authorization")
-    with g.engine.begin() as conn:
-        if header is not None:
-            scheme, _, secret = header.partition(" ")
-            if scheme.lower() != "bearer" or not secret.strip():
-                return None
-            return token_caller(conn, secret.strip(), g.now())
-        secret = g.session_secret(request)
-        if secret is None:
+    if header is not None:
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
             return None
+        return token_caller(g.engine, secret.strip(), g.now())
+    secret = g.session_secret(request)
+    if secret is None:
+        return None
+    with reader(g.engine).connect() as conn:  # no write lock: a page must not queue behind the ingest
         caller = session_caller(conn, secret, g.now())
     if caller is not None and request.method in UNSAFE and not g.same_origin(request):
         raise HTTPException(403, "a request from another site with this site's session cookie is refused")

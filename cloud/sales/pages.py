@@ -134,8 +134,7 @@ def sales_page(request: Request, caller: Caller = Depends(staff_only(*people.SAL
     form["tz"] = form["tz"] or "UTC"
     error = field = None
     charts_ = []
-    with g.engine.begin() as conn:
-        reports.count_refunds(conn)  # the refunds booked since the sweeper last looked
+    reports.count_new_refunds(g.engine)  # the refunds booked since the sweeper last looked
     with reader(g.engine).connect() as conn:
         choices = _choices(conn, i18n.language_of(request))
         try:

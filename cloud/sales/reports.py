@@ -38,8 +38,8 @@ from cloud.fleet.machines import machines, products, slots
 # The rollups' writers and tables, named here as well: ingest, orders, audits, the migrations and the bench
 # call them through this module.
 from cloud.sales.rollups import (  # noqa: F401
-    FIGURES, HOUR_S, NO_PRODUCT, SPANS, hour_at, add_amount, backfill, backfill_refunds, count_refunds, fold,
-    hour_of, project, rebuild_totals, sales_fleet_hourly, sales_fleet_pending, sales_fleet_products,
+    FIGURES, HOUR_S, NO_PRODUCT, SPANS, hour_at, add_amount, backfill, backfill_refunds, count_new_refunds,
+    count_refunds, fold, hour_of, project, rebuild_totals, sales_fleet_hourly, sales_fleet_pending, sales_fleet_products,
     sales_fleet_products_pending, sales_machine_rollup, sales_rollup)
 
 BY = ("day", "machine", "product", "location", "hour")

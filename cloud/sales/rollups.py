@@ -44,7 +44,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from cloud.accounts.journal import accounts, entries, txns
-from cloud.core.db import metadata
+from cloud.core.db import metadata, reader
 
 HOUR_S = 3600
 SPANS = (384, 24, 1)  # bucket sizes in hours, biggest first: 16 days, a day, an hour
@@ -322,11 +322,9 @@ def _refund_rows(found) -> list[tuple]:
     return [(m, hour_at(at), product, int(amount), currency) for _id, at, m, product, currency, amount in found]
 
 
-def count_refunds(conn: sa.Connection) -> int:
-    """Add the refunds booked since the last look to the rollups, each once (a refund another process
-    counted first is left to it); how many were added. Reads the transactions after the last one looked at,
-    less ``LATE_TXNS`` (a refund committed that late after later ones would be missed; a refund's
-    transaction is one short write)."""
+def _uncounted(conn: sa.Connection) -> tuple[int | None, int, list]:
+    """The mark, the newest transaction, and the refunds booked after the mark (less ``LATE_TXNS``) that are
+    not counted yet."""
     mark = conn.execute(sa.select(sales_refunds_mark.c.txn_id).where(sales_refunds_mark.c.id == 1)).scalar()
     newest = conn.execute(sa.select(sa.func.max(txns.c.id))).scalar() or 0
     after = None if mark is None else mark - LATE_TXNS
@@ -334,7 +332,27 @@ def count_refunds(conn: sa.Connection) -> int:
     seen = sa.select(c.c.txn_id)
     if after is not None:
         seen = seen.where(c.c.txn_id > after)
-    found = [r for r in conn.execute(_refunds_query(after).where(txns.c.id.not_in(seen)))]
+    return mark, newest, list(conn.execute(_refunds_query(after).where(txns.c.id.not_in(seen))))
+
+
+def count_new_refunds(engine: sa.Engine) -> int:
+    """``count_refunds`` before a page or a report reads the rollups: it looks first through ``db.reader``
+    (on SQLite no write lock, so a page does not queue behind the ingest's transaction for nothing), and
+    takes a write transaction only when it found a refund to count. The sweeper's ``fold`` moves the mark
+    every second."""
+    with reader(engine).connect() as conn:
+        if not _uncounted(conn)[2]:
+            return 0
+    with engine.begin() as conn:
+        return count_refunds(conn)
+
+
+def count_refunds(conn: sa.Connection) -> int:
+    """Add the refunds booked since the last look to the rollups, each once (a refund another process
+    counted first is left to it); how many were added. Reads the transactions after the last one looked at,
+    less ``LATE_TXNS`` (a refund committed that late after later ones would be missed; a refund's
+    transaction is one short write)."""
+    mark, newest, found = _uncounted(conn)
     claimed = []
     for row in found:
         got = conn.exec_driver_sql(f"INSERT INTO sales_refunds_counted (txn_id) VALUES ({_marks(conn, 1)}) "

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, StrictStr
 from cloud.core.db import reader, utcnow
 from cloud.people import Caller, require
 from cloud.sales import office, paging, records
-from cloud.sales.reports import Query, ReportError, count_refunds, sales_report, stock_report
+from cloud.sales.reports import Query, ReportError, count_new_refunds, sales_report, stock_report
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
 
@@ -36,8 +36,7 @@ def api_sales(by: str = "day", start: str | None = Query_(None, alias="from"), t
     ``limit`` rows at a time (500 unless given, at most 5000): ``next`` is the ``after`` of the following
     page (null on the last); ``totals`` are always the whole report's."""
     try:
-        with engine.begin() as conn:
-            count_refunds(conn)  # the refunds booked since the sweeper last looked
+        count_new_refunds(engine)  # the refunds booked since the sweeper last looked
         with reader(engine).connect() as conn:
             q = Query(conn, by, start, to, tz, machine, location, product)
             position, size = paging.sales_position(q.by, after), paging.limit_of(limit)

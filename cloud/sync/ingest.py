@@ -113,9 +113,10 @@ def store_batch(conn: sa.Connection, provider: Provider, machine_id: str, batch:
 def store_batches(conn: sa.Connection, provider: Provider, batches: list[tuple[str, EventBatch]],
                   now: datetime) -> tuple[dict[str, Result], list[tuple[str, EventBatch]]]:
     """Apply in the caller's transaction, all together, the batches (one per machine at most) that simply
-    continue their machine's stored chain: a statement per table for the lot, where ``store_batch`` takes a
-    dozen per batch. Returns their results by machine, and the batches left for ``store_batch``, one at a
-    time: redeliveries, gaps, a new ledger, a broken chain, an unknown machine.
+    continue their machine's stored chain, repeating stored events or not (``_past_head``): a statement per
+    table for the lot, where ``store_batch`` takes a dozen per batch. Returns their results by machine, and
+    the batches left for ``store_batch``, one at a time: nothing new, gaps, a new ledger, events that differ
+    from the stored ones, an unknown machine.
 
     Every machine row of ``batches`` is locked first, in id order (PostgreSQL; SQLite's BEGIN IMMEDIATE lets
     one writer in), so the ``store_batch`` calls that follow take no lock this one does not hold. On any
@@ -131,11 +132,12 @@ def store_batches(conn: sa.Connection, provider: Provider, batches: list[tuple[s
         found.update((r.id, r) for r in conn.execute(query))
     moves, rest = [], []
     for machine_id, batch in batches:
-        row, first = found.get(machine_id), batch.events[0]
-        if (row is not None and (batch.ledger or row.ledger_id) == row.ledger_id and first.seq == row.cloud_head + 1
-                and first.prev_hash == row.cloud_head_hash):
-            fresh = [replace(e, seq=row.ledger_base + e.seq) for e in batch.events] if row.ledger_base else \
-                list(batch.events)
+        row = found.get(machine_id)
+        fresh = _past_head(batch, row) if row is not None and (batch.ledger or row.ledger_id) == row.ledger_id \
+            else None
+        if fresh:
+            if row.ledger_base:
+                fresh = [replace(e, seq=row.ledger_base + e.seq) for e in fresh]
             moves.append(_Move(machine_id, row.cloud_head, row.ledger_base, fresh, row.ledger_id, False))
         else:
             rest.append((machine_id, batch))
@@ -143,6 +145,18 @@ def store_batches(conn: sa.Connection, provider: Provider, batches: list[tuple[s
         _apply(conn, provider, moves, now)
     return {mv.machine_id: Result(mv.fresh[-1].seq - mv.base, stored=len(mv.fresh), ledger=mv.ledger)
             for mv in moves}, rest
+
+
+def _past_head(batch: EventBatch, row) -> list | None:
+    """The events of ``batch`` past the machine's stored head, if it simply continues it: its event at
+    head + 1 names the stored head's hash as the one before it, so any events it repeats are the stored ones
+    (a batch is one hash chain, and each event's hash covers the one before it). None otherwise: nothing
+    new, a gap, or events that differ (``store_batch`` says which)."""
+    head, first, last = row.cloud_head, batch.events[0].seq, batch.events[-1].seq
+    if not first <= head + 1 <= last:
+        return None
+    fresh = list(batch.events[head + 1 - first:])
+    return fresh if fresh[0].prev_hash == row.cloud_head_hash else None
 
 
 @dataclass

@@ -2,8 +2,10 @@
 figures, the screen mirror, and the planogram editor's errors and its one version per form."""
 
 import re
+import threading
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 import cloud.core.db
@@ -212,3 +214,25 @@ def test_a_replaced_ledger_shows_on_the_machine_page_and_in_the_api(client, clou
     assert [(c["old_ledger"], c["old_head"], c["stored_from_seq"]) for c in detail["ledger_changes"]] == [
         ("a" * 32, 2, 3)]
     assert {m["id"]: m["ledger_changes"] for m in client.get("/api/v1/machines").json()} == {MACHINE: 1, "m-2": 0}
+
+
+# SQLite only: its one writer is what a page waited for (PostgreSQL's readers never wait for writers).
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_fleet_machine_and_sales_pages_answer_while_the_ingest_holds_the_write_lock(cloud_obj, client):
+    # Every page counted the refunds booked since the sweeper looked in a write transaction, and read in
+    # another one (SQLite's BEGIN IMMEDIATE): under a busy ingest each page view queued for the writer.
+    sign_in(client, "mia")
+    pages = ["/staff", f"/staff/machines/{MACHINE}", "/staff/sales", "/api/v1/reports/sales?by=machine"]
+    for page in pages:  # once, so the alert watcher's look (a write; its worker is not running here) is done
+        assert client.get(page).status_code == 200, page
+    answered = []
+
+    def read_pages():
+        answered.extend((page, client.get(page).status_code) for page in pages)
+
+    with cloud_obj.engine.begin() as ingest:
+        ingest.execute(sa.text("UPDATE machines SET name = name"))  # the write lock, held as ingest holds it
+        reader = threading.Thread(target=read_pages, daemon=True)
+        reader.start()
+        reader.join(10)  # waiting for the writer would take SQLite's busy timeout, 30 s
+        assert answered == [(page, 200) for page in pages]

@@ -262,3 +262,42 @@ def test_two_cloud_processes_with_statuses_and_events_of_the_same_machines_never
     assert {m: heads[m] for m in ids} == {m: rounds_ for m in ids}
     for obj in (one, two):
         obj.engine.dispose()
+
+
+def test_a_resend_after_a_reconnect_is_stored_with_the_group_and_its_repeated_events_once(tmp_path, monkeypatch):
+    # After a reconnect storm a machine sends again from its acked mark: its first batch repeats events the
+    # cloud stored just before the cut, and the batch after it, or a second copy of a batch, joined it in the
+    # group. Such a machine went the slow way, a batch at a time, and a storm was mostly such machines.
+    obj = idle_cloud(tmp_path, f"sqlite:///{tmp_path}/c.db")
+    many = [f"m-{n}" for n in range(1, 21)]
+    with obj.engine.begin() as conn:
+        for m in many:
+            add_machine(conn, m)
+    chains = {m: Chain() for m in many}
+    for m in many:
+        for n in range(12):
+            chains[m].add("fault", code=f"E{n}", detail="")
+    obj.apply_all([(f"vend/v1/{m}/events", chains[m].batch(1, 4).encode()) for m in many])  # stored, ack lost
+    sent = acks_of(obj, monkeypatch)
+    group = []
+    for m in many:
+        group += [(f"vend/v1/{m}/events", chains[m].batch(3, 8).encode()),  # from the mark: 3-4 again
+                  (f"vend/v1/{m}/events", chains[m].batch(9, 12).encode()),
+                  (f"vend/v1/{m}/events", chains[m].batch(9, 12).encode())]  # and a second copy
+    other = Chain()
+    other.add("fault", code="E0", detail="")
+    other.add("fault", code="X", detail="")
+    group.append(("vend/v1/m-1/events", other.batch(2).encode()))  # seq 2 of another chain: differs
+    statements = []
+    sa.event.listen(obj.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    obj.apply_all(group)
+    assert len(statements) <= 30, "\n".join(statements)  # a batch at a time: 21 machines x a dozen
+    with obj.engine.connect() as conn:
+        stored = conn.execute(sa.select(events.c.machine_id, events.c.seq, events.c.hash)).all()
+        heads = dict(conn.execute(sa.select(machines.c.id, machines.c.cloud_head)).all())
+    assert sorted((m, s) for m, s, _ in stored) == sorted((m, s) for m in many for s in range(1, 13))
+    assert {(m, s, h) for m, s, h in stored} == {(m, e.seq, e.hash) for m in many for e in chains[m].events}
+    assert all(heads[m] == 12 for m in many)
+    assert sorted({(m, Ack.decode(p).seq) for m, kind, p in sent if kind == "ack"}) == sorted((m, 12) for m in many)
+    topic, reason = obj.stats.last_rejections[-1]
+    assert topic == "vend/v1/m-1/events" and "differs from the stored event" in reason
