@@ -120,9 +120,6 @@ class WriteTurns:
         self._cond.notify_all()
 
 
-_TURN = "vend_write_turn"
-
-
 def make_engine(url: str) -> sa.Engine:
     """An engine for ``url``; SQLite gets WAL, full sync, foreign keys and write-locking transactions."""
     if url.startswith("sqlite"):
@@ -143,6 +140,10 @@ def make_engine(url: str) -> sa.Engine:
             cur.close()
 
         turns = WriteTurns()
+        holding: set[int] = set()  # the DBAPI connections (by id) whose transaction holds the turn
+
+        def _raw(dbapi_conn) -> int:
+            return id(getattr(dbapi_conn, "dbapi_connection", None) or dbapi_conn)
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn):
@@ -151,30 +152,44 @@ def make_engine(url: str) -> sa.Engine:
             if conn.get_execution_options().get(READ_ONLY):
                 conn.exec_driver_sql("BEGIN")
                 return
+            raw = _raw(conn.connection)
             if turns.take():
-                conn.info[_TURN] = True
+                holding.add(raw)
             try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             except BaseException:
-                _end_turn(conn.info)
+                _end_turn(raw)
                 raise
 
-        def _end_turn(info) -> None:
-            if info.pop(_TURN, False):
+        def _end_turn(raw: int) -> None:
+            if raw in holding:
+                holding.discard(raw)
                 turns.end()
 
-        @event.listens_for(engine, "commit")
-        def _on_commit(conn):
-            _end_turn(conn.info)
+        # The turn ends when the COMMIT (or ROLLBACK) has run, not before: SQLAlchemy's "commit" event comes
+        # first, and the next writer would find the lock still held through the commit's fsync and sleep in
+        # SQLite's busy handler while the one after it waited for its turn. The dialect is this engine's own.
+        dialect = engine.dialect
+        commit, rollback = dialect.do_commit, dialect.do_rollback
 
-        @event.listens_for(engine, "rollback")
-        def _on_rollback(conn):
-            _end_turn(conn.info)
+        def do_commit(dbapi_conn):
+            try:
+                commit(dbapi_conn)
+            finally:
+                _end_turn(_raw(dbapi_conn))
+
+        def do_rollback(dbapi_conn):
+            try:
+                rollback(dbapi_conn)
+            finally:
+                _end_turn(_raw(dbapi_conn))
+
+        dialect.do_commit, dialect.do_rollback = do_commit, do_rollback
 
         @event.listens_for(engine.pool, "checkin")
         def _on_checkin(dbapi_conn, record):
-            if record is not None:
-                _end_turn(record.info)
+            if dbapi_conn is not None:
+                _end_turn(id(dbapi_conn))
 
         return engine
     return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
