@@ -175,6 +175,7 @@ def test_every_dashboard_page_of_the_demo_fits_a_phone(demo, new_page, lang, use
     phone.get_by_label(user_label).fill(user)
     phone.get_by_label(password_label).fill(password)
     phone.get_by_role("button", name=sign_in).click()
+    phone.wait_for_url(demo["url"] + "/staff")
     pages = sorted(set(re.findall(r'href="(/staff[^"#?]*)"', phone.content()))) + ["/staff/machines/demo-3"]
     assert len(pages) > 15, pages
     wide = {}
