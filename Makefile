@@ -24,12 +24,13 @@ demo: $(VENV)/.demo
 	$(BIN)/python -m cloud.demo
 
 # Test processes (pytest-xdist): CI's box has two cores, and many tests wait on the processes they start.
-# loadgroup keeps a module marked xdist_group in one process (the card's first boot is built once, not twice).
+# loadscope keeps each module in one process: its module-wide fixtures are built once (the card's first boot),
+# and many modules' tests build on the one before (a sale, then its refund).
 TEST_WORKERS ?= 2
 
 test: $(VENV)/.test
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 bench: $(VENV)/.test
 	$(BIN)/python bench/ingest.py

@@ -35,8 +35,7 @@ from tests.e2e import pi_root
 from tests.e2e.harness import PRODUCTS, Cloud, Customer, running_broker, tail, wait_until
 from tests.tools import need, need_index
 
-pytestmark = [pytest.mark.index,  # the first run on a computer fetches the wheelhouse (and Debian's packages)
-              pytest.mark.xdist_group("first_boot")]  # one test process boots the card, not each of them
+pytestmark = pytest.mark.index  # the first run on a computer fetches the wheelhouse (and Debian's packages)
 MIB = 1 << 20
 MACHINE = "pi1"
 PASSWORD_HASH = "$6$rounds=5000$saltsalt$" + "x" * 86  # the shape of openssl passwd -6's output
