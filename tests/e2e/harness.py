@@ -37,6 +37,15 @@ def broker_kind() -> str:
 
 _handed_out: set[int] = set()
 
+# Ports Chromium and Firefox refuse to open ("net::ERR_UNSAFE_PORT"), from Chromium's
+# net/base/port_util.cc; 10080 is the one in free_port's range (a browser test failed on it in CI).
+BROWSER_UNSAFE_PORTS = frozenset({
+    1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101, 102, 103, 104,
+    109, 110, 111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179, 389, 427, 465, 512, 513, 514, 515,
+    526, 530, 531, 532, 540, 548, 554, 556, 563, 587, 601, 636, 989, 990, 993, 995, 1719, 1720, 1723, 2049,
+    3659, 4045, 4190, 5060, 5061, 6000, 6566, 6665, 6666, 6667, 6668, 6669, 6679, 6697, 10080,
+})
+
 
 def _ephemeral_floor() -> int:
     try:
@@ -49,12 +58,13 @@ def _ephemeral_floor() -> int:
 def free_port() -> int:
     """A port no one listens on, for a server a test starts. Chosen below the kernel's ephemeral range: a port
     from that range can be taken by any outgoing connection between this check and the server's bind (seen
-    in CI as Mosquitto's "Address already in use"). Never the same port twice in one run."""
+    in CI as Mosquitto's "Address already in use"), and never one a browser refuses to open. Never the same
+    port twice in one run."""
     floor = _ephemeral_floor()
     rng = random.Random()
     for _ in range(500):
         port = rng.randrange(10000, floor)
-        if port in _handed_out:
+        if port in _handed_out or port in BROWSER_UNSAFE_PORTS:
             continue
         with socket.socket() as s:
             try:
