@@ -12,8 +12,10 @@ keep-alives), so one process holds thousands of machines.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
+import os
 import random
 import resource
 import socket
@@ -83,6 +85,7 @@ class SimMachine:
         self.storm_head = 0
         self.storm_drained_at: float | None = None
         self.client = make_client(machine_id, "5", persistent=True)
+        self.client._create_socket_connection = self._start_connecting  # see _start_connecting
         self.client.will_set(topics.topic(machine_id, "status"), Status(online=False).encode(), qos=1, retain=True)
         self.client.on_connect = self.on_connect
         self.client.on_disconnect = self.on_disconnect
@@ -92,6 +95,20 @@ class SimMachine:
         self.client.on_socket_close = lambda c, u, sock: loop.remove_reader(sock)
         self.client.on_socket_register_write = lambda c, u, sock: loop.add_writer(sock, self._write)
         self.client.on_socket_unregister_write = lambda c, u, sock: loop.remove_writer(sock)
+
+    def _start_connecting(self) -> socket.socket:
+        """paho's own connect (``socket.create_connection``) blocks until the TCP handshake is done: in a storm
+        Mosquitto's listen queue overflows, a SYN is dropped and retried a second later, and the whole loop
+        (every machine of the worker, their acks) stopped with it: the machines heard acks seconds after a
+        bystander did (``--watch-acks``). A controller has a process of its own, so its blocking connect holds
+        up no other machine. Here the connect only starts; paho sends CONNECT when the socket is writable."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        err = sock.connect_ex(("127.0.0.1", self.w.opts["port"]))
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            raise OSError(err, os.strerror(err))
+        return sock
 
     def _read(self) -> None:
         self.client.loop_read()
@@ -134,6 +151,8 @@ class SimMachine:
     def on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.online = False
         self.w.counts["disconnects"] += 1
+        if not self.offline_until and not self.w.ending:  # not a storm's cut: back as paho's own delay would
+            self.offline_until = time.monotonic() + self.rng.uniform(1.0, 2.0)
 
     def on_message(self, client, userdata, message) -> None:
         now = time.monotonic()
@@ -141,8 +160,12 @@ class SimMachine:
         if kind == "ack":
             ack = Ack.decode(message.payload)
             before = self.ledger.acked
-            self.publish(self.sync.ack(ack.seq, parse_time(ack.cloud_time, "cloud_time").timestamp(), now,
-                                       time.time()))
+            wall = time.time()
+            cloud_time = parse_time(ack.cloud_time, "cloud_time").timestamp()
+            self.publish(self.sync.ack(ack.seq, cloud_time, now, wall))
+            # The cloud writes its clock into an ack after the commit, just before publishing it (one box, one
+            # clock): this is the ack's way back alone, the cloud's MQTT client, the broker and this loop.
+            self.w.ack_ways.append((wall, wall - cloud_time, ack.seq > 0))
             if self.ledger.acked > before:
                 self.on_acked(before, self.ledger.acked, now)
             if ack.busy and self.w.opts["honours_busy"]:
@@ -281,9 +304,11 @@ class Worker:
             "events_sent_first", "status_sent", "telemetry_sent", "sales", "backlog_sales", "sales_without_order",
             "resend_commands", "busy_notices")}
         self.ack_samples: list[tuple[float, float]] = []  # (written at, seconds to the ack)
+        self.ack_ways: list[tuple[float, float, bool]] = []  # (received at, seconds since the cloud sent it, acks events)
         self.motor_started: dict[str, float] = {}
         self.seen_commands: set[str] = set()
         self.storm_at: float | None = None
+        self.ending = False  # the run is over: a disconnect now is ours
         self.machines = [SimMachine(self, machine_id, list(orders), random.Random(self.rng.random()))
                          for machine_id, orders in machines]
 
@@ -347,12 +372,14 @@ class Worker:
             "heads": sum(m.ledger.head for m in self.machines),
             # times as wall clock, for the parent to line up with the other workers
             "ack_samples": [(wall0 + t - mono0, d) for t, d in self.ack_samples],
+            "ack_ways": self.ack_ways,
             "motor_started": self.motor_started,
             "storm_at": None if self.storm_at is None else wall0 + self.storm_at - mono0,
             "storm_drained": sum(1 for d in drained if d is not None),
             "storm_machines": len(drained),
             "storm_drained_at": None if not drained or None in drained else wall0 + max(drained) - mono0,
         }
+        self.ending = True
         for m in self.machines:
             if m.online:
                 m.client.disconnect()
@@ -380,3 +407,30 @@ def run_worker(opts: dict, machines: list, out) -> None:
     finally:
         out.close()
 
+
+
+def run_ack_watcher(port: int, end_at: float, out) -> None:
+    """A bystander in its own process: subscribes to every machine's acks (QoS 0) and notes how long each took
+    from the cloud's clock in it to here. Beside the machines' own figure it tells the broker's share of the
+    way back from the simulator's: a watcher that hears an ack at once while the machine hears it late means
+    the machine's loop was slow."""
+    ways: list[tuple[float, float]] = []
+
+    def on_message(client, userdata, message):
+        try:
+            ack = Ack.decode(message.payload)
+        except Exception:  # noqa: BLE001 - a bystander: anything unreadable is not its business
+            return
+        if ack.seq > 0:
+            wall = time.time()
+            ways.append((wall, wall - parse_time(ack.cloud_time, "cloud_time").timestamp()))
+
+    client = make_client("fleet-bench-ack-watcher", "5", persistent=False)
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(topics.subscription("ack"), 0)
+    client.on_message = on_message
+    connect_async(client, "127.0.0.1", port, 30, persistent=False)
+    client.loop_start()
+    time.sleep(max(0.0, end_at - time.time()))
+    client.loop_stop()
+    out.send(json.dumps(ways))
+    out.close()

@@ -39,7 +39,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import sqlalchemy as sa
 from _fleet import fleet
-from _fleet_sim import run_worker
+from _fleet_sim import run_ack_watcher, run_worker
 from harness import PRODUCTS, Cloud, Customer
 from ingest import drop_postgres, fresh_postgres
 
@@ -113,10 +113,10 @@ class Sampler:
                 except OSError:
                     pass
             n += 1
-            if self.cloud is not None and self.t0 and n % 5 == 0:
+            if self.cloud is not None and self.t0 and n % 2 == 0:
                 try:
-                    self.ingest.append(httpx.get(self.cloud.url + "/api/v1/ingest", timeout=10, headers={
-                        "Authorization": f"Bearer {self.cloud.token}"}).json())
+                    self.ingest.append(dict(httpx.get(self.cloud.url + "/api/v1/ingest", timeout=10, headers={
+                        "Authorization": f"Bearer {self.cloud.token}"}).json(), at=time.time()))
                 except (httpx.HTTPError, ValueError):
                     pass
 
@@ -149,6 +149,7 @@ class Sampler:
             figures["cloud_queue_max"] = max(i["queued"] for i in seen)
             figures["cloud_behind_s_max"] = max(i["behind_s"] for i in seen)
             figures["cloud_busy_notices"] = seen[-1]["busy_notices"]
+        figures["ingest"] = self.ingest
         figures["box_cpu_percent_all_cores"] = round(100 * (busy - self.box0[0]) / max(1, total - self.box0[1]), 1)
         return figures
 
@@ -221,6 +222,7 @@ class Buyer:
         self.customer = Customer(cloud, "Fleet buyer", "+8613900000001")
         self.customer.http.timeout = httpx.Timeout(60.0)  # a slow answer is a figure, not a failure
         self.placed: dict[str, float] = {}  # order id -> wall time of the "pay" request
+        self.answered: dict[str, float] = {}  # order id -> wall time its answer (the redirect to the order) came
         self.failures: list[str] = []
         self.rng = random.Random(7)
         self._thread: threading.Thread | None = None
@@ -249,7 +251,9 @@ class Buyer:
                 t0 = time.time()
                 r = self.customer.buy(type("M", (), {"id": machine_id}), "A1")
                 if r.status_code == 303 and "/orders/" in r.headers.get("location", ""):
-                    self.placed[r.headers["location"].rsplit("/", 1)[1]] = t0
+                    order_id = r.headers["location"].rsplit("/", 1)[1]
+                    self.placed[order_id] = t0
+                    self.answered[order_id] = time.time()
                 else:
                     self.failures.append(f"{machine_id}: {r.status_code}")
             except httpx.HTTPError as e:
@@ -345,6 +349,11 @@ def measure(args, legacy, broker, clouds, ids, secrets, seeded, backlog_sales, s
     times = {"load_at": load_at, "end_at": end_at, "storm_at": storm_at}
     for pipe in pipes:
         pipe.send(json.dumps(times))
+    watcher = None
+    if args.watch_acks:
+        watcher_end, child_end = ctx.Pipe()
+        watcher = ctx.Process(target=run_ack_watcher, args=(broker.port, end_at, child_end), daemon=True)
+        watcher.start()
     pids = {"cloud": cloud.proc.proc.pid, "broker": broker.proc.proc.pid}
     pids.update((f"cloud{n + 1}", c.proc.proc.pid) for n, c in enumerate(clouds[1:], 1))
     sampler = Sampler(pids, cloud)
@@ -361,6 +370,9 @@ def measure(args, legacy, broker, clouds, ids, secrets, seeded, backlog_sales, s
         buyer.join()
     for p in procs:
         p.join(timeout=30)
+    if watcher:
+        figures["ack_watcher"] = json.loads(watcher_end.recv())
+        watcher.join(timeout=30)
     errors = [r["error"] for r in results if "error" in r]
     if errors:
         raise SystemExit(f"simulator worker failed: {errors}")
@@ -375,11 +387,17 @@ def summarise(args, legacy, results, figures, buyer, load_at, end_at, workers, s
     warm = load_at + 10.0
     samples = [d for r in results for t, d in r["ack_samples"] if warm <= t]
     storm_at = min((r["storm_at"] for r in results if r["storm_at"]), default=None)
+    ingest = figures.pop("ingest", [])
+    watched = figures.pop("ack_watcher", None)
+    ways = [d for r in results for t, d, events in r["ack_ways"] if warm <= t and events]
     out = {
         "link": "legacy" if legacy else "current",
         "ack_p50_ms": ms(percentile(samples, 50)),
         "ack_p99_ms": ms(percentile(samples, 99)),
         "acks_measured": len(samples),
+        # The acks' way back alone: from the cloud's clock in the ack (written after its commit) to the machine.
+        "ack_way_back_p50_ms": ms(percentile(ways, 50)),
+        "ack_way_back_p99_ms": ms(percentile(ways, 99)),
         "stalled_machines": sum(r["stalled"] for r in results),
         "unacked_events_end": sum(r["unacked"] for r in results),
         "events_written": sum(r["heads"] for r in results),
@@ -404,9 +422,26 @@ def summarise(args, legacy, results, figures, buyer, load_at, end_at, workers, s
             after = max(drained) + 10
             late = [d for r in results for t, d in r["ack_samples"] if t >= after]
             out["storm_ack_p99_ms_after_10s"] = ms(percentile(late, 99))
+            out["storm_ack_p50_ms_after_10s"] = ms(percentile(late, 50))
+            out["storm_acks_over_100ms_after_10s"] = sum(1 for d in late if d > 0.1)
             out["storm_acks_after_10s"] = len(late)
         else:
             out["storm_ack_p99_ms_after_10s"] = None
+        # How the acks came back after the storm, 5 s at a time: how many, and their way back (p50, p99).
+        # With --watch-acks, the same for a bystander subscribed to every ack: the broker's share of it.
+        timeline = []
+        for k in range(int((end_at - storm_at) // 5)):
+            ways_k = [d for r in results for t, d, events in r["ack_ways"]
+                      if storm_at + 5 * k <= t < storm_at + 5 * (k + 1) and events]
+            row = [5 * k, len(ways_k), ms(percentile(ways_k, 50)), ms(percentile(ways_k, 99))]
+            if watched is not None:
+                seen = [d for t, d in watched if storm_at + 5 * k <= t < storm_at + 5 * (k + 1)]
+                row += [len(seen), ms(percentile(seen, 50)), ms(percentile(seen, 99))]
+            timeline.append(row)
+        out["storm_acks_each_5s"] = timeline
+        out["storm_cloud_queue_each_5s"] = [
+            [round(i["at"] - storm_at), i["queued"], i["behind_s"], i["counts"].get("events", 0), i.get("acks_waiting")]
+            for i in ingest if i["at"] >= storm_at - 5 and "queued" in i]
     latencies = []
     if buyer:
         motor = {}
@@ -415,6 +450,14 @@ def summarise(args, legacy, results, figures, buyer, load_at, end_at, workers, s
         latencies = [motor[o] - t0 for o, t0 in buyer.placed.items() if o in motor]
         out["pay_to_motor_p50_ms"] = ms(percentile(latencies, 50))
         out["pay_to_motor_p99_ms"] = ms(percentile(latencies, 99))
+        # ... split: the cloud's answer to "pay" (authorised, the vend published), then the command's way to the
+        # motor (the cloud's MQTT client, the broker, the simulator's loop)
+        answered = [buyer.answered[o] - t0 for o, t0 in buyer.placed.items() if o in motor]
+        out["pay_answered_p50_ms"] = ms(percentile(answered, 50))
+        out["pay_answered_p99_ms"] = ms(percentile(answered, 99))
+        way = [motor[o] - buyer.answered[o] for o in buyer.placed if o in motor]
+        out["vend_way_to_motor_p50_ms"] = ms(percentile(way, 50))
+        out["vend_way_to_motor_p99_ms"] = ms(percentile(way, 99))
         out["orders_placed"] = len(buyer.placed)
         out["orders_reaching_motor"] = len(latencies)
         out["order_failures"] = len(buyer.failures)
@@ -430,6 +473,9 @@ def summarise(args, legacy, results, figures, buyer, load_at, end_at, workers, s
         "resend_commands": counts["resend_commands"], "busy_notices_heeded": counts["busy_notices"],
     }
     out["setup_s"] = round(setup_s, 1)
+    # The cloud's batches stored with others of their group (ingest.store_batches), not one at a time.
+    counted = ingest[-1]["counts"] if ingest else {}
+    out["cloud_batches_stored_together"] = f"{counted.get('batches_together', 0)}/{counted.get('batches', 0)}"
     out["events_stored"] = cloud.db("SELECT COUNT(*) FROM events")[0][0]
     # Stored by the cloud but not yet acked as the machines see it: the acks' way back is the slow part.
     out["events_stored_not_acked_end"] = out["events_stored"] - (out["events_written"] - out["unacked_events_end"])
@@ -453,6 +499,8 @@ def main() -> int:
                              "also serves HTTP to the buyer")
     parser.add_argument("--workers", type=int, default=2, help="simulator processes (at most one per core)")
     parser.add_argument("--orders-per-s", type=float, default=1.0, help="real orders through HTTP (0: none)")
+    parser.add_argument("--watch-acks", action="store_true",
+                        help="a bystander process subscribed to every ack: the broker's share of the acks' way back")
     parser.add_argument("--legacy-link", action="store_true",
                         help="measure only the machines' link as it was before issue 16 (no baseline run)")
     parser.add_argument("--baseline", choices=("legacy-link", "same-link", "none"), default="legacy-link",

@@ -468,6 +468,7 @@ class Cloud:
             log.exception("storing %d machines' batches together failed; storing them one at a time",
                           len(batches))
             return {}
+        self.stats.counts["batches_together"] += len(done)  # how many took the cheap way (bench/fleet.py)
         return done
 
     def _stored(self, machine_id, topic, batch, result: ingest.Result, acks, resends, before: "Parked | None"):

@@ -280,10 +280,11 @@ class Chain:
         self.events.append(ev)
         return ev
 
-    def batch(self, first: int, last: int | None = None) -> EventBatch:
-        """Events first..last (1-based, inclusive; last defaults to the newest)."""
+    def batch(self, first: int, last: int | None = None, ledger: str = "") -> EventBatch:
+        """Events first..last (1-based, inclusive; last defaults to the newest), of ``ledger`` ('': a controller
+        older than ledger ids)."""
         last = last if last is not None else len(self.events)
-        return EventBatch(tuple(self.events[first - 1:last]))
+        return EventBatch(tuple(self.events[first - 1:last]), ledger)
 
 
 class FakeSandbox:

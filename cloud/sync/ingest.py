@@ -115,8 +115,8 @@ def store_batches(conn: sa.Connection, provider: Provider, batches: list[tuple[s
     """Apply in the caller's transaction, all together, the batches (one per machine at most) that simply
     continue their machine's stored chain, repeating stored events or not (``_past_head``): a statement per
     table for the lot, where ``store_batch`` takes a dozen per batch. Returns their results by machine, and
-    the batches left for ``store_batch``, one at a time: nothing new, gaps, a new ledger, events that differ
-    from the stored ones, an unknown machine.
+    the batches left for ``store_batch``, one at a time: nothing new, gaps, a ledger that replaces another,
+    events that differ from the stored ones, an unknown machine. A machine's first ledger is taken here.
 
     Every machine row of ``batches`` is locked first, in id order (PostgreSQL; SQLite's BEGIN IMMEDIATE lets
     one writer in), so the ``store_batch`` calls that follow take no lock this one does not hold. On any
@@ -130,17 +130,31 @@ def store_batches(conn: sa.Connection, provider: Provider, batches: list[tuple[s
         if conn.dialect.name == "postgresql":
             query = query.with_for_update()
         found.update((r.id, r) for r in conn.execute(query))
-    moves, rest = [], []
+    moves, rest, first_ledgers = [], [], []
     for machine_id, batch in batches:
         row = found.get(machine_id)
-        fresh = _past_head(batch, row) if row is not None and (batch.ledger or row.ledger_id) == row.ledger_id \
-            else None
-        if fresh:
-            if row.ledger_base:
-                fresh = [replace(e, seq=row.ledger_base + e.seq) for e in fresh]
-            moves.append(_Move(machine_id, row.cloud_head, row.ledger_base, fresh, row.ledger_id, False))
-        else:
+        if row is None:
             rest.append((machine_id, batch))
+            continue
+        ledger = row.ledger_id
+        if not ledger and not row.cloud_head and batch.ledger:
+            # The machine's first ledger, taken as store_batch takes it: in a storm of machines whose first
+            # sales came while they were cut off, most of the group (bench/fleet.py --storm).
+            ledger = batch.ledger
+        fresh = _past_head(batch, row) if (batch.ledger or ledger) == ledger else None
+        if not fresh:
+            rest.append((machine_id, batch))
+            continue
+        if row.ledger_base:
+            fresh = [replace(e, seq=row.ledger_base + e.seq) for e in fresh]
+        moves.append(_Move(machine_id, row.cloud_head, row.ledger_base, fresh, ledger, False))
+        if ledger != row.ledger_id:
+            first_ledgers.append({"b_id": machine_id, "b_ledger": ledger})
+    if first_ledgers:
+        taken = conn.execute(machines.update().where(machines.c.id == sa.bindparam("b_id"), machines.c.ledger_id == "")
+                             .values(ledger_id=sa.bindparam("b_ledger")), first_ledgers).rowcount
+        if taken != len(first_ledgers) and (len(first_ledgers) == 1 or conn.dialect.supports_sane_multi_rowcount):
+            raise Conflict(", ".join(f["b_id"] for f in first_ledgers)[:200])
     if moves:
         _apply(conn, provider, moves, now)
     return {mv.machine_id: Result(mv.fresh[-1].seq - mv.base, stored=len(mv.fresh), ledger=mv.ledger)

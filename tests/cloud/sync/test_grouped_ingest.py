@@ -61,7 +61,10 @@ def rounds(placed) -> list[list[tuple[str, bytes]]]:
     c["m-5"].add("vend.succeeded", order_id="nobody-sent-this", slot="A1", turns=1)
     vend(c["m-6"], placed["m-1"][1])  # m-1's order, dropped by m-6
     c["m-7"].add("restock", slot="A1", count=2)
-    first = [(f"vend/v1/{m}/events", c[m].batch(1).encode()) for m in MACHINES]
+    # Today's controllers name their ledger (m-1..m-3: the machines' first ledgers, taken by the cloud now);
+    # the others are older controllers, without one.
+    ledger = {m: f"ledger-{m}" if m in ("m-1", "m-2", "m-3") else "" for m in MACHINES}
+    first = [(f"vend/v1/{m}/events", c[m].batch(1, ledger=ledger[m]).encode()) for m in MACHINES]
     sent = {m: len(c[m].events) for m in MACHINES}
     vend(c["m-1"], placed["m-1"][1])
     vend(c["m-3"], placed["m-3"][0])
@@ -70,9 +73,9 @@ def rounds(placed) -> list[list[tuple[str, bytes]]]:
     c["m-7"].add("restock", slot="A1", count=5)
     c["m-7"].add("restock", slot="A1", count=6)
     second = [
-        ("vend/v1/m-1/events", c["m-1"].batch(1).encode()),  # a redelivery with its new events
-        ("vend/v1/m-2/events", c["m-2"].batch(1).encode()),  # a redelivery alone
-        ("vend/v1/m-3/events", c["m-3"].batch(sent["m-3"] + 1).encode()),
+        ("vend/v1/m-1/events", c["m-1"].batch(1, ledger=ledger["m-1"]).encode()),  # a redelivery with new events
+        ("vend/v1/m-2/events", c["m-2"].batch(1, ledger=ledger["m-2"]).encode()),  # a redelivery alone
+        ("vend/v1/m-3/events", c["m-3"].batch(sent["m-3"] + 1, ledger=ledger["m-3"]).encode()),
         ("vend/v1/m-5/events", c["m-5"].batch(sent["m-5"] + 1).encode()),
         ("vend/v1/m-7/events", c["m-7"].batch(sent["m-7"] + 2).encode()),  # a gap: seq 2 is missing
         ("vend/v1/ghost/events", c["m-6"].batch(1).encode()),
@@ -89,7 +92,7 @@ def snapshot(engine) -> dict:
         return {
             "events": rows(sa.select(events.c.machine_id, events.c.seq, events.c.kind, events.c.hash)),
             "heads": rows(sa.select(machines.c.id, machines.c.cloud_head, machines.c.cloud_head_hash,
-                                    machines.c.machine_head)),
+                                    machines.c.machine_head, machines.c.ledger_id)),
             "slots": rows(sa.select(slots.c.machine_id, slots.c.slot, slots.c.count, slots.c.flagged)),
             "orders": rows(sa.select(o.id, o.machine_id, o.status, o.reason)),
             "money": rows(sa.select(t.key, t.kind, t.order_id, entries.c.amount).join(entries, entries.c.txn_id == t.id)),
@@ -167,6 +170,36 @@ def test_a_group_of_sales_from_many_machines_takes_a_statement_per_table_not_a_d
         assert W.balance(conn, customer, "CNY") == 100_000 - 40 * 350
         assert unbalanced_txns(conn) == []
     assert sorted((m, Ack.decode(p).seq) for m, kind, p in sent if kind == "ack") == sorted((m, 2) for m in many)
+    obj.engine.dispose()
+
+
+def test_new_machines_first_ledgers_are_stored_together(db_url, tmp_path, monkeypatch):
+    # A storm of machines whose first sales came while they were cut off (bench/fleet.py --storm: most of
+    # 10,000 machines): each batch starts its machine's first ledger, and was stored one at a time (a dozen
+    # statements each, 480 here) until the group took first ledgers too.
+    obj = idle_cloud(tmp_path, db_url)
+    many = [f"m-{n}" for n in range(1, 41)]
+    with obj.engine.begin() as conn:
+        for m in many:
+            add_machine(conn, m)
+        customer = add_customer(conn, topup=100_000)
+        placed = {m: orders.place(conn, W, customer, m, "A1", m, NOW, 30.0)[0] for m in many}
+    group = []
+    for m in many:
+        chain = Chain()
+        vend(chain, placed[m])
+        group.append((f"vend/v1/{m}/events", chain.batch(1, ledger=f"card-{m}").encode()))
+    sent = acks_of(obj, monkeypatch)
+    statements = []
+    sa.event.listen(obj.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    obj.apply_all(group)
+    assert len(statements) <= 40, f"{len(statements)} statements"
+    with obj.engine.connect() as conn:
+        assert dict(conn.execute(sa.select(machines.c.id, machines.c.ledger_id)).all()) == {m: f"card-{m}" for m in many}
+        assert conn.execute(sa.select(sa.func.count()).select_from(sales)).scalar() == 40
+    # each ack names the machine's ledger, so the machine takes it as its own
+    assert sorted((m, Ack.decode(p).seq, Ack.decode(p).ledger) for m, kind, p in sent if kind == "ack") == \
+        sorted((m, 2, f"card-{m}") for m in many)
     obj.engine.dispose()
 
 
