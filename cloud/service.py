@@ -301,6 +301,7 @@ class Cloud:
     # -- ingest -------------------------------------------------------------------------------------
 
     def _ingest_loop(self) -> None:
+        db.background_writer()  # a purchase's transaction goes before the next group's
         while not self._stop.is_set():
             try:
                 items = [self.inbox.get(timeout=PARK_RETRY_S if self._parked else None)]
@@ -590,6 +591,7 @@ class Cloud:
                 return
 
     def _sweep_loop(self) -> None:
+        db.background_writer()
         broker_stale = False
         next_late_check = 0.0
         next_unsent = 0.0

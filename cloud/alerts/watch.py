@@ -168,6 +168,7 @@ class Alerter:
             now = None
 
     def _watch_loop(self) -> None:
+        db.background_writer()
         while not self._stop.is_set():
             self._kick.wait(self.settings.alert_check_s)
             self._kick.clear()
@@ -188,6 +189,7 @@ class Alerter:
         # A failed delivery is due again after --alert-retry at the soonest: polling at that pace (at most
         # every second) finds it in time, and a new one wakes the loop at once.
         poll = min(max(self.settings.alert_retry_s / 2, 0.05), 1.0)
+        db.background_writer()
         while not self._stop.is_set():
             self._deliver.wait(poll)
             self._deliver.clear()
