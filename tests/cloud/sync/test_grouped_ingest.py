@@ -144,9 +144,8 @@ def test_a_group_stored_together_ends_as_the_same_messages_stored_one_at_a_time(
     assert ("m-7", 1) in acked(sent_together) and not [m for m, _ in acked(sent_together) if m == "ghost"]
 
 
-def test_a_group_of_sales_from_many_machines_takes_a_statement_per_table_not_a_dozen_per_machine(db_url, tmp_path,
-                                                                                                  monkeypatch):
-    obj = idle_cloud(tmp_path, db_url)
+def a_sale_on_each_of_40_machines(obj, ledger=lambda m: ""):
+    """Forty machines, an order placed on each, and the group of their batches selling it; (group, customer)."""
     many = [f"m-{n}" for n in range(1, 41)]
     with obj.engine.begin() as conn:
         for m in many:
@@ -157,10 +156,22 @@ def test_a_group_of_sales_from_many_machines_takes_a_statement_per_table_not_a_d
     for m in many:
         chain = Chain()
         vend(chain, placed[m])
-        group.append((f"vend/v1/{m}/events", chain.batch(1).encode()))
-    sent = acks_of(obj, monkeypatch)
+        group.append((f"vend/v1/{m}/events", chain.batch(1, ledger=ledger(m)).encode()))
+    return many, group, customer
+
+
+def statements_of(obj) -> list:
     statements = []
     sa.event.listen(obj.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    return statements
+
+
+def test_a_group_of_sales_from_many_machines_takes_a_statement_per_table_not_a_dozen_per_machine(db_url, tmp_path,
+                                                                                                  monkeypatch):
+    obj = idle_cloud(tmp_path, db_url)
+    many, group, customer = a_sale_on_each_of_40_machines(obj)
+    sent = acks_of(obj, monkeypatch)
+    statements = statements_of(obj)
     obj.apply_all(group)
     # one at a time it took 16 statements a batch, 640 here
     assert len(statements) <= 40, "\n".join(statements)
@@ -178,20 +189,9 @@ def test_new_machines_first_ledgers_are_stored_together(db_url, tmp_path, monkey
     # 10,000 machines): each batch starts its machine's first ledger, and was stored one at a time (a dozen
     # statements each, 480 here) until the group took first ledgers too.
     obj = idle_cloud(tmp_path, db_url)
-    many = [f"m-{n}" for n in range(1, 41)]
-    with obj.engine.begin() as conn:
-        for m in many:
-            add_machine(conn, m)
-        customer = add_customer(conn, topup=100_000)
-        placed = {m: orders.place(conn, W, customer, m, "A1", m, NOW, 30.0)[0] for m in many}
-    group = []
-    for m in many:
-        chain = Chain()
-        vend(chain, placed[m])
-        group.append((f"vend/v1/{m}/events", chain.batch(1, ledger=f"card-{m}").encode()))
+    many, group, _ = a_sale_on_each_of_40_machines(obj, ledger=lambda m: f"card-{m}")
     sent = acks_of(obj, monkeypatch)
-    statements = []
-    sa.event.listen(obj.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    statements = statements_of(obj)
     obj.apply_all(group)
     assert len(statements) <= 40, f"{len(statements)} statements"
     with obj.engine.connect() as conn:
