@@ -408,7 +408,6 @@ def run_worker(opts: dict, machines: list, out) -> None:
         out.close()
 
 
-
 def run_ack_watcher(port: int, end_at: float, out) -> None:
     """A bystander in its own process: subscribes to every machine's acks (QoS 0) and notes how long each took
     from the cloud's clock in it to here. Beside the machines' own figure it tells the broker's share of the
