@@ -13,13 +13,16 @@ The baseline, measured in the same run against a fresh broker and cloud: the sam
 link as it was before issue 16 (``--legacy-link``: a resend every 10 s without backoff or jitter, one batch per
 event, a status after each sale). ``--baseline-cloud-src DIR`` also runs the baseline's cloud from another
 checkout (e.g. the main branch), so the cloud's side is compared too; with ``--baseline same-link`` the baseline
-machines run today's link, so the two clouds alone are compared.
+machines run today's link, so the two clouds alone are compared. ``--web-cloud`` puts the buyer's HTTP on a
+cloud process of its own that stores none of the machines' messages (``vend-cloud --no-ingest``), beside
+``--clouds`` processes that do; its same-link baseline is those processes alone, doing everything.
 
 The broker runs without authentication (``allow_anonymous``, as the end-to-end tests run it): per-machine
 logins cost the broker a password check on connect only, nothing per message.
 
     python bench/fleet.py --machines 2000 --sales-per-day 2000 --minutes 2
     python bench/fleet.py --machines 2000 --sales-per-day 200 --minutes 2 --storm
+    python bench/fleet.py --machines 10000 --sales-per-day 2000 --minutes 2 --web-cloud --baseline same-link
 """
 
 from __future__ import annotations
@@ -272,7 +275,7 @@ class Buyer:
 
 # -- one run -------------------------------------------------------------------------------------------
 
-def run_fleet(args, legacy: bool, cloud_src: str = "") -> dict:
+def run_fleet(args, legacy: bool, cloud_src: str = "", web_cloud: bool = False) -> dict:
     ids = machine_ids(args.machines)
     minutes = args.minutes
     duration = minutes * 60
@@ -282,16 +285,20 @@ def run_fleet(args, legacy: bool, cloud_src: str = "") -> dict:
     orders_each = int(expected + 4 * expected ** 0.5 + 3) + backlog_sales
     db_url = fresh_postgres(args.postgres) if args.postgres else ""
     try:
-        with cloud_from(cloud_src), fleet("mosquitto", db_url=db_url) as (work, broker, cloud):
+        first = {"extra": ("--no-ingest",)} if web_cloud else {}
+        with cloud_from(cloud_src), fleet("mosquitto", db_url=db_url, **first) as (work, broker, cloud):
             t = time.monotonic()
             secrets, seeded = set_up(cloud, ids, orders_each)
             setup_s = time.monotonic() - t
-            # More cloud processes share the ingest through an MQTT 5 shared subscription (the default).
-            extra = [Cloud(broker, work, var=cloud.var, db_url=db_url) for _ in range(1, args.clouds)]
+            # More cloud processes share the ingest through an MQTT 5 shared subscription (the default); with
+            # a web cloud (the first, which stores nothing) all --clouds are more.
+            more = args.clouds if web_cloud else args.clouds - 1
+            extra = [Cloud(broker, work, var=cloud.var, db_url=db_url) for _ in range(more)]
             try:
                 for other in extra:
                     other.start()
-                return measure(args, legacy, broker, [cloud, *extra], ids, secrets, seeded, backlog_sales, setup_s)
+                return measure(args, legacy, broker, [cloud, *extra], ids, secrets, seeded, backlog_sales, setup_s,
+                               ingesting=extra[0] if web_cloud else cloud)
             finally:
                 for other in extra:
                     other.stop()
@@ -315,7 +322,7 @@ def cloud_from(src: str):
         os.chdir(here)
 
 
-def measure(args, legacy, broker, clouds, ids, secrets, seeded, backlog_sales, setup_s) -> dict:
+def measure(args, legacy, broker, clouds, ids, secrets, seeded, backlog_sales, setup_s, ingesting) -> dict:
     cloud = clouds[0]
     buyer = Buyer(cloud, secrets, args.orders_per_s) if args.orders_per_s else None
     if buyer:
@@ -356,7 +363,7 @@ def measure(args, legacy, broker, clouds, ids, secrets, seeded, backlog_sales, s
         watcher.start()
     pids = {"cloud": cloud.proc.proc.pid, "broker": broker.proc.proc.pid}
     pids.update((f"cloud{n + 1}", c.proc.proc.pid) for n, c in enumerate(clouds[1:], 1))
-    sampler = Sampler(pids, cloud)
+    sampler = Sampler(pids, ingesting)
     sampler.start()
     time.sleep(max(0.0, load_at - time.time()))
     sampler.mark()
@@ -497,6 +504,10 @@ def main() -> int:
     parser.add_argument("--clouds", type=int, default=1,
                         help="cloud processes sharing the ingest (MQTT 5 shared subscription); the first one "
                              "also serves HTTP to the buyer")
+    parser.add_argument("--web-cloud", action="store_true",
+                        help="one more cloud process, the first: it serves HTTP to the buyer and stores none of "
+                             "the machines' messages (vend-cloud --no-ingest); the baseline (--baseline "
+                             "same-link) is then --clouds cloud processes doing everything")
     parser.add_argument("--workers", type=int, default=2, help="simulator processes (at most one per core)")
     parser.add_argument("--orders-per-s", type=float, default=1.0, help="real orders through HTTP (0: none)")
     parser.add_argument("--watch-acks", action="store_true",
@@ -509,7 +520,7 @@ def main() -> int:
     parser.add_argument("--baseline-cloud-src", metavar="DIR", default="",
                         help="run the baseline's cloud from this checkout (e.g. the main branch)")
     args = parser.parse_args()
-    if args.baseline == "same-link" and not args.baseline_cloud_src:
+    if args.baseline == "same-link" and not args.baseline_cloud_src and not args.web_cloud:
         raise SystemExit("--baseline same-link compares clouds: give the other one with --baseline-cloud-src")
     if args.storm and args.minutes * 60 < args.storm_after_s + 60:
         raise SystemExit("--storm needs --minutes long enough for the storm and a minute after it")
@@ -522,9 +533,9 @@ def main() -> int:
     baseline = None
     if args.baseline != "none" and not args.legacy_link:
         baseline = run_fleet(args, legacy=args.baseline == "legacy-link", cloud_src=args.baseline_cloud_src)
-    report.update(run_fleet(args, legacy=args.legacy_link))
+    report.update(run_fleet(args, legacy=args.legacy_link, web_cloud=args.web_cloud))
     if baseline is not None:
-        baseline["cloud"] = args.baseline_cloud_src or "this checkout"
+        baseline["cloud"] = (args.baseline_cloud_src or "this checkout") + (", no web cloud" if args.web_cloud else "")
         baseline["link"] = args.baseline
         report["baseline"] = baseline
     report["settings"] = {
@@ -532,7 +543,7 @@ def main() -> int:
         "storm": args.storm, "storm_backlog_s": args.storm_backlog_s if args.storm else None,
         "store": "postgresql" if args.postgres else "sqlite (WAL, synchronous=FULL)", "broker": "mosquitto",
         "broker_auth": "none (allow_anonymous)", "orders_per_s": args.orders_per_s,
-        "clouds": args.clouds, "cpus": os.cpu_count(), "load_average_before": load0,
+        "clouds": args.clouds, "web_cloud": args.web_cloud, "cpus": os.cpu_count(), "load_average_before": load0,
         "load_average_after": open("/proc/loadavg").read().split()[:3],
     }
     print(json.dumps(report, indent=2))

@@ -150,6 +150,10 @@ class Bus:
         if reason_code.is_failure:
             log.error("broker refused the cloud: %s", reason_code)
             return
+        if not self.settings.ingest:
+            self.connected.set()  # to publish vend commands and planograms; the machines' messages go elsewhere
+            log.info("cloud connected to the broker (no ingest: another process stores the machines' messages)")
+            return
         group = "ingest" if self.settings.shared_ingest else None
         client.subscribe([(topics.subscription("events", group), 1), (topics.subscription("status"), 1),
                           (topics.subscription("cmd/result"), 1), (topics.subscription("telemetry"), 0)])
@@ -261,11 +265,15 @@ class Cloud:
             self.broker.start()
         self.bus.start()
         self.provider.start(self.engine)
-        for target, name in ((self._ingest_loop, "ingest"), (self._sweep_loop, "sweeper")):
+        workers = [(self._ingest_loop, "ingest"), (self._sweep_loop, "sweeper")]
+        for target, name in workers if self.settings.ingest else workers[1:]:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
-        self.alerter.start()
+        if self.settings.ingest:  # alerts are looked for where the machines' readings arrive
+            self.alerter.start()
+        else:
+            self.alerter.elsewhere = True
 
     def stop(self) -> None:
         self._stop.set()
@@ -581,7 +589,10 @@ class Cloud:
     def book_stock(self) -> None:
         """Book restock counts into the stock book. A count costs a dozen statements, so while machines'
         events wait to be stored (a fleet draining after an outage) only a few are booked per sweep: the
-        acks come first, and the book catches up once the burst is stored."""
+        acks come first, and the book catches up once the burst is stored. A cloud that stores no events
+        leaves the book to one that does, which knows when they wait."""
+        if not self.settings.ingest:
+            return
         for _ in range(10):
             busy = self.inbox.qsize() > 0 or time.monotonic() - self.last_ingest < STOCK_BOOKING_QUIET_S
             limit = STOCK_BOOKING_BUSY if busy else STOCK_BOOKING_IDLE

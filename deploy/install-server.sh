@@ -95,9 +95,9 @@ else
     chmod 0600 "$root/etc/vend-cloud/env"
 fi
 
-step "units: vend-cloud.service, vend-broker-reload.path"
+step "units: vend-cloud.service, vend-broker-reload.path (and vend-cloud-web.service, not enabled)"
 install -d -m 0755 "$root/etc/systemd/system"
-for unit in vend-cloud.service vend-broker-reload.path vend-broker-reload.service; do
+for unit in vend-cloud.service vend-cloud-web.service vend-broker-reload.path vend-broker-reload.service; do
     install -m 0644 "$here/systemd/$unit" "$root/etc/systemd/system/$unit"
 done
 

@@ -79,6 +79,7 @@ class Alerter:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.last_refresh = 0.0
+        self.elsewhere = False  # another process looks for alerts (this one runs with --no-ingest)
 
     @classmethod
     def from_settings(cls, engine, settings: Settings, limits, readings) -> "Alerter":
@@ -136,7 +137,7 @@ class Alerter:
     def refresh_if_idle(self) -> None:
         """For a page or an API read of a cloud whose worker is not running (a test's, a tool's): look now,
         unless this process looked within ``--alert-check``. With the worker running, reads never wait."""
-        if not self.running and time.monotonic() - self.last_refresh > self.settings.alert_check_s:
+        if not self.running and not self.elsewhere and time.monotonic() - self.last_refresh > self.settings.alert_check_s:
             self.refresh()
 
     def deliver_due(self, now: datetime | None = None) -> dict[str, int]:

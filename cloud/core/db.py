@@ -6,10 +6,12 @@ migrations under ``cloud/migrations`` are what creates them, and a test checks t
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from datetime import datetime, timezone
 
@@ -73,6 +75,76 @@ def background_writer() -> None:
     _thread_kind.background = True
 
 
+class ProcessTurns:
+    """The turn at one SQLite database among the processes that write it (a cloud answering customers and
+    one storing the machines' messages, ``--no-ingest``): a lock file each writer holds through its
+    transaction, and a gate before it, so that a writer someone waits for goes before a background one.
+
+    A writer someone waits for closes the gate, waits for the lock, and opens the gate once it holds the
+    lock; a background writer that gets the lock looks at the gate, and while it is closed lets go of the lock
+    and waits for the gate to open.
+    So a purchase in one process waits for the one transaction under way in another, never for the ingest's
+    next: SQLite's own busy handler polls at up to 100 ms and keeps missing a lock the ingest takes again
+    within a millisecond. Only the thread holding this process's turn (``WriteTurns``) asks, so one open
+    file of each serves the whole process. Each wait polls, every few milliseconds at most, and gives up
+    after ``patience_s`` (SQLite's own lock still keeps writers apart), so a stuck process cannot hang the
+    others for ever."""
+
+    POLL_S = (0.0002, 0.002)  # the first and the longest pause between two tries
+
+    def __init__(self, db_path: str, patience_s: float = SQLITE_BUSY_S):
+        self.patience_s = patience_s
+        self._lock = self._open(db_path + "-turn")
+        self._gate = self._open(db_path + "-gate")
+
+    def _open(self, path: str) -> int:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        weakref.finalize(self, os.close, fd)  # with its engine: a test suite makes thousands
+        return fd
+
+    def _wait(self, fd: int, how: int, deadline: float) -> bool:
+        pause = self.POLL_S[0]
+        while True:
+            try:
+                fcntl.flock(fd, how | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(pause)
+                pause = min(self.POLL_S[1], pause * 2)
+
+    def take(self, background: bool) -> bool:
+        """Wait for this process's turn; False if it waited ``patience_s`` and goes on without it."""
+        deadline = time.monotonic() + self.patience_s
+        if background:
+            while True:
+                got = self._wait(self._lock, fcntl.LOCK_EX, deadline)
+                if not got:
+                    break
+                if self._wait(self._gate, fcntl.LOCK_SH, 0.0):
+                    fcntl.flock(self._gate, fcntl.LOCK_UN)
+                    break
+                if time.monotonic() >= deadline:
+                    break  # it has the lock; the gate has been closed too long to wait for
+                # One that someone waits for closed the gate while this one waited: it goes first.
+                fcntl.flock(self._lock, fcntl.LOCK_UN)
+                if self._wait(self._gate, fcntl.LOCK_SH, deadline):
+                    fcntl.flock(self._gate, fcntl.LOCK_UN)
+        else:
+            gate = self._wait(self._gate, fcntl.LOCK_EX, deadline)
+            got = self._wait(self._lock, fcntl.LOCK_EX, deadline)
+            if gate:
+                fcntl.flock(self._gate, fcntl.LOCK_UN)
+        if not got:
+            log.warning("a writer waited %.0f s for another process's turn at SQLite's lock; going on without it",
+                        self.patience_s)
+        return got
+
+    def end(self) -> None:
+        fcntl.flock(self._lock, fcntl.LOCK_UN)
+
+
 class WriteTurns:
     """The writers of one SQLite database in this process, let in one at a time: first those someone is
     waiting for, in the order they asked, then the background ones (``background_writer``), in theirs.
@@ -90,8 +162,10 @@ class WriteTurns:
     keeps writers apart; it is what happened before). A turn a connection still holds when the pool takes
     the connection back is ended then."""
 
-    def __init__(self, patience_s: float = SQLITE_BUSY_S):
+    def __init__(self, patience_s: float = SQLITE_BUSY_S, processes: ProcessTurns | None = None):
         self.patience_s = patience_s
+        self.processes = processes  # the turn among processes, taken once this process's is
+        self._across = False  # whether the holder holds the turn among processes too
         self._cond = threading.Condition()
         self._tickets = 0
         self._waiting: tuple[deque, deque] = (deque(), deque())  # (someone waits for them, background)
@@ -109,7 +183,8 @@ class WriteTurns:
                 return False
             ticket = self._tickets
             self._tickets += 1
-            line = self._waiting[1 if getattr(_thread_kind, "background", False) else 0]
+            background = getattr(_thread_kind, "background", False)
+            line = self._waiting[1 if background else 0]
             line.append(ticket)
             deadline = time.monotonic() + self.patience_s
             while self._holder is not None or self._next() != ticket:
@@ -123,10 +198,15 @@ class WriteTurns:
                 self._cond.wait(left)
             line.popleft()
             self._holder = me
-            return True
+        # Outside the condition: the other threads may queue meanwhile, and this one alone asks.
+        self._across = self.processes is not None and self.processes.take(background)
+        return True
 
     def end(self) -> None:
         with self._cond:
+            if self._across:
+                self._across = False
+                self.processes.end()
             self._holder = None
             self._cond.notify_all()
 
@@ -150,7 +230,13 @@ def make_engine(url: str) -> sa.Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
-        turns = WriteTurns()
+        processes = None
+        if path and path != ":memory:" and not path.startswith(("sqlite:", "file:")):
+            try:
+                processes = ProcessTurns(path)
+            except OSError as e:  # a folder this process may not write: its writers queue in SQLite alone
+                log.warning("no turns among processes at %s: %s", path, e)
+        turns = WriteTurns(processes=processes)
         holding: set[int] = set()  # the DBAPI connections (by id) whose transaction holds the turn
 
         def _raw(dbapi_conn) -> int:

@@ -33,6 +33,9 @@ class Settings:
     vend_timeout_s: float = 30.0
     expiry_grace_s: float = 10.0
     shared_ingest: bool = True
+    # False: this process answers people (pages, API, payments) and stores none of the machines' messages;
+    # another process on the same database does (docs/scaling.md): the ingest's work never delays a purchase.
+    ingest: bool = True
     broker_files: str = ""
     broker_ports: str = "1883,8883,8884"
     broker_pid_file: str = ""
@@ -128,6 +131,8 @@ class Settings:
             self.public_url = f"http://{self.http}"
         if self.mqtt_protocol != "5":
             self.shared_ingest = False  # shared subscriptions are an MQTT 5 feature
+        if not self.ingest and self.client_id == Settings.client_id:
+            self.client_id = "vend_cloud-web"  # beside the ingesting one's default: one id, one connection
         return self
 
     def check_time_zone(self) -> None:
@@ -430,6 +435,12 @@ def parse(argv: list[str] | None = None) -> Settings:
                         default=os.environ.get("VEND_DEMO_TOPUPS", "") in ("1", "true", "yes"),
                         help="offer customers a free top-up form for demo money (make demo sets it; never on a "
                         "cloud that sells for real: goods would be free) (env VEND_DEMO_TOPUPS=1)")
+    ingest = os.environ.get("VEND_INGEST", "1").strip().lower()
+    if ingest not in ("1", "true", "yes", "0", "false", "no"):
+        raise SystemExit(f"VEND_INGEST={ingest!r}: use 1 (this process stores the machines' messages) or 0")
+    parser.add_argument("--no-ingest", dest="ingest", action="store_false", default=ingest in ("1", "true", "yes"),
+                        help="answer pages, the API and payments only, and leave the machines' messages, the "
+                        "alerts and the stock book to another vend-cloud on the same database (env VEND_INGEST=0)")
     parser.add_argument("--no-shared-ingest", dest="shared_ingest", action="store_false",
                         help="subscribe to events without an MQTT 5 shared subscription")
     return Settings(**vars(parser.parse_args(argv))).resolve()

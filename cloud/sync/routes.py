@@ -9,6 +9,7 @@ from typing import Protocol
 from fastapi import APIRouter, Depends, Request
 
 from cloud import people
+from cloud.core.settings import Settings
 from cloud.people import require
 from cloud.sync.ingest import Stats
 
@@ -28,6 +29,7 @@ class Running(Protocol):
     bus: Link
     stats: Stats
     inbox: queue.Queue
+    settings: Settings
 
 
 def the_cloud(request: Request) -> Running:
@@ -36,7 +38,8 @@ def the_cloud(request: Request) -> Running:
 
 @router.get("/health")
 def health(cloud: Running = Depends(the_cloud)):
-    return {"ok": True, "broker_connected": cloud.bus.connected.is_set(), "counts": dict(cloud.stats.counts)}
+    return {"ok": True, "broker_connected": cloud.bus.connected.is_set(), "ingest": cloud.settings.ingest,
+            "counts": dict(cloud.stats.counts)}
 
 
 @router.get("/ingest", dependencies=[Depends(require(*people.FLEET_READERS))])

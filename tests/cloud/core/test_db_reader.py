@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -100,4 +102,74 @@ def test_a_purchase_waiting_for_the_write_lock_goes_before_the_background_writer
             t.join(30)
         assert order == ["ingest", "purchase", "sweeper", "alerts"]
     finally:
+        engine.dispose()
+
+
+WRITER = """
+import sys, time
+import sqlalchemy as sa
+from cloud.core import db
+name, background, rounds = sys.argv[1], sys.argv[2] == "background", int(sys.argv[3])
+if background:
+    db.background_writer()
+engine = db.make_engine(sys.argv[4])
+print("ready", flush=True)
+sys.stdin.readline()  # go
+for n in range(rounds):
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO turns_taken (name) VALUES (:n)"), {"n": f"{name}-{n}"})
+        if n == 0:
+            print("holding", flush=True)
+            sys.stdin.readline()  # let go
+"""
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_purchase_goes_before_the_background_writers_of_other_processes(db_url):
+    # A cloud that answers customers and one that stores the machines' messages (--no-ingest) write the same
+    # SQLite file. A purchase waiting in SQLite's busy handler (it polls at up to 100 ms) kept missing the lock
+    # that the ingest takes again within a millisecond of its commit.
+    engine = db.make_engine(db_url)
+    procs = []
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE turns_taken (id INTEGER PRIMARY KEY, name TEXT)"))
+
+        def writer(name, background, rounds):
+            p = subprocess.Popen([sys.executable, "-c", WRITER, name, background, str(rounds), db_url],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            procs.append(p)
+            assert p.stdout.readline().strip() == "ready"
+            return p
+
+        ingest = writer("ingest", "background", 30)
+        sweeper = writer("sweeper", "background", 1)
+        ingest.stdin.write("go\n")
+        ingest.stdin.flush()
+        assert ingest.stdout.readline().strip() == "holding"
+        sweeper.stdin.write("go\n")
+        sweeper.stdin.flush()
+        time.sleep(0.3)  # the sweeper waits for the lock ...
+
+        def buy():
+            with engine.begin() as conn:
+                conn.execute(sa.text("INSERT INTO turns_taken (name) VALUES ('purchase')"))
+
+        purchase = threading.Thread(target=buy)
+        purchase.start()
+        time.sleep(0.3)  # ... and the purchase too, asking after it
+        ingest.stdin.write("let go\n")
+        ingest.stdin.flush()
+        sweeper.stdin.write("let go\n")
+        sweeper.stdin.flush()
+        purchase.join(30)
+        for p in procs:
+            assert p.wait(30) == 0
+        with engine.connect() as conn:
+            order = conn.execute(sa.text("SELECT name FROM turns_taken ORDER BY id")).scalars().all()
+        assert order[:2] == ["ingest-0", "purchase"], order
+        assert len(order) == 32
+    finally:
+        for p in procs:
+            p.kill()
         engine.dispose()

@@ -46,3 +46,19 @@ def test_a_client_id_a_machine_could_connect_as_is_refused_naming_the_option(tmp
 
 def test_a_client_id_with_an_underscore_is_taken(tmp_path):
     assert settings.parse(["--var", str(tmp_path), "--client-id", "vend_cloud-2"]).client_id == "vend_cloud-2"
+
+
+def test_a_cloud_with_no_ingest_gets_its_own_client_id_and_keeps_a_chosen_one(tmp_path, monkeypatch):
+    """Two processes under one MQTT client id knock each other off the broker in turn: the web process of a
+    split cloud (--no-ingest, or VEND_INGEST=0 in its unit) must not take the ingesting one's default."""
+    s = settings.parse(["--var", str(tmp_path), "--no-ingest"])
+    assert (s.ingest, s.client_id) == (False, "vend_cloud-web")
+    assert settings.parse(["--var", str(tmp_path), "--no-ingest", "--client-id", "vend_cloud-7"]).client_id \
+        == "vend_cloud-7"
+    monkeypatch.setenv("VEND_INGEST", "0")
+    assert settings.parse(["--var", str(tmp_path)]).ingest is False
+    monkeypatch.setenv("VEND_INGEST", "1")
+    assert settings.parse(["--var", str(tmp_path)]).client_id == "vend_cloud-1"
+    monkeypatch.setenv("VEND_INGEST", "sometimes")
+    with pytest.raises(SystemExit, match="VEND_INGEST='sometimes'"):
+        settings.parse(["--var", str(tmp_path)])

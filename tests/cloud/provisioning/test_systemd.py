@@ -14,7 +14,8 @@ from tests.fleet_fixtures import require_tool
 from tests.tools import REPO
 
 UNITS_DIR = str(REPO / "systemd")
-UNITS = ["vend-controller.service", "vend-cloud.service", "vend-broker-reload.path", "vend-broker-reload.service"]
+UNITS = ["vend-controller.service", "vend-cloud.service", "vend-cloud-web.service", "vend-broker-reload.path",
+         "vend-broker-reload.service"]
 
 
 def unit(name: str) -> configparser.ConfigParser:
@@ -89,3 +90,19 @@ def test_the_controller_unit_drives_the_motor_outputs_off_after_any_end():
     assert svc["ExecStopPost"] == f"/opt/vend/bin/vend-controller --config {cloudinit.CONFIG_PATH} safe-pins"
     # pinctrl writes /dev/gpiomem (group gpio) as the service user: no privilege the daemon lacks.
     assert "gpio" in svc["SupplementaryGroups"].split() and "PrivateDevices" not in svc
+
+
+def test_the_web_unit_is_the_cloud_unit_answering_people_only():
+    """A big fleet's second process (docs/deploying.md): the same program, user, folders and protections,
+    with the ingest off and Caddy's address; nothing else may differ, or the two drift apart."""
+    def environment(name):
+        with open(os.path.join(UNITS_DIR, name)) as f:
+            return dict(kv.split("=", 1) for line in f if line.startswith("Environment=")
+                        for kv in line[len("Environment="):].split())
+
+    cloud, web = environment("vend-cloud.service"), environment("vend-cloud-web.service")
+    assert web == {**cloud, "VEND_INGEST": "0"}
+    assert web["VEND_HTTP"] == "127.0.0.1:8000"
+    assert dict(unit("vend-cloud-web.service")["Service"]) == dict(unit("vend-cloud.service")["Service"]) | {
+        "Environment": "VEND_HTTP=127.0.0.1:8000 VEND_INGEST=0"}
+    assert "vend-cloud.service" in unit("vend-cloud-web.service")["Unit"]["After"].split()
