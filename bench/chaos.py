@@ -1,7 +1,7 @@
 """The fault run: Mosquitto, the cloud and N controllers as real processes, customers buying while faults are
 injected at random, then plain SQL over every ledger and the cloud's database.
 
-    python bench/chaos.py --minutes 20 --machines 4 --seed 1 [--postgres URL] [--clouds 2]
+    python bench/chaos.py --minutes 20 --machines 4 --seed 1 [--postgres URL] [--clouds 2 [--web-cloud]]
 
 Faults (``--kinds`` to choose): SIGKILL of a controller mid-vend, SIGKILL of a cloud process (restarted),
 broker restarts, a broker outage of a few seconds around a purchase, replays of captured MQTT messages,
@@ -240,7 +240,7 @@ class Chaos:
                  "--sandbox-confirm-timeout", "20")
         env = {"VEND_SANDBOX_SECRET": SANDBOX_SECRET}
         first = Cloud(self.broker, self.work, vend_timeout=VEND_TIMEOUT_S, grace=GRACE_S, db_url=self.db_url,
-                      extra=extra, env=env)
+                      extra=extra + (("--no-ingest",) if a.web_cloud else ()), env=env)
         self.clouds = [first]
         for _ in range(a.clouds - 1):
             self.clouds.append(Cloud(self.broker, self.work, vend_timeout=VEND_TIMEOUT_S, grace=GRACE_S,
@@ -606,6 +606,7 @@ class Chaos:
         a = self.args
         return {
             "seed": a.seed, "minutes": a.minutes, "machines": a.machines, "clouds": a.clouds,
+            "web_cloud": a.web_cloud,
             "database": "postgresql" if a.postgres else "sqlite", "power_cut_mode": bool(self.powercut_lib),
             "faults": dict(sorted(self.faults.items())),
             "faults_total": sum(n for k, n in self.faults.items() if k in KINDS),
@@ -621,6 +622,9 @@ def parse(argv: list[str] | None = None):
     p.add_argument("--machines", type=int, default=4)
     p.add_argument("--clouds", type=int, default=1, choices=(1, 2),
                    help="cloud processes sharing the ingest through an MQTT 5 shared subscription")
+    p.add_argument("--web-cloud", action="store_true",
+                   help="with --clouds 2: the first answers people only (vend-cloud --no-ingest), the second stores "
+                        "the machines' messages")
     p.add_argument("--postgres", default="", metavar="URL",
                    help="run the cloud on a throwaway database made on this PostgreSQL server (dropped after)")
     p.add_argument("--kinds", default=",".join(KINDS), help=f"faults to inject, comma-separated (default all: "
@@ -634,6 +638,8 @@ def parse(argv: list[str] | None = None):
     unknown = [k for k in args.kinds if k not in KINDS]
     if unknown:
         p.error(f"--kinds: no fault {', '.join(unknown)}; the kinds are {', '.join(KINDS)}")
+    if args.web_cloud and args.clouds != 2:
+        p.error("--web-cloud: give --clouds 2 (one answers people, the other stores the machines' messages)")
     if not 1 <= args.machines <= 32:
         p.error("--machines: from 1 to 32")
     return args
