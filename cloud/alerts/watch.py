@@ -136,8 +136,11 @@ class Alerter:
 
     def refresh_if_idle(self) -> None:
         """For a page or an API read of a cloud whose worker is not running (a test's, a tool's): look now,
-        unless this process looked within ``--alert-check``. With the worker running, reads never wait."""
-        if not self.running and not self.elsewhere and time.monotonic() - self.last_refresh > self.settings.alert_check_s:
+        unless this process looked within ``--alert-check``. With the worker running, or running in another
+        process (this one has ``--no-ingest``), reads never wait."""
+        if self.running or self.elsewhere:
+            return
+        if time.monotonic() - self.last_refresh > self.settings.alert_check_s:
             self.refresh()
 
     def deliver_due(self, now: datetime | None = None) -> dict[str, int]:

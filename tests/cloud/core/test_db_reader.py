@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 import sys
 import threading
@@ -173,3 +175,25 @@ def test_a_purchase_goes_before_the_background_writers_of_other_processes(db_url
         for p in procs:
             p.kill()
         engine.dispose()
+
+
+def test_a_writer_stuck_in_another_process_holds_the_others_up_for_the_patience_only(tmp_path, caplog):
+    # A process stopped in the middle of a transaction (SIGSTOP, a debugger) keeps its lock file locked; the
+    # others wait their patience, then go on with SQLite's own lock, as they did before the turns.
+    path = str(tmp_path / "cloud.db")
+    turns = db.ProcessTurns(path, patience_s=0.3)
+    stuck = os.open(path + "-turn", os.O_RDWR)
+    try:
+        fcntl.flock(stuck, fcntl.LOCK_EX)
+        for background in (False, True):
+            started = time.monotonic()
+            assert turns.take(background) is False
+            assert 0.3 <= time.monotonic() - started < 3
+        assert "going on without it" in caplog.text
+        fcntl.flock(stuck, fcntl.LOCK_UN)
+        assert turns.take(True) is True  # and once it lets go, the turns work again
+        turns.end()
+        assert turns.take(False) is True
+        turns.end()
+    finally:
+        os.close(stuck)
