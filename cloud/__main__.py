@@ -9,7 +9,7 @@ import sys
 
 import uvicorn
 
-from cloud.app import create_app
+from cloud.app import create_app, settle
 from cloud.core import settings as settings_mod
 from cloud.service import Cloud
 from cloud.core.settings import read_or_create
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     cloud.start()
     try:
         app = create_app(cloud, admin_token, bytes.fromhex(cookie_secret))
+        settle()
         host, port = settings.http_address
         logging.getLogger("cloud").info("serving on http://%s:%d (public URL %s)", host, port, settings.public_url)
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

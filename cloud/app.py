@@ -7,6 +7,7 @@ through typed dependencies on ``app.state.cloud``.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import os
@@ -83,6 +84,16 @@ def create_app(cloud, admin_token: str, cookie_secret: bytes) -> FastAPI:
     app.add_exception_handler(OverflowError, number_too_large)
     app.add_exception_handler(sa.exc.DataError, number_too_large)  # PostgreSQL: a number past its column
     return app
+
+
+def settle() -> None:
+    """Before the first request of a long-running process: compile the pages' templates, then move every
+    object there is so far (modules, tables, templates, catalogues: some 160,000) out of the collector's
+    sight (``gc.freeze``). Without it, a full collection looked at all of them every few requests and made
+    one page view in ten 60–90 ms slower."""
+    pages.compile_all()
+    gc.collect()
+    gc.freeze()
 
 
 def bootstrap(engine: sa.Engine, admin_token: str) -> None:

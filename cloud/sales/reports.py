@@ -44,6 +44,7 @@ from cloud.sales.rollups import (  # noqa: F401
 
 BY = ("day", "machine", "product", "location", "hour")
 MAX_DAYS = 3660
+EPOCH = date(1970, 1, 1)
 
 
 class ReportError(ValueError):
@@ -276,30 +277,60 @@ def _read(conn: sa.Connection, arms: list, chosen: list[str] | None = None) -> l
     return [(k, c, *map(int, figures)) for k, c, *figures in conn.execute(stmt)]
 
 
+def _hours(conn: sa.Connection, q: Query, chosen: list[str] | None, h0: int, h1: int) -> sa.Subquery:
+    """(k: a UTC hour, currency, *FIGURES): the rows to sum over [h0, h1), from the fleet totals; for one
+    product, the product's fleet hour buckets; for some machines, their hour buckets (per product if for
+    one product too). A few rows may share an hour (a fleet hour and its deltas not yet folded)."""
+    def hours_of(t, key: str, *where):
+        return sa.select(t.c[key].label("k"), t.c.currency, *(t.c[f] for f in FIGURES)).where(
+            t.c[key] >= h0, t.c[key] < h1, *where)
+
+    if chosen is None and q.product is None:
+        arms = [hours_of(sales_fleet_hourly, "hour"), hours_of(sales_fleet_pending, "hour")]
+    elif chosen is None:
+        arms = _arms(sales_fleet_products, "bucket", [(1, h0, h1)], product=q.product) + [
+            _pending_arm("hour", h0, h1, q.product)]
+    else:
+        t = sales_machine_rollup if q.product is None else sales_rollup
+        arms = [_machine_filter(q, t, hours_of(t, "bucket", _span(conn, chosen, t, 1)), chosen)]
+    return (sa.union_all(*arms) if len(arms) > 1 else arms[0]).subquery()
+
+
+def offsets(tz, h0: int, h1: int) -> list[tuple[int, int, int]]:
+    """[h0, h1) as (first hour, end, minutes east of UTC) stretches in which the zone's offset at the start of
+    each hour stays the same: one stretch a year for most zones, three where the clocks change twice."""
+    def minutes(hour: int) -> int:
+        return int(datetime.fromtimestamp(hour * HOUR_S, tz).utcoffset().total_seconds()) // 60
+
+    out, a, now = [], h0, minutes(h0)
+    while a < h1:
+        b = a  # the last hour known to be at ``now``; look a day on, then find the change within the day
+        while b + 24 < h1 and minutes(b + 24) == now:
+            b += 24
+        lo, hi = b, min(b + 24, h1)  # minutes(lo) == now; a change, if any, is at an hour in (lo, hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if minutes(mid) == now else (lo, mid)
+        if hi >= h1 or minutes(hi) == now:
+            out.append((a, h1, now))
+            break
+        out.append((a, hi, now))
+        a, now = hi, minutes(hi)
+    return out
+
+
 def _hourly(conn: sa.Connection, q: Query) -> list[tuple]:
-    """(UTC hour, currency, *FIGURES) over the range: from the fleet totals; for one product, the product's
-    fleet hour buckets; for some machines, their hour buckets (per product if for one product too)."""
+    """(local day as days since 1970-01-01, or local hour of day, currency, *FIGURES) over the range, as
+    ``q.by`` asks: SQL sums the hours into local days or hours of the day, a stretch of one offset at a time
+    (each hour counts in the local day and hour in which it begins)."""
     out = []
     for chosen, h0, h1 in q.parts:
-        if chosen is None and q.product is None:
-            parts = []
-            for t in (sales_fleet_hourly, sales_fleet_pending):
-                parts.append(sa.select(t.c.hour.label("hour"), t.c.currency, *(t.c[f] for f in FIGURES))
-                             .where(t.c.hour >= h0, t.c.hour < h1))
-            u = sa.union_all(*parts).subquery()
-            stmt = sa.select(u.c.hour, u.c.currency, *_sums(u)).group_by(u.c.hour, u.c.currency)
-            out += [(h, c, *map(int, figures)) for h, c, *figures in conn.execute(stmt)]
-        elif chosen is None:
-            out += _read(conn, _arms(sales_fleet_products, "bucket", [(1, h0, h1)], product=q.product)
-                         + [_pending_arm("hour", h0, h1, q.product)])
-        elif q.product is None:
-            out += _some_machines(conn, "bucket", [(1, h0, h1)], chosen)
-        else:
-            r = sales_rollup
-            stmt = _machine_filter(q, r, sa.select(r.c.bucket, r.c.currency, *_sums(r))
-                                   .where(_span(conn, chosen, r, 1), r.c.bucket >= h0, r.c.bucket < h1)
-                                   .group_by(r.c.bucket, r.c.currency), chosen)
-            out += [(h, c, *map(int, figures)) for h, c, *figures in conn.execute(stmt)]
+        for a, b, minutes in offsets(q.tz, h0, h1):
+            s = _hours(conn, q, chosen, a, b)
+            local = s.c.k * 60 + minutes  # minutes since 1970 on the local clock
+            key = (local // 1440) if q.by == "day" else (local // 60) % 24
+            stmt = sa.select(key.label("key"), s.c.currency, *_sums(s)).group_by(key, s.c.currency)
+            out += [(k, c, *map(int, figures)) for k, c, *figures in conn.execute(stmt)]
     return out
 
 
@@ -372,10 +403,8 @@ def sales_report(conn: sa.Connection, q: Query) -> dict:
             cell[i] += v
 
     if q.by in ("day", "hour"):
-        cache: dict[int, datetime] = {}
-        for hour, currency, *figures in _hourly(conn, q):
-            local = cache.get(hour) or cache.setdefault(hour, datetime.fromtimestamp(hour * HOUR_S, q.tz))
-            add(local.date().isoformat() if q.by == "day" else local.hour, currency, figures)
+        for key, currency, *figures in _hourly(conn, q):
+            add((EPOCH + timedelta(days=key)).isoformat() if q.by == "day" else key, currency, figures)
     elif q.by == "location":
         for key, currency, *figures in _by_location(conn, q):
             add(key, currency, figures)

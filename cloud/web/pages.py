@@ -33,6 +33,14 @@ with open(os.path.join(HERE, "static", "style.css"), encoding="utf-8") as _f:
     templates.env.globals["customer_css"] = Markup(_f.read())
 
 
+def compile_all() -> int:
+    """Compile every template now rather than on its page's first view (20–130 ms each); how many."""
+    names = templates.env.list_templates(extensions=["html"])
+    for name in names:
+        templates.env.get_template(name)
+    return len(names)
+
+
 def page(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
     return templates.TemplateResponse(request, name, context, status_code=status_code)
 

@@ -112,6 +112,27 @@ def test_every_report_equals_a_grouping_of_sales(engine, by):
     assert checked > 40  # the data reached the reports, not only empty ones
 
 
+@pytest.mark.parametrize("tz", ["UTC", "Asia/Shanghai", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu",
+                                "Africa/Casablanca"])
+def test_a_year_splits_where_the_offset_changes_and_nowhere_else(tz):
+    """The day and hour reports sum hours in SQL one stretch of one offset at a time (``reports.offsets``):
+    every hour of the year is in exactly one stretch, at the offset its start has in the zone."""
+    zone = reports.zone(tz)
+    h0 = reports.first_hour(datetime(2026, 1, 1).date(), zone)
+    h1 = reports.first_hour(datetime(2027, 1, 1).date(), zone)
+    stretches = reports.offsets(zone, h0, h1)
+    assert stretches[0][0] == h0 and stretches[-1][1] == h1
+    assert all(a < b for a, b, _m in stretches)
+    assert all(stretches[i][1] == stretches[i + 1][0] and stretches[i][2] != stretches[i + 1][2]
+               for i in range(len(stretches) - 1))
+    for a, b, minutes in stretches:
+        for h in range(a, b):
+            assert datetime.fromtimestamp(h * 3600, zone).utcoffset() == timedelta(minutes=minutes), (tz, h)
+    changes = {"UTC": 0, "Asia/Shanghai": 0, "America/New_York": 2, "Australia/Lord_Howe": 2, "Asia/Kathmandu": 0}
+    if tz in changes:  # Casablanca's clocks stop for Ramadan: some changes, however many tzdata says
+        assert len(stretches) == changes[tz] + 1
+
+
 def test_a_report_is_a_group_by_over_sales_in_utc(engine):
     seed(engine, 800, seed=3)
     with engine.connect() as conn:
