@@ -6,9 +6,14 @@ import glob
 import os
 import re
 
+from decimal import Decimal
+
 import jinja2.nodes
 import pytest
 from babel.messages.pofile import read_po
+from babel.numbers import format_currency, get_currency_precision
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cloud.web import i18n
 from cloud.web.pages import templates
@@ -113,6 +118,16 @@ def test_the_language_comes_from_the_cookie_then_the_browser(cookie, header, lan
 ])
 def test_money_is_written_the_currency_s_way_for_the_reader(amount, currency, lang, text):
     assert i18n.money(amount, currency, lang) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-10**15, 10**15), st.sampled_from(["CNY", "USD", "EUR", "JPY", "KWD", "GBP", "HKD"]),
+       st.sampled_from(sorted(i18n.LANGUAGES)))
+def test_money_writes_what_babel_s_format_currency_writes(amount, currency, lang):
+    """``money`` looks the locale and its pattern up once; what it writes is babel's own."""
+    digits = get_currency_precision(currency)
+    assert i18n.money(amount, currency, lang) == format_currency(
+        Decimal(amount).scaleb(-digits), currency, locale=lang.replace("-", "_"), currency_digits=True)
 
 
 def test_a_message_missing_from_the_catalog_shows_in_english_with_its_fields():
