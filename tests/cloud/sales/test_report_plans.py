@@ -48,7 +48,7 @@ def planned(engine, by, **filters) -> tuple[dict, list[str]]:
     with engine.connect() as conn:
         @sa.event.listens_for(conn, "before_cursor_execute")
         def explain(_c, cursor, statement, params, _context, _many):
-            if ROLLUPS.search(statement) and statement.lstrip().upper().startswith("SELECT"):
+            if ROLLUPS.search(statement) and statement.lstrip().upper().startswith(("SELECT", "WITH")):
                 plans.append([row[3] for row in cursor.connection.execute("EXPLAIN QUERY PLAN " + statement,
                                                                          params).fetchall()])
 
@@ -80,12 +80,16 @@ def test_the_whole_fleets_year_reads_the_rollup_without_the_product_or_the_machi
 
 @pytest.mark.parametrize("by", ["day", "machine", "location", "hour"])
 def test_some_machines_are_read_by_their_own_rows_without_the_product(engine, by):
-    """A machine's or a location's report (here both machines): each machine's rows of the rollup without the
-    product, by its primary key, never the time index's range of the whole fleet."""
+    """A machine's or a location's report (here both machines): each machine's range of each piece of the
+    year in the rollup without the product, by its primary key; never the time index's range of the whole
+    fleet, nor every row of the machine (all its hours, days and blocks: 39 ms against 2 ms for the year of
+    100 machines at 5,000 sales each, bench/reports.py)."""
     for filters in ({"machine": "m-1"}, {"location": engine.test_location}):
         r, searches = planned(engine, by, **filters)
         assert sum(row["count"] for row in r["rows"]) == (800 if "machine" in filters else 1600)
-        assert searches == ["SEARCH sales_machine_rollup USING PRIMARY KEY (machine_id=?)"], (filters, searches)
+        assert searches, filters
+        assert set(searches) == {"SEARCH sales_machine_rollup USING PRIMARY KEY "
+                                 "(machine_id=? AND span=? AND bucket>? AND bucket<?)"}, (filters, searches)
 
 
 def test_counting_new_refunds_reads_the_newest_transactions_not_every_sales_entry(engine):
