@@ -270,10 +270,8 @@ class Cloud:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
-        if self.settings.ingest:  # alerts are looked for where the machines' readings arrive
+        if not self.alerter.elsewhere:
             self.alerter.start()
-        else:
-            self.alerter.elsewhere = True
 
     def stop(self) -> None:
         self._stop.set()

@@ -79,12 +79,17 @@ class Alerter:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.last_refresh = 0.0
-        self.elsewhere = False  # another process looks for alerts (this one runs with --no-ingest)
 
     @classmethod
     def from_settings(cls, engine, settings: Settings, limits, readings) -> "Alerter":
         channels = Channels(Mailer.from_settings(settings), webhook_secret(settings), settings.alert_send_timeout_s)
         return cls(engine, settings, limits, readings, channels)
+
+    @property
+    def elsewhere(self) -> bool:
+        """Another process looks for alerts, where the machines' readings arrive: this one runs with
+        ``--no-ingest``."""
+        return not self.settings.ingest
 
     @property
     def running(self) -> bool:
