@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import statistics
 import sys
@@ -354,35 +355,46 @@ def main() -> int:
     parser.add_argument("--postgres", metavar="URL", default="",
                         help="a fresh database on this PostgreSQL server instead of SQLite, e.g. "
                              "postgresql+psycopg://vend:vend@127.0.0.1:5432/vend")
-    parser.add_argument("--keep", metavar="FILE", default="",
-                        help="SQLite only: build the database in FILE and keep it; if FILE exists, time the reports "
-                             "over it as it is (--machines, --sales and --seed are then those it was built with)")
+    parser.add_argument("--keep", metavar="FILE_OR_NAME", default="",
+                        help="build the database in FILE (SQLite), or in the database NAME on the --postgres server, "
+                             "and keep it; if it exists, time the reports over it as it is (--machines, --sales and "
+                             "--seed are then those it was built with)")
     args = parser.parse_args()
-    if args.keep and args.postgres:
-        parser.error("--keep is for SQLite only")
     if args.build_only and not args.keep:
         parser.error("--build-only needs --keep")
     args.baseline_ranges = set(filter(None, args.baseline_ranges.split(",")))
     if not args.baseline_ranges <= {"month", "year"}:
         parser.error("--baseline-ranges: month, year or both")
-    args.reused = bool(args.keep) and os.path.exists(args.keep)
+    if args.keep and args.postgres and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", args.keep):
+        parser.error("--keep with --postgres: a database name (lower-case letters, digits, _)")
     work = tempfile.mkdtemp(prefix="vend-bench-reports-")
     admin = None
-    if args.keep:
-        url = f"sqlite:///{os.path.abspath(args.keep)}"
-    elif args.postgres:
-        name = f"vend_bench_{uuid.uuid4().hex[:8]}"
+    args.reused = False
+    if args.postgres:
+        name = args.keep or f"vend_bench_{uuid.uuid4().hex[:8]}"
         admin = sa.create_engine(args.postgres, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
         with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+            args.reused = bool(conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                                            {"n": name}).first())
+            if not args.reused:
+                conn.exec_driver_sql(f"CREATE DATABASE {name}")
         url = args.postgres.rsplit("/", 1)[0] + "/" + name
-    if not args.keep and not args.postgres:
+        if args.keep:  # kept: not dropped at the end
+            admin.dispose()
+            admin = None
+    elif args.keep:
+        args.reused = os.path.exists(args.keep)
+        url = f"sqlite:///{os.path.abspath(args.keep)}"
+    else:
         url = f"sqlite:///{work}/cloud.db"
     engine = db.make_engine(url)
     try:
         db.migrate(engine)
         result = run(engine, args)
         text = json.dumps({k: v for k, v in result.items() if k != "reports"}, indent=1)
+        if "reports" not in result:  # --build-only
+            print(text)
+            return 0
         # One object; a report per line, so that a person can read the table.
         print(text[:-2] + ',\n "reports": [\n  ' + ",\n  ".join(json.dumps(r) for r in result["reports"]) + "\n ]\n}")
     finally:
