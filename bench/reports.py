@@ -201,11 +201,12 @@ def run(engine: sa.Engine, args) -> dict:
             reports.backfill_refunds(conn)
             reports.rebuild_totals(conn)
         out["backfill_s"] = round(time.perf_counter() - t, 1)
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # the planner's statistics, as autovacuum would in time
+                conn.exec_driver_sql("ANALYZE")
         if args.build_only:
             return out
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("ANALYZE")
         out["rollup_rows"] = conn.execute(sa.select(sa.func.count()).select_from(reports.sales_rollup)).scalar()
         out["fleet_hourly_rows"] = conn.execute(sa.select(sa.func.count())
                                                 .select_from(reports.sales_fleet_hourly)).scalar()
