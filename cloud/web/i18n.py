@@ -16,9 +16,9 @@ import re
 from decimal import Decimal
 from functools import lru_cache
 
+from babel import Locale
 from babel.dates import format_datetime, format_skeleton
 from babel.messages.pofile import read_po
-from babel import Locale
 from babel.numbers import format_decimal, get_currency_precision
 from jinja2 import pass_context
 
