@@ -561,9 +561,10 @@ def days_by_machine(conn: sa.Connection, tz: str, today: date, days: int = 7,
     t = sales_machine_rollup
     u = _in_pieces(conn, t, cut, machine_ids, [t.c.machine_id, t.c.span, t.c.bucket, t.c.currency, t.c.count,
                                                t.c.amount, t.c.refunds])
+    if u is None:  # no machine asked for
+        return {}
     out: dict[str, dict] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-    for machine_id, span, bucket, currency, count, amount, refunds in (conn.execute(sa.select(u)) if u is not None
-                                                                       else ()):
+    for machine_id, span, bucket, currency, count, amount, refunds in conn.execute(sa.select(u)):
         cell = out[machine_id][(day_of[(span, bucket)], currency)]
         cell[0] += int(count)
         cell[1] += int(amount) - int(refunds)

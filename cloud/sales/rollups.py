@@ -297,9 +297,9 @@ def fold(conn: sa.Connection, limit: int = 50_000) -> int:
     return len(moved) + len(products)
 
 
-def _refunds_query(after: int | None):
-    """(txn id, booked at, machine, product, currency, amount) of each refund transaction after txn ``after``
-    (None: all): what it took back from revenue, against the order's machine and product."""
+def _refunds_query(ids: list[int] | None = None):
+    """(txn id, booked at, machine, product, currency, amount) of each refund transaction in ``ids`` (None:
+    every one): what it took back from revenue, against the order's machine and product."""
     q = (sa.select(txns.c.id, txns.c.created_at, _orders.c.machine_id, _orders.c.product_id, accounts.c.currency,
                    -sa.func.sum(entries.c.amount))
          .select_from(txns.join(entries, entries.c.txn_id == txns.c.id)
@@ -307,7 +307,7 @@ def _refunds_query(after: int | None):
                       .join(_orders, _orders.c.id == txns.c.order_id))
          .where(txns.c.kind == "refund", accounts.c.kind == "revenue")
          .group_by(txns.c.id, txns.c.created_at, _orders.c.machine_id, _orders.c.product_id, accounts.c.currency))
-    return q if after is None else q.where(txns.c.id > after)
+    return q if ids is None else q.where(txns.c.id.in_(ids))
 
 
 def hour_at(t) -> int:
@@ -329,18 +329,15 @@ def _uncounted(conn: sa.Connection) -> tuple[int | None, int, list]:
     newest = conn.execute(sa.select(sa.func.max(txns.c.id))).scalar() or 0
     after = None if mark is None else mark - LATE_TXNS
     c = sales_refunds_counted
-    seen = sa.select(c.c.txn_id)
-    query = _refunds_query(after)
-    if after is not None:
-        seen = seen.where(c.c.txn_id > after)
-        # The refunds among the newest transactions first, by the key's range: joined as one query, SQLite
-        # began at the revenue account and read every sale's entry ever booked, every second (25 ms at
-        # 200,000 transactions; the sweeper holds the one writer meanwhile, and the ingest's acks wait).
-        refunds = conn.execute(sa.select(txns.c.id).where(txns.c.id > after, txns.c.kind == "refund")).scalars().all()
-        if not refunds:
-            return mark, newest, []
-        query = query.where(txns.c.id.in_(refunds))
-    return mark, newest, list(conn.execute(query.where(txns.c.id.not_in(seen))))
+    if after is None:
+        return mark, newest, list(conn.execute(_refunds_query().where(txns.c.id.not_in(sa.select(c.c.txn_id)))))
+    # The refunds among the newest transactions first, by the key's range, then their entries: joined as one
+    # query, SQLite began at the revenue account and read every sale's entry ever booked, every second (25 ms
+    # at 200,000 transactions; the sweeper holds the one writer meanwhile, and the ingest's acks wait).
+    refunds = conn.execute(sa.select(txns.c.id).where(
+        txns.c.id > after, txns.c.kind == "refund",
+        txns.c.id.not_in(sa.select(c.c.txn_id).where(c.c.txn_id > after)))).scalars().all()
+    return mark, newest, list(conn.execute(_refunds_query(refunds))) if refunds else []
 
 
 def count_new_refunds(engine: sa.Engine) -> int:
@@ -415,7 +412,7 @@ def backfill_refunds(conn: sa.Connection) -> int:
     (revision 0027, after ``backfill`` in bench/reports.py); how many."""
     conn.exec_driver_sql("DELETE FROM sales_refunds_counted")
     conn.exec_driver_sql("DELETE FROM sales_refunds_mark")
-    found = conn.execute(_refunds_query(None)).all()
+    found = conn.execute(_refunds_query()).all()
     machine, fleet = rollup_rows(_refund_rows(found), refunds=True)
     _upsert(conn, machine, FIGURES[2:], products_only=True)
     _add_fleet(conn, _summed(fleet, lambda k: (k[0], k[2])), FIGURES[2:])

@@ -112,12 +112,12 @@ def number(value, lang: str = DEFAULT) -> str:
 
 def when(t, lang: str = DEFAULT, tz: str = "UTC") -> str:
     """A moment for people: short date and time in the reader's locale, in the given zone."""
-    return format_datetime(t, "short", tzinfo=_tz(tz), locale=_babel(lang))
+    return format_datetime(t, "short", tzinfo=_tz(tz), locale=_locale(lang))
 
 
 def day_label(d, lang: str = DEFAULT, skeleton: str = "MEd") -> str:
     """A calendar day for a column or a bar, short, in the reader's locale: "Sun, 12/6", "12/6周日"."""
-    return format_skeleton(skeleton, d, locale=_babel(lang))
+    return format_skeleton(skeleton, d, locale=_locale(lang))
 
 
 @lru_cache(maxsize=None)
