@@ -30,8 +30,10 @@ from cloud.alerts.occurrences import Condition
 
 log = logging.getLogger(__name__)
 
-# The most of its process's time the alert watcher may take: it rests after each look in proportion to its cost.
+# The most of its process's time the alert watcher may take: it rests after each look in proportion to its cost,
+# and LOOK_GAP_S at least (the ingest kicks a look after nearly every group it stores; a jam is seen within it).
 WATCH_SHARE = 0.1
+LOOK_GAP_S = 1.0
 
 KINDS = fleet_alerts.KINDS + ("payment_failed",)
 # What each kind is called on a page, in a message and in the rules form (English; pages translate it).
@@ -190,9 +192,10 @@ class Alerter:
                 log.exception("looking for alerts failed; will try again")
             # The ingest kicks a look after every group it stores. A look costs more with more machines (a
             # quarter of the cloud's time at ten thousand machines, one look per group): after each, rest so
-            # that looking takes at most WATCH_SHARE of the time, and never longer than --alert-check.
+            # that looking takes at most WATCH_SHARE of the time, LOOK_GAP_S at least, and never longer than
+            # --alert-check. Each look also slows the ingest's groups that run beside it (bench/fleet.py).
             spent = time.monotonic() - started
-            self._stop.wait(min(self.settings.alert_check_s, spent * (1 / WATCH_SHARE - 1)))
+            self._stop.wait(min(self.settings.alert_check_s, max(LOOK_GAP_S, spent * (1 / WATCH_SHARE - 1))))
 
     def _deliver_loop(self) -> None:
         # A failed delivery is due again after --alert-retry at the soonest: polling at that pace (at most

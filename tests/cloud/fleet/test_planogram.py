@@ -360,6 +360,75 @@ def test_data_not_synced_while_the_cloud_makes_no_progress(fleet):
         assert conn.execute(sa.select(alerts.machine_watch.c.unsynced_since)).scalar() is None
 
 
+def machine_states() -> list[dict]:
+    """One machine per case: each rule's inputs at a microsecond before, at and after its limit (None: not
+    set), crossed with the others it reads, retired or not; what a rule does not read stays quiet."""
+    us = timedelta(microseconds=1)
+
+    def around(seconds):
+        return [None, seconds * S - us, seconds * S, seconds * S + us]
+
+    quiet = dict(seen=timedelta(0), online=True, door=None, unsynced=None, head_gap=0, seq_gap=0, reading=None,
+                 out_for=None)
+    cases = [dict(seen=seen, online=online) for seen in around(LIMITS.offline_s) + [timedelta(0)]
+             for online in (True, False)]
+    cases += [dict(door=door) for door in around(LIMITS.door_open_s)]
+    cases += [dict(unsynced=since, head_gap=head, seq_gap=seq) for since in around(LIMITS.unsynced_s)
+              for head in (-1, 0, 1) for seq in (-1, 0, 1)]
+    cases += [dict(reading=at, out_for=out) for at in around(LIMITS.offline_s) + [timedelta(0)]
+              for out in around(LIMITS.temp_for_s)]
+    return [dict(quiet, **case, retired=retired) for case in cases for retired in (False, True)]
+
+
+def plainly(states: dict, readings: dict, now) -> set:
+    """The alerts of the module's table, machine by machine, as plain Python says them."""
+    found = set()
+    for machine_id, m in states.items():
+        if m["retired"]:
+            continue
+        seen = now - m["seen"] if m["seen"] is not None else NOW  # never seen: since it was added
+        if now - seen > LIMITS.offline_s * S:
+            found.add((machine_id, "offline", seen))
+        if m["door"] is not None and m["door"] > LIMITS.door_open_s * S:
+            found.add((machine_id, "door_open", now - m["door"]))
+        if m["unsynced"] is not None and m["head_gap"] > 0 and m["seq_gap"] > 0 and m["unsynced"] > LIMITS.unsynced_s * S:
+            found.add((machine_id, "not_synced", now - m["unsynced"]))
+        r = readings.get(machine_id)
+        if r is not None and r.out_since is not None and now - r.at <= LIMITS.offline_s * S \
+                and now - r.out_since >= LIMITS.temp_for_s * S:
+            found.add((machine_id, "temperature", r.out_since))
+    return found
+
+
+def test_the_database_picks_the_same_machines_as_the_plain_rules(engine):
+    """``compute`` has SQL pick out the machines with something to say; it must pick exactly those the rules
+    name, to the microsecond at each limit, on both databases, for the fleet and for each machine."""
+    now = NOW + 3600 * S
+    states = {f"p-{i}": m for i, m in enumerate(machine_states())}
+    readings = {"not-a-machine": alerts.Reading(30.0, now, NOW)}  # telemetry from a machine never added
+    w = alerts.machine_watch
+    with engine.begin() as conn:
+        for machine_id, m in states.items():
+            machines.add_machine(conn, machine_id, machine_id, "", NOW)
+            conn.execute(machines.machines.update().where(machines.machines.c.id == machine_id).values(
+                online=m["online"], last_seen=None if m["seen"] is None else now - m["seen"],
+                retired_at=now if m["retired"] else None, cloud_head=2, machine_head=2 + m["head_gap"]))
+            if m["door"] is not None or m["unsynced"] is not None:
+                conn.execute(w.insert().values(
+                    machine_id=machine_id, door_open_since=None if m["door"] is None else now - m["door"],
+                    unsynced_since=None if m["unsynced"] is None else now - m["unsynced"], unsynced_seq=2 + m["seq_gap"]))
+            if m["reading"] is not None:
+                out_since = None if m["out_for"] is None else now - m["out_for"]
+                readings[machine_id] = alerts.Reading(1.5, now - m["reading"], out_since)
+    expected = plainly(states, readings, now)
+    assert {kind for _m, kind, _since in expected} == {"offline", "door_open", "not_synced", "temperature"}
+    looked = {(a.machine_id, a.kind, a.since) for a in alerts_at(engine, now, readings) if a.machine_id in states}
+    assert looked == expected
+    for machine_id in states:
+        assert {(a.machine_id, a.kind, a.since) for a in alerts_at(engine, now, readings, machine_id=machine_id)} \
+            == {a for a in expected if a[0] == machine_id}
+
+
 def test_the_limits_are_checked_when_the_cloud_starts(tmp_path):
     settings = cloud.core.settings.parse(["--var", str(tmp_path), "--alert-temp-min", "9", "--alert-temp-max", "3"])
     with pytest.raises(SystemExit, match="alert temperatures must be"):
