@@ -27,7 +27,7 @@ import paho.mqtt.client as mqtt
 from controller.sync import Heartbeat, Sync
 from protocol import topics
 from protocol.messages import GENESIS_HASH, Ack, Command, CommandResult, Event, Status, Telemetry, parse_time
-from protocol.mqtt import connect_async, make_client
+from protocol.mqtt import connect_async, make_client, no_delay
 
 DROP_S = 0.8  # motor start to the drop sensor, as a real spiral turns
 TICK_S = 0.5  # how often the controller's main loop ticks when nothing arrives
@@ -91,7 +91,7 @@ class SimMachine:
         self.client.on_disconnect = self.on_disconnect
         self.client.on_message = self.on_message
         loop = worker.loop
-        self.client.on_socket_open = lambda c, u, sock: loop.add_reader(sock, self._read)
+        self.client.on_socket_open = self._socket_open
         self.client.on_socket_close = lambda c, u, sock: loop.remove_reader(sock)
         self.client.on_socket_register_write = lambda c, u, sock: loop.add_writer(sock, self._write)
         self.client.on_socket_unregister_write = lambda c, u, sock: loop.remove_writer(sock)
@@ -109,6 +109,10 @@ class SimMachine:
             sock.close()
             raise OSError(err, os.strerror(err))
         return sock
+
+    def _socket_open(self, client, userdata, sock) -> None:
+        no_delay(client, userdata, sock)  # what make_client's own callback does for the controller
+        self.w.loop.add_reader(sock, self._read)
 
     def _read(self) -> None:
         self.client.loop_read()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -20,7 +22,18 @@ def make_client(client_id: str, protocol: str, *, persistent: bool) -> mqtt.Clie
                          reconnect_on_failure=True, **kwargs)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     client.max_queued_messages_set(0)
+    client.on_socket_open = no_delay
     return client
+
+
+def no_delay(client: mqtt.Client, userdata, sock) -> None:
+    """Nagle off (paho leaves it on): an ack, a vend command, an event is one small packet that is wanted
+    now, not after the peer's acknowledgement of the one before (up to 40 ms on Linux). The broker the cloud
+    writes has it off too (``set_tcp_nodelay``)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):  # not a TCP socket: nothing to turn off
+        pass
 
 
 def connect_async(client: mqtt.Client, host: str, port: int, keepalive: int, *, persistent: bool) -> None:

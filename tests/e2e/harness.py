@@ -144,9 +144,10 @@ class Broker:
         if kind == "mosquitto":
             conf = os.path.join(workdir, "mosquitto.conf")
             with open(conf, "w") as f:
-                # No persistence: a restart loses every queued message, the hardest case for sync.
+                # No persistence: a restart loses every queued message, the hardest case for sync. Nagle off,
+                # as the broker the cloud writes for a deployment has it (cloud/provisioning/brokerfiles.py).
                 f.write(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        "max_queued_messages 0\n")
+                        "max_queued_messages 0\nset_tcp_nodelay true\n")
             argv = [shutil.which("mosquitto"), "-c", conf]
         else:
             argv = [sys.executable, "-m", "cloud.broker", "--port", str(self.port)]

@@ -1,6 +1,8 @@
 """The broker configuration the cloud writes, run in a real Mosquitto with real clients: who may say what."""
 
 import os
+import queue
+import socket
 import ssl
 import subprocess
 import threading
@@ -222,3 +224,33 @@ def test_the_queue_for_an_offline_cloud_is_bounded(broker, clients):
     # The first messages are kept in order, up to the bound (plus the 20 in flight); the rest were dropped.
     assert kept == list(range(len(kept)))
     assert QUEUED_BYTES // size <= len(kept) <= QUEUED_BYTES // size + 21, len(kept)
+
+
+def test_the_cloud_and_a_machine_send_each_small_packet_at_once(broker, tmp_path):
+    """Nagle's algorithm holds a small packet until the peer acknowledges the one before (up to 40 ms on
+    Linux): every ack, vend command and event is one. The broker has it off for its clients
+    (``set_tcp_nodelay``); the cloud's and the machine's own sockets must too. On PostgreSQL it was most of
+    the acks' latency in bench/fleet.py's storm (issue 16)."""
+    from cloud.core.settings import Settings
+    from cloud.service import Bus
+    from controller.config import MqttSettings
+    from controller.link import Link
+
+    assert "set_tcp_nodelay true" in open(broker.files.path("mosquitto.conf")).read().splitlines()
+    bus = Bus(Settings(var=str(tmp_path), broker=f"127.0.0.1:{broker.ports.local}").resolve(), queue.Queue(),
+              PW_CLOUD)
+    link = Link(MqttSettings(host="127.0.0.1", port=broker.ports.password, username=USER_A, password=PW_A, tls=True,
+                             ca_file=broker.files.path("ca.crt")), A, queue.Queue())
+    bus.start()
+    link.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not (bus.connected.is_set() and link.connected) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert bus.connected.is_set() and link.connected, link.last_error
+        for client in (bus.client, link.client):
+            assert client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        link.client.disconnect()
+        link.client.loop_stop()
+        bus.stop()
