@@ -409,7 +409,7 @@ class Cloud:
                 else:
                     self.stats.reject(topic, f"{kind} is not a topic the cloud consumes")
         if acks or heartbeats:
-            self.alerter.kick()  # a jam, a door, a restock just stored: alerts are looked for at once
+            self.alerter.kick()  # a jam, a door, a restock just stored: looked for now, or when the watcher has rested
         cloud_time = format_time(utcnow())
         for machine_id, heads in acks.items():
             for ledger, seq in heads.items():

@@ -337,8 +337,8 @@ OPTIONS = [
      "naming an order the machine was never sent) stays an alert"),
     ("--alert-low-stock", "alert_low_stock_fraction", float, "a slot holding less than this share of its par "
      "level (its capacity if it has none) is low on stock (0-1)"),
-    ("--alert-check", "alert_check_s", float, "seconds between looks for alerts (they are also looked for at once "
-     "after every stored batch of events)"),
+    ("--alert-check", "alert_check_s", float, "seconds between looks for alerts (they are also looked for after every "
+     "stored batch of events, a second after the last look at the soonest)"),
     ("--alert-retry", "alert_retry_s", float, "seconds before an alert's failed delivery is tried again; doubled "
      "after each failure, up to an hour"),
     ("--alert-attempts", "alert_attempts", int, "deliveries of one alert to one address tried at most (1-100)"),

@@ -179,7 +179,8 @@ def compute(conn: sa.Connection, now: datetime, limits: Limits, readings: dict[s
     seen = sa.func.coalesce(m.last_seen, m.created_at, type_=UTCDateTime)
     fail_q = (sa.select(vend_failures.c.machine_id, vend_failures.c.slot, sa.func.count().label("n"),
                         sa.func.min(vend_failures.c.at).label("first"), sa.func.max(vend_failures.c.at).label("last"))
-              .where(vend_failures.c.at > now - timedelta(seconds=limits.failed_window_s), one(vend_failures.c.machine_id))
+              .where(vend_failures.c.at > now - timedelta(seconds=limits.failed_window_s),
+                     one(vend_failures.c.machine_id))
               .group_by(vend_failures.c.machine_id, vend_failures.c.slot)
               .having(sa.func.count() >= limits.failed_vends))
     incident_q = (sa.select(vend_incidents.c.machine_id, vend_incidents.c.kind, vend_incidents.c.order_id,

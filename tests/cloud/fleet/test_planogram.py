@@ -391,7 +391,8 @@ def plainly(states: dict, readings: dict, now) -> set:
             found.add((machine_id, "offline", seen))
         if m["door"] is not None and m["door"] > LIMITS.door_open_s * S:
             found.add((machine_id, "door_open", now - m["door"]))
-        if m["unsynced"] is not None and m["head_gap"] > 0 and m["seq_gap"] > 0 and m["unsynced"] > LIMITS.unsynced_s * S:
+        if m["unsynced"] is not None and m["head_gap"] > 0 and m["seq_gap"] > 0 \
+                and m["unsynced"] > LIMITS.unsynced_s * S:
             found.add((machine_id, "not_synced", now - m["unsynced"]))
         r = readings.get(machine_id)
         if r is not None and r.out_since is not None and now - r.at <= LIMITS.offline_s * S \
@@ -416,7 +417,8 @@ def test_the_database_picks_the_same_machines_as_the_plain_rules(engine):
             if m["door"] is not None or m["unsynced"] is not None:
                 conn.execute(w.insert().values(
                     machine_id=machine_id, door_open_since=None if m["door"] is None else now - m["door"],
-                    unsynced_since=None if m["unsynced"] is None else now - m["unsynced"], unsynced_seq=2 + m["seq_gap"]))
+                    unsynced_since=None if m["unsynced"] is None else now - m["unsynced"],
+                    unsynced_seq=2 + m["seq_gap"]))
             if m["reading"] is not None:
                 out_since = None if m["out_for"] is None else now - m["out_for"]
                 readings[machine_id] = alerts.Reading(1.5, now - m["reading"], out_since)
