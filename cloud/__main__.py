@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     cookie_secret = read_or_create(os.path.join(settings.var, "cookie-secret"), lambda: secrets.token_hex(32))
 
     # The ingest thread gives the GIL up for every database call of a group and must take it back each time;
-    # while another thread runs Python (a page, the alerts' look over every machine), taking it back could
-    # wait the whole switch interval, 5 ms by default, dozens of times a group (docs/scaling.md).
+    # while another thread runs Python (a page, an order, paho's loop), taking it back could wait the whole
+    # switch interval, 5 ms by default, dozens of times a group (docs/scaling.md).
     sys.setswitchinterval(0.0005)
     cloud = Cloud(settings)
     cloud.start()

@@ -190,10 +190,9 @@ class Alerter:
                 self.refresh()
             except Exception:  # noqa: BLE001 - the worker outlives any one look; logged, tried again
                 log.exception("looking for alerts failed; will try again")
-            # The ingest kicks a look after every group it stores. A look costs more with more machines (a
-            # quarter of the cloud's time at ten thousand machines, one look per group): after each, rest so
-            # that looking takes at most WATCH_SHARE of the time, LOOK_GAP_S at least, and never longer than
-            # --alert-check. Each look also slows the ingest's groups that run beside it (bench/fleet.py).
+            # The ingest kicks a look after every group it stores, and a look slows the groups that run beside
+            # it (bench/fleet.py, docs/scaling.md): after each, rest so that looking takes at most WATCH_SHARE
+            # of the time, LOOK_GAP_S at least, and never longer than --alert-check.
             spent = time.monotonic() - started
             self._stop.wait(min(self.settings.alert_check_s, max(LOOK_GAP_S, spent * (1 / WATCH_SHARE - 1))))
 
